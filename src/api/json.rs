@@ -1,0 +1,327 @@
+//! JSON in and out of the API: a lenient request-body reader on simd-json and a small writer
+//! that produces the exact bytes Go's `encoding/json` produces.
+//!
+//! Request bodies follow Go's decoder: member names match case-insensitively, unknown members
+//! are ignored, the last duplicate wins and `null` means "absent". Binary members are standard
+//! base64 with padding; `\r` and `\n` inside them are ignored as Go does.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use simd_json::prelude::*;
+
+use crate::secret::SecretVec;
+
+/// Why a request body could not be read. The API layer maps every variant to the route's
+/// "invalid request body" message; the variants exist for tests and debug logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not JSON, or not a JSON object.
+    Syntax,
+    /// A member had the wrong JSON type (e.g. a number where a string belongs).
+    Type,
+    /// A binary member was not valid padded standard base64.
+    Base64,
+}
+
+/// Reusable parser state, one per connection, so steady-state parsing does not allocate.
+pub struct JsonParser {
+    buffers: simd_json::Buffers,
+}
+
+impl Default for JsonParser {
+    fn default() -> Self {
+        JsonParser {
+            buffers: simd_json::Buffers::new(1024),
+        }
+    }
+}
+
+impl JsonParser {
+    /// Parses `body` (modified in place by simd-json) as a JSON object and returns, for each
+    /// name in `names`, the string value of the last member whose name matches it
+    /// case-insensitively. `null` and absent members give `None`.
+    pub fn string_members<'a, const N: usize>(
+        &mut self,
+        body: &'a mut [u8],
+        names: [&str; N],
+    ) -> Result<[Option<&'a str>; N], BodyError> {
+        let tape = simd_json::to_tape_with_buffers(body, &mut self.buffers)
+            .map_err(|_| BodyError::Syntax)?;
+        let value = tape.as_value();
+        let object = value.as_object().ok_or(BodyError::Syntax)?;
+        let mut found: [Option<&'a str>; N] = [None; N];
+        for (member, value) in object.iter() {
+            let Some(slot) = names.iter().position(|n| n.eq_ignore_ascii_case(member)) else {
+                continue;
+            };
+            if value.is_null() {
+                found[slot] = None;
+                continue;
+            }
+            found[slot] = Some(value.into_string().ok_or(BodyError::Type)?);
+        }
+        Ok(found)
+    }
+}
+
+/// Decodes a base64 member into `out` (cleared first). Go ignores CR and LF inside base64.
+pub fn decode_base64_into(text: &str, out: &mut Vec<u8>) -> Result<(), BodyError> {
+    out.clear();
+    if text.bytes().any(|b| b == b'\r' || b == b'\n') {
+        let cleaned: Vec<u8> = text.bytes().filter(|&b| b != b'\r' && b != b'\n').collect();
+        return BASE64
+            .decode_vec(&cleaned, out)
+            .map_err(|_| BodyError::Base64);
+    }
+    BASE64.decode_vec(text, out).map_err(|_| BodyError::Base64)
+}
+
+/// Decodes a base64 member that holds secret bytes (key material, plaintext to encrypt).
+pub fn decode_base64_secret(text: &str) -> Result<SecretVec, BodyError> {
+    let mut out = SecretVec::with_capacity(text.len() / 4 * 3 + 3);
+    decode_base64_into(text, out.as_mut_vec())?;
+    Ok(out)
+}
+
+/// Builds a JSON value into a byte buffer the way Go's encoder writes it.
+pub struct JsonWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonWriter<'a> {
+    /// Starts an object in `out`.
+    pub fn object(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        JsonWriter { out, first: true }
+    }
+
+    fn key(&mut self, name: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_string(self.out, name);
+        self.out.push(b':');
+    }
+
+    pub fn string(&mut self, name: &str, value: &str) -> &mut Self {
+        self.key(name);
+        write_string(self.out, value);
+        self
+    }
+
+    pub fn base64(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        self.key(name);
+        self.out.push(b'"');
+        let start = self.out.len();
+        let encoded_len = value.len().div_ceil(3) * 4;
+        self.out.resize(start + encoded_len, 0);
+        // The buffer was sized exactly for the encoding, so this cannot fail.
+        let written = BASE64
+            .encode_slice(value, &mut self.out[start..])
+            .unwrap_or(0);
+        debug_assert_eq!(written, encoded_len);
+        self.out.truncate(start + written);
+        self.out.push(b'"');
+        self
+    }
+
+    pub fn uint(&mut self, name: &str, value: u64) -> &mut Self {
+        self.key(name);
+        let mut buf = itoa_buf();
+        self.out.extend_from_slice(format_u64(value, &mut buf));
+        self
+    }
+
+    pub fn bool(&mut self, name: &str, value: bool) -> &mut Self {
+        self.key(name);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+
+    /// A member whose value the caller writes raw (nested objects, arrays).
+    pub fn raw(&mut self, name: &str, json: &[u8]) -> &mut Self {
+        self.key(name);
+        self.out.extend_from_slice(json);
+        self
+    }
+
+    pub fn string_array<'s>(
+        &mut self,
+        name: &str,
+        values: impl IntoIterator<Item = &'s str>,
+    ) -> &mut Self {
+        self.key(name);
+        write_string_array(self.out, values);
+        self
+    }
+
+    /// Closes the object and appends Go's trailing newline.
+    pub fn finish(self) {
+        self.out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Writes `["a","b"]`.
+pub fn write_string_array<'s>(out: &mut Vec<u8>, values: impl IntoIterator<Item = &'s str>) {
+    out.push(b'[');
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(out, v);
+    }
+    out.push(b']');
+}
+
+/// Writes a JSON string with Go's escaping: `"`, `\\`, control characters, and `<`, `>`, `&`
+/// as `\u003c`, `\u003e`, `\u0026`; U+2028 and U+2029 as `\u2028`, `\u2029`.
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x00..=0x1f | b'<' | b'>' | b'&' => None,
+            0xe2 if bytes.get(i + 1) == Some(&0x80)
+                && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9)) =>
+            {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(if bytes[i + 2] == 0xa8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
+                i += 3;
+                start = i;
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// The error body exactly as the reference writes it: `{"message":"…"` LF `}`.
+pub fn write_error_body(out: &mut Vec<u8>, message: &str) {
+    out.extend_from_slice(b"{\"message\":");
+    write_string(out, message);
+    out.extend_from_slice(b"\n}");
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0u8; 20]
+}
+
+/// Formats `v` in decimal into `buf`, returning the digits.
+pub fn format_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_case_insensitive_last_wins_and_null_is_absent() {
+        let mut p = JsonParser::default();
+        let mut body = br#"{"Context":"YQ==","PLAINTEXT":"first","plaintext":"second","x":5}"#.to_vec();
+        let [ctx, pt] = p.string_members(&mut body, ["context", "plaintext"]).unwrap();
+        assert_eq!(ctx, Some("YQ=="));
+        assert_eq!(pt, Some("second"));
+
+        let mut body = br#"{"context":null}"#.to_vec();
+        let [ctx] = p.string_members(&mut body, ["context"]).unwrap();
+        assert_eq!(ctx, None);
+    }
+
+    #[test]
+    fn wrong_shapes_are_errors() {
+        let mut p = JsonParser::default();
+        for (input, err) in [
+            (&b"[1]"[..], BodyError::Syntax),
+            (b"{", BodyError::Syntax),
+            (b"", BodyError::Syntax),
+            (br#"{"context":5}"#, BodyError::Type),
+        ] {
+            let mut body = input.to_vec();
+            assert_eq!(p.string_members(&mut body, ["context"]).unwrap_err(), err, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn base64_rules() {
+        let mut out = Vec::new();
+        decode_base64_into("aGVs\r\nbG8=", &mut out).unwrap();
+        assert_eq!(out, b"hello");
+        assert_eq!(decode_base64_into("aGVsbG8", &mut out), Err(BodyError::Base64));
+        assert_eq!(decode_base64_into("aGV-bG8=", &mut out), Err(BodyError::Base64));
+        decode_base64_into("", &mut out).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn go_string_escaping() {
+        let mut out = Vec::new();
+        write_string(&mut out, "a<b>&\"\\\n\u{1}\u{2028}é");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#""a\u003cb\u003e\u0026\"\\\n\u0001\u2028é""#
+        );
+    }
+
+    #[test]
+    fn error_body_matches_reference_bytes() {
+        let mut out = Vec::new();
+        write_error_body(&mut out, "key already exists");
+        assert_eq!(out, b"{\"message\":\"key already exists\"\n}");
+        assert_eq!(out.len(), 33);
+    }
+
+    #[test]
+    fn writer_builds_objects() {
+        let mut out = Vec::new();
+        let mut w = JsonWriter::object(&mut out);
+        w.base64("plaintext", b"hi").uint("n", 1234).bool("b", true);
+        w.string_array("names", ["a", "b"]);
+        w.finish();
+        assert_eq!(out, b"{\"plaintext\":\"aGk=\",\"n\":1234,\"b\":true,\"names\":[\"a\",\"b\"]}\n");
+    }
+}

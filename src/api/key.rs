@@ -1,0 +1,208 @@
+//! Key handlers: create, import, describe, list, delete, and the crypto routes generate,
+//! encrypt, decrypt and hmac (http-api.md §5.6–§5.14).
+
+use ring::rand::SecureRandom;
+
+use super::json::{decode_base64_into, decode_base64_secret, JsonWriter};
+use super::router::{is_valid_name, is_valid_pattern, pattern_prefix};
+use super::{store, ApiError, Core, Peer, Reply, Request};
+use crate::crypto::{record, KeyType, KeyVersion, SecretKey};
+use crate::secret::{Secret, SecretVec};
+use crate::time::{Timestamp, GO_ZERO_TIME};
+
+/// Size of a data encryption key in bytes.
+pub const DEK_BYTES: usize = 32;
+
+fn valid_name(name: &str) -> Result<&str, ApiError> {
+    if is_valid_name(name) {
+        Ok(name)
+    } else {
+        Err(ApiError::invalid_key_name(name))
+    }
+}
+
+/// The caller's identity in hex, as recorded in `created_by`.
+fn creator(req: &Request<'_>) -> String {
+    match req.peer {
+        Peer::Identified(identity) => identity.to_hex(),
+        Peer::Unidentified(_) => String::new(),
+    }
+}
+
+pub async fn create(core: &Core, req: &mut Request<'_>) -> Result<Reply, ApiError> {
+    let name = valid_name(req.argument)?;
+    let key = KeyVersion::generate(
+        core.shared.key_type,
+        &creator(req),
+        Timestamp::now(),
+        &core.rng,
+    )
+    .map_err(|_| ApiError::GENERATE_FAILED)?;
+    store::create(core, name, record::encode_record(&key)).await?;
+    Ok(Reply::Empty)
+}
+
+pub async fn import(core: &Core, req: &mut Request<'_>) -> Result<Reply, ApiError> {
+    let name = valid_name(req.argument)?;
+    let (kind, cipher, material) = {
+        let mut parser = core.json.borrow_mut();
+        // `bytes`/`algorithm` are the pre-2023-10 names of `key`/`cipher`: accepted as a
+        // superset so legacy SDKs keep working.
+        let [key, cipher, bytes, algorithm] = parser
+            .string_members(req.body, ["key", "cipher", "bytes", "algorithm"])
+            .map_err(|_| ApiError::INVALID_IMPORT_BODY)?;
+        let legacy = cipher.is_none() && key.is_none();
+        let cipher = if legacy {
+            algorithm.unwrap_or("AES256")
+        } else {
+            cipher.unwrap_or("")
+        };
+        let text = key.or(bytes).unwrap_or("");
+        let material = decode_base64_secret(text).map_err(|_| ApiError::INVALID_IMPORT_BODY)?;
+        let kind = KeyType::from_name(cipher).ok_or_else(|| ApiError::unsupported_algorithm(cipher))?;
+        (kind, cipher.to_string(), material)
+    };
+    let secret =
+        Secret::<32>::from_slice(material.expose()).ok_or_else(|| ApiError::invalid_key_size(&cipher))?;
+    let key = KeyVersion::import(kind, secret, &creator(req), Timestamp::now(), &core.rng)
+        .map_err(|_| ApiError::CREATE_INTERNAL)?;
+    store::create(core, name, record::encode_record(&key)).await?;
+    Ok(Reply::Empty)
+}
+
+pub async fn describe(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let name = valid_name(req.argument)?;
+    let key = store::key(core, name).await?;
+    let mut created_at = String::with_capacity(32);
+    match key.created_at {
+        Some(t) => t.write_rfc3339(&mut created_at),
+        None => created_at.push_str(GO_ZERO_TIME),
+    }
+    let mut w = JsonWriter::object(out);
+    w.string("name", name)
+        .string("algorithm", key.key.kind().as_str())
+        .string("created_at", &created_at);
+    if let Some(by) = key.created_by.as_deref().filter(|s| !s.is_empty()) {
+        w.string("created_by", by);
+    }
+    w.finish();
+    Ok(Reply::Json)
+}
+
+pub async fn list(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let pattern = req.argument;
+    if !is_valid_pattern(pattern) {
+        return Err(ApiError::invalid_pattern(pattern));
+    }
+    let names = store::list(core, pattern_prefix(pattern)).await?;
+    let mut w = JsonWriter::object(out);
+    w.string_array("names", names.iter().map(String::as_str));
+    w.finish();
+    Ok(Reply::Json)
+}
+
+pub async fn delete(core: &Core, req: &mut Request<'_>) -> Result<Reply, ApiError> {
+    let name = valid_name(req.argument)?;
+    store::delete(core, name).await?;
+    Ok(Reply::Empty)
+}
+
+pub async fn generate(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let name = valid_name(req.argument)?;
+    let mut context = Vec::new();
+    if !req.body.is_empty() {
+        let mut parser = core.json.borrow_mut();
+        let [ctx] = parser
+            .string_members(req.body, ["context"])
+            .map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_into(ctx.unwrap_or(""), &mut context).map_err(|_| ApiError::INVALID_BODY)?;
+    }
+    let key = store::key(core, name).await?;
+
+    // One RNG draw per request: the DEK and the ciphertext's IV and nonce.
+    let mut random = Secret::new([0u8; DEK_BYTES + 28]);
+    fill_random(core, &mut random)?;
+    let (dek, iv_nonce) = random.expose().split_at(DEK_BYTES);
+    let iv_nonce: &[u8; 28] = iv_nonce.try_into().map_err(|_| ApiError::GENERATE_FAILED)?;
+    let mut ciphertext = Vec::with_capacity(DEK_BYTES + SecretKey::CIPHERTEXT_OVERHEAD);
+    key.key
+        .seal_into(dek, &context, iv_nonce, &mut ciphertext)
+        .map_err(|_| ApiError::GENERATE_FAILED)?;
+    let mut w = JsonWriter::object(out);
+    w.base64("plaintext", dek).base64("ciphertext", &ciphertext);
+    w.finish();
+    Ok(Reply::Json)
+}
+
+fn fill_random<const N: usize>(core: &Core, buf: &mut Secret<N>) -> Result<(), ApiError> {
+    let mut bytes = [0u8; N];
+    let result = core.rng.fill(&mut bytes);
+    *buf = Secret::new(bytes);
+    // SAFETY: wiping our own stack copy of the random bytes.
+    unsafe { memsec::memzero(bytes.as_mut_ptr(), N) };
+    result.map_err(|_| ApiError::GENERATE_FAILED)
+}
+
+pub async fn encrypt(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let name = valid_name(req.argument)?;
+    let mut context = Vec::new();
+    let plaintext = {
+        let mut parser = core.json.borrow_mut();
+        let [plaintext, ctx] = parser
+            .string_members(req.body, ["plaintext", "context"])
+            .map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_into(ctx.unwrap_or(""), &mut context).map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_secret(plaintext.unwrap_or("")).map_err(|_| ApiError::INVALID_BODY)?
+    };
+    let key = store::key(core, name).await?;
+    let ciphertext = key
+        .key
+        .encrypt(plaintext.expose(), &context, &core.rng)
+        .map_err(|_| ApiError::ENCRYPT_FAILED)?;
+    let mut w = JsonWriter::object(out);
+    w.base64("ciphertext", &ciphertext);
+    w.finish();
+    Ok(Reply::Json)
+}
+
+pub async fn decrypt(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let name = valid_name(req.argument)?;
+    let mut context = Vec::new();
+    let mut ciphertext = Vec::new();
+    {
+        let mut parser = core.json.borrow_mut();
+        let [ct, ctx] = parser
+            .string_members(req.body, ["ciphertext", "context"])
+            .map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_into(ctx.unwrap_or(""), &mut context).map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_into(ct.unwrap_or(""), &mut ciphertext).map_err(|_| ApiError::INVALID_BODY)?;
+    }
+    let key = store::key(core, name).await?;
+    let plaintext: SecretVec = key.decrypt(&ciphertext, &context).map_err(|e| match e {
+        crate::crypto::CryptoError::NotAuthentic => ApiError::NOT_AUTHENTIC,
+        _ => ApiError::DECRYPT_FAILED,
+    })?;
+    let mut w = JsonWriter::object(out);
+    w.base64("plaintext", plaintext.expose());
+    w.finish();
+    Ok(Reply::Json)
+}
+
+pub async fn hmac(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let name = valid_name(req.argument)?;
+    let mut message = Vec::new();
+    {
+        let mut parser = core.json.borrow_mut();
+        let [msg] = parser
+            .string_members(req.body, ["message"])
+            .map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_into(msg.unwrap_or(""), &mut message).map_err(|_| ApiError::INVALID_BODY)?;
+    }
+    let key = store::key(core, name).await?;
+    let hmac_key = key.hmac.as_ref().ok_or(ApiError::NO_HMAC)?;
+    let tag = hmac_key.sign(&message);
+    let mut w = JsonWriter::object(out);
+    w.base64("hmac", &tag);
+    w.finish();
+    Ok(Reply::Json)
+}

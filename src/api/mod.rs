@@ -1,0 +1,161 @@
+//! The KES API: routing ([`router`]), authorisation, and the handlers, which turn one parsed
+//! request into one [`Reply`].
+//!
+//! Order of checks for every request (http-api.md §3): route (404/301) → method (405) →
+//! authenticate + authorise (400/403) → handler (argument validation, body, keystore).
+
+pub mod error;
+pub mod identity;
+pub mod json;
+pub mod key;
+pub mod router;
+pub mod store;
+pub mod system;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ring::rand::SystemRandom;
+
+pub use error::ApiError;
+pub use router::{AuthMode, Route, RouteId, RouteSettings, Routed, ROUTES};
+
+use crate::auth::identity::IdentityError;
+use crate::auth::{Decision, Identity, PolicySet};
+use crate::cache::{CoreCache, Expiry, Invalidations};
+use crate::crypto::KeyType;
+use crate::keystore::KeyStore;
+use crate::time::Timestamp;
+
+/// Server version reported by `/version` and `/v1/status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit, when the build passes it in `KES_BUILD_COMMIT`.
+pub const COMMIT: &str = match option_env!("KES_BUILD_COMMIT") {
+    Some(c) => c,
+    None => "<unknown>",
+};
+
+/// State shared by all cores: immutable except for the invalidation log and the keystore's
+/// own internals. Cores hold it through an `Arc` and never lock it on the request path.
+pub struct Shared {
+    pub policies: PolicySet,
+    pub routes: RouteSettings,
+    pub keystore: Arc<dyn KeyStore>,
+    pub invalidations: Invalidations,
+    /// Type of newly created keys.
+    pub key_type: KeyType,
+    pub expiry: Expiry,
+    pub started: Instant,
+    pub started_at: Timestamp,
+    /// Number of cores serving requests (for `/v1/status`).
+    pub cores: usize,
+}
+
+/// One core's state: its cache shard and RNG, plus the shared state.
+pub struct Core {
+    pub shared: Arc<Shared>,
+    pub cache: CoreCache,
+    pub rng: SystemRandom,
+    pub json: std::cell::RefCell<json::JsonParser>,
+}
+
+impl Core {
+    pub fn new(shared: Arc<Shared>) -> Core {
+        Core {
+            shared,
+            cache: Default::default(),
+            rng: SystemRandom::new(),
+            json: Default::default(),
+        }
+    }
+}
+
+/// What the connection knows about the peer.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer {
+    /// Exactly one non-CA client certificate: its identity.
+    Identified(Identity),
+    /// The identity could not be derived.
+    Unidentified(IdentityError),
+}
+
+/// One request, as the handlers see it.
+pub struct Request<'a> {
+    pub route: &'static Route,
+    pub argument: &'a str,
+    pub path: &'a str,
+    pub peer: Peer,
+    /// The request body (already bounded by the route's limit); handlers may modify it
+    /// in place (simd-json does).
+    pub body: &'a mut Vec<u8>,
+}
+
+/// A handler's answer. JSON and text bodies are written into the connection's body buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// 200, no body.
+    Empty,
+    /// 200, `Content-Type: application/json`, body in the buffer.
+    Json,
+    /// 200 with this content type, body in the buffer.
+    Content(&'static str),
+    Error(ApiError),
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Reply {
+        Reply::Error(e)
+    }
+}
+
+/// Authenticates and authorises `req` per its route's effective auth mode.
+pub fn authorize(shared: &Shared, route_index: usize, req: &Request<'_>) -> Result<(), ApiError> {
+    match shared.routes.auth[route_index] {
+        AuthMode::None | AuthMode::Identify => Ok(()),
+        AuthMode::Verify => {
+            let identity = match req.peer {
+                Peer::Identified(identity) => identity,
+                Peer::Unidentified(IdentityError::MoreThanOne) => {
+                    return Err(ApiError::MORE_THAN_ONE_CERT)
+                }
+                Peer::Unidentified(_) => return Err(ApiError::CERT_REQUIRED),
+            };
+            match shared.policies.decide(&identity, req.path) {
+                Decision::Allow => Ok(()),
+                Decision::Deny => Err(ApiError::NOT_AUTHORIZED),
+            }
+        }
+    }
+}
+
+/// Runs the handler for an authorised request, writing any body into `out`.
+pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Reply {
+    use RouteId::*;
+    let result = match req.route.id {
+        Version => system::version(out),
+        Ready => system::ready(core).await,
+        Status => system::status(core, out).await,
+        Metrics => system::metrics(core, out),
+        Api => system::api(core, out),
+        KeyCreate => key::create(core, req).await,
+        KeyImport => key::import(core, req).await,
+        KeyDescribe => key::describe(core, req, out).await,
+        KeyList => key::list(core, req, out).await,
+        KeyDelete => key::delete(core, req).await,
+        KeyGenerate => key::generate(core, req, out).await,
+        KeyEncrypt => key::encrypt(core, req, out).await,
+        KeyDecrypt => key::decrypt(core, req, out).await,
+        KeyHmac => key::hmac(core, req, out).await,
+        PolicyDescribe => identity::describe_policy(core, req, out),
+        PolicyRead => identity::read_policy(core, req, out),
+        PolicyList => identity::list_policies(core, req, out),
+        IdentityDescribe => identity::describe_identity(core, req, out),
+        IdentityList => identity::list_identities(core, req, out),
+        IdentitySelfDescribe => identity::describe_self(core, req, out),
+        LogError | LogAudit => Err(ApiError {
+            status: 501,
+            message: "log streaming is not implemented yet".into(),
+        }),
+    };
+    result.unwrap_or_else(Reply::Error)
+}

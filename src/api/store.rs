@@ -1,0 +1,91 @@
+//! The only way the API reaches the keystore: every call runs on the executor's blocking
+//! thread pool, so file I/O and network round trips never stall a core. Results come back
+//! as the spec's `(status, message)` errors.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::{ApiError, Core};
+use crate::crypto::record::decode_record;
+use crate::crypto::KeyVersion;
+use crate::keystore::StoreError;
+use crate::secret::SecretVec;
+
+/// Runs `f` on the current executor's blocking pool. A panic inside `f` becomes `None`
+/// instead of tearing down the core (glommio's pool cannot carry a panic back).
+pub async fn blocking<F, R>(f: F) -> Option<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor()
+        .spawn_blocking(move || catch_unwind(AssertUnwindSafe(f)).ok())
+        .await
+}
+
+/// The key named `name`, from this core's shard or, on a miss, from the keystore.
+pub async fn key(core: &Core, name: &str) -> Result<Rc<KeyVersion>, ApiError> {
+    let shared = &core.shared;
+    if let Some(key) = core.cache.borrow_mut().get(&shared.invalidations, name) {
+        return Ok(key);
+    }
+    let epoch = shared.invalidations.epoch();
+    let store = shared.keystore.clone();
+    let owned = name.to_string();
+    let value: SecretVec = match blocking(move || store.get(&owned)).await {
+        Some(Ok(v)) => v,
+        Some(Err(StoreError::NotFound)) => return Err(ApiError::KEY_NOT_FOUND),
+        Some(Err(_)) | None => return Err(ApiError::STORE_READ),
+    };
+    let key = Rc::new(decode_record(value.expose()).map_err(|_| ApiError::STORE_READ)?);
+    core.cache
+        .borrow_mut()
+        .insert(&shared.invalidations, epoch, name, key.clone());
+    Ok(key)
+}
+
+/// Stores a new record with create-if-absent semantics.
+pub async fn create(core: &Core, name: &str, record: SecretVec) -> Result<(), ApiError> {
+    let store = core.shared.keystore.clone();
+    let owned = name.to_string();
+    match blocking(move || store.create(&owned, record.expose())).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(StoreError::AlreadyExists)) => Err(ApiError::KEY_EXISTS),
+        Some(Err(_)) | None => Err(ApiError::STORE_CREATE),
+    }
+}
+
+/// Deletes `name` from the keystore, then evicts it on every core of this node.
+pub async fn delete(core: &Core, name: &str) -> Result<(), ApiError> {
+    let store = core.shared.keystore.clone();
+    let owned = name.to_string();
+    match blocking(move || store.delete(&owned)).await {
+        Some(Ok(())) => {}
+        Some(Err(StoreError::NotFound)) => return Err(ApiError::KEY_NOT_FOUND),
+        Some(Err(_)) | None => return Err(ApiError::STORE_DELETE),
+    }
+    core.shared.invalidations.publish(name);
+    core.cache.borrow_mut().remove(name);
+    Ok(())
+}
+
+/// All key names starting with `prefix`, sorted.
+pub async fn list(core: &Core, prefix: &str) -> Result<Vec<String>, ApiError> {
+    let store = core.shared.keystore.clone();
+    let owned = prefix.to_string();
+    match blocking(move || store.list(&owned)).await {
+        Some(Ok(names)) => Ok(names),
+        Some(Err(_)) | None => Err(ApiError::STORE_LIST),
+    }
+}
+
+/// Keystore health: its probe latency, or whether it is unreachable (`true`) or failing.
+pub async fn status(core: &Core) -> Result<Duration, bool> {
+    let store = core.shared.keystore.clone();
+    match blocking(move || store.status()).await {
+        Some(Ok(latency)) => Ok(latency),
+        Some(Err(StoreError::Unreachable(_))) => Err(true),
+        Some(Err(_)) | None => Err(false),
+    }
+}

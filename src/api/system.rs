@@ -1,0 +1,125 @@
+//! Server-level routes: `/version`, `/v1/ready`, `/v1/status`, `/v1/api`, `/v1/metrics`
+//! (http-api.md §5.1–§5.5, §6).
+
+use std::fmt::Write as _;
+
+use super::json::JsonWriter;
+use super::{store, ApiError, Core, Reply, COMMIT, ROUTES, VERSION};
+
+pub fn version(out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let mut w = JsonWriter::object(out);
+    w.string("version", VERSION).string("commit", COMMIT);
+    w.finish();
+    Ok(Reply::Json)
+}
+
+pub async fn ready(core: &Core) -> Result<Reply, ApiError> {
+    match store::status(core).await {
+        Ok(_) => Ok(Reply::Empty),
+        Err(true) => Err(ApiError::STORE_UNREACHABLE),
+        Err(false) => Err(ApiError::STORE_UNAVAILABLE),
+    }
+}
+
+/// Go's names for the target OS and architecture.
+pub fn go_os_arch() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64",
+        "s390x" => "s390x",
+        other => other,
+    };
+    (std::env::consts::OS, arch)
+}
+
+/// Logical CPUs online on the host.
+pub fn num_cpu() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u64::try_from(n).unwrap_or(1).max(1)
+}
+
+/// Reads a `kB` field such as `VmRSS` from /proc/self/status, in bytes.
+pub fn proc_status_bytes(field: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
+}
+
+pub async fn status(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let keystore = store::status(core).await;
+    let shared = &core.shared;
+    let (os, arch) = go_os_arch();
+    let uptime_s = (shared.started.elapsed().as_millis() as u64 + 500) / 1000;
+    let mut w = JsonWriter::object(out);
+    w.string("version", VERSION)
+        .string("os", os)
+        .string("arch", arch)
+        .uint("uptime", uptime_s)
+        .uint("num_cpu", num_cpu())
+        .uint("num_cpu_used", shared.cores as u64)
+        .uint("mem_heap_used", proc_status_bytes("RssAnon"))
+        .uint("mem_stack_used", proc_status_bytes("VmStk"));
+    match keystore {
+        Ok(latency) => {
+            let ms = ((latency.as_micros() as u64 + 500) / 1000).max(1);
+            w.uint("keystore_latency", ms);
+        }
+        Err(_) => {
+            w.bool("keystore_unreachable", true);
+        }
+    }
+    w.finish();
+    Ok(Reply::Json)
+}
+
+pub fn api(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let routes = &core.shared.routes;
+    out.push(b'[');
+    for (i, route) in ROUTES.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let mut w = JsonWriter::object(out);
+        w.string("method", route.method.as_str())
+            .string("path", route.path)
+            .uint("max_body", route.body_bytes_max as u64)
+            .uint("timeout", routes.timeout[i].as_secs());
+        // Close the element without the newline `finish` adds to top-level values.
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]\n");
+    Ok(Reply::Json)
+}
+
+/// Prometheus text format 0.0.4. Only the system gauges for now; request counters and
+/// histograms arrive with the metrics work (families without samples are never emitted).
+pub fn metrics(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let shared = &core.shared;
+    let mut text = String::with_capacity(512);
+    let uptime = shared.started.elapsed().as_millis() / 10;
+    let gauges: [(&str, &str, String); 3] = [
+        ("kes_system_num_cpu", "Number of logical CPUs.", num_cpu().to_string()),
+        ("kes_system_num_cpu_used", "Number of CPUs serving requests.", shared.cores.to_string()),
+        (
+            "kes_system_up_time",
+            "Seconds since the server started.",
+            format!("{}.{:02}", uptime / 100, uptime % 100),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    out.extend_from_slice(text.as_bytes());
+    Ok(Reply::Content("text/plain; version=0.0.4; charset=utf-8"))
+}
+

@@ -1,0 +1,269 @@
+//! Client identities (auth-and-policy.md §1): the SHA-256 of a certificate's DER
+//! SubjectPublicKeyInfo, shown as 64 lowercase hex characters.
+
+use std::fmt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The identity of a client: SHA-256 of the DER `subjectPublicKeyInfo` of its certificate.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity([u8; 32]);
+
+impl Identity {
+    /// Hashes the DER SubjectPublicKeyInfo bytes (tag and length included).
+    pub fn from_spki_der(spki: &[u8]) -> Identity {
+        Identity(Sha256::digest(spki).into())
+    }
+
+    /// Wraps an already computed digest.
+    pub fn from_bytes(bytes: [u8; 32]) -> Identity {
+        Identity(bytes)
+    }
+
+    /// Parses 64 **lowercase** hex characters. Uppercase is rejected on purpose: identities
+    /// are compared as case-sensitive strings, so an uppercase value can never match.
+    pub fn from_hex(s: &str) -> Option<Identity> {
+        let s = s.as_bytes();
+        if s.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (i, pair) in s.chunks_exact(2).enumerate() {
+            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Identity(out))
+    }
+
+    /// Lowercase hex, always 64 characters.
+    pub fn to_hex(&self) -> String {
+        let mut out = [0u8; 64];
+        self.write_hex(&mut out);
+        out.iter().map(|&b| b as char).collect()
+    }
+
+    /// Writes the lowercase hex form into `out` without allocating.
+    pub fn write_hex(&self, out: &mut [u8; 64]) {
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 0x0f) as usize];
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = [0u8; 64];
+        self.write_hex(&mut out);
+        // The buffer holds only ASCII hex digits.
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why no identity could be derived from a certificate chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityError {
+    /// No non-CA certificate was presented.
+    NoCertificate,
+    /// More than one non-CA certificate was presented.
+    MoreThanOne,
+    /// A certificate could not be parsed.
+    BadCertificate,
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdentityError::NoCertificate => "tls: client certificate is required",
+            IdentityError::MoreThanOne => "tls: received more than one client certificate",
+            IdentityError::BadCertificate => "tls: failed to parse client certificate",
+        })
+    }
+}
+
+impl std::error::Error for IdentityError {}
+
+/// Parses one DER certificate: `Some(spki_identity)` for a non-CA certificate, `None` for a
+/// certificate whose BasicConstraints say `cA = TRUE`.
+fn non_ca_identity(der: &[u8]) -> Result<Option<Identity>, IdentityError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|_| IdentityError::BadCertificate)?;
+    let is_ca = match cert.basic_constraints() {
+        Ok(Some(bc)) => bc.value.ca,
+        Ok(None) => false,
+        Err(_) => return Err(IdentityError::BadCertificate),
+    };
+    if is_ca {
+        return Ok(None);
+    }
+    Ok(Some(Identity::from_spki_der(
+        cert.tbs_certificate.subject_pki.raw,
+    )))
+}
+
+/// auth-and-policy §1: drop certificates whose BasicConstraints say `cA = TRUE`, then exactly
+/// one must remain; hash its SPKI (the raw DER bytes of the `subjectPublicKeyInfo` field).
+pub fn identity_from_chain(chain_der: &[&[u8]]) -> Result<Identity, IdentityError> {
+    let mut found: Option<Identity> = None;
+    for der in chain_der {
+        if let Some(id) = non_ca_identity(der)? {
+            if found.is_some() {
+                return Err(IdentityError::MoreThanOne);
+            }
+            found = Some(id);
+        }
+    }
+    found.ok_or(IdentityError::NoCertificate)
+}
+
+/// The identity of a single DER certificate (CA or not, as `kes identity of` does).
+pub fn identity_of_cert_der(der: &[u8]) -> Result<Identity, IdentityError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|_| IdentityError::BadCertificate)?;
+    Ok(Identity::from_spki_der(
+        cert.tbs_certificate.subject_pki.raw,
+    ))
+}
+
+/// Why `identity_of_pem_file` failed.
+#[derive(Debug)]
+pub enum IdentityFileError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// The file holds no `CERTIFICATE` PEM block.
+    NoCertificate,
+    /// The PEM text is malformed.
+    BadPem(String),
+    /// The certificate could not be parsed.
+    BadCertificate,
+}
+
+impl fmt::Display for IdentityFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityFileError::Io(e) => write!(f, "failed to read certificate file: {e}"),
+            IdentityFileError::NoCertificate => f.write_str("no certificate found"),
+            IdentityFileError::BadPem(e) => write!(f, "invalid PEM: {e}"),
+            IdentityFileError::BadCertificate => f.write_str("failed to parse certificate"),
+        }
+    }
+}
+
+impl std::error::Error for IdentityFileError {}
+
+/// The identity of the first `CERTIFICATE` PEM block in `path` (`kes identity of <file>`).
+pub fn identity_of_pem_file(path: &Path) -> Result<Identity, IdentityFileError> {
+    use rustls_pki_types::pem::{self, PemObject};
+    use rustls_pki_types::CertificateDer;
+
+    let cert = CertificateDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::Io(e) => IdentityFileError::Io(e),
+        pem::Error::NoItemsFound => IdentityFileError::NoCertificate,
+        other => IdentityFileError::BadPem(other.to_string()),
+    })?;
+    identity_of_cert_der(&cert).map_err(|_| IdentityFileError::BadCertificate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+    fn cert(is_ca: IsCa) -> (Vec<u8>, Identity) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["example.com".to_string()]).unwrap();
+        params.is_ca = is_ca;
+        let cert = params.self_signed(&key).unwrap();
+        (
+            cert.der().to_vec(),
+            Identity::from_spki_der(&key.public_key_der()),
+        )
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let id = Identity::from_spki_der(b"abc");
+        let hex = id.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(format!("{id}"), hex);
+        assert_eq!(format!("{id:?}"), hex);
+        assert_eq!(Identity::from_hex(&hex), Some(id));
+        assert_eq!(Identity::from_hex(&hex.to_uppercase()), None);
+        assert_eq!(Identity::from_hex("abc"), None);
+        assert_eq!(id.as_bytes(), &Identity::from_bytes(*id.as_bytes()).0);
+    }
+
+    #[test]
+    fn chain_rules() {
+        let (ca, _) = cert(IsCa::Ca(BasicConstraints::Unconstrained));
+        let (leaf, leaf_id) = cert(IsCa::NoCa);
+        let (leaf2, leaf2_id) = cert(IsCa::ExplicitNoCa);
+
+        assert_eq!(identity_from_chain(&[&leaf, &ca]), Ok(leaf_id));
+        assert_eq!(identity_from_chain(&[&ca, &leaf]), Ok(leaf_id));
+        assert_eq!(identity_from_chain(&[&leaf2]), Ok(leaf2_id));
+        assert_eq!(
+            identity_from_chain(&[&leaf, &leaf2]),
+            Err(IdentityError::MoreThanOne)
+        );
+        assert_eq!(
+            identity_from_chain(&[&ca]),
+            Err(IdentityError::NoCertificate)
+        );
+        assert_eq!(identity_from_chain(&[]), Err(IdentityError::NoCertificate));
+        assert_eq!(
+            identity_from_chain(&[&leaf, b"garbage"]),
+            Err(IdentityError::BadCertificate)
+        );
+        assert_eq!(
+            identity_of_cert_der(b"garbage"),
+            Err(IdentityError::BadCertificate)
+        );
+        assert_eq!(identity_of_cert_der(&leaf), Ok(leaf_id));
+    }
+
+    #[test]
+    fn pem_file() {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["example.com".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.pem");
+        // A key block first: the first CERTIFICATE block still decides.
+        std::fs::write(&path, format!("{}{}", key.serialize_pem(), cert.pem())).unwrap();
+        assert_eq!(
+            identity_of_pem_file(&path).unwrap(),
+            Identity::from_spki_der(&key.public_key_der())
+        );
+        std::fs::write(&path, key.serialize_pem()).unwrap();
+        assert!(matches!(
+            identity_of_pem_file(&path),
+            Err(IdentityFileError::NoCertificate)
+        ));
+        assert!(matches!(
+            identity_of_pem_file(&dir.path().join("missing")),
+            Err(IdentityFileError::Io(_))
+        ));
+    }
+}

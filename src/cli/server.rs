@@ -1,0 +1,252 @@
+//! `kes server`: builds the server from `--dev` or `--config`, prints the banner, serves.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::api::Shared;
+use crate::auth::apikey::ApiKey;
+use crate::auth::policy::PolicySet;
+use crate::cache::{Expiry, Invalidations};
+use crate::config::{self, Config, KeystoreConfig, TlsAuth};
+use crate::crypto::{record, KeyType, KeyVersion};
+use crate::keystore::{FsStore, KeyStore, MemStore, StoreError};
+use crate::server::tls::{self, ClientAuth};
+use crate::server::{self, ServerOptions};
+use crate::time::Timestamp;
+
+const DEFAULT_ADDR: &str = "0.0.0.0:7373";
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Listen address <ip>:<port> (default 0.0.0.0:7373).
+    #[arg(long, value_name = "IP:PORT")]
+    pub addr: Option<String>,
+    /// Server config file.
+    #[arg(long, value_name = "FILE", conflicts_with = "dev")]
+    pub config: Option<PathBuf>,
+    /// Development mode: in-memory keys, a self-signed certificate and a fresh admin API key.
+    #[arg(long)]
+    pub dev: bool,
+    /// Serve on at most this many cores (default: every CPU in the affinity mask).
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// Deprecated upstream flags, accepted and ignored.
+    #[arg(long, hide = true)]
+    pub key: Option<String>,
+    #[arg(long, hide = true)]
+    pub cert: Option<String>,
+    #[arg(long, hide = true)]
+    pub auth: Option<String>,
+}
+
+/// A fully prepared server, before it starts listening.
+pub struct Prepared {
+    pub options: ServerOptions,
+    pub banner_keystore: String,
+    pub banner_admin: String,
+    pub api_key: Option<String>,
+}
+
+pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.key.is_some() || args.cert.is_some() || args.auth.is_some() {
+        eprintln!("warning: --key, --cert and --auth are deprecated and ignored; use the config file");
+    }
+    let prepared = if args.dev {
+        prepare_dev(args.addr.as_deref(), args.cores)?
+    } else {
+        let Some(path) = args.config.as_ref() else {
+            return Err("no config file specified: use --config <file> or --dev".into());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file '{}': {e}", path.display()))?;
+        let config = config::parse(&text, &|name| std::env::var(name).ok())
+            .map_err(|e| format!("invalid config file '{}': {e}", path.display()))?;
+        for w in &config.warnings {
+            eprintln!("warning: {w}");
+        }
+        prepare_config(&config, args.addr.as_deref(), args.cores)?
+    };
+    let running = server::run(prepared.options)?;
+    print_banner(&prepared.banner_keystore, &prepared.banner_admin, prepared.api_key.as_deref(), running.local_addr, running.cores);
+    running.join();
+    Ok(())
+}
+
+fn listen_addr(flag: Option<&str>, config: Option<SocketAddr>) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    match flag {
+        Some(a) => Ok(config::parse_address(a)?),
+        None => Ok(config.unwrap_or_else(|| DEFAULT_ADDR.parse().expect("valid default address"))),
+    }
+}
+
+/// `--dev`: in-memory keystore, ephemeral certificate, fresh admin API key.
+pub fn prepare_dev(addr: Option<&str>, cores: Option<usize>) -> Result<Prepared, Box<dyn std::error::Error>> {
+    let addr = listen_addr(addr, None)?;
+    let api_key = ApiKey::generate().map_err(|e| format!("cannot generate an API key: {e:?}"))?;
+    let admin = api_key.identity().to_hex();
+    let ips = certificate_ips(addr.ip());
+    let (cert, key, _pem) = crate::auth::cert::self_signed_server_cert(&ips, &["localhost".to_string()])
+        .map_err(|e| format!("cannot create the dev certificate: {e:?}"))?;
+    let tls = tls::server_config(vec![cert], key, ClientAuth::RequireAny, None)?;
+    let shared = shared_state(PolicySet::new(&admin, Vec::new(), Default::default()), Default::default(), Arc::new(MemStore::new()), Expiry::default(), cores);
+    let mut options = ServerOptions::new(addr, tls, shared);
+    options.cores = cores;
+    let text = api_key.to_string_secret();
+    Ok(Prepared {
+        options,
+        banner_keystore: "In Memory".into(),
+        banner_admin: admin,
+        api_key: Some(String::from_utf8_lossy(text.expose()).into_owned()),
+    })
+}
+
+/// `--config`: everything from a validated config file.
+pub fn prepare_config(config: &Config, addr: Option<&str>, cores: Option<usize>) -> Result<Prepared, Box<dyn std::error::Error>> {
+    let addr = listen_addr(addr, config.address)?;
+    let store: Arc<dyn KeyStore> = match &config.keystore {
+        KeystoreConfig::Fs { path } => Arc::new(
+            FsStore::open(path.clone()).map_err(|e| format!("keystore.fs.path '{}': {e}", path.display()))?,
+        ),
+        KeystoreConfig::Unsupported(name) => {
+            return Err(format!("keystore.{name}: this keystore is not supported by this build yet").into())
+        }
+    };
+    let chain = tls::load_cert_chain(&config.tls.cert)?;
+    let key = tls::load_private_key(&config.tls.key)?;
+    let client_auth = if config.routes.any_skip_auth() { ClientAuth::RequestAny } else { ClientAuth::RequireAny };
+    let roots = match config.tls.auth {
+        TlsAuth::Off => None,
+        TlsAuth::On => Some(load_roots(config.tls.ca.as_deref())?),
+    };
+    let tls = tls::server_config(chain, key, client_auth, roots)?;
+    let policies = PolicySet::new(&config.admin, config.policies.clone(), config.pattern_syntax);
+    create_declared_keys(store.as_ref(), &config.keys, &config.admin)?;
+    let display = store.display_name();
+    let shared = shared_state(policies, config.routes.clone(), store, config.expiry, cores);
+    let mut options = ServerOptions::new(addr, tls, shared);
+    options.cores = cores;
+    let admin = if crate::auth::Identity::from_hex(&config.admin).is_some() { config.admin.clone() } else { "<disabled>".into() };
+    Ok(Prepared { options, banner_keystore: display, banner_admin: admin, api_key: None })
+}
+
+fn load_roots(ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore, Box<dyn std::error::Error>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let Some(ca) = ca else {
+        return Err("tls.auth is 'on' but tls.ca is empty: name the CA certificate(s) that sign client certificates".into());
+    };
+    let files: Vec<PathBuf> = if ca.is_dir() {
+        std::fs::read_dir(ca)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect()
+    } else {
+        vec![ca.to_path_buf()]
+    };
+    for file in files {
+        for cert in CertificateDer::pem_file_iter(&file).map_err(|e| format!("tls.ca '{}': {e:?}", file.display()))? {
+            let cert = cert.map_err(|e| format!("tls.ca '{}': {e:?}", file.display()))?;
+            roots.add(cert).map_err(|e| format!("tls.ca '{}': {e}", file.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// `keys:` in the config: created at start-up when absent.
+fn create_declared_keys(store: &dyn KeyStore, names: &[String], admin: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let rng = ring::rand::SystemRandom::new();
+    for name in names {
+        let key = KeyVersion::generate(KeyType::platform_default(), admin, Timestamp::now(), &rng)
+            .map_err(|e| format!("keys: cannot generate key '{name}': {e}"))?;
+        match store.create(name, record::encode_record(&key).expose()) {
+            Ok(()) | Err(StoreError::AlreadyExists) => {}
+            Err(e) => return Err(format!("keys: cannot create key '{name}': {e}").into()),
+        }
+    }
+    Ok(())
+}
+
+fn shared_state(policies: PolicySet, routes: crate::api::RouteSettings, store: Arc<dyn KeyStore>, expiry: Expiry, cores: Option<usize>) -> Arc<Shared> {
+    let available = server::runtime::affinity_cpus().map(|c| c.len()).unwrap_or(1);
+    Arc::new(Shared {
+        policies,
+        routes,
+        keystore: store,
+        invalidations: Invalidations::default(),
+        key_type: KeyType::platform_default(),
+        expiry,
+        started: Instant::now(),
+        started_at: Timestamp::now(),
+        cores: cores.map_or(available, |c| c.min(available).max(1)),
+    })
+}
+
+/// The IPs the dev certificate is valid for (auth-and-policy.md §3.5, plus loopback).
+fn certificate_ips(listen: IpAddr) -> Vec<IpAddr> {
+    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    if listen.is_unspecified() {
+        ips.extend(interface_ips());
+    } else if !ips.contains(&listen) {
+        ips.push(listen);
+    }
+    ips
+}
+
+/// IPv4 addresses of interfaces that are up, except link-local ones.
+pub fn interface_ips() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    // SAFETY: getifaddrs allocates a list we walk read-only and free with freeifaddrs.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null()
+                && (ifa.ifa_flags & libc::IFF_UP as u32) != 0
+                && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+            {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_link_local() && !out.contains(&IpAddr::V4(ip)) {
+                    out.push(IpAddr::V4(ip));
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
+fn print_banner(keystore: &str, admin: &str, api_key: Option<&str>, addr: SocketAddr, cores: usize) {
+    let mut urls = Vec::new();
+    if addr.ip().is_unspecified() {
+        for ip in interface_ips() {
+            urls.push(format!("https://{}", SocketAddr::new(ip, addr.port())));
+        }
+    }
+    if urls.is_empty() {
+        urls.push(format!("https://{addr}"));
+    }
+    println!("Version     {}    commit={}", crate::api::VERSION, crate::api::COMMIT);
+    println!("Runtime     {} cores (thread-per-core, io_uring)   {}/{}", cores, std::env::consts::OS, std::env::consts::ARCH);
+    println!("License     AGPLv3    https://www.gnu.org/licenses/agpl-3.0.html");
+    println!();
+    println!("KMS         {keystore}");
+    println!("API         {}", urls.join(", "));
+    println!();
+    println!("Admin       {admin}");
+    if let Some(key) = api_key {
+        println!("API Key     {key}");
+        println!();
+        println!("            export KES_SERVER=https://{}", if addr.ip().is_unspecified() { SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()) } else { addr });
+        println!("            export KES_API_KEY={key}");
+    }
+    println!();
+    println!("=> Server is up and running");
+}

@@ -1,0 +1,396 @@
+//! The server config file (storage-and-config.md §5): YAML parsed into typed structs, with
+//! `${VAR}` substitution, Go durations, YAML 1.1 booleans and every validation rule. Errors
+//! name the field and say what was expected; a config that fails never starts a server.
+
+pub mod duration;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use crate::api::router::{is_valid_name, ROUTES};
+use crate::api::{AuthMode, RouteSettings};
+use crate::auth::policy::{PatternSyntax, Policy};
+use crate::cache::Expiry;
+
+pub use duration::parse_go_duration;
+
+/// A config error: the field it concerns and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// `tls.auth`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsAuth {
+    /// Require any client certificate, do not verify it (default).
+    Off,
+    /// Require and verify client certificates against `tls.ca` + system roots.
+    On,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    pub password: String,
+    pub auth: TlsAuth,
+    pub ca: Option<PathBuf>,
+    pub proxy_identities: Vec<String>,
+    pub proxy_cert_header: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeystoreConfig {
+    Fs { path: PathBuf },
+    /// A backend this build does not implement yet (named for the error message).
+    Unsupported(String),
+}
+
+/// A validated server config.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub address: Option<SocketAddr>,
+    pub admin: String,
+    pub tls: TlsSettings,
+    pub routes: RouteSettings,
+    pub policies: Vec<Policy>,
+    pub pattern_syntax: PatternSyntax,
+    pub expiry: Expiry,
+    pub expiry_offline: Duration,
+    pub log_error: String,
+    pub log_audit: String,
+    pub keys: Vec<String>,
+    pub keystore: KeystoreConfig,
+    /// Things that loaded but deserve a word (ignored sections, deprecated fields).
+    pub warnings: Vec<String>,
+}
+
+/// Looks up environment variables; a function so tests need not touch the process env.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Parses and validates a config file's text.
+pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+    let root: Value = serde_yaml::from_str(text).map_err(|e| ConfigError(format!("invalid YAML: {e}")))?;
+    let root = match root {
+        Value::Mapping(_) => root,
+        Value::Null => return err("the config file is empty"),
+        _ => return err("the config file must be a YAML mapping"),
+    };
+    let p = Parser { text, env };
+
+    if let Some(v) = root.get("version") {
+        let v = p.plain_string("version", v)?;
+        if v != "v1" {
+            return err(format!("version: '{v}' is not supported; expected 'v1'"));
+        }
+    }
+    let address = match root.get("address") {
+        None => None,
+        Some(v) => {
+            let s = p.string("address", v)?;
+            if s.is_empty() {
+                None
+            } else {
+                Some(parse_address(&s)?)
+            }
+        }
+    };
+    let admin = match root.get("admin").and_then(|a| a.get("identity")) {
+        Some(v) => p.string("admin.identity", v)?,
+        None => String::new(),
+    };
+    if admin.trim().is_empty() {
+        return err("admin.identity: missing; expected an identity (64 hex characters) or a placeholder such as 'disabled'");
+    }
+
+    let tls_node = root.get("tls");
+    let field = |name: &str| tls_node.and_then(|t| t.get(name));
+    let key = p.opt_string("tls.key", field("key"))?.unwrap_or_default();
+    let cert = p.opt_string("tls.cert", field("cert"))?.unwrap_or_default();
+    if key.is_empty() {
+        return err("tls.key: missing; expected the path of the server's PEM private key");
+    }
+    if cert.is_empty() {
+        return err("tls.cert: missing; expected the path of the server's PEM certificate");
+    }
+    let auth = match p.opt_string("tls.auth", field("auth"))?.unwrap_or_default().trim().to_ascii_lowercase().as_str() {
+        "" | "off" | "false" => TlsAuth::Off,
+        "on" | "true" => TlsAuth::On,
+        other => return err(format!("tls.auth: '{other}' is invalid; expected 'on' or 'off'")),
+    };
+    let proxy = field("proxy");
+    let proxy_identities = match proxy.and_then(|x| x.get("identities")) {
+        Some(v) => p.string_list("tls.proxy.identities", v, true)?,
+        None => Vec::new(),
+    };
+    let proxy_cert_header = match proxy.and_then(|x| x.get("header")).and_then(|h| h.get("cert")) {
+        Some(v) => p.string("tls.proxy.header.cert", v)?,
+        None => String::new(),
+    };
+    for id in &proxy_identities {
+        if *id == admin {
+            return err(format!("tls.proxy.identities: '{id}' is the admin identity; the admin cannot be a TLS proxy"));
+        }
+    }
+    let tls = TlsSettings {
+        key: key.into(),
+        cert: cert.into(),
+        password: p.opt_string("tls.password", field("password"))?.unwrap_or_default(),
+        auth,
+        ca: p.opt_string("tls.ca", field("ca"))?.filter(|s| !s.is_empty()).map(PathBuf::from),
+        proxy_identities,
+        proxy_cert_header,
+    };
+
+    let mut routes = RouteSettings::default();
+    if let Some(Value::Mapping(api)) = root.get("api") {
+        for (k, v) in api {
+            let Some(path) = k.as_str() else { continue };
+            let Some(index) = ROUTES.iter().position(|r| r.path == path) else {
+                continue; // unknown route keys are ignored, as upstream does
+            };
+            if let Some(t) = v.get("timeout") {
+                let d = p.duration(&format!("api.{path}.timeout"), t)?;
+                if !d.is_zero() {
+                    routes.timeout[index] = d;
+                }
+            }
+            if let Some(s) = v.get("skip_auth") {
+                if p.boolean(&format!("api.{path}.skip_auth"), s)? {
+                    routes.auth[index] = AuthMode::Identify;
+                }
+            }
+        }
+    }
+
+    let mut policies = Vec::new();
+    let mut seen_identities: HashSet<String> = HashSet::new();
+    if let Some(node) = root.get("policy") {
+        let Value::Mapping(map) = node else {
+            return err("policy: expected a mapping of policy names to policies");
+        };
+        for (k, v) in map {
+            let name = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+            if !is_valid_name(&name) {
+                return err(format!("policy.{name}: invalid policy name; expected 1–80 characters of [0-9A-Za-z_-], not starting or ending with '-'"));
+            }
+            let list = |field: &str, env: bool| -> Result<Vec<String>, ConfigError> {
+                match v.get(field) {
+                    Some(node) => p.string_list(&format!("policy.{name}.{field}"), node, env),
+                    None => Ok(Vec::new()),
+                }
+            };
+            let allow = list("allow", false)?;
+            let deny = list("deny", false)?;
+            let identities = list("identities", true)?;
+            for id in &identities {
+                if id.is_empty() {
+                    continue;
+                }
+                if *id == admin {
+                    return err(format!("policy.{name}.identities: '{id}' is the admin identity; the admin cannot be assigned a policy"));
+                }
+                if tls.proxy_identities.contains(id) {
+                    return err(format!("policy.{name}.identities: '{id}' is a TLS proxy identity"));
+                }
+                if !is_valid_name(id) {
+                    return err(format!("policy.{name}.identities: '{id}' is not a valid identity"));
+                }
+                if !seen_identities.insert(id.clone()) {
+                    return err(format!("policy.{name}.identities: identity '{id}' already has a policy"));
+                }
+            }
+            policies.push(Policy {
+                name,
+                allow,
+                deny,
+                identities: identities.into_iter().filter(|s| !s.is_empty()).collect(),
+            });
+        }
+    }
+
+    let expiry_node = root.get("cache").and_then(|c| c.get("expiry"));
+    let exp = |field: &str| -> Result<Option<Duration>, ConfigError> {
+        match expiry_node.and_then(|e| e.get(field)) {
+            Some(v) if !v.is_null() => Ok(Some(p.duration(&format!("cache.expiry.{field}"), v)?)),
+            _ => Ok(None),
+        }
+    };
+    let defaults = Expiry::default();
+    let expiry = Expiry {
+        any: exp("any")?.filter(|d| !d.is_zero()).unwrap_or(defaults.any),
+        unused: exp("unused")?.filter(|d| !d.is_zero()).unwrap_or(defaults.unused),
+    };
+    let expiry_offline = exp("offline")?.unwrap_or(Duration::ZERO);
+
+    let log = root.get("log");
+    let log_error = p.opt_string("log.error", log.and_then(|l| l.get("error")))?.unwrap_or_default();
+    let log_audit = p.opt_string("log.audit", log.and_then(|l| l.get("audit")))?.unwrap_or_default();
+
+    let mut keys = Vec::new();
+    if let Some(node) = root.get("keys") {
+        let Value::Sequence(items) = node else {
+            return err("keys: expected a list of {name: <key name>}");
+        };
+        for (i, item) in items.iter().enumerate() {
+            let name = match item.get("name") {
+                Some(v) => p.string(&format!("keys[{i}].name"), v)?,
+                None => return err(format!("keys[{i}].name: missing")),
+            };
+            if !is_valid_name(&name) {
+                return err(format!("keys[{i}].name: '{name}' is not a valid key name"));
+            }
+            if keys.contains(&name) {
+                return err(format!("keys[{i}].name: key '{name}' is defined more than once"));
+            }
+            keys.push(name);
+        }
+    }
+
+    let keystore = parse_keystore(&p, root.get("keystore"))?;
+    let mut warnings = Vec::new();
+    if !tls.password.is_empty() {
+        warnings.push("tls.password is set but encrypted private keys are not supported yet".into());
+    }
+    Ok(Config {
+        address,
+        admin,
+        tls,
+        routes,
+        policies,
+        pattern_syntax: PatternSyntax::Prefix,
+        expiry,
+        expiry_offline,
+        log_error,
+        log_audit,
+        keys,
+        keystore,
+        warnings,
+    })
+}
+
+fn parse_keystore(p: &Parser<'_>, node: Option<&Value>) -> Result<KeystoreConfig, ConfigError> {
+    let Some(Value::Mapping(map)) = node else {
+        return err("keystore: no keystore specified; expected e.g. keystore: {fs: {path: /var/lib/kes/keys}}");
+    };
+    let present: Vec<&str> = map.iter().filter(|(_, v)| !v.is_null()).filter_map(|(k, _)| k.as_str()).collect();
+    match present.as_slice() {
+        [] => err("keystore: no keystore specified"),
+        ["fs"] => {
+            let path = match map.get("fs").and_then(|f| f.get("path")) {
+                Some(v) => p.string("keystore.fs.path", v)?,
+                None => String::new(),
+            };
+            if path.is_empty() {
+                return err("keystore.fs.path: no path specified");
+            }
+            Ok(KeystoreConfig::Fs { path: path.into() })
+        }
+        [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
+        _ => err(format!("keystore: more than once keystore specified ({})", present.join(", "))),
+    }
+}
+
+/// `address`: `[ip]:port` with an IP literal or an empty host.
+pub fn parse_address(s: &str) -> Result<SocketAddr, ConfigError> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| ConfigError(format!("address: invalid port in '{s}'")))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    s.parse()
+        .map_err(|_| ConfigError(format!("address: '{s}' is invalid; expected <ip>:<port> (no host names)")))
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    env: EnvLookup<'a>,
+}
+
+impl Parser<'_> {
+    /// A scalar as text, without env substitution.
+    fn plain_string(&self, field: &str, v: &Value) -> Result<String, ConfigError> {
+        match v {
+            Value::String(s) => Ok(s.clone()),
+            Value::Bool(b) => Ok(b.to_string()),
+            Value::Number(n) => Ok(n.to_string()),
+            Value::Null => Ok(String::new()),
+            _ => err(format!("{field}: expected a string")),
+        }
+    }
+
+    /// A scalar with `${VAR}` substitution (the whole trimmed value must be the reference).
+    fn string(&self, field: &str, v: &Value) -> Result<String, ConfigError> {
+        let s = self.plain_string(field, v)?;
+        self.substitute(field, &s)
+    }
+
+    fn opt_string(&self, field: &str, v: Option<&Value>) -> Result<Option<String>, ConfigError> {
+        v.map(|v| self.string(field, v)).transpose()
+    }
+
+    fn substitute(&self, field: &str, s: &str) -> Result<String, ConfigError> {
+        let t = s.trim();
+        let Some(inner) = t.strip_prefix("${").and_then(|r| r.strip_suffix('}')) else {
+            return Ok(s.to_string());
+        };
+        let name = inner.trim();
+        match (self.env)(name) {
+            Some(value) => Ok(value),
+            None => {
+                let line = self
+                    .text
+                    .lines()
+                    .position(|l| l.contains(t))
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
+                err(format!("{field}: referenced env. variable '{name}' in line '{line}' not found"))
+            }
+        }
+    }
+
+    fn string_list(&self, field: &str, v: &Value, env: bool) -> Result<Vec<String>, ConfigError> {
+        let items = match v {
+            Value::Sequence(items) => items.as_slice(),
+            Value::Null => return Ok(Vec::new()),
+            _ => return err(format!("{field}: expected a list of strings")),
+        };
+        items
+            .iter()
+            .map(|item| if env { self.string(field, item) } else { self.plain_string(field, item) })
+            .collect()
+    }
+
+    fn duration(&self, field: &str, v: &Value) -> Result<Duration, ConfigError> {
+        let s = self.string(field, v)?;
+        parse_go_duration(s.trim())
+            .map_err(|e| ConfigError(format!("{field}: '{s}' is not a duration ({e}); expected e.g. 30s, 5m, 1h30m")))
+    }
+
+    fn boolean(&self, field: &str, v: &Value) -> Result<bool, ConfigError> {
+        if let Value::Bool(b) = v {
+            return Ok(*b);
+        }
+        let s = self.string(field, v)?;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "on" => Ok(true),
+            "false" | "no" | "n" | "off" | "" => Ok(false),
+            _ => err(format!("{field}: '{s}' is not a boolean; expected true or false")),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Cryptography and byte formats (docs: `crypto-formats.md`).
+//!
+//! * [`cipher`]: key types, [`SecretKey`] (encrypt/decrypt, §3–§4), [`HmacKey`] (§8) and
+//!   [`KeyVersion`], the one version a named key holds (§1).
+//! * [`envelope`]: recognition of the legacy MessagePack and JSON ciphertext envelopes (§5).
+//! * [`record`]: the key-at-rest encoding, current protobuf and legacy JSON (§10).
+//! * [`hchacha`]: HChaCha20, the ChaCha20 per-ciphertext key derivation.
+//!
+//! AEADs come from `ring`; HMAC-SHA-256 is assembled on `sha2`'s compression function so that
+//! every intermediate can be wiped. Secret material lives in [`crate::secret`] containers.
+//! Parsers never panic on any input.
+
+pub mod cipher;
+pub mod envelope;
+pub mod hchacha;
+pub mod record;
+
+pub use cipher::{CryptoError, HmacKey, KeyType, KeyVersion, SecretKey};
+pub use envelope::{parse_envelope, Envelope, LegacyEnvelope, LegacyFormat};
+pub use hchacha::hchacha20;
+pub use record::{decode_record, encode_record, RecordError};

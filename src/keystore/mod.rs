@@ -1,0 +1,112 @@
+//! Keystores: the flat `name → value` maps that hold the stored key records.
+//!
+//! KES itself is stateless; every key record lives in exactly one keystore (spec
+//! storage-and-config.md §1). A value is the record text (base64 of the protobuf record, or
+//! legacy JSON) and is stored verbatim. The only write primitive is "create if absent".
+//!
+//! Implementations block on file or network I/O. The server calls them only from its blocking
+//! thread pool, never from an executor thread.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::secret::SecretVec;
+
+pub mod fs;
+pub mod mem;
+
+pub use fs::FsStore;
+pub use mem::MemStore;
+
+/// The largest value a keystore returns from `get`; a larger stored value is `TooLarge`.
+pub const VALUE_BYTES_MAX: usize = 1 << 20;
+
+/// A flat name → value store.
+///
+/// Implementations block (file I/O, network); the server only calls them from a blocking
+/// thread pool, never from an executor thread.
+pub trait KeyStore: Send + Sync + 'static {
+    /// The name shown in the startup banner: `Filesystem: <path>`, `In Memory`, …
+    fn display_name(&self) -> String;
+
+    /// Runs a cheap health probe and returns how long it took.
+    fn status(&self) -> Result<Duration, StoreError>;
+
+    /// Stores `value` under `name` if, and only if, `name` does not exist yet (atomically).
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// The value stored under `name`.
+    fn get(&self, name: &str) -> Result<SecretVec, StoreError>;
+
+    /// Removes `name`.
+    fn delete(&self, name: &str) -> Result<(), StoreError>;
+
+    /// All names starting with `prefix`, sorted ascending in byte order; no paging.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// Why a keystore operation failed. Messages never contain values.
+#[derive(Debug)]
+pub enum StoreError {
+    /// No entry with that name.
+    NotFound,
+    /// `create` found an entry with that name.
+    AlreadyExists,
+    /// The backend cannot represent that name.
+    InvalidName,
+    /// The value exceeds [`VALUE_BYTES_MAX`].
+    TooLarge,
+    /// The backend cannot be reached (network-type failure).
+    Unreachable(String),
+    /// Any other I/O failure.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::NotFound => f.write_str("key does not exist"),
+            StoreError::AlreadyExists => f.write_str("key already exists"),
+            StoreError::InvalidName => f.write_str("invalid key name"),
+            StoreError::TooLarge => f.write_str("stored value is too large"),
+            StoreError::Unreachable(reason) => write!(f, "keystore is unreachable: {reason}"),
+            StoreError::Io(err) => write!(f, "keystore I/O error: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(err: std::io::Error) -> Self {
+        StoreError::Io(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(StoreError::NotFound.to_string(), "key does not exist");
+        assert_eq!(StoreError::AlreadyExists.to_string(), "key already exists");
+        let io = StoreError::Io(std::io::Error::other("boom"));
+        assert_eq!(io.to_string(), "keystore I/O error: boom");
+        assert!(std::error::Error::source(&io).is_some());
+        assert!(std::error::Error::source(&StoreError::TooLarge).is_none());
+    }
+
+    #[test]
+    fn stores_are_object_safe() {
+        let stores: Vec<Box<dyn KeyStore>> = vec![Box::new(MemStore::new())];
+        assert_eq!(stores[0].display_name(), "In Memory");
+    }
+}

@@ -1,0 +1,113 @@
+//! Containers for secret bytes: zeroized on drop, redacted in `Debug`.
+//!
+//! Every buffer that holds key material, a DEK plaintext or an API key seed lives in one of
+//! these types. Zeroing uses `memsec::memzero`, a volatile write the optimiser cannot elide.
+
+use std::fmt;
+
+/// A fixed-size secret, e.g. a 32-byte key.
+pub struct Secret<const N: usize>([u8; N]);
+
+impl<const N: usize> Secret<N> {
+    /// Wraps `bytes`; the caller should zeroize its own copy if it had one.
+    pub fn new(bytes: [u8; N]) -> Self {
+        Secret(bytes)
+    }
+
+    /// Copies `bytes` into a new secret; `None` if the length is not `N`.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let array: [u8; N] = bytes.try_into().ok()?;
+        Some(Secret(array))
+    }
+
+    /// The secret bytes. Callers must not copy them into non-zeroizing storage.
+    pub fn expose(&self) -> &[u8; N] {
+        &self.0
+    }
+}
+
+impl<const N: usize> Drop for Secret<N> {
+    fn drop(&mut self) {
+        // SAFETY: the pointer and length describe exactly our own array.
+        unsafe { memsec::memzero(self.0.as_mut_ptr(), N) };
+    }
+}
+
+impl<const N: usize> fmt::Debug for Secret<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<const N: usize> Clone for Secret<N> {
+    fn clone(&self) -> Self {
+        Secret(self.0)
+    }
+}
+
+/// A growable secret buffer (stored key records, decrypted plaintexts).
+///
+/// The whole capacity is zeroized on drop, so bytes left behind by truncation are wiped too.
+/// Growing the buffer through `as_mut_vec` can reallocate and leave an unzeroized copy behind;
+/// reserve the final capacity up front where that matters.
+#[derive(Default)]
+pub struct SecretVec(Vec<u8>);
+
+impl SecretVec {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretVec(bytes)
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        SecretVec(Vec::with_capacity(capacity))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn as_mut_vec(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for SecretVec {
+    fn drop(&mut self) {
+        let capacity = self.0.capacity();
+        // SAFETY: we zero the vector's whole allocation, which we own exclusively.
+        unsafe { memsec::memzero(self.0.as_mut_ptr(), capacity) };
+    }
+}
+
+impl fmt::Debug for SecretVec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted {} bytes>", self.0.len())
+    }
+}
+
+impl Clone for SecretVec {
+    fn clone(&self) -> Self {
+        SecretVec(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = Secret::new([7u8; 32]);
+        assert_eq!(format!("{s:?}"), "<redacted>");
+        let v = SecretVec::new(b"top secret".to_vec());
+        assert_eq!(format!("{v:?}"), "<redacted 10 bytes>");
+    }
+}

@@ -1,0 +1,596 @@
+//! One client connection, start to finish: the TLS handshake, then HTTP/1.1 requests read,
+//! routed, authorised, handled and answered in order (keep-alive and pipelining), until the
+//! client leaves, a limit is hit or a timeout fires.
+//!
+//! The connection drives rustls by hand over glommio's socket: bytes from the socket go into
+//! rustls, plaintext comes out into `plain_in`; responses are appended to `plain_out` and
+//! handed to rustls in one write, so pipelined responses share TLS records and syscalls.
+//! Buffers live as long as the connection and are wiped (zeroized) after use, since they
+//! carry DEKs and plaintexts.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use rustls::{ServerConfig, ServerConnection};
+
+use crate::api::{self, ApiError, Core, Peer, Reply, Request, Routed, ROUTES};
+use crate::auth::identity::{identity_from_chain, IdentityError};
+use crate::http::{self, Framing, HttpError, ParseOptions, RequestHead};
+
+/// Socket read size: one maximal TLS record plus header and tag.
+const NET_READ_BYTES: usize = 16 * 1024 + 512;
+/// Bodies sent to body-less routes (and to 301/404/405 answers) are read and dropped up to
+/// this size so the connection stays usable; larger ones get 413.
+pub const DISCARD_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Responses are flushed once this much output is pending, even mid-pipeline.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Time limits of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Bounds the TLS handshake and, per request, reading the request head.
+    pub header: Duration,
+    /// How long a kept-alive connection may sit without a new request.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(5),
+            idle: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Why a connection ended early. Only used for logging and tests; never sent to the peer.
+#[derive(Debug)]
+pub enum ConnError {
+    Io(std::io::Error),
+    Tls(rustls::Error),
+    Timeout,
+    Closed,
+}
+
+impl<T> From<glommio::GlommioError<T>> for ConnError {
+    fn from(e: glommio::GlommioError<T>) -> Self {
+        ConnError::Io(std::io::Error::other(e.to_string()))
+    }
+}
+
+impl From<std::io::Error> for ConnError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            ConnError::Timeout
+        } else {
+            ConnError::Io(e)
+        }
+    }
+}
+
+/// Overwrites a buffer's contents with zeros and empties it.
+fn wipe(buf: &mut Vec<u8>) {
+    // SAFETY: zeroing the initialised part of our own buffer.
+    unsafe { memsec::memzero(buf.as_mut_ptr(), buf.len()) };
+    buf.clear();
+}
+
+/// Socket + rustls state + the plaintext buffers.
+struct TlsIo {
+    stream: TcpStream,
+    tls: ServerConnection,
+    net_in: Vec<u8>,
+    net_out: Vec<u8>,
+    /// Decrypted bytes; `plain_pos..` is not yet consumed.
+    plain_in: Vec<u8>,
+    plain_pos: usize,
+    plain_out: Vec<u8>,
+    /// The peer sent close_notify or closed the socket.
+    eof: bool,
+}
+
+impl TlsIo {
+    fn unread(&self) -> &[u8] {
+        &self.plain_in[self.plain_pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.plain_pos += n;
+        debug_assert!(self.plain_pos <= self.plain_in.len());
+    }
+
+    /// Moves unconsumed plaintext to the front, wiping what was consumed.
+    fn compact(&mut self) {
+        if self.plain_pos == 0 {
+            return;
+        }
+        let len = self.plain_in.len();
+        self.plain_in.copy_within(self.plain_pos..len, 0);
+        let keep = len - self.plain_pos;
+        // SAFETY: zero the now-unused tail of our own buffer.
+        unsafe { memsec::memzero(self.plain_in.as_mut_ptr().add(keep), len - keep) };
+        self.plain_in.truncate(keep);
+        self.plain_pos = 0;
+    }
+
+    /// Reads from the socket until at least one new plaintext byte is available, the peer
+    /// closes (`eof`), or `deadline` passes. Handshake and alert output is flushed as needed.
+    async fn read_more(&mut self, deadline: Instant) -> Result<(), ConnError> {
+        self.compact();
+        let before = self.plain_in.len();
+        loop {
+            if self.tls.wants_write() {
+                self.flush_tls().await?;
+            }
+            let remaining = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or(ConnError::Timeout)?;
+            self.stream.set_read_timeout(Some(remaining))?;
+            self.net_in.resize(NET_READ_BYTES, 0);
+            let n = self.stream.read(&mut self.net_in).await?;
+            if n == 0 {
+                self.eof = true;
+                return Ok(());
+            }
+            let mut pos = 0;
+            while pos < n {
+                let k = self.tls.read_tls(&mut &self.net_in[pos..n])?;
+                pos += k;
+                if let Err(e) = self.tls.process_new_packets() {
+                    // Send the alert rustls queued, then give up.
+                    let _ = self.flush_tls().await;
+                    return Err(ConnError::Tls(e));
+                }
+                self.drain_plaintext()?;
+                if k == 0 {
+                    break;
+                }
+            }
+            if self.eof || self.plain_in.len() > before {
+                return Ok(());
+            }
+        }
+    }
+
+    fn drain_plaintext(&mut self) -> Result<(), ConnError> {
+        loop {
+            let len = self.plain_in.len();
+            self.plain_in.resize(len + 4096, 0);
+            match self.tls.reader().read(&mut self.plain_in[len..]) {
+                Ok(0) => {
+                    self.plain_in.truncate(len);
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => self.plain_in.truncate(len + n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.plain_in.truncate(len);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.plain_in.truncate(len);
+                    return Err(ConnError::Io(e));
+                }
+            }
+        }
+    }
+
+    /// Writes all TLS records rustls has queued to the socket.
+    async fn flush_tls(&mut self) -> Result<(), ConnError> {
+        while self.tls.wants_write() {
+            self.net_out.clear();
+            self.tls.write_tls(&mut self.net_out)?;
+            self.stream.write_all(&self.net_out).await?;
+        }
+        Ok(())
+    }
+
+    /// Encrypts and sends every pending response, then wipes the plaintext copy.
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        if !self.plain_out.is_empty() {
+            let result = self.tls.writer().write_all(&self.plain_out);
+            wipe(&mut self.plain_out);
+            result?;
+        }
+        self.flush_tls().await
+    }
+}
+
+impl Drop for TlsIo {
+    fn drop(&mut self) {
+        wipe(&mut self.plain_in);
+        wipe(&mut self.plain_out);
+    }
+}
+
+/// The raw answer Go gives to plain HTTP on a TLS port.
+const PLAIN_HTTP_ANSWER: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// Serves one accepted connection until it ends.
+pub async fn serve(
+    core: Rc<Core>,
+    config: Arc<ServerConfig>,
+    stream: TcpStream,
+    timeouts: Timeouts,
+) -> Result<(), ConnError> {
+    let _ = stream.set_nodelay(true);
+    let tls = ServerConnection::new(config).map_err(ConnError::Tls)?;
+    let mut io = TlsIo {
+        stream,
+        tls,
+        net_in: Vec::with_capacity(NET_READ_BYTES),
+        net_out: Vec::with_capacity(NET_READ_BYTES),
+        plain_in: Vec::with_capacity(8 * 1024),
+        plain_pos: 0,
+        plain_out: Vec::with_capacity(4 * 1024),
+        eof: false,
+    };
+
+    handshake(&mut io, Instant::now() + timeouts.header).await?;
+    let peer = peer_identity(&io.tls);
+    let mut conn = Conn {
+        head: RequestHead::default(),
+        body: Vec::with_capacity(1024),
+        out: Vec::with_capacity(1024),
+        chunked: http::ChunkedDecoder::default(),
+    };
+    let result = conn.serve_requests(&core, &mut io, peer, timeouts).await;
+    wipe(&mut conn.body);
+    wipe(&mut conn.out);
+    let _ = io.flush().await;
+    result
+}
+
+async fn handshake(io: &mut TlsIo, deadline: Instant) -> Result<(), ConnError> {
+    let mut first = true;
+    while io.tls.is_handshaking() {
+        if first {
+            // Peek at the first bytes: plain HTTP gets Go's plain-text answer.
+            io.stream
+                .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))?;
+            io.net_in.resize(NET_READ_BYTES, 0);
+            let n = io.stream.read(&mut io.net_in).await?;
+            if n == 0 {
+                return Err(ConnError::Closed);
+            }
+            if io.net_in[0].is_ascii_uppercase() {
+                let _ = io.stream.write_all(PLAIN_HTTP_ANSWER).await;
+                return Err(ConnError::Closed);
+            }
+            first = false;
+            let mut pos = 0;
+            while pos < n {
+                let k = io.tls.read_tls(&mut &io.net_in[pos..n])?;
+                pos += k;
+                if let Err(e) = io.tls.process_new_packets() {
+                    let _ = io.flush_tls().await;
+                    return Err(ConnError::Tls(e));
+                }
+                if k == 0 {
+                    break;
+                }
+            }
+            io.drain_plaintext()?;
+            continue;
+        }
+        if io.tls.wants_write() {
+            io.flush_tls().await?;
+            continue;
+        }
+        io.read_more(deadline).await?;
+        if io.eof && io.tls.is_handshaking() {
+            return Err(ConnError::Closed);
+        }
+    }
+    io.flush_tls().await
+}
+
+fn peer_identity(tls: &ServerConnection) -> Peer {
+    let Some(chain) = tls.peer_certificates() else {
+        return Peer::Unidentified(IdentityError::NoCertificate);
+    };
+    let ders: Vec<&[u8]> = chain.iter().map(|c| c.as_ref()).collect();
+    match identity_from_chain(&ders) {
+        Ok(identity) => Peer::Identified(identity),
+        Err(e) => Peer::Unidentified(e),
+    }
+}
+
+/// Per-connection request state, reused across requests.
+struct Conn {
+    head: RequestHead,
+    body: Vec<u8>,
+    out: Vec<u8>,
+    chunked: http::ChunkedDecoder,
+}
+
+/// What to do with the request body before answering.
+enum BodyPlan {
+    Keep(usize),
+    Discard,
+}
+
+impl Conn {
+    async fn serve_requests(
+        &mut self,
+        core: &Core,
+        io: &mut TlsIo,
+        peer: Peer,
+        timeouts: Timeouts,
+    ) -> Result<(), ConnError> {
+        let options = ParseOptions {
+            limits: http::Limits::default(),
+            cert_header: None,
+        };
+        loop {
+            // 1. The request head: idle timeout while nothing arrived, header timeout after.
+            let mut started: Option<Instant> = None;
+            let head_len = loop {
+                if !io.unread().is_empty() && started.is_none() {
+                    started = Some(Instant::now());
+                }
+                match http::parse_head(io.unread(), &options, &mut self.head) {
+                    Ok(Some(n)) => break n,
+                    Ok(None) => {}
+                    Err(e) => return self.fail(io, e).await,
+                }
+                if io.eof {
+                    return Ok(());
+                }
+                io.flush().await?;
+                let deadline = match started {
+                    Some(t) => t + timeouts.header,
+                    None => Instant::now() + timeouts.idle,
+                };
+                match io.read_more(deadline).await {
+                    Ok(()) => {}
+                    Err(ConnError::Timeout) if started.is_some() => {
+                        let mut out = Vec::new();
+                        http::write_response(&mut out, 408, None, &[], b"", true);
+                        io.plain_out.extend_from_slice(&out);
+                        return Err(ConnError::Timeout);
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            io.consume(head_len);
+
+            // 2. Route; decide what the body may be.
+            let cleaned = http::clean_path(&self.head.path);
+            let routed = match cleaned {
+                Some(_) => Target::NotFound,
+                None => match api::router::route_request(self.head.method, &self.head.path) {
+                    Routed::Route { index, .. } => Target::Route(index),
+                    Routed::RedirectAddSlash => Target::AddSlash,
+                    Routed::WrongMethod { index } => Target::WrongMethod(index),
+                    Routed::NotFound => Target::NotFound,
+                },
+            };
+            let plan = match (&cleaned, &routed) {
+                (None, Target::Route(index)) if ROUTES[*index].body_bytes_max > 0 => {
+                    BodyPlan::Keep(ROUTES[*index].body_bytes_max)
+                }
+                _ => BodyPlan::Discard,
+            };
+            let route_timeout = match routed {
+                Target::Route(index) => core.shared.routes.timeout[index],
+                _ => Duration::ZERO,
+            };
+            let body_deadline = Instant::now()
+                + if route_timeout.is_zero() {
+                    Duration::from_secs(15)
+                } else {
+                    route_timeout
+                };
+
+            // 3. The body.
+            let limit = match plan {
+                BodyPlan::Keep(n) => n,
+                BodyPlan::Discard => DISCARD_BODY_BYTES_MAX,
+            };
+            if let Err(e) = self.read_body(io, limit, body_deadline).await {
+                return match e {
+                    BodyFailure::Http(e) => self.fail(io, e).await,
+                    BodyFailure::Conn(e) => Err(e),
+                };
+            }
+            if matches!(plan, BodyPlan::Discard) {
+                wipe(&mut self.body);
+            }
+
+            // 4. Answer.
+            let keep_alive = self.head.keep_alive;
+            let close = !keep_alive;
+            match (&cleaned, routed) {
+                (Some(clean), _) => {
+                    let mut location = clean.clone();
+                    if !self.head.query.is_empty() {
+                        location.push('?');
+                        location.push_str(&self.head.query);
+                    }
+                    http::write_response(&mut io.plain_out, 301, None, &[("Location", &location)], b"", close);
+                }
+                (None, Target::AddSlash) => {
+                    let mut location = self.head.path.clone();
+                    location.push('/');
+                    if !self.head.query.is_empty() {
+                        location.push('?');
+                        location.push_str(&self.head.query);
+                    }
+                    http::write_response(&mut io.plain_out, 301, None, &[("Location", &location)], b"", close);
+                }
+                (None, Target::NotFound) => {
+                    http::write_response(
+                        &mut io.plain_out,
+                        404,
+                        Some("text/plain; charset=utf-8"),
+                        &[("X-Content-Type-Options", "nosniff")],
+                        b"404 page not found\n",
+                        close,
+                    );
+                }
+                (None, Target::WrongMethod(index)) => {
+                    let want = ROUTES[index].method.as_str();
+                    let err = ApiError::wrong_method(&self.head.method_raw, want);
+                    self.out.clear();
+                    api::json::write_error_body(&mut self.out, &err.message);
+                    http::write_response(
+                        &mut io.plain_out,
+                        405,
+                        Some("application/json"),
+                        &[("Accept", want), ("Allow", want)],
+                        &self.out,
+                        close,
+                    );
+                }
+                (None, Target::Route(index)) => {
+                    let route = &ROUTES[index];
+                    let path = std::mem::take(&mut self.head.path);
+                    let argument = if route.has_argument { &path[route.path.len()..] } else { "" };
+                    let mut req = Request {
+                        route,
+                        argument,
+                        path: &path,
+                        peer,
+                        body: &mut self.body,
+                    };
+                    self.out.clear();
+                    let reply = match api::authorize(&core.shared, index, &req) {
+                        Err(e) => Reply::Error(e),
+                        Ok(()) => {
+                            let work = api::dispatch(core, &mut req, &mut self.out);
+                            if route_timeout.is_zero() {
+                                work.await
+                            } else {
+                                match glommio::timer::timeout(route_timeout, async { Ok(work.await) }).await {
+                                    Ok(reply) => reply,
+                                    Err(_) => {
+                                        write_reply(
+                                            &mut io.plain_out,
+                                            Reply::Error(ApiError {
+                                                status: 503,
+                                                message: "request timeout exceeded".into(),
+                                            }),
+                                            &mut self.out,
+                                            true,
+                                        );
+                                        return Err(ConnError::Timeout);
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    wipe(&mut self.body);
+                    write_reply(&mut io.plain_out, reply, &mut self.out, close);
+                    wipe(&mut self.out);
+                    self.head.path = path; // hand the buffer back for reuse
+                }
+            }
+            if close {
+                return Ok(());
+            }
+            if io.plain_out.len() >= FLUSH_BYTES {
+                io.flush().await?;
+            }
+        }
+    }
+
+    /// Reads the body per the head's framing into `self.body`, at most `limit` bytes.
+    async fn read_body(&mut self, io: &mut TlsIo, limit: usize, deadline: Instant) -> Result<(), BodyFailure> {
+        self.body.clear();
+        match self.head.framing {
+            Framing::Empty => Ok(()),
+            Framing::Length(n) => {
+                if n > limit as u64 {
+                    return Err(BodyFailure::Http(HttpError::BodyTooLarge));
+                }
+                let n = n as usize;
+                self.continue_if_expected(io).await?;
+                while io.unread().len() < n {
+                    if io.eof {
+                        return Err(BodyFailure::Conn(ConnError::Closed));
+                    }
+                    io.read_more(deadline).await.map_err(BodyFailure::Conn)?;
+                }
+                self.body.extend_from_slice(&io.unread()[..n]);
+                io.consume(n);
+                Ok(())
+            }
+            Framing::Chunked => {
+                self.continue_if_expected(io).await?;
+                self.chunked.reset();
+                loop {
+                    let (used, done) = self
+                        .chunked
+                        .decode(io.unread(), &mut self.body, limit)
+                        .map_err(BodyFailure::Http)?;
+                    io.consume(used);
+                    if done {
+                        return Ok(());
+                    }
+                    if io.eof {
+                        return Err(BodyFailure::Conn(ConnError::Closed));
+                    }
+                    io.read_more(deadline).await.map_err(BodyFailure::Conn)?;
+                }
+            }
+        }
+    }
+
+    async fn continue_if_expected(&mut self, io: &mut TlsIo) -> Result<(), BodyFailure> {
+        if self.head.expect_continue && io.unread().is_empty() {
+            http::write_continue(&mut io.plain_out);
+            io.flush().await.map_err(BodyFailure::Conn)?;
+        }
+        Ok(())
+    }
+
+    /// Answers a framing error and closes the connection.
+    async fn fail(&mut self, io: &mut TlsIo, e: HttpError) -> Result<(), ConnError> {
+        self.out.clear();
+        api::json::write_error_body(&mut self.out, e.message());
+        http::write_response(&mut io.plain_out, e.status(), Some("application/json"), &[], &self.out, true);
+        io.flush().await?;
+        Ok(())
+    }
+}
+
+/// The routing decision, detached from the borrowed path.
+#[derive(Clone, Copy)]
+enum Target {
+    Route(usize),
+    AddSlash,
+    WrongMethod(usize),
+    NotFound,
+}
+
+enum BodyFailure {
+    Http(HttpError),
+    Conn(ConnError),
+}
+
+/// Serialises a handler's reply into `plain_out`.
+fn write_reply(plain_out: &mut Vec<u8>, reply: Reply, body: &mut Vec<u8>, close: bool) {
+    match reply {
+        Reply::Empty => http::write_response(plain_out, 200, None, &[], b"", close),
+        Reply::Json => http::write_response(plain_out, 200, Some("application/json"), &[], body, close),
+        Reply::Content(ct) => http::write_response(plain_out, 200, Some(ct), &[], body, close),
+        Reply::Error(e) => {
+            wipe(body);
+            api::json::write_error_body(body, &e.message);
+            http::write_response(plain_out, e.status, Some("application/json"), &[], body, close);
+        }
+    }
+}
+
+/// The socket address of a peer, for logs.
+pub fn describe_peer(stream: &TcpStream) -> Option<SocketAddr> {
+    stream.peer_addr().ok()
+}

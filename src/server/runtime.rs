@@ -1,0 +1,219 @@
+//! Cores: which CPUs to run on, the io_uring and memlock checks, and one pinned glommio
+//! `LocalExecutor` per CPU, each running its own listener and cache shard.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement, PoolPlacement};
+use rustls::ServerConfig;
+
+use super::conn::Timeouts;
+use super::listener::{accept_loop, CONNECTIONS_PER_CORE_MAX};
+use crate::api::{Core, Shared};
+use crate::cache::sweep_period;
+
+/// Memory glommio registers with io_uring per core. We do no direct file I/O through
+/// glommio, so a small pool keeps us far below the default 8 MiB RLIMIT_MEMLOCK.
+const IO_MEMORY_BYTES: usize = 256 * 1024;
+/// Threads per core for keystore calls (file I/O, network); they may block, cores may not.
+const BLOCKING_THREADS_PER_CORE: usize = 4;
+
+/// Everything a server needs to start.
+pub struct ServerOptions {
+    pub addr: SocketAddr,
+    /// Upper bound on cores; `None` = every CPU in the affinity mask.
+    pub cores: Option<usize>,
+    pub tls: Arc<ServerConfig>,
+    pub shared: Arc<Shared>,
+    pub timeouts: Timeouts,
+    pub connections_per_core_max: usize,
+}
+
+impl ServerOptions {
+    pub fn new(addr: SocketAddr, tls: Arc<ServerConfig>, shared: Arc<Shared>) -> Self {
+        ServerOptions {
+            addr,
+            cores: None,
+            tls,
+            shared,
+            timeouts: Timeouts::default(),
+            connections_per_core_max: CONNECTIONS_PER_CORE_MAX,
+        }
+    }
+}
+
+/// Start-up failures, each with the fix in its message.
+#[derive(Debug)]
+pub enum ServerError {
+    IoUringUnavailable(String),
+    MemlockTooSmall(String),
+    Bind(SocketAddr, String),
+    Executor(String),
+    Affinity(String),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::IoUringUnavailable(why) => write!(
+                f,
+                "io_uring is unavailable ({why}): kes needs Linux ≥ 5.8 with io_uring allowed — \
+                 set sysctl kernel.io_uring_disabled=0 and allow io_uring_setup/io_uring_enter/\
+                 io_uring_register in the seccomp profile (containers: see deploy/)"
+            ),
+            ServerError::MemlockTooSmall(why) => write!(
+                f,
+                "RLIMIT_MEMLOCK is too small for io_uring ({why}): raise it with `ulimit -l 65536`, \
+                 LimitMEMLOCK=infinity (systemd) or --ulimit memlock=-1 (containers)"
+            ),
+            ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            ServerError::Executor(e) => write!(f, "cannot start a core: {e}"),
+            ServerError::Affinity(e) => write!(f, "cannot read the CPU affinity mask: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// The CPUs this process may run on (honours `taskset` and cgroup cpusets).
+pub fn affinity_cpus() -> Result<Vec<usize>, ServerError> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for our own process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(ServerError::Affinity(std::io::Error::last_os_error().to_string()));
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect())
+    }
+}
+
+/// Probes io_uring with a one-entry ring so a missing or forbidden io_uring is reported as
+/// such instead of as an executor panic.
+pub fn check_io_uring() -> Result<(), ServerError> {
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if v.trim() == "2" {
+            return Err(ServerError::IoUringUnavailable(
+                "kernel.io_uring_disabled = 2".into(),
+            ));
+        }
+    }
+    // struct io_uring_params is 120 bytes; zeroed means "defaults".
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup reads and writes `params`, which is large enough.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::ENOMEM) => ServerError::MemlockTooSmall(err.to_string()),
+            Some(libc::ENOSYS) => {
+                ServerError::IoUringUnavailable("the kernel has no io_uring (ENOSYS)".into())
+            }
+            _ => ServerError::IoUringUnavailable(format!("io_uring_setup: {err}")),
+        });
+    }
+    // SAFETY: closing the descriptor we just opened.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// A started server: its address and the cores to wait for.
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    pub cores: usize,
+    handles: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Blocks until every core has stopped.
+    pub fn join(self) {
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Starts one executor per core and returns once every core is listening.
+pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
+    check_io_uring()?;
+    let mut cpus = affinity_cpus()?;
+    if let Some(n) = options.cores {
+        cpus.truncate(n.max(1));
+    }
+    assert!(!cpus.is_empty(), "the affinity mask names no CPU");
+
+    let mut addr = options.addr;
+    let mut handles = Vec::with_capacity(cpus.len());
+    for (index, &cpu) in cpus.iter().enumerate() {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, ServerError>>();
+        let shared = options.shared.clone();
+        let tls = options.tls.clone();
+        let timeouts = options.timeouts;
+        let connections_max = options.connections_per_core_max;
+        let bind_addr = addr;
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("kes-core-{index}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_CORE))
+            .spawn(move || async move {
+                let listener = match glommio::net::TcpListener::bind(bind_addr) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ServerError::Bind(bind_addr, e.to_string())));
+                        return;
+                    }
+                };
+                let local = listener.local_addr().unwrap_or(bind_addr);
+                let core = Rc::new(Core::new(shared));
+                spawn_cache_sweeper(core.clone());
+                let _ = ready_tx.send(Ok(local));
+                accept_loop(listener, core, tls, timeouts, connections_max).await;
+            })
+            .map_err(|e| executor_error(e.to_string()))?;
+        // Wait for this core before starting the next, so that port 0 resolves once and all
+        // cores share the port the first one got.
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(local)) => addr = local,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(executor_error(format!(
+                    "core {index} (cpu {cpu}) did not start within 10 s"
+                )))
+            }
+        }
+        handles.push(handle);
+    }
+    Ok(RunningServer {
+        local_addr: addr,
+        cores: handles.len(),
+        handles,
+    })
+}
+
+fn executor_error(message: String) -> ServerError {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("memlock") || lower.contains("cannot allocate memory") {
+        ServerError::MemlockTooSmall(message)
+    } else {
+        ServerError::Executor(message)
+    }
+}
+
+/// Evicts expired and unused keys from this core's shard on a timer.
+fn spawn_cache_sweeper(core: Rc<Core>) {
+    let expiry = core.shared.expiry;
+    let Some(period) = sweep_period(expiry) else {
+        return;
+    };
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(period).await;
+            core.cache.borrow_mut().sweep(expiry, Instant::now());
+        }
+    })
+    .detach();
+}

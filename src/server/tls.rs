@@ -1,0 +1,216 @@
+//! TLS: the rustls server configuration shared by all cores, the client-certificate verifier
+//! that implements KES's authentication modes, and loading certificates and keys from PEM.
+//!
+//! The default mode *requires* a client certificate but does not verify its chain (that is how
+//! self-signed API-key certificates work), while the handshake signature is still verified, so
+//! nobody can present a certificate without holding its private key.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+/// Why the TLS configuration could not be built.
+#[derive(Debug)]
+pub enum TlsError {
+    ReadCert(String),
+    NoCertificate(String),
+    ReadKey(String),
+    BadKey(String),
+    NoSan,
+    Ca(String),
+    Rustls(rustls::Error),
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsError::ReadCert(e) => write!(f, "failed to read TLS certificate: {e}"),
+            TlsError::NoCertificate(p) => write!(f, "no certificate found in '{p}'"),
+            TlsError::ReadKey(e) => write!(f, "failed to read TLS private key: {e}"),
+            TlsError::BadKey(e) => write!(f, "invalid TLS private key: {e}"),
+            TlsError::NoSan => f.write_str(
+                "the server certificate has no DNS or IP subject alternative name",
+            ),
+            TlsError::Ca(e) => write!(f, "failed to load the CA certificates (tls.ca): {e}"),
+            TlsError::Rustls(e) => write!(f, "TLS configuration error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// How client certificates are treated in the handshake (auth-and-policy.md §2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `tls.auth` off/empty: require a certificate, do not verify its chain.
+    RequireAny,
+    /// `tls.auth` off with some `skip_auth` route: ask for one, accept none.
+    RequestAny,
+}
+
+/// The cryptography provider for the server and client: ring.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts any client certificate chain without verifying it against a CA, but verifies
+/// the handshake signatures made with the certificate's key.
+#[derive(Debug)]
+pub struct AnyClientCert {
+    provider: Arc<CryptoProvider>,
+    mandatory: bool,
+}
+
+impl AnyClientCert {
+    pub fn new(provider: Arc<CryptoProvider>, mandatory: bool) -> Self {
+        AnyClientCert {
+            provider,
+            mandatory,
+        }
+    }
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Builds the server config: TLS 1.2 + 1.3, ALPN `http/1.1` only, session tickets from one
+/// ticketer shared by every core (so a ticket from core 0 resumes on core 1).
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_auth: ClientAuth,
+    verify_with: Option<RootCertStore>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier: Arc<dyn ClientCertVerifier> = match verify_with {
+        Some(roots) => {
+            let builder =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            let builder = if client_auth == ClientAuth::RequestAny {
+                builder.allow_unauthenticated()
+            } else {
+                builder
+            };
+            builder.build().map_err(|e| TlsError::Ca(e.to_string()))?
+        }
+        None => Arc::new(AnyClientCert::new(
+            provider.clone(),
+            client_auth == ClientAuth::RequireAny,
+        )),
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(TlsError::Rustls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(TlsError::Rustls)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Rustls)?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    config.send_tls13_tickets = 1;
+    Ok(Arc::new(config))
+}
+
+/// Reads a PEM certificate chain; the leaf must carry a DNS or IP SAN.
+pub fn load_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| TlsError::ReadCert(format!("{}: {e}", path.display())))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::ReadCert(format!("{}: {e:?}", path.display())))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| TlsError::NoCertificate(path.display().to_string()))?;
+    if !has_dns_or_ip_san(leaf) {
+        return Err(TlsError::NoSan);
+    }
+    Ok(chain)
+}
+
+fn has_dns_or_ip_san(cert: &CertificateDer<'_>) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+        return false;
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return false;
+    };
+    san.value
+        .general_names
+        .iter()
+        .any(|n| matches!(n, GeneralName::DNSName(_) | GeneralName::IPAddress(_)))
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1; other PEM blocks are skipped).
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| TlsError::ReadKey(format!("{}: {e}", path.display())))?;
+    if pem
+        .windows(b"ENCRYPTED".len())
+        .any(|w| w == b"ENCRYPTED")
+    {
+        return Err(TlsError::BadKey(
+            "encrypted private keys (tls.password) are not supported yet".into(),
+        ));
+    }
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadKey(format!("{}: {e:?}", path.display())))
+}

@@ -1,0 +1,295 @@
+//! Shared test harness: real servers on loopback (in-process or the `kes` binary), real TLS
+//! clients authenticated with API keys.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use kes::auth::apikey::ApiKey;
+use kes::client::{Client, ClientConfig, Credentials, Response};
+
+pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A server running in this test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub api_key: String,
+}
+
+impl TestServer {
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn client(&self) -> Client {
+        client_for(&self.endpoint(), &self.api_key)
+    }
+}
+
+pub fn client_for(endpoint: &str, api_key: &str) -> Client {
+    Client::new(ClientConfig {
+        endpoints: vec![endpoint.to_string()],
+        credentials: Some(Credentials::ApiKey(ApiKey::parse(api_key).expect("valid API key"))),
+        insecure: true,
+        ca_file: None,
+        timeout: Duration::from_secs(10),
+    })
+    .expect("client")
+}
+
+/// `kes server --dev` on 127.0.0.1, one core, in this process.
+pub fn dev_server() -> TestServer {
+    dev_server_with(|_| {})
+}
+
+/// Like [`dev_server`], with the server options adjusted first (timeouts, limits).
+pub fn dev_server_with(adjust: impl FnOnce(&mut kes::server::ServerOptions)) -> TestServer {
+    let mut prepared = kes::cli::server::prepare_dev(Some("127.0.0.1:0"), Some(1)).expect("dev server");
+    adjust(&mut prepared.options);
+    let api_key = prepared.api_key.clone().expect("dev API key");
+    let running = kes::server::run(prepared.options).expect("server starts");
+    let addr = running.local_addr;
+    std::mem::forget(running);
+    TestServer { addr, api_key }
+}
+
+/// A directory with a server certificate and key for 127.0.0.1.
+pub struct TlsFiles {
+    pub dir: tempfile::TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = B64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+pub fn tls_files() -> TlsFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, cert_pem) = kes::auth::cert::self_signed_server_cert(
+        &["127.0.0.1".parse().unwrap()],
+        &["localhost".to_string()],
+    )
+    .unwrap();
+    drop(cert);
+    let cert_path = dir.path().join("server.cert");
+    let key_path = dir.path().join("server.key");
+    std::fs::write(&cert_path, cert_pem).unwrap();
+    std::fs::write(&key_path, pem("PRIVATE KEY", key.secret_der())).unwrap();
+    TlsFiles {
+        dir,
+        cert: cert_path,
+        key: key_path,
+    }
+}
+
+/// A fresh API key and its identity.
+pub fn new_api_key() -> (String, String) {
+    let key = ApiKey::generate().unwrap();
+    let text = String::from_utf8(key.to_string_secret().expose().to_vec()).unwrap();
+    (text, key.identity().to_hex())
+}
+
+/// A config-file server in this process. `body` is the YAML after `admin`/`tls`/`keystore`.
+pub fn config_server(tls: &TlsFiles, admin: &str, keys_dir: &Path, extra: &str) -> TestServer {
+    let yaml = config_yaml(tls, admin, keys_dir, extra);
+    let config = kes::config::parse(&yaml, &|_| None).expect("config parses");
+    let prepared =
+        kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1)).expect("server prepares");
+    let running = kes::server::run(prepared.options).expect("server starts");
+    let addr = running.local_addr;
+    std::mem::forget(running);
+    TestServer {
+        addr,
+        api_key: String::new(),
+    }
+}
+
+pub fn config_yaml(tls: &TlsFiles, admin: &str, keys_dir: &Path, extra: &str) -> String {
+    format!(
+        "version: v1\nadmin:\n  identity: {admin}\ntls:\n  key: {}\n  cert: {}\nkeystore:\n  fs:\n    path: {}\n{extra}",
+        tls.key.display(),
+        tls.cert.display(),
+        keys_dir.display()
+    )
+}
+
+/// The `kes` binary as a child process; killed on drop.
+pub struct BinServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stdout_lines: Vec<String>,
+}
+
+impl Drop for BinServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `kes server <args> --addr 127.0.0.1:<port>` and waits for its banner.
+pub fn bin_server(args: &[&str]) -> BinServer {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kes"))
+        .arg("server")
+        .args(args)
+        .args(["--addr", &addr.to_string(), "--cores", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn kes");
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap_or(0);
+        if n == 0 {
+            let status = child.try_wait();
+            panic!("kes server exited before it was up: {status:?}; output: {lines:?}");
+        }
+        let done = line.contains("Server is up and running");
+        lines.push(line.trim_end().to_string());
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not start in time");
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    BinServer {
+        child,
+        addr,
+        stdout_lines: lines,
+    }
+}
+
+/// JSON body of a response as a serde-free map lookup: the string value of `member`.
+pub fn json_str(resp: &Response, member: &str) -> String {
+    let mut body = resp.body.clone();
+    let value = simd_json::to_owned_value(&mut body).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&resp.body))
+    });
+    use simd_json::prelude::*;
+    value
+        .get(member)
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| panic!("no string member {member} in {:?}", String::from_utf8_lossy(&resp.body)))
+        .to_string()
+}
+
+pub fn body_str(resp: &Response) -> String {
+    String::from_utf8_lossy(&resp.body).into_owned()
+}
+
+/// Asserts an error answer: status, JSON content type and the exact reference body bytes.
+pub fn assert_error(resp: &Response, status: u16, message: &str) {
+    assert_eq!(resp.status, status, "body: {}", body_str(resp));
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let mut expected = Vec::new();
+    kes::api::json::write_error_body(&mut expected, message);
+    assert_eq!(body_str(resp), String::from_utf8(expected).unwrap());
+}
+
+/// A raw TLS connection with an API-key client certificate, for byte-level HTTP tests.
+pub struct RawTls {
+    pub stream: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+pub fn raw_tls(addr: SocketAddr, api_key: Option<&str>) -> std::io::Result<RawTls> {
+    let config = kes::client::rustls_config(&ClientConfig {
+        endpoints: Vec::new(),
+        credentials: api_key.map(|k| Credentials::ApiKey(ApiKey::parse(k).unwrap())),
+        insecure: true,
+        ca_file: None,
+        timeout: Duration::from_secs(10),
+    })
+    .expect("client TLS config");
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // Complete the handshake now so failures surface here.
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(RawTls { stream })
+}
+
+impl RawTls {
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// Reads until the server closes the connection or `timeout` passes.
+    pub fn read_all(&mut self, timeout: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16384];
+        while Instant::now() < deadline {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => break,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Reads until `n` complete HTTP responses (Content-Length framed) have arrived.
+    pub fn read_responses(&mut self, n: usize) -> Vec<(u16, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 16384];
+        let mut out = Vec::new();
+        loop {
+            // Parse as many responses as are complete.
+            loop {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut resp = httparse::Response::new(&mut headers);
+                let Ok(httparse::Status::Complete(head)) = resp.parse(&buf) else { break };
+                let len = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse::<usize>().unwrap())
+                    .unwrap_or(0);
+                if buf.len() < head + len {
+                    break;
+                }
+                out.push((resp.code.unwrap(), buf[head..head + len].to_vec()));
+                buf.drain(..head + len);
+                if out.len() == n {
+                    return out;
+                }
+            }
+            let k = self.stream.read(&mut tmp).expect("read response");
+            assert!(k > 0, "connection closed after {} responses", out.len());
+            buf.extend_from_slice(&tmp[..k]);
+        }
+    }
+}

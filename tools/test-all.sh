@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every check and test. This is the test command the
+# README gives and CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== toolchain"
+cargo --version
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== format"
+cargo fmt --all -- --check
+
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== tests"
+cargo test --workspace
