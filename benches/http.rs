@@ -24,7 +24,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut pos = 0;
             while pos < pipelined.len() {
-                pos += parse_head(&pipelined[pos..], &opts, &mut head).unwrap().unwrap();
+                pos += parse_head(&pipelined[pos..], &opts, &mut head)
+                    .unwrap()
+                    .unwrap();
             }
         })
     });
@@ -42,7 +44,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             decoder.reset();
             out.clear();
-            decoder.decode(black_box(&chunked), &mut out, 1_000_000).unwrap()
+            decoder
+                .decode(black_box(&chunked), &mut out, 1_000_000)
+                .unwrap()
         })
     });
 
@@ -51,12 +55,24 @@ fn bench(c: &mut Criterion) {
     c.bench_function("http/write_json_response", |b| {
         b.iter(|| {
             response.clear();
-            write_response(&mut response, 200, Some("application/json"), &[], black_box(body), false);
+            write_response(
+                &mut response,
+                200,
+                Some("application/json"),
+                &[],
+                black_box(body),
+                false,
+            );
         })
     });
 
     c.bench_function("api/route_generate", |b| {
-        b.iter(|| route_request(Method::Post, black_box("/v1/key/generate/minio-default-key")))
+        b.iter(|| {
+            route_request(
+                Method::Post,
+                black_box("/v1/key/generate/minio-default-key"),
+            )
+        })
     });
 
     let user = Identity::from_hex(&"b".repeat(64)).unwrap();
@@ -79,7 +95,12 @@ fn bench(c: &mut Criterion) {
         PatternSyntax::Prefix,
     );
     c.bench_function("auth/policy_decide_allow", |b| {
-        b.iter(|| policies.decide(black_box(&user), black_box("/v1/key/decrypt/minio-default-key")))
+        b.iter(|| {
+            policies.decide(
+                black_box(&user),
+                black_box("/v1/key/decrypt/minio-default-key"),
+            )
+        })
     });
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use base64::Engine;
 use common::*;
 
 const CONTEXT_B64: &str = "eyJteS1idWNrZXQiOiJteS1idWNrZXQvbXktb2JqZWN0In0=";
@@ -31,8 +32,16 @@ fn version_and_status() {
     assert_eq!(r.status, 200);
     let text = body_str(&r);
     assert_eq!(text.matches("\"path\"").count(), 22, "{text}");
-    assert!(text.contains(r#"{"method":"PUT","path":"/v1/key/generate/","max_body":1000000,"timeout":15}"#), "{text}");
-    assert!(text.contains(r#"{"method":"GET","path":"/version","max_body":0,"timeout":10}"#), "{text}");
+    assert!(
+        text.contains(
+            r#"{"method":"PUT","path":"/v1/key/generate/","max_body":1000000,"timeout":15}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"{"method":"GET","path":"/version","max_body":0,"timeout":10}"#),
+        "{text}"
+    );
 }
 
 #[test]
@@ -40,15 +49,34 @@ fn key_lifecycle_create_generate_decrypt_delete() {
     let server = dev_server();
     let mut c = server.client();
 
-    let r = c.request("POST", "/v1/key/create/my-key", None, &[]).unwrap();
+    let r = c
+        .request("POST", "/v1/key/create/my-key", None, &[])
+        .unwrap();
     assert_eq!((r.status, r.body.len()), (200, 0), "{}", body_str(&r));
     assert_eq!(r.header("content-length"), Some("0"));
-    assert_error(&c.request("POST", "/v1/key/create/my-key", None, &[]).unwrap(), 400, "key already exists");
+    assert_error(
+        &c.request("POST", "/v1/key/create/my-key", None, &[])
+            .unwrap(),
+        400,
+        "key already exists",
+    );
     // PUT is the canonical method; POST is a synonym.
-    assert_error(&c.request("PUT", "/v1/key/create/my-key", None, &[]).unwrap(), 400, "key already exists");
+    assert_error(
+        &c.request("PUT", "/v1/key/create/my-key", None, &[])
+            .unwrap(),
+        400,
+        "key already exists",
+    );
 
     let body = format!(r#"{{"context":"{CONTEXT_B64}"}}"#);
-    let r = c.request("POST", "/v1/key/generate/my-key", Some(body.as_bytes()), &[]).unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/generate/my-key",
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     let plaintext = json_str(&r, "plaintext");
     let ciphertext = json_str(&r, "ciphertext");
@@ -57,7 +85,9 @@ fn key_lifecycle_create_generate_decrypt_delete() {
     assert_eq!(ciphertext.len(), 104);
 
     let body = format!(r#"{{"ciphertext":"{ciphertext}","context":"{CONTEXT_B64}"}}"#);
-    let r = c.request("POST", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[]).unwrap();
+    let r = c
+        .request("POST", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[])
+        .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     assert_eq!(json_str(&r, "plaintext"), plaintext);
     assert_eq!(body_str(&r), format!("{{\"plaintext\":\"{plaintext}\"}}\n"));
@@ -65,55 +95,100 @@ fn key_lifecycle_create_generate_decrypt_delete() {
     // Wrong or missing context: not authentic.
     let body = format!(r#"{{"ciphertext":"{ciphertext}"}}"#);
     assert_error(
-        &c.request("POST", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[]).unwrap(),
+        &c.request("POST", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[])
+            .unwrap(),
         400,
         "decryption failed: ciphertext is not authentic",
     );
 
     // Generate without a body (no context) and decrypt with an explicit null context.
-    let r = c.request("POST", "/v1/key/generate/my-key", None, &[]).unwrap();
+    let r = c
+        .request("POST", "/v1/key/generate/my-key", None, &[])
+        .unwrap();
     assert_eq!(r.status, 200);
-    let body = format!(r#"{{"CIPHERTEXT":"{}","context":null}}"#, json_str(&r, "ciphertext"));
-    let r2 = c.request("PUT", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[]).unwrap();
+    let body = format!(
+        r#"{{"CIPHERTEXT":"{}","context":null}}"#,
+        json_str(&r, "ciphertext")
+    );
+    let r2 = c
+        .request("PUT", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[])
+        .unwrap();
     assert_eq!(r2.status, 200, "{}", body_str(&r2));
     assert_eq!(json_str(&r2, "plaintext"), json_str(&r, "plaintext"));
 
     // Encrypt / decrypt arbitrary data.
-    let body = format!(r#"{{"plaintext":"{}","context":"{CONTEXT_B64}"}}"#, B64.encode("Hello World"));
-    let r = c.request("POST", "/v1/key/encrypt/my-key", Some(body.as_bytes()), &[]).unwrap();
+    let body = format!(
+        r#"{{"plaintext":"{}","context":"{CONTEXT_B64}"}}"#,
+        B64.encode("Hello World")
+    );
+    let r = c
+        .request("POST", "/v1/key/encrypt/my-key", Some(body.as_bytes()), &[])
+        .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     let ct = json_str(&r, "ciphertext");
     assert_eq!(B64.decode(&ct).unwrap().len(), 11 + 44);
     let body = format!(r#"{{"ciphertext":"{ct}","context":"{CONTEXT_B64}"}}"#);
-    let r = c.request("POST", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[]).unwrap();
-    assert_eq!(B64.decode(json_str(&r, "plaintext")).unwrap(), b"Hello World");
+    let r = c
+        .request("POST", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[])
+        .unwrap();
+    assert_eq!(
+        B64.decode(json_str(&r, "plaintext")).unwrap(),
+        b"Hello World"
+    );
 
     // HMAC is deterministic per key.
     let body = br#"{"message":"cm9vdCBhY2Nlc3Mga2V5"}"#;
-    let h1 = c.request("PUT", "/v1/key/hmac/my-key", Some(body), &[]).unwrap();
-    let h2 = c.request("PUT", "/v1/key/hmac/my-key", Some(body), &[]).unwrap();
+    let h1 = c
+        .request("PUT", "/v1/key/hmac/my-key", Some(body), &[])
+        .unwrap();
+    let h2 = c
+        .request("PUT", "/v1/key/hmac/my-key", Some(body), &[])
+        .unwrap();
     assert_eq!(h1.status, 200, "{}", body_str(&h1));
     assert_eq!(B64.decode(json_str(&h1, "hmac")).unwrap().len(), 32);
     assert_eq!(json_str(&h1, "hmac"), json_str(&h2, "hmac"));
 
     // Describe.
-    let r = c.request("GET", "/v1/key/describe/my-key", None, &[]).unwrap();
+    let r = c
+        .request("GET", "/v1/key/describe/my-key", None, &[])
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(json_str(&r, "name"), "my-key");
     assert!(["AES256", "ChaCha20"].contains(&json_str(&r, "algorithm").as_str()));
-    let admin = kes::auth::apikey::ApiKey::parse(&server.api_key).unwrap().identity().to_hex();
+    let admin = kes::auth::apikey::ApiKey::parse(&server.api_key)
+        .unwrap()
+        .identity()
+        .to_hex();
     assert_eq!(json_str(&r, "created_by"), admin);
     assert!(json_str(&r, "created_at").ends_with('Z'));
 
     // Delete, then everything says "key does not exist".
-    let r = c.request("DELETE", "/v1/key/delete/my-key", None, &[]).unwrap();
+    let r = c
+        .request("DELETE", "/v1/key/delete/my-key", None, &[])
+        .unwrap();
     assert_eq!((r.status, r.body.len()), (200, 0));
-    assert_error(&c.request("DELETE", "/v1/key/delete/my-key", None, &[]).unwrap(), 404, "key does not exist");
-    assert_error(&c.request("POST", "/v1/key/generate/my-key", None, &[]).unwrap(), 404, "key does not exist");
-    assert_error(&c.request("GET", "/v1/key/describe/my-key", None, &[]).unwrap(), 404, "key does not exist");
+    assert_error(
+        &c.request("DELETE", "/v1/key/delete/my-key", None, &[])
+            .unwrap(),
+        404,
+        "key does not exist",
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/generate/my-key", None, &[])
+            .unwrap(),
+        404,
+        "key does not exist",
+    );
+    assert_error(
+        &c.request("GET", "/v1/key/describe/my-key", None, &[])
+            .unwrap(),
+        404,
+        "key does not exist",
+    );
     let body = format!(r#"{{"ciphertext":"{ciphertext}","context":"{CONTEXT_B64}"}}"#);
     assert_error(
-        &c.request("POST", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[]).unwrap(),
+        &c.request("POST", "/v1/key/decrypt/my-key", Some(body.as_bytes()), &[])
+            .unwrap(),
         404,
         "key does not exist",
     );
@@ -124,14 +199,28 @@ fn list_keys_with_patterns_and_redirect() {
     let server = dev_server();
     let mut c = server.client();
     for name in ["minio-a", "minio-b", "other", "minio-c"] {
-        assert_eq!(c.request("POST", &format!("/v1/key/create/{name}"), None, &[]).unwrap().status, 200);
+        assert_eq!(
+            c.request("POST", &format!("/v1/key/create/{name}"), None, &[])
+                .unwrap()
+                .status,
+            200
+        );
     }
     let r = c.request("GET", "/v1/key/list/", None, &[]).unwrap();
-    assert_eq!(body_str(&r), "{\"names\":[\"minio-a\",\"minio-b\",\"minio-c\",\"other\"]}\n");
+    assert_eq!(
+        body_str(&r),
+        "{\"names\":[\"minio-a\",\"minio-b\",\"minio-c\",\"other\"]}\n"
+    );
     let r = c.request("GET", "/v1/key/list/*", None, &[]).unwrap();
-    assert_eq!(body_str(&r), "{\"names\":[\"minio-a\",\"minio-b\",\"minio-c\",\"other\"]}\n");
+    assert_eq!(
+        body_str(&r),
+        "{\"names\":[\"minio-a\",\"minio-b\",\"minio-c\",\"other\"]}\n"
+    );
     let r = c.request("GET", "/v1/key/list/minio-*", None, &[]).unwrap();
-    assert_eq!(body_str(&r), "{\"names\":[\"minio-a\",\"minio-b\",\"minio-c\"]}\n");
+    assert_eq!(
+        body_str(&r),
+        "{\"names\":[\"minio-a\",\"minio-b\",\"minio-c\"]}\n"
+    );
     let r = c.request("GET", "/v1/key/list/zzz", None, &[]).unwrap();
     assert_eq!(body_str(&r), "{\"names\":[]}\n");
     assert_error(
@@ -158,7 +247,10 @@ fn mux_level_answers() {
     assert_eq!(r.status, 404);
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(body_str(&r), "404 page not found\n");
-    assert_eq!(c.request("GET", "/v1/status/", None, &[]).unwrap().status, 404);
+    assert_eq!(
+        c.request("GET", "/v1/status/", None, &[]).unwrap().status,
+        404
+    );
 
     let r = c.request("GET", "/v1/key/create/x", None, &[]).unwrap();
     assert_error(&r, 405, "received method 'GET' expected 'PUT'");
@@ -166,7 +258,10 @@ fn mux_level_answers() {
     let r = c.request("POST", "/v1/key/delete/x", None, &[]).unwrap();
     assert_error(&r, 405, "received method 'POST' expected 'DELETE'");
     assert_eq!(r.header("accept"), Some("DELETE"));
-    assert_eq!(c.request("HEAD", "/version", None, &[]).unwrap().status, 405);
+    assert_eq!(
+        c.request("HEAD", "/version", None, &[]).unwrap().status,
+        405
+    );
 }
 
 #[test]
@@ -174,10 +269,17 @@ fn argument_and_body_errors() {
     let server = dev_server();
     let mut c = server.client();
     for bad in ["-x", "x-", "_", "a.b", "%C3%A9"] {
-        let r = c.request("POST", &format!("/v1/key/create/{bad}"), None, &[]).unwrap();
+        let r = c
+            .request("POST", &format!("/v1/key/create/{bad}"), None, &[])
+            .unwrap();
         assert_eq!(r.status, 400, "{bad}: {}", body_str(&r));
-        assert!(json_str(&r, "message").starts_with("key name '"), "{}", body_str(&r));
-        assert!(json_str(&r, "message").ends_with("' is empty, too long or contains invalid characters"));
+        assert!(
+            json_str(&r, "message").starts_with("key name '"),
+            "{}",
+            body_str(&r)
+        );
+        assert!(json_str(&r, "message")
+            .ends_with("' is empty, too long or contains invalid characters"));
     }
     assert_error(
         &c.request("POST", "/v1/key/create/", None, &[]).unwrap(),
@@ -185,19 +287,55 @@ fn argument_and_body_errors() {
         "key name '' is empty, too long or contains invalid characters",
     );
     assert_error(
-        &c.request("POST", &format!("/v1/key/create/{}", "k".repeat(81)), None, &[]).unwrap(),
+        &c.request(
+            "POST",
+            &format!("/v1/key/create/{}", "k".repeat(81)),
+            None,
+            &[],
+        )
+        .unwrap(),
         400,
-        &format!("key name '{}' is empty, too long or contains invalid characters", "k".repeat(81)),
+        &format!(
+            "key name '{}' is empty, too long or contains invalid characters",
+            "k".repeat(81)
+        ),
     );
-    assert_eq!(c.request("POST", "/v1/key/create/k", None, &[]).unwrap().status, 200);
-    for body in [&b"not json"[..], b"", b"[]", br#"{"ciphertext":"not base64!"}"#, br#"{"ciphertext":5}"#] {
-        let r = c.request("POST", "/v1/key/decrypt/k", Some(body), &[]).unwrap();
+    assert_eq!(
+        c.request("POST", "/v1/key/create/k", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    for body in [
+        &b"not json"[..],
+        b"",
+        b"[]",
+        br#"{"ciphertext":"not base64!"}"#,
+        br#"{"ciphertext":5}"#,
+    ] {
+        let r = c
+            .request("POST", "/v1/key/decrypt/k", Some(body), &[])
+            .unwrap();
         assert_error(&r, 400, "invalid request body");
     }
-    let r = c.request("POST", "/v1/key/generate/k", Some(b"{\"context\":\"%%%\"}"), &[]).unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/generate/k",
+            Some(b"{\"context\":\"%%%\"}"),
+            &[],
+        )
+        .unwrap();
     assert_error(&r, 400, "invalid request body");
     // Truncated ciphertexts are not authentic, not a server error.
-    let r = c.request("POST", "/v1/key/decrypt/k", Some(br#"{"ciphertext":"AAAA"}"#), &[]).unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/decrypt/k",
+            Some(br#"{"ciphertext":"AAAA"}"#),
+            &[],
+        )
+        .unwrap();
     assert_error(&r, 400, "decryption failed: ciphertext is not authentic");
 }
 
@@ -207,26 +345,50 @@ fn import_checks_in_reference_order_and_decrypts_spec_vectors() {
     let mut c = server.client();
     let key_b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     assert_error(
-        &c.request("POST", "/v1/key/import/k", Some(b"{"), &[]).unwrap(),
+        &c.request("POST", "/v1/key/import/k", Some(b"{"), &[])
+            .unwrap(),
         400,
         "invalid import key request body",
     );
     assert_error(
-        &c.request("POST", "/v1/key/import/k", Some(format!(r#"{{"key":"{key_b64}","cipher":"AES-128"}}"#).as_bytes()), &[]).unwrap(),
+        &c.request(
+            "POST",
+            "/v1/key/import/k",
+            Some(format!(r#"{{"key":"{key_b64}","cipher":"AES-128"}}"#).as_bytes()),
+            &[],
+        )
+        .unwrap(),
         406,
         "algorithm 'AES-128' is not supported",
     );
     assert_error(
-        &c.request("POST", "/v1/key/import/k", Some(br#"{"key":"AAAA","cipher":"AES256"}"#), &[]).unwrap(),
+        &c.request(
+            "POST",
+            "/v1/key/import/k",
+            Some(br#"{"key":"AAAA","cipher":"AES256"}"#),
+            &[],
+        )
+        .unwrap(),
         406,
         "invalid key size for 'AES256'",
     );
     let r = c
-        .request("POST", "/v1/key/import/k", Some(format!(r#"{{"key":"{key_b64}","cipher":"AES256"}}"#).as_bytes()), &[])
+        .request(
+            "POST",
+            "/v1/key/import/k",
+            Some(format!(r#"{{"key":"{key_b64}","cipher":"AES256"}}"#).as_bytes()),
+            &[],
+        )
         .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     assert_error(
-        &c.request("POST", "/v1/key/import/k", Some(format!(r#"{{"key":"{key_b64}","cipher":"AES256"}}"#).as_bytes()), &[]).unwrap(),
+        &c.request(
+            "POST",
+            "/v1/key/import/k",
+            Some(format!(r#"{{"key":"{key_b64}","cipher":"AES256"}}"#).as_bytes()),
+            &[],
+        )
+        .unwrap(),
         400,
         "key already exists",
     );
@@ -239,24 +401,38 @@ fn import_checks_in_reference_order_and_decrypts_spec_vectors() {
     let json = B64.encode(r#"{"aead":"AES-256-GCM-HMAC-SHA-256","id":"630dcd2966c4336691125448bbb25b4f","iv":"QEFCQ0RFRkdISUpLTE1OTw==","nonce":"UFFSU1RVVldYWVpb","bytes":"qcDsbRpq8F27ep5YDx+5pmCKddecT4ukXN38vFpAUijk2rKKTjxV2UH8MCYJ4WGs"}"#);
     for ct in [raw, msgp, json.as_str()] {
         let body = format!(r#"{{"ciphertext":"{ct}","context":"{CONTEXT_B64}"}}"#);
-        let r = c.request("POST", "/v1/key/decrypt/k", Some(body.as_bytes()), &[]).unwrap();
+        let r = c
+            .request("POST", "/v1/key/decrypt/k", Some(body.as_bytes()), &[])
+            .unwrap();
         assert_eq!(r.status, 200, "{}", body_str(&r));
         assert_eq!(json_str(&r, "plaintext"), dek);
     }
     // §11.3: "Hello World" without context.
     let body = r#"{"ciphertext":"wYSiIlFvgRXhP9AbMMwKH7kiJCBMB426CmijQEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaWw=="}"#;
-    let r = c.request("POST", "/v1/key/decrypt/k", Some(body.as_bytes()), &[]).unwrap();
-    assert_eq!(B64.decode(json_str(&r, "plaintext")).unwrap(), b"Hello World");
+    let r = c
+        .request("POST", "/v1/key/decrypt/k", Some(body.as_bytes()), &[])
+        .unwrap();
+    assert_eq!(
+        B64.decode(json_str(&r, "plaintext")).unwrap(),
+        b"Hello World"
+    );
     let r = c.request("GET", "/v1/key/describe/k", None, &[]).unwrap();
     assert_eq!(json_str(&r, "algorithm"), "AES256");
 
     // Legacy import body ({"bytes","algorithm"}) of a ChaCha20 key: §11.2's ciphertext.
     let body = format!(r#"{{"bytes":"{key_b64}","algorithm":"XCHACHA20-POLY1305"}}"#);
-    assert_eq!(c.request("POST", "/v1/key/import/c", Some(body.as_bytes()), &[]).unwrap().status, 200);
+    assert_eq!(
+        c.request("POST", "/v1/key/import/c", Some(body.as_bytes()), &[])
+            .unwrap()
+            .status,
+        200
+    );
     let body = format!(
         r#"{{"ciphertext":"IfdhcQykQu5wCdc1xdWKFKaC20Wds8TbP4n+puuK2k2LoVCMWVpWbDaAgVUWtCmwQEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaWw==","context":"{CONTEXT_B64}"}}"#
     );
-    let r = c.request("POST", "/v1/key/decrypt/c", Some(body.as_bytes()), &[]).unwrap();
+    let r = c
+        .request("POST", "/v1/key/decrypt/c", Some(body.as_bytes()), &[])
+        .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     assert_eq!(json_str(&r, "plaintext"), dek);
 }
@@ -265,8 +441,13 @@ fn import_checks_in_reference_order_and_decrypts_spec_vectors() {
 fn identity_self_describe_for_admin() {
     let server = dev_server();
     let mut c = server.client();
-    let admin = kes::auth::apikey::ApiKey::parse(&server.api_key).unwrap().identity().to_hex();
-    let r = c.request("GET", "/v1/identity/self/describe", None, &[]).unwrap();
+    let admin = kes::auth::apikey::ApiKey::parse(&server.api_key)
+        .unwrap()
+        .identity()
+        .to_hex();
+    let r = c
+        .request("GET", "/v1/identity/self/describe", None, &[])
+        .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     assert_eq!(json_str(&r, "identity"), admin);
     assert!(body_str(&r).contains("\"admin\":true"));
@@ -284,14 +465,20 @@ fn unknown_identity_is_forbidden_before_argument_validation() {
     );
     // 403 beats 400 for an invalid name.
     assert_error(
-        &c.request("POST", "/v1/key/create/-bad-", None, &[]).unwrap(),
+        &c.request("POST", "/v1/key/create/-bad-", None, &[])
+            .unwrap(),
         403,
         "not authorized: insufficient permissions",
     );
     // /version needs no authorisation.
     assert_eq!(c.request("GET", "/version", None, &[]).unwrap().status, 200);
     // Self-describe never rejects, but a stranger has no identity entry.
-    assert_error(&c.request("GET", "/v1/identity/self/describe", None, &[]).unwrap(), 404, "identity does not exist");
+    assert_error(
+        &c.request("GET", "/v1/identity/self/describe", None, &[])
+            .unwrap(),
+        404,
+        "identity does not exist",
+    );
 }
 
 #[test]
@@ -308,7 +495,9 @@ fn concurrent_creates_of_one_name_have_one_winner() {
                 let mut c = client_for(&endpoint, &key);
                 c.request("GET", "/version", None, &[]).unwrap(); // connect first
                 barrier.wait();
-                let r = c.request("POST", "/v1/key/create/contended", None, &[]).unwrap();
+                let r = c
+                    .request("POST", "/v1/key/create/contended", None, &[])
+                    .unwrap();
                 (r.status, body_str(&r))
             })
         })

@@ -28,56 +28,101 @@ fn an_upstream_keys_directory_works_unchanged() {
     let mut c = server.client();
 
     let body = format!(r#"{{"ciphertext":"{CIPHERTEXT}","context":"{CONTEXT_B64}"}}"#);
-    let r = c.request("POST", "/v1/key/decrypt/minio-default-key", Some(body.as_bytes()), &[]).unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/decrypt/minio-default-key",
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     assert_eq!(json_str(&r, "plaintext"), DEK);
 
     // §11.5: HMAC under the stored HMAC key.
     let r = c
-        .request("PUT", "/v1/key/hmac/minio-default-key", Some(br#"{"message":"cm9vdCBhY2Nlc3Mga2V5"}"#), &[])
+        .request(
+            "PUT",
+            "/v1/key/hmac/minio-default-key",
+            Some(br#"{"message":"cm9vdCBhY2Nlc3Mga2V5"}"#),
+            &[],
+        )
         .unwrap();
-    assert_eq!(body_str(&r), "{\"hmac\":\"tN/2DJRumz107gEU8b8WRLutoO/YeDkUXG+t57hIb8s=\"}\n");
+    assert_eq!(
+        body_str(&r),
+        "{\"hmac\":\"tN/2DJRumz107gEU8b8WRLutoO/YeDkUXG+t57hIb8s=\"}\n"
+    );
 
-    let r = c.request("GET", "/v1/key/describe/minio-default-key", None, &[]).unwrap();
+    let r = c
+        .request("GET", "/v1/key/describe/minio-default-key", None, &[])
+        .unwrap();
     assert_eq!(
         body_str(&r),
         "{\"name\":\"minio-default-key\",\"algorithm\":\"AES256\",\"created_at\":\"2025-01-02T03:04:05.123456789Z\",\"created_by\":\"a050837d85070582ccf7394b0988847cc312cb88259b894899f6f239cf1791a5\"}\n"
     );
 
-    let r = c.request("GET", "/v1/key/describe/legacy", None, &[]).unwrap();
+    let r = c
+        .request("GET", "/v1/key/describe/legacy", None, &[])
+        .unwrap();
     assert_eq!(json_str(&r, "algorithm"), "ChaCha20");
     assert_eq!(json_str(&r, "created_at"), "2009-11-10T23:00:00Z");
     // Legacy records have no HMAC key.
     assert_error(
-        &c.request("PUT", "/v1/key/hmac/legacy", Some(br#"{"message":""}"#), &[]).unwrap(),
+        &c.request(
+            "PUT",
+            "/v1/key/hmac/legacy",
+            Some(br#"{"message":""}"#),
+            &[],
+        )
+        .unwrap(),
         409,
         "key does not support HMAC",
     );
     // A legacy key still generates and decrypts.
-    let r = c.request("POST", "/v1/key/generate/legacy", None, &[]).unwrap();
+    let r = c
+        .request("POST", "/v1/key/generate/legacy", None, &[])
+        .unwrap();
     let body = format!(r#"{{"ciphertext":"{}"}}"#, json_str(&r, "ciphertext"));
-    let r2 = c.request("POST", "/v1/key/decrypt/legacy", Some(body.as_bytes()), &[]).unwrap();
+    let r2 = c
+        .request("POST", "/v1/key/decrypt/legacy", Some(body.as_bytes()), &[])
+        .unwrap();
     assert_eq!(json_str(&r2, "plaintext"), json_str(&r, "plaintext"));
 
     // A new key is written in upstream's format: base64 protobuf, one line, mode 0600.
-    assert_eq!(c.request("POST", "/v1/key/create/new-key", None, &[]).unwrap().status, 200);
+    assert_eq!(
+        c.request("POST", "/v1/key/create/new-key", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
     let path = keys.path().join("new-key");
     let stored = std::fs::read_to_string(&path).unwrap();
     assert!(stored.starts_with("CiQKI"), "{stored}");
     assert!(!stored.contains('\n'));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let decoded = kes::crypto::record::decode_record(stored.as_bytes()).unwrap();
     assert_eq!(decoded.created_by.as_deref(), Some(admin.as_str()));
     assert!(decoded.hmac.is_some());
 
     // A garbage file reads as a keystore error, not a crash.
     std::fs::write(keys.path().join("broken"), "not a key").unwrap();
-    assert_error(&c.request("GET", "/v1/key/describe/broken", None, &[]).unwrap(), 502, "failed to read key");
+    assert_error(
+        &c.request("GET", "/v1/key/describe/broken", None, &[])
+            .unwrap(),
+        502,
+        "failed to read key",
+    );
 
     // Listing shows the files that are keys.
     let r = c.request("GET", "/v1/key/list/", None, &[]).unwrap();
-    assert_eq!(body_str(&r), "{\"names\":[\"broken\",\"legacy\",\"minio-default-key\",\"new-key\"]}\n");
+    assert_eq!(
+        body_str(&r),
+        "{\"names\":[\"broken\",\"legacy\",\"minio-default-key\",\"new-key\"]}\n"
+    );
 }
 
 #[test]
@@ -86,27 +131,62 @@ fn keys_survive_a_restart_of_the_binary() {
     let keys = tempfile::tempdir().unwrap();
     let (api_key, admin) = new_api_key();
     let config_path = tls.dir.path().join("config.yml");
-    std::fs::write(&config_path, config_yaml(&tls, &admin, keys.path(), "keys:\n- name: declared\n")).unwrap();
+    std::fs::write(
+        &config_path,
+        config_yaml(&tls, &admin, keys.path(), "keys:\n- name: declared\n"),
+    )
+    .unwrap();
     let config_arg = config_path.to_str().unwrap();
 
     let first = bin_server(&["--config", config_arg]);
     let endpoint = format!("https://{}", first.addr);
     let mut c = client_for(&endpoint, &api_key);
-    assert_eq!(c.request("POST", "/v1/key/create/persist", None, &[]).unwrap().status, 200);
-    let r = c.request("POST", "/v1/key/generate/persist", Some(br#"{"context":"e30="}"#), &[]).unwrap();
+    assert_eq!(
+        c.request("POST", "/v1/key/create/persist", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/generate/persist",
+            Some(br#"{"context":"e30="}"#),
+            &[],
+        )
+        .unwrap();
     let (dek, ct) = (json_str(&r, "plaintext"), json_str(&r, "ciphertext"));
-    let r = c.request("POST", "/v1/key/generate/declared", None, &[]).unwrap();
-    assert_eq!(r.status, 200, "declared keys are created at start-up: {}", body_str(&r));
+    let r = c
+        .request("POST", "/v1/key/generate/declared", None, &[])
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "declared keys are created at start-up: {}",
+        body_str(&r)
+    );
     drop(c);
     drop(first);
 
     let second = bin_server(&["--config", config_arg]);
     let mut c = client_for(&format!("https://{}", second.addr), &api_key);
     let body = format!(r#"{{"ciphertext":"{ct}","context":"e30="}}"#);
-    let r = c.request("POST", "/v1/key/decrypt/persist", Some(body.as_bytes()), &[]).unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/decrypt/persist",
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     assert_eq!(json_str(&r, "plaintext"), dek);
-    assert_error(&c.request("POST", "/v1/key/create/persist", None, &[]).unwrap(), 400, "key already exists");
+    assert_error(
+        &c.request("POST", "/v1/key/create/persist", None, &[])
+            .unwrap(),
+        400,
+        "key already exists",
+    );
 }
 
 #[test]
@@ -119,12 +199,32 @@ fn dev_mode_binary_prints_a_working_api_key() {
         .unwrap_or_else(|| panic!("no API key in banner: {:?}", server.stdout_lines));
     let api_key = key_line.split_whitespace().last().unwrap();
     assert!(api_key.starts_with("kes:v1:"));
-    let admin_line = server.stdout_lines.iter().find(|l| l.starts_with("Admin")).unwrap();
+    let admin_line = server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("Admin"))
+        .unwrap();
     let admin = admin_line.split_whitespace().last().unwrap();
-    assert_eq!(kes::auth::apikey::ApiKey::parse(api_key).unwrap().identity().to_hex(), admin);
+    assert_eq!(
+        kes::auth::apikey::ApiKey::parse(api_key)
+            .unwrap()
+            .identity()
+            .to_hex(),
+        admin
+    );
     let mut c = client_for(&format!("https://{}", server.addr), api_key);
-    assert_eq!(c.request("POST", "/v1/key/create/k", None, &[]).unwrap().status, 200);
-    assert_eq!(c.request("POST", "/v1/key/generate/k", None, &[]).unwrap().status, 200);
+    assert_eq!(
+        c.request("POST", "/v1/key/create/k", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        c.request("POST", "/v1/key/generate/k", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -144,29 +244,89 @@ fn policies_from_the_config_decide_access() {
     let mut s = client_for(&endpoint, &stranger_key);
     let denied = "not authorized: insufficient permissions";
 
-    assert_eq!(m.request("POST", "/v1/key/create/minio-1", None, &[]).unwrap().status, 200);
-    assert_eq!(m.request("POST", "/v1/key/generate/minio-1", None, &[]).unwrap().status, 200);
-    assert_error(&m.request("POST", "/v1/key/create/other", None, &[]).unwrap(), 403, denied);
-    assert_error(&m.request("DELETE", "/v1/key/delete/minio-1", None, &[]).unwrap(), 403, denied);
-    assert_eq!(a.request("POST", "/v1/key/create/minio-secret", None, &[]).unwrap().status, 200);
-    assert_error(&m.request("POST", "/v1/key/generate/minio-secret", None, &[]).unwrap(), 403, denied);
-    assert_eq!(m.request("GET", "/v1/key/list/", None, &[]).unwrap().status, 200);
-    assert_error(&s.request("GET", "/v1/key/list/", None, &[]).unwrap(), 403, denied);
-    assert_eq!(a.request("DELETE", "/v1/key/delete/minio-1", None, &[]).unwrap().status, 200);
+    assert_eq!(
+        m.request("POST", "/v1/key/create/minio-1", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        m.request("POST", "/v1/key/generate/minio-1", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert_error(
+        &m.request("POST", "/v1/key/create/other", None, &[])
+            .unwrap(),
+        403,
+        denied,
+    );
+    assert_error(
+        &m.request("DELETE", "/v1/key/delete/minio-1", None, &[])
+            .unwrap(),
+        403,
+        denied,
+    );
+    assert_eq!(
+        a.request("POST", "/v1/key/create/minio-secret", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert_error(
+        &m.request("POST", "/v1/key/generate/minio-secret", None, &[])
+            .unwrap(),
+        403,
+        denied,
+    );
+    assert_eq!(
+        m.request("GET", "/v1/key/list/", None, &[]).unwrap().status,
+        200
+    );
+    assert_error(
+        &s.request("GET", "/v1/key/list/", None, &[]).unwrap(),
+        403,
+        denied,
+    );
+    assert_eq!(
+        a.request("DELETE", "/v1/key/delete/minio-1", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
 
-    let r = m.request("GET", "/v1/identity/self/describe", None, &[]).unwrap();
+    let r = m
+        .request("GET", "/v1/identity/self/describe", None, &[])
+        .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     assert_eq!(json_str(&r, "policy"), "minio");
     assert!(body_str(&r).contains("\"admin\":false"));
     assert!(body_str(&r).contains("\"allow\":{\"/v1/key/create/minio-*\":{},"));
 
-    let r = a.request("GET", "/v1/policy/read/minio", None, &[]).unwrap();
-    assert!(body_str(&r).contains("\"deny\":{\"/v1/key/generate/minio-secret\":{}}"), "{}", body_str(&r));
-    let r = a.request("GET", &format!("/v1/identity/describe/{minio}"), None, &[]).unwrap();
+    let r = a
+        .request("GET", "/v1/policy/read/minio", None, &[])
+        .unwrap();
+    assert!(
+        body_str(&r).contains("\"deny\":{\"/v1/key/generate/minio-secret\":{}}"),
+        "{}",
+        body_str(&r)
+    );
+    let r = a
+        .request("GET", &format!("/v1/identity/describe/{minio}"), None, &[])
+        .unwrap();
     assert_eq!(json_str(&r, "policy"), "minio");
     let r = a.request("GET", "/v1/identity/list/", None, &[]).unwrap();
     assert!(body_str(&r).contains(&admin) && body_str(&r).contains(&minio));
     let r = a.request("GET", "/v1/policy/list/", None, &[]).unwrap();
-    assert_eq!(body_str(&r), "{\"names\":[\"minio\"],\"continue_at\":\"\"}\n");
-    assert_error(&a.request("GET", "/v1/policy/describe/nope", None, &[]).unwrap(), 404, "policy does not exist");
+    assert_eq!(
+        body_str(&r),
+        "{\"names\":[\"minio\"],\"continue_at\":\"\"}\n"
+    );
+    assert_error(
+        &a.request("GET", "/v1/policy/describe/nope", None, &[])
+            .unwrap(),
+        404,
+        "policy does not exist",
+    );
 }

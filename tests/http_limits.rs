@@ -6,6 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::*;
 
 fn generate_request(name: &str, keep_alive: bool) -> String {
@@ -20,7 +21,10 @@ fn generate_request(name: &str, keep_alive: bool) -> String {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let server = dev_server();
-    server.client().request("POST", "/v1/key/create/p", None, &[]).unwrap();
+    server
+        .client()
+        .request("POST", "/v1/key/create/p", None, &[])
+        .unwrap();
     let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
     let mut batch = String::new();
     batch.push_str("GET /version HTTP/1.1\r\nHost: kes\r\n\r\n");
@@ -41,13 +45,21 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn chunked_request_bodies() {
     let server = dev_server();
-    server.client().request("POST", "/v1/key/create/c", None, &[]).unwrap();
+    server
+        .client()
+        .request("POST", "/v1/key/create/c", None, &[])
+        .unwrap();
     let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
-    let req = "POST /v1/key/generate/c HTTP/1.1\r\nHost: kes\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"con\r\n0d;ext=1\r\ntext\":\"e30=\"\r\n1\r\n}\r\n0\r\n\r\n";
+    let req = "POST /v1/key/generate/c HTTP/1.1\r\nHost: kes\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"con\r\n0c;ext=1\r\ntext\":\"e30=\"\r\n1\r\n}\r\n0\r\n\r\n";
     raw.send(req.as_bytes());
     raw.send(b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\n");
     let responses = raw.read_responses(2);
-    assert_eq!(responses[0].0, 200, "{}", String::from_utf8_lossy(&responses[0].1));
+    assert_eq!(
+        responses[0].0,
+        200,
+        "{}",
+        String::from_utf8_lossy(&responses[0].1)
+    );
     assert_eq!(responses[1].0, 200);
 }
 
@@ -64,28 +76,40 @@ fn oversized_body_is_413_and_closes() {
     // 2^63 and more: still 413, no overflow.
     let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
     raw.send(b"POST /v1/key/generate/x HTTP/1.1\r\nHost: kes\r\nContent-Length: 9223372036854775808\r\n\r\n");
-    assert!(String::from_utf8_lossy(&raw.read_all(Duration::from_secs(5))).starts_with("HTTP/1.1 413 "));
+    assert!(
+        String::from_utf8_lossy(&raw.read_all(Duration::from_secs(5))).starts_with("HTTP/1.1 413 ")
+    );
 
     // A chunked body that grows past the limit.
     let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
-    raw.send(b"POST /v1/key/generate/x HTTP/1.1\r\nHost: kes\r\nTransfer-Encoding: chunked\r\n\r\n");
+    raw.send(
+        b"POST /v1/key/generate/x HTTP/1.1\r\nHost: kes\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
     let chunk = format!("{:x}\r\n{}\r\n", 600_000, "a".repeat(600_000));
     raw.send(chunk.as_bytes());
     raw.send(chunk.as_bytes());
-    assert!(String::from_utf8_lossy(&raw.read_all(Duration::from_secs(5))).starts_with("HTTP/1.1 413 "));
+    assert!(
+        String::from_utf8_lossy(&raw.read_all(Duration::from_secs(5))).starts_with("HTTP/1.1 413 ")
+    );
 }
 
 #[test]
 fn a_body_of_exactly_the_limit_is_read() {
     let server = dev_server();
-    server.client().request("POST", "/v1/key/create/big", None, &[]).unwrap();
+    server
+        .client()
+        .request("POST", "/v1/key/create/big", None, &[])
+        .unwrap();
     let plaintext = vec![b'z'; 700_000];
     let mut body = format!(r#"{{"plaintext":"{}""#, B64.encode(&plaintext)).into_bytes();
     body.extend_from_slice(b"}");
     let pad = 1_000_000 - body.len();
     body.extend(std::iter::repeat_n(b' ', pad));
     assert_eq!(body.len(), 1_000_000);
-    let r = server.client().request("POST", "/v1/key/encrypt/big", Some(&body), &[]).unwrap();
+    let r = server
+        .client()
+        .request("POST", "/v1/key/encrypt/big", Some(&body), &[])
+        .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
 }
 
@@ -93,7 +117,10 @@ fn a_body_of_exactly_the_limit_is_read() {
 fn oversized_and_malformed_heads() {
     let server = dev_server();
     let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
-    let big = format!("GET /version HTTP/1.1\r\nHost: kes\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET /version HTTP/1.1\r\nHost: kes\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     raw.send(big.as_bytes());
     let text = String::from_utf8_lossy(&raw.read_all(Duration::from_secs(5))).into_owned();
     assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
@@ -110,7 +137,14 @@ fn oversized_and_malformed_heads() {
         assert!(text.starts_with("HTTP/1.1 400 "), "{bad:?} → {text}");
     }
     // The server is still fine.
-    assert_eq!(server.client().request("GET", "/version", None, &[]).unwrap().status, 200);
+    assert_eq!(
+        server
+            .client()
+            .request("GET", "/version", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -131,18 +165,25 @@ fn slow_heads_time_out_with_408_and_idle_connections_close() {
     let out = raw.read_all(Duration::from_secs(5));
     assert!(out.is_empty());
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(700) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
 }
 
 #[test]
 fn handshake_without_client_certificate_is_refused() {
     let server = dev_server();
     let result = raw_tls(server.addr, None).and_then(|mut raw| {
-        raw.stream.write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\n")?;
+        raw.stream
+            .write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\n")?;
         let mut buf = [0u8; 64];
         raw.stream.read(&mut buf)
     });
-    assert!(result.is_err(), "a client without a certificate must not be served: {result:?}");
+    assert!(
+        result.is_err(),
+        "a client without a certificate must not be served: {result:?}"
+    );
 }
 
 #[test]
@@ -150,7 +191,8 @@ fn plain_http_on_the_tls_port() {
     let server = dev_server();
     let mut tcp = std::net::TcpStream::connect(server.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    tcp.write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\n").unwrap();
+    tcp.write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     let _ = tcp.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.0 400 Bad Request"), "{out}");
@@ -160,7 +202,10 @@ fn plain_http_on_the_tls_port() {
 #[test]
 fn connection_close_is_honoured() {
     let server = dev_server();
-    server.client().request("POST", "/v1/key/create/cc", None, &[]).unwrap();
+    server
+        .client()
+        .request("POST", "/v1/key/create/cc", None, &[])
+        .unwrap();
     let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
     raw.send(generate_request("cc", false).as_bytes());
     let text = String::from_utf8_lossy(&raw.read_all(Duration::from_secs(5))).into_owned();

@@ -26,7 +26,8 @@ impl ApiError {
     pub const INVALID_IMPORT_BODY: ApiError = fixed(400, "invalid import key request body");
     pub const KEY_EXISTS: ApiError = fixed(400, "key already exists");
     pub const KEY_NOT_FOUND: ApiError = fixed(404, "key does not exist");
-    pub const NOT_AUTHENTIC: ApiError = fixed(400, "decryption failed: ciphertext is not authentic");
+    pub const NOT_AUTHENTIC: ApiError =
+        fixed(400, "decryption failed: ciphertext is not authentic");
     pub const NO_HMAC: ApiError = fixed(409, "key does not support HMAC");
     pub const POLICY_NOT_FOUND: ApiError = fixed(404, "policy does not exist");
     pub const IDENTITY_NOT_FOUND: ApiError = fixed(404, "identity does not exist");

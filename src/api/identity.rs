@@ -33,7 +33,11 @@ fn policy_named<'c>(core: &'c Core, name: &str) -> Result<&'c Policy, ApiError> 
         .ok_or(ApiError::POLICY_NOT_FOUND)
 }
 
-pub fn describe_policy(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub fn describe_policy(
+    core: &Core,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
     let policy = policy_named(core, req.argument)?;
     let mut w = JsonWriter::object(out);
     w.string("name", &policy.name)
@@ -63,7 +67,10 @@ pub fn read_policy(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<
     Ok(Reply::Json)
 }
 
-fn sorted_matches<'a>(names: impl Iterator<Item = &'a str>, pattern: &str) -> Result<Vec<&'a str>, ApiError> {
+fn sorted_matches<'a>(
+    names: impl Iterator<Item = &'a str>,
+    pattern: &str,
+) -> Result<Vec<&'a str>, ApiError> {
     if !is_valid_pattern(pattern) {
         return Err(ApiError::invalid_pattern(pattern));
     }
@@ -83,7 +90,11 @@ pub fn list_policies(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Resul
     Ok(Reply::Json)
 }
 
-pub fn describe_identity(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub fn describe_identity(
+    core: &Core,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
     let arg = req.argument;
     if !is_valid_name(arg) {
         return Err(ApiError::invalid_identity(arg));
@@ -91,7 +102,8 @@ pub fn describe_identity(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> R
     let set = &core.shared.policies;
     let mut w = JsonWriter::object(out);
     if arg == set.admin {
-        w.bool("admin", true).string("created_at", &started_at(core));
+        w.bool("admin", true)
+            .string("created_at", &started_at(core));
         w.finish();
         return Ok(Reply::Json);
     }
@@ -105,13 +117,21 @@ pub fn describe_identity(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> R
     Ok(Reply::Json)
 }
 
-pub fn list_identities(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub fn list_identities(
+    core: &Core,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
     let set = &core.shared.policies;
-    let all = std::iter::once(set.admin.as_str())
-        .chain(set.policies.iter().flat_map(|p| p.identities.iter().map(String::as_str)));
+    let all = std::iter::once(set.admin.as_str()).chain(
+        set.policies
+            .iter()
+            .flat_map(|p| p.identities.iter().map(String::as_str)),
+    );
     let names = sorted_matches(all, req.argument)?;
     let mut w = JsonWriter::object(out);
-    w.string_array("identities", names).string("continue_at", "");
+    w.string_array("identities", names)
+        .string("continue_at", "");
     w.finish();
     Ok(Reply::Json)
 }
@@ -132,7 +152,9 @@ pub fn describe_self(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Resul
         w.finish();
         return Ok(Reply::Json);
     }
-    let policy = set.policy_of(&identity).ok_or(ApiError::IDENTITY_NOT_FOUND)?;
+    let policy = set
+        .policy_of(&identity)
+        .ok_or(ApiError::IDENTITY_NOT_FOUND)?;
     let mut allow = Vec::new();
     let mut deny = Vec::new();
     write_patterns(&mut allow, &policy.allow);

@@ -262,8 +262,11 @@ mod tests {
     #[test]
     fn members_are_case_insensitive_last_wins_and_null_is_absent() {
         let mut p = JsonParser::default();
-        let mut body = br#"{"Context":"YQ==","PLAINTEXT":"first","plaintext":"second","x":5}"#.to_vec();
-        let [ctx, pt] = p.string_members(&mut body, ["context", "plaintext"]).unwrap();
+        let mut body =
+            br#"{"Context":"YQ==","PLAINTEXT":"first","plaintext":"second","x":5}"#.to_vec();
+        let [ctx, pt] = p
+            .string_members(&mut body, ["context", "plaintext"])
+            .unwrap();
         assert_eq!(ctx, Some("YQ=="));
         assert_eq!(pt, Some("second"));
 
@@ -282,7 +285,11 @@ mod tests {
             (br#"{"context":5}"#, BodyError::Type),
         ] {
             let mut body = input.to_vec();
-            assert_eq!(p.string_members(&mut body, ["context"]).unwrap_err(), err, "{input:?}");
+            assert_eq!(
+                p.string_members(&mut body, ["context"]).unwrap_err(),
+                err,
+                "{input:?}"
+            );
         }
     }
 
@@ -291,8 +298,14 @@ mod tests {
         let mut out = Vec::new();
         decode_base64_into("aGVs\r\nbG8=", &mut out).unwrap();
         assert_eq!(out, b"hello");
-        assert_eq!(decode_base64_into("aGVsbG8", &mut out), Err(BodyError::Base64));
-        assert_eq!(decode_base64_into("aGV-bG8=", &mut out), Err(BodyError::Base64));
+        assert_eq!(
+            decode_base64_into("aGVsbG8", &mut out),
+            Err(BodyError::Base64)
+        );
+        assert_eq!(
+            decode_base64_into("aGV-bG8=", &mut out),
+            Err(BodyError::Base64)
+        );
         decode_base64_into("", &mut out).unwrap();
         assert!(out.is_empty());
     }
@@ -322,6 +335,9 @@ mod tests {
         w.base64("plaintext", b"hi").uint("n", 1234).bool("b", true);
         w.string_array("names", ["a", "b"]);
         w.finish();
-        assert_eq!(out, b"{\"plaintext\":\"aGk=\",\"n\":1234,\"b\":true,\"names\":[\"a\",\"b\"]}\n");
+        assert_eq!(
+            out,
+            b"{\"plaintext\":\"aGk=\",\"n\":1234,\"b\":true,\"names\":[\"a\",\"b\"]}\n"
+        );
     }
 }

@@ -59,18 +59,23 @@ pub async fn import(core: &Core, req: &mut Request<'_>) -> Result<Reply, ApiErro
         };
         let text = key.or(bytes).unwrap_or("");
         let material = decode_base64_secret(text).map_err(|_| ApiError::INVALID_IMPORT_BODY)?;
-        let kind = KeyType::from_name(cipher).ok_or_else(|| ApiError::unsupported_algorithm(cipher))?;
+        let kind =
+            KeyType::from_name(cipher).ok_or_else(|| ApiError::unsupported_algorithm(cipher))?;
         (kind, cipher.to_string(), material)
     };
-    let secret =
-        Secret::<32>::from_slice(material.expose()).ok_or_else(|| ApiError::invalid_key_size(&cipher))?;
+    let secret = Secret::<32>::from_slice(material.expose())
+        .ok_or_else(|| ApiError::invalid_key_size(&cipher))?;
     let key = KeyVersion::import(kind, secret, &creator(req), Timestamp::now(), &core.rng)
         .map_err(|_| ApiError::CREATE_INTERNAL)?;
     store::create(core, name, record::encode_record(&key)).await?;
     Ok(Reply::Empty)
 }
 
-pub async fn describe(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn describe(
+    core: &Core,
+    req: &mut Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
     let key = store::key(core, name).await?;
     let mut created_at = String::with_capacity(32);
@@ -89,7 +94,11 @@ pub async fn describe(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> 
     Ok(Reply::Json)
 }
 
-pub async fn list(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn list(
+    core: &Core,
+    req: &mut Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
     let pattern = req.argument;
     if !is_valid_pattern(pattern) {
         return Err(ApiError::invalid_pattern(pattern));
@@ -107,7 +116,11 @@ pub async fn delete(core: &Core, req: &mut Request<'_>) -> Result<Reply, ApiErro
     Ok(Reply::Empty)
 }
 
-pub async fn generate(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn generate(
+    core: &Core,
+    req: &mut Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
     let mut context = Vec::new();
     if !req.body.is_empty() {
@@ -143,7 +156,11 @@ fn fill_random<const N: usize>(core: &Core, buf: &mut Secret<N>) -> Result<(), A
     result.map_err(|_| ApiError::GENERATE_FAILED)
 }
 
-pub async fn encrypt(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn encrypt(
+    core: &Core,
+    req: &mut Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
     let mut context = Vec::new();
     let plaintext = {
@@ -165,7 +182,11 @@ pub async fn encrypt(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> R
     Ok(Reply::Json)
 }
 
-pub async fn decrypt(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn decrypt(
+    core: &Core,
+    req: &mut Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
     let mut context = Vec::new();
     let mut ciphertext = Vec::new();
@@ -175,7 +196,8 @@ pub async fn decrypt(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> R
             .string_members(req.body, ["ciphertext", "context"])
             .map_err(|_| ApiError::INVALID_BODY)?;
         decode_base64_into(ctx.unwrap_or(""), &mut context).map_err(|_| ApiError::INVALID_BODY)?;
-        decode_base64_into(ct.unwrap_or(""), &mut ciphertext).map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_into(ct.unwrap_or(""), &mut ciphertext)
+            .map_err(|_| ApiError::INVALID_BODY)?;
     }
     let key = store::key(core, name).await?;
     let plaintext: SecretVec = key.decrypt(&ciphertext, &context).map_err(|e| match e {
@@ -188,7 +210,11 @@ pub async fn decrypt(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> R
     Ok(Reply::Json)
 }
 
-pub async fn hmac(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn hmac(
+    core: &Core,
+    req: &mut Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
     let mut message = Vec::new();
     {

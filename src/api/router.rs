@@ -101,20 +101,62 @@ pub static ROUTES: [Route; 22] = [
     route(Metrics, Get, "/v1/metrics", 0, 15, Verify),
     route(Api, Get, "/v1/api", 0, 10, Verify),
     route(KeyCreate, Put, "/v1/key/create/", 0, 15, Verify),
-    route(KeyImport, Put, "/v1/key/import/", BODY_BYTES_MAX, 15, Verify),
+    route(
+        KeyImport,
+        Put,
+        "/v1/key/import/",
+        BODY_BYTES_MAX,
+        15,
+        Verify,
+    ),
     route(KeyDescribe, Get, "/v1/key/describe/", 0, 15, Verify),
     route(KeyList, Get, "/v1/key/list/", 0, 15, Verify),
     route(KeyDelete, Delete, "/v1/key/delete/", 0, 15, Verify),
-    route(KeyGenerate, Put, "/v1/key/generate/", BODY_BYTES_MAX, 15, Verify),
-    route(KeyEncrypt, Put, "/v1/key/encrypt/", BODY_BYTES_MAX, 15, Verify),
-    route(KeyDecrypt, Put, "/v1/key/decrypt/", BODY_BYTES_MAX, 15, Verify),
+    route(
+        KeyGenerate,
+        Put,
+        "/v1/key/generate/",
+        BODY_BYTES_MAX,
+        15,
+        Verify,
+    ),
+    route(
+        KeyEncrypt,
+        Put,
+        "/v1/key/encrypt/",
+        BODY_BYTES_MAX,
+        15,
+        Verify,
+    ),
+    route(
+        KeyDecrypt,
+        Put,
+        "/v1/key/decrypt/",
+        BODY_BYTES_MAX,
+        15,
+        Verify,
+    ),
     route(KeyHmac, Put, "/v1/key/hmac/", BODY_BYTES_MAX, 15, Verify),
     route(PolicyDescribe, Get, "/v1/policy/describe/", 0, 15, Verify),
     route(PolicyRead, Get, "/v1/policy/read/", 0, 15, Verify),
     route(PolicyList, Get, "/v1/policy/list/", 0, 15, Verify),
-    route(IdentityDescribe, Get, "/v1/identity/describe/", 0, 15, Verify),
+    route(
+        IdentityDescribe,
+        Get,
+        "/v1/identity/describe/",
+        0,
+        15,
+        Verify,
+    ),
     route(IdentityList, Get, "/v1/identity/list/", 0, 15, Verify),
-    route(IdentitySelfDescribe, Get, "/v1/identity/self/describe", 0, 15, Identify),
+    route(
+        IdentitySelfDescribe,
+        Get,
+        "/v1/identity/self/describe",
+        0,
+        15,
+        Identify,
+    ),
     route(LogError, Get, "/v1/log/error", 0, 0, Verify),
     route(LogAudit, Get, "/v1/log/audit", 0, 0, Verify),
 ];
@@ -220,8 +262,7 @@ pub fn is_valid_pattern(pattern: &str) -> bool {
     }
     let b = stem.as_bytes();
     // `-` may not be first; it may be last only when a `*` follows it.
-    if b[0] == b'-' || (b[b.len() - 1] == b'-' && !pattern.ends_with('*')) || pattern.len() > 80
-    {
+    if b[0] == b'-' || (b[b.len() - 1] == b'-' && !pattern.ends_with('*')) || pattern.len() > 80 {
         return false;
     }
     b.iter()
@@ -245,24 +286,39 @@ mod tests {
     fn exact_and_argument_routes() {
         assert_eq!(
             route_request(Get, "/version"),
-            Routed::Route { index: idx(Version), argument: "" }
+            Routed::Route {
+                index: idx(Version),
+                argument: ""
+            }
         );
         assert_eq!(route_request(Get, "/v1/status/"), Routed::NotFound);
         assert_eq!(
             route_request(Post, "/v1/key/generate/my-key"),
-            Routed::Route { index: idx(KeyGenerate), argument: "my-key" }
+            Routed::Route {
+                index: idx(KeyGenerate),
+                argument: "my-key"
+            }
         );
         assert_eq!(
             route_request(Put, "/v1/key/hmac/k"),
-            Routed::Route { index: idx(KeyHmac), argument: "k" }
+            Routed::Route {
+                index: idx(KeyHmac),
+                argument: "k"
+            }
         );
         assert_eq!(
             route_request(Get, "/v1/key/list/"),
-            Routed::Route { index: idx(KeyList), argument: "" }
+            Routed::Route {
+                index: idx(KeyList),
+                argument: ""
+            }
         );
         assert_eq!(
             route_request(Get, "/v1/identity/self/describe"),
-            Routed::Route { index: idx(IdentitySelfDescribe), argument: "" }
+            Routed::Route {
+                index: idx(IdentitySelfDescribe),
+                argument: ""
+            }
         );
         assert_eq!(route_request(Get, "/v1/key/list"), Routed::RedirectAddSlash);
         assert_eq!(route_request(Get, "/v1/nope"), Routed::NotFound);
@@ -275,17 +331,26 @@ mod tests {
     fn methods() {
         assert_eq!(
             route_request(Get, "/v1/key/create/a"),
-            Routed::WrongMethod { index: idx(KeyCreate) }
+            Routed::WrongMethod {
+                index: idx(KeyCreate)
+            }
         );
         assert_eq!(
             route_request(Post, "/v1/key/delete/a"),
-            Routed::WrongMethod { index: idx(KeyDelete) }
+            Routed::WrongMethod {
+                index: idx(KeyDelete)
+            }
         );
         assert_eq!(
             route_request(Method::Head, "/version"),
-            Routed::WrongMethod { index: idx(Version) }
+            Routed::WrongMethod {
+                index: idx(Version)
+            }
         );
-        assert!(matches!(route_request(Post, "/v1/key/import/a"), Routed::Route { .. }));
+        assert!(matches!(
+            route_request(Post, "/v1/key/import/a"),
+            Routed::Route { .. }
+        ));
     }
 
     #[test]
@@ -293,7 +358,17 @@ mod tests {
         for ok in ["a", "my-key", "A_b-9", "_a", "a_", "__", &"x".repeat(80)] {
             assert!(is_valid_name(ok), "{ok}");
         }
-        for bad in ["", "_", "-a", "a-", "a.b", "a/b", "a*", "é", &"x".repeat(81)] {
+        for bad in [
+            "",
+            "_",
+            "-a",
+            "a-",
+            "a.b",
+            "a/b",
+            "a*",
+            "é",
+            &"x".repeat(81),
+        ] {
             assert!(!is_valid_name(bad), "{bad}");
         }
     }

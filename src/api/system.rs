@@ -108,8 +108,16 @@ pub fn metrics(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let mut text = String::with_capacity(512);
     let uptime = shared.started.elapsed().as_millis() / 10;
     let gauges: [(&str, &str, String); 3] = [
-        ("kes_system_num_cpu", "Number of logical CPUs.", num_cpu().to_string()),
-        ("kes_system_num_cpu_used", "Number of CPUs serving requests.", shared.cores.to_string()),
+        (
+            "kes_system_num_cpu",
+            "Number of logical CPUs.",
+            num_cpu().to_string(),
+        ),
+        (
+            "kes_system_num_cpu_used",
+            "Number of CPUs serving requests.",
+            shared.cores.to_string(),
+        ),
         (
             "kes_system_up_time",
             "Seconds since the server started.",
@@ -117,9 +125,11 @@ pub fn metrics(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
         ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
     out.extend_from_slice(text.as_bytes());
     Ok(Reply::Content("text/plain; version=0.0.4; charset=utf-8"))
 }
-

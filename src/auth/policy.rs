@@ -249,7 +249,11 @@ mod tests {
     #[test]
     fn prefix_semantics_table() {
         let table = [
-            ("/v1/key/generate/minio-*", "/v1/key/generate/minio-default", true),
+            (
+                "/v1/key/generate/minio-*",
+                "/v1/key/generate/minio-default",
+                true,
+            ),
             ("/v1/key/generate/minio-*", "/v1/key/generate/minio-", true),
             ("/v1/key/*", "/v1/key/decrypt/a", true),
             ("/v1/*", "/v1/key/create/x", true),
@@ -270,7 +274,11 @@ mod tests {
         let table = [
             ("/v1/*", "/v1/key/create/x", Some(false)),
             ("/v1/key/*/minio-*", "/v1/key/create/minio-1", Some(true)),
-            ("/v1/key/generate/minio-*", "/v1/key/generate/minio-a", Some(true)),
+            (
+                "/v1/key/generate/minio-*",
+                "/v1/key/generate/minio-a",
+                Some(true),
+            ),
             ("/v1/key/?et", "/v1/key/get", Some(true)),
             ("/v1/key/[a-c]x", "/v1/key/bx", Some(true)),
             ("/v1/key/[^a-c]x", "/v1/key/bx", Some(false)),
@@ -278,7 +286,11 @@ mod tests {
             ("/v1/key/[", "/v1/key/a", None),
         ];
         for (pattern, path, want) in table {
-            assert_eq!(glob_match(pattern.as_bytes(), path.as_bytes()), want, "{pattern} {path}");
+            assert_eq!(
+                glob_match(pattern.as_bytes(), path.as_bytes()),
+                want,
+                "{pattern} {path}"
+            );
         }
     }
 

@@ -93,18 +93,10 @@ impl Default for Expiry {
 
 /// One core's cache shard. Lives in a `RefCell` owned by the core; never borrowed across an
 /// `.await`.
+#[derive(Default)]
 pub struct Shard {
     entries: HashMap<Box<str>, Entry>,
     seen_epoch: u64,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Shard {
-            entries: HashMap::new(),
-            seen_epoch: 0,
-        }
-    }
 }
 
 impl Shard {

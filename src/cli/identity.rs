@@ -31,7 +31,9 @@ pub enum IdentityCommand {
 pub fn run(args: IdentityArgs) -> Result<(), Box<dyn std::error::Error>> {
     match (args.command, args.key_or_file) {
         (Some(IdentityCommand::New), _) | (None, None) => new_key(),
-        (Some(IdentityCommand::Of { key_or_file }), _) | (None, Some(key_or_file)) => print_identity(&key_or_file),
+        (Some(IdentityCommand::Of { key_or_file }), _) | (None, Some(key_or_file)) => {
+            print_identity(&key_or_file)
+        }
     }
 }
 
@@ -42,7 +44,9 @@ fn new_key() -> Result<(), Box<dyn std::error::Error>> {
     let identity = key.identity().to_hex();
     if std::io::stdout().is_terminal() {
         println!("Your API key:\n\n   {text}\n");
-        println!("This is the only time it is shown. Keep it secret and store it in a safe place.\n");
+        println!(
+            "This is the only time it is shown. Keep it secret and store it in a safe place.\n"
+        );
         println!("Your Identity:\n\n   {identity}\n");
         println!("The identity is not a secret. It can be shared. Any client using the API key\nauthenticates with this identity. Compute it again with:\n\n   $ kes identity of <api-key>");
     } else {
@@ -53,9 +57,12 @@ fn new_key() -> Result<(), Box<dyn std::error::Error>> {
 
 fn print_identity(arg: &str) -> Result<(), Box<dyn std::error::Error>> {
     let identity = if arg.starts_with("kes:v1:") {
-        ApiKey::parse(arg).map_err(|e| format!("invalid API key: {e:?}"))?.identity()
+        ApiKey::parse(arg)
+            .map_err(|e| format!("invalid API key: {e:?}"))?
+            .identity()
     } else {
-        identity_of_pem_file(Path::new(arg)).map_err(|e| format!("cannot compute the identity of '{arg}': {e:?}"))?
+        identity_of_pem_file(Path::new(arg))
+            .map_err(|e| format!("cannot compute the identity of '{arg}': {e:?}"))?
     };
     if std::io::stdout().is_terminal() {
         println!("Identity:\n\n   {identity}");

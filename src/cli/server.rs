@@ -53,7 +53,9 @@ pub struct Prepared {
 
 pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.key.is_some() || args.cert.is_some() || args.auth.is_some() {
-        eprintln!("warning: --key, --cert and --auth are deprecated and ignored; use the config file");
+        eprintln!(
+            "warning: --key, --cert and --auth are deprecated and ignored; use the config file"
+        );
     }
     let prepared = if args.dev {
         prepare_dev(args.addr.as_deref(), args.cores)?
@@ -71,12 +73,21 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         prepare_config(&config, args.addr.as_deref(), args.cores)?
     };
     let running = server::run(prepared.options)?;
-    print_banner(&prepared.banner_keystore, &prepared.banner_admin, prepared.api_key.as_deref(), running.local_addr, running.cores);
+    print_banner(
+        &prepared.banner_keystore,
+        &prepared.banner_admin,
+        prepared.api_key.as_deref(),
+        running.local_addr,
+        running.cores,
+    );
     running.join();
     Ok(())
 }
 
-fn listen_addr(flag: Option<&str>, config: Option<SocketAddr>) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+fn listen_addr(
+    flag: Option<&str>,
+    config: Option<SocketAddr>,
+) -> Result<SocketAddr, Box<dyn std::error::Error>> {
     match flag {
         Some(a) => Ok(config::parse_address(a)?),
         None => Ok(config.unwrap_or_else(|| DEFAULT_ADDR.parse().expect("valid default address"))),
@@ -84,15 +95,25 @@ fn listen_addr(flag: Option<&str>, config: Option<SocketAddr>) -> Result<SocketA
 }
 
 /// `--dev`: in-memory keystore, ephemeral certificate, fresh admin API key.
-pub fn prepare_dev(addr: Option<&str>, cores: Option<usize>) -> Result<Prepared, Box<dyn std::error::Error>> {
+pub fn prepare_dev(
+    addr: Option<&str>,
+    cores: Option<usize>,
+) -> Result<Prepared, Box<dyn std::error::Error>> {
     let addr = listen_addr(addr, None)?;
     let api_key = ApiKey::generate().map_err(|e| format!("cannot generate an API key: {e:?}"))?;
     let admin = api_key.identity().to_hex();
     let ips = certificate_ips(addr.ip());
-    let (cert, key, _pem) = crate::auth::cert::self_signed_server_cert(&ips, &["localhost".to_string()])
-        .map_err(|e| format!("cannot create the dev certificate: {e:?}"))?;
+    let (cert, key, _pem) =
+        crate::auth::cert::self_signed_server_cert(&ips, &["localhost".to_string()])
+            .map_err(|e| format!("cannot create the dev certificate: {e:?}"))?;
     let tls = tls::server_config(vec![cert], key, ClientAuth::RequireAny, None)?;
-    let shared = shared_state(PolicySet::new(&admin, Vec::new(), Default::default()), Default::default(), Arc::new(MemStore::new()), Expiry::default(), cores);
+    let shared = shared_state(
+        PolicySet::new(&admin, Vec::new(), Default::default()),
+        Default::default(),
+        Arc::new(MemStore::new()),
+        Expiry::default(),
+        cores,
+    );
     let mut options = ServerOptions::new(addr, tls, shared);
     options.cores = cores;
     let text = api_key.to_string_secret();
@@ -105,35 +126,62 @@ pub fn prepare_dev(addr: Option<&str>, cores: Option<usize>) -> Result<Prepared,
 }
 
 /// `--config`: everything from a validated config file.
-pub fn prepare_config(config: &Config, addr: Option<&str>, cores: Option<usize>) -> Result<Prepared, Box<dyn std::error::Error>> {
+pub fn prepare_config(
+    config: &Config,
+    addr: Option<&str>,
+    cores: Option<usize>,
+) -> Result<Prepared, Box<dyn std::error::Error>> {
     let addr = listen_addr(addr, config.address)?;
     let store: Arc<dyn KeyStore> = match &config.keystore {
         KeystoreConfig::Fs { path } => Arc::new(
-            FsStore::open(path.clone()).map_err(|e| format!("keystore.fs.path '{}': {e}", path.display()))?,
+            FsStore::open(path.clone())
+                .map_err(|e| format!("keystore.fs.path '{}': {e}", path.display()))?,
         ),
         KeystoreConfig::Unsupported(name) => {
-            return Err(format!("keystore.{name}: this keystore is not supported by this build yet").into())
+            return Err(format!(
+                "keystore.{name}: this keystore is not supported by this build yet"
+            )
+            .into())
         }
     };
     let chain = tls::load_cert_chain(&config.tls.cert)?;
     let key = tls::load_private_key(&config.tls.key)?;
-    let client_auth = if config.routes.any_skip_auth() { ClientAuth::RequestAny } else { ClientAuth::RequireAny };
+    let client_auth = if config.routes.any_skip_auth() {
+        ClientAuth::RequestAny
+    } else {
+        ClientAuth::RequireAny
+    };
     let roots = match config.tls.auth {
         TlsAuth::Off => None,
         TlsAuth::On => Some(load_roots(config.tls.ca.as_deref())?),
     };
     let tls = tls::server_config(chain, key, client_auth, roots)?;
-    let policies = PolicySet::new(&config.admin, config.policies.clone(), config.pattern_syntax);
+    let policies = PolicySet::new(
+        &config.admin,
+        config.policies.clone(),
+        config.pattern_syntax,
+    );
     create_declared_keys(store.as_ref(), &config.keys, &config.admin)?;
     let display = store.display_name();
     let shared = shared_state(policies, config.routes.clone(), store, config.expiry, cores);
     let mut options = ServerOptions::new(addr, tls, shared);
     options.cores = cores;
-    let admin = if crate::auth::Identity::from_hex(&config.admin).is_some() { config.admin.clone() } else { "<disabled>".into() };
-    Ok(Prepared { options, banner_keystore: display, banner_admin: admin, api_key: None })
+    let admin = if crate::auth::Identity::from_hex(&config.admin).is_some() {
+        config.admin.clone()
+    } else {
+        "<disabled>".into()
+    };
+    Ok(Prepared {
+        options,
+        banner_keystore: display,
+        banner_admin: admin,
+        api_key: None,
+    })
 }
 
-fn load_roots(ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore, Box<dyn std::error::Error>> {
+fn load_roots(
+    ca: Option<&std::path::Path>,
+) -> Result<rustls::RootCertStore, Box<dyn std::error::Error>> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
@@ -141,21 +189,33 @@ fn load_roots(ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore, Box
         return Err("tls.auth is 'on' but tls.ca is empty: name the CA certificate(s) that sign client certificates".into());
     };
     let files: Vec<PathBuf> = if ca.is_dir() {
-        std::fs::read_dir(ca)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect()
+        std::fs::read_dir(ca)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect()
     } else {
         vec![ca.to_path_buf()]
     };
     for file in files {
-        for cert in CertificateDer::pem_file_iter(&file).map_err(|e| format!("tls.ca '{}': {e:?}", file.display()))? {
+        for cert in CertificateDer::pem_file_iter(&file)
+            .map_err(|e| format!("tls.ca '{}': {e:?}", file.display()))?
+        {
             let cert = cert.map_err(|e| format!("tls.ca '{}': {e:?}", file.display()))?;
-            roots.add(cert).map_err(|e| format!("tls.ca '{}': {e}", file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("tls.ca '{}': {e}", file.display()))?;
         }
     }
     Ok(roots)
 }
 
 /// `keys:` in the config: created at start-up when absent.
-fn create_declared_keys(store: &dyn KeyStore, names: &[String], admin: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn create_declared_keys(
+    store: &dyn KeyStore,
+    names: &[String],
+    admin: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let rng = ring::rand::SystemRandom::new();
     for name in names {
         let key = KeyVersion::generate(KeyType::platform_default(), admin, Timestamp::now(), &rng)
@@ -168,8 +228,16 @@ fn create_declared_keys(store: &dyn KeyStore, names: &[String], admin: &str) -> 
     Ok(())
 }
 
-fn shared_state(policies: PolicySet, routes: crate::api::RouteSettings, store: Arc<dyn KeyStore>, expiry: Expiry, cores: Option<usize>) -> Arc<Shared> {
-    let available = server::runtime::affinity_cpus().map(|c| c.len()).unwrap_or(1);
+fn shared_state(
+    policies: PolicySet,
+    routes: crate::api::RouteSettings,
+    store: Arc<dyn KeyStore>,
+    expiry: Expiry,
+    cores: Option<usize>,
+) -> Arc<Shared> {
+    let available = server::runtime::affinity_cpus()
+        .map(|c| c.len())
+        .unwrap_or(1);
     Arc::new(Shared {
         policies,
         routes,
@@ -223,7 +291,13 @@ pub fn interface_ips() -> Vec<IpAddr> {
     out
 }
 
-fn print_banner(keystore: &str, admin: &str, api_key: Option<&str>, addr: SocketAddr, cores: usize) {
+fn print_banner(
+    keystore: &str,
+    admin: &str,
+    api_key: Option<&str>,
+    addr: SocketAddr,
+    cores: usize,
+) {
     let mut urls = Vec::new();
     if addr.ip().is_unspecified() {
         for ip in interface_ips() {
@@ -233,8 +307,17 @@ fn print_banner(keystore: &str, admin: &str, api_key: Option<&str>, addr: Socket
     if urls.is_empty() {
         urls.push(format!("https://{addr}"));
     }
-    println!("Version     {}    commit={}", crate::api::VERSION, crate::api::COMMIT);
-    println!("Runtime     {} cores (thread-per-core, io_uring)   {}/{}", cores, std::env::consts::OS, std::env::consts::ARCH);
+    println!(
+        "Version     {}    commit={}",
+        crate::api::VERSION,
+        crate::api::COMMIT
+    );
+    println!(
+        "Runtime     {} cores (thread-per-core, io_uring)   {}/{}",
+        cores,
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
     println!("License     AGPLv3    https://www.gnu.org/licenses/agpl-3.0.html");
     println!();
     println!("KMS         {keystore}");
@@ -244,7 +327,14 @@ fn print_banner(keystore: &str, admin: &str, api_key: Option<&str>, addr: Socket
     if let Some(key) = api_key {
         println!("API Key     {key}");
         println!();
-        println!("            export KES_SERVER=https://{}", if addr.ip().is_unspecified() { SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()) } else { addr });
+        println!(
+            "            export KES_SERVER=https://{}",
+            if addr.ip().is_unspecified() {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+            } else {
+                addr
+            }
+        );
         println!("            export KES_API_KEY={key}");
     }
     println!();

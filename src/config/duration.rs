@@ -17,13 +17,17 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, &'static str> {
     }
     let mut total_ns: u128 = 0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err("expected a number");
         }
         let number = &rest[..num_len];
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let unit_ns: u128 = match unit {
@@ -43,7 +47,11 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, &'static str> {
         if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
             return Err("expected a number");
         }
-        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| "number too large")? };
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| "number too large")?
+        };
         let mut value = int.checked_mul(unit_ns).ok_or("duration too large")?;
         let mut scale = unit_ns;
         for d in frac.bytes() {

@@ -56,7 +56,9 @@ pub struct TlsSettings {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeystoreConfig {
-    Fs { path: PathBuf },
+    Fs {
+        path: PathBuf,
+    },
     /// A backend this build does not implement yet (named for the error message).
     Unsupported(String),
 }
@@ -85,7 +87,8 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Parses and validates a config file's text.
 pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-    let root: Value = serde_yaml::from_str(text).map_err(|e| ConfigError(format!("invalid YAML: {e}")))?;
+    let root: Value =
+        serde_yaml::from_str(text).map_err(|e| ConfigError(format!("invalid YAML: {e}")))?;
     let root = match root {
         Value::Mapping(_) => root,
         Value::Null => return err("the config file is empty"),
@@ -128,17 +131,30 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     if cert.is_empty() {
         return err("tls.cert: missing; expected the path of the server's PEM certificate");
     }
-    let auth = match p.opt_string("tls.auth", field("auth"))?.unwrap_or_default().trim().to_ascii_lowercase().as_str() {
+    let auth = match p
+        .opt_string("tls.auth", field("auth"))?
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "" | "off" | "false" => TlsAuth::Off,
         "on" | "true" => TlsAuth::On,
-        other => return err(format!("tls.auth: '{other}' is invalid; expected 'on' or 'off'")),
+        other => {
+            return err(format!(
+                "tls.auth: '{other}' is invalid; expected 'on' or 'off'"
+            ))
+        }
     };
     let proxy = field("proxy");
     let proxy_identities = match proxy.and_then(|x| x.get("identities")) {
         Some(v) => p.string_list("tls.proxy.identities", v, true)?,
         None => Vec::new(),
     };
-    let proxy_cert_header = match proxy.and_then(|x| x.get("header")).and_then(|h| h.get("cert")) {
+    let proxy_cert_header = match proxy
+        .and_then(|x| x.get("header"))
+        .and_then(|h| h.get("cert"))
+    {
         Some(v) => p.string("tls.proxy.header.cert", v)?,
         None => String::new(),
     };
@@ -150,9 +166,14 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let tls = TlsSettings {
         key: key.into(),
         cert: cert.into(),
-        password: p.opt_string("tls.password", field("password"))?.unwrap_or_default(),
+        password: p
+            .opt_string("tls.password", field("password"))?
+            .unwrap_or_default(),
         auth,
-        ca: p.opt_string("tls.ca", field("ca"))?.filter(|s| !s.is_empty()).map(PathBuf::from),
+        ca: p
+            .opt_string("tls.ca", field("ca"))?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
         proxy_identities,
         proxy_cert_header,
     };
@@ -185,7 +206,10 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             return err("policy: expected a mapping of policy names to policies");
         };
         for (k, v) in map {
-            let name = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+            let name = k
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{k:?}"));
             if !is_valid_name(&name) {
                 return err(format!("policy.{name}: invalid policy name; expected 1–80 characters of [0-9A-Za-z_-], not starting or ending with '-'"));
             }
@@ -206,13 +230,19 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                     return err(format!("policy.{name}.identities: '{id}' is the admin identity; the admin cannot be assigned a policy"));
                 }
                 if tls.proxy_identities.contains(id) {
-                    return err(format!("policy.{name}.identities: '{id}' is a TLS proxy identity"));
+                    return err(format!(
+                        "policy.{name}.identities: '{id}' is a TLS proxy identity"
+                    ));
                 }
                 if !is_valid_name(id) {
-                    return err(format!("policy.{name}.identities: '{id}' is not a valid identity"));
+                    return err(format!(
+                        "policy.{name}.identities: '{id}' is not a valid identity"
+                    ));
                 }
                 if !seen_identities.insert(id.clone()) {
-                    return err(format!("policy.{name}.identities: identity '{id}' already has a policy"));
+                    return err(format!(
+                        "policy.{name}.identities: identity '{id}' already has a policy"
+                    ));
                 }
             }
             policies.push(Policy {
@@ -234,13 +264,19 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let defaults = Expiry::default();
     let expiry = Expiry {
         any: exp("any")?.filter(|d| !d.is_zero()).unwrap_or(defaults.any),
-        unused: exp("unused")?.filter(|d| !d.is_zero()).unwrap_or(defaults.unused),
+        unused: exp("unused")?
+            .filter(|d| !d.is_zero())
+            .unwrap_or(defaults.unused),
     };
     let expiry_offline = exp("offline")?.unwrap_or(Duration::ZERO);
 
     let log = root.get("log");
-    let log_error = p.opt_string("log.error", log.and_then(|l| l.get("error")))?.unwrap_or_default();
-    let log_audit = p.opt_string("log.audit", log.and_then(|l| l.get("audit")))?.unwrap_or_default();
+    let log_error = p
+        .opt_string("log.error", log.and_then(|l| l.get("error")))?
+        .unwrap_or_default();
+    let log_audit = p
+        .opt_string("log.audit", log.and_then(|l| l.get("audit")))?
+        .unwrap_or_default();
 
     let mut keys = Vec::new();
     if let Some(node) = root.get("keys") {
@@ -256,7 +292,9 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                 return err(format!("keys[{i}].name: '{name}' is not a valid key name"));
             }
             if keys.contains(&name) {
-                return err(format!("keys[{i}].name: key '{name}' is defined more than once"));
+                return err(format!(
+                    "keys[{i}].name: key '{name}' is defined more than once"
+                ));
             }
             keys.push(name);
         }
@@ -265,7 +303,8 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let keystore = parse_keystore(&p, root.get("keystore"))?;
     let mut warnings = Vec::new();
     if !tls.password.is_empty() {
-        warnings.push("tls.password is set but encrypted private keys are not supported yet".into());
+        warnings
+            .push("tls.password is set but encrypted private keys are not supported yet".into());
     }
     Ok(Config {
         address,
@@ -288,7 +327,11 @@ fn parse_keystore(p: &Parser<'_>, node: Option<&Value>) -> Result<KeystoreConfig
     let Some(Value::Mapping(map)) = node else {
         return err("keystore: no keystore specified; expected e.g. keystore: {fs: {path: /var/lib/kes/keys}}");
     };
-    let present: Vec<&str> = map.iter().filter(|(_, v)| !v.is_null()).filter_map(|(k, _)| k.as_str()).collect();
+    let present: Vec<&str> = map
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .filter_map(|(k, _)| k.as_str())
+        .collect();
     match present.as_slice() {
         [] => err("keystore: no keystore specified"),
         ["fs"] => {
@@ -302,7 +345,10 @@ fn parse_keystore(p: &Parser<'_>, node: Option<&Value>) -> Result<KeystoreConfig
             Ok(KeystoreConfig::Fs { path: path.into() })
         }
         [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
-        _ => err(format!("keystore: more than once keystore specified ({})", present.join(", "))),
+        _ => err(format!(
+            "keystore: more than once keystore specified ({})",
+            present.join(", ")
+        )),
     }
 }
 
@@ -310,11 +356,16 @@ fn parse_keystore(p: &Parser<'_>, node: Option<&Value>) -> Result<KeystoreConfig
 pub fn parse_address(s: &str) -> Result<SocketAddr, ConfigError> {
     let s = s.trim();
     if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| ConfigError(format!("address: invalid port in '{s}'")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ConfigError(format!("address: invalid port in '{s}'")))?;
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
     }
-    s.parse()
-        .map_err(|_| ConfigError(format!("address: '{s}' is invalid; expected <ip>:<port> (no host names)")))
+    s.parse().map_err(|_| {
+        ConfigError(format!(
+            "address: '{s}' is invalid; expected <ip>:<port> (no host names)"
+        ))
+    })
 }
 
 struct Parser<'a> {
@@ -359,7 +410,9 @@ impl Parser<'_> {
                     .position(|l| l.contains(t))
                     .map(|i| i + 1)
                     .unwrap_or(0);
-                err(format!("{field}: referenced env. variable '{name}' in line '{line}' not found"))
+                err(format!(
+                    "{field}: referenced env. variable '{name}' in line '{line}' not found"
+                ))
             }
         }
     }
@@ -372,14 +425,23 @@ impl Parser<'_> {
         };
         items
             .iter()
-            .map(|item| if env { self.string(field, item) } else { self.plain_string(field, item) })
+            .map(|item| {
+                if env {
+                    self.string(field, item)
+                } else {
+                    self.plain_string(field, item)
+                }
+            })
             .collect()
     }
 
     fn duration(&self, field: &str, v: &Value) -> Result<Duration, ConfigError> {
         let s = self.string(field, v)?;
-        parse_go_duration(s.trim())
-            .map_err(|e| ConfigError(format!("{field}: '{s}' is not a duration ({e}); expected e.g. 30s, 5m, 1h30m")))
+        parse_go_duration(s.trim()).map_err(|e| {
+            ConfigError(format!(
+                "{field}: '{s}' is not a duration ({e}); expected e.g. 30s, 5m, 1h30m"
+            ))
+        })
     }
 
     fn boolean(&self, field: &str, v: &Value) -> Result<bool, ConfigError> {
@@ -390,7 +452,9 @@ impl Parser<'_> {
         match s.trim().to_ascii_lowercase().as_str() {
             "true" | "yes" | "y" | "on" => Ok(true),
             "false" | "no" | "n" | "off" | "" => Ok(false),
-            _ => err(format!("{field}: '{s}' is not a boolean; expected true or false")),
+            _ => err(format!(
+                "{field}: '{s}' is not a boolean; expected true or false"
+            )),
         }
     }
 }

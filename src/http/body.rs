@@ -170,7 +170,8 @@ impl ChunkedDecoder {
 mod tests {
     use super::*;
 
-    const BODY: &[u8] = b"5\r\nhello\r\n7;name=value\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\nGET /next";
+    const BODY: &[u8] =
+        b"5\r\nhello\r\n7;name=value\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\nGET /next";
 
     #[test]
     fn decodes_and_stops_at_the_end() {
@@ -203,32 +204,55 @@ mod tests {
         let cases: [(&[u8], HttpError); 6] = [
             (b"zz\r\n", HttpError::BadChunk("bad chunk size")),
             (b"\r\n", HttpError::BadChunk("missing chunk size")),
-            (b"3\r\nabcX", HttpError::BadChunk("missing CRLF after chunk data")),
-            (b"fffffffffffffffff\r\n", HttpError::BadChunk("chunk size overflows")),
+            (
+                b"3\r\nabcX",
+                HttpError::BadChunk("missing CRLF after chunk data"),
+            ),
+            (
+                b"fffffffffffffffff\r\n",
+                HttpError::BadChunk("chunk size overflows"),
+            ),
             (b"5\nhello", HttpError::BadChunk("bad chunk size")),
             (b"0\r\nX: y\n", HttpError::BadChunk("bare LF in trailer")),
         ];
         for (input, want) in cases {
             let mut d = ChunkedDecoder::default();
-            assert_eq!(d.decode(input, &mut Vec::new(), 1000).unwrap_err(), want, "{input:?}");
+            assert_eq!(
+                d.decode(input, &mut Vec::new(), 1000).unwrap_err(),
+                want,
+                "{input:?}"
+            );
         }
         let mut long = vec![b'1'; 2];
         long.extend(std::iter::repeat_n(b';', CHUNK_LINE_BYTES_MAX));
         let mut d = ChunkedDecoder::default();
-        assert_eq!(d.decode(&long, &mut Vec::new(), 1000).unwrap_err(), HttpError::BadChunk("chunk size line too long"));
+        assert_eq!(
+            d.decode(&long, &mut Vec::new(), 1000).unwrap_err(),
+            HttpError::BadChunk("chunk size line too long")
+        );
     }
 
     #[test]
     fn limit_is_enforced_before_copying() {
         let mut d = ChunkedDecoder::default();
         let mut out = Vec::new();
-        assert_eq!(d.decode(b"a\r\n0123456789\r\n0\r\n\r\n", &mut out, 10).unwrap(), (19, true));
+        assert_eq!(
+            d.decode(b"a\r\n0123456789\r\n0\r\n\r\n", &mut out, 10)
+                .unwrap(),
+            (20, true)
+        );
         d.reset();
         out.clear();
-        assert_eq!(d.decode(b"b\r\n", &mut out, 10).unwrap_err(), HttpError::BodyTooLarge);
+        assert_eq!(
+            d.decode(b"b\r\n", &mut out, 10).unwrap_err(),
+            HttpError::BodyTooLarge
+        );
         d.reset();
         out.clear();
-        assert_eq!(d.decode(b"6\r\n012345\r\n6\r\n", &mut out, 10).unwrap_err(), HttpError::BodyTooLarge);
+        assert_eq!(
+            d.decode(b"6\r\n012345\r\n6\r\n", &mut out, 10).unwrap_err(),
+            HttpError::BodyTooLarge
+        );
     }
 
     #[test]
@@ -243,7 +267,9 @@ mod tests {
         let alphabet = b"0123456789abcdefABCDEF;=\r\n xyz\t";
         for _ in 0..20_000 {
             let len = (next() % 64) as usize;
-            let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            let input: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
             let mut d = ChunkedDecoder::default();
             let mut out = Vec::new();
             if let Ok((used, _)) = d.decode(&input, &mut out, 16) {

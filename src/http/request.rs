@@ -113,7 +113,9 @@ pub fn parse_head(
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(buf.len());
     if skip > 64 {
-        return Err(HttpError::Malformed("too many empty lines before the request"));
+        return Err(HttpError::Malformed(
+            "too many empty lines before the request",
+        ));
     }
     let input = &buf[skip..];
     let limit = opts.limits.head_bytes_max;
@@ -229,7 +231,10 @@ pub fn parse_head(
                 let first = value.split(|&b| b == b',').next().unwrap_or(b"");
                 head.forwarded_for = Some(String::from_utf8_lossy(trim(first)).into_owned());
             }
-        } else if opts.cert_header.is_some_and(|c| name.eq_ignore_ascii_case(c)) {
+        } else if opts
+            .cert_header
+            .is_some_and(|c| name.eq_ignore_ascii_case(c))
+        {
             head.cert_header_count += 1;
             head.forwarded_cert = Some(String::from_utf8_lossy(value).into_owned());
         }
@@ -362,9 +367,16 @@ mod tests {
     fn every_prefix_is_partial() {
         let head_len = KMS_GO.len() - 18;
         for cut in 0..head_len {
-            assert_eq!(parse(&KMS_GO[..cut]).unwrap().map(|x| x.0), None, "cut at {cut}");
+            assert_eq!(
+                parse(&KMS_GO[..cut]).unwrap().map(|x| x.0),
+                None,
+                "cut at {cut}"
+            );
         }
-        assert_eq!(parse(&KMS_GO[..head_len]).unwrap().map(|x| x.0), Some(head_len));
+        assert_eq!(
+            parse(&KMS_GO[..head_len]).unwrap().map(|x| x.0),
+            Some(head_len)
+        );
     }
 
     #[test]
@@ -414,14 +426,23 @@ mod tests {
 
     #[test]
     fn content_length_rules() {
-        let with = |v: &str| parse(format!("PUT / HTTP/1.1\r\nContent-Length: {v}\r\n\r\n").as_bytes());
-        assert_eq!(with("18446744073709551616").unwrap_err(), HttpError::BodyTooLarge);
-        assert_eq!(with("18446744073709551615").unwrap().unwrap().1.framing, Framing::Length(u64::MAX));
+        let with =
+            |v: &str| parse(format!("PUT / HTTP/1.1\r\nContent-Length: {v}\r\n\r\n").as_bytes());
+        assert_eq!(
+            with("18446744073709551616").unwrap_err(),
+            HttpError::BodyTooLarge
+        );
+        assert_eq!(
+            with("18446744073709551615").unwrap().unwrap().1.framing,
+            Framing::Length(u64::MAX)
+        );
         for bad in ["-1", "+5", "1 2", "0x10", ""] {
             assert!(matches!(with(bad), Err(HttpError::Malformed(_))), "{bad:?}");
         }
         assert_eq!(with("0").unwrap().unwrap().1.framing, Framing::Empty);
-        let dup = parse(b"PUT / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap();
+        let dup = parse(b"PUT / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(dup.1.framing, Framing::Length(5));
         assert!(matches!(
             parse(b"PUT / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
@@ -431,11 +452,21 @@ mod tests {
 
     #[test]
     fn transfer_encoding_rules() {
-        let te = |v: &str| parse(format!("PUT / HTTP/1.1\r\nTransfer-Encoding: {v}\r\n\r\n").as_bytes());
+        let te =
+            |v: &str| parse(format!("PUT / HTTP/1.1\r\nTransfer-Encoding: {v}\r\n\r\n").as_bytes());
         assert_eq!(te("chunked").unwrap().unwrap().1.framing, Framing::Chunked);
-        assert_eq!(te(" Chunked ").unwrap().unwrap().1.framing, Framing::Chunked);
-        assert_eq!(te("gzip").unwrap_err(), HttpError::UnsupportedTransferEncoding);
-        assert_eq!(te("gzip, chunked").unwrap_err(), HttpError::UnsupportedTransferEncoding);
+        assert_eq!(
+            te(" Chunked ").unwrap().unwrap().1.framing,
+            Framing::Chunked
+        );
+        assert_eq!(
+            te("gzip").unwrap_err(),
+            HttpError::UnsupportedTransferEncoding
+        );
+        assert_eq!(
+            te("gzip, chunked").unwrap_err(),
+            HttpError::UnsupportedTransferEncoding
+        );
         assert!(matches!(
             parse(b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
             Err(HttpError::Malformed(_))
@@ -453,16 +484,54 @@ mod tests {
 
     #[test]
     fn targets_and_paths() {
-        assert_eq!(parse(b"GET http://h/v1/status?x HTTP/1.1\r\n\r\n").unwrap().unwrap().1.path, "/v1/status");
-        assert!(matches!(parse(b"OPTIONS * HTTP/1.1\r\n\r\n"), Err(HttpError::Malformed(_))));
-        assert!(matches!(parse(b"GET /a%zz HTTP/1.1\r\n\r\n"), Err(HttpError::Malformed(_))));
-        assert!(matches!(parse(b"GET /a%00 HTTP/1.1\r\n\r\n"), Err(HttpError::Malformed(_))));
-        assert!(matches!(parse(b"GET /a%ff HTTP/1.1\r\n\r\n"), Err(HttpError::Malformed(_))));
-        assert_eq!(parse(b"GET /a%C3%A9 HTTP/1.1\r\n\r\n").unwrap().unwrap().1.path, "/aé");
-        assert!(matches!(parse(b"GET / HTTP/2.0\r\n\r\n"), Err(HttpError::Malformed(_))));
-        assert_eq!(parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap_err(), HttpError::VersionNotSupported);
-        assert!(matches!(parse(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), Err(HttpError::Malformed(_))));
-        assert!(matches!(parse(b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n"), Err(HttpError::Malformed(_))));
+        assert_eq!(
+            parse(b"GET http://h/v1/status?x HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .1
+                .path,
+            "/v1/status"
+        );
+        assert!(matches!(
+            parse(b"OPTIONS * HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"GET /a%zz HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"GET /a%00 HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"GET /a%ff HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert_eq!(
+            parse(b"GET /a%C3%A9 HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .1
+                .path,
+            "/aé"
+        );
+        assert!(matches!(
+            parse(b"GET / HTTP/2.0\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert_eq!(
+            parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap_err(),
+            HttpError::VersionNotSupported
+        );
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -482,12 +551,15 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let alphabet = b"GET /v1%:\r\n HTTP/1.1Content-Length:Transfer-Encoding chunked0123456789\0\xff";
+        let alphabet =
+            b"GET /v1%:\r\n HTTP/1.1Content-Length:Transfer-Encoding chunked0123456789\0\xff";
         let mut head = RequestHead::default();
         let opts = ParseOptions::default();
         for _ in 0..20_000 {
             let len = (next() % 200) as usize;
-            let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            let input: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
             let _ = parse_head(&input, &opts, &mut head);
             let mut prefixed = KMS_GO[..(next() % KMS_GO.len() as u64) as usize].to_vec();
             prefixed.extend_from_slice(&input);

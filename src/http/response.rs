@@ -91,7 +91,14 @@ mod tests {
         write_response(&mut out, 200, None, &[], b"", false);
         assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         out.clear();
-        write_response(&mut out, 405, Some("application/json"), &[("Accept", "PUT")], b"{}", true);
+        write_response(
+            &mut out,
+            405,
+            Some("application/json"),
+            &[("Accept", "PUT")],
+            b"{}",
+            true,
+        );
         assert_eq!(
             out,
             b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nAccept: PUT\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"

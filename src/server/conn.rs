@@ -73,6 +73,31 @@ impl From<std::io::Error> for ConnError {
     }
 }
 
+/// How long one write of queued TLS records may take (clients that stop reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Reads from the socket, giving up at `deadline`. glommio's per-socket read timeouts are not
+/// used: a timer armed by an earlier read could fire during a later one.
+async fn read_until(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<usize, ConnError> {
+    let remaining = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or(ConnError::Timeout)?;
+    match glommio::timer::timeout(remaining, async {
+        stream.read(buf).await.map_err(Into::into)
+    })
+    .await
+    {
+        Ok(n) => Ok(n),
+        Err(glommio::GlommioError::TimedOut(_)) => Err(ConnError::Timeout),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Overwrites a buffer's contents with zeros and empties it.
 fn wipe(buf: &mut Vec<u8>) {
     // SAFETY: zeroing the initialised part of our own buffer.
@@ -124,38 +149,39 @@ impl TlsIo {
         self.compact();
         let before = self.plain_in.len();
         loop {
-            if self.tls.wants_write() {
-                self.flush_tls().await?;
-            }
-            let remaining = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or(ConnError::Timeout)?;
-            self.stream.set_read_timeout(Some(remaining))?;
-            self.net_in.resize(NET_READ_BYTES, 0);
-            let n = self.stream.read(&mut self.net_in).await?;
-            if n == 0 {
-                self.eof = true;
-                return Ok(());
-            }
-            let mut pos = 0;
-            while pos < n {
-                let k = self.tls.read_tls(&mut &self.net_in[pos..n])?;
-                pos += k;
-                if let Err(e) = self.tls.process_new_packets() {
-                    // Send the alert rustls queued, then give up.
-                    let _ = self.flush_tls().await;
-                    return Err(ConnError::Tls(e));
-                }
-                self.drain_plaintext()?;
-                if k == 0 {
-                    break;
-                }
-            }
+            self.read_once(deadline).await?;
             if self.eof || self.plain_in.len() > before {
                 return Ok(());
             }
         }
+    }
+
+    /// One socket read fed through rustls (handshake messages, alerts or application data).
+    async fn read_once(&mut self, deadline: Instant) -> Result<(), ConnError> {
+        if self.tls.wants_write() {
+            self.flush_tls().await?;
+        }
+        self.net_in.resize(NET_READ_BYTES, 0);
+        let n = read_until(&mut self.stream, &mut self.net_in, deadline).await?;
+        if n == 0 {
+            self.eof = true;
+            return Ok(());
+        }
+        let mut pos = 0;
+        while pos < n {
+            let k = self.tls.read_tls(&mut &self.net_in[pos..n])?;
+            pos += k;
+            if let Err(e) = self.tls.process_new_packets() {
+                // Send the alert rustls queued, then give up.
+                let _ = self.flush_tls().await;
+                return Err(ConnError::Tls(e));
+            }
+            self.drain_plaintext()?;
+            if k == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn drain_plaintext(&mut self) -> Result<(), ConnError> {
@@ -186,18 +212,44 @@ impl TlsIo {
         while self.tls.wants_write() {
             self.net_out.clear();
             self.tls.write_tls(&mut self.net_out)?;
-            self.stream.write_all(&self.net_out).await?;
+            let deadline = Instant::now() + WRITE_TIMEOUT;
+            match glommio::timer::timeout(WRITE_TIMEOUT, async {
+                self.stream
+                    .write_all(&self.net_out)
+                    .await
+                    .map_err(Into::into)
+            })
+            .await
+            {
+                Ok(()) => {}
+                Err(glommio::GlommioError::TimedOut(_)) => return Err(ConnError::Timeout),
+                Err(e) => return Err(e.into()),
+            }
+            debug_assert!(Instant::now() <= deadline + Duration::from_secs(1));
         }
         Ok(())
     }
 
-    /// Encrypts and sends every pending response, then wipes the plaintext copy.
+    /// Encrypts and sends every pending response, then wipes the plaintext copy. rustls
+    /// buffers a bounded amount of plaintext, so large responses go out in several rounds.
     async fn flush(&mut self) -> Result<(), ConnError> {
-        if !self.plain_out.is_empty() {
-            let result = self.tls.writer().write_all(&self.plain_out);
-            wipe(&mut self.plain_out);
-            result?;
+        let mut pos = 0;
+        let mut result = Ok(());
+        while pos < self.plain_out.len() {
+            match self.tls.writer().write(&self.plain_out[pos..]) {
+                Ok(n) => pos += n,
+                Err(e) => {
+                    result = Err(ConnError::Io(e));
+                    break;
+                }
+            }
+            if let Err(e) = self.flush_tls().await {
+                result = Err(e);
+                break;
+            }
         }
+        wipe(&mut self.plain_out);
+        result?;
         self.flush_tls().await
     }
 }
@@ -253,10 +305,8 @@ async fn handshake(io: &mut TlsIo, deadline: Instant) -> Result<(), ConnError> {
     while io.tls.is_handshaking() {
         if first {
             // Peek at the first bytes: plain HTTP gets Go's plain-text answer.
-            io.stream
-                .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))?;
             io.net_in.resize(NET_READ_BYTES, 0);
-            let n = io.stream.read(&mut io.net_in).await?;
+            let n = read_until(&mut io.stream, &mut io.net_in, deadline).await?;
             if n == 0 {
                 return Err(ConnError::Closed);
             }
@@ -284,7 +334,7 @@ async fn handshake(io: &mut TlsIo, deadline: Instant) -> Result<(), ConnError> {
             io.flush_tls().await?;
             continue;
         }
-        io.read_more(deadline).await?;
+        io.read_once(deadline).await?;
         if io.eof && io.tls.is_handshaking() {
             return Err(ConnError::Closed);
         }
@@ -415,7 +465,14 @@ impl Conn {
                         location.push('?');
                         location.push_str(&self.head.query);
                     }
-                    http::write_response(&mut io.plain_out, 301, None, &[("Location", &location)], b"", close);
+                    http::write_response(
+                        &mut io.plain_out,
+                        301,
+                        None,
+                        &[("Location", &location)],
+                        b"",
+                        close,
+                    );
                 }
                 (None, Target::AddSlash) => {
                     let mut location = self.head.path.clone();
@@ -424,7 +481,14 @@ impl Conn {
                         location.push('?');
                         location.push_str(&self.head.query);
                     }
-                    http::write_response(&mut io.plain_out, 301, None, &[("Location", &location)], b"", close);
+                    http::write_response(
+                        &mut io.plain_out,
+                        301,
+                        None,
+                        &[("Location", &location)],
+                        b"",
+                        close,
+                    );
                 }
                 (None, Target::NotFound) => {
                     http::write_response(
@@ -453,7 +517,11 @@ impl Conn {
                 (None, Target::Route(index)) => {
                     let route = &ROUTES[index];
                     let path = std::mem::take(&mut self.head.path);
-                    let argument = if route.has_argument { &path[route.path.len()..] } else { "" };
+                    let argument = if route.has_argument {
+                        &path[route.path.len()..]
+                    } else {
+                        ""
+                    };
                     let mut req = Request {
                         route,
                         argument,
@@ -469,7 +537,11 @@ impl Conn {
                             if route_timeout.is_zero() {
                                 work.await
                             } else {
-                                match glommio::timer::timeout(route_timeout, async { Ok(work.await) }).await {
+                                match glommio::timer::timeout(route_timeout, async {
+                                    Ok(work.await)
+                                })
+                                .await
+                                {
                                     Ok(reply) => reply,
                                     Err(_) => {
                                         write_reply(
@@ -503,7 +575,12 @@ impl Conn {
     }
 
     /// Reads the body per the head's framing into `self.body`, at most `limit` bytes.
-    async fn read_body(&mut self, io: &mut TlsIo, limit: usize, deadline: Instant) -> Result<(), BodyFailure> {
+    async fn read_body(
+        &mut self,
+        io: &mut TlsIo,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<(), BodyFailure> {
         self.body.clear();
         match self.head.framing {
             Framing::Empty => Ok(()),
@@ -556,7 +633,14 @@ impl Conn {
     async fn fail(&mut self, io: &mut TlsIo, e: HttpError) -> Result<(), ConnError> {
         self.out.clear();
         api::json::write_error_body(&mut self.out, e.message());
-        http::write_response(&mut io.plain_out, e.status(), Some("application/json"), &[], &self.out, true);
+        http::write_response(
+            &mut io.plain_out,
+            e.status(),
+            Some("application/json"),
+            &[],
+            &self.out,
+            true,
+        );
         io.flush().await?;
         Ok(())
     }
@@ -580,12 +664,21 @@ enum BodyFailure {
 fn write_reply(plain_out: &mut Vec<u8>, reply: Reply, body: &mut Vec<u8>, close: bool) {
     match reply {
         Reply::Empty => http::write_response(plain_out, 200, None, &[], b"", close),
-        Reply::Json => http::write_response(plain_out, 200, Some("application/json"), &[], body, close),
+        Reply::Json => {
+            http::write_response(plain_out, 200, Some("application/json"), &[], body, close)
+        }
         Reply::Content(ct) => http::write_response(plain_out, 200, Some(ct), &[], body, close),
         Reply::Error(e) => {
             wipe(body);
             api::json::write_error_body(body, &e.message);
-            http::write_response(plain_out, e.status, Some("application/json"), &[], body, close);
+            http::write_response(
+                plain_out,
+                e.status,
+                Some("application/json"),
+                &[],
+                body,
+                close,
+            );
         }
     }
 }

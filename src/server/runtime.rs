@@ -84,7 +84,9 @@ pub fn affinity_cpus() -> Result<Vec<usize>, ServerError> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Err(ServerError::Affinity(std::io::Error::last_os_error().to_string()));
+            return Err(ServerError::Affinity(
+                std::io::Error::last_os_error().to_string(),
+            ));
         }
         Ok((0..libc::CPU_SETSIZE as usize)
             .filter(|&cpu| libc::CPU_ISSET(cpu, &set))

@@ -12,7 +12,9 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
@@ -35,9 +37,9 @@ impl std::fmt::Display for TlsError {
             TlsError::NoCertificate(p) => write!(f, "no certificate found in '{p}'"),
             TlsError::ReadKey(e) => write!(f, "failed to read TLS private key: {e}"),
             TlsError::BadKey(e) => write!(f, "invalid TLS private key: {e}"),
-            TlsError::NoSan => f.write_str(
-                "the server certificate has no DNS or IP subject alternative name",
-            ),
+            TlsError::NoSan => {
+                f.write_str("the server certificate has no DNS or IP subject alternative name")
+            }
             TlsError::Ca(e) => write!(f, "failed to load the CA certificates (tls.ca): {e}"),
             TlsError::Rustls(e) => write!(f, "TLS configuration error: {e}"),
         }
@@ -174,7 +176,8 @@ pub fn server_config(
 
 /// Reads a PEM certificate chain; the leaf must carry a DNS or IP SAN.
 pub fn load_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|e| TlsError::ReadCert(format!("{}: {e}", path.display())))?;
+    let pem =
+        std::fs::read(path).map_err(|e| TlsError::ReadCert(format!("{}: {e}", path.display())))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::ReadCert(format!("{}: {e:?}", path.display())))?;
@@ -203,14 +206,13 @@ fn has_dns_or_ip_san(cert: &CertificateDer<'_>) -> bool {
 
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1; other PEM blocks are skipped).
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path).map_err(|e| TlsError::ReadKey(format!("{}: {e}", path.display())))?;
-    if pem
-        .windows(b"ENCRYPTED".len())
-        .any(|w| w == b"ENCRYPTED")
-    {
+    let pem =
+        std::fs::read(path).map_err(|e| TlsError::ReadKey(format!("{}: {e}", path.display())))?;
+    if pem.windows(b"ENCRYPTED".len()).any(|w| w == b"ENCRYPTED") {
         return Err(TlsError::BadKey(
             "encrypted private keys (tls.password) are not supported yet".into(),
         ));
     }
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadKey(format!("{}: {e:?}", path.display())))
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| TlsError::BadKey(format!("{}: {e:?}", path.display())))
 }

@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -34,7 +33,9 @@ impl TestServer {
 pub fn client_for(endpoint: &str, api_key: &str) -> Client {
     Client::new(ClientConfig {
         endpoints: vec![endpoint.to_string()],
-        credentials: Some(Credentials::ApiKey(ApiKey::parse(api_key).expect("valid API key"))),
+        credentials: Some(Credentials::ApiKey(
+            ApiKey::parse(api_key).expect("valid API key"),
+        )),
         insecure: true,
         ca_file: None,
         timeout: Duration::from_secs(10),
@@ -49,7 +50,8 @@ pub fn dev_server() -> TestServer {
 
 /// Like [`dev_server`], with the server options adjusted first (timeouts, limits).
 pub fn dev_server_with(adjust: impl FnOnce(&mut kes::server::ServerOptions)) -> TestServer {
-    let mut prepared = kes::cli::server::prepare_dev(Some("127.0.0.1:0"), Some(1)).expect("dev server");
+    let mut prepared =
+        kes::cli::server::prepare_dev(Some("127.0.0.1:0"), Some(1)).expect("dev server");
     adjust(&mut prepared.options);
     let api_key = prepared.api_key.clone().expect("dev API key");
     let running = kes::server::run(prepared.options).expect("server starts");
@@ -106,8 +108,8 @@ pub fn new_api_key() -> (String, String) {
 pub fn config_server(tls: &TlsFiles, admin: &str, keys_dir: &Path, extra: &str) -> TestServer {
     let yaml = config_yaml(tls, admin, keys_dir, extra);
     let config = kes::config::parse(&yaml, &|_| None).expect("config parses");
-    let prepared =
-        kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1)).expect("server prepares");
+    let prepared = kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1))
+        .expect("server prepares");
     let running = kes::server::run(prepared.options).expect("server starts");
     let addr = running.local_addr;
     std::mem::forget(running);
@@ -141,7 +143,11 @@ impl Drop for BinServer {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `kes server <args> --addr 127.0.0.1:<port>` and waits for its banner.
@@ -189,14 +195,18 @@ pub fn bin_server(args: &[&str]) -> BinServer {
 /// JSON body of a response as a serde-free map lookup: the string value of `member`.
 pub fn json_str(resp: &Response, member: &str) -> String {
     let mut body = resp.body.clone();
-    let value = simd_json::to_owned_value(&mut body).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&resp.body))
-    });
+    let value = simd_json::to_owned_value(&mut body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&resp.body)));
     use simd_json::prelude::*;
     value
         .get(member)
         .and_then(|v| v.as_str())
-        .unwrap_or_else(|| panic!("no string member {member} in {:?}", String::from_utf8_lossy(&resp.body)))
+        .unwrap_or_else(|| {
+            panic!(
+                "no string member {member} in {:?}",
+                String::from_utf8_lossy(&resp.body)
+            )
+        })
         .to_string()
 }
 
@@ -254,7 +264,12 @@ impl RawTls {
             match self.stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => break,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    break
+                }
                 Err(_) => break,
             }
         }
@@ -271,12 +286,19 @@ impl RawTls {
             loop {
                 let mut headers = [httparse::EMPTY_HEADER; 32];
                 let mut resp = httparse::Response::new(&mut headers);
-                let Ok(httparse::Status::Complete(head)) = resp.parse(&buf) else { break };
+                let Ok(httparse::Status::Complete(head)) = resp.parse(&buf) else {
+                    break;
+                };
                 let len = resp
                     .headers
                     .iter()
                     .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .map(|h| std::str::from_utf8(h.value).unwrap().parse::<usize>().unwrap())
+                    .map(|h| {
+                        std::str::from_utf8(h.value)
+                            .unwrap()
+                            .parse::<usize>()
+                            .unwrap()
+                    })
                     .unwrap_or(0);
                 if buf.len() < head + len {
                     break;
