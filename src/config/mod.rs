@@ -3,6 +3,7 @@
 //! name the field and say what was expected; a config that fails never starts a server.
 
 pub mod duration;
+pub mod keystore;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use crate::auth::policy::{PatternSyntax, Policy};
 use crate::cache::Expiry;
 
 pub use duration::parse_go_duration;
+pub use keystore::KeystoreConfig;
 
 /// A config error: the field it concerns and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +32,7 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
@@ -52,15 +54,6 @@ pub struct TlsSettings {
     pub ca: Option<PathBuf>,
     pub proxy_identities: Vec<String>,
     pub proxy_cert_header: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeystoreConfig {
-    Fs {
-        path: PathBuf,
-    },
-    /// A backend this build does not implement yet (named for the error message).
-    Unsupported(String),
 }
 
 /// A validated server config.
@@ -300,7 +293,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         }
     }
 
-    let keystore = parse_keystore(&p, root.get("keystore"))?;
+    let keystore = keystore::parse_keystore(&p, root.get("keystore"))?;
     let mut warnings = Vec::new();
     if !tls.password.is_empty() {
         warnings
@@ -323,35 +316,6 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_keystore(p: &Parser<'_>, node: Option<&Value>) -> Result<KeystoreConfig, ConfigError> {
-    let Some(Value::Mapping(map)) = node else {
-        return err("keystore: no keystore specified; expected e.g. keystore: {fs: {path: /var/lib/kes/keys}}");
-    };
-    let present: Vec<&str> = map
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .filter_map(|(k, _)| k.as_str())
-        .collect();
-    match present.as_slice() {
-        [] => err("keystore: no keystore specified"),
-        ["fs"] => {
-            let path = match map.get("fs").and_then(|f| f.get("path")) {
-                Some(v) => p.string("keystore.fs.path", v)?,
-                None => String::new(),
-            };
-            if path.is_empty() {
-                return err("keystore.fs.path: no path specified");
-            }
-            Ok(KeystoreConfig::Fs { path: path.into() })
-        }
-        [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
-        _ => err(format!(
-            "keystore: more than once keystore specified ({})",
-            present.join(", ")
-        )),
-    }
-}
-
 /// `address`: `[ip]:port` with an IP literal or an empty host.
 pub fn parse_address(s: &str) -> Result<SocketAddr, ConfigError> {
     let s = s.trim();
@@ -368,14 +332,14 @@ pub fn parse_address(s: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-struct Parser<'a> {
+pub(crate) struct Parser<'a> {
     text: &'a str,
     env: EnvLookup<'a>,
 }
 
 impl Parser<'_> {
     /// A scalar as text, without env substitution.
-    fn plain_string(&self, field: &str, v: &Value) -> Result<String, ConfigError> {
+    pub(crate) fn plain_string(&self, field: &str, v: &Value) -> Result<String, ConfigError> {
         match v {
             Value::String(s) => Ok(s.clone()),
             Value::Bool(b) => Ok(b.to_string()),
@@ -386,16 +350,20 @@ impl Parser<'_> {
     }
 
     /// A scalar with `${VAR}` substitution (the whole trimmed value must be the reference).
-    fn string(&self, field: &str, v: &Value) -> Result<String, ConfigError> {
+    pub(crate) fn string(&self, field: &str, v: &Value) -> Result<String, ConfigError> {
         let s = self.plain_string(field, v)?;
         self.substitute(field, &s)
     }
 
-    fn opt_string(&self, field: &str, v: Option<&Value>) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn opt_string(
+        &self,
+        field: &str,
+        v: Option<&Value>,
+    ) -> Result<Option<String>, ConfigError> {
         v.map(|v| self.string(field, v)).transpose()
     }
 
-    fn substitute(&self, field: &str, s: &str) -> Result<String, ConfigError> {
+    pub(crate) fn substitute(&self, field: &str, s: &str) -> Result<String, ConfigError> {
         let t = s.trim();
         let Some(inner) = t.strip_prefix("${").and_then(|r| r.strip_suffix('}')) else {
             return Ok(s.to_string());
@@ -417,7 +385,12 @@ impl Parser<'_> {
         }
     }
 
-    fn string_list(&self, field: &str, v: &Value, env: bool) -> Result<Vec<String>, ConfigError> {
+    pub(crate) fn string_list(
+        &self,
+        field: &str,
+        v: &Value,
+        env: bool,
+    ) -> Result<Vec<String>, ConfigError> {
         let items = match v {
             Value::Sequence(items) => items.as_slice(),
             Value::Null => return Ok(Vec::new()),
@@ -435,7 +408,7 @@ impl Parser<'_> {
             .collect()
     }
 
-    fn duration(&self, field: &str, v: &Value) -> Result<Duration, ConfigError> {
+    pub(crate) fn duration(&self, field: &str, v: &Value) -> Result<Duration, ConfigError> {
         let s = self.string(field, v)?;
         parse_go_duration(s.trim()).map_err(|e| {
             ConfigError(format!(
@@ -444,7 +417,7 @@ impl Parser<'_> {
         })
     }
 
-    fn boolean(&self, field: &str, v: &Value) -> Result<bool, ConfigError> {
+    pub(crate) fn boolean(&self, field: &str, v: &Value) -> Result<bool, ConfigError> {
         if let Value::Bool(b) = v {
             return Ok(*b);
         }
