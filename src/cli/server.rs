@@ -11,9 +11,9 @@ use crate::api::Shared;
 use crate::auth::apikey::ApiKey;
 use crate::auth::policy::PolicySet;
 use crate::cache::{Expiry, Invalidations};
-use crate::config::{self, Config, KeystoreConfig, TlsAuth};
+use crate::config::{self, Config, TlsAuth};
 use crate::crypto::{record, KeyType, KeyVersion};
-use crate::keystore::{FsStore, KeyStore, MemStore, StoreError};
+use crate::keystore::{KeyStore, MemStore, StoreError};
 use crate::server::tls::{self, ClientAuth};
 use crate::server::{self, ServerOptions};
 use crate::time::Timestamp;
@@ -132,18 +132,7 @@ pub fn prepare_config(
     cores: Option<usize>,
 ) -> Result<Prepared, Box<dyn std::error::Error>> {
     let addr = listen_addr(addr, config.address)?;
-    let store: Arc<dyn KeyStore> = match &config.keystore {
-        KeystoreConfig::Fs { path } => Arc::new(
-            FsStore::open(path.clone())
-                .map_err(|e| format!("keystore.fs.path '{}': {e}", path.display()))?,
-        ),
-        KeystoreConfig::Unsupported(name) => {
-            return Err(format!(
-                "keystore.{name}: this keystore is not supported by this build yet"
-            )
-            .into())
-        }
-    };
+    let store = crate::keystore::open(&config.keystore)?;
     let chain = tls::load_cert_chain(&config.tls.cert)?;
     let key = tls::load_private_key(&config.tls.key)?;
     let client_auth = if config.routes.any_skip_auth() {

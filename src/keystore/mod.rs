@@ -110,3 +110,18 @@ mod tests {
         assert_eq!(stores[0].display_name(), "In Memory");
     }
 }
+
+/// Opens the keystore a config names.
+pub fn open(
+    config: &crate::config::KeystoreConfig,
+) -> Result<std::sync::Arc<dyn KeyStore>, String> {
+    use crate::config::KeystoreConfig;
+    match config {
+        KeystoreConfig::Fs { path } => FsStore::open(path.clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
+            .map_err(|e| format!("keystore.fs.path '{}': {e}", path.display())),
+        KeystoreConfig::Unsupported(name) => Err(format!(
+            "keystore.{name}: this keystore is not supported by this build yet"
+        )),
+    }
+}
