@@ -23,11 +23,11 @@ fn write_patterns(out: &mut Vec<u8>, patterns: &[String]) {
     out.push(b'}');
 }
 
-fn policy_named<'c>(core: &'c Core, name: &str) -> Result<&'c Policy, ApiError> {
+fn policy_named<'r>(req: &'r Request<'_>, name: &str) -> Result<&'r Policy, ApiError> {
     if !is_valid_name(name) {
         return Err(ApiError::invalid_policy_name(name));
     }
-    core.shared
+    req.settings
         .policies
         .policy(name)
         .ok_or(ApiError::POLICY_NOT_FOUND)
@@ -38,17 +38,17 @@ pub fn describe_policy(
     req: &Request<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Reply, ApiError> {
-    let policy = policy_named(core, req.argument)?;
+    let policy = policy_named(req, req.argument)?;
     let mut w = JsonWriter::object(out);
     w.string("name", &policy.name)
         .string("created_at", &started_at(core))
-        .string("created_by", &core.shared.policies.admin);
+        .string("created_by", &req.settings.policies.admin);
     w.finish();
     Ok(Reply::Json)
 }
 
 pub fn read_policy(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
-    let policy = policy_named(core, req.argument)?;
+    let policy = policy_named(req, req.argument)?;
     let mut allow = Vec::new();
     let mut deny = Vec::new();
     write_patterns(&mut allow, &policy.allow);
@@ -62,7 +62,7 @@ pub fn read_policy(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<
         w.raw("deny", &deny);
     }
     w.string("created_at", &started_at(core))
-        .string("created_by", &core.shared.policies.admin);
+        .string("created_by", &req.settings.policies.admin);
     w.finish();
     Ok(Reply::Json)
 }
@@ -81,8 +81,8 @@ fn sorted_matches<'a>(
     Ok(names)
 }
 
-pub fn list_policies(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
-    let policies = &core.shared.policies.policies;
+pub fn list_policies(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let policies = &req.settings.policies.policies;
     let names = sorted_matches(policies.iter().map(|p| p.name.as_str()), req.argument)?;
     let mut w = JsonWriter::object(out);
     w.string_array("names", names).string("continue_at", "");
@@ -99,7 +99,7 @@ pub fn describe_identity(
     if !is_valid_name(arg) {
         return Err(ApiError::invalid_identity(arg));
     }
-    let set = &core.shared.policies;
+    let set = &req.settings.policies;
     let mut w = JsonWriter::object(out);
     if arg == set.admin {
         w.bool("admin", true)
@@ -117,12 +117,8 @@ pub fn describe_identity(
     Ok(Reply::Json)
 }
 
-pub fn list_identities(
-    core: &Core,
-    req: &Request<'_>,
-    out: &mut Vec<u8>,
-) -> Result<Reply, ApiError> {
-    let set = &core.shared.policies;
+pub fn list_identities(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let set = &req.settings.policies;
     let all = std::iter::once(set.admin.as_str()).chain(
         set.policies
             .iter()
@@ -142,7 +138,7 @@ pub fn describe_self(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Resul
     let Peer::Identified(identity) = req.peer else {
         return Err(ApiError::IDENTITY_NOT_FOUND);
     };
-    let set = &core.shared.policies;
+    let set = &req.settings.policies;
     let hex = identity.to_hex();
     let mut w = JsonWriter::object(out);
     if set.is_admin(&identity) {

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod json;
 pub mod key;
 pub mod router;
+pub mod settings;
 pub mod store;
 pub mod system;
 
@@ -21,7 +22,7 @@ pub use error::ApiError;
 pub use router::{AuthMode, Route, RouteId, RouteSettings, Routed, ROUTES};
 
 use crate::auth::identity::IdentityError;
-use crate::auth::{Decision, Identity, PolicySet};
+use crate::auth::{Decision, Identity};
 use crate::cache::{CoreCache, Expiry, Invalidations};
 use crate::crypto::KeyType;
 use crate::keystore::KeyStore;
@@ -38,8 +39,8 @@ pub const COMMIT: &str = match option_env!("KES_BUILD_COMMIT") {
 /// State shared by all cores: immutable except for the invalidation log and the keystore's
 /// own internals. Cores hold it through an `Arc` and never lock it on the request path.
 pub struct Shared {
-    pub policies: PolicySet,
-    pub routes: RouteSettings,
+    /// Admin, policies, route settings, TLS: replaced whole on reload.
+    pub settings: settings::Reloadable<settings::Settings>,
     pub keystore: Arc<dyn KeyStore>,
     pub invalidations: Invalidations,
     /// Type of newly created keys.
@@ -49,11 +50,20 @@ pub struct Shared {
     pub started_at: Timestamp,
     /// Number of cores serving requests (for `/v1/status`).
     pub cores: usize,
+    /// Set by SIGINT/SIGTERM: stop accepting, finish in-flight requests, exit.
+    pub shutdown: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// One core's state: its cache shard and RNG, plus the shared state.
 pub struct Core {
     pub shared: Arc<Shared>,
+    pub settings: settings::CoreView<settings::Settings>,
     pub cache: CoreCache,
     pub rng: SystemRandom,
     pub json: std::cell::RefCell<json::JsonParser>,
@@ -62,6 +72,7 @@ pub struct Core {
 impl Core {
     pub fn new(shared: Arc<Shared>) -> Core {
         Core {
+            settings: settings::CoreView::new(&shared.settings),
             shared,
             cache: Default::default(),
             rng: SystemRandom::new(),
@@ -81,6 +92,8 @@ pub enum Peer {
 
 /// One request, as the handlers see it.
 pub struct Request<'a> {
+    /// The settings in force when the request started.
+    pub settings: &'a settings::Settings,
     pub route: &'static Route,
     pub argument: &'a str,
     pub path: &'a str,
@@ -109,8 +122,8 @@ impl From<ApiError> for Reply {
 }
 
 /// Authenticates and authorises `req` per its route's effective auth mode.
-pub fn authorize(shared: &Shared, route_index: usize, req: &Request<'_>) -> Result<(), ApiError> {
-    match shared.routes.auth[route_index] {
+pub fn authorize(route_index: usize, req: &Request<'_>) -> Result<(), ApiError> {
+    match req.settings.routes.auth[route_index] {
         AuthMode::None | AuthMode::Identify => Ok(()),
         AuthMode::Verify => {
             let identity = match req.peer {
@@ -120,7 +133,7 @@ pub fn authorize(shared: &Shared, route_index: usize, req: &Request<'_>) -> Resu
                 }
                 Peer::Unidentified(_) => return Err(ApiError::CERT_REQUIRED),
             };
-            match shared.policies.decide(&identity, req.path) {
+            match req.settings.policies.decide(&identity, req.path) {
                 Decision::Allow => Ok(()),
                 Decision::Deny => Err(ApiError::NOT_AUTHORIZED),
             }
@@ -136,7 +149,7 @@ pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> 
         Ready => system::ready(core).await,
         Status => system::status(core, out).await,
         Metrics => system::metrics(core, out),
-        Api => system::api(core, out),
+        Api => system::api(req, out),
         KeyCreate => key::create(core, req).await,
         KeyImport => key::import(core, req).await,
         KeyDescribe => key::describe(core, req, out).await,
@@ -148,9 +161,9 @@ pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> 
         KeyHmac => key::hmac(core, req, out).await,
         PolicyDescribe => identity::describe_policy(core, req, out),
         PolicyRead => identity::read_policy(core, req, out),
-        PolicyList => identity::list_policies(core, req, out),
+        PolicyList => identity::list_policies(req, out),
         IdentityDescribe => identity::describe_identity(core, req, out),
-        IdentityList => identity::list_identities(core, req, out),
+        IdentityList => identity::list_identities(req, out),
         IdentitySelfDescribe => identity::describe_self(core, req, out),
         LogError | LogAudit => Err(ApiError {
             status: 501,

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::json::JsonWriter;
-use super::{store, ApiError, Core, Reply, COMMIT, ROUTES, VERSION};
+use super::{store, ApiError, Core, Reply, Request, COMMIT, ROUTES, VERSION};
 
 pub fn version(out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let mut w = JsonWriter::object(out);
@@ -82,8 +82,8 @@ pub async fn status(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     Ok(Reply::Json)
 }
 
-pub fn api(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
-    let routes = &core.shared.routes;
+pub fn api(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    let routes = &req.settings.routes;
     out.push(b'[');
     for (i, route) in ROUTES.iter().enumerate() {
         if i > 0 {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use clap::Args;
 
+use crate::api::settings::{Reloadable, Settings};
 use crate::api::Shared;
 use crate::auth::apikey::ApiKey;
 use crate::auth::policy::PolicySet;
@@ -63,15 +64,13 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         let Some(path) = args.config.as_ref() else {
             return Err("no config file specified: use --config <file> or --dev".into());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file '{}': {e}", path.display()))?;
-        let config = config::parse(&text, &|name| std::env::var(name).ok())
-            .map_err(|e| format!("invalid config file '{}': {e}", path.display()))?;
-        for w in &config.warnings {
-            eprintln!("warning: {w}");
-        }
+        let config = load_config(path)?;
         prepare_config(&config, args.addr.as_deref(), args.cores)?
     };
+    // Signals are handled by this thread alone: block them before the cores start (threads
+    // inherit the mask), then wait for them synchronously.
+    let signals = signals::block()?;
+    let shared = prepared.options.shared.clone();
     let running = server::run(prepared.options)?;
     print_banner(
         &prepared.banner_keystore,
@@ -80,8 +79,130 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         running.local_addr,
         running.cores,
     );
+    loop {
+        match signals.wait(TLS_REFRESH) {
+            signals::Event::Reload => match args.config.as_ref() {
+                Some(path) => match reload(path, &shared, false) {
+                    Ok(()) => eprintln!("kes: configuration reloaded from {}", path.display()),
+                    Err(e) => {
+                        eprintln!("kes: reload failed, keeping the current configuration: {e}")
+                    }
+                },
+                None => eprintln!("kes: SIGHUP ignored: --dev has no config file to reload"),
+            },
+            signals::Event::Timeout => {
+                if let Some(path) = args.config.as_ref() {
+                    if let Err(e) = reload(path, &shared, true) {
+                        eprintln!("kes: TLS refresh failed, keeping the current certificate: {e}");
+                    }
+                }
+            }
+            signals::Event::Stop => break,
+        }
+    }
+    eprintln!("kes: shutting down");
+    shared
+        .shutdown
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     running.join();
     Ok(())
+}
+
+/// TLS files are re-read this often (certificate rotation without SIGHUP).
+const TLS_REFRESH: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+fn load_config(path: &std::path::Path) -> Result<Config, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file '{}': {e}", path.display()))?;
+    let config = config::parse(&text, &|name| std::env::var(name).ok())
+        .map_err(|e| format!("invalid config file '{}': {e}", path.display()))?;
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(config)
+}
+
+/// Re-reads the config and swaps the reloadable settings on every core at once. With
+/// `tls_only`, only the TLS certificate and key are replaced. Nothing changes on error.
+pub fn reload(
+    path: &std::path::Path,
+    shared: &Shared,
+    tls_only: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let config = load_config(path)?;
+    let fresh = settings_from(&config)?;
+    if tls_only {
+        let (_, current) = shared.settings.load();
+        shared.settings.store(Settings {
+            policies: current.policies.clone(),
+            routes: current.routes.clone(),
+            tls: fresh.tls,
+            proxies: current.proxies.clone(),
+            proxy_cert_header: current.proxy_cert_header.clone(),
+            audit_all: current.audit_all,
+        });
+        return Ok(());
+    }
+    create_declared_keys(shared.keystore.as_ref(), &config.keys, &config.admin)?;
+    shared.settings.store(fresh);
+    Ok(())
+}
+
+mod signals {
+    //! SIGHUP / SIGINT / SIGTERM, received synchronously with sigtimedwait.
+
+    use std::time::Duration;
+
+    pub enum Event {
+        Reload,
+        Stop,
+        Timeout,
+    }
+
+    pub struct Signals {
+        set: libc::sigset_t,
+    }
+
+    /// Blocks the signals in the calling thread (and the threads it starts later).
+    pub fn block() -> Result<Signals, std::io::Error> {
+        // SAFETY: plain libc signal-set manipulation on a local sigset_t.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
+                libc::sigaddset(&mut set, sig);
+            }
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(Signals { set })
+        }
+    }
+
+    impl Signals {
+        pub fn wait(&self, timeout: Duration) -> Event {
+            let ts = libc::timespec {
+                tv_sec: timeout.as_secs() as libc::time_t,
+                tv_nsec: timeout.subsec_nanos() as libc::c_long,
+            };
+            loop {
+                // SAFETY: `self.set` is a valid signal set; info may be null.
+                let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+                match sig {
+                    libc::SIGHUP => return Event::Reload,
+                    libc::SIGINT | libc::SIGTERM => return Event::Stop,
+                    _ => {
+                        let err = std::io::Error::last_os_error();
+                        if err.raw_os_error() == Some(libc::EAGAIN) {
+                            return Event::Timeout;
+                        }
+                        // EINTR: wait again.
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn listen_addr(
@@ -107,14 +228,21 @@ pub fn prepare_dev(
         crate::auth::cert::self_signed_server_cert(&ips, &["localhost".to_string()])
             .map_err(|e| format!("cannot create the dev certificate: {e:?}"))?;
     let tls = tls::server_config(vec![cert], key, ClientAuth::RequireAny, None)?;
+    let settings = Settings {
+        policies: PolicySet::new(&admin, Vec::new(), Default::default()),
+        routes: Default::default(),
+        tls,
+        proxies: Vec::new(),
+        proxy_cert_header: String::new(),
+        audit_all: false,
+    };
     let shared = shared_state(
-        PolicySet::new(&admin, Vec::new(), Default::default()),
-        Default::default(),
+        settings,
         Arc::new(MemStore::new()),
         Expiry::default(),
         cores,
     );
-    let mut options = ServerOptions::new(addr, tls, shared);
+    let mut options = ServerOptions::new(addr, shared);
     options.cores = cores;
     let text = api_key.to_string_secret();
     Ok(Prepared {
@@ -133,6 +261,27 @@ pub fn prepare_config(
 ) -> Result<Prepared, Box<dyn std::error::Error>> {
     let addr = listen_addr(addr, config.address)?;
     let store = crate::keystore::open(&config.keystore)?;
+    let settings = settings_from(config)?;
+    create_declared_keys(store.as_ref(), &config.keys, &config.admin)?;
+    let display = store.display_name();
+    let shared = shared_state(settings, store, config.expiry, cores);
+    let mut options = ServerOptions::new(addr, shared);
+    options.cores = cores;
+    let admin = if crate::auth::Identity::from_hex(&config.admin).is_some() {
+        config.admin.clone()
+    } else {
+        "<disabled>".into()
+    };
+    Ok(Prepared {
+        options,
+        banner_keystore: display,
+        banner_admin: admin,
+        api_key: None,
+    })
+}
+
+/// The reloadable settings of a config: policies, routes, TLS (files are read here).
+pub fn settings_from(config: &Config) -> Result<Settings, Box<dyn std::error::Error>> {
     let chain = tls::load_cert_chain(&config.tls.cert)?;
     let key = tls::load_private_key(&config.tls.key)?;
     let client_auth = if config.routes.any_skip_auth() {
@@ -145,26 +294,22 @@ pub fn prepare_config(
         TlsAuth::On => Some(load_roots(config.tls.ca.as_deref())?),
     };
     let tls = tls::server_config(chain, key, client_auth, roots)?;
-    let policies = PolicySet::new(
-        &config.admin,
-        config.policies.clone(),
-        config.pattern_syntax,
-    );
-    create_declared_keys(store.as_ref(), &config.keys, &config.admin)?;
-    let display = store.display_name();
-    let shared = shared_state(policies, config.routes.clone(), store, config.expiry, cores);
-    let mut options = ServerOptions::new(addr, tls, shared);
-    options.cores = cores;
-    let admin = if crate::auth::Identity::from_hex(&config.admin).is_some() {
-        config.admin.clone()
-    } else {
-        "<disabled>".into()
-    };
-    Ok(Prepared {
-        options,
-        banner_keystore: display,
-        banner_admin: admin,
-        api_key: None,
+    Ok(Settings {
+        policies: PolicySet::new(
+            &config.admin,
+            config.policies.clone(),
+            config.pattern_syntax,
+        ),
+        routes: config.routes.clone(),
+        tls,
+        proxies: config
+            .tls
+            .proxy_identities
+            .iter()
+            .filter_map(|id| crate::auth::Identity::from_hex(id))
+            .collect(),
+        proxy_cert_header: config.tls.proxy_cert_header.clone(),
+        audit_all: config.audit_all,
     })
 }
 
@@ -218,8 +363,7 @@ fn create_declared_keys(
 }
 
 fn shared_state(
-    policies: PolicySet,
-    routes: crate::api::RouteSettings,
+    settings: Settings,
     store: Arc<dyn KeyStore>,
     expiry: Expiry,
     cores: Option<usize>,
@@ -228,8 +372,7 @@ fn shared_state(
         .map(|c| c.len())
         .unwrap_or(1);
     Arc::new(Shared {
-        policies,
-        routes,
+        settings: Reloadable::new(settings),
         keystore: store,
         invalidations: Invalidations::default(),
         key_type: KeyType::platform_default(),
@@ -237,6 +380,7 @@ fn shared_state(
         started: Instant::now(),
         started_at: Timestamp::now(),
         cores: cores.map_or(available, |c| c.min(available).max(1)),
+        shutdown: Default::default(),
     })
 }
 

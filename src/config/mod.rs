@@ -71,6 +71,8 @@ pub struct Config {
     pub log_audit: String,
     pub keys: Vec<String>,
     pub keystore: KeystoreConfig,
+    /// `log.audit_all` (ours): audit every request, as servers up to 2023-10 did.
+    pub audit_all: bool,
     /// Things that loaded but deserve a word (ignored sections, deprecated fields).
     pub warnings: Vec<String>,
 }
@@ -271,6 +273,11 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         .opt_string("log.audit", log.and_then(|l| l.get("audit")))?
         .unwrap_or_default();
 
+    let audit_all = match log.and_then(|l| l.get("audit_all")) {
+        Some(v) => p.boolean("log.audit_all", v)?,
+        None => false,
+    };
+
     let mut keys = Vec::new();
     if let Some(node) = root.get("keys") {
         let Value::Sequence(items) = node else {
@@ -312,6 +319,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         log_audit,
         keys,
         keystore,
+        audit_all,
         warnings,
     })
 }

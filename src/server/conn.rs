@@ -73,6 +73,8 @@ impl From<std::io::Error> for ConnError {
     }
 }
 
+/// An idle connection checks for shutdown this often.
+const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How long one write of queued TLS records may take (clients that stop reading).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -382,6 +384,7 @@ impl Conn {
         loop {
             // 1. The request head: idle timeout while nothing arrived, header timeout after.
             let mut started: Option<Instant> = None;
+            let mut idle_since: Option<Instant> = None;
             let head_len = loop {
                 if !io.unread().is_empty() && started.is_none() {
                     started = Some(Instant::now());
@@ -391,16 +394,23 @@ impl Conn {
                     Ok(None) => {}
                     Err(e) => return self.fail(io, e).await,
                 }
-                if io.eof {
+                if io.eof || (started.is_none() && core.shared.shutting_down()) {
                     return Ok(());
                 }
                 io.flush().await?;
                 let deadline = match started {
                     Some(t) => t + timeouts.header,
-                    None => Instant::now() + timeouts.idle,
+                    // While idle, wake up now and then to notice a shutdown.
+                    None if core.shared.shutting_down() => return Ok(()),
+                    None => Instant::now() + timeouts.idle.min(IDLE_POLL),
                 };
+                let idle_until =
+                    idle_since.get_or_insert_with(Instant::now).to_owned() + timeouts.idle;
                 match io.read_more(deadline).await {
                     Ok(()) => {}
+                    Err(ConnError::Timeout) if started.is_none() && Instant::now() < idle_until => {
+                        continue
+                    }
                     Err(ConnError::Timeout) if started.is_some() => {
                         let mut out = Vec::new();
                         http::write_response(&mut out, 408, None, &[], b"", true);
@@ -411,6 +421,7 @@ impl Conn {
                 }
             };
             io.consume(head_len);
+            let settings = core.settings.get(&core.shared.settings);
 
             // 2. Route; decide what the body may be.
             let cleaned = http::clean_path(&self.head.path);
@@ -430,7 +441,7 @@ impl Conn {
                 _ => BodyPlan::Discard,
             };
             let route_timeout = match routed {
-                Target::Route(index) => core.shared.routes.timeout[index],
+                Target::Route(index) => settings.routes.timeout[index],
                 _ => Duration::ZERO,
             };
             let body_deadline = Instant::now()
@@ -456,7 +467,7 @@ impl Conn {
             }
 
             // 4. Answer.
-            let keep_alive = self.head.keep_alive;
+            let keep_alive = self.head.keep_alive && !core.shared.shutting_down();
             let close = !keep_alive;
             match (&cleaned, routed) {
                 (Some(clean), _) => {
@@ -523,6 +534,7 @@ impl Conn {
                         ""
                     };
                     let mut req = Request {
+                        settings: &settings,
                         route,
                         argument,
                         path: &path,
@@ -530,7 +542,7 @@ impl Conn {
                         body: &mut self.body,
                     };
                     self.out.clear();
-                    let reply = match api::authorize(&core.shared, index, &req) {
+                    let reply = match api::authorize(index, &req) {
                         Err(e) => Reply::Error(e),
                         Ok(()) => {
                             let work = api::dispatch(core, &mut req, &mut self.out);

@@ -1,35 +1,50 @@
 //! A core's accept loop: its own `SO_REUSEPORT` listener (the kernel spreads connections over
-//! the cores), a per-core connection cap, and one task per connection.
+//! the cores), a per-core connection cap, one task per connection, and a graceful stop.
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures_lite::future;
 use glommio::net::TcpListener;
-use rustls::ServerConfig;
 
 use super::conn::{self, Timeouts};
 use crate::api::Core;
 
 /// Default cap on open connections per core; further connections are closed at accept.
 pub const CONNECTIONS_PER_CORE_MAX: usize = 8192;
+/// How often an idle core checks whether the server is shutting down.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// How long a stopping core waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Accepts connections until the listener fails; each connection runs as its own task.
+async fn shutdown_requested(core: &Core) {
+    while !core.shared.shutting_down() {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+}
+
+/// Accepts connections until shutdown; then waits (bounded) for open connections to finish.
 pub async fn accept_loop(
     listener: TcpListener,
     core: Rc<Core>,
-    config: Arc<ServerConfig>,
     timeouts: Timeouts,
     connections_max: usize,
 ) {
     let open = Rc::new(Cell::new(0usize));
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shutdown_requested(&core).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 eprintln!("kes: accept failed: {e}");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -40,11 +55,17 @@ pub async fn accept_loop(
         open.set(open.get() + 1);
         let open = open.clone();
         let core = core.clone();
-        let config = config.clone();
+        // Each connection uses the TLS config current at accept (certificate rotation).
+        let config = core.settings.get(&core.shared.settings).tls.clone();
         glommio::spawn_local(async move {
             let _ = conn::serve(core, config, stream, timeouts).await;
             open.set(open.get() - 1);
         })
         .detach();
+    }
+    drop(listener);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while open.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
     }
 }

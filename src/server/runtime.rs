@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement, PoolPlacement};
-use rustls::ServerConfig;
 
 use super::conn::Timeouts;
 use super::listener::{accept_loop, CONNECTIONS_PER_CORE_MAX};
@@ -26,18 +25,16 @@ pub struct ServerOptions {
     pub addr: SocketAddr,
     /// Upper bound on cores; `None` = every CPU in the affinity mask.
     pub cores: Option<usize>,
-    pub tls: Arc<ServerConfig>,
     pub shared: Arc<Shared>,
     pub timeouts: Timeouts,
     pub connections_per_core_max: usize,
 }
 
 impl ServerOptions {
-    pub fn new(addr: SocketAddr, tls: Arc<ServerConfig>, shared: Arc<Shared>) -> Self {
+    pub fn new(addr: SocketAddr, shared: Arc<Shared>) -> Self {
         ServerOptions {
             addr,
             cores: None,
-            tls,
             shared,
             timeouts: Timeouts::default(),
             connections_per_core_max: CONNECTIONS_PER_CORE_MAX,
@@ -153,7 +150,6 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
     for (index, &cpu) in cpus.iter().enumerate() {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, ServerError>>();
         let shared = options.shared.clone();
-        let tls = options.tls.clone();
         let timeouts = options.timeouts;
         let connections_max = options.connections_per_core_max;
         let bind_addr = addr;
@@ -173,7 +169,7 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
                 let core = Rc::new(Core::new(shared));
                 spawn_cache_sweeper(core.clone());
                 let _ = ready_tx.send(Ok(local));
-                accept_loop(listener, core, tls, timeouts, connections_max).await;
+                accept_loop(listener, core, timeouts, connections_max).await;
             })
             .map_err(|e| executor_error(e.to_string()))?;
         // Wait for this core before starting the next, so that port 0 resolves once and all
