@@ -23,15 +23,29 @@ fn sighup_changes_policies_under_a_live_connection_and_bad_configs_are_rejected(
     let (_, admin) = new_api_key();
     let (user_key, user) = new_api_key();
     let config_path = tls.dir.path().join("config.yml");
-    std::fs::write(&config_path, config_yaml(&tls, &admin, keys.path(), &policy("/v1/status", &user))).unwrap();
+    std::fs::write(
+        &config_path,
+        config_yaml(&tls, &admin, keys.path(), &policy("/v1/status", &user)),
+    )
+    .unwrap();
     let server = bin_server(&["--config", config_path.to_str().unwrap()]);
     let mut c = client_for(&format!("https://{}", server.addr), &user_key);
 
-    assert_eq!(c.request("GET", "/v1/status", None, &[]).unwrap().status, 200);
-    assert_eq!(c.request("GET", "/v1/key/list/", None, &[]).unwrap().status, 403);
+    assert_eq!(
+        c.request("GET", "/v1/status", None, &[]).unwrap().status,
+        200
+    );
+    assert_eq!(
+        c.request("GET", "/v1/key/list/", None, &[]).unwrap().status,
+        403
+    );
 
     // Allow listing instead of status; the same keep-alive connection sees it.
-    std::fs::write(&config_path, config_yaml(&tls, &admin, keys.path(), &policy("/v1/key/list/*", &user))).unwrap();
+    std::fs::write(
+        &config_path,
+        config_yaml(&tls, &admin, keys.path(), &policy("/v1/key/list/*", &user)),
+    )
+    .unwrap();
     signal(&server, libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -39,32 +53,54 @@ fn sighup_changes_policies_under_a_live_connection_and_bad_configs_are_rejected(
         if r.status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "reload not applied: {}", r.status);
+        assert!(
+            Instant::now() < deadline,
+            "reload not applied: {}",
+            r.status
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(c.request("GET", "/v1/status", None, &[]).unwrap().status, 403);
+    assert_eq!(
+        c.request("GET", "/v1/status", None, &[]).unwrap().status,
+        403
+    );
 
     // An invalid config is refused and the old one stays in force.
     std::fs::write(&config_path, "version: v2\n").unwrap();
     signal(&server, libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(c.request("GET", "/v1/key/list/", None, &[]).unwrap().status, 200);
+    assert_eq!(
+        c.request("GET", "/v1/key/list/", None, &[]).unwrap().status,
+        200
+    );
 }
 
 #[test]
 fn sigterm_finishes_and_exits_zero() {
     let mut server = bin_server(&["--dev"]);
-    let key_line = server.stdout_lines.iter().find(|l| l.starts_with("API Key")).unwrap();
+    let key_line = server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("API Key"))
+        .unwrap();
     let api_key = key_line.split_whitespace().last().unwrap().to_string();
     let mut c = client_for(&format!("https://{}", server.addr), &api_key);
-    assert_eq!(c.request("POST", "/v1/key/create/k", None, &[]).unwrap().status, 200);
+    assert_eq!(
+        c.request("POST", "/v1/key/create/k", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
     signal(&server, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");

@@ -61,6 +61,10 @@ impl<T> Reloadable<T> {
 }
 
 /// A core's cached view of a [`Reloadable`].
+///
+/// `Rc<Arc<T>>` on purpose: handing out the `Arc` itself would bump a reference count that
+/// every core shares on every request; the `Rc` keeps that count core-local.
+#[allow(clippy::redundant_allocation)]
 pub struct CoreView<T> {
     cached: RefCell<(u64, Rc<Arc<T>>)>,
 }
@@ -74,6 +78,7 @@ impl<T> CoreView<T> {
     }
 
     /// The current version; core-local reference counting, no atomics unless it changed.
+    #[allow(clippy::redundant_allocation)]
     pub fn get(&self, source: &Reloadable<T>) -> Rc<Arc<T>> {
         let generation = source.generation();
         let mut cached = self.cached.borrow_mut();

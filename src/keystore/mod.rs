@@ -90,6 +90,21 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
+/// Opens the keystore a config names.
+pub fn open(
+    config: &crate::config::KeystoreConfig,
+) -> Result<std::sync::Arc<dyn KeyStore>, String> {
+    use crate::config::KeystoreConfig;
+    match config {
+        KeystoreConfig::Fs { path } => FsStore::open(path.clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
+            .map_err(|e| format!("keystore.fs.path '{}': {e}", path.display())),
+        KeystoreConfig::Unsupported(name) => Err(format!(
+            "keystore.{name}: this keystore is not supported by this build yet"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,20 +123,5 @@ mod tests {
     fn stores_are_object_safe() {
         let stores: Vec<Box<dyn KeyStore>> = vec![Box::new(MemStore::new())];
         assert_eq!(stores[0].display_name(), "In Memory");
-    }
-}
-
-/// Opens the keystore a config names.
-pub fn open(
-    config: &crate::config::KeystoreConfig,
-) -> Result<std::sync::Arc<dyn KeyStore>, String> {
-    use crate::config::KeystoreConfig;
-    match config {
-        KeystoreConfig::Fs { path } => FsStore::open(path.clone())
-            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
-            .map_err(|e| format!("keystore.fs.path '{}': {e}", path.display())),
-        KeystoreConfig::Unsupported(name) => Err(format!(
-            "keystore.{name}: this keystore is not supported by this build yet"
-        )),
     }
 }
