@@ -181,6 +181,13 @@ pub fn identity_of_pem_file(path: &Path) -> Result<Identity, IdentityFileError> 
     identity_of_cert_der(&cert).map_err(|_| IdentityFileError::BadCertificate)
 }
 
+/// The DER of the first `CERTIFICATE` block in PEM text (forwarded proxy certificates).
+pub fn first_pem_certificate(pem: &[u8]) -> Option<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    CertificateDer::from_pem_slice(pem).ok().map(|c| c.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

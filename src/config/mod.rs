@@ -20,6 +20,27 @@ use crate::cache::Expiry;
 pub use duration::parse_go_duration;
 pub use keystore::KeystoreConfig;
 
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("key", &self.key)
+            .field("cert", &self.cert)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("auth", &self.auth)
+            .field("ca", &self.ca)
+            .field("proxy_identities", &self.proxy_identities)
+            .field("proxy_cert_header", &self.proxy_cert_header)
+            .finish()
+    }
+}
+
 /// A config error: the field it concerns and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -45,7 +66,7 @@ pub enum TlsAuth {
     On,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TlsSettings {
     pub key: PathBuf,
     pub cert: PathBuf,

@@ -355,6 +355,58 @@ fn peer_identity(tls: &ServerConnection) -> Peer {
     }
 }
 
+/// The header a TLS proxy forwards client certificates in (legacy `tls.proxy.header.cert`).
+fn proxy_header(settings: &crate::api::settings::Settings) -> &str {
+    if settings.proxy_cert_header.is_empty() {
+        "X-Tls-Client-Cert"
+    } else {
+        &settings.proxy_cert_header
+    }
+}
+
+/// The identity of the client certificate a TLS proxy forwarded: URL-escaped PEM in one
+/// header (auth-and-policy.md §7).
+fn forwarded_identity(head: &RequestHead) -> Result<crate::auth::Identity, ApiError> {
+    let bad = |m: &'static str| ApiError {
+        status: 400,
+        message: m.into(),
+    };
+    let value = match (head.cert_header_count, head.forwarded_cert.as_deref()) {
+        (0, _) | (_, None) => return Err(bad("no client certificate is present")),
+        (1, Some(v)) => v,
+        _ => return Err(bad("too many client certificates are present")),
+    };
+    let pem = query_unescape(value).ok_or_else(|| bad("invalid client certificate"))?;
+    let der = crate::auth::identity::first_pem_certificate(&pem)
+        .ok_or_else(|| bad("invalid client certificate"))?;
+    crate::auth::identity::identity_of_cert_der(&der).map_err(|_| bad("invalid client certificate"))
+}
+
+/// Go's `url.QueryUnescape`: `%XX` escapes and `+` as space.
+fn query_unescape(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Per-connection request state, reused across requests.
 struct Conn {
     head: RequestHead,
@@ -377,11 +429,14 @@ impl Conn {
         peer: Peer,
         timeouts: Timeouts,
     ) -> Result<(), ConnError> {
-        let options = ParseOptions {
-            limits: http::Limits::default(),
-            cert_header: None,
-        };
         loop {
+            let settings = core.settings.get(&core.shared.settings);
+            // Only connections from a configured TLS proxy may forward a client certificate.
+            let from_proxy = matches!(peer, Peer::Identified(id) if settings.proxies.contains(&id));
+            let options = ParseOptions {
+                limits: http::Limits::default(),
+                cert_header: from_proxy.then(|| proxy_header(&settings)),
+            };
             // 1. The request head: idle timeout while nothing arrived, header timeout after.
             let mut started: Option<Instant> = None;
             let mut idle_since: Option<Instant> = None;
@@ -421,7 +476,14 @@ impl Conn {
                 }
             };
             io.consume(head_len);
-            let settings = core.settings.get(&core.shared.settings);
+            let (peer, proxy_error) = if from_proxy {
+                match forwarded_identity(&self.head) {
+                    Ok(identity) => (Peer::Identified(identity), None),
+                    Err(e) => (Peer::Unidentified(IdentityError::NoCertificate), Some(e)),
+                }
+            } else {
+                (peer, None)
+            };
 
             // 2. Route; decide what the body may be.
             let cleaned = http::clean_path(&self.head.path);
@@ -542,7 +604,11 @@ impl Conn {
                         body: &mut self.body,
                     };
                     self.out.clear();
-                    let reply = match api::authorize(index, &req) {
+                    let authorized = match proxy_error {
+                        Some(e) => Err(e),
+                        None => api::authorize(index, &req),
+                    };
+                    let reply = match authorized {
                         Err(e) => Reply::Error(e),
                         Ok(()) => {
                             let work = api::dispatch(core, &mut req, &mut self.out);

@@ -1,0 +1,227 @@
+//! TLS client-auth modes and legacy TLS proxies, over real handshakes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kes::client::{Client, ClientConfig, Credentials};
+
+/// URL-escapes PEM the way a proxy's `url.QueryEscape` does.
+fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_trusted_proxy_forwards_client_certificates_and_others_cannot() {
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let (_, admin) = new_api_key();
+    let (proxy_key, proxy) = new_api_key();
+    let (user_key, user) = new_api_key();
+    let extra = format!(
+        "policy:\n  app:\n    allow:\n    - /v1/key/list/*\n    identities:\n    - {user}\n"
+    );
+    let yaml = config_yaml(&tls, &admin, keys.path(), &extra).replace(
+        "tls:\n",
+        &format!("tls:\n  proxy:\n    identities:\n    - {proxy}\n    header:\n      cert: X-Tls-Client-Cert\n"),
+    );
+    let config = kes::config::parse(&yaml, &|_| None).expect("config");
+    let prepared = kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1)).unwrap();
+    let running = kes::server::run(prepared.options).unwrap();
+    let endpoint = format!("https://{}", running.local_addr);
+    std::mem::forget(running);
+
+    let user_api_key = kes::auth::apikey::ApiKey::parse(&user_key).unwrap();
+    let (cert, _) = kes::auth::cert::client_cert_from_api_key(&user_api_key).unwrap();
+    let header = query_escape(&pem("CERTIFICATE", &cert));
+
+    let mut p = client_for(&endpoint, &proxy_key);
+    let r = p
+        .request(
+            "GET",
+            "/v1/key/list/",
+            None,
+            &[("X-Tls-Client-Cert", &header)],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    // The forwarded identity's policy applies, not the proxy's.
+    let r = p
+        .request("GET", "/v1/status", None, &[("X-Tls-Client-Cert", &header)])
+        .unwrap();
+    assert_error(&r, 403, "not authorized: insufficient permissions");
+    assert_error(
+        &p.request("GET", "/v1/key/list/", None, &[]).unwrap(),
+        400,
+        "no client certificate is present",
+    );
+    assert_error(
+        &p.request(
+            "GET",
+            "/v1/key/list/",
+            None,
+            &[("X-Tls-Client-Cert", "garbage")],
+        )
+        .unwrap(),
+        400,
+        "invalid client certificate",
+    );
+
+    // Anybody else's header is ignored: identity comes from the TLS peer.
+    let (other_key, _) = new_api_key();
+    let mut o = client_for(&endpoint, &other_key);
+    let r = o
+        .request(
+            "GET",
+            "/v1/key/list/",
+            None,
+            &[("X-Tls-Client-Cert", &header)],
+        )
+        .unwrap();
+    assert_error(&r, 403, "not authorized: insufficient permissions");
+}
+
+#[test]
+fn auth_on_accepts_ca_signed_client_certificates_and_refuses_self_signed_ones() {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params = CertificateParams::new(vec!["client".to_string()]).unwrap();
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let admin = kes::auth::identity::identity_of_cert_der(leaf.der())
+        .unwrap()
+        .to_hex();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("client.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.path().join("client.key"), leaf_key.serialize_pem()).unwrap();
+
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let yaml = config_yaml(&tls, &admin, keys.path(), "").replace(
+        "tls:\n",
+        &format!(
+            "tls:\n  auth: on\n  ca: {}\n",
+            dir.path().join("ca.pem").display()
+        ),
+    );
+    let config = kes::config::parse(&yaml, &|_| None).expect("config");
+    let prepared = kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1)).unwrap();
+    let running = kes::server::run(prepared.options).unwrap();
+    let endpoint = format!("https://{}", running.local_addr);
+    std::mem::forget(running);
+
+    let mut signed = Client::new(ClientConfig {
+        endpoints: vec![endpoint.clone()],
+        credentials: Some(Credentials::Files {
+            cert: dir.path().join("client.pem"),
+            key: dir.path().join("client.key"),
+        }),
+        insecure: true,
+        ca_file: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let r = signed
+        .request("GET", "/v1/identity/self/describe", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    assert_eq!(json_str(&r, "identity"), admin);
+
+    // A self-signed API-key certificate fails the handshake.
+    let (api_key, _) = new_api_key();
+    let mut self_signed = client_for(&endpoint, &api_key);
+    assert!(self_signed.request("GET", "/version", None, &[]).is_err());
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let (_, admin) = new_api_key();
+    let base = config_yaml(&tls, &admin, keys.path(), "");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            base.replace("version: v1", "version: v2"),
+            "version: 'v2' is not supported",
+        ),
+        (
+            base.replace(&format!("identity: {admin}"), "identity: ${NOPE}"),
+            "admin.identity: referenced env. variable 'NOPE' in line '3' not found",
+        ),
+        (
+            format!("{base}cache:\n  expiry:\n    any: 5\n"),
+            "cache.expiry.any: '5' is not a duration",
+        ),
+        (
+            base.replace("tls:\n", "tls:\n  auth: maybe\n"),
+            "tls.auth: 'maybe' is invalid",
+        ),
+        (
+            format!("{base}policy:\n  p:\n    identities:\n    - {admin}\n"),
+            "is the admin identity",
+        ),
+        (
+            format!(
+                "{base}policy:\n  a:\n    identities:\n    - {}\n  b:\n    identities:\n    - {}\n",
+                "e".repeat(64),
+                "e".repeat(64)
+            ),
+            "already has a policy",
+        ),
+        (
+            format!("{base}policy:\n  -bad:\n    allow: []\n"),
+            "policy.-bad: invalid policy name",
+        ),
+        (
+            format!("{base}  vault:\n    endpoint: x\n"),
+            "more than once keystore specified",
+        ),
+        (
+            format!("{base}keys:\n- name: a\n- name: a\n"),
+            "defined more than once",
+        ),
+        (
+            base.replace(
+                &format!("    path: {}", keys.path().display()),
+                "    path: \"\"",
+            ),
+            "keystore.fs.path: no path specified",
+        ),
+        (
+            "address: x\n".to_string() + &base,
+            "address: 'x' is invalid",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let err = kes::config::parse(&yaml, &|_| None).expect_err(want);
+        assert!(err.to_string().contains(want), "want {want:?}, got {err}");
+    }
+    // The documented example at the repository root loads (with its env variables set).
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))
+            .unwrap();
+    let config = kes::config::parse(&example, &|name| match name {
+        "KES_ADMIN_IDENTITY" => Some("a".repeat(64)),
+        "MINIO_KES_IDENTITY" => Some("b".repeat(64)),
+        _ => None,
+    })
+    .expect("server-config.yaml loads");
+    assert_eq!(config.policies.len(), 1);
+    assert_eq!(config.keys, ["minio-default-key"]);
+}
