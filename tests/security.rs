@@ -224,4 +224,10 @@ fn config_errors_name_the_field() {
     .expect("server-config.yaml loads");
     assert_eq!(config.policies.len(), 1);
     assert_eq!(config.keys, ["minio-default-key"]);
+    let glob = kes::config::parse(
+        &format!("{base}compat:\n  policy_patterns: glob\n"),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(glob.pattern_syntax, kes::auth::policy::PatternSyntax::Glob);
 }

@@ -321,6 +321,18 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         }
     }
 
+    let pattern_syntax = match root.get("compat").and_then(|c| c.get("policy_patterns")) {
+        None => PatternSyntax::Prefix,
+        Some(v) => match p.string("compat.policy_patterns", v)?.trim() {
+            "" | "prefix" => PatternSyntax::Prefix,
+            "glob" => PatternSyntax::Glob,
+            other => {
+                return err(format!(
+                    "compat.policy_patterns: '{other}' is invalid; expected 'prefix' (current) or 'glob' (≤ 2023-10)"
+                ))
+            }
+        },
+    };
     let keystore = keystore::parse_keystore(&p, root.get("keystore"))?;
     let mut warnings = Vec::new();
     if !tls.password.is_empty() {
@@ -333,7 +345,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         tls,
         routes,
         policies,
-        pattern_syntax: PatternSyntax::Prefix,
+        pattern_syntax,
         expiry,
         expiry_offline,
         log_error,
