@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod keystore;
+pub mod log;
 pub mod secret;
 pub mod server;
 pub mod time;

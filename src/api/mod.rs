@@ -8,6 +8,7 @@ pub mod error;
 pub mod identity;
 pub mod json;
 pub mod key;
+pub mod metrics;
 pub mod router;
 pub mod settings;
 pub mod store;
@@ -52,6 +53,8 @@ pub struct Shared {
     pub cores: usize,
     /// Set by SIGINT/SIGTERM: stop accepting, finish in-flight requests, exit.
     pub shutdown: std::sync::atomic::AtomicBool,
+    pub metrics: metrics::Registry,
+    pub logs: crate::log::Logs,
 }
 
 impl Shared {
@@ -63,6 +66,7 @@ impl Shared {
 /// One core's state: its cache shard and RNG, plus the shared state.
 pub struct Core {
     pub shared: Arc<Shared>,
+    pub metrics: Arc<metrics::CoreMetrics>,
     pub settings: settings::CoreView<settings::Settings>,
     pub cache: CoreCache,
     pub rng: SystemRandom,
@@ -72,6 +76,7 @@ pub struct Core {
 impl Core {
     pub fn new(shared: Arc<Shared>) -> Core {
         Core {
+            metrics: shared.metrics.register(),
             settings: settings::CoreView::new(&shared.settings),
             shared,
             cache: Default::default(),
@@ -112,7 +117,16 @@ pub enum Reply {
     Json,
     /// 200 with this content type, body in the buffer.
     Content(&'static str),
+    /// 200 ND-JSON stream of log lines until the client leaves.
+    Stream(LogStream),
     Error(ApiError),
+}
+
+/// Which log a stream follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Audit,
+    Error,
 }
 
 impl From<ApiError> for Reply {
@@ -165,10 +179,8 @@ pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> 
         IdentityDescribe => identity::describe_identity(core, req, out),
         IdentityList => identity::list_identities(req, out),
         IdentitySelfDescribe => identity::describe_self(core, req, out),
-        LogError | LogAudit => Err(ApiError {
-            status: 501,
-            message: "log streaming is not implemented yet".into(),
-        }),
+        LogError => Ok(Reply::Stream(LogStream::Error)),
+        LogAudit => Ok(Reply::Stream(LogStream::Audit)),
     };
     result.unwrap_or_else(Reply::Error)
 }

@@ -28,12 +28,18 @@ where
 pub async fn key(core: &Core, name: &str) -> Result<Rc<KeyVersion>, ApiError> {
     let shared = &core.shared;
     if let Some(key) = core.cache.borrow_mut().get(&shared.invalidations, name) {
+        core.metrics.inc(&core.metrics.cache_hits);
         return Ok(key);
     }
+    core.metrics.inc(&core.metrics.cache_misses);
     let epoch = shared.invalidations.epoch();
     let store = shared.keystore.clone();
     let owned = name.to_string();
-    let value: SecretVec = match blocking(move || store.get(&owned)).await {
+    let fetch_started = std::time::Instant::now();
+    let fetched = blocking(move || store.get(&owned)).await;
+    core.metrics
+        .keystore_call(fetch_started.elapsed().as_nanos() as u64);
+    let value: SecretVec = match fetched {
         Some(Ok(v)) => v,
         Some(Err(StoreError::NotFound)) => return Err(ApiError::KEY_NOT_FOUND),
         Some(Err(_)) | None => return Err(ApiError::STORE_READ),

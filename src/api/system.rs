@@ -1,8 +1,6 @@
 //! Server-level routes: `/version`, `/v1/ready`, `/v1/status`, `/v1/api`, `/v1/metrics`
 //! (http-api.md §5.1–§5.5, §6).
 
-use std::fmt::Write as _;
-
 use super::json::JsonWriter;
 use super::{store, ApiError, Core, Reply, Request, COMMIT, ROUTES, VERSION};
 
@@ -101,35 +99,49 @@ pub fn api(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     Ok(Reply::Json)
 }
 
-/// Prometheus text format 0.0.4. Only the system gauges for now; request counters and
-/// histograms arrive with the metrics work (families without samples are never emitted).
+/// Prometheus text format 0.0.4 (http-api.md §6).
 pub fn metrics(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let shared = &core.shared;
-    let mut text = String::with_capacity(512);
-    let uptime = shared.started.elapsed().as_millis() / 10;
-    let gauges: [(&str, &str, String); 3] = [
-        (
-            "kes_system_num_cpu",
-            "Number of logical CPUs.",
-            num_cpu().to_string(),
-        ),
-        (
-            "kes_system_num_cpu_used",
-            "Number of CPUs serving requests.",
-            shared.cores.to_string(),
-        ),
-        (
-            "kes_system_up_time",
-            "Seconds since the server started.",
-            format!("{}.{:02}", uptime / 100, uptime % 100),
-        ),
-    ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    }
+    shared.metrics.log_audit_events.store(
+        shared
+            .logs
+            .audit_delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    shared.metrics.log_error_events.store(
+        shared
+            .logs
+            .error_delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let uptime_10ms = shared.started.elapsed().as_millis() / 10;
+    let system = super::metrics::SystemGauges {
+        up_time_s: uptime_10ms as f64 / 100.0,
+        num_cpu: num_cpu(),
+        num_cpu_used: shared.cores as u64,
+        num_threads: proc_status_count("Threads"),
+        heap_used_bytes: proc_status_bytes("RssAnon"),
+        stack_used_bytes: proc_status_bytes("VmStk"),
+    };
+    let mut text = String::with_capacity(8 * 1024);
+    super::metrics::render(&shared.metrics, &system, &mut text);
     out.extend_from_slice(text.as_bytes());
     Ok(Reply::Content("text/plain; version=0.0.4; charset=utf-8"))
+}
+
+fn proc_status_count(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                line.strip_prefix(field)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
 }

@@ -32,6 +32,9 @@ pub struct ServerArgs {
     /// Development mode: in-memory keys, a self-signed certificate and a fresh admin API key.
     #[arg(long)]
     pub dev: bool,
+    /// Lock all memory (mlockall) so keys never reach swap, and disable core dumps.
+    #[arg(long)]
+    pub mlock: bool,
     /// Serve on at most this many cores (default: every CPU in the affinity mask).
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
@@ -67,6 +70,9 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         let config = load_config(path)?;
         prepare_config(&config, args.addr.as_deref(), args.cores)?
     };
+    if args.mlock {
+        lock_memory()?;
+    }
     // Signals are handled by this thread alone: block them before the cores start (threads
     // inherit the mask), then wait for them synchronously.
     let signals = signals::block()?;
@@ -78,6 +84,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         prepared.api_key.as_deref(),
         running.local_addr,
         running.cores,
+        args.mlock,
     );
     loop {
         match signals.wait(TLS_REFRESH) {
@@ -105,6 +112,40 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         .shutdown
         .store(true, std::sync::atomic::Ordering::Relaxed);
     running.join();
+    Ok(())
+}
+
+fn log_levels(
+    config: &Config,
+) -> Result<(crate::log::Level, crate::log::Level), Box<dyn std::error::Error>> {
+    let parse = |field: &str, v: &str| {
+        crate::log::Level::parse(v).ok_or_else(|| {
+            format!(
+                "{field}: '{v}' is not a log level; expected on, off, DEBUG, INFO, WARN or ERROR"
+            )
+        })
+    };
+    Ok((
+        parse("log.audit", &config.log_audit)?,
+        parse("log.error", &config.log_error)?,
+    ))
+}
+
+/// `--mlock`: lock current and future memory and make the process non-dumpable.
+fn lock_memory() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: mlockall and prctl take no pointers; failure is reported through errno.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(format!(
+            "--mlock: cannot lock memory ({err}). Allow it with one of: \
+             `setcap cap_ipc_lock=+ep $(which kes)`; systemd `LimitMEMLOCK=infinity` and \
+             `AmbientCapabilities=CAP_IPC_LOCK`; containers `--cap-add IPC_LOCK --ulimit memlock=-1`"
+        )
+        .into());
+    }
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     Ok(())
 }
 
@@ -144,6 +185,8 @@ pub fn reload(
         return Ok(());
     }
     create_declared_keys(shared.keystore.as_ref(), &config.keys, &config.admin)?;
+    let (audit, error) = log_levels(&config)?;
+    shared.logs.set_levels(audit, error);
     shared.settings.store(fresh);
     Ok(())
 }
@@ -236,8 +279,10 @@ pub fn prepare_dev(
         proxy_cert_header: String::new(),
         audit_all: false,
     };
+    let logs = crate::log::Logs::new(crate::log::Level::INFO, crate::log::Level::INFO);
     let shared = shared_state(
         settings,
+        logs,
         Arc::new(MemStore::new()),
         Expiry::default(),
         cores,
@@ -264,7 +309,9 @@ pub fn prepare_config(
     let settings = settings_from(config)?;
     create_declared_keys(store.as_ref(), &config.keys, &config.admin)?;
     let display = store.display_name();
-    let shared = shared_state(settings, store, config.expiry, cores);
+    let (audit, error) = log_levels(config)?;
+    let logs = crate::log::Logs::new(audit, error);
+    let shared = shared_state(settings, logs, store, config.expiry, cores);
     let mut options = ServerOptions::new(addr, shared);
     options.cores = cores;
     let admin = if crate::auth::Identity::from_hex(&config.admin).is_some() {
@@ -364,6 +411,7 @@ fn create_declared_keys(
 
 fn shared_state(
     settings: Settings,
+    logs: crate::log::Logs,
     store: Arc<dyn KeyStore>,
     expiry: Expiry,
     cores: Option<usize>,
@@ -381,6 +429,8 @@ fn shared_state(
         started_at: Timestamp::now(),
         cores: cores.map_or(available, |c| c.min(available).max(1)),
         shutdown: Default::default(),
+        metrics: Default::default(),
+        logs,
     })
 }
 
@@ -430,6 +480,7 @@ fn print_banner(
     api_key: Option<&str>,
     addr: SocketAddr,
     cores: usize,
+    mlock: bool,
 ) {
     let mut urls = Vec::new();
     if addr.ip().is_unspecified() {
@@ -469,6 +520,9 @@ fn print_banner(
             }
         );
         println!("            export KES_API_KEY={key}");
+    }
+    if mlock {
+        println!("MLock       enabled (all memory locked, core dumps disabled)");
     }
     println!();
     println!("=> Server is up and running");

@@ -9,7 +9,7 @@
 //! carry DEKs and plaintexts.
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,6 +119,7 @@ struct TlsIo {
     plain_out: Vec<u8>,
     /// The peer sent close_notify or closed the socket.
     eof: bool,
+    peer_addr: Option<SocketAddr>,
 }
 
 impl TlsIo {
@@ -275,6 +276,7 @@ pub async fn serve(
     timeouts: Timeouts,
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
+    let peer_addr = stream.peer_addr().ok();
     let tls = ServerConnection::new(config).map_err(ConnError::Tls)?;
     let mut io = TlsIo {
         stream,
@@ -285,9 +287,17 @@ pub async fn serve(
         plain_pos: 0,
         plain_out: Vec::with_capacity(4 * 1024),
         eof: false,
+        peer_addr,
     };
 
-    handshake(&mut io, Instant::now() + timeouts.header).await?;
+    if let Err(e) = handshake(&mut io, Instant::now() + timeouts.header).await {
+        core.metrics.inc(&core.metrics.handshakes_failed);
+        return Err(e);
+    }
+    match io.tls.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => core.metrics.inc(&core.metrics.handshakes_resumed),
+        _ => core.metrics.inc(&core.metrics.handshakes_full),
+    }
     let peer = peer_identity(&io.tls);
     let mut conn = Conn {
         head: RequestHead::default(),
@@ -295,7 +305,9 @@ pub async fn serve(
         out: Vec::with_capacity(1024),
         chunked: http::ChunkedDecoder::default(),
     };
+    core.metrics.inc(&core.metrics.connections_open);
     let result = conn.serve_requests(&core, &mut io, peer, timeouts).await;
+    core.metrics.dec(&core.metrics.connections_open);
     wipe(&mut conn.body);
     wipe(&mut conn.out);
     let _ = io.flush().await;
@@ -604,13 +616,16 @@ impl Conn {
                         body: &mut self.body,
                     };
                     self.out.clear();
+                    let started_at = Instant::now();
                     let authorized = match proxy_error {
                         Some(e) => Err(e),
                         None => api::authorize(index, &req),
                     };
+                    let authenticated = authorized.is_ok();
                     let reply = match authorized {
                         Err(e) => Reply::Error(e),
                         Ok(()) => {
+                            core.metrics.request_started(index);
                             let work = api::dispatch(core, &mut req, &mut self.out);
                             if route_timeout.is_zero() {
                                 work.await
@@ -622,12 +637,20 @@ impl Conn {
                                 {
                                     Ok(reply) => reply,
                                     Err(_) => {
+                                        let e = ApiError {
+                                            status: 503,
+                                            message: "request timeout exceeded".into(),
+                                        };
+                                        let elapsed = started_at.elapsed();
+                                        core.metrics.request_finished(
+                                            index,
+                                            503,
+                                            elapsed.as_nanos() as u64,
+                                            true,
+                                        );
                                         write_reply(
                                             &mut io.plain_out,
-                                            Reply::Error(ApiError {
-                                                status: 503,
-                                                message: "request timeout exceeded".into(),
-                                            }),
+                                            Reply::Error(e),
                                             &mut self.out,
                                             true,
                                         );
@@ -638,6 +661,32 @@ impl Conn {
                         }
                     };
                     wipe(&mut self.body);
+                    if let Reply::Stream(which) = reply {
+                        self.head.path = path;
+                        return stream_log(core, io, which).await;
+                    }
+                    let status = match &reply {
+                        Reply::Error(e) => e.status,
+                        _ => 200,
+                    };
+                    let elapsed = started_at.elapsed();
+                    core.metrics.request_finished(
+                        index,
+                        status,
+                        elapsed.as_nanos() as u64,
+                        authenticated,
+                    );
+                    record(
+                        core,
+                        &settings,
+                        &self.head.method_raw,
+                        &path,
+                        peer,
+                        client_ip(&self.head, from_proxy, io),
+                        index,
+                        &reply,
+                        elapsed,
+                    );
                     write_reply(&mut io.plain_out, reply, &mut self.out, close);
                     wipe(&mut self.out);
                     self.head.path = path; // hand the buffer back for reuse
@@ -746,6 +795,8 @@ fn write_reply(plain_out: &mut Vec<u8>, reply: Reply, body: &mut Vec<u8>, close:
             http::write_response(plain_out, 200, Some("application/json"), &[], body, close)
         }
         Reply::Content(ct) => http::write_response(plain_out, 200, Some(ct), &[], body, close),
+        // Streams are answered by `stream_log` before this point; never reached.
+        Reply::Stream(_) => http::write_response(plain_out, 500, None, &[], b"", true),
         Reply::Error(e) => {
             wipe(body);
             api::json::write_error_body(body, &e.message);
@@ -761,7 +812,123 @@ fn write_reply(plain_out: &mut Vec<u8>, reply: Reply, body: &mut Vec<u8>, close:
     }
 }
 
-/// The socket address of a peer, for logs.
-pub fn describe_peer(stream: &TcpStream) -> Option<SocketAddr> {
-    stream.peer_addr().ok()
+/// The client's IP for logs: the TCP peer, or for a TLS proxy the first `X-Forwarded-For`.
+fn client_ip(head: &RequestHead, from_proxy: bool, io: &TlsIo) -> Option<IpAddr> {
+    if from_proxy {
+        if let Some(ip) = head.forwarded_for.as_deref().and_then(parse_forwarded_ip) {
+            return Some(ip);
+        }
+    }
+    io.peer_addr.map(|a| a.ip())
 }
+
+/// An `X-Forwarded-For` element: an IP, optionally with a port; `unknown` is ignored.
+fn parse_forwarded_ip(v: &str) -> Option<IpAddr> {
+    let v = v.trim();
+    v.parse::<IpAddr>()
+        .ok()
+        .or_else(|| v.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// Audit and error-log records for one answered request.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    core: &Core,
+    settings: &crate::api::settings::Settings,
+    method: &str,
+    path: &str,
+    peer: Peer,
+    ip: Option<IpAddr>,
+    route_index: usize,
+    reply: &Reply,
+    elapsed: Duration,
+) {
+    use crate::api::RouteId;
+    let status = match reply {
+        Reply::Error(e) => e.status,
+        _ => 200,
+    };
+    let identity = match peer {
+        Peer::Identified(id) => Some(id.to_hex()),
+        Peer::Unidentified(_) => None,
+    };
+    let route = &ROUTES[route_index];
+    let logs = &core.shared.logs;
+    if let Reply::Error(e) = reply {
+        let level = if e.status >= 500 {
+            crate::log::Level::ERROR
+        } else {
+            crate::log::Level::DEBUG
+        };
+        logs.error(
+            level,
+            &e.message,
+            Some((method, path, ip, identity.as_deref())),
+        );
+    }
+    let name = &path[route.path.len().min(path.len())..];
+    let message = match (route.id, status) {
+        (RouteId::KeyCreate | RouteId::KeyImport, 200) => format!("secret key '{name}' created"),
+        (RouteId::KeyDelete, 200) => format!("secret key '{name}' deleted"),
+        _ if settings.audit_all => format!("{method} {path}"),
+        _ => return,
+    };
+    logs.audit(&crate::log::AuditEvent {
+        message: &message,
+        method,
+        path,
+        ip,
+        identity: identity.as_deref(),
+        status,
+        elapsed,
+    });
+}
+
+/// Streams one log as ND-JSON (chunked) until the client leaves or the server stops.
+async fn stream_log(
+    core: &Core,
+    io: &mut TlsIo,
+    which: crate::api::LogStream,
+) -> Result<(), ConnError> {
+    let logs = &core.shared.logs;
+    let sub = match which {
+        crate::api::LogStream::Audit => logs.subscribe_audit(),
+        crate::api::LogStream::Error => logs.subscribe_error(),
+    };
+    io.plain_out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    io.flush().await?;
+    let mut lines = Vec::new();
+    loop {
+        if core.shared.shutting_down() {
+            break;
+        }
+        // Wait a little; a read that returns means the client closed (or broke protocol).
+        let poll = Instant::now() + LOG_STREAM_POLL;
+        match io.read_once(poll).await {
+            Err(ConnError::Timeout) => {}
+            Ok(()) if io.eof => break,
+            Ok(()) => {}
+            Err(e) => return Err(e),
+        }
+        lines.clear();
+        if sub.drain(&mut lines).is_none() {
+            break; // fell behind: dropped
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        for line in &lines {
+            let _ = write!(&mut io.plain_out, "{:x}\r\n", line.len());
+            io.plain_out.extend_from_slice(line.as_bytes());
+            io.plain_out.extend_from_slice(b"\r\n");
+        }
+        io.flush().await?;
+    }
+    io.plain_out.extend_from_slice(b"0\r\n\r\n");
+    io.flush().await
+}
+
+/// How often a log stream looks for new lines.
+const LOG_STREAM_POLL: Duration = Duration::from_millis(100);
