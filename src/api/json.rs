@@ -26,12 +26,16 @@ pub enum BodyError {
 /// Reusable parser state, one per connection, so steady-state parsing does not allocate.
 pub struct JsonParser {
     buffers: simd_json::Buffers,
+    /// The tape is kept between calls (emptied, with its lifetime reset) so that parsing a
+    /// body does not allocate once the buffers have grown.
+    tape: Option<simd_json::Tape<'static>>,
 }
 
 impl Default for JsonParser {
     fn default() -> Self {
         JsonParser {
             buffers: simd_json::Buffers::new(1024),
+            tape: None,
         }
     }
 }
@@ -45,8 +49,22 @@ impl JsonParser {
         body: &'a mut [u8],
         names: [&str; N],
     ) -> Result<[Option<&'a str>; N], BodyError> {
-        let tape = simd_json::to_tape_with_buffers(body, &mut self.buffers)
-            .map_err(|_| BodyError::Syntax)?;
+        let mut tape: simd_json::Tape<'a> = self
+            .tape
+            .take()
+            .unwrap_or_else(simd_json::Tape::null)
+            .reset();
+        let result = simd_json::fill_tape(body, &mut self.buffers, &mut tape)
+            .map_err(|_| BodyError::Syntax)
+            .and_then(|()| Self::members(&tape, names));
+        self.tape = Some(tape.reset());
+        result
+    }
+
+    fn members<'a, const N: usize>(
+        tape: &simd_json::Tape<'a>,
+        names: [&str; N],
+    ) -> Result<[Option<&'a str>; N], BodyError> {
         let value = tape.as_value();
         let object = value.as_object().ok_or(BodyError::Syntax)?;
         let mut found: [Option<&'a str>; N] = [None; N];
@@ -64,6 +82,39 @@ impl JsonParser {
     }
 }
 
+/// Reads the named string members of a body that carries secrets (import's `key`, encrypt's
+/// `plaintext`). simd-json copies its input into internal buffers that it frees without
+/// wiping, so these bodies go through the crate's zero-copy Go-compatible decoder instead;
+/// every copy made here is a [`SecretVec`]. Same rules as [`JsonParser::string_members`].
+pub fn secret_members<const N: usize>(
+    body: &[u8],
+    names: [&str; N],
+) -> Result<[Option<SecretVec>; N], BodyError> {
+    use crate::crypto::envelope::json::{decode_object, name_eq, Value};
+    let mut found: [Option<SecretVec>; N] = std::array::from_fn(|_| None);
+    let mut type_error = false;
+    let decoded = decode_object(body, |name, value| {
+        // Go matches the last member whose name folds to the field name.
+        let Some(slot) = names.iter().position(|n| name_eq(name.bytes(), n)) else {
+            return Ok(());
+        };
+        match value {
+            Value::Null => found[slot] = None,
+            Value::Str(s) => found[slot] = Some(SecretVec::new(s.bytes().to_vec())),
+            Value::Other => {
+                type_error = true;
+                return Err(());
+            }
+        }
+        Ok(())
+    });
+    match decoded {
+        Ok(true) => Ok(found),
+        _ if type_error => Err(BodyError::Type),
+        _ => Err(BodyError::Syntax),
+    }
+}
+
 /// Decodes a base64 member into `out` (cleared first). Go ignores CR and LF inside base64.
 pub fn decode_base64_into(text: &str, out: &mut Vec<u8>) -> Result<(), BodyError> {
     out.clear();
@@ -77,8 +128,9 @@ pub fn decode_base64_into(text: &str, out: &mut Vec<u8>) -> Result<(), BodyError
 }
 
 /// Decodes a base64 member that holds secret bytes (key material, plaintext to encrypt).
-pub fn decode_base64_secret(text: &str) -> Result<SecretVec, BodyError> {
+pub fn decode_base64_secret(text: &[u8]) -> Result<SecretVec, BodyError> {
     let mut out = SecretVec::with_capacity(text.len() / 4 * 3 + 3);
+    let text = std::str::from_utf8(text).map_err(|_| BodyError::Base64)?;
     decode_base64_into(text, out.as_mut_vec())?;
     Ok(out)
 }

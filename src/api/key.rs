@@ -3,11 +3,11 @@
 
 use ring::rand::SecureRandom;
 
-use super::json::{decode_base64_into, decode_base64_secret, JsonWriter};
+use super::json::{decode_base64_into, decode_base64_secret, secret_members, JsonWriter};
 use super::router::{is_valid_name, is_valid_pattern, pattern_prefix};
 use super::{store, ApiError, Core, Peer, Reply, Request};
-use crate::crypto::{record, KeyType, KeyVersion, SecretKey};
-use crate::secret::{Secret, SecretVec};
+use crate::crypto::{record, KeyType, KeyVersion};
+use crate::secret::Secret;
 use crate::time::{Timestamp, GO_ZERO_TIME};
 
 /// Size of a data encryption key in bytes.
@@ -44,25 +44,23 @@ pub async fn create(core: &Core, req: &mut Request<'_>) -> Result<Reply, ApiErro
 
 pub async fn import(core: &Core, req: &mut Request<'_>) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
-    let (kind, cipher, material) = {
-        let mut parser = core.json.borrow_mut();
-        // `bytes`/`algorithm` are the pre-2023-10 names of `key`/`cipher`: accepted as a
-        // superset so legacy SDKs keep working.
-        let [key, cipher, bytes, algorithm] = parser
-            .string_members(req.body, ["key", "cipher", "bytes", "algorithm"])
+    // `bytes`/`algorithm` are the pre-2023-10 names of `key`/`cipher`: accepted as a superset
+    // so legacy SDKs keep working.
+    let [key, cipher, bytes, algorithm] =
+        secret_members(req.body, ["key", "cipher", "bytes", "algorithm"])
             .map_err(|_| ApiError::INVALID_IMPORT_BODY)?;
-        let legacy = cipher.is_none() && key.is_none();
-        let cipher = if legacy {
-            algorithm.unwrap_or("AES256")
-        } else {
-            cipher.unwrap_or("")
-        };
-        let text = key.or(bytes).unwrap_or("");
-        let material = decode_base64_secret(text).map_err(|_| ApiError::INVALID_IMPORT_BODY)?;
-        let kind =
-            KeyType::from_name(cipher).ok_or_else(|| ApiError::unsupported_algorithm(cipher))?;
-        (kind, cipher.to_string(), material)
+    let legacy = cipher.is_none() && key.is_none();
+    let cipher = match (legacy, cipher, algorithm) {
+        (true, _, Some(a)) => String::from_utf8_lossy(a.expose()).into_owned(),
+        (true, _, None) => "AES256".to_string(),
+        (false, Some(c), _) => String::from_utf8_lossy(c.expose()).into_owned(),
+        (false, None, _) => String::new(),
     };
+    let text = key.or(bytes).unwrap_or_default();
+    let material =
+        decode_base64_secret(text.expose()).map_err(|_| ApiError::INVALID_IMPORT_BODY)?;
+    let kind =
+        KeyType::from_name(&cipher).ok_or_else(|| ApiError::unsupported_algorithm(&cipher))?;
     let secret = Secret::<32>::from_slice(material.expose())
         .ok_or_else(|| ApiError::invalid_key_size(&cipher))?;
     let key = KeyVersion::import(kind, secret, &creator(req), Timestamp::now(), &core.rng)
@@ -122,13 +120,13 @@ pub async fn generate(
     out: &mut Vec<u8>,
 ) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
-    let mut context = Vec::new();
     if !req.body.is_empty() {
         let mut parser = core.json.borrow_mut();
         let [ctx] = parser
             .string_members(req.body, ["context"])
             .map_err(|_| ApiError::INVALID_BODY)?;
-        decode_base64_into(ctx.unwrap_or(""), &mut context).map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_into(ctx.unwrap_or(""), &mut req.scratch.context)
+            .map_err(|_| ApiError::INVALID_BODY)?;
     }
     let key = store::key(core, name).await?;
 
@@ -137,12 +135,13 @@ pub async fn generate(
     fill_random(core, &mut random)?;
     let (dek, iv_nonce) = random.expose().split_at(DEK_BYTES);
     let iv_nonce: &[u8; 28] = iv_nonce.try_into().map_err(|_| ApiError::GENERATE_FAILED)?;
-    let mut ciphertext = Vec::with_capacity(DEK_BYTES + SecretKey::CIPHERTEXT_OVERHEAD);
+    let ciphertext = &mut req.scratch.output;
+    ciphertext.clear();
     key.key
-        .seal_into(dek, &context, iv_nonce, &mut ciphertext)
+        .seal_into(dek, &req.scratch.context, iv_nonce, ciphertext)
         .map_err(|_| ApiError::GENERATE_FAILED)?;
     let mut w = JsonWriter::object(out);
-    w.base64("plaintext", dek).base64("ciphertext", &ciphertext);
+    w.base64("plaintext", dek).base64("ciphertext", ciphertext);
     w.finish();
     Ok(Reply::Json)
 }
@@ -162,22 +161,28 @@ pub async fn encrypt(
     out: &mut Vec<u8>,
 ) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
-    let mut context = Vec::new();
-    let plaintext = {
-        let mut parser = core.json.borrow_mut();
-        let [plaintext, ctx] = parser
-            .string_members(req.body, ["plaintext", "context"])
-            .map_err(|_| ApiError::INVALID_BODY)?;
-        decode_base64_into(ctx.unwrap_or(""), &mut context).map_err(|_| ApiError::INVALID_BODY)?;
-        decode_base64_secret(plaintext.unwrap_or("")).map_err(|_| ApiError::INVALID_BODY)?
-    };
+    let [plaintext, ctx] =
+        secret_members(req.body, ["plaintext", "context"]).map_err(|_| ApiError::INVALID_BODY)?;
+    let plaintext = decode_base64_secret(plaintext.as_ref().map_or(&b""[..], |p| p.expose()))
+        .map_err(|_| ApiError::INVALID_BODY)?;
+    let ctx = ctx.unwrap_or_default();
+    let ctx = std::str::from_utf8(ctx.expose()).map_err(|_| ApiError::INVALID_BODY)?;
+    decode_base64_into(ctx, &mut req.scratch.context).map_err(|_| ApiError::INVALID_BODY)?;
     let key = store::key(core, name).await?;
-    let ciphertext = key
-        .key
-        .encrypt(plaintext.expose(), &context, &core.rng)
+    let mut random = Secret::new([0u8; 28]);
+    fill_random(core, &mut random)?;
+    let ciphertext = &mut req.scratch.output;
+    ciphertext.clear();
+    key.key
+        .seal_into(
+            plaintext.expose(),
+            &req.scratch.context,
+            random.expose(),
+            ciphertext,
+        )
         .map_err(|_| ApiError::ENCRYPT_FAILED)?;
     let mut w = JsonWriter::object(out);
-    w.base64("ciphertext", &ciphertext);
+    w.base64("ciphertext", ciphertext);
     w.finish();
     Ok(Reply::Json)
 }
@@ -188,24 +193,25 @@ pub async fn decrypt(
     out: &mut Vec<u8>,
 ) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
-    let mut context = Vec::new();
-    let mut ciphertext = Vec::new();
     {
         let mut parser = core.json.borrow_mut();
         let [ct, ctx] = parser
             .string_members(req.body, ["ciphertext", "context"])
             .map_err(|_| ApiError::INVALID_BODY)?;
-        decode_base64_into(ctx.unwrap_or(""), &mut context).map_err(|_| ApiError::INVALID_BODY)?;
-        decode_base64_into(ct.unwrap_or(""), &mut ciphertext)
+        decode_base64_into(ctx.unwrap_or(""), &mut req.scratch.context)
+            .map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_into(ct.unwrap_or(""), &mut req.scratch.data)
             .map_err(|_| ApiError::INVALID_BODY)?;
     }
     let key = store::key(core, name).await?;
-    let plaintext: SecretVec = key.decrypt(&ciphertext, &context).map_err(|e| match e {
-        crate::crypto::CryptoError::NotAuthentic => ApiError::NOT_AUTHENTIC,
-        _ => ApiError::DECRYPT_FAILED,
-    })?;
+    let scratch = &mut *req.scratch;
+    key.decrypt_into(&scratch.data, &scratch.context, &mut scratch.output)
+        .map_err(|e| match e {
+            crate::crypto::CryptoError::NotAuthentic => ApiError::NOT_AUTHENTIC,
+            _ => ApiError::DECRYPT_FAILED,
+        })?;
     let mut w = JsonWriter::object(out);
-    w.base64("plaintext", plaintext.expose());
+    w.base64("plaintext", &scratch.output);
     w.finish();
     Ok(Reply::Json)
 }
@@ -216,17 +222,17 @@ pub async fn hmac(
     out: &mut Vec<u8>,
 ) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
-    let mut message = Vec::new();
     {
         let mut parser = core.json.borrow_mut();
         let [msg] = parser
             .string_members(req.body, ["message"])
             .map_err(|_| ApiError::INVALID_BODY)?;
-        decode_base64_into(msg.unwrap_or(""), &mut message).map_err(|_| ApiError::INVALID_BODY)?;
+        decode_base64_into(msg.unwrap_or(""), &mut req.scratch.data)
+            .map_err(|_| ApiError::INVALID_BODY)?;
     }
     let key = store::key(core, name).await?;
     let hmac_key = key.hmac.as_ref().ok_or(ApiError::NO_HMAC)?;
-    let tag = hmac_key.sign(&message);
+    let tag = hmac_key.sign(&req.scratch.data);
     let mut w = JsonWriter::object(out);
     w.base64("hmac", &tag);
     w.finish();

@@ -95,6 +95,25 @@ pub enum Peer {
     Unidentified(IdentityError),
 }
 
+/// Per-connection scratch buffers for handlers, reused across requests (so the hot path does
+/// not allocate) and wiped after each request (they hold DEKs and plaintexts).
+#[derive(Default)]
+pub struct Scratch {
+    pub context: Vec<u8>,
+    pub data: Vec<u8>,
+    pub output: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn wipe(&mut self) {
+        for buf in [&mut self.context, &mut self.data, &mut self.output] {
+            // SAFETY: zeroing the initialised part of our own buffer.
+            unsafe { memsec::memzero(buf.as_mut_ptr(), buf.len()) };
+            buf.clear();
+        }
+    }
+}
+
 /// One request, as the handlers see it.
 pub struct Request<'a> {
     /// The settings in force when the request started.
@@ -106,6 +125,7 @@ pub struct Request<'a> {
     /// The request body (already bounded by the route's limit); handlers may modify it
     /// in place (simd-json does).
     pub body: &'a mut Vec<u8>,
+    pub scratch: &'a mut Scratch,
 }
 
 /// A handler's answer. JSON and text bodies are written into the connection's body buffer.

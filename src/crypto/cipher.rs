@@ -274,6 +274,21 @@ impl SecretKey {
         aad: &[u8],
         legacy_untyped: bool,
     ) -> Result<SecretVec, CryptoError> {
+        // Empty: `open` reserves exactly the plaintext length.
+        let mut out = SecretVec::new(Vec::new());
+        self.decrypt_into_impl(ciphertext, aad, legacy_untyped, out.as_mut_vec())?;
+        Ok(out)
+    }
+
+    /// Like [`decrypt`](Self::decrypt), but into the caller's buffer (cleared first; wiped
+    /// on failure), so a connection can reuse one buffer. The caller wipes it after use.
+    fn decrypt_into_impl(
+        &self,
+        ciphertext: &[u8],
+        aad: &[u8],
+        legacy_untyped: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
         match parse_envelope(ciphertext) {
             Envelope::Raw(x) => {
                 if x.len() <= RANDOM_LEN {
@@ -282,7 +297,7 @@ impl SecretKey {
                 let (sealed, random) = x.split_at(x.len() - RANDOM_LEN);
                 let (iv, nonce) =
                     split_random(random.try_into().map_err(|_| CryptoError::Internal)?);
-                self.open(self.kind, sealed, iv, nonce, aad)
+                self.open(self.kind, sealed, iv, nonce, aad, out)
             }
             Envelope::Legacy(env) => {
                 let kind = if legacy_untyped && env.algorithm == KeyType::ChaCha20 {
@@ -290,7 +305,7 @@ impl SecretKey {
                 } else {
                     self.kind
                 };
-                self.open(kind, &env.sealed, &env.iv, &env.nonce, aad)
+                self.open(kind, &env.sealed, &env.iv, &env.nonce, aad, out)
             }
         }
     }
@@ -302,24 +317,32 @@ impl SecretKey {
         iv: &[u8; IV_LEN],
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
-    ) -> Result<SecretVec, CryptoError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
         if sealed.len() < TAG_LEN {
             return Err(CryptoError::NotAuthentic);
         }
         let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
         let tag = aead::Tag::try_from(tag).map_err(|_| CryptoError::Internal)?;
         let key = self.aead_key(kind, iv)?;
-        let mut out = SecretVec::with_capacity(ct.len());
-        out.as_mut_vec().extend_from_slice(ct);
-        key.open_in_place_separate_tag(
+        // The buffer is empty (or wiped) here, so growing it copies no secret bytes.
+        out.clear();
+        out.reserve_exact(ct.len());
+        out.extend_from_slice(ct);
+        let opened = key.open_in_place_separate_tag(
             Nonce::assume_unique_for_key(*nonce),
             Aad::from(aad),
             tag,
-            out.as_mut_vec(),
+            out,
             0..,
-        )
-        .map_err(|_| CryptoError::NotAuthentic)?;
-        Ok(out)
+        );
+        if opened.is_err() {
+            // SAFETY: wiping the initialised part of the caller's buffer.
+            unsafe { memsec::memzero(out.as_mut_ptr(), out.len()) };
+            out.clear();
+            return Err(CryptoError::NotAuthentic);
+        }
+        Ok(())
     }
 }
 
@@ -431,6 +454,18 @@ impl KeyVersion {
     /// Decrypts like [`SecretKey::decrypt`], honouring [`KeyVersion::legacy_untyped`].
     pub fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<SecretVec, CryptoError> {
         self.key.decrypt_impl(ciphertext, aad, self.legacy_untyped)
+    }
+
+    /// Decrypts into `out` (cleared first, wiped on failure): no allocation once `out` has
+    /// grown. The caller must wipe `out` when done with the plaintext.
+    pub fn decrypt_into(
+        &self,
+        ciphertext: &[u8],
+        aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        self.key
+            .decrypt_into_impl(ciphertext, aad, self.legacy_untyped, out)
     }
 }
 

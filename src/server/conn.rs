@@ -301,6 +301,7 @@ pub async fn serve(
     let peer = peer_identity(&io.tls);
     let mut conn = Conn {
         head: RequestHead::default(),
+        scratch: Default::default(),
         body: Vec::with_capacity(1024),
         out: Vec::with_capacity(1024),
         chunked: http::ChunkedDecoder::default(),
@@ -310,6 +311,7 @@ pub async fn serve(
     core.metrics.dec(&core.metrics.connections_open);
     wipe(&mut conn.body);
     wipe(&mut conn.out);
+    conn.scratch.wipe();
     let _ = io.flush().await;
     result
 }
@@ -422,6 +424,7 @@ fn query_unescape(s: &str) -> Option<Vec<u8>> {
 /// Per-connection request state, reused across requests.
 struct Conn {
     head: RequestHead,
+    scratch: crate::api::Scratch,
     body: Vec<u8>,
     out: Vec<u8>,
     chunked: http::ChunkedDecoder,
@@ -614,6 +617,7 @@ impl Conn {
                         path: &path,
                         peer,
                         body: &mut self.body,
+                        scratch: &mut self.scratch,
                     };
                     self.out.clear();
                     let started_at = Instant::now();
@@ -661,6 +665,7 @@ impl Conn {
                         }
                     };
                     wipe(&mut self.body);
+                    self.scratch.wipe();
                     if let Reply::Stream(which) = reply {
                         self.head.path = path;
                         return stream_log(core, io, which).await;
@@ -848,11 +853,20 @@ fn record(
         Reply::Error(e) => e.status,
         _ => 200,
     };
+    let route = &ROUTES[route_index];
+    let audited = settings.audit_all
+        || (status == 200
+            && matches!(
+                route.id,
+                RouteId::KeyCreate | RouteId::KeyImport | RouteId::KeyDelete
+            ));
+    if !audited && !matches!(reply, Reply::Error(_)) {
+        return; // the hot path: nothing to log, nothing to allocate
+    }
     let identity = match peer {
         Peer::Identified(id) => Some(id.to_hex()),
         Peer::Unidentified(_) => None,
     };
-    let route = &ROUTES[route_index];
     let logs = &core.shared.logs;
     if let Reply::Error(e) = reply {
         let level = if e.status >= 500 {
