@@ -231,3 +231,94 @@ fn config_errors_name_the_field() {
     .unwrap();
     assert_eq!(glob.pattern_syntax, kes::auth::policy::PatternSyntax::Glob);
 }
+
+fn openssl(args: &[&str], dir: &std::path::Path) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("this test needs the `openssl` command (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn legacy_pem_encrypted_server_keys_load_with_tls_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl(
+        &[
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+            "plain.key",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "ec",
+            "-in",
+            "plain.key",
+            "-aes256",
+            "-passout",
+            "pass:s3cret",
+            "-out",
+            "server.key",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-key",
+            "plain.key",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-days",
+            "2",
+            "-out",
+            "server.cert",
+        ],
+        d,
+    );
+    assert!(std::fs::read_to_string(d.join("server.key"))
+        .unwrap()
+        .contains("Proc-Type: 4,ENCRYPTED"));
+    let keys = tempfile::tempdir().unwrap();
+    let (api_key, admin) = new_api_key();
+    let yaml = |password: &str| {
+        format!(
+            "admin:\n  identity: {admin}\ntls:\n  key: {}\n  cert: {}\n  password: {password}\nkeystore:\n  fs:\n    path: {}\n",
+            d.join("server.key").display(),
+            d.join("server.cert").display(),
+            keys.path().display()
+        )
+    };
+    for (password, want) in [("wrong", "wrong password"), ("\"\"", "password required")] {
+        let config = kes::config::parse(&yaml(password), &|_| None).unwrap();
+        let err = kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1))
+            .err()
+            .expect("must fail");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    let config = kes::config::parse(&yaml("s3cret"), &|_| None).unwrap();
+    let prepared = kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1)).unwrap();
+    let running = kes::server::run(prepared.options).unwrap();
+    let endpoint = format!("https://{}", running.local_addr);
+    std::mem::forget(running);
+    let mut c = client_for(&endpoint, &api_key);
+    assert_eq!(
+        c.request("GET", "/v1/status", None, &[]).unwrap().status,
+        200
+    );
+}

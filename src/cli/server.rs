@@ -330,7 +330,7 @@ pub fn prepare_config(
 /// The reloadable settings of a config: policies, routes, TLS (files are read here).
 pub fn settings_from(config: &Config) -> Result<Settings, Box<dyn std::error::Error>> {
     let chain = tls::load_cert_chain(&config.tls.cert)?;
-    let key = tls::load_private_key(&config.tls.key)?;
+    let key = tls::load_private_key(&config.tls.key, &config.tls.password)?;
     let client_auth = if config.routes.any_skip_auth() {
         ClientAuth::RequestAny
     } else {

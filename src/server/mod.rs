@@ -5,6 +5,7 @@
 //! Read in order: [`runtime`] (cores) → [`listener`] (accept loop) → [`tls`] → [`conn`].
 
 pub mod conn;
+pub mod legacy_pem;
 pub mod listener;
 pub mod runtime;
 pub mod tls;

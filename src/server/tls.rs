@@ -204,14 +204,31 @@ fn has_dns_or_ip_san(cert: &CertificateDer<'_>) -> bool {
         .any(|n| matches!(n, GeneralName::DNSName(_) | GeneralName::IPAddress(_)))
 }
 
-/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1; other PEM blocks are skipped).
-pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1; other PEM blocks are skipped). A legacy
+/// RFC 1423 encrypted key is decrypted with `password` (`tls.password`).
+pub fn load_private_key(path: &Path, password: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem =
         std::fs::read(path).map_err(|e| TlsError::ReadKey(format!("{}: {e}", path.display())))?;
-    if pem.windows(b"ENCRYPTED".len()).any(|w| w == b"ENCRYPTED") {
-        return Err(TlsError::BadKey(
-            "encrypted private keys (tls.password) are not supported yet".into(),
-        ));
+    let text = String::from_utf8_lossy(&pem);
+    if super::legacy_pem::is_encrypted(&text) {
+        let (label, der) = super::legacy_pem::decrypt(&text, password)
+            .map_err(|e| TlsError::BadKey(format!("{}: {e}", path.display())))?;
+        let der = der.expose().to_vec();
+        return match label.as_str() {
+            "RSA PRIVATE KEY" => Ok(PrivateKeyDer::Pkcs1(der.into())),
+            "EC PRIVATE KEY" => Ok(PrivateKeyDer::Sec1(der.into())),
+            "PRIVATE KEY" => Ok(PrivateKeyDer::Pkcs8(der.into())),
+            other => Err(TlsError::BadKey(format!(
+                "{}: unexpected PEM block '{other}'",
+                path.display()
+            ))),
+        };
+    }
+    if text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
+        return Err(TlsError::BadKey(format!(
+            "{}: PKCS#8 encrypted keys are not supported (neither by upstream KES); use an unencrypted key or a legacy PEM-encrypted one",
+            path.display()
+        )));
     }
     PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| TlsError::BadKey(format!("{}: {e:?}", path.display())))
