@@ -366,8 +366,14 @@ fn load_roots(
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
+    // The system roots first (unreadable ones are skipped), then `tls.ca` on top.
+    let system = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(system.certs);
     let Some(ca) = ca else {
-        return Err("tls.auth is 'on' but tls.ca is empty: name the CA certificate(s) that sign client certificates".into());
+        if roots.is_empty() {
+            return Err("tls.auth is 'on' but there is no CA: set tls.ca to the CA certificate(s) that sign client certificates".into());
+        }
+        return Ok(roots);
     };
     let files: Vec<PathBuf> = if ca.is_dir() {
         std::fs::read_dir(ca)?
