@@ -212,3 +212,39 @@ fn connection_close_is_honoured() {
     assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
     assert!(text.contains("Connection: close"));
 }
+
+#[test]
+fn tls_sessions_resume() {
+    let server = dev_server();
+    let config = kes::client::rustls_config(&kes::client::ClientConfig {
+        endpoints: Vec::new(),
+        credentials: Some(kes::client::Credentials::ApiKey(
+            kes::auth::apikey::ApiKey::parse(&server.api_key).unwrap(),
+        )),
+        insecure: true,
+        ca_file: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = std::net::TcpStream::connect(server.addr).unwrap();
+        let name = rustls_pki_types::ServerName::IpAddress(server.addr.ip().into());
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        stream
+            .write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        assert!(out.starts_with(b"HTTP/1.1 200 OK"));
+        kinds.push(stream.conn.handshake_kind());
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}

@@ -403,3 +403,63 @@ fn access_matrix_identities_by_routes() {
         .unwrap();
     assert_eq!(json_str(&r, "policy"), "denied");
 }
+
+#[test]
+fn ecdsa_p384_and_rsa_client_certificates_authenticate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // ECDSA P-384 with rcgen, RSA-2048 (PKCS#1 v1.5 / PSS signatures) with openssl.
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let p384_cert = rcgen::CertificateParams::new(vec!["client".into()])
+        .unwrap()
+        .self_signed(&p384)
+        .unwrap();
+    std::fs::write(d.join("p384.pem"), p384_cert.pem()).unwrap();
+    std::fs::write(d.join("p384.key"), p384.serialize_pem()).unwrap();
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rsa.key",
+            "-subj",
+            "/CN=client",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-days",
+            "2",
+            "-out",
+            "rsa.pem",
+        ],
+        d,
+    );
+
+    for (cert, key) in [("p384.pem", "p384.key"), ("rsa.pem", "rsa.key")] {
+        let identity = kes::auth::identity::identity_of_pem_file(&d.join(cert))
+            .unwrap()
+            .to_hex();
+        let tls = tls_files();
+        let keys = tempfile::tempdir().unwrap();
+        let server = config_server(&tls, &identity, keys.path(), "");
+        let mut c = Client::new(ClientConfig {
+            endpoints: vec![format!("https://{}", server.addr)],
+            credentials: Some(Credentials::Files {
+                cert: d.join(cert),
+                key: d.join(key),
+            }),
+            insecure: true,
+            ca_file: None,
+            timeout: Duration::from_secs(10),
+        })
+        .unwrap();
+        let r = c
+            .request("GET", "/v1/identity/self/describe", None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "{cert}: {}", body_str(&r));
+        assert_eq!(json_str(&r, "identity"), identity, "{cert}");
+        assert!(body_str(&r).contains("\"admin\":true"));
+    }
+}
