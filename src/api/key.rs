@@ -1,8 +1,6 @@
 //! Key handlers: create, import, describe, list, delete, and the crypto routes generate,
 //! encrypt, decrypt and hmac (http-api.md §5.6–§5.14).
 
-use ring::rand::SecureRandom;
-
 use super::json::{decode_base64_into, decode_base64_secret, secret_members, JsonWriter};
 use super::router::{is_valid_name, is_valid_pattern, pattern_prefix};
 use super::{store, ApiError, Core, Peer, Reply, Request};
@@ -148,7 +146,7 @@ pub async fn generate(
 
 fn fill_random<const N: usize>(core: &Core, buf: &mut Secret<N>) -> Result<(), ApiError> {
     let mut bytes = [0u8; N];
-    let result = core.rng.fill(&mut bytes);
+    let result = core.fast_rng.borrow_mut().fill(&mut bytes);
     *buf = Secret::new(bytes);
     // SAFETY: wiping our own stack copy of the random bytes.
     unsafe { memsec::memzero(bytes.as_mut_ptr(), N) };

@@ -69,7 +69,10 @@ pub struct Core {
     pub metrics: Arc<metrics::CoreMetrics>,
     pub settings: settings::CoreView<settings::Settings>,
     pub cache: CoreCache,
+    /// For key creation (rare): the OS generator.
     pub rng: SystemRandom,
+    /// For the hot path (DEKs, IVs, nonces): the core's own CSPRNG (see `crypto::rng`).
+    pub fast_rng: std::cell::RefCell<crate::crypto::rng::CoreRng>,
     pub json: std::cell::RefCell<json::JsonParser>,
 }
 
@@ -81,6 +84,10 @@ impl Core {
             shared,
             cache: Default::default(),
             rng: SystemRandom::new(),
+            fast_rng: std::cell::RefCell::new(
+                crate::crypto::rng::CoreRng::new()
+                    .expect("the OS refused random bytes at start-up"),
+            ),
             json: Default::default(),
         }
     }

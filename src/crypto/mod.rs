@@ -14,6 +14,7 @@ pub mod cipher;
 pub mod envelope;
 pub mod hchacha;
 pub mod record;
+pub mod rng;
 
 pub use cipher::{CryptoError, HmacKey, KeyType, KeyVersion, SecretKey};
 pub use envelope::{parse_envelope, Envelope, LegacyEnvelope, LegacyFormat};
