@@ -1,10 +1,14 @@
-//! `kes identity`: create API keys and compute identities (no server needed).
+//! `kes identity`: create API keys and certificates, compute identities (no server needed);
+//! `info` and `ls` ask a server.
 
-use std::io::IsTerminal;
-use std::path::Path;
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+use super::common::{CliResult, ClientArgs};
 use crate::auth::apikey::ApiKey;
 use crate::auth::identity::identity_of_pem_file;
 
@@ -13,41 +17,110 @@ use crate::auth::identity::identity_of_pem_file;
 pub struct IdentityArgs {
     #[command(subcommand)]
     pub command: Option<IdentityCommand>,
-    /// An API key (kes:v1:…) or a PEM certificate file whose identity to print.
+    /// An API key (kes:v1:…) or a PEM file: a certificate prints its identity, an Ed25519
+    /// private key prints its API key.
     pub key_or_file: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum IdentityCommand {
-    /// Generate a new API key and print it with its identity.
-    New,
+    /// Generate a new API key (and, with --key/--cert, a private key and certificate).
+    ///
+    /// Examples:
+    ///   kes identity new
+    ///   kes identity new --key client.key --cert client.crt --ip 10.0.0.5 MinIO
+    New(NewArgs),
     /// Print the identity of an API key or a certificate file.
+    ///
+    /// Example: kes identity of kes:v1:ACQpoGqx3rHHjT938Hfu5hVVQJHZWSqVI2Xp1KlYxFVw
     Of {
         /// kes:v1:… API key or PEM certificate file.
         key_or_file: String,
     },
+    /// Describe an identity (default: your own).
+    ///
+    /// Example: kes identity info
+    Info {
+        identity: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List identities.
+    ///
+    /// Example: kes identity ls
+    Ls {
+        #[arg(default_value = "*")]
+        pattern: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
-pub fn run(args: IdentityArgs) -> Result<(), Box<dyn std::error::Error>> {
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// Write the private key (PKCS#8 PEM, mode 0600) to this file.
+    #[arg(long, requires = "cert", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Write a self-signed certificate (mode 0644) to this file.
+    #[arg(long, requires = "key", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// IP subject alternative name (repeatable).
+    #[arg(long, requires = "key", value_name = "IP")]
+    pub ip: Vec<IpAddr>,
+    /// DNS subject alternative name (repeatable).
+    #[arg(long, requires = "key", value_name = "NAME")]
+    pub dns: Vec<String>,
+    /// Certificate validity (Go duration).
+    #[arg(
+        long,
+        requires = "key",
+        default_value = "720h",
+        value_name = "DURATION"
+    )]
+    pub expiry: String,
+    /// Encrypt the private key with a password (prompted).
+    #[arg(long, requires = "key")]
+    pub encrypt: bool,
+    /// Overwrite existing files.
+    #[arg(short = 'f', long, requires = "key")]
+    pub force: bool,
+    /// Certificate subject (common name); default: the identity.
+    pub subject: Option<String>,
+}
+
+pub fn run(args: IdentityArgs) -> CliResult {
     match (args.command, args.key_or_file) {
-        (Some(IdentityCommand::New), _) | (None, None) => new_key(),
-        (Some(IdentityCommand::Of { key_or_file }), _) | (None, Some(key_or_file)) => {
-            print_identity(&key_or_file)
+        (Some(IdentityCommand::New(n)), _) => new(n),
+        (None, None) => new_api_key(),
+        (Some(IdentityCommand::Of { key_or_file }), _) => of(&key_or_file),
+        (None, Some(arg)) => key_or_file(&arg),
+        (Some(IdentityCommand::Info { identity, client }), _) => {
+            super::admin::identity_info(identity, client)
+        }
+        (Some(IdentityCommand::Ls { pattern, client }), _) => {
+            super::admin::identity_ls(pattern, client)
         }
     }
 }
 
-fn new_key() -> Result<(), Box<dyn std::error::Error>> {
-    let key = ApiKey::generate().map_err(|e| format!("cannot generate an API key: {e:?}"))?;
-    let text = key.to_string_secret();
-    let text = std::str::from_utf8(text.expose())?;
-    let identity = key.identity().to_hex();
-    if std::io::stdout().is_terminal() {
+fn tty() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+fn api_key_text(key: &ApiKey) -> String {
+    String::from_utf8_lossy(key.to_string_secret().expose()).into_owned()
+}
+
+/// `kes identity`: a fresh API key. Pipe: the key only.
+fn new_api_key() -> CliResult {
+    let key = ApiKey::generate().map_err(|e| format!("cannot generate an API key: {e}"))?;
+    let text = api_key_text(&key);
+    if tty() {
         println!("Your API key:\n\n   {text}\n");
         println!(
             "This is the only time it is shown. Keep it secret and store it in a safe place.\n"
         );
-        println!("Your Identity:\n\n   {identity}\n");
+        println!("Your Identity:\n\n   {}\n", key.identity());
         println!("The identity is not a secret. It can be shared. Any client using the API key\nauthenticates with this identity. Compute it again with:\n\n   $ kes identity of <api-key>");
     } else {
         print!("{text}");
@@ -55,19 +128,163 @@ fn new_key() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn print_identity(arg: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let identity = if arg.starts_with("kes:v1:") {
-        ApiKey::parse(arg)
-            .map_err(|e| format!("invalid API key: {e:?}"))?
-            .identity()
-    } else {
-        identity_of_pem_file(Path::new(arg))
-            .map_err(|e| format!("cannot compute the identity of '{arg}': {e:?}"))?
-    };
-    if std::io::stdout().is_terminal() {
+fn print_identity(identity: &str) {
+    if tty() {
         println!("Identity:\n\n   {identity}");
     } else {
         print!("{identity}");
     }
+}
+
+/// `kes identity of <api-key|cert-file>`
+fn of(arg: &str) -> CliResult {
+    let identity = if arg.starts_with("kes:v1:") {
+        ApiKey::parse(arg)
+            .map_err(|e| format!("invalid API key: {e}"))?
+            .identity()
+    } else {
+        identity_of_pem_file(Path::new(arg))
+            .map_err(|e| format!("cannot compute the identity of '{arg}': {e}"))?
+    };
+    print_identity(&identity.to_hex());
     Ok(())
+}
+
+/// `kes identity <api-key|file>`: the first certificate or private-key PEM block decides.
+fn key_or_file(arg: &str) -> CliResult {
+    if arg.starts_with("kes:v1:") {
+        return of(arg);
+    }
+    let pem = std::fs::read_to_string(arg).map_err(|e| format!("cannot read '{arg}': {e}"))?;
+    let first = pem
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("-----BEGIN ")
+                .and_then(|l| l.strip_suffix("-----"))
+        })
+        .find(|label| *label == "CERTIFICATE" || label.ends_with("PRIVATE KEY"));
+    match first {
+        Some("CERTIFICATE") => of(arg),
+        Some("PRIVATE KEY") => {
+            use rustls_pki_types::pem::PemObject;
+            let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| format!("'{arg}': invalid private key: {e}"))?;
+            let key = ApiKey::from_pkcs8_der(der.secret_pkcs8_der())
+                .map_err(|_| format!("'{arg}': not an Ed25519 private key"))?;
+            let text = api_key_text(&key);
+            if tty() {
+                println!("API key:\n\n   {text}");
+            } else {
+                print!("{text}");
+            }
+            Ok(())
+        }
+        Some(other) => Err(format!("'{arg}': {other} is not an Ed25519 PKCS#8 private key").into()),
+        None => Err(format!("'{arg}': no certificate or private key found").into()),
+    }
+}
+
+/// `kes identity new`
+fn new(args: NewArgs) -> CliResult {
+    let key = ApiKey::generate().map_err(|e| format!("cannot generate an API key: {e}"))?;
+    let identity = key.identity().to_hex();
+    if let (Some(key_path), Some(cert_path)) = (&args.key, &args.cert) {
+        for p in [key_path, cert_path] {
+            if p.exists() && !args.force {
+                return Err(format!(
+                    "'{}' already exists; use --force to overwrite it",
+                    p.display()
+                )
+                .into());
+            }
+        }
+        let expiry = crate::config::parse_go_duration(&args.expiry)
+            .map_err(|e| format!("--expiry: '{}' is not a duration: {e}", args.expiry))?;
+        let subject = args.subject.clone().unwrap_or_else(|| identity.clone());
+        let (cert_pem, key_pem) =
+            crate::auth::cert::identity_cert_pem(&key, &subject, &args.ip, &args.dns, expiry)
+                .map_err(|e| format!("cannot create the certificate: {e}"))?;
+        let key_pem = if args.encrypt {
+            let password = prompt_password()?;
+            crate::server::legacy_pem::encrypt_pkcs8(key.pkcs8_der().expose(), &password)
+                .map_err(|e| format!("cannot encrypt the private key: {e}"))?
+        } else {
+            key_pem
+        };
+        write_file(key_path, key_pem.expose(), 0o600, args.force)?;
+        write_file(cert_path, cert_pem.as_bytes(), 0o644, args.force)?;
+    }
+    let text = api_key_text(&key);
+    println!("Your API key:\n\n   {text}\n");
+    println!("Your Identity:\n\n   {identity}\n");
+    if let (Some(k), Some(c)) = (&args.key, &args.cert) {
+        println!(
+            "Private key:  {}\nCertificate:  {}\n",
+            k.display(),
+            c.display()
+        );
+        println!(
+            "Compute the identity again with:\n\n   $ kes identity of {}",
+            c.display()
+        );
+    } else {
+        println!("Compute the identity again with:\n\n   $ kes identity of <api-key>");
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> CliResult {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(mode);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("cannot write '{}': {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write '{}': {e}", path.display()))?;
+    Ok(())
+}
+
+/// Reads a password twice from the terminal without echo.
+fn prompt_password() -> Result<String, Box<dyn std::error::Error>> {
+    let first = read_hidden("Enter password for private key: ")?;
+    let second = read_hidden("Confirm password for private key: ")?;
+    if first != second {
+        return Err("passwords don't match".into());
+    }
+    if first.is_empty() {
+        return Err("the password is empty".into());
+    }
+    Ok(first)
+}
+
+fn read_hidden(prompt: &str) -> Result<String, Box<dyn std::error::Error>> {
+    eprint!("{prompt}");
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data; we restore the saved settings below.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(fd, &mut t) == 0 {
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(fd, libc::TCSANOW, &t);
+            Some(saved)
+        } else {
+            None
+        }
+    };
+    let mut line = String::new();
+    let result = std::io::stdin().read_line(&mut line);
+    if let Some(saved) = saved {
+        // SAFETY: restoring the settings read above.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+        eprintln!();
+    }
+    result?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }

@@ -1,14 +1,25 @@
-//! The command line: argument parsing (clap) and dispatch. Each command lives in its own
-//! file; this layer only parses arguments and maps results to exit codes
+//! The command line: argument parsing (clap) and dispatch. Each command group lives in its
+//! own file; this layer parses arguments, calls library code and maps results to exit codes
 //! (0 success, 1 error with `Error: …` on stderr, 2 usage).
 
+pub mod admin;
+pub mod common;
 pub mod identity;
+pub mod key;
+pub mod migrate;
 pub mod server;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "kes", version, about = "Key Encryption Service: server and client", long_about = None)]
+#[command(
+    name = "kes",
+    version,
+    about = "Key Encryption Service: server and client",
+    long_about = None,
+    after_help = "Environment: MINIO_KES_SERVER / KES_SERVER (endpoints), MINIO_KES_API_KEY / KES_API_KEY, \
+                  MINIO_KES_KEY_FILE / KES_CLIENT_KEY and MINIO_KES_CERT_FILE / KES_CLIENT_CERT."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -18,8 +29,26 @@ pub struct Cli {
 pub enum Command {
     /// Run the KES server.
     Server(server::ServerArgs),
-    /// Create API keys and compute identities.
+    /// List keys, policies (-p) or identities (-i).
+    Ls(admin::LsArgs),
+    /// Manage keys: create, import, info, ls, rm, encrypt, decrypt, dek.
+    Key(key::KeyArgs),
+    /// Show policies: info, ls, show.
+    Policy(admin::PolicyArgs),
+    /// Create API keys and compute identities; info, ls.
     Identity(identity::IdentityArgs),
+    /// Stream the audit (default) or error log.
+    Log(admin::LogArgs),
+    /// Show the server's status.
+    Status(admin::StatusArgs),
+    /// Show a live view of the server's metrics.
+    Metric(admin::MetricArgs),
+    /// Copy keys from one keystore to another.
+    Migrate(migrate::MigrateArgs),
+    /// Print a shell completion script (bash, zsh, fish, …).
+    ///
+    /// Example: kes completion bash > /etc/bash_completion.d/kes
+    Completion { shell: clap_complete::Shell },
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -36,7 +65,18 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Ls(args) => admin::ls(args),
+        Command::Key(args) => key::run(args),
+        Command::Policy(args) => admin::policy(args),
         Command::Identity(args) => identity::run(args),
+        Command::Log(args) => admin::log(args),
+        Command::Status(args) => admin::status(args),
+        Command::Metric(args) => admin::metric(args),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kes", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => 0,

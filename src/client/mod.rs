@@ -328,6 +328,75 @@ impl Client {
         })
     }
 
+    /// GETs a streaming ND-JSON route (`/v1/log/*`) on a dedicated connection and calls
+    /// `on_line` for every line until the server ends the stream or the connection breaks.
+    pub fn stream(
+        &mut self,
+        path: &str,
+        on_line: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
+        let i = self.current;
+        let url = self.endpoints[i].url.clone();
+        let mut conn = self.connect(i)?;
+        let _ = conn.stream.sock.set_read_timeout(None);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.endpoints[i].authority
+        );
+        conn.stream
+            .write_all(req.as_bytes())
+            .and_then(|()| conn.stream.flush())
+            .map_err(|e| io_error(&url, e))?;
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 8192];
+        // The head.
+        let body_start = loop {
+            let n = conn.stream.read(&mut tmp).map_err(|e| io_error(&url, e))?;
+            if n == 0 {
+                return Err(ClientError::Protocol(format!("{url}: connection closed")));
+            }
+            buf.extend_from_slice(&tmp[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = resp.code.unwrap_or(0);
+                    if status != 200 {
+                        let text = String::from_utf8_lossy(&buf[len..]).into_owned();
+                        return Err(ClientError::Protocol(format!(
+                            "{url}: {status} {}",
+                            text.trim()
+                        )));
+                    }
+                    break len;
+                }
+                Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => continue,
+                _ => return Err(ClientError::Protocol(format!("{url}: malformed response"))),
+            }
+        };
+        buf.drain(..body_start);
+        let mut decoder = crate::http::ChunkedDecoder::default();
+        let mut body = Vec::new();
+        loop {
+            let (used, done) = decoder
+                .decode(&buf, &mut body, MAX_RESPONSE)
+                .map_err(|e| ClientError::Protocol(format!("{url}: {}", e.message())))?;
+            buf.drain(..used);
+            while let Some(end) = body.iter().position(|&b| b == b'\n') {
+                on_line(&body[..end]);
+                body.drain(..=end);
+            }
+            if done {
+                return Ok(());
+            }
+            let n = match conn.stream.read(&mut tmp) {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
     /// The configured endpoints (`https://host:port`).
     pub fn endpoints(&self) -> Vec<String> {
         self.endpoints.iter().map(|e| e.url.clone()).collect()

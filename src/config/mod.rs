@@ -357,6 +357,15 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     })
 }
 
+/// Parses only the `keystore:` section of a config file (for `kes migrate`, whose configs
+/// may be keystore-only).
+pub fn parse_keystore_only(text: &str, env: EnvLookup<'_>) -> Result<KeystoreConfig, ConfigError> {
+    let root: Value =
+        serde_yaml::from_str(text).map_err(|e| ConfigError(format!("invalid YAML: {e}")))?;
+    let p = Parser { text, env };
+    keystore::parse_keystore(&p, root.get("keystore"))
+}
+
 /// `address`: `[ip]:port` with an IP literal or an empty host.
 pub fn parse_address(s: &str) -> Result<SocketAddr, ConfigError> {
     let s = s.trim();

@@ -136,6 +136,38 @@ pub fn decrypt(pem: &str, password: &str) -> Result<(String, SecretVec), PemErro
     Ok((label, data))
 }
 
+/// Encrypts a PKCS#8 private key as a legacy RFC 1423 PEM block (AES-256-CBC), the form
+/// `kes identity new --encrypt` writes and `tls.password` reads.
+pub fn encrypt_pkcs8(der: &[u8], password: &str) -> Result<SecretVec, PemError> {
+    use aes::cipher::BlockEncryptMut;
+    use ring::rand::SecureRandom;
+    let mut iv = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut iv)
+        .map_err(|_| PemError::Decrypt)?;
+    let key = bytes_to_key(password.as_bytes(), &iv[..8], 32);
+    let mut buf = SecretVec::with_capacity(der.len() + 16);
+    buf.as_mut_vec().extend_from_slice(der);
+    buf.as_mut_vec().resize(der.len() + 16, 0);
+    let len = cbc::Encryptor::<aes::Aes256>::new_from_slices(key.expose(), &iv)
+        .map_err(|_| PemError::Decrypt)?
+        .encrypt_padded_mut::<Pkcs7>(buf.as_mut_vec(), der.len())
+        .map_err(|_| PemError::Decrypt)?
+        .len();
+    buf.as_mut_vec().truncate(len);
+    let mut out = format!(
+        "-----BEGIN PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,{}\n\n",
+        hex::encode_upper(iv)
+    );
+    let b64 = BASE64.encode(buf.expose());
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END PRIVATE KEY-----\n");
+    Ok(SecretVec::new(out.into_bytes()))
+}
+
 /// OpenSSL's EVP_BytesToKey with MD5 and one iteration.
 fn bytes_to_key(password: &[u8], salt: &[u8], len: usize) -> SecretVec {
     let mut out = SecretVec::with_capacity(len + 16);
@@ -158,6 +190,18 @@ fn bytes_to_key(password: &[u8], salt: &[u8], len: usize) -> SecretVec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encrypt_then_decrypt_round_trips() {
+        let der = b"not really a key, but bytes of some length".to_vec();
+        let pem = encrypt_pkcs8(&der, "pw").unwrap();
+        let text = String::from_utf8(pem.expose().to_vec()).unwrap();
+        assert!(is_encrypted(&text));
+        let (label, back) = decrypt(&text, "pw").unwrap();
+        assert_eq!(label, "PRIVATE KEY");
+        assert_eq!(back.expose(), &der[..]);
+        assert_eq!(decrypt(&text, "other").unwrap_err(), PemError::Decrypt);
+    }
 
     #[test]
     fn errors() {

@@ -1,0 +1,432 @@
+//! The `kes` binary as a user runs it, against a live server on loopback.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn kes(server: Option<&TestServer>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kes"));
+    cmd.args(args);
+    for var in [
+        "MINIO_KES_SERVER",
+        "KES_SERVER",
+        "MINIO_KMS_KES_ENDPOINT",
+        "MINIO_KES_API_KEY",
+        "KES_API_KEY",
+        "MINIO_KMS_KES_API_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(s) = server {
+        cmd.env("KES_SERVER", s.endpoint())
+            .env("KES_API_KEY", &s.api_key);
+    }
+    cmd.output().expect("run kes")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+fn json(text: &str) -> simd_json::OwnedValue {
+    let mut bytes = text.trim().as_bytes().to_vec();
+    simd_json::to_owned_value(&mut bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn field(v: &simd_json::OwnedValue, k: &str) -> String {
+    use simd_json::prelude::*;
+    v.get(k)
+        .and_then(|x| x.as_str())
+        .unwrap_or_else(|| panic!("no {k}"))
+        .to_string()
+}
+
+#[test]
+fn key_commands_round_trip() {
+    let s = dev_server();
+    let srv = Some(&s);
+    ok(kes(srv, &["key", "create", "-k", "cli-a", "cli-b"]));
+    assert_eq!(
+        ok(kes(srv, &["key", "ls", "-k", "cli-*"])).trim(),
+        r#"["cli-a","cli-b"]"#
+    );
+    assert_eq!(ok(kes(srv, &["ls", "-k"])).trim(), r#"["cli-a","cli-b"]"#);
+
+    // dek prints JSON to a pipe; decrypt gives the plaintext back.
+    let ctx = "eyJhIjoiYi9jIn0=";
+    let dek = json(&ok(kes(srv, &["key", "dek", "-k", "cli-a", ctx])));
+    let (pt, ct) = (field(&dek, "plaintext"), field(&dek, "ciphertext"));
+    let back = json(&ok(kes(srv, &["key", "decrypt", "-k", "cli-a", &ct, ctx])));
+    assert_eq!(field(&back, "plaintext"), pt);
+    let out = kes(srv, &["key", "decrypt", "-k", "cli-a", &ct]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "Error: decryption failed: ciphertext is not authentic"
+    );
+
+    let enc = json(&ok(kes(
+        srv,
+        &["key", "encrypt", "-k", "cli-b", "Hello World"],
+    )));
+    let back = json(&ok(kes(
+        srv,
+        &["key", "decrypt", "-k", "cli-b", &field(&enc, "ciphertext")],
+    )));
+    assert_eq!(field(&back, "plaintext"), "SGVsbG8gV29ybGQ=");
+
+    let info = json(&ok(kes(srv, &["key", "info", "-k", "cli-a", "--json"])));
+    assert_eq!(field(&info, "name"), "cli-a");
+    ok(kes(
+        srv,
+        &[
+            "key",
+            "import",
+            "-k",
+            "cli-imported",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ],
+    ));
+    let info = json(&ok(kes(srv, &["key", "info", "-k", "cli-imported"])));
+    assert_eq!(field(&info, "algorithm"), "AES256");
+
+    ok(kes(srv, &["key", "rm", "-k", "cli-a", "cli-imported"]));
+    let out = kes(srv, &["key", "info", "-k", "cli-a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "Error: key does not exist");
+    let out = kes(srv, &["key", "create", "-k", "cli-b"]);
+    assert_eq!(
+        stderr(&out).trim(),
+        "Error: failed to create key 'cli-b': key already exists"
+    );
+
+    // Status, identity info, policies, identities.
+    let status = json(&ok(kes(srv, &["status", "-k"])));
+    assert_eq!(field(&status, "os"), "linux");
+    let me = json(&ok(kes(srv, &["identity", "info", "-k"])));
+    let admin = kes::auth::apikey::ApiKey::parse(&s.api_key)
+        .unwrap()
+        .identity()
+        .to_hex();
+    assert_eq!(field(&me, "identity"), admin);
+    assert_eq!(
+        ok(kes(srv, &["ls", "-i", "-k"])).trim().to_string(),
+        format!(r#"["{admin}"]"#)
+    );
+    assert_eq!(
+        ok(kes(srv, &["policy", "ls", "-k"])).trim().to_string(),
+        "[]"
+    );
+}
+
+#[test]
+fn errors_and_exit_codes() {
+    let s = dev_server();
+    // Wrong credentials: a valid API key the server does not know.
+    let (stranger, _) = new_api_key();
+    let out = Command::new(env!("CARGO_BIN_EXE_kes"))
+        .args(["key", "create", "-k", "x"])
+        .env("KES_SERVER", s.endpoint())
+        .env("KES_API_KEY", &stranger)
+        .env_remove("MINIO_KES_API_KEY")
+        .env_remove("MINIO_KES_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not authorized: insufficient permissions"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A malformed API key.
+    let out = Command::new(env!("CARGO_BIN_EXE_kes"))
+        .args(["key", "ls", "-k"])
+        .env("KES_SERVER", s.endpoint())
+        .env("KES_API_KEY", "kes:v1:nonsense")
+        .env_remove("MINIO_KES_API_KEY")
+        .env_remove("MINIO_KES_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("Error: "), "{}", stderr(&out));
+
+    // No credentials at all.
+    let out = kes(None, &["key", "ls", "-k"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no API key specified"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Server down.
+    let down = format!("https://127.0.0.1:{}", free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_kes"))
+        .args(["key", "ls", "-k", "--server", &down])
+        .env("KES_API_KEY", &s.api_key)
+        .env_remove("MINIO_KES_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("Error: "), "{}", stderr(&out));
+
+    // Usage errors exit 2; help exits 0 and shows examples.
+    assert_eq!(kes(None, &["key", "frobnicate"]).status.code(), Some(2));
+    let help = kes(None, &["key", "dek", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("Example: kes key dek my-key"));
+    assert!(ok(kes(None, &["--version"])).starts_with("kes "));
+    assert!(ok(kes(None, &["completion", "bash"])).contains("_kes"));
+}
+
+#[test]
+fn identity_commands_without_a_server() {
+    // auth-and-policy.md §3.4 vectors; piped output is the bare identity.
+    assert_eq!(
+        ok(kes(
+            None,
+            &[
+                "identity",
+                "of",
+                "kes:v1:AGaV6VXHasF0FnaB60WdCOeTZ8eTIDikL4zlN16c8NAs"
+            ]
+        )),
+        "ea9826089311fe44d7590408ede9150f7c637b6cab0a91ee6fe1aa5d9fb366f6"
+    );
+    assert_eq!(
+        ok(kes(
+            None,
+            &[
+                "identity",
+                "kes:v1:AAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
+            ]
+        )),
+        "a050837d85070582ccf7394b0988847cc312cb88259b894899f6f239cf1791a5"
+    );
+    // `kes identity` to a pipe prints a fresh API key only.
+    let key = ok(kes(None, &["identity"]));
+    assert!(key.starts_with("kes:v1:") && key.len() == 51, "{key}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (k, c) = (dir.path().join("client.key"), dir.path().join("client.crt"));
+    let out = ok(kes(
+        None,
+        &[
+            "identity",
+            "new",
+            "--key",
+            k.to_str().unwrap(),
+            "--cert",
+            c.to_str().unwrap(),
+            "--ip",
+            "127.0.0.1",
+            "--dns",
+            "localhost",
+            "MinIO",
+        ],
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(&c).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    let identity = ok(kes(None, &["identity", "of", c.to_str().unwrap()]));
+    assert!(out.contains(&identity), "{out}");
+    let api_key = ok(kes(None, &["identity", k.to_str().unwrap()]));
+    assert!(out.contains(&api_key), "{out}");
+    assert_eq!(ok(kes(None, &["identity", "of", &api_key])), identity);
+    // Files are not overwritten without --force.
+    let again = kes(
+        None,
+        &[
+            "identity",
+            "new",
+            "--key",
+            k.to_str().unwrap(),
+            "--cert",
+            c.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already exists"));
+    ok(kes(
+        None,
+        &[
+            "identity",
+            "new",
+            "--force",
+            "--key",
+            k.to_str().unwrap(),
+            "--cert",
+            c.to_str().unwrap(),
+        ],
+    ));
+}
+
+#[test]
+fn log_streams_audit_events() {
+    let s = dev_server();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kes"))
+        .args(["log", "--audit", "--json", "-k"])
+        .env("KES_SERVER", s.endpoint())
+        .env("KES_API_KEY", &s.api_key)
+        .env_remove("MINIO_KES_API_KEY")
+        .env_remove("MINIO_KES_SERVER")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = s.client();
+    let line = loop {
+        c.request(
+            "POST",
+            &format!("/v1/key/create/logged-{}", rand_suffix()),
+            None,
+            &[],
+        )
+        .unwrap();
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no audit line");
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("\"path\":\"/v1/key/create/logged-"), "{line}");
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
+
+#[test]
+fn migrate_two_thousand_keys_between_filesystem_keystores() {
+    let from = tempfile::tempdir().unwrap();
+    let to = tempfile::tempdir().unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    for i in 0..2000 {
+        let key = kes::crypto::KeyVersion::generate(
+            kes::crypto::KeyType::Aes256,
+            "",
+            kes::time::Timestamp::now(),
+            &rng,
+        )
+        .unwrap();
+        std::fs::write(
+            from.path().join(format!("key-{i:04}")),
+            kes::crypto::record::encode_record(&key).expose(),
+        )
+        .unwrap();
+    }
+    // A legacy record stays legacy (copied verbatim).
+    std::fs::write(
+        from.path().join("legacy"),
+        r#"{"bytes":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#,
+    )
+    .unwrap();
+    let cfg = |dir: &std::path::Path, name: &str| {
+        let p = from
+            .path()
+            .parent()
+            .unwrap()
+            .join(format!("{name}-{}.yml", rand_suffix()));
+        std::fs::write(
+            &p,
+            format!("keystore:\n  fs:\n    path: {}\n", dir.display()),
+        )
+        .unwrap();
+        p
+    };
+    let (a, b) = (cfg(from.path(), "from"), cfg(to.path(), "to"));
+    let out = kes(
+        None,
+        &[
+            "migrate",
+            "--from",
+            a.to_str().unwrap(),
+            "--to",
+            b.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Migrated 2001 keys"),
+        "{}",
+        stderr(&out)
+    );
+    for entry in std::fs::read_dir(from.path()).unwrap() {
+        let entry = entry.unwrap();
+        let copied = std::fs::read(to.path().join(entry.file_name())).unwrap();
+        assert_eq!(
+            copied,
+            std::fs::read(entry.path()).unwrap(),
+            "{:?}",
+            entry.file_name()
+        );
+    }
+    // Again: every key exists; --merge skips, plain fails.
+    let again = kes(
+        None,
+        &[
+            "migrate",
+            "--from",
+            a.to_str().unwrap(),
+            "--to",
+            b.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already exists in the target"));
+    let merged = kes(
+        None,
+        &[
+            "migrate",
+            "--merge",
+            "--from",
+            a.to_str().unwrap(),
+            "--to",
+            b.to_str().unwrap(),
+            "key-000*",
+        ],
+    );
+    assert!(
+        stderr(&merged).contains("Migrated 0 keys (10 already present, skipped)"),
+        "{}",
+        stderr(&merged)
+    );
+}
