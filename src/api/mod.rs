@@ -74,6 +74,11 @@ pub struct Core {
     /// For the hot path (DEKs, IVs, nonces): the core's own CSPRNG (see `crypto::rng`).
     pub fast_rng: std::cell::RefCell<crate::crypto::rng::CoreRng>,
     pub json: std::cell::RefCell<json::JsonParser>,
+    /// The last keystore probe and when it ran (see `store::status`).
+    pub last_probe:
+        std::cell::Cell<Option<(std::time::Instant, Result<std::time::Duration, bool>)>>,
+    /// Process memory figures for `/v1/status`, refreshed at most once a second.
+    pub proc_memory: std::cell::Cell<Option<(std::time::Instant, u64, u64)>>,
 }
 
 impl Core {
@@ -89,6 +94,8 @@ impl Core {
                     .expect("the OS refused random bytes at start-up"),
             ),
             json: Default::default(),
+            last_probe: Default::default(),
+            proc_memory: Default::default(),
         }
     }
 }

@@ -88,10 +88,21 @@ pub async fn list(core: &Core, prefix: &str) -> Result<Vec<String>, ApiError> {
 
 /// Keystore health: its probe latency, or whether it is unreachable (`true`) or failing.
 pub async fn status(core: &Core) -> Result<Duration, bool> {
+    // A probe younger than this is reused (per core): `/v1/status` and `/v1/ready` are polled
+    // by load balancers and dashboards, and each probe is a trip through the blocking pool.
+    const PROBE_REUSE: Duration = Duration::from_secs(1);
+    if let Some((at, result)) = core.last_probe.get() {
+        if at.elapsed() < PROBE_REUSE {
+            return result;
+        }
+    }
     let store = core.shared.keystore.clone();
-    match blocking(move || store.status()).await {
+    let result = match blocking(move || store.status()).await {
         Some(Ok(latency)) => Ok(latency),
         Some(Err(StoreError::Unreachable(_))) => Err(true),
         Some(Err(_)) | None => Err(false),
-    }
+    };
+    core.last_probe
+        .set(Some((std::time::Instant::now(), result)));
+    result
 }

@@ -58,6 +58,17 @@ pub async fn status(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let shared = &core.shared;
     let (os, arch) = go_os_arch();
     let uptime_s = (shared.started.elapsed().as_millis() as u64 + 500) / 1000;
+    let (heap, stack) = match core.proc_memory.get() {
+        Some((at, heap, stack)) if at.elapsed() < std::time::Duration::from_secs(1) => {
+            (heap, stack)
+        }
+        _ => {
+            let fresh = (proc_status_bytes("RssAnon"), proc_status_bytes("VmStk"));
+            core.proc_memory
+                .set(Some((std::time::Instant::now(), fresh.0, fresh.1)));
+            fresh
+        }
+    };
     let mut w = JsonWriter::object(out);
     w.string("version", VERSION)
         .string("os", os)
@@ -65,8 +76,8 @@ pub async fn status(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
         .uint("uptime", uptime_s)
         .uint("num_cpu", num_cpu())
         .uint("num_cpu_used", shared.cores as u64)
-        .uint("mem_heap_used", proc_status_bytes("RssAnon"))
-        .uint("mem_stack_used", proc_status_bytes("VmStk"));
+        .uint("mem_heap_used", heap)
+        .uint("mem_stack_used", stack);
     match keystore {
         Ok(latency) => {
             let ms = ((latency.as_micros() as u64 + 500) / 1000).max(1);

