@@ -16,3 +16,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== tests"
 cargo test --workspace
+
+echo "== fuzz (every target, ${FUZZ_SECONDS:-20}s each)"
+bash tools/fuzz.sh
