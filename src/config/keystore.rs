@@ -13,7 +13,7 @@ pub enum KeystoreConfig {
     Fs {
         path: PathBuf,
     },
-    Vault(VaultConfig),
+    Vault(Box<VaultConfig>),
     /// A backend this build does not implement yet (named for the error message).
     Unsupported(String),
 }
@@ -204,7 +204,10 @@ pub(crate) fn parse_keystore(
             }
             Ok(KeystoreConfig::Fs { path: path.into() })
         }
-        ["vault"] => Ok(KeystoreConfig::Vault(parse_vault(p, &map["vault"])?)),
+        ["vault"] => Ok(KeystoreConfig::Vault(Box::new(parse_vault(
+            p,
+            &map["vault"],
+        )?))),
         [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
         _ => err(format!(
             "keystore: more than once keystore specified ({})",

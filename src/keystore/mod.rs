@@ -100,7 +100,7 @@ pub fn open(
         KeystoreConfig::Fs { path } => FsStore::open(path.clone())
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
             .map_err(|e| format!("keystore.fs.path '{}': {e}", path.display())),
-        KeystoreConfig::Vault(v) => vault::VaultStore::new(v.clone())
+        KeystoreConfig::Vault(v) => vault::VaultStore::new((**v).clone())
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::Unsupported(name) => Err(format!(
             "keystore.{name}: this keystore is not supported by this build yet"
