@@ -55,6 +55,12 @@ pub struct Shared {
     pub shutdown: std::sync::atomic::AtomicBool,
     pub metrics: metrics::Registry,
     pub logs: crate::log::Logs,
+    /// One keystore read per key name at a time, node-wide.
+    pub flights: crate::cache::flight::SingleFlight,
+    /// Set by the health check while the keystore does not answer.
+    pub keystore_offline: std::sync::atomic::AtomicBool,
+    /// `cache.expiry.offline`: while offline, cached keys are kept this long (0 = no pinning).
+    pub expiry_offline: std::time::Duration,
 }
 
 impl Shared {

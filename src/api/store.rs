@@ -33,10 +33,14 @@ pub async fn key(core: &Core, name: &str) -> Result<Rc<KeyVersion>, ApiError> {
     }
     core.metrics.inc(&core.metrics.cache_misses);
     let epoch = shared.invalidations.epoch();
-    let store = shared.keystore.clone();
+    let shared_arc = core.shared.clone();
     let owned = name.to_string();
     let fetch_started = std::time::Instant::now();
-    let fetched = blocking(move || store.get(&owned)).await;
+    let fetched = blocking(move || {
+        let store = &shared_arc.keystore;
+        shared_arc.flights.get(&owned, || store.get(&owned))
+    })
+    .await;
     core.metrics
         .keystore_call(fetch_started.elapsed().as_nanos() as u64);
     let value: SecretVec = match fetched {
@@ -91,6 +95,14 @@ pub async fn status(core: &Core) -> Result<Duration, bool> {
     // A probe younger than this is reused (per core): `/v1/status` and `/v1/ready` are polled
     // by load balancers and dashboards, and each probe is a trip through the blocking pool.
     const PROBE_REUSE: Duration = Duration::from_secs(1);
+    // While the health check says the keystore is down, answer at once without probing.
+    if core
+        .shared
+        .keystore_offline
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Err(true);
+    }
     if let Some((at, result)) = core.last_probe.get() {
         if at.elapsed() < PROBE_REUSE {
             return result;

@@ -4,6 +4,8 @@
 //! A hit touches only the core's own shard and one relaxed-cost atomic load (the invalidation
 //! epoch, a cache line that is written only by deletes). No lock, no message, no other core.
 
+pub mod flight;
+
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -148,6 +150,11 @@ impl Shard {
 
     pub fn remove(&mut self, name: &str) {
         self.entries.remove(name);
+    }
+
+    /// Drops every entry (offline expiry).
+    pub fn clear(&mut self) {
+        self.entries.clear();
     }
 
     pub fn len(&self) -> usize {

@@ -285,6 +285,7 @@ pub fn prepare_dev(
         logs,
         Arc::new(MemStore::new()),
         Expiry::default(),
+        std::time::Duration::ZERO,
         cores,
     );
     let mut options = ServerOptions::new(addr, shared);
@@ -311,7 +312,14 @@ pub fn prepare_config(
     let display = store.display_name();
     let (audit, error) = log_levels(config)?;
     let logs = crate::log::Logs::new(audit, error);
-    let shared = shared_state(settings, logs, store, config.expiry, cores);
+    let shared = shared_state(
+        settings,
+        logs,
+        store,
+        config.expiry,
+        config.expiry_offline,
+        cores,
+    );
     let mut options = ServerOptions::new(addr, shared);
     options.cores = cores;
     let admin = if crate::auth::Identity::from_hex(&config.admin).is_some() {
@@ -420,6 +428,7 @@ fn shared_state(
     logs: crate::log::Logs,
     store: Arc<dyn KeyStore>,
     expiry: Expiry,
+    expiry_offline: std::time::Duration,
     cores: Option<usize>,
 ) -> Arc<Shared> {
     let available = server::runtime::affinity_cpus()
@@ -437,6 +446,9 @@ fn shared_state(
         shutdown: Default::default(),
         metrics: Default::default(),
         logs,
+        flights: Default::default(),
+        keystore_offline: Default::default(),
+        expiry_offline,
     })
 }
 

@@ -185,6 +185,7 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
         }
         handles.push(handle);
     }
+    spawn_health_check(options.shared.clone());
     Ok(RunningServer {
         local_addr: addr,
         cores: handles.len(),
@@ -201,15 +202,64 @@ fn executor_error(message: String) -> ServerError {
     }
 }
 
-/// Evicts expired and unused keys from this core's shard on a timer.
+/// How often the keystore's health is checked (behaviour-notes.md §1.2).
+pub const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(10);
+
+/// Marks the keystore offline/online from a periodic status probe, on its own thread (the
+/// probe may block for a network timeout).
+fn spawn_health_check(shared: Arc<Shared>) {
+    let _ = std::thread::Builder::new()
+        .name("kes-health".into())
+        .spawn(move || {
+            let mut next = Instant::now() + HEALTH_CHECK_PERIOD;
+            while !shared.shutting_down() {
+                std::thread::sleep(Duration::from_millis(100));
+                if Instant::now() < next {
+                    continue;
+                }
+                next = Instant::now() + HEALTH_CHECK_PERIOD;
+                let offline = shared.keystore.status().is_err();
+                let was = shared
+                    .keystore_offline
+                    .swap(offline, std::sync::atomic::Ordering::Relaxed);
+                if offline != was {
+                    let msg = if offline {
+                        "keystore is not reachable: offline"
+                    } else {
+                        "keystore is reachable again: online"
+                    };
+                    shared.logs.error(crate::log::Level::WARN, msg, None);
+                }
+            }
+        });
+}
+
+/// Evicts expired and unused keys from this core's shard on a timer. While the keystore is
+/// offline and `cache.expiry.offline` is set, evictions pause (cached keys keep serving) until
+/// the offline expiry flushes the shard.
 fn spawn_cache_sweeper(core: Rc<Core>) {
     let expiry = core.shared.expiry;
+    let offline_expiry = core.shared.expiry_offline;
     let Some(period) = sweep_period(expiry) else {
         return;
     };
     glommio::spawn_local(async move {
+        let mut offline_since: Option<Instant> = None;
         loop {
             glommio::timer::sleep(period).await;
+            let offline = core
+                .shared
+                .keystore_offline
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if offline && !offline_expiry.is_zero() {
+                let since = *offline_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= offline_expiry {
+                    core.cache.borrow_mut().clear();
+                    offline_since = Some(Instant::now());
+                }
+                continue;
+            }
+            offline_since = None;
             core.cache.borrow_mut().sweep(expiry, Instant::now());
         }
     })
