@@ -1,7 +1,22 @@
 //! HChaCha20 (draft-irtf-cfrg-xchacha §2.2): derives a 32-byte subkey from a 32-byte key and
 //! a 16-byte nonce. Used to derive the per-ciphertext key `K'` of ChaCha20 keys.
 
-const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
+pub(crate) const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
+
+/// The 20 ChaCha rounds (10 double rounds) on a state, shared with `crypto::rng`.
+#[inline(always)]
+pub(crate) fn double_rounds(s: &mut [u32; 16]) {
+    for _ in 0..10 {
+        quarter_round(s, 0, 4, 8, 12);
+        quarter_round(s, 1, 5, 9, 13);
+        quarter_round(s, 2, 6, 10, 14);
+        quarter_round(s, 3, 7, 11, 15);
+        quarter_round(s, 0, 5, 10, 15);
+        quarter_round(s, 1, 6, 11, 12);
+        quarter_round(s, 2, 7, 8, 13);
+        quarter_round(s, 3, 4, 9, 14);
+    }
+}
 
 #[inline(always)]
 fn quarter_round(s: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize) {
@@ -25,16 +40,7 @@ pub fn hchacha20_into(key: &[u8; 32], nonce: &[u8; 16], out: &mut [u8; 32]) {
     for (i, chunk) in nonce.chunks_exact(4).enumerate() {
         s[12 + i] = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
     }
-    for _ in 0..10 {
-        quarter_round(&mut s, 0, 4, 8, 12);
-        quarter_round(&mut s, 1, 5, 9, 13);
-        quarter_round(&mut s, 2, 6, 10, 14);
-        quarter_round(&mut s, 3, 7, 11, 15);
-        quarter_round(&mut s, 0, 5, 10, 15);
-        quarter_round(&mut s, 1, 6, 11, 12);
-        quarter_round(&mut s, 2, 7, 8, 13);
-        quarter_round(&mut s, 3, 4, 9, 14);
-    }
+    double_rounds(&mut s);
     for (i, &word) in s[..4].iter().chain(&s[12..]).enumerate() {
         out[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
     }

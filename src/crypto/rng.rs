@@ -25,7 +25,7 @@ pub const RESEED_INTERVAL: Duration = Duration::from_secs(5);
 const BLOCKS: usize = 8;
 const KEYSTREAM: usize = 64 * BLOCKS;
 
-const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
+use super::hchacha::{double_rounds, SIGMA};
 
 /// The ChaCha20 block function (RFC 8439 §2.3).
 pub fn chacha20_block(key: &[u8; 32], counter: u32, nonce: &[u8; 12], out: &mut [u8; 64]) {
@@ -39,16 +39,7 @@ pub fn chacha20_block(key: &[u8; 32], counter: u32, nonce: &[u8; 12], out: &mut 
         init[13 + i] = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     }
     let mut s = init;
-    for _ in 0..10 {
-        qr(&mut s, 0, 4, 8, 12);
-        qr(&mut s, 1, 5, 9, 13);
-        qr(&mut s, 2, 6, 10, 14);
-        qr(&mut s, 3, 7, 11, 15);
-        qr(&mut s, 0, 5, 10, 15);
-        qr(&mut s, 1, 6, 11, 12);
-        qr(&mut s, 2, 7, 8, 13);
-        qr(&mut s, 3, 4, 9, 14);
-    }
+    double_rounds(&mut s);
     for i in 0..16 {
         out[4 * i..4 * i + 4].copy_from_slice(&s[i].wrapping_add(init[i]).to_le_bytes());
     }
@@ -57,18 +48,6 @@ pub fn chacha20_block(key: &[u8; 32], counter: u32, nonce: &[u8; 12], out: &mut 
         memsec::memzero(s.as_mut_ptr().cast::<u8>(), 64);
         memsec::memzero(init.as_mut_ptr().cast::<u8>(), 64);
     }
-}
-
-#[inline(always)]
-fn qr(s: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize) {
-    s[a] = s[a].wrapping_add(s[b]);
-    s[d] = (s[d] ^ s[a]).rotate_left(16);
-    s[c] = s[c].wrapping_add(s[d]);
-    s[b] = (s[b] ^ s[c]).rotate_left(12);
-    s[a] = s[a].wrapping_add(s[b]);
-    s[d] = (s[d] ^ s[a]).rotate_left(8);
-    s[c] = s[c].wrapping_add(s[d]);
-    s[b] = (s[b] ^ s[c]).rotate_left(7);
 }
 
 /// Why random bytes could not be produced (the OS refused entropy).

@@ -170,12 +170,17 @@ impl TlsIo {
             self.eof = true;
             return Ok(());
         }
+        self.feed(n).await
+    }
+
+    /// Hands the first `n` bytes of `net_in` to rustls and collects any plaintext; on a TLS
+    /// error the queued alert is sent before giving up.
+    async fn feed(&mut self, n: usize) -> Result<(), ConnError> {
         let mut pos = 0;
         while pos < n {
             let k = self.tls.read_tls(&mut &self.net_in[pos..n])?;
             pos += k;
             if let Err(e) = self.tls.process_new_packets() {
-                // Send the alert rustls queued, then give up.
                 let _ = self.flush_tls().await;
                 return Err(ConnError::Tls(e));
             }
@@ -328,19 +333,7 @@ async fn handshake(io: &mut TlsIo, deadline: Instant) -> Result<(), ConnError> {
                 return Err(ConnError::Closed);
             }
             first = false;
-            let mut pos = 0;
-            while pos < n {
-                let k = io.tls.read_tls(&mut &io.net_in[pos..n])?;
-                pos += k;
-                if let Err(e) = io.tls.process_new_packets() {
-                    let _ = io.flush_tls().await;
-                    return Err(ConnError::Tls(e));
-                }
-                if k == 0 {
-                    break;
-                }
-            }
-            io.drain_plaintext()?;
+            io.feed(n).await?;
             continue;
         }
         if io.tls.wants_write() {
