@@ -21,7 +21,18 @@ echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== tests"
-cargo test --workspace
+test_log=$(mktemp)
+set +e
+cargo test --workspace --lib --bins --tests 2>&1 | tee "$test_log"
+test_status=${PIPESTATUS[0]}
+set -e
+passed=$(awk '/^test result:/ {sum += $4} END {print sum + 0}' "$test_log")
+failed=$(awk '/^test result:/ {sum += $6} END {print sum + 0}' "$test_log")
+rm -f "$test_log"
+[ "$test_status" -eq 0 ] || { echo "tests: $passed passed, $failed failed"; exit "$test_status"; }
 
 echo "== fuzz (every target, ${FUZZ_SECONDS:-20}s each)"
 bash tools/fuzz.sh
+
+echo
+echo "tests: $passed passed, $failed failed"
