@@ -418,3 +418,49 @@ fn an_openbao_outage_is_survived_for_cached_keys_and_recovered_from() {
         200
     );
 }
+
+#[test]
+fn transit_wrapped_records() {
+    let bao = start_bao(0);
+    bao_cli(bao.port, &["secrets", "enable", "transit"], None);
+    bao_cli(bao.port, &["write", "-f", "transit/keys/kes-wrap"], None);
+    bao_cli(
+        bao.port,
+        &["policy", "write", "kes", "-"],
+        Some("path \"kv/*\" { capabilities = [\"create\",\"read\",\"update\",\"delete\",\"list\"] }\npath \"transit/encrypt/kes-wrap\" { capabilities = [\"update\"] }\npath \"transit/decrypt/kes-wrap\" { capabilities = [\"update\"] }\n"),
+    );
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let tail = format!(
+        "{}    transit:\n      key: kes-wrap\n",
+        vault_yaml(bao.port, false, "wrapped")
+    );
+    let n = node(&tls, &admin, &tail);
+    let mut c = client_for(&format!("https://{}", n.addr), &api_key);
+    assert_eq!(
+        c.request("POST", "/v1/key/create/w", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    let r = c.request("POST", "/v1/key/generate/w", None, &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    // What Vault holds is a transit ciphertext, not the record.
+    let stored = bao_cli(bao.port, &["read", "-field=w", "kv/wrapped/w"], None);
+    assert!(stored.starts_with("vault:v1:"), "{stored}");
+    // And it unwraps to a valid record: the transit plaintext is the record's base64.
+    let plain = bao_cli(
+        bao.port,
+        &[
+            "write",
+            "-field=plaintext",
+            "transit/decrypt/kes-wrap",
+            &format!("ciphertext={stored}"),
+        ],
+        None,
+    );
+    let record = B64.decode(plain).unwrap();
+    kes::crypto::record::decode_record(&record).unwrap();
+}
+
+use base64::Engine;

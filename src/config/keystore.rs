@@ -29,6 +29,8 @@ pub struct VaultConfig {
     pub namespace: String,
     pub prefix: String,
     pub auth: VaultAuth,
+    /// `transit.{engine, key}`: records are stored as transit ciphertexts of their base64.
+    pub transit: Option<(String, String)>,
     pub tls_key: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
@@ -144,9 +146,21 @@ fn parse_vault(p: &Parser<'_>, v: &Value) -> Result<VaultConfig, ConfigError> {
             return err("keystore.vault: no authentication method; set approle or kubernetes")
         }
     };
-    if v.get("transit").is_some_and(|t| !t.is_null()) {
-        return err("keystore.vault.transit: transit wrapping is not supported by this build yet");
-    }
+    let transit = match v.get("transit").filter(|t| !t.is_null()) {
+        None => None,
+        Some(t) => {
+            let key = s("keystore.vault.transit.key", t.get("key"))?;
+            if key.is_empty() {
+                return err(
+                    "keystore.vault.transit.key: missing; expected the name of a transit key",
+                );
+            }
+            let engine = Some(s("keystore.vault.transit.engine", t.get("engine"))?)
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "transit".into());
+            Some((engine, key))
+        }
+    };
     let tls = v.get("tls");
     let path = |field: &str| -> Result<Option<PathBuf>, ConfigError> {
         Ok(Some(s(
@@ -173,6 +187,7 @@ fn parse_vault(p: &Parser<'_>, v: &Value) -> Result<VaultConfig, ConfigError> {
             .trim_matches('/')
             .to_string(),
         auth,
+        transit,
         tls_key,
         tls_cert,
         tls_ca,

@@ -330,6 +330,70 @@ fn vault_error(reply: &Reply) -> String {
     )
 }
 
+impl VaultStore {
+    /// With `transit`: the stored string is the transit ciphertext (`vault:v1:…`) of the
+    /// record's base64; without it, the record itself.
+    fn wrap(&self, value: &str) -> Result<SecretVec, StoreError> {
+        let Some((engine, key)) = &self.config.transit else {
+            return Ok(SecretVec::new(value.as_bytes().to_vec()));
+        };
+        use base64::Engine;
+        let b64 = SecretVec::new(
+            base64::engine::general_purpose::STANDARD
+                .encode(value.as_bytes())
+                .into_bytes(),
+        );
+        let plaintext = std::str::from_utf8(b64.expose()).map_err(|_| other("base64".into()))?;
+        let reply = self.authed(
+            "POST",
+            &format!("/v1/{engine}/encrypt/{key}"),
+            Some(json_object(&[("plaintext", plaintext)]).expose()),
+        )?;
+        if reply.status != 200 {
+            return Err(other(vault_error(&reply)));
+        }
+        let mut body = reply.body;
+        let v = simd_json::to_owned_value(&mut body)
+            .map_err(|_| other("Vault transit: invalid JSON".into()))?;
+        use simd_json::prelude::*;
+        let ct = v
+            .get("data")
+            .and_then(|d| d.get("ciphertext"))
+            .and_then(|c| c.as_str())
+            .ok_or_else(|| other("Vault transit: no ciphertext".into()))?;
+        Ok(SecretVec::new(ct.as_bytes().to_vec()))
+    }
+
+    fn unwrap_record(&self, stored: &str) -> Result<SecretVec, StoreError> {
+        let Some((engine, key)) = &self.config.transit else {
+            return Ok(SecretVec::new(stored.as_bytes().to_vec()));
+        };
+        let reply = self.authed(
+            "POST",
+            &format!("/v1/{engine}/decrypt/{key}"),
+            Some(json_object(&[("ciphertext", stored)]).expose()),
+        )?;
+        if reply.status != 200 {
+            return Err(other(vault_error(&reply)));
+        }
+        let mut body = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(body.as_mut_vec())
+            .map_err(|_| other("Vault transit: invalid JSON".into()))?;
+        use simd_json::prelude::*;
+        let pt = v
+            .get("data")
+            .and_then(|d| d.get("plaintext"))
+            .and_then(|c| c.as_str())
+            .ok_or_else(|| other("Vault transit: no plaintext".into()))?;
+        use base64::Engine;
+        let mut out = SecretVec::with_capacity(pt.len());
+        base64::engine::general_purpose::STANDARD
+            .decode_vec(pt, out.as_mut_vec())
+            .map_err(|_| other("Vault transit: plaintext is not base64".into()))?;
+        Ok(out)
+    }
+}
+
 impl KeyStore for VaultStore {
     fn display_name(&self) -> String {
         format!("Hashicorp Vault: {}", self.config.endpoint)
@@ -348,6 +412,9 @@ impl KeyStore for VaultStore {
     fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         let value =
             std::str::from_utf8(value).map_err(|_| other("key record is not text".into()))?;
+        let wrapped = self.wrap(value)?;
+        let value = std::str::from_utf8(wrapped.expose())
+            .map_err(|_| other("wrapped record is not text".into()))?;
         if self.config.kv_v2 {
             let mut body = SecretVec::with_capacity(value.len() + name.len() + 48);
             let v = body.as_mut_vec();
@@ -397,7 +464,7 @@ impl KeyStore for VaultStore {
             .get(name)
             .and_then(|v| v.as_str())
             .ok_or(StoreError::NotFound)?;
-        Ok(SecretVec::new(record.as_bytes().to_vec()))
+        self.unwrap_record(record)
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
