@@ -464,3 +464,204 @@ fn transit_wrapped_records() {
 }
 
 use base64::Engine;
+
+/// A 3-node OpenBao HA cluster (`bao server -dev -dev-three-node`, HTTPS with its own CA).
+struct BaoCluster {
+    child: Child,
+    port: u16,
+    ca: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BaoCluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bao_https(c: &BaoCluster, args: &[&str], stdin: Option<&str>) -> String {
+    let mut cmd = Command::new("bao");
+    cmd.args(args)
+        .env("BAO_ADDR", format!("https://127.0.0.1:{}", c.port))
+        .env("BAO_CACERT", &c.ca)
+        .env("BAO_TOKEN", "root")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().expect("bao");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "bao {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn start_cluster() -> BaoCluster {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("cluster.json");
+    // Three consecutive free ports are needed: find a base whose neighbours are free.
+    let port = (0..50)
+        .map(|_| free_port())
+        .find(|p| (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()))
+        .expect("three free ports");
+    let child = Command::new("bao")
+        .args([
+            "server",
+            "-dev",
+            "-dev-three-node",
+            "-dev-root-token-id=root",
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+            &format!("-dev-cluster-json={}", json.display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bao cluster");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let ca = loop {
+        if let Ok(text) = std::fs::read_to_string(&json) {
+            if let Some(i) = text.find("\"ca_cert_path\":\"") {
+                let rest = &text[i + 16..];
+                break rest[..rest.find('"').unwrap()].to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the OpenBao cluster did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let cluster = BaoCluster {
+        child,
+        port,
+        ca,
+        _dir: dir,
+    };
+    loop {
+        let ok = Command::new("bao")
+            .args(["status"])
+            .env("BAO_ADDR", format!("https://127.0.0.1:{port}"))
+            .env("BAO_CACERT", &cluster.ca)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the OpenBao cluster is not ready"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bao_https(
+        &cluster,
+        &["secrets", "enable", "-version=1", "-path=kv", "kv"],
+        None,
+    );
+    bao_https(&cluster, &["auth", "enable", "approle"], None);
+    bao_https(&cluster, &["policy", "write", "kes", "-"], Some("path \"kv/*\" { capabilities = [\"create\",\"read\",\"update\",\"delete\",\"list\"] }\n"));
+    bao_https(
+        &cluster,
+        &[
+            "write",
+            "auth/approle/role/kes",
+            "token_policies=kes",
+            "token_ttl=1h",
+        ],
+        None,
+    );
+    bao_https(
+        &cluster,
+        &["write", "auth/approle/role/kes/role-id", "role_id=kes-role"],
+        None,
+    );
+    bao_https(
+        &cluster,
+        &[
+            "write",
+            "auth/approle/role/kes/custom-secret-id",
+            "secret_id=kes-secret",
+        ],
+        None,
+    );
+    cluster
+}
+
+#[test]
+fn a_raft_leader_change_during_load_loses_nothing() {
+    let cluster = start_cluster();
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let tail = format!(
+        "keystore:\n  vault:\n    endpoint: https://127.0.0.1:{}\n    engine: kv\n    prefix: ha\n    approle:\n      id: kes-role\n      secret: kes-secret\n    tls:\n      ca: {}\n",
+        cluster.port, cluster.ca
+    );
+    let n = node(&tls, &admin, &tail);
+    let endpoint = format!("https://{}", n.addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (endpoint, api_key, stop) = (endpoint.clone(), api_key.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut c = client_for(&endpoint, &api_key);
+            let (mut acked, mut failed, mut slowest) = (Vec::new(), 0, Duration::ZERO);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("ha-{i}");
+                i += 1;
+                let started = Instant::now();
+                match c.request("POST", &format!("/v1/key/create/{name}"), None, &[]) {
+                    Ok(r) if r.status == 200 => acked.push(name),
+                    _ => failed += 1,
+                }
+                slowest = slowest.max(started.elapsed());
+            }
+            (acked, failed, slowest)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    // The active node steps down; a standby takes over (the first node forwards to it).
+    bao_https(&cluster, &["operator", "step-down"], None);
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed, slowest) = writer.join().unwrap();
+    assert!(
+        acked.len() > 10,
+        "too few creates: {} (failed {failed})",
+        acked.len()
+    );
+    assert!(
+        slowest < Duration::from_secs(16),
+        "a request hung for {slowest:?}"
+    );
+    // Every acknowledged key is there after the leader change.
+    let mut c = client_for(&endpoint, &api_key);
+    for name in &acked {
+        let r = c
+            .request("POST", &format!("/v1/key/generate/{name}"), None, &[])
+            .unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "{name} lost after the leader change: {}",
+            body_str(&r)
+        );
+    }
+}
