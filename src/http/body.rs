@@ -76,7 +76,8 @@ impl ChunkedDecoder {
                             self.state = State::Trailer;
                             self.trailer_line_empty = true;
                         } else {
-                            if out.len() as u64 + self.size > body_bytes_max as u64 {
+                            // Subtract instead of add: a chunk size near u64::MAX must not overflow.
+                            if self.size > body_bytes_max.saturating_sub(out.len()) as u64 {
                                 return Err(HttpError::BodyTooLarge);
                             }
                             self.state = State::Data(self.size);
@@ -251,6 +252,14 @@ mod tests {
         out.clear();
         assert_eq!(
             d.decode(b"6\r\n012345\r\n6\r\n", &mut out, 10).unwrap_err(),
+            HttpError::BodyTooLarge
+        );
+        // A size near u64::MAX after some data: too large, not an overflow.
+        d.reset();
+        out.clear();
+        assert_eq!(
+            d.decode(b"1\r\na\r\nffffffffffffffff\r\n", &mut out, 10)
+                .unwrap_err(),
             HttpError::BodyTooLarge
         );
     }
