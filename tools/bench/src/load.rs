@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use kes::auth::apikey::ApiKey;
 use kes::client::{ClientConfig, Credentials};
 
-use crate::{Args, Op};
+use crate::{engine, Args, Op};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -24,6 +24,23 @@ struct Target {
     host: String,
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Target {
+    fn addr(&self) -> Result<std::net::SocketAddr, BoxError> {
+        Ok((self.host.as_str(), self.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| format!("cannot resolve {}", self.host))?)
+    }
+
+    fn server_name(&self) -> Result<rustls_pki_types::ServerName<'static>, BoxError> {
+        Ok(match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
+            Err(_) => rustls_pki_types::ServerName::try_from(self.host.clone())
+                .map_err(|_| format!("bad host name {}", self.host))?,
+        })
+    }
 }
 
 fn parse_target(args: &Args) -> Result<Target, BoxError> {
@@ -239,66 +256,107 @@ fn context_for(object: u64) -> String {
     BASE64.encode(format!("{{\"bucket\":\"bucket/object-{object}\"}}"))
 }
 
-/// Per-thread request builder with a pool of (ciphertext, context) pairs for decrypts.
+/// Per-connection request source. Requests that do not change per call (generate with one
+/// of 256 contexts, decrypt of one of 64 ciphertexts, the fixed ones) are built once and
+/// shared, so the load generator does not allocate per request.
 struct Requests {
+    op: Op,
     key: String,
-    token: String,
-    pairs: Vec<(String, String)>,
+    generate: Arc<Vec<Arc<[u8]>>>,
+    decrypt: Arc<Vec<Arc<[u8]>>>,
+    fixed: Arc<Vec<Arc<[u8]>>>,
     rng: Xorshift,
     serial: u64,
-    thread: usize,
+    connection: usize,
 }
 
-impl Requests {
-    fn build(&mut self, op: Op) -> Vec<Vec<u8>> {
-        let k = &self.key;
-        match op {
-            Op::Generate | Op::Mix => {
-                let ctx = context_for(self.rng.next() % 1_000_000);
-                vec![request(
+/// Requests built once per run, shared by every connection.
+struct Prebuilt {
+    generate: Arc<Vec<Arc<[u8]>>>,
+    decrypt: Arc<Vec<Arc<[u8]>>>,
+    /// encrypt, hmac, describe, status, transit-datakey (in that order).
+    fixed: Arc<Vec<Arc<[u8]>>>,
+}
+
+impl Prebuilt {
+    fn new(key: &str, token: &str, pairs: &[(String, String)]) -> Prebuilt {
+        let mut rng = Xorshift(0x2545_f491_4f6c_dd1d);
+        let generate = (0..256)
+            .map(|_| {
+                let ctx = context_for(rng.next() % 1_000_000);
+                request(
                     "POST",
-                    &format!("/v1/key/generate/{k}"),
+                    &format!("/v1/key/generate/{key}"),
                     format!("{{\"context\":\"{ctx}\"}}").as_bytes(),
                     "",
-                )]
-            }
-            Op::Decrypt => {
-                let (ct, ctx) = &self.pairs[(self.rng.next() as usize) % self.pairs.len()];
-                vec![request(
+                )
+                .into()
+            })
+            .collect();
+        let decrypt = pairs
+            .iter()
+            .map(|(ct, ctx)| {
+                request(
                     "POST",
-                    &format!("/v1/key/decrypt/{k}"),
+                    &format!("/v1/key/decrypt/{key}"),
                     format!("{{\"ciphertext\":\"{ct}\",\"context\":\"{ctx}\"}}").as_bytes(),
                     "",
-                )]
-            }
-            Op::Encrypt => vec![request(
+                )
+                .into()
+            })
+            .collect();
+        let fixed = vec![
+            request(
                 "POST",
-                &format!("/v1/key/encrypt/{k}"),
+                &format!("/v1/key/encrypt/{key}"),
                 br#"{"plaintext":"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="}"#,
                 "",
-            )],
-            Op::Hmac => vec![request(
+            )
+            .into(),
+            request(
                 "PUT",
-                &format!("/v1/key/hmac/{k}"),
+                &format!("/v1/key/hmac/{key}"),
                 br#"{"message":"cm9vdCBhY2Nlc3Mga2V5"}"#,
                 "",
-            )],
-            Op::Describe => vec![request("GET", &format!("/v1/key/describe/{k}"), b"", "")],
-            Op::Status => vec![request("GET", "/v1/status", b"", "")],
+            )
+            .into(),
+            request("GET", &format!("/v1/key/describe/{key}"), b"", "").into(),
+            request("GET", "/v1/status", b"", "").into(),
+            request(
+                "POST",
+                &format!("/v1/transit/datakey/plaintext/{key}"),
+                b"{}",
+                &format!("X-Vault-Token: {token}\r\n"),
+            )
+            .into(),
+        ];
+        Prebuilt {
+            generate: Arc::new(generate),
+            decrypt: Arc::new(decrypt),
+            fixed: Arc::new(fixed),
+        }
+    }
+}
+
+impl engine::Source for Requests {
+    fn next_batch(&mut self, out: &mut Vec<Arc<[u8]>>) {
+        let roll = self.rng.next();
+        let pick_from =
+            |pool: &Arc<Vec<Arc<[u8]>>>, r: u64| pool[(r as usize) % pool.len()].clone();
+        match pick(self.op, roll) {
+            Op::Generate | Op::Mix => out.push(pick_from(&self.generate, self.rng.next())),
+            Op::Decrypt => out.push(pick_from(&self.decrypt, self.rng.next())),
+            Op::Encrypt => out.push(self.fixed[0].clone()),
+            Op::Hmac => out.push(self.fixed[1].clone()),
+            Op::Describe => out.push(self.fixed[2].clone()),
+            Op::Status => out.push(self.fixed[3].clone()),
+            Op::TransitDatakey => out.push(self.fixed[4].clone()),
             Op::CreateDelete => {
                 self.serial += 1;
-                let name = format!("{k}-{}-{}", self.thread, self.serial);
-                vec![
-                    request("POST", &format!("/v1/key/create/{name}"), b"", ""),
-                    request("DELETE", &format!("/v1/key/delete/{name}"), b"", ""),
-                ]
+                let name = format!("{}-{}-{}", self.key, self.connection, self.serial);
+                out.push(request("POST", &format!("/v1/key/create/{name}"), b"", "").into());
+                out.push(request("DELETE", &format!("/v1/key/delete/{name}"), b"", "").into());
             }
-            Op::TransitDatakey => vec![request(
-                "POST",
-                &format!("/v1/transit/datakey/plaintext/{k}"),
-                b"{}",
-                &format!("X-Vault-Token: {}\r\n", self.token),
-            )],
         }
     }
 }
@@ -473,106 +531,57 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
         3,
     )?));
     let errors = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let prebuilt = Prebuilt::new(&args.key, &token, &pairs);
+    let endpoint = engine::Endpoint {
+        addr: target.addr()?,
+        tls: match &target.tls {
+            None => None,
+            Some(config) => Some((config.clone(), target.server_name()?)),
+        },
+    };
+    let threads_n = args.threads.clamp(1, args.connections.max(1));
     let started = Instant::now();
-    let per_thread_interval = (args.rate > 0)
-        .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
+    let plan = Arc::new(engine::Plan {
+        endpoint,
+        new_connection: args.new_connection,
+        idle: if args.poll {
+            engine::Idle::Poll
+        } else {
+            engine::Idle::Spin
+        },
+        // Open loop: each connection sends at its own fixed interval, staggered.
+        interval: (args.rate > 0)
+            .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64)),
+        started,
+    });
 
     let mut threads = Vec::new();
-    for t in 0..args.connections {
-        let (target, stop, done, failed, hist, errors) = (
-            target.clone(),
-            stop.clone(),
-            done.clone(),
-            failed.clone(),
-            shared_hist.clone(),
-            errors.clone(),
-        );
-        let mut reqs = Requests {
-            key: args.key.clone(),
-            token: token.clone(),
-            pairs: pairs.clone(),
-            rng: Xorshift(
-                0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
-            ),
-            serial: 0,
-            thread: t,
+    for t in 0..threads_n {
+        let sources: Vec<Requests> = (0..args.connections)
+            .filter(|c| c % threads_n == t)
+            .map(|c| Requests {
+                op: args.op,
+                key: args.key.clone(),
+                generate: prebuilt.generate.clone(),
+                decrypt: prebuilt.decrypt.clone(),
+                fixed: prebuilt.fixed.clone(),
+                rng: Xorshift(
+                    0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+                ),
+                serial: 0,
+                connection: c,
+            })
+            .collect();
+        let sink = engine::Sink {
+            stop: stop.clone(),
+            done: done.clone(),
+            failed: failed.clone(),
+            hist: shared_hist.clone(),
+            errors: errors.clone(),
         };
-        let (op, new_connection) = (args.op, args.new_connection);
-        threads.push(std::thread::spawn(move || -> Result<(), String> {
-            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-                .map_err(|e| e.to_string())?;
-            let mut conn: Option<Conn> = None;
-            let mut sent: u64 = 0;
-            let mut last_merge = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let roll = reqs.rng.next();
-                let batch = reqs.build(pick(op, roll));
-                for req in batch {
-                    // Open loop: wait for this request's slot; latency counts from the slot.
-                    let intended = match per_thread_interval {
-                        Some(iv) => {
-                            let slot = started + iv.mul_f64(sent as f64);
-                            let now = Instant::now();
-                            if slot > now {
-                                std::thread::sleep(slot - now);
-                            }
-                            slot
-                        }
-                        None => Instant::now(),
-                    };
-                    sent += 1;
-                    if conn.is_none() || new_connection {
-                        conn = match Conn::open(&target) {
-                            Ok(c) => Some(c),
-                            Err(e) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                *errors
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .entry(format!("connect: {e}"))
-                                    .or_default() += 1;
-                                std::thread::sleep(Duration::from_millis(50));
-                                continue;
-                            }
-                        };
-                    }
-                    let Some(c) = conn.as_mut() else { continue };
-                    match c.roundtrip(&req) {
-                        Ok((status, _)) => {
-                            let ns = intended.elapsed().as_nanos() as u64;
-                            let _ = local.record(ns.max(1));
-                            done.fetch_add(1, Ordering::Relaxed);
-                            if !(200..300).contains(&status) {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                *errors
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .entry(status.to_string())
-                                    .or_default() += 1;
-                            }
-                        }
-                        Err(e) => {
-                            conn = None;
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            *errors
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .entry(format!("io: {e}"))
-                                .or_default() += 1;
-                        }
-                    }
-                    if new_connection {
-                        conn = None;
-                    }
-                }
-                if last_merge.elapsed() >= Duration::from_millis(100) {
-                    let _ = hist.lock().unwrap_or_else(|e| e.into_inner()).add(&local);
-                    local.reset();
-                    last_merge = Instant::now();
-                }
-            }
-            let _ = hist.lock().unwrap_or_else(|e| e.into_inner()).add(&local);
-            Ok(())
+        let plan = plan.clone();
+        threads.push(std::thread::spawn(move || {
+            engine::drive(&plan, sources, &sink)
         }));
     }
 

@@ -7,6 +7,7 @@
 //! session resumption). HDR-histogram percentiles, a progress line every second, `--json` and
 //! `--hgrm` output.
 
+mod engine;
 mod load;
 
 use std::time::Duration;
@@ -63,9 +64,17 @@ pub struct Args {
     /// Create the key first if it does not exist.
     #[arg(long)]
     pub create_key: bool,
-    /// Concurrent connections (one thread each).
+    /// Concurrent connections.
     #[arg(short = 'c', long, default_value_t = 32)]
     pub connections: usize,
+    /// Load threads; the connections are spread over them (each runs an event loop).
+    #[arg(short = 't', long, default_value_t = 1)]
+    pub threads: usize,
+    /// Sleep in poll(2) while waiting for answers instead of spinning. Spinning (the
+    /// default) keeps the load thread's CPU busy but spares the server the cost of waking a
+    /// sleeping client on every answer, which on loopback is charged to the server's CPU.
+    #[arg(long)]
+    pub poll: bool,
     /// Run time (Go duration: 10s, 1m).
     #[arg(short = 'd', long, default_value = "10s")]
     pub duration: String,
