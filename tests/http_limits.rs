@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -247,4 +248,109 @@ fn tls_sessions_resume() {
             Some(rustls::HandshakeKind::Resumed)
         ]
     );
+}
+
+/// The server, not the client, orders the suites (as Go's server does for upstream KES):
+/// a client that lists AES-256-GCM first (rustls' default) gets AES-128-GCM on a CPU with
+/// AES instructions; a client that offers only ChaCha20-Poly1305 (or only TLS 1.2) still
+/// connects.
+#[test]
+fn the_server_chooses_the_cipher_suite() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let server = dev_server();
+    let base = kes::client::rustls_config(&kes::client::ClientConfig {
+        endpoints: Vec::new(),
+        credentials: Some(kes::client::Credentials::ApiKey(
+            kes::auth::apikey::ApiKey::parse(&server.api_key).unwrap(),
+        )),
+        insecure: true,
+        ca_file: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let negotiated = |config: Arc<rustls::ClientConfig>| {
+        let tcp = std::net::TcpStream::connect(server.addr).unwrap();
+        let name = rustls_pki_types::ServerName::IpAddress(server.addr.ip().into());
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        stream
+            .write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        assert!(out.starts_with(b"HTTP/1.1 200 OK"));
+        stream.conn.negotiated_cipher_suite().unwrap().suite()
+    };
+    let client_first = base.crypto_provider().cipher_suites[0].suite();
+    assert_eq!(client_first, cs::TLS13_AES_256_GCM_SHA384.suite());
+    let expected = if kes::crypto::KeyType::platform_default() == kes::crypto::KeyType::Aes256 {
+        cs::TLS13_AES_128_GCM_SHA256.suite()
+    } else {
+        cs::TLS13_CHACHA20_POLY1305_SHA256.suite()
+    };
+    assert_eq!(negotiated(base.clone()), expected);
+
+    let only = |suite: rustls::SupportedCipherSuite, tls12: bool| {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: vec![suite],
+            ..rustls::crypto::ring::default_provider()
+        };
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert))
+            .with_no_client_auth();
+        config.client_auth_cert_resolver = base.client_auth_cert_resolver.clone();
+        Arc::new(config)
+    };
+    let chacha = cs::TLS13_CHACHA20_POLY1305_SHA256;
+    assert_eq!(negotiated(only(chacha, false)), chacha.suite());
+    let tls12 = cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384;
+    assert_eq!(negotiated(only(tls12, true)), tls12.suite());
+}
+
+/// `-k` for the suite test: any server certificate, handshake signatures still checked.
+#[derive(Debug)]
+struct AnyServerCert;
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
