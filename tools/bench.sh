@@ -53,6 +53,7 @@ PY
 }
 
 run kes "$server_pid" generate --create-key
+run kes "$server_pid" generate --poll
 run kes "$server_pid" decrypt
 before_hits=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_hits_total/ {print $2}')
 before_miss=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_misses_total/ {print $2}')
