@@ -52,8 +52,10 @@ print(f"| {name} | {label} | {j['connections']} | {j['throughput']:.0f} | {per_c
 PY
 }
 
-run kes "$server_pid" generate --create-key
-run kes "$server_pid" generate --poll
+# Warm-up (not reported): creates the key, fills the cache, faults in connection buffers.
+taskset -c "$LOAD_CPU" "$BENCH" -k -q --op generate --create-key -c "$CONNS" -d 2s >/dev/null
+run kes "$server_pid" generate
+run kes "$server_pid" generate --spin
 run kes "$server_pid" decrypt
 before_hits=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_hits_total/ {print $2}')
 before_miss=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_misses_total/ {print $2}')

@@ -2,14 +2,14 @@
 //! connections and moves every one of them through connect → TLS handshake → request →
 //! response, in one loop, without a thread per connection.
 //!
-//! Why not a blocking thread per connection: on loopback the server's `send` runs the
-//! client's TCP receive path and *wakes the client thread* on the server's CPU. A client that
-//! sleeps in `recv` makes every response cost the server a cross-CPU wake-up (a reschedule
-//! IPI, a VM exit on a virtual machine): 20 % of the server's CPU in the profile of the old
-//! thread-per-connection generator — a cost that a server answering clients on other hosts
-//! does not pay. `Idle::Spin` (the default) never sleeps, so nothing waits on the socket
-//! when the answer arrives; `Idle::Poll` sleeps in poll(2) like an ordinary client, for
-//! comparison and for machines without a core to spare.
+//! Why not a blocking thread per connection (the first version of this tool): on loopback
+//! the server's `send` runs the client's TCP receive path and wakes the client thread that
+//! sleeps in `recv`, on the server's CPU. With 32 sleeping threads every response cost the
+//! server a cross-CPU wake-up (a reschedule IPI, a VM exit on a virtual machine): a fifth of
+//! the server's CPU in its profile, a cost that a server whose clients are on other hosts
+//! does not pay. One event loop per load thread is busy while answers arrive, so it rarely
+//! sleeps: `Idle::Poll` (the default) sleeps in poll(2) only when nothing is ready;
+//! `Idle::Spin` never sleeps, for comparison.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,10 +23,10 @@ use hdrhistogram::Histogram;
 /// What a load thread does when no connection can make progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Idle {
-    /// Keep polling the sockets (non-blocking reads); the thread never sleeps.
-    Spin,
     /// Sleep in poll(2) until a socket is readable (or the next open-loop slot).
     Poll,
+    /// Keep polling the sockets (non-blocking reads); the thread never sleeps.
+    Spin,
 }
 
 /// How to reach the server: address, TLS config (None: plain HTTP), server name.

@@ -544,10 +544,10 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
     let plan = Arc::new(engine::Plan {
         endpoint,
         new_connection: args.new_connection,
-        idle: if args.poll {
-            engine::Idle::Poll
-        } else {
+        idle: if args.spin {
             engine::Idle::Spin
+        } else {
+            engine::Idle::Poll
         },
         // Open loop: each connection sends at its own fixed interval, staggered.
         interval: (args.rate > 0)

@@ -70,11 +70,10 @@ pub struct Args {
     /// Load threads; the connections are spread over them (each runs an event loop).
     #[arg(short = 't', long, default_value_t = 1)]
     pub threads: usize,
-    /// Sleep in poll(2) while waiting for answers instead of spinning. Spinning (the
-    /// default) keeps the load thread's CPU busy but spares the server the cost of waking a
-    /// sleeping client on every answer, which on loopback is charged to the server's CPU.
+    /// Busy-poll the sockets while waiting for answers instead of sleeping in poll(2):
+    /// the load thread never sleeps, so the server never has to wake it.
     #[arg(long)]
-    pub poll: bool,
+    pub spin: bool,
     /// Run time (Go duration: 10s, 1m).
     #[arg(short = 'd', long, default_value = "10s")]
     pub duration: String,

@@ -99,7 +99,7 @@ fn every_operation_runs_clean_in_both_idle_modes() {
         assert_eq!(code, 0, "{op}: {err}");
         assert_clean(&out);
     }
-    let (code, out, err) = bench(&s, &["--op", "decrypt", "--poll", "-t", "2"]);
+    let (code, out, err) = bench(&s, &["--op", "decrypt", "--spin", "-t", "2"]);
     assert_eq!(code, 0, "{err}");
     assert_clean(&out);
 }
