@@ -217,29 +217,11 @@ fn connection_close_is_honoured() {
 #[test]
 fn tls_sessions_resume() {
     let server = dev_server();
-    let config = kes::client::rustls_config(&kes::client::ClientConfig {
-        endpoints: Vec::new(),
-        credentials: Some(kes::client::Credentials::ApiKey(
-            kes::auth::apikey::ApiKey::parse(&server.api_key).unwrap(),
-        )),
-        insecure: true,
-        ca_file: None,
-        timeout: Duration::from_secs(10),
-    })
-    .unwrap();
+    let config = api_key_tls_config(&server);
     let mut kinds = Vec::new();
     for _ in 0..2 {
-        let tcp = std::net::TcpStream::connect(server.addr).unwrap();
-        let name = rustls_pki_types::ServerName::IpAddress(server.addr.ip().into());
-        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
-        stream
-            .write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = Vec::new();
-        let _ = stream.read_to_end(&mut out);
-        assert!(out.starts_with(b"HTTP/1.1 200 OK"));
-        kinds.push(stream.conn.handshake_kind());
+        let conn = get_version_over(&server, config.clone());
+        kinds.push(conn.handshake_kind());
     }
     assert_eq!(
         kinds,
@@ -258,28 +240,10 @@ fn tls_sessions_resume() {
 fn the_server_chooses_the_cipher_suite() {
     use rustls::crypto::ring::cipher_suite as cs;
     let server = dev_server();
-    let base = kes::client::rustls_config(&kes::client::ClientConfig {
-        endpoints: Vec::new(),
-        credentials: Some(kes::client::Credentials::ApiKey(
-            kes::auth::apikey::ApiKey::parse(&server.api_key).unwrap(),
-        )),
-        insecure: true,
-        ca_file: None,
-        timeout: Duration::from_secs(10),
-    })
-    .unwrap();
+    let base = api_key_tls_config(&server);
     let negotiated = |config: Arc<rustls::ClientConfig>| {
-        let tcp = std::net::TcpStream::connect(server.addr).unwrap();
-        let name = rustls_pki_types::ServerName::IpAddress(server.addr.ip().into());
-        let conn = rustls::ClientConnection::new(config, name).unwrap();
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
-        stream
-            .write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = Vec::new();
-        let _ = stream.read_to_end(&mut out);
-        assert!(out.starts_with(b"HTTP/1.1 200 OK"));
-        stream.conn.negotiated_cipher_suite().unwrap().suite()
+        let conn = get_version_over(&server, config);
+        conn.negotiated_cipher_suite().unwrap().suite()
     };
     let client_first = base.crypto_provider().cipher_suites[0].suite();
     assert_eq!(client_first, cs::TLS13_AES_256_GCM_SHA384.suite());
@@ -353,4 +317,40 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// The CLI's TLS client config (`-k`) with the server's admin API key.
+fn api_key_tls_config(server: &TestServer) -> Arc<rustls::ClientConfig> {
+    kes::client::rustls_config(&kes::client::ClientConfig {
+        endpoints: Vec::new(),
+        credentials: Some(kes::client::Credentials::ApiKey(
+            kes::auth::apikey::ApiKey::parse(&server.api_key).unwrap(),
+        )),
+        insecure: true,
+        ca_file: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap()
+}
+
+/// `GET /version` on a new connection with `config`; returns the finished TLS session.
+fn get_version_over(
+    server: &TestServer,
+    config: Arc<rustls::ClientConfig>,
+) -> rustls::ClientConnection {
+    let tcp = std::net::TcpStream::connect(server.addr).unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(server.addr.ip().into());
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    stream
+        .write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    assert!(
+        out.starts_with(b"HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    stream.conn
 }

@@ -176,8 +176,8 @@ impl Wire {
     }
 }
 
-/// A complete response at the start of `buf`: (status, total length).
-fn parse_response(buf: &[u8]) -> Result<Option<(u16, usize)>, String> {
+/// A complete response at the start of `buf`: (status, head length, total length).
+pub fn parse_response(buf: &[u8]) -> Result<Option<(u16, usize, usize)>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {
@@ -195,7 +195,7 @@ fn parse_response(buf: &[u8]) -> Result<Option<(u16, usize)>, String> {
                         .ok()
                 })
                 .ok_or("response without Content-Length")?;
-            Ok((buf.len() >= head + len).then_some((status, head + len)))
+            Ok((buf.len() >= head + len).then_some((status, head, head + len)))
         }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(e) => Err(format!("bad response: {e}")),
@@ -321,7 +321,7 @@ pub fn drive<S: Source>(plan: &Plan, sources: Vec<S>, sink: &Sink) -> Result<(),
                 progressed = true;
             }
             match parse_response(&slot.buf) {
-                Ok(Some((status, _len))) => {
+                Ok(Some((status, _, _))) => {
                     let ns = intended.elapsed().as_nanos() as u64;
                     let _ = local.record(ns.max(1));
                     sink.done.fetch_add(1, Ordering::Relaxed);
@@ -400,7 +400,10 @@ mod tests {
     #[test]
     fn parses_complete_and_partial_responses() {
         let full = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(full).unwrap(), Some((200, full.len())));
+        assert_eq!(
+            parse_response(full).unwrap(),
+            Some((200, full.len() - 2, full.len()))
+        );
         assert_eq!(parse_response(&full[..full.len() - 1]).unwrap(), None);
         assert_eq!(parse_response(b"HTTP/1.1 404 Not").unwrap(), None);
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n\r\n").is_err());

@@ -173,34 +173,16 @@ impl Conn {
         self.buf.clear();
         let mut tmp = [0u8; 16384];
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head) = resp.parse(&self.buf)? {
-                let status = resp.code.unwrap_or(0);
-                let len = resp
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| {
-                        std::str::from_utf8(h.value)
-                            .ok()?
-                            .trim()
-                            .parse::<usize>()
-                            .ok()
-                    })
-                    .ok_or("response without Content-Length")?;
-                while self.buf.len() < head + len {
-                    let n = self.stream.read(&mut tmp)?;
-                    if n == 0 {
-                        return Err("connection closed mid-response".into());
-                    }
-                    self.buf.extend_from_slice(&tmp[..n]);
-                }
-                return Ok((status, head..head + len));
+            if let Some((status, head, total)) = engine::parse_response(&self.buf)? {
+                return Ok((status, head..total));
             }
             let n = self.stream.read(&mut tmp)?;
             if n == 0 {
-                return Err("connection closed by the server".into());
+                return Err(if self.buf.is_empty() {
+                    "connection closed by the server".into()
+                } else {
+                    "connection closed mid-response".into()
+                });
             }
             self.buf.extend_from_slice(&tmp[..n]);
         }
