@@ -69,37 +69,42 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// (SHA-NI) where SHA-384 has none: a resumed handshake spent 13 % of its CPU in software
 /// SHA-512 before this order.
 pub fn server_provider() -> Arc<CryptoProvider> {
-    use rustls::crypto::ring::cipher_suite as cs;
-    let aes_first = crate::crypto::KeyType::platform_default() == crate::crypto::KeyType::Aes256;
-    let cipher_suites = if aes_first {
-        vec![
-            cs::TLS13_AES_128_GCM_SHA256,
-            cs::TLS13_AES_256_GCM_SHA384,
-            cs::TLS13_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        ]
-    } else {
-        vec![
-            cs::TLS13_CHACHA20_POLY1305_SHA256,
-            cs::TLS13_AES_128_GCM_SHA256,
-            cs::TLS13_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        ]
-    };
+    let aes = crate::crypto::KeyType::platform_default() == crate::crypto::KeyType::Aes256;
+    let cipher_suites = suite_order(aes);
     Arc::new(CryptoProvider {
         cipher_suites,
         ..rustls::crypto::ring::default_provider()
     })
+}
+
+/// TLS 1.3 before TLS 1.2; AES-128-GCM, AES-256-GCM, ChaCha20 within each, or ChaCha20
+/// first without AES hardware.
+fn suite_order(aes_hardware: bool) -> Vec<rustls::SupportedCipherSuite> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let mut cipher_suites = vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    if !aes_hardware {
+        // No AES instructions: ChaCha20 first within each protocol version (stable sort).
+        cipher_suites.sort_by_key(|s| {
+            let chacha = matches!(
+                s.suite(),
+                rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+                    | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                    | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            );
+            (s.version() != &rustls::version::TLS13, !chacha)
+        });
+    }
+    cipher_suites
 }
 
 /// Accepts any client certificate chain without verifying it against a CA, but verifies
@@ -274,4 +279,48 @@ pub fn load_private_key(path: &Path, password: &str) -> Result<PrivateKeyDer<'st
     }
     PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| TlsError::BadKey(format!("{}: {e:?}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suite_order;
+    use rustls::CipherSuite as S;
+
+    #[test]
+    fn suite_order_with_and_without_aes_hardware() {
+        let names = |aes| {
+            suite_order(aes)
+                .iter()
+                .map(|s| s.suite())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(true),
+            [
+                S::TLS13_AES_128_GCM_SHA256,
+                S::TLS13_AES_256_GCM_SHA384,
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+                S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ]
+        );
+        assert_eq!(
+            names(false),
+            [
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+                S::TLS13_AES_128_GCM_SHA256,
+                S::TLS13_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            ]
+        );
+    }
 }

@@ -152,10 +152,6 @@ impl Wire {
                             buf.resize(start + n, 0);
                             c.reader().read_exact(&mut buf[start..])?;
                         }
-                        if c.wants_write() {
-                            self.pump_write()?;
-                            return Ok(true);
-                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                     Err(e) => return Err(e),

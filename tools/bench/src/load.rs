@@ -244,9 +244,7 @@ fn context_for(object: u64) -> String {
 struct Requests {
     op: Op,
     key: String,
-    generate: Arc<Vec<Arc<[u8]>>>,
-    decrypt: Arc<Vec<Arc<[u8]>>>,
-    fixed: Arc<Vec<Arc<[u8]>>>,
+    prebuilt: Arc<Prebuilt>,
     rng: Xorshift,
     serial: u64,
     connection: usize,
@@ -254,10 +252,13 @@ struct Requests {
 
 /// Requests built once per run, shared by every connection.
 struct Prebuilt {
-    generate: Arc<Vec<Arc<[u8]>>>,
-    decrypt: Arc<Vec<Arc<[u8]>>>,
-    /// encrypt, hmac, describe, status, transit-datakey (in that order).
-    fixed: Arc<Vec<Arc<[u8]>>>,
+    generate: Vec<Arc<[u8]>>,
+    decrypt: Vec<Arc<[u8]>>,
+    encrypt: Arc<[u8]>,
+    hmac: Arc<[u8]>,
+    describe: Arc<[u8]>,
+    status: Arc<[u8]>,
+    transit_datakey: Arc<[u8]>,
 }
 
 impl Prebuilt {
@@ -287,35 +288,32 @@ impl Prebuilt {
                 .into()
             })
             .collect();
-        let fixed = vec![
-            request(
+        Prebuilt {
+            generate,
+            decrypt,
+            encrypt: request(
                 "POST",
                 &format!("/v1/key/encrypt/{key}"),
                 br#"{"plaintext":"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="}"#,
                 "",
             )
             .into(),
-            request(
+            hmac: request(
                 "PUT",
                 &format!("/v1/key/hmac/{key}"),
                 br#"{"message":"cm9vdCBhY2Nlc3Mga2V5"}"#,
                 "",
             )
             .into(),
-            request("GET", &format!("/v1/key/describe/{key}"), b"", "").into(),
-            request("GET", "/v1/status", b"", "").into(),
-            request(
+            describe: request("GET", &format!("/v1/key/describe/{key}"), b"", "").into(),
+            status: request("GET", "/v1/status", b"", "").into(),
+            transit_datakey: request(
                 "POST",
                 &format!("/v1/transit/datakey/plaintext/{key}"),
                 b"{}",
                 &format!("X-Vault-Token: {token}\r\n"),
             )
             .into(),
-        ];
-        Prebuilt {
-            generate: Arc::new(generate),
-            decrypt: Arc::new(decrypt),
-            fixed: Arc::new(fixed),
         }
     }
 }
@@ -323,16 +321,16 @@ impl Prebuilt {
 impl engine::Source for Requests {
     fn next_batch(&mut self, out: &mut Vec<Arc<[u8]>>) {
         let roll = self.rng.next();
-        let pick_from =
-            |pool: &Arc<Vec<Arc<[u8]>>>, r: u64| pool[(r as usize) % pool.len()].clone();
+        let p = &self.prebuilt;
+        let any_of = |pool: &[Arc<[u8]>], r: u64| pool[(r as usize) % pool.len()].clone();
         match pick(self.op, roll) {
-            Op::Generate | Op::Mix => out.push(pick_from(&self.generate, self.rng.next())),
-            Op::Decrypt => out.push(pick_from(&self.decrypt, self.rng.next())),
-            Op::Encrypt => out.push(self.fixed[0].clone()),
-            Op::Hmac => out.push(self.fixed[1].clone()),
-            Op::Describe => out.push(self.fixed[2].clone()),
-            Op::Status => out.push(self.fixed[3].clone()),
-            Op::TransitDatakey => out.push(self.fixed[4].clone()),
+            Op::Generate | Op::Mix => out.push(any_of(&p.generate, self.rng.next())),
+            Op::Decrypt => out.push(any_of(&p.decrypt, self.rng.next())),
+            Op::Encrypt => out.push(p.encrypt.clone()),
+            Op::Hmac => out.push(p.hmac.clone()),
+            Op::Describe => out.push(p.describe.clone()),
+            Op::Status => out.push(p.status.clone()),
+            Op::TransitDatakey => out.push(p.transit_datakey.clone()),
             Op::CreateDelete => {
                 self.serial += 1;
                 let name = format!("{}-{}-{}", self.key, self.connection, self.serial);
@@ -513,7 +511,7 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
         3,
     )?));
     let errors = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
-    let prebuilt = Prebuilt::new(&args.key, &token, &pairs);
+    let prebuilt = Arc::new(Prebuilt::new(&args.key, &token, &pairs));
     let endpoint = engine::Endpoint {
         addr: target.addr()?,
         tls: match &target.tls {
@@ -544,9 +542,7 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
             .map(|c| Requests {
                 op: args.op,
                 key: args.key.clone(),
-                generate: prebuilt.generate.clone(),
-                decrypt: prebuilt.decrypt.clone(),
-                fixed: prebuilt.fixed.clone(),
+                prebuilt: prebuilt.clone(),
                 rng: Xorshift(
                     0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
                 ),
