@@ -21,6 +21,7 @@ impl ApiError {
     pub const CERT_REQUIRED: ApiError = fixed(400, "tls: client certificate is required");
     pub const MORE_THAN_ONE_CERT: ApiError =
         fixed(400, "tls: received more than one client certificate");
+    pub const CA_CERT: ApiError = fixed(400, "tls: client certificate is a CA certificate");
     pub const NOT_AUTHORIZED: ApiError = fixed(403, "not authorized: insufficient permissions");
     pub const INVALID_BODY: ApiError = fixed(400, "invalid request body");
     pub const INVALID_IMPORT_BODY: ApiError = fixed(400, "invalid import key request body");

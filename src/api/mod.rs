@@ -109,7 +109,7 @@ impl Core {
 /// What the connection knows about the peer.
 #[derive(Clone, Copy, Debug)]
 pub enum Peer {
-    /// Exactly one non-CA client certificate: its identity.
+    /// The identity of the client's end-entity certificate.
     Identified(Identity),
     /// The identity could not be derived.
     Unidentified(IdentityError),
@@ -185,6 +185,7 @@ pub fn authorize(route_index: usize, req: &Request<'_>) -> Result<(), ApiError> 
                 Peer::Unidentified(IdentityError::MoreThanOne) => {
                     return Err(ApiError::MORE_THAN_ONE_CERT)
                 }
+                Peer::Unidentified(IdentityError::CaAsEndEntity) => return Err(ApiError::CA_CERT),
                 Peer::Unidentified(_) => return Err(ApiError::CERT_REQUIRED),
             };
             match req.settings.policies.decide(&identity, req.path) {

@@ -80,10 +80,13 @@ impl fmt::Debug for Identity {
 /// Why no identity could be derived from a certificate chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentityError {
-    /// No non-CA certificate was presented.
+    /// No certificate was presented.
     NoCertificate,
-    /// More than one non-CA certificate was presented.
+    /// More than one certificate was forwarded by a TLS proxy.
     MoreThanOne,
+    /// The end-entity certificate (the one whose key signed the handshake) is a CA
+    /// certificate (`BasicConstraints cA = TRUE`).
+    CaAsEndEntity,
     /// A certificate could not be parsed.
     BadCertificate,
 }
@@ -93,6 +96,7 @@ impl fmt::Display for IdentityError {
         f.write_str(match self {
             IdentityError::NoCertificate => "tls: client certificate is required",
             IdentityError::MoreThanOne => "tls: received more than one client certificate",
+            IdentityError::CaAsEndEntity => "tls: client certificate is a CA certificate",
             IdentityError::BadCertificate => "tls: failed to parse client certificate",
         })
     }
@@ -100,9 +104,9 @@ impl fmt::Display for IdentityError {
 
 impl std::error::Error for IdentityError {}
 
-/// Parses one DER certificate: `Some(spki_identity)` for a non-CA certificate, `None` for a
-/// certificate whose BasicConstraints say `cA = TRUE`.
-fn non_ca_identity(der: &[u8]) -> Result<Option<Identity>, IdentityError> {
+/// The identity of an end-entity certificate: its SPKI hash, or an error for a CA
+/// certificate (`BasicConstraints cA = TRUE`) or one that does not parse.
+pub fn end_entity_identity(der: &[u8]) -> Result<Identity, IdentityError> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|_| IdentityError::BadCertificate)?;
     let is_ca = match cert.basic_constraints() {
@@ -111,26 +115,24 @@ fn non_ca_identity(der: &[u8]) -> Result<Option<Identity>, IdentityError> {
         Err(_) => return Err(IdentityError::BadCertificate),
     };
     if is_ca {
-        return Ok(None);
+        return Err(IdentityError::CaAsEndEntity);
     }
-    Ok(Some(Identity::from_spki_der(
+    Ok(Identity::from_spki_der(
         cert.tbs_certificate.subject_pki.raw,
-    )))
+    ))
 }
 
-/// auth-and-policy §1: drop certificates whose BasicConstraints say `cA = TRUE`, then exactly
-/// one must remain; hash its SPKI (the raw DER bytes of the `subjectPublicKeyInfo` field).
+/// The identity of a client's TLS certificate chain: only the end entity counts, which TLS
+/// puts first and whose key signed the handshake. A chain whose first certificate is a CA is
+/// refused, and later certificates never contribute an identity.
+///
+/// Upstream KES skips CA certificates and hashes whichever non-CA certificate remains. That
+/// lets a client sign the handshake with its own CA-marked certificate and add a forged,
+/// unsigned certificate carrying someone else's public key, and so take that identity. We
+/// are stricter on purpose (README, compatibility notes).
 pub fn identity_from_chain(chain_der: &[&[u8]]) -> Result<Identity, IdentityError> {
-    let mut found: Option<Identity> = None;
-    for der in chain_der {
-        if let Some(id) = non_ca_identity(der)? {
-            if found.is_some() {
-                return Err(IdentityError::MoreThanOne);
-            }
-            found = Some(id);
-        }
-    }
-    found.ok_or(IdentityError::NoCertificate)
+    let first = chain_der.first().ok_or(IdentityError::NoCertificate)?;
+    end_entity_identity(first)
 }
 
 /// The identity of a single DER certificate (CA or not, as `kes identity of` does).
@@ -227,20 +229,23 @@ mod tests {
         let (leaf, leaf_id) = cert(IsCa::NoCa);
         let (leaf2, leaf2_id) = cert(IsCa::ExplicitNoCa);
 
+        // Only the end entity (first) counts; later certificates never do.
         assert_eq!(identity_from_chain(&[&leaf, &ca]), Ok(leaf_id));
-        assert_eq!(identity_from_chain(&[&ca, &leaf]), Ok(leaf_id));
         assert_eq!(identity_from_chain(&[&leaf2]), Ok(leaf2_id));
+        assert_eq!(identity_from_chain(&[&leaf, &leaf2]), Ok(leaf_id));
+        assert_eq!(identity_from_chain(&[&leaf, b"garbage"]), Ok(leaf_id));
+        // A CA first is refused, whatever follows (the spoofing chain of issue 12).
         assert_eq!(
-            identity_from_chain(&[&leaf, &leaf2]),
-            Err(IdentityError::MoreThanOne)
+            identity_from_chain(&[&ca, &leaf]),
+            Err(IdentityError::CaAsEndEntity)
         );
         assert_eq!(
             identity_from_chain(&[&ca]),
-            Err(IdentityError::NoCertificate)
+            Err(IdentityError::CaAsEndEntity)
         );
         assert_eq!(identity_from_chain(&[]), Err(IdentityError::NoCertificate));
         assert_eq!(
-            identity_from_chain(&[&leaf, b"garbage"]),
+            identity_from_chain(&[b"garbage", &leaf]),
             Err(IdentityError::BadCertificate)
         );
         assert_eq!(

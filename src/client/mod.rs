@@ -8,6 +8,7 @@ mod tests;
 mod tls;
 
 pub use tls::build as rustls_config;
+pub use tls::AcceptAnyServerCert;
 
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -15,12 +15,12 @@ use crate::auth::cert::client_cert_from_api_key;
 /// Accepts any server certificate (`--insecure`) but still checks that the server owns the
 /// certificate's key, i.e. verifies the handshake signatures.
 #[derive(Debug)]
-pub(crate) struct AcceptAnyServerCert {
+pub struct AcceptAnyServerCert {
     provider: Arc<CryptoProvider>,
 }
 
 impl AcceptAnyServerCert {
-    pub(crate) fn new(provider: Arc<CryptoProvider>) -> Self {
+    pub fn new(provider: Arc<CryptoProvider>) -> Self {
         AcceptAnyServerCert { provider }
     }
 }

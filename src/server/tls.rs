@@ -137,13 +137,27 @@ impl ClientCertVerifier for AnyClientCert {
         &[]
     }
 
+    /// The chain is not verified, but the end entity (the certificate whose key signs the
+    /// handshake, and the only one an identity is taken from) must parse and must not be a
+    /// CA certificate.
     fn verify_client_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
+        use crate::auth::identity::{end_entity_identity, IdentityError};
+        match end_entity_identity(end_entity) {
+            Ok(_) => Ok(ClientCertVerified::assertion()),
+            Err(IdentityError::CaAsEndEntity) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                    crate::auth::identity::IdentityError::CaAsEndEntity,
+                ))),
+            )),
+            Err(_) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding,
+            )),
+        }
     }
 
     fn verify_tls12_signature(
