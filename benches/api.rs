@@ -131,7 +131,9 @@ fn tls(c: &mut Criterion) {
 
     let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let (cert, key, _) = kes::auth::cert::self_signed_server_cert(&[ip], &[]).unwrap();
-    let server = server_config(vec![cert], key, ClientAuth::RequireAny, None).unwrap();
+    let server = server_config(vec![cert], key, ClientAuth::RequireAny, None)
+        .unwrap()
+        .config;
     let client_config = |resume: bool| {
         let mut config = (*kes::client::rustls_config(&ClientConfig {
             endpoints: Vec::new(),

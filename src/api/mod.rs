@@ -125,6 +125,16 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Wipes the buffers and gives back any that a large request grew past `keep_bytes_max`.
+    pub fn wipe_and_shrink(&mut self, keep_bytes_max: usize) {
+        self.wipe();
+        for buf in [&mut self.context, &mut self.data, &mut self.output] {
+            if buf.capacity() > keep_bytes_max {
+                *buf = Vec::new();
+            }
+        }
+    }
+
     pub fn wipe(&mut self) {
         for buf in [&mut self.context, &mut self.data, &mut self.output] {
             // SAFETY: zeroing the initialised part of our own buffer.
@@ -177,10 +187,22 @@ impl From<ApiError> for Reply {
 
 /// Authenticates and authorises `req` per its route's effective auth mode.
 pub fn authorize(route_index: usize, req: &Request<'_>) -> Result<(), ApiError> {
-    match req.settings.routes.auth[route_index] {
+    authorize_head(req.settings, route_index, req.peer, req.path)
+}
+
+/// The same decision from what the request head alone says (route, peer, path): taken
+/// before any body byte is read, so an unauthorised client cannot make the server buffer
+/// its body.
+pub fn authorize_head(
+    settings: &settings::Settings,
+    route_index: usize,
+    peer: Peer,
+    path: &str,
+) -> Result<(), ApiError> {
+    match settings.routes.auth[route_index] {
         AuthMode::None | AuthMode::Identify => Ok(()),
         AuthMode::Verify => {
-            let identity = match req.peer {
+            let identity = match peer {
                 Peer::Identified(identity) => identity,
                 Peer::Unidentified(IdentityError::MoreThanOne) => {
                     return Err(ApiError::MORE_THAN_ONE_CERT)
@@ -188,7 +210,7 @@ pub fn authorize(route_index: usize, req: &Request<'_>) -> Result<(), ApiError> 
                 Peer::Unidentified(IdentityError::CaAsEndEntity) => return Err(ApiError::CA_CERT),
                 Peer::Unidentified(_) => return Err(ApiError::CERT_REQUIRED),
             };
-            match req.settings.policies.decide(&identity, req.path) {
+            match settings.policies.decide(&identity, path) {
                 Decision::Allow => Ok(()),
                 Decision::Deny => Err(ApiError::NOT_AUTHORIZED),
             }

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use rustls::server::danger::ClientCertVerifier;
 use rustls::ServerConfig;
 
 use super::RouteSettings;
@@ -20,6 +21,9 @@ pub struct Settings {
     pub policies: PolicySet,
     pub routes: RouteSettings,
     pub tls: Arc<ServerConfig>,
+    /// The verifier `tls` checks client certificates with; certificates forwarded by a
+    /// trusted proxy go through it too.
+    pub client_verifier: Arc<dyn ClientCertVerifier>,
     /// Identities of trusted TLS-terminating proxies (legacy `tls.proxy`).
     pub proxies: Vec<Identity>,
     /// Header that carries the forwarded client certificate.

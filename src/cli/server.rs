@@ -178,6 +178,7 @@ pub fn reload(
             policies: current.policies.clone(),
             routes: current.routes.clone(),
             tls: fresh.tls,
+            client_verifier: fresh.client_verifier,
             proxies: current.proxies.clone(),
             proxy_cert_header: current.proxy_cert_header.clone(),
             audit_all: current.audit_all,
@@ -274,7 +275,8 @@ pub fn prepare_dev(
     let settings = Settings {
         policies: PolicySet::new(&admin, Vec::new(), Default::default()),
         routes: Default::default(),
-        tls,
+        tls: tls.config,
+        client_verifier: tls.client_verifier,
         proxies: Vec::new(),
         proxy_cert_header: String::new(),
         audit_all: false,
@@ -356,7 +358,8 @@ pub fn settings_from(config: &Config) -> Result<Settings, Box<dyn std::error::Er
             config.pattern_syntax,
         ),
         routes: config.routes.clone(),
-        tls,
+        tls: tls.config,
+        client_verifier: tls.client_verifier,
         proxies: config
             .tls
             .proxy_identities

@@ -10,6 +10,39 @@ pub fn clean_path(path: &str) -> Option<String> {
     (cleaned != path).then_some(cleaned)
 }
 
+/// Appends `path` percent-encoded as Go's `url.URL.EscapedPath` does (`shouldEscape` in path
+/// mode): letters, digits, `-_.~` and `$&+,/:;=@` stay, every other byte becomes `%XX`. Used
+/// for `Location` headers, so that no byte of a request path reaches a response header
+/// unescaped (a decoded `%0d%0a` would otherwise split the response).
+pub fn escape_path(path: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in path.as_bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'~'
+                    | b'$'
+                    | b'&'
+                    | b'+'
+                    | b','
+                    | b'/'
+                    | b':'
+                    | b';'
+                    | b'='
+                    | b'@'
+            );
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0x0f)] as char);
+        }
+    }
+}
+
 fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for segment in path.split('/') {
@@ -35,6 +68,23 @@ fn clean(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaping_matches_go() {
+        let esc = |p: &str| {
+            let mut out = String::new();
+            escape_path(p, &mut out);
+            out
+        };
+        assert_eq!(
+            esc("/v1/key/create/my-key_1.x~"),
+            "/v1/key/create/my-key_1.x~"
+        );
+        assert_eq!(esc("/a b?c#d%e"), "/a%20b%3Fc%23d%25e");
+        assert_eq!(esc("/x\r\nSet-Cookie: a=b"), "/x%0D%0ASet-Cookie:%20a=b");
+        assert_eq!(esc("/$&+,:;=@"), "/$&+,:;=@");
+        assert_eq!(esc("/\u{0}\u{7f}é\u{2028}"), "/%00%7F%C3%A9%E2%80%A8");
+    }
 
     #[test]
     fn table() {

@@ -40,8 +40,35 @@ fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-/// Appends a complete response.
+/// True if `value` may appear in a header field: no CR, LF or NUL (which would end the
+/// field early and let request bytes forge headers or a second response).
+fn header_value_ok(value: &str) -> bool {
+    !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// Appends a complete response. A header value with CR, LF or NUL is never written: the
+/// whole response becomes a bare `500` that closes the connection (in every build, not only
+/// with debug assertions), since a caller let request bytes reach a header.
 pub fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: Option<&str>,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+    close: bool,
+) {
+    let safe = content_type.is_none_or(header_value_ok)
+        && extra_headers
+            .iter()
+            .all(|(name, value)| header_value_ok(name) && header_value_ok(value));
+    if !safe {
+        write_checked(out, 500, None, &[], b"", true);
+        return;
+    }
+    write_checked(out, status, content_type, extra_headers, body, close);
+}
+
+fn write_checked(
     out: &mut Vec<u8>,
     status: u16,
     content_type: Option<&str>,
@@ -60,7 +87,6 @@ pub fn write_response(
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in extra_headers {
-        debug_assert!(!value.contains(['\r', '\n']), "header injection");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -104,6 +130,24 @@ mod tests {
             b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nAccept: PUT\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
         );
         out.clear();
+        write_continue(&mut out);
+        assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
+    fn header_values_with_line_breaks_are_refused() {
+        for bad in ["/a\r\nSet-Cookie: x=1", "/a\nb", "/a\rb", "/a\0b"] {
+            let mut out = b"earlier".to_vec();
+            write_response(&mut out, 301, None, &[("Location", bad)], b"", false);
+            assert_eq!(
+                out,
+                b"earlierHTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+        let mut out = Vec::new();
+        write_response(&mut out, 200, Some("text/plain\r\nX: y"), &[], b"", false);
+        assert!(out.starts_with(b"HTTP/1.1 500 "));
+        let mut out = Vec::new();
         write_continue(&mut out);
         assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
     }

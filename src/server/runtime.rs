@@ -139,6 +139,7 @@ impl RunningServer {
 /// Starts one executor per core and returns once every core is listening.
 pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
     check_io_uring()?;
+    super::memory::configure();
     let mut cpus = affinity_cpus()?;
     if let Some(n) = options.cores {
         cpus.truncate(n.max(1));

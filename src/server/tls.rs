@@ -195,6 +195,14 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
+/// The server's TLS configuration and the client-certificate verifier inside it. The
+/// verifier is kept apart so that certificates a trusted TLS proxy forwards are checked
+/// exactly as a direct client's certificate is (CA roots, validity, key usage).
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    pub client_verifier: Arc<dyn ClientCertVerifier>,
+}
+
 /// Builds the server config: TLS 1.2 + 1.3, ALPN `http/1.1` only, session tickets from one
 /// ticketer shared by every core (so a ticket from core 0 resumes on core 1).
 pub fn server_config(
@@ -202,7 +210,7 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     client_auth: ClientAuth,
     verify_with: Option<RootCertStore>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+) -> Result<ServerTls, TlsError> {
     let provider = server_provider();
     let verifier: Arc<dyn ClientCertVerifier> = match verify_with {
         Some(roots) => {
@@ -223,7 +231,7 @@ pub fn server_config(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Rustls)?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain, key)
         .map_err(TlsError::Rustls)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -232,7 +240,10 @@ pub fn server_config(
     config.send_tls13_tickets = 1;
     // The server's order decides (see `server_provider`), as Go's server does.
     config.ignore_client_order = true;
-    Ok(Arc::new(config))
+    Ok(ServerTls {
+        config: Arc::new(config),
+        client_verifier: verifier,
+    })
 }
 
 /// Reads a PEM certificate chain; the leaf must carry a DNS or IP SAN.

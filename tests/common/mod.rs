@@ -276,6 +276,21 @@ impl RawTls {
         out
     }
 
+    /// True if the server closes the connection (EOF or reset) within `timeout` without
+    /// sending anything; false if it is still open (or it sent bytes).
+    pub fn closed_by_server(&mut self, timeout: Duration) -> bool {
+        self.stream.sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 1024];
+        match self.stream.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
     /// Reads until `n` complete HTTP responses (Content-Length framed) have arrived.
     pub fn read_responses(&mut self, n: usize) -> Vec<(u16, Vec<u8>)> {
         let mut buf = Vec::new();
