@@ -1,0 +1,312 @@
+//! Findings of the second hostile review (issue 12) against a real server: response
+//! splitting (#2), memory pinned before authorisation (#3), log subscribers that send (#5),
+//! silent connections at the cap (#6), memory after connection bursts (#11) and answers to
+//! over-limit bodies that the client must be able to read (#14).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Resident memory of a process, in KiB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap())
+        .unwrap()
+}
+
+/// Raises this process's soft fd limit to the hard one; returns it.
+fn raise_fd_limit() -> u64 {
+    // SAFETY: plain rlimit calls on our own process.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur
+    }
+}
+
+fn dev_bin_api_key(server: &BinServer) -> String {
+    server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("API Key"))
+        .and_then(|l| l.split_whitespace().last())
+        .expect("API key in the banner")
+        .to_string()
+}
+
+/// #2: a path that needs cleaning is redirected with a percent-encoded `Location`; a
+/// decoded CR LF never reaches a header, and exactly one response comes back.
+#[test]
+fn redirects_never_split_the_response() {
+    let server = dev_server();
+    let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
+    raw.send(
+        b"GET /v1//status%0d%0aSet-Cookie:%20evil=1%0d%0a%0d%0aHTTP/1.1%20200%20OK HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&raw.read_all(Duration::from_secs(5))).into_owned();
+    assert!(text.starts_with("HTTP/1.1 301 "), "{text}");
+    let head = text.split("\r\n\r\n").next().unwrap();
+    assert!(
+        head.lines().any(|l| l
+            == "Location: /v1/status%0D%0ASet-Cookie:%20evil=1%0D%0A%0D%0AHTTP/1.1%20200%20OK"),
+        "{head}"
+    );
+    assert!(!head.lines().any(|l| l.starts_with("Set-Cookie")), "{head}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+
+    // A tab and a bare LF are escaped too, and the connection stays in sync (a NUL in a
+    // path is refused with 400 before routing).
+    let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
+    raw.send(b"GET /a/../b%09c%0ad HTTP/1.1\r\nHost: kes\r\n\r\nGET /version HTTP/1.1\r\nHost: kes\r\n\r\n");
+    let answers = raw.read_responses(2);
+    assert_eq!(answers[0].0, 301);
+    assert_eq!(answers[1].0, 200);
+}
+
+/// Opens a TLS connection as `api_key`, sends `head` and then `body_bytes` of body, and
+/// returns the connection with the status of the answer.
+fn send_body(
+    addr: std::net::SocketAddr,
+    api_key: &str,
+    head: &str,
+    body_bytes: usize,
+) -> (RawTls, u16) {
+    let mut raw = raw_tls(addr, Some(api_key)).unwrap();
+    raw.stream.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut left = body_bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        if raw.stream.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        left -= n;
+    }
+    let _ = raw.stream.flush();
+    let mut buf = [0u8; 512];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match raw.stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = String::from_utf8_lossy(&got)
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (raw, status)
+}
+
+/// #3: bodies sent to a route the client may not use are not buffered, and idle
+/// connections give back what earlier requests grew: 1000 connections that each sent a
+/// 1 MB body (and 1000 that sent 60 KB and stay open) add less than 64 MiB.
+#[test]
+fn unauthorised_bodies_pin_no_memory() {
+    raise_fd_limit();
+    let server = bin_server(&["--dev"]);
+    let pid = server.child.id();
+    let (stranger, _) = new_api_key();
+    // Warm up (first-use allocations of the server).
+    let (_, status) = send_body(
+        server.addr,
+        &stranger,
+        "POST /v1/key/generate/k HTTP/1.1\r\nHost: kes\r\nContent-Length: 10\r\n\r\n",
+        10,
+    );
+    assert_eq!(status, 403);
+    let before = rss_kb(pid);
+
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        let (raw, status) = send_body(
+            server.addr,
+            &stranger,
+            "POST /v1/key/generate/k HTTP/1.1\r\nHost: kes\r\nContent-Length: 1048576\r\n\r\n",
+            1 << 20,
+        );
+        assert_eq!(status, 403);
+        held.push(raw);
+    }
+    for _ in 0..1000 {
+        let (raw, status) = send_body(
+            server.addr,
+            &stranger,
+            "POST /v1/key/encrypt/k HTTP/1.1\r\nHost: kes\r\nContent-Length: 61440\r\n\r\n",
+            60 * 1024,
+        );
+        assert_eq!(status, 403);
+        held.push(raw);
+    }
+    // Idle connections shrink their buffers after a moment without requests.
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown_kb = rss_kb(pid).saturating_sub(before);
+    eprintln!("RSS before {before} KiB, with 2000 connections +{grown_kb} KiB");
+    assert!(
+        grown_kb < 64 * 1024,
+        "2000 connections that sent unauthorised bodies pinned {grown_kb} KiB"
+    );
+    // The small-body connections are still usable (their bodies were drained, not kept).
+    let last = held.last_mut().unwrap();
+    last.send(b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\n");
+    assert_eq!(last.read_responses(1)[0].0, 200);
+}
+
+/// #14: a body over the route's limit gets a 413 the client can read, even while it is
+/// still sending (no reset), and a declared over-limit length too.
+#[test]
+fn over_limit_bodies_get_a_readable_413() {
+    let server = dev_server();
+    for head in [
+        // Declared too large: answered at once while the client sends on.
+        "PUT /v1/key/hmac/k HTTP/1.1\r\nHost: kes\r\nContent-Length: 3145728\r\n\r\n",
+        // Chunked past the limit.
+        "PUT /v1/key/hmac/k HTTP/1.1\r\nHost: kes\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        let chunked = head.contains("chunked");
+        let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
+        raw.stream.write_all(head.as_bytes()).unwrap();
+        let payload = vec![b'a'; 64 * 1024];
+        let mut framed = Vec::new();
+        if chunked {
+            framed.extend_from_slice(format!("{:x}\r\n", payload.len()).as_bytes());
+            framed.extend_from_slice(&payload);
+            framed.extend_from_slice(b"\r\n");
+        } else {
+            framed = payload;
+        }
+        let mut sent = 0;
+        for _ in 0..(3 << 20) / (64 * 1024) {
+            if raw.stream.write_all(&framed).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        let _ = raw.stream.flush();
+        let text = String::from_utf8_lossy(&raw.read_all(Duration::from_secs(5))).into_owned();
+        assert!(
+            text.starts_with("HTTP/1.1 413 "),
+            "chunked={chunked}: after {sent} writes the client read {text:?}"
+        );
+        assert!(text.contains("Connection: close"), "{text}");
+    }
+}
+
+/// #5: a log subscriber that sends bytes it never should cannot grow server memory.
+#[test]
+fn log_subscribers_cannot_grow_memory_by_sending() {
+    let server = bin_server(&["--dev"]);
+    let pid = server.child.id();
+    let api_key = dev_bin_api_key(&server);
+    let mut raw = raw_tls(server.addr, Some(&api_key)).unwrap();
+    raw.send(b"GET /v1/log/audit HTTP/1.1\r\nHost: kes\r\n\r\n");
+    let mut buf = [0u8; 256];
+    let n = raw.stream.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kb(pid);
+    let junk = vec![b'x'; 64 * 1024];
+    for _ in 0..1024 {
+        raw.stream.write_all(&junk).unwrap(); // 64 MiB in all
+    }
+    raw.stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let grown_kb = rss_kb(pid).saturating_sub(before);
+    assert!(
+        grown_kb < 16 * 1024,
+        "64 MiB sent by a log subscriber grew the server by {grown_kb} KiB"
+    );
+    // The stream still works: an audited event arrives.
+    let mut admin = client_for(&format!("https://{}", server.addr), &api_key);
+    assert_eq!(
+        admin
+            .request("POST", "/v1/key/create/logged", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    raw.stream
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&seen).contains("logged") && Instant::now() < deadline {
+        match raw.stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.contains("/v1/key/create/logged"), "{seen}");
+}
+
+/// #6: 8200 silent connections on one core (more than its cap of 8192) do not lock the
+/// admin out: it is served within a second.
+#[test]
+fn silent_connections_cannot_lock_out_the_admin() {
+    let limit = raise_fd_limit();
+    assert!(
+        limit >= 8200 + 200,
+        "this test needs an open-file hard limit of at least 8400 (ulimit -Hn is {limit})"
+    );
+    let server = bin_server(&["--dev"]);
+    let api_key = dev_bin_api_key(&server);
+    let mut silent = Vec::with_capacity(8200);
+    for _ in 0..8200 {
+        silent.push(std::net::TcpStream::connect(server.addr).unwrap());
+    }
+    // Let the server accept them all.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let mut admin = client_for(&format!("https://{}", server.addr), &api_key);
+    let status = admin.request("GET", "/v1/status", None, &[]).unwrap().status;
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(1), "the admin waited {took:?}");
+    drop(silent);
+}
+
+/// #11: after bursts of connections close, memory goes back to the OS.
+#[test]
+fn memory_returns_after_connection_bursts() {
+    raise_fd_limit();
+    let server = bin_server(&["--dev"]);
+    let pid = server.child.id();
+    let api_key = dev_bin_api_key(&server);
+    let base = rss_kb(pid);
+    let mut peak = 0;
+    for _ in 0..3 {
+        let mut burst = Vec::new();
+        for _ in 0..1000 {
+            let mut raw = raw_tls(server.addr, Some(&api_key)).unwrap();
+            raw.send(b"GET /v1/status HTTP/1.1\r\nHost: kes\r\n\r\n");
+            burst.push(raw);
+        }
+        for raw in &mut burst {
+            assert_eq!(raw.read_responses(1)[0].0, 200);
+        }
+        peak = peak.max(rss_kb(pid));
+        drop(burst);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kb(pid);
+    eprintln!("RSS: {base} KiB at start, {peak} KiB at the peak of a burst, {after} KiB after");
+    assert!(
+        after < base + 16 * 1024 && after < peak,
+        "memory stayed up after the bursts: {base} → {peak} → {after} KiB"
+    );
+}
