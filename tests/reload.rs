@@ -105,3 +105,60 @@ fn sigterm_finishes_and_exits_zero() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// A config-file server (the reload path runs on SIGHUP) and the admin's API key.
+fn config_bin_server(extra: &str) -> (BinServer, String, TlsFiles, tempfile::TempDir) {
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let (admin_key, admin) = new_api_key();
+    let config_path = tls.dir.path().join("config.yml");
+    std::fs::write(&config_path, config_yaml(&tls, &admin, keys.path(), extra)).unwrap();
+    let server = bin_server(&["--config", config_path.to_str().unwrap()]);
+    (server, admin_key, tls, keys)
+}
+
+fn status_code(server: &BinServer, api_key: &str) -> u16 {
+    let mut c = client_for(&format!("https://{}", server.addr), api_key);
+    c.request("GET", "/v1/status", None, &[])
+        .map(|r| r.status)
+        .unwrap_or(0)
+}
+
+#[test]
+fn sighup_bursts_never_kill_the_server() {
+    let (mut server, admin_key, _tls, _keys) = config_bin_server("");
+    // The first burst starts right after the banner, while the server is still settling;
+    // later ones land while earlier reloads are running.
+    for round in 0..3 {
+        for _ in 0..20 {
+            signal(&server, libc::SIGHUP);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "round {round}: the server died of a SIGHUP burst"
+        );
+        assert_eq!(status_code(&server, &admin_key), 200, "round {round}");
+    }
+    assert!(server.wait_stderr("configuration reloaded", Duration::from_secs(5)));
+}
+
+#[test]
+fn sighup_then_sigterm_exits_gracefully_with_zero() {
+    for _ in 0..3 {
+        let (mut server, admin_key, _tls, _keys) = config_bin_server("");
+        assert_eq!(status_code(&server, &admin_key), 200);
+        signal(&server, libc::SIGHUP);
+        signal(&server, libc::SIGTERM);
+        let status = server
+            .wait_exit(Duration::from_secs(10))
+            .expect("server did not exit after SIGHUP + SIGTERM");
+        assert!(status.success(), "{status:?}");
+        assert!(
+            server.wait_stderr("shutting down", Duration::from_secs(2)),
+            "{}",
+            server.stderr_text()
+        );
+    }
+}

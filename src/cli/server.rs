@@ -56,6 +56,11 @@ pub struct Prepared {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Before anything else, and above all before any thread exists (the log writer, keystore
+    // helpers, the cores and their blocking pools, the health check): block the signals this
+    // thread waits for. Threads inherit the mask, so none of them can take a SIGHUP's default
+    // action (terminate) while this thread is busy reloading.
+    let signals = signals::block()?;
     if args.key.is_some() || args.cert.is_some() || args.auth.is_some() {
         eprintln!(
             "warning: --key, --cert and --auth are deprecated and ignored; use the config file"
@@ -73,9 +78,6 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.mlock {
         lock_memory()?;
     }
-    // Signals are handled by this thread alone: block them before the cores start (threads
-    // inherit the mask), then wait for them synchronously.
-    let signals = signals::block()?;
     let shared = prepared.options.shared.clone();
     let running = server::run(prepared.options)?;
     print_banner(
