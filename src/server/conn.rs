@@ -483,6 +483,10 @@ impl Conn {
                 }
             };
             io.consume(head_len);
+            // The request is authorized with the settings current now that it has arrived,
+            // not those of when the connection went idle: a reload (a revoked policy) applies
+            // to the very next request on every keep-alive connection.
+            let settings = core.settings.get(&core.shared.settings);
             let (peer, proxy_error) = if from_proxy {
                 match forwarded_identity(&self.head) {
                     Ok(identity) => (Peer::Identified(identity), None),
