@@ -199,12 +199,27 @@ pub fn bin_server(args: &[&str]) -> BinServer {
 pub fn bin_server_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> BinServer {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    spawn_bin_server(args, addr, true, adjust)
+}
+
+/// Starts `kes server <args>` without `--addr`: the config's `address` (which must be
+/// `addr`) is the one in force.
+pub fn bin_server_at_config_address(args: &[&str], addr: SocketAddr) -> BinServer {
+    spawn_bin_server(args, addr, false, |_| {})
+}
+
+fn spawn_bin_server(
+    args: &[&str],
+    addr: SocketAddr,
+    addr_flag: bool,
+    adjust: impl FnOnce(&mut Command),
+) -> BinServer {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kes"));
-    cmd.arg("server")
-        .args(args)
-        .args(["--addr", &addr.to_string(), "--cores", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.arg("server").args(args).args(["--cores", "1"]);
+    if addr_flag {
+        cmd.args(["--addr", &addr.to_string()]);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     adjust(&mut cmd);
     let mut child = cmd.spawn().expect("spawn kes");
     let stderr = Arc::new(Mutex::new(String::new()));
