@@ -61,6 +61,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     // thread waits for. Threads inherit the mask, so none of them can take a SIGHUP's default
     // action (terminate) while this thread is busy reloading.
     let signals = signals::block()?;
+    raise_nofile_limit();
     if args.key.is_some() || args.cert.is_some() || args.auth.is_some() {
         eprintln!(
             "warning: --key, --cert and --auth are deprecated and ignored; use the config file"
@@ -127,6 +128,33 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     running.join();
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go programs do at start: each
+/// connection needs a descriptor, and the common soft default (1024) is far below what a
+/// server is allowed. Failure is reported and otherwise harmless.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read the local struct only.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            let err = std::io::Error::last_os_error();
+            eprintln!(
+                "warning: cannot raise the open-file limit from {} to {}: {err}",
+                lim.rlim_cur, lim.rlim_max
+            );
+        }
+    }
 }
 
 fn log_levels(
