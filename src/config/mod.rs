@@ -334,11 +334,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         },
     };
     let keystore = keystore::parse_keystore(&p, root.get("keystore"))?;
-    let mut warnings = Vec::new();
-    if !tls.password.is_empty() {
-        warnings
-            .push("tls.password is set but encrypted private keys are not supported yet".into());
-    }
+    let warnings = Vec::new();
     Ok(Config {
         address,
         admin,
