@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Serve on at most this many cores (default: every CPU in the affinity mask).
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
+    /// Validate the config file (TLS files, keystore block, warnings) and exit: 0 if it is
+    /// valid, 1 with the error otherwise. Binds nothing and starts nothing.
+    #[arg(long)]
+    pub check: bool,
     /// Deprecated upstream flags, accepted and ignored.
     #[arg(long, hide = true)]
     pub key: Option<String>,
@@ -61,6 +65,9 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     // thread waits for. Threads inherit the mask, so none of them can take a SIGHUP's default
     // action (terminate) while this thread is busy reloading.
     let signals = signals::block()?;
+    if args.check {
+        return check(&args);
+    }
     raise_nofile_limit();
     if args.key.is_some() || args.cert.is_some() || args.auth.is_some() {
         eprintln!(
@@ -127,6 +134,27 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         .shutdown
         .store(true, std::sync::atomic::Ordering::Relaxed);
     running.join();
+    Ok(())
+}
+
+/// `kes server --config FILE --check`: everything start-up validates (the config, its TLS
+/// files and CA, log levels, the keystore block), without opening the keystore, creating
+/// keys, binding or starting anything.
+fn check(args: &ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(path) = args.config.as_ref() else {
+        return Err("--check needs --config <file>".into());
+    };
+    let config = load_config(path)?;
+    print_warnings(&config);
+    listen_addr(args.addr.as_deref(), config.address)?;
+    settings_from(&config)?;
+    log_levels(&config)?;
+    if let config::KeystoreConfig::Unsupported(name) = &config.keystore {
+        return Err(
+            format!("keystore.{name}: this keystore is not supported by this build").into(),
+        );
+    }
+    println!("{}: configuration is valid", path.display());
     Ok(())
 }
 
