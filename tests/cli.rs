@@ -430,3 +430,125 @@ fn migrate_two_thousand_keys_between_filesystem_keystores() {
         stderr(&merged)
     );
 }
+
+/// A config for `kes server` whose keystore directory and key do not exist yet.
+fn check_fixture(extra: &str) -> (TlsFiles, std::path::PathBuf, std::path::PathBuf, String) {
+    let tls = tls_files();
+    let keys = tls.dir.path().join("keys-not-created");
+    let (_, admin) = new_api_key();
+    let path = tls.dir.path().join("config.yml");
+    std::fs::write(&path, config_yaml(&tls, &admin, &keys, extra)).unwrap();
+    (tls, path, keys, admin)
+}
+
+#[test]
+fn server_check_validates_the_config_and_starts_nothing() {
+    let port = free_port();
+    let (tls, path, keys, admin) = check_fixture(&format!(
+        "address: 127.0.0.1:{port}\nkeys:\n- name: declared\npolcy:\n  app:\n    allow: [/v1/status]\n"
+    ));
+    // Typos and footguns: valid, with a warning each.
+    let footguns = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&admin, &admin.to_ascii_uppercase())
+        .replace("tls:\n", "tls:\n  pasword: x\n")
+        + "api:\n  /v1/key/decrypt/:\n    skip_auth: true\n  /v1/stats:\n    timeout: 5s\n";
+    std::fs::write(&path, footguns).unwrap();
+    let started = Instant::now();
+    let out = kes(
+        None,
+        &["server", "--config", path.to_str().unwrap(), "--check"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        stdout(&out).contains("configuration is valid"),
+        "{}",
+        stdout(&out)
+    );
+    for want in [
+        "warning: polcy: unknown key, ignored; did you mean 'policy'?",
+        "warning: tls.pasword: unknown key, ignored; did you mean 'tls.password'?",
+        "warning: admin.identity: '",
+        "has uppercase letters",
+        "warning: api./v1/key/decrypt/.skip_auth: any client, even one without a certificate",
+        "warning: api./v1/stats: not a route, ignored",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Nothing was started: no keystore directory, no key, the port is free.
+    assert!(!keys.exists(), "--check opened the keystore");
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("--check left the port bound");
+
+    // Each kind of error: exit 1 with the error.
+    let base = std::fs::read_to_string(&path).unwrap();
+    let cases = [
+        (
+            base.replace(
+                &format!("cert: {}", tls.cert.display()),
+                "cert: /nonexistent/server.cert",
+            ),
+            "/nonexistent/server.cert",
+        ),
+        (
+            base.replace(&format!("path: {}", keys.display()), "path: \"\""),
+            "keystore.fs.path: no path specified",
+        ),
+        (
+            base.replace(
+                &format!("  fs:\n    path: {}\n", keys.display()),
+                "  aws:\n    secretsmanager:\n      endpoint: https://127.0.0.1:1\n",
+            ),
+            "keystore.aws: this keystore is not supported",
+        ),
+        (
+            base.replace("keys:\n", "log:\n  error: loudly\nkeys:\n"),
+            "log.error: 'loudly' is not a log level",
+        ),
+        (base.replace("version: v1", "version: v2"), "version: 'v2'"),
+    ];
+    for (yaml, want) in cases {
+        std::fs::write(&path, &yaml).unwrap();
+        let out = kes(
+            None,
+            &["server", "--config", path.to_str().unwrap(), "--check"],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{want}: {err}");
+        assert!(
+            err.contains("Error: ") && err.contains(want),
+            "{want}: {err}"
+        );
+        assert!(!stdout(&out).contains("valid"), "{want}");
+    }
+    assert!(!keys.exists());
+
+    // --check needs --config.
+    let out = kes(None, &["server", "--dev", "--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--check needs --config"));
+}
+
+#[test]
+fn server_start_warns_about_config_footguns() {
+    let (_tls, path, _keys, admin) = check_fixture("polcy:\n  app:\n    allow: [/v1/status]\n");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&admin, &admin.to_ascii_uppercase());
+    std::fs::write(&path, text).unwrap();
+    let server = bin_server(&["--config", path.to_str().unwrap()]);
+    assert!(
+        server
+            .stdout_lines
+            .iter()
+            .any(|l| l.starts_with("Admin") && l.contains("<disabled>")),
+        "{:?}",
+        server.stdout_lines
+    );
+    assert!(server.wait_stderr(
+        "warning: polcy: unknown key, ignored; did you mean 'policy'?",
+        Duration::from_secs(5)
+    ));
+    assert!(server.wait_stderr("has uppercase letters", Duration::from_secs(5)));
+}

@@ -256,3 +256,121 @@ fn sigterm_during_load_loses_no_acknowledged_key() {
         kes::crypto::record::decode_record(&stored).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// Starts `kes server --dev` with RLIMIT_NOFILE set to `soft`:`hard` before exec.
+fn dev_server_with_nofile(soft: libc::rlim_t, hard: libc::rlim_t) -> (BinServer, String) {
+    let server = bin_server_with(&["--dev"], |cmd| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches only the child being started.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let api_key = server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("API Key"))
+        .and_then(|l| l.split_whitespace().last())
+        .expect("dev API key in the banner")
+        .to_string();
+    (server, api_key)
+}
+
+/// `Max open files` soft and hard limits of a process.
+fn nofile_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    (
+        fields.next().unwrap().to_string(),
+        fields.next().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn the_open_file_soft_limit_is_raised_to_the_hard_limit() {
+    let mut ours = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads our own limits into a local struct.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut ours) },
+        0
+    );
+    let hard = ours.rlim_max.min(4096);
+    assert!(
+        hard > 256,
+        "this test needs a hard open-file limit above 256"
+    );
+    let (server, api_key) = dev_server_with_nofile(64, hard);
+    assert_eq!(
+        nofile_limits(server.child.id()),
+        (hard.to_string(), hard.to_string())
+    );
+    let mut c = client_for(&format!("https://{}", server.addr), &api_key);
+    assert_eq!(
+        c.request("GET", "/v1/status", None, &[]).unwrap().status,
+        200
+    );
+}
+
+#[test]
+fn running_out_of_descriptors_pauses_accepting_quietly_and_recovers() {
+    let (mut server, api_key) = dev_server_with_nofile(64, 64);
+    // More connections than the server has descriptors; they never send a byte.
+    let mut conns = Vec::new();
+    for _ in 0..120 {
+        if let Ok(s) =
+            std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(500))
+        {
+            conns.push(s);
+        }
+    }
+    assert!(conns.len() > 64, "only {} connections", conns.len());
+    assert!(
+        server.wait_stderr("accept failed", Duration::from_secs(5)),
+        "the server never ran out of descriptors: {}",
+        server.stderr_text()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let failures = server.stderr_text().matches("accept failed").count();
+    assert!(
+        failures <= 3,
+        "{failures} accept errors logged in 1.5 s:\n{}",
+        server.stderr_text()
+    );
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server died"
+    );
+
+    // Once the connections are gone, it serves again.
+    drop(conns);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = client_for(&format!("https://{}", server.addr), &api_key);
+        match c.request("GET", "/v1/status", None, &[]) {
+            Ok(r) if r.status == 200 => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "no service after the connections closed: {:?}",
+                other.map(|r| r.status)
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.wait_stderr("accepting connections again", Duration::from_secs(2)));
+}

@@ -312,6 +312,22 @@ fn legacy_pem_encrypted_server_keys_load_with_tls_password() {
         assert!(err.to_string().contains(want), "{err}");
     }
     let config = kes::config::parse(&yaml("s3cret"), &|_| None).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // The real binary starts with it, serves, and does not claim it is unsupported.
+    let config_path = d.join("config.yml");
+    std::fs::write(&config_path, yaml("s3cret")).unwrap();
+    let server = bin_server(&["--config", config_path.to_str().unwrap()]);
+    let mut c = client_for(&format!("https://{}", server.addr), &api_key);
+    assert_eq!(
+        c.request("GET", "/v1/status", None, &[]).unwrap().status,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200)); // stderr is read by a thread
+    let stderr = server.stderr_text();
+    assert!(
+        !stderr.contains("tls.password") && !stderr.contains("not supported"),
+        "{stderr}"
+    );
     let prepared = kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1)).unwrap();
     let running = kes::server::run(prepared.options).unwrap();
     let endpoint = format!("https://{}", running.local_addr);

@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Serve on at most this many cores (default: every CPU in the affinity mask).
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
+    /// Validate the config file (TLS files, keystore block, warnings) and exit: 0 if it is
+    /// valid, 1 with the error otherwise. Binds nothing and starts nothing.
+    #[arg(long)]
+    pub check: bool,
     /// Deprecated upstream flags, accepted and ignored.
     #[arg(long, hide = true)]
     pub key: Option<String>,
@@ -56,11 +60,21 @@ pub struct Prepared {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Before anything else, and above all before any thread exists (the log writer, keystore
+    // helpers, the cores and their blocking pools, the health check): block the signals this
+    // thread waits for. Threads inherit the mask, so none of them can take a SIGHUP's default
+    // action (terminate) while this thread is busy reloading.
+    let signals = signals::block()?;
+    if args.check {
+        return check(&args);
+    }
+    raise_nofile_limit();
     if args.key.is_some() || args.cert.is_some() || args.auth.is_some() {
         eprintln!(
             "warning: --key, --cert and --auth are deprecated and ignored; use the config file"
         );
     }
+    let mut started_config = None;
     let prepared = if args.dev {
         prepare_dev(args.addr.as_deref(), args.cores)?
     } else {
@@ -68,14 +82,14 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
             return Err("no config file specified: use --config <file> or --dev".into());
         };
         let config = load_config(path)?;
-        prepare_config(&config, args.addr.as_deref(), args.cores)?
+        print_warnings(&config);
+        let prepared = prepare_config(&config, args.addr.as_deref(), args.cores)?;
+        started_config = Some(config);
+        prepared
     };
     if args.mlock {
         lock_memory()?;
     }
-    // Signals are handled by this thread alone: block them before the cores start (threads
-    // inherit the mask), then wait for them synchronously.
-    let signals = signals::block()?;
     let shared = prepared.options.shared.clone();
     let running = server::run(prepared.options)?;
     print_banner(
@@ -88,18 +102,26 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     loop {
         match signals.wait(TLS_REFRESH) {
-            signals::Event::Reload => match args.config.as_ref() {
-                Some(path) => match reload(path, &shared, false) {
-                    Ok(()) => eprintln!("kes: configuration reloaded from {}", path.display()),
-                    Err(e) => {
-                        eprintln!("kes: reload failed, keeping the current configuration: {e}")
+            signals::Event::Reload => match (args.config.as_ref(), started_config.as_ref()) {
+                (Some(path), Some(started)) => {
+                    let baseline = Running {
+                        config: started,
+                        addr_flag: args.addr.is_some(),
+                    };
+                    match reload(path, &shared, Some(&baseline)) {
+                        Ok(()) => {
+                            eprintln!("kes: configuration reloaded from {}", path.display())
+                        }
+                        Err(e) => {
+                            eprintln!("kes: reload failed, keeping the current configuration: {e}")
+                        }
                     }
-                },
-                None => eprintln!("kes: SIGHUP ignored: --dev has no config file to reload"),
+                }
+                _ => eprintln!("kes: SIGHUP ignored: --dev has no config file to reload"),
             },
             signals::Event::Timeout => {
                 if let Some(path) = args.config.as_ref() {
-                    if let Err(e) = reload(path, &shared, true) {
+                    if let Err(e) = reload(path, &shared, None) {
                         eprintln!("kes: TLS refresh failed, keeping the current certificate: {e}");
                     }
                 }
@@ -113,6 +135,54 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     running.join();
     Ok(())
+}
+
+/// `kes server --config FILE --check`: everything start-up validates (the config, its TLS
+/// files and CA, log levels, the keystore block), without opening the keystore, creating
+/// keys, binding or starting anything.
+fn check(args: &ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(path) = args.config.as_ref() else {
+        return Err("--check needs --config <file>".into());
+    };
+    let config = load_config(path)?;
+    print_warnings(&config);
+    listen_addr(args.addr.as_deref(), config.address)?;
+    settings_from(&config)?;
+    log_levels(&config)?;
+    if let config::KeystoreConfig::Unsupported(name) = &config.keystore {
+        return Err(
+            format!("keystore.{name}: this keystore is not supported by this build").into(),
+        );
+    }
+    println!("{}: configuration is valid", path.display());
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go programs do at start: each
+/// connection needs a descriptor, and the common soft default (1024) is far below what a
+/// server is allowed. Failure is reported and otherwise harmless.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read the local struct only.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            let err = std::io::Error::last_os_error();
+            eprintln!(
+                "warning: cannot raise the open-file limit from {} to {}: {err}",
+                lim.rlim_cur, lim.rlim_max
+            );
+        }
+    }
 }
 
 fn log_levels(
@@ -157,22 +227,34 @@ fn load_config(path: &std::path::Path) -> Result<Config, Box<dyn std::error::Err
         .map_err(|e| format!("cannot read config file '{}': {e}", path.display()))?;
     let config = config::parse(&text, &|name| std::env::var(name).ok())
         .map_err(|e| format!("invalid config file '{}': {e}", path.display()))?;
-    for w in &config.warnings {
-        eprintln!("warning: {w}");
-    }
     Ok(config)
 }
 
+fn print_warnings(config: &Config) {
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// What a reload compares against: the config the server started with (its non-reloadable
+/// settings are the ones in force) and whether `--addr` overrides `address`.
+pub struct Running<'a> {
+    pub config: &'a Config,
+    pub addr_flag: bool,
+}
+
 /// Re-reads the config and swaps the reloadable settings on every core at once. With
-/// `tls_only`, only the TLS certificate and key are replaced. Nothing changes on error.
+/// `running` (SIGHUP), everything reloadable is replaced and each changed setting that needs
+/// a restart is reported; without it (the periodic TLS refresh), only the TLS certificate and
+/// key are. Everything is validated before anything changes: on error, nothing changed.
 pub fn reload(
     path: &std::path::Path,
     shared: &Shared,
-    tls_only: bool,
+    running: Option<&Running<'_>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let config = load_config(path)?;
     let fresh = settings_from(&config)?;
-    if tls_only {
+    let Some(running) = running else {
         let (_, current) = shared.settings.load();
         shared.settings.store(Settings {
             policies: current.policies.clone(),
@@ -184,12 +266,40 @@ pub fn reload(
             audit_all: current.audit_all,
         });
         return Ok(());
-    }
-    create_declared_keys(shared.keystore.as_ref(), &config.keys, &config.admin)?;
+    };
+    print_warnings(&config);
     let (audit, error) = log_levels(&config)?;
+    // The last fallible step, after every check: only a keystore failure can stop it, and
+    // keys it created before failing stay (deleting them could lose data already sealed).
+    create_declared_keys(shared.keystore.as_ref(), &config.keys, &config.admin)?;
     shared.logs.set_levels(audit, error);
     shared.settings.store(fresh);
+    for setting in restart_needed(running, &config) {
+        eprintln!("kes: reload: '{setting}' changed; restart the server to apply it");
+    }
     Ok(())
+}
+
+/// The settings that differ from those in force but are only read at start.
+fn restart_needed(running: &Running<'_>, new: &Config) -> Vec<&'static str> {
+    let old = running.config;
+    let mut changed = Vec::new();
+    if !running.addr_flag && old.address != new.address {
+        changed.push("address");
+    }
+    if old.keystore != new.keystore {
+        changed.push("keystore");
+    }
+    if old.expiry.any != new.expiry.any {
+        changed.push("cache.expiry.any");
+    }
+    if old.expiry.unused != new.expiry.unused {
+        changed.push("cache.expiry.unused");
+    }
+    if old.expiry_offline != new.expiry_offline {
+        changed.push("cache.expiry.offline");
+    }
+    changed
 }
 
 mod signals {
@@ -308,11 +418,11 @@ pub fn prepare_config(
     cores: Option<usize>,
 ) -> Result<Prepared, Box<dyn std::error::Error>> {
     let addr = listen_addr(addr, config.address)?;
-    let store = crate::keystore::open(&config.keystore)?;
     let settings = settings_from(config)?;
+    let (audit, error) = log_levels(config)?;
+    let store = crate::keystore::open(&config.keystore)?;
     create_declared_keys(store.as_ref(), &config.keys, &config.admin)?;
     let display = store.display_name();
-    let (audit, error) = log_levels(config)?;
     let logs = crate::log::Logs::new(audit, error);
     let shared = shared_state(
         settings,

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod keystore;
+mod lint;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -111,6 +112,8 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         _ => return err("the config file must be a YAML mapping"),
     };
     let p = Parser { text, env };
+    let mut warnings = Vec::new();
+    lint::unknown_keys(&root, &mut warnings);
 
     if let Some(v) = root.get("version") {
         let v = p.plain_string("version", v)?;
@@ -136,6 +139,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     if admin.trim().is_empty() {
         return err("admin.identity: missing; expected an identity (64 hex characters) or a placeholder such as 'disabled'");
     }
+    lint::admin_identity(&admin, &mut warnings);
 
     let tls_node = root.get("tls");
     let field = |name: &str| tls_node.and_then(|t| t.get(name));
@@ -174,6 +178,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         Some(v) => p.string("tls.proxy.header.cert", v)?,
         None => String::new(),
     };
+    lint::identities("tls.proxy.identities", &proxy_identities, &mut warnings);
     for id in &proxy_identities {
         if *id == admin {
             return err(format!("tls.proxy.identities: '{id}' is the admin identity; the admin cannot be a TLS proxy"));
@@ -199,7 +204,11 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         for (k, v) in api {
             let Some(path) = k.as_str() else { continue };
             let Some(index) = ROUTES.iter().position(|r| r.path == path) else {
-                continue; // unknown route keys are ignored, as upstream does
+                // Ignored, as upstream does, but said: a typo here silently drops a setting.
+                warnings.push(format!(
+                    "api.{path}: not a route, ignored; routes are exact paths such as /v1/status or /v1/key/create/"
+                ));
+                continue;
             };
             if let Some(t) = v.get("timeout") {
                 let d = p.duration(&format!("api.{path}.timeout"), t)?;
@@ -210,6 +219,11 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             if let Some(s) = v.get("skip_auth") {
                 if p.boolean(&format!("api.{path}.skip_auth"), s)? {
                     routes.auth[index] = AuthMode::Identify;
+                    if let Some(what) = skip_auth_exposes(path) {
+                        warnings.push(format!(
+                            "api.{path}.skip_auth: any client, even one without a certificate, can call {path} without a policy check, {what}; skip_auth is meant for /v1/ready, /v1/status and /v1/metrics"
+                        ));
+                    }
                 }
             }
         }
@@ -238,6 +252,11 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             let allow = list("allow", false)?;
             let deny = list("deny", false)?;
             let identities = list("identities", true)?;
+            lint::identities(
+                &format!("policy.{name}.identities"),
+                &identities,
+                &mut warnings,
+            );
             for id in &identities {
                 if id.is_empty() {
                     continue;
@@ -334,11 +353,6 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         },
     };
     let keystore = keystore::parse_keystore(&p, root.get("keystore"))?;
-    let mut warnings = Vec::new();
-    if !tls.password.is_empty() {
-        warnings
-            .push("tls.password is set but encrypted private keys are not supported yet".into());
-    }
     Ok(Config {
         address,
         admin,
@@ -355,6 +369,21 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         audit_all,
         warnings,
     })
+}
+
+/// What `skip_auth` on a route hands to every client, for routes where that is a hazard.
+fn skip_auth_exposes(path: &str) -> Option<&'static str> {
+    if path.starts_with("/v1/key/") {
+        Some("on every key")
+    } else if path.starts_with("/v1/log/") {
+        Some("streaming the server's logs")
+    } else if path.starts_with("/v1/policy/")
+        || (path.starts_with("/v1/identity/") && path != "/v1/identity/self/describe")
+    {
+        Some("reading the server's policies and identities")
+    } else {
+        None
+    }
 }
 
 /// Parses only the `keystore:` section of a config file (for `kes migrate`, whose configs

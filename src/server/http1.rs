@@ -158,6 +158,11 @@ impl Http1 {
             io.consume(head_len);
             slot.set_busy();
             served += 1;
+            // The request is authorised with the settings current now that it has arrived,
+            // not those of when the connection went idle: a reload (a revoked policy) applies
+            // to the very next request on every keep-alive connection.
+            let settings = core.settings.get(&core.shared.settings);
+            let from_proxy = matches!(peer, Peer::Identified(id) if settings.proxies.contains(&id));
             let (peer, proxy_error) = if from_proxy {
                 match proxy::forwarded_identity(&self.head, settings.client_verifier.as_ref()) {
                     Ok(identity) => (Peer::Identified(identity), None),

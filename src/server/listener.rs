@@ -19,6 +19,78 @@ pub const CONNECTIONS_PER_CORE_MAX: usize = 8192;
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// How long a stopping core waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// First and longest pause of accepting after the process ran out of descriptors or memory.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(100);
+/// Other accept errors are logged at most this often.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Accept failures of one core: a resource shortage (`EMFILE`, `ENFILE`, `ENOBUFS`,
+/// `ENOMEM`) pauses accepting, doubling the pause up to [`ACCEPT_BACKOFF_MAX`], and is logged
+/// once when it starts and once when it ends; other errors are logged at most once a second.
+#[derive(Default)]
+struct AcceptErrors {
+    /// The current pause while short of resources (`None`: not short).
+    backoff: Option<Duration>,
+    /// Failures in the current shortage.
+    failures: u64,
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// Records a failed accept; returns how long to pause before accepting again.
+    fn failed(&mut self, err: &std::io::Error) -> Duration {
+        let shortage = matches!(
+            err.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        );
+        if shortage {
+            self.failures += 1;
+            let pause = match self.backoff {
+                None => {
+                    eprintln!(
+                        "kes: accept failed: {err}; pausing new connections until descriptors \
+                         are freed (raise the open-file limit: ulimit -n / LimitNOFILE)"
+                    );
+                    ACCEPT_BACKOFF_MIN
+                }
+                Some(d) => (d * 2).min(ACCEPT_BACKOFF_MAX),
+            };
+            self.backoff = Some(pause);
+            return pause;
+        }
+        let now = Instant::now();
+        match self.last_logged {
+            Some(t) if now.duration_since(t) < ACCEPT_ERROR_LOG_EVERY => self.suppressed += 1,
+            _ => {
+                if self.suppressed > 0 {
+                    eprintln!(
+                        "kes: accept failed: {err} ({} more accept errors in the last second \
+                         not shown)",
+                        self.suppressed
+                    );
+                } else {
+                    eprintln!("kes: accept failed: {err}");
+                }
+                self.last_logged = Some(now);
+                self.suppressed = 0;
+            }
+        }
+        Duration::ZERO
+    }
+
+    /// Records a successful accept (ends a shortage).
+    fn accepted(&mut self) {
+        if self.backoff.take().is_some() {
+            eprintln!(
+                "kes: accepting connections again after {} failed attempts",
+                self.failures
+            );
+            self.failures = 0;
+        }
+    }
+}
 
 async fn shutdown_requested(core: &Core) {
     while !core.shared.shutting_down() {
@@ -35,6 +107,7 @@ pub async fn accept_loop(
 ) {
     let slots = Rc::new(Slots::new(connections_max));
     let trimmer = Rc::new(Trimmer::default());
+    let mut errors = AcceptErrors::default();
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shutdown_requested(&core).await;
@@ -43,11 +116,15 @@ pub async fn accept_loop(
         .await;
         let stream = match accepted {
             None => break,
-            Some(Ok(s)) => s,
+            Some(Ok(s)) => {
+                errors.accepted();
+                s
+            }
             Some(Err(e)) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                eprintln!("kes: accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                let pause = errors.failed(&std::io::Error::from(e));
+                if !pause.is_zero() {
+                    glommio::timer::sleep(pause).await;
+                }
                 continue;
             }
         };

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -133,6 +134,45 @@ pub struct BinServer {
     pub child: Child,
     pub addr: SocketAddr,
     pub stdout_lines: Vec<String>,
+    /// Everything the server wrote to stderr so far (also echoed to the test's stderr).
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl BinServer {
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits (bounded) until stderr contains `needle`; returns whether it did.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr_text().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for BinServer {
@@ -152,16 +192,48 @@ pub fn free_port() -> u16 {
 
 /// Starts `kes server <args> --addr 127.0.0.1:<port>` and waits for its banner.
 pub fn bin_server(args: &[&str]) -> BinServer {
+    bin_server_with(args, |_| {})
+}
+
+/// Like [`bin_server`], with the command adjusted first (environment, resource limits).
+pub fn bin_server_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> BinServer {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kes"))
-        .arg("server")
-        .args(args)
-        .args(["--addr", &addr.to_string(), "--cores", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn kes");
+    spawn_bin_server(args, addr, true, adjust)
+}
+
+/// Starts `kes server <args>` without `--addr`: the config's `address` (which must be
+/// `addr`) is the one in force.
+pub fn bin_server_at_config_address(args: &[&str], addr: SocketAddr) -> BinServer {
+    spawn_bin_server(args, addr, false, |_| {})
+}
+
+fn spawn_bin_server(
+    args: &[&str],
+    addr: SocketAddr,
+    addr_flag: bool,
+    adjust: impl FnOnce(&mut Command),
+) -> BinServer {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kes"));
+    cmd.arg("server").args(args).args(["--cores", "1"]);
+    if addr_flag {
+        cmd.args(["--addr", &addr.to_string()]);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    adjust(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn kes");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let err_pipe = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err_pipe).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{line}");
+            let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout);
     let mut lines = Vec::new();
@@ -189,6 +261,7 @@ pub fn bin_server(args: &[&str]) -> BinServer {
         child,
         addr,
         stdout_lines: lines,
+        stderr,
     }
 }
 
