@@ -5,7 +5,6 @@ use super::json::JsonWriter;
 use super::router::{is_valid_name, is_valid_pattern, pattern_prefix};
 use super::{ApiError, Core, Peer, Reply, Request};
 use crate::auth::policy::Policy;
-use crate::auth::Identity;
 
 fn started_at(core: &Core) -> String {
     core.shared.started_at.to_rfc3339()
@@ -107,8 +106,9 @@ pub fn describe_identity(
         w.finish();
         return Ok(Reply::Json);
     }
-    let policy = Identity::from_hex(arg)
-        .and_then(|id| set.policy_of(&id))
+    // Upstream looks the plain string up: identities in the config need not be hex.
+    let policy = set
+        .policy_of_name(arg)
         .ok_or(ApiError::IDENTITY_NOT_FOUND)?;
     w.string("policy", &policy.name)
         .string("created_at", &started_at(core))
