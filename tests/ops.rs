@@ -256,3 +256,44 @@ fn sigterm_during_load_loses_no_acknowledged_key() {
         kes::crypto::record::decode_record(&stored).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// CPUs in this process's affinity mask (what Go's `runtime.NumCPU` counts).
+fn affinity_count() -> u64 {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        libc::CPU_COUNT(&set) as u64
+    }
+}
+
+fn num_cpu_of(server: &BinServer) -> (u64, f64) {
+    let mut c = client_for(&format!("https://{}", server.addr), &server.dev_api_key());
+    let r = c.request("GET", "/v1/status", None, &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let status = body_str(&r);
+    let num_cpu = status
+        .split("\"num_cpu\":")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no num_cpu in {status}"));
+    let r = c.request("GET", "/v1/metrics", None, &[]).unwrap();
+    (num_cpu, metric(&body_str(&r), "kes_system_num_cpu"))
+}
+
+/// `/v1/status` and the metrics report the CPUs the process may run on (Go's
+/// `runtime.NumCPU`: the affinity mask), not the CPUs online on the host.
+#[test]
+fn num_cpu_is_the_affinity_mask() {
+    let pinned = bin_server_under(&["taskset", "-c", "0"], &["--dev"]);
+    assert_eq!(num_cpu_of(&pinned), (1, 1.0));
+    drop(pinned);
+
+    let free = bin_server(&["--dev"]);
+    let expected = affinity_count();
+    assert_eq!(num_cpu_of(&free), (expected, expected as f64));
+}

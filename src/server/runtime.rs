@@ -139,6 +139,8 @@ impl RunningServer {
 /// Starts one executor per core and returns once every core is listening.
 pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
     check_io_uring()?;
+    // Read the process's CPU count (for `/v1/status`) before any core thread is pinned.
+    crate::api::system::num_cpu();
     let mut cpus = affinity_cpus()?;
     if let Some(n) = options.cores {
         cpus.truncate(n.max(1));

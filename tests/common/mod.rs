@@ -135,6 +135,21 @@ pub struct BinServer {
     pub stdout_lines: Vec<String>,
 }
 
+impl BinServer {
+    /// The admin API key a `--dev` server printed in its banner.
+    pub fn dev_api_key(&self) -> String {
+        let line = self
+            .stdout_lines
+            .iter()
+            .find(|l| l.starts_with("API Key"))
+            .unwrap_or_else(|| panic!("no API key in banner: {:?}", self.stdout_lines));
+        line.split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
 impl Drop for BinServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -152,9 +167,22 @@ pub fn free_port() -> u16 {
 
 /// Starts `kes server <args> --addr 127.0.0.1:<port>` and waits for its banner.
 pub fn bin_server(args: &[&str]) -> BinServer {
+    bin_server_under(&[], args)
+}
+
+/// Like [`bin_server`], run through a wrapper command such as `taskset -c 0`.
+pub fn bin_server_under(wrapper: &[&str], args: &[&str]) -> BinServer {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kes"))
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut c = Command::new(program);
+            c.args(wrapper_args).arg(env!("CARGO_BIN_EXE_kes"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_kes")),
+    };
+    let mut child = command
         .arg("server")
         .args(args)
         .args(["--addr", &addr.to_string(), "--cores", "1"])
