@@ -510,3 +510,52 @@ fn concurrent_creates_of_one_name_have_one_winner() {
         .filter(|(s, _)| *s != 200)
         .all(|(s, b)| *s == 400 && b.contains("key already exists")));
 }
+
+/// Upstream reads request bodies with `json.NewDecoder(body).Decode`: the first JSON value
+/// counts, whatever follows it is ignored (a second object, a newline, garbage).
+#[test]
+fn bodies_with_trailing_bytes_after_the_object_are_accepted() {
+    let server = dev_server();
+    let mut c = server.client();
+    let key = B64.encode([7u8; 32]);
+    let import = format!(r#"{{"key":"{key}","cipher":"AES256"}} trailing"#);
+    let r = c
+        .request("POST", "/v1/key/import/t", Some(import.as_bytes()), &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/encrypt/t",
+            Some(br#"{"plaintext":"aGVsbG8="}{"plaintext":"other"}"#),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let ciphertext = json_str(&r, "ciphertext");
+    let body = format!("{{\"ciphertext\":\"{ciphertext}\"}}\n\x00garbage");
+    let r = c
+        .request("POST", "/v1/key/decrypt/t", Some(body.as_bytes()), &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    assert_eq!(json_str(&r, "plaintext"), "aGVsbG8=");
+
+    for (path, body) in [
+        ("/v1/key/generate/t", &br#"{"context":"YQ=="}]"#[..]),
+        ("/v1/key/hmac/t", br#"{"message":"aGVsbG8="} x"#),
+    ] {
+        let r = c.request("POST", path, Some(body), &[]).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", body_str(&r));
+    }
+    // Garbage before the object, or an unfinished object, is still refused.
+    for body in [
+        &b"x{\"plaintext\":\"aGVsbG8=\"}"[..],
+        b"{\"plaintext\":\"aGVsbG8=\"",
+    ] {
+        let r = c
+            .request("POST", "/v1/key/encrypt/t", Some(body), &[])
+            .unwrap();
+        assert_error(&r, 400, "invalid request body");
+    }
+}

@@ -1,8 +1,10 @@
 //! JSON in and out of the API: a lenient request-body reader on simd-json and a small writer
 //! that produces the exact bytes Go's `encoding/json` produces.
 //!
-//! Request bodies follow Go's decoder: member names match case-insensitively, unknown members
-//! are ignored, the last duplicate wins and `null` means "absent". Binary members are standard
+//! Request bodies follow Go's `json.NewDecoder(body).Decode(&v)`: only the first JSON value is
+//! read and whatever follows it (more JSON, garbage) is never looked at; a top-level `null`
+//! leaves every member absent; member names match case-insensitively, unknown members are
+//! ignored, the last duplicate wins and `null` means "absent". Binary members are standard
 //! base64 with padding; `\r` and `\n` inside them are ignored as Go does.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -54,6 +56,8 @@ impl JsonParser {
             .take()
             .unwrap_or_else(simd_json::Tape::null)
             .reset();
+        let first = first_value_len(body);
+        let body = &mut body[..first];
         let result = simd_json::fill_tape(body, &mut self.buffers, &mut tape)
             .map_err(|_| BodyError::Syntax)
             .and_then(|()| Self::members(&tape, names));
@@ -66,8 +70,12 @@ impl JsonParser {
         names: [&str; N],
     ) -> Result<[Option<&'a str>; N], BodyError> {
         let value = tape.as_value();
-        let object = value.as_object().ok_or(BodyError::Syntax)?;
         let mut found: [Option<&'a str>; N] = [None; N];
+        if value.is_null() {
+            // Decoding `null` into a Go struct is a no-op.
+            return Ok(found);
+        }
+        let object = value.as_object().ok_or(BodyError::Syntax)?;
         for (member, value) in object.iter() {
             let Some(slot) = names.iter().position(|n| n.eq_ignore_ascii_case(member)) else {
                 continue;
@@ -93,7 +101,7 @@ pub fn secret_members<const N: usize>(
     use crate::crypto::envelope::json::{decode_object, name_eq, Value};
     let mut found: [Option<SecretVec>; N] = std::array::from_fn(|_| None);
     let mut type_error = false;
-    let decoded = decode_object(body, |name, value| {
+    let decoded = decode_object(&body[..first_value_len(body)], |name, value| {
         // Go matches the last member whose name folds to the field name.
         let Some(slot) = names.iter().position(|n| name_eq(name.bytes(), n)) else {
             return Ok(());
@@ -109,10 +117,57 @@ pub fn secret_members<const N: usize>(
         Ok(())
     });
     match decoded {
-        Ok(true) => Ok(found),
+        // `Ok(false)`: a top-level `null`, a no-op in Go.
+        Ok(_) => Ok(found),
         _ if type_error => Err(BodyError::Type),
         _ => Err(BodyError::Syntax),
     }
+}
+
+/// How many bytes of `body` Go's `json.Decoder.Decode` consumes: leading whitespace and the
+/// first value. Its scanner stops at the `}` or `]` that closes the first object or array
+/// (or right after a first `null`) without looking further, so trailing bytes of any kind are
+/// ignored. Other first values are not objects and fail as request bodies anyway, and a first
+/// value that never ends is an error: both give the whole body, for the parser to reject.
+/// Does not allocate.
+pub fn first_value_len(body: &[u8]) -> usize {
+    let start = body
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .unwrap_or(body.len());
+    let rest = &body[start..];
+    if rest.starts_with(b"null") {
+        return start + 4;
+    }
+    if !matches!(rest.first(), Some(b'{' | b'[')) {
+        return body.len();
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in rest.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return start + i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    body.len()
 }
 
 /// Decodes a base64 member into `out` (cleared first). Go ignores CR and LF inside base64.
@@ -342,6 +397,55 @@ mod tests {
                 err,
                 "{input:?}"
             );
+        }
+    }
+
+    /// Go's `json.NewDecoder(r).Decode(&v)` reads the first value only: what follows it is
+    /// ignored, even garbage or a second object; a first `null` sets nothing.
+    #[test]
+    fn only_the_first_value_is_read_like_gos_decoder() {
+        let mut p = JsonParser::default();
+        for input in [
+            &br#"{"context":"YQ=="}garbage"#[..],
+            br#"{"context":"YQ=="} {"context":"Yg=="}"#,
+            b"{\"context\":\"YQ==\"}\n\x00\xff",
+            br#"  {"context":"YQ==","x":{"y":["}",{}]},"z":"\"}"}]]]"#,
+            br#"{"context":"YQ=="}}"#,
+        ] {
+            let mut body = input.to_vec();
+            assert_eq!(
+                p.string_members(&mut body, ["context"]),
+                Ok([Some("YQ==")]),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            let [ctx] = secret_members(input, ["context"]).unwrap();
+            assert_eq!(ctx.unwrap().expose(), b"YQ==");
+        }
+        for input in [&b"null"[..], b" null garbage", b"nullx"] {
+            let mut body = input.to_vec();
+            assert_eq!(p.string_members(&mut body, ["context"]), Ok([None]));
+            let [ctx] = secret_members(input, ["context"]).unwrap();
+            assert!(ctx.is_none());
+        }
+        // The first value itself must still be a complete, valid object.
+        for input in [
+            &b"garbage{}"[..],
+            br#"{"context":"YQ==""#,
+            br#"{"context":"YQ==",}x"#,
+            br#"{"context" "YQ=="}x"#,
+            b"nul",
+            b"\"str\"{}",
+            b"",
+        ] {
+            let mut body = input.to_vec();
+            assert_eq!(
+                p.string_members(&mut body, ["context"]),
+                Err(BodyError::Syntax),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            assert!(secret_members(input, ["context"]).is_err());
         }
     }
 
