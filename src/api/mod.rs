@@ -148,6 +148,13 @@ pub struct Request<'a> {
     pub scratch: &'a mut Scratch,
 }
 
+impl Request<'_> {
+    /// The route's effective timeout (zero: none).
+    pub fn timeout(&self) -> std::time::Duration {
+        self.settings.routes.timeout[router::index_of(self.route.id)]
+    }
+}
+
 /// A handler's answer. JSON and text bodies are written into the connection's body buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply {
