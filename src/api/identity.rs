@@ -80,11 +80,13 @@ fn sorted_matches<'a>(
     Ok(names)
 }
 
-pub fn list_policies(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn list_policies(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let policies = &req.settings.policies.policies;
     let names = sorted_matches(policies.iter().map(|p| p.name.as_str()), req.argument)?;
     let mut w = JsonWriter::object(out);
-    w.string_array("names", names).string("continue_at", "");
+    w.string_array_sliced("names", names)
+        .await
+        .string("continue_at", "");
     w.finish();
     Ok(Reply::Json)
 }
@@ -117,7 +119,7 @@ pub fn describe_identity(
     Ok(Reply::Json)
 }
 
-pub fn list_identities(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn list_identities(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let set = &req.settings.policies;
     let all = std::iter::once(set.admin.as_str()).chain(
         set.policies
@@ -126,7 +128,8 @@ pub fn list_identities(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Ap
     );
     let names = sorted_matches(all, req.argument)?;
     let mut w = JsonWriter::object(out);
-    w.string_array("identities", names)
+    w.string_array_sliced("identities", names)
+        .await
         .string("continue_at", "");
     w.finish();
     Ok(Reply::Json)

@@ -101,7 +101,8 @@ pub async fn list(
     }
     let names = store::list(core, pattern_prefix(pattern)).await?;
     let mut w = JsonWriter::object(out);
-    w.string_array("names", names.iter().map(String::as_str));
+    w.string_array_sliced("names", names.iter().map(String::as_str))
+        .await;
     w.finish();
     Ok(Reply::Json)
 }
