@@ -194,7 +194,12 @@ pub fn authorize(route_index: usize, req: &Request<'_>) -> Result<(), ApiError> 
                 }
                 Peer::Unidentified(_) => return Err(ApiError::CERT_REQUIRED),
             };
-            match req.settings.policies.decide(&identity, req.path) {
+            // The detailed metrics are authorised as `/v1/metrics` itself.
+            let path = match req.route.id {
+                RouteId::Metrics => req.route.path,
+                _ => req.path,
+            };
+            match req.settings.policies.decide(&identity, path) {
                 Decision::Allow => Ok(()),
                 Decision::Deny => Err(ApiError::NOT_AUTHORIZED),
             }
@@ -209,7 +214,7 @@ pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> 
         Version => system::version(out),
         Ready => system::ready(core).await,
         Status => system::status(core, out).await,
-        Metrics => system::metrics(core, out),
+        Metrics => system::metrics(core, req, out),
         Api => system::api(req, out),
         KeyCreate => key::create(core, req).await,
         KeyImport => key::import(core, req).await,

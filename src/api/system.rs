@@ -130,8 +130,9 @@ pub fn api(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     Ok(Reply::Json)
 }
 
-/// Prometheus text format 0.0.4 (http-api.md §6).
-pub fn metrics(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+/// Prometheus text format 0.0.4 (http-api.md §6): upstream's families at `/v1/metrics`, ours
+/// as well at [`DETAIL_PATH`](super::metrics::DETAIL_PATH).
+pub fn metrics(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let shared = &core.shared;
     shared.metrics.log_audit_events.store(
         shared
@@ -154,10 +155,12 @@ pub fn metrics(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
         num_cpu_used: shared.cores as u64,
         num_threads: proc_status_count("Threads"),
         heap_used_bytes: proc_status_bytes("RssAnon"),
+        heap_objects: crate::heap::live_objects(),
         stack_used_bytes: proc_status_bytes("VmStk"),
     };
+    let detail = req.path == super::metrics::DETAIL_PATH;
     let mut text = String::with_capacity(8 * 1024);
-    super::metrics::render(&shared.metrics, &system, &mut text);
+    super::metrics::render(&shared.metrics, &system, detail, &mut text);
     out.extend_from_slice(text.as_bytes());
     Ok(Reply::Content("text/plain; version=0.0.4; charset=utf-8"))
 }
