@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod heap;
 pub mod http;
 pub mod keystore;
 pub mod log;

@@ -245,18 +245,7 @@ impl Logs {
             self.audit_delivered.fetch_add(n, Ordering::Relaxed);
         }
         if Level(self.audit_level.load(Ordering::Relaxed)) <= Level::INFO {
-            let mut line = format!("time={} level=INFO msg=", now.to_rfc3339());
-            push_quoted(&mut line, e.message);
-            line.push_str(&format!(" req.method={} req.path=", e.method));
-            push_quoted(&mut line, e.path);
-            if let Some(ip) = e.ip {
-                line.push_str(&format!(" req.ip={ip}"));
-            }
-            if let Some(id) = e.identity {
-                line.push_str(&format!(" req.identity={id}"));
-            }
-            line.push_str(&format!(" res.code={} res.time={}ms\n", e.status, ms));
-            self.write(Output::Stdout(line));
+            self.write(Output::Stdout(audit_text_line(&now, e)));
         }
     }
 
@@ -304,31 +293,171 @@ impl Logs {
     }
 }
 
-/// slog text quoting: bare if simple, else a quoted Go string.
+/// The stdout line of an audit event, as upstream's `slog.TextHandler` writes it.
+fn audit_text_line(now: &Timestamp, e: &AuditEvent<'_>) -> String {
+    let ms = e.elapsed.as_millis() as u64;
+    let mut line = format!("time={} level=INFO msg=", now.to_rfc3339());
+    push_quoted(&mut line, e.message);
+    line.push_str(&format!(" req.method={} req.path=", e.method));
+    push_quoted(&mut line, e.path);
+    if let Some(ip) = e.ip {
+        line.push_str(&format!(" req.ip={ip}"));
+    }
+    if let Some(id) = e.identity {
+        line.push_str(&format!(" req.identity={id}"));
+    }
+    line.push_str(&format!(" res.code={} res.time={}ms\n", e.status, ms));
+    line
+}
+
+/// A string attribute as Go's `slog.TextHandler` writes it (upstream's audit and error text
+/// lines): bare when `needsQuoting` says so, else quoted by `strconv.Quote`. So U+2028 and
+/// U+2029 (which some log viewers take for line breaks) come out as `\u2028` and `\u2029`,
+/// C0 controls as `\x01`, other unprintable runes as `\uXXXX`, and a request path can never
+/// start a forged log line.
 fn push_quoted(out: &mut String, s: &str) {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\')
-    {
+    if !needs_quoting(s) {
         out.push_str(s);
-    } else {
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if go_is_print(c) => out.push(c),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c => {
+                let r = c as u32;
+                let (prefix, digits) = match r {
+                    0..=0x1f | 0x7f => ("\\x", 2),
+                    0x80..=0xffff => ("\\u", 4),
+                    _ => ("\\U", 8),
+                };
+                out.push_str(prefix);
+                for i in (0..digits).rev() {
+                    out.push(char::from(HEX[((r >> (4 * i)) & 0xf) as usize]));
+                }
             }
         }
-        out.push('"');
     }
+    out.push('"');
+}
+
+/// Go's `slog` `needsQuoting`: empty, a space, `=`, `"`, an ASCII control (but not `\\` or
+/// DEL, which Go's JSON-derived safe set lets through), or a non-ASCII rune that is a space
+/// or not printable (U+FFFD included).
+fn needs_quoting(s: &str) -> bool {
+    s.is_empty()
+        || s.chars().any(|c| match c {
+            '\\' => false,
+            ' ' | '=' | '"' | '\0'..='\u{1f}' => true,
+            '!'..='\u{7f}' => false,
+            c => c == '\u{fffd}' || c.is_whitespace() || !go_is_print(c),
+        })
+}
+
+/// Go's `unicode.IsPrint`/`strconv.IsPrint` (letters, marks, numbers, punctuation, symbols and
+/// the ASCII space): every rune but controls (Cc), spaces and separators other than U+0020
+/// (Zs, Zl, Zp: U+2028, U+2029), format characters (Cf), private use (Co) and noncharacters.
+/// Unassigned code points, which Go also treats as unprintable, are not tracked here.
+fn go_is_print(c: char) -> bool {
+    if c == ' ' {
+        return true;
+    }
+    if c.is_control() || c.is_whitespace() {
+        return false;
+    }
+    let r = c as u32;
+    let format = matches!(
+        r,
+        0xad | 0x600..=0x605
+            | 0x61c
+            | 0x6dd
+            | 0x70f
+            | 0x890..=0x891
+            | 0x8e2
+            | 0x180e
+            | 0x200b..=0x200f
+            | 0x202a..=0x202e
+            | 0x2060..=0x2064
+            | 0x2066..=0x206f
+            | 0xfeff
+            | 0xfff9..=0xfffb
+            | 0x110bd
+            | 0x110cd
+            | 0x13430..=0x1343f
+            | 0x1bca0..=0x1bca3
+            | 0x1d173..=0x1d17a
+            | 0xe0001
+            | 0xe0020..=0xe007f
+    );
+    let private = matches!(r, 0xe000..=0xf8ff | 0xf0000..=0xffffd | 0x100000..=0x10fffd);
+    let nonchar = matches!(r, 0xfdd0..=0xfdef) || r & 0xfffe == 0xfffe;
+    !(format || private || nonchar)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Expected values are what Go's `slog.TextHandler` writes for these strings.
+    #[test]
+    fn text_values_are_quoted_like_slog() {
+        let quoted = |s: &str| {
+            let mut out = String::new();
+            push_quoted(&mut out, s);
+            out
+        };
+        for (input, go) in [
+            ("/v1/key/create/k", "/v1/key/create/k"),
+            ("", "\"\""),
+            ("a b", "\"a b\""),
+            ("a=b", "\"a=b\""),
+            ("say \"hi\"", "\"say \\\"hi\\\"\""),
+            // A backslash alone does not make slog quote; inside quotes it is escaped.
+            ("a\\b", "a\\b"),
+            ("a\\b c", "\"a\\\\b c\""),
+            ("é/ключ", "é/ключ"),
+            ("a\u{2028}b", "\"a\\u2028b\""),
+            ("a\u{2029}b", "\"a\\u2029b\""),
+            ("\n\r\t\u{1}\u{7f}", "\"\\n\\r\\t\\x01\\x7f\""),
+            (
+                "\u{85}\u{a0}\u{200b}\u{feff}",
+                "\"\\u0085\\u00a0\\u200b\\ufeff\"",
+            ),
+            ("\u{e0001}\u{10fffd}", "\"\\U000e0001\\U0010fffd\""),
+            ("\u{fffd}", "\"\u{fffd}\""),
+        ] {
+            assert_eq!(quoted(input), go, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn audit_text_line_escapes_line_separators_in_paths() {
+        let event = AuditEvent {
+            message: "secret key 'k' created",
+            method: "PUT",
+            path: "/v1/key/create/a\u{2028}time=x level=ERROR msg=forged\u{2029}",
+            ip: None,
+            identity: None,
+            status: 400,
+            elapsed: std::time::Duration::from_millis(3),
+        };
+        let line = audit_text_line(&Timestamp::now(), &event);
+        assert!(
+            line.ends_with(" req.method=PUT req.path=\"/v1/key/create/a\\u2028time=x level=ERROR msg=forged\\u2029\" res.code=400 res.time=3ms\n"),
+            "{line}"
+        );
+        assert!(!line.contains('\u{2028}') && !line.contains('\u{2029}'));
+    }
 
     #[test]
     fn levels() {

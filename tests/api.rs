@@ -510,3 +510,106 @@ fn concurrent_creates_of_one_name_have_one_winner() {
         .filter(|(s, _)| *s != 200)
         .all(|(s, b)| *s == 400 && b.contains("key already exists")));
 }
+
+/// Upstream reads request bodies with `json.NewDecoder(body).Decode`: the first JSON value
+/// counts, whatever follows it is ignored (a second object, a newline, garbage).
+#[test]
+fn bodies_with_trailing_bytes_after_the_object_are_accepted() {
+    let server = dev_server();
+    let mut c = server.client();
+    let key = B64.encode([7u8; 32]);
+    let import = format!(r#"{{"key":"{key}","cipher":"AES256"}} trailing"#);
+    let r = c
+        .request("POST", "/v1/key/import/t", Some(import.as_bytes()), &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/encrypt/t",
+            Some(br#"{"plaintext":"aGVsbG8="}{"plaintext":"other"}"#),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let ciphertext = json_str(&r, "ciphertext");
+    let body = format!("{{\"ciphertext\":\"{ciphertext}\"}}\n\x00garbage");
+    let r = c
+        .request("POST", "/v1/key/decrypt/t", Some(body.as_bytes()), &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    assert_eq!(json_str(&r, "plaintext"), "aGVsbG8=");
+
+    for (path, body) in [
+        ("/v1/key/generate/t", &br#"{"context":"YQ=="}]"#[..]),
+        ("/v1/key/hmac/t", br#"{"message":"aGVsbG8="} x"#),
+    ] {
+        let r = c.request("POST", path, Some(body), &[]).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", body_str(&r));
+    }
+    // Garbage before the object, or an unfinished object, is still refused.
+    for body in [
+        &b"x{\"plaintext\":\"aGVsbG8=\"}"[..],
+        b"{\"plaintext\":\"aGVsbG8=\"",
+    ] {
+        let r = c
+            .request("POST", "/v1/key/encrypt/t", Some(body), &[])
+            .unwrap();
+        assert_error(&r, 400, "invalid request body");
+    }
+}
+
+/// A listing of 50 000 keys is complete and in order, and is written in slices that give the
+/// core back to other connections: `/v1/status` on the same (single) core keeps answering
+/// while big listings are being served.
+#[test]
+fn a_list_of_50k_keys_is_complete_and_the_core_keeps_answering() {
+    const KEYS: usize = 50_000;
+    let mut store = None;
+    let server = dev_server_with(|o| store = Some(o.shared.keystore.clone()));
+    let store = store.expect("keystore");
+    let expected: Vec<String> = (0..KEYS).map(|i| format!("key-{i:05}")).collect();
+    // Created out of order: the listing sorts.
+    for name in expected.iter().rev() {
+        store.create(name, b"not a record").unwrap();
+    }
+
+    let lister = {
+        let (endpoint, api_key) = (server.endpoint(), server.api_key.clone());
+        std::thread::spawn(move || {
+            let mut c = client_for(&endpoint, &api_key);
+            (0..3)
+                .map(|_| c.request("GET", "/v1/key/list/*", None, &[]).unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut c = server.client();
+    let mut slowest = std::time::Duration::ZERO;
+    loop {
+        let started = std::time::Instant::now();
+        let r = c.request("GET", "/v1/status", None, &[]).unwrap();
+        assert_eq!(r.status, 200, "{}", body_str(&r));
+        slowest = slowest.max(started.elapsed());
+        if lister.is_finished() {
+            break;
+        }
+    }
+    assert!(slowest < std::time::Duration::from_secs(5), "{slowest:?}");
+
+    for r in lister.join().unwrap() {
+        assert_eq!(r.status, 200);
+        let mut body = r.body.clone();
+        let value = simd_json::to_owned_value(&mut body).unwrap();
+        use simd_json::prelude::*;
+        let names: Vec<&str> = value
+            .get("names")
+            .and_then(|n| n.as_array())
+            .expect("names")
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), KEYS);
+        assert!(names.iter().eq(expected.iter()), "complete and sorted");
+    }
+}

@@ -552,3 +552,28 @@ fn server_start_warns_about_config_footguns() {
     ));
     assert!(server.wait_stderr("has uppercase letters", Duration::from_secs(5)));
 }
+
+/// `kes metric` summarises `/v1/metrics`; `--raw --detail` prints the detailed exposition.
+#[test]
+fn metric_command_reads_the_plain_and_the_detailed_metrics() {
+    let s = dev_server();
+    ok(kes(Some(&s), &["key", "create", "-k", "m"]));
+    let out = ok(kes(
+        Some(&s),
+        &["metric", "-k", "--count", "2", "--rate", "100ms"],
+    ));
+    assert!(out.contains("Requests  OK 1  4xx 0  5xx 0"), "{out}");
+    assert!(out.contains("Rate "), "{out}");
+    let raw = ok(kes(Some(&s), &["metric", "-k", "--raw", "--count", "1"]));
+    assert!(raw.contains("kes_system_mem_heap_objects "), "{raw}");
+    assert!(!raw.contains("kes_requests_total"), "{raw}");
+    let detail = ok(kes(
+        Some(&s),
+        &["metric", "-k", "--raw", "--detail", "--count", "1"],
+    ));
+    assert!(detail.contains("kes_cache_hits_total "), "{detail}");
+    assert!(
+        detail.contains("kes_requests_total{route=\"/v1/key/create/\",code=\"200\"} 1"),
+        "{detail}"
+    );
+}

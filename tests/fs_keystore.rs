@@ -330,3 +330,40 @@ fn policies_from_the_config_decide_access() {
         "policy does not exist",
     );
 }
+
+/// Identities in the config need not be hex (upstream's own tests assign `my-key`, `abc123`
+/// and `0` to policies): `/v1/identity/describe/<identity>` finds them by their plain string,
+/// as the identity list shows them.
+#[test]
+fn non_hex_identities_from_the_config_can_be_described() {
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let (admin_key, admin) = new_api_key();
+    let extra = "policy:\n  app:\n    allow:\n    - /v1/key/list/*\n    identities:\n    - my-key\n    - abc123\n  ops:\n    allow:\n    - /v1/status\n    identities:\n    - \"0\"\n";
+    let server = config_server(&tls, &admin, keys.path(), extra);
+    let mut a = client_for(&format!("https://{}", server.addr), &admin_key);
+
+    let r = a.request("GET", "/v1/identity/list/", None, &[]).unwrap();
+    let listed = body_str(&r);
+    for id in ["my-key", "abc123", "0"] {
+        assert!(listed.contains(&format!("\"{id}\"")), "{listed}");
+    }
+    for (id, policy) in [("my-key", "app"), ("abc123", "app"), ("0", "ops")] {
+        let r = a
+            .request("GET", &format!("/v1/identity/describe/{id}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "{id}: {}", body_str(&r));
+        assert_eq!(json_str(&r, "policy"), policy, "{id}");
+        assert_eq!(json_str(&r, "created_by"), admin, "{id}");
+        assert!(!json_str(&r, "created_at").is_empty());
+    }
+    // Still exact: another spelling or an unknown identity is not found.
+    for id in ["MY-KEY", "abc12", "00"] {
+        assert_error(
+            &a.request("GET", &format!("/v1/identity/describe/{id}"), None, &[])
+                .unwrap(),
+            404,
+            "identity does not exist",
+        );
+    }
+}

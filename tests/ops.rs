@@ -41,7 +41,7 @@ fn metrics_count_known_traffic() {
     c.request("GET", "/version", None, &[]).unwrap();
     c.request("GET", "/nope", None, &[]).unwrap();
 
-    let r = c.request("GET", "/v1/metrics", None, &[]).unwrap();
+    let r = c.request("GET", "/v1/metrics/detail", None, &[]).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("content-type"),
@@ -77,6 +77,14 @@ fn metrics_count_known_traffic() {
     assert_eq!(metric(&text, "kes_cache_hits_total"), 4.0);
     assert!(metric(&text, "kes_tls_handshakes_total{result=\"full\"}") >= 1.0);
     assert!(metric(&text, "kes_system_up_time") >= 0.0);
+    // The plain exposition is the same without ours.
+    let r = c.request("GET", "/v1/metrics", None, &[]).unwrap();
+    let plain = body_str(&r);
+    assert_eq!(
+        metric(&plain, "kes_http_request_success{code=\"200\"}"),
+        6.0
+    );
+    assert!(!plain.contains("kes_requests_total") && !plain.contains("kes_cache_hits_total"));
     // Families in lexicographic order.
     let names: Vec<&str> = text
         .lines()
@@ -373,4 +381,297 @@ fn running_out_of_descriptors_pauses_accepting_quietly_and_recovers() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(server.wait_stderr("accepting connections again", Duration::from_secs(2)));
+}
+
+/// CPUs in this process's affinity mask (what Go's `runtime.NumCPU` counts).
+fn affinity_count() -> u64 {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        libc::CPU_COUNT(&set) as u64
+    }
+}
+
+fn num_cpu_of(server: &BinServer) -> (u64, f64) {
+    let mut c = client_for(&format!("https://{}", server.addr), &server.dev_api_key());
+    let r = c.request("GET", "/v1/status", None, &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let status = body_str(&r);
+    let num_cpu = status
+        .split("\"num_cpu\":")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no num_cpu in {status}"));
+    let r = c.request("GET", "/v1/metrics", None, &[]).unwrap();
+    (num_cpu, metric(&body_str(&r), "kes_system_num_cpu"))
+}
+
+/// `/v1/status` and the metrics report the CPUs the process may run on (Go's
+/// `runtime.NumCPU`: the affinity mask), not the CPUs online on the host.
+#[test]
+fn num_cpu_is_the_affinity_mask() {
+    let pinned = bin_server_under(&["taskset", "-c", "0"], &["--dev"]);
+    assert_eq!(num_cpu_of(&pinned), (1, 1.0));
+    drop(pinned);
+
+    let free = bin_server(&["--dev"]);
+    let expected = affinity_count();
+    assert_eq!(num_cpu_of(&free), (expected, expected as f64));
+}
+
+/// The families kms-go's `Client.Metrics` reads, with upstream's types.
+const UPSTREAM_FAMILIES: [(&str, &str); 14] = [
+    ("kes_http_request_success", "counter"),
+    ("kes_http_request_error", "counter"),
+    ("kes_http_request_failure", "counter"),
+    ("kes_http_request_active", "gauge"),
+    ("kes_http_response_time", "histogram"),
+    ("kes_log_audit_events", "counter"),
+    ("kes_log_error_events", "counter"),
+    ("kes_system_up_time", "gauge"),
+    ("kes_system_num_cpu", "gauge"),
+    ("kes_system_num_cpu_used", "gauge"),
+    ("kes_system_num_threads", "gauge"),
+    ("kes_system_mem_heap_used", "gauge"),
+    ("kes_system_mem_heap_objects", "gauge"),
+    ("kes_system_mem_stack_used", "gauge"),
+];
+
+/// One family as Prometheus' text parser (expfmt.TextParser) groups it.
+#[derive(Debug, Default)]
+struct Family {
+    kind: String,
+    /// Label sets of its metrics (a histogram's `le` is not part of them).
+    metrics: std::collections::BTreeSet<Labels>,
+    samples: std::collections::BTreeSet<String>,
+}
+
+type Labels = Vec<(String, String)>;
+
+/// Splits `name{a="x",b="y"} value` into the name, its labels and the value.
+fn parse_sample(line: &str) -> Result<(String, Labels, f64), String> {
+    let name_end = line.find(['{', ' ']).ok_or(format!("no value: {line}"))?;
+    let name = line[..name_end].to_string();
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut chars = inner.char_indices().peekable();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            if c == '}' {
+                end = Some(i);
+                break;
+            }
+            if c == ',' || c == ' ' {
+                continue;
+            }
+            let key_start = i;
+            let mut key_end = i;
+            for (j, c) in chars.by_ref() {
+                if c == '=' {
+                    key_end = j;
+                    break;
+                }
+            }
+            if chars.next().map(|(_, c)| c) != Some('"') {
+                return Err(format!("unquoted label value: {line}"));
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next().ok_or(format!("open label value: {line}"))? {
+                    (_, '"') => break,
+                    (_, '\\') => match chars.next().map(|(_, c)| c) {
+                        Some('n') => value.push('\n'),
+                        Some(c @ ('\\' | '"')) => value.push(c),
+                        other => return Err(format!("bad escape {other:?}: {line}")),
+                    },
+                    (_, c) => value.push(c),
+                }
+            }
+            labels.push((inner[key_start..key_end].to_string(), value));
+        }
+        let end = end.ok_or(format!("unclosed labels: {line}"))?;
+        rest = &inner[end + 1..];
+    }
+    let value = rest
+        .split_whitespace()
+        .next()
+        .ok_or(format!("no value: {line}"))?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().map_err(|_| format!("bad value: {line}"))?,
+    };
+    Ok((name, labels, value))
+}
+
+/// Parses a text exposition as expfmt does and applies kms-go v0.3.1's `Client.Metrics`
+/// rules: a family without metrics is an error; `kes_http_request_{success,error,failure}`
+/// may hold any number of metrics; every other family, whatever its name or type, exactly
+/// one ("kes: server response contains more than one metric").
+fn kms_go_parse(text: &str) -> Result<std::collections::BTreeMap<String, Family>, String> {
+    let mut families: std::collections::BTreeMap<String, Family> = Default::default();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    let family = families.entry(name.to_string()).or_default();
+                    if !family.kind.is_empty() {
+                        return Err(format!("second TYPE line for {name}"));
+                    }
+                    if !family.samples.is_empty() {
+                        return Err(format!("TYPE for {name} after its samples"));
+                    }
+                    family.kind = kind.to_string();
+                }
+                (Some("HELP"), Some(name), _) => {
+                    families.entry(name.to_string()).or_default();
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let (name, mut labels, _) = parse_sample(line)?;
+        let histogram_base = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+            let base = name.strip_suffix(suffix)?;
+            (families.get(base)?.kind == "histogram").then(|| (base.to_string(), *suffix))
+        });
+        let family_name = match &histogram_base {
+            Some((base, suffix)) => {
+                if *suffix == "_bucket" {
+                    let before = labels.len();
+                    labels.retain(|(k, _)| k != "le");
+                    if labels.len() + 1 != before {
+                        return Err(format!("bucket without le: {line}"));
+                    }
+                }
+                base.clone()
+            }
+            None => name.clone(),
+        };
+        let family = families.entry(family_name).or_default();
+        if family.kind.is_empty() {
+            family.kind = "untyped".into();
+        }
+        let sample_key = line.rsplit_once(' ').map_or(line, |(k, _)| k).to_string();
+        if !family.samples.insert(sample_key) {
+            return Err(format!("duplicate sample: {line}"));
+        }
+        labels.sort();
+        family.metrics.insert(labels);
+    }
+    // expfmt drops families that only had HELP/TYPE lines.
+    families.retain(|_, f| !f.samples.is_empty());
+    for (name, family) in &families {
+        let many_allowed = family.kind == "counter"
+            && matches!(
+                name.as_str(),
+                "kes_http_request_success" | "kes_http_request_error" | "kes_http_request_failure"
+            );
+        if !many_allowed && family.metrics.len() != 1 {
+            return Err(format!(
+                "kes: server response contains more than one metric ({name}: {} series)",
+                family.metrics.len()
+            ));
+        }
+    }
+    Ok(families)
+}
+
+/// kms-go's `Client.Metrics` (and so upstream's `kes metric`) reads `/v1/metrics`: only
+/// upstream's families, each with as many series as kms-go accepts, with upstream's types.
+/// Our richer families stay at `/v1/metrics/detail`, authorised like `/v1/metrics`.
+#[test]
+fn plain_metrics_parse_under_kms_go_rules() {
+    let server = dev_server();
+    let mut c = server.client();
+    c.request("POST", "/v1/key/create/m", None, &[]).unwrap();
+    c.request("POST", "/v1/key/generate/m", None, &[]).unwrap();
+    c.request("GET", "/v1/key/describe/missing", None, &[])
+        .unwrap();
+    c.request("POST", "/v1/key/create/-bad", None, &[]).unwrap();
+    c.request("POST", "/v1/key/decrypt/m", Some(b"{}"), &[])
+        .unwrap();
+
+    let r = c.request("GET", "/v1/metrics", None, &[]).unwrap();
+    assert_eq!(r.status, 200);
+    let text = body_str(&r);
+    let families = kms_go_parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for (name, family) in &families {
+        let upstream = UPSTREAM_FAMILIES
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} is not one of upstream's families"));
+        assert_eq!(family.kind, upstream.1, "{name}");
+    }
+    for (name, _) in UPSTREAM_FAMILIES {
+        if name != "kes_http_request_failure" {
+            assert!(families.contains_key(name), "{name} missing:\n{text}");
+        }
+    }
+    assert_eq!(families["kes_http_request_error"].metrics.len(), 2); // 400 and 404
+    assert!(metric(&text, "kes_system_num_cpu") >= 1.0);
+
+    // The detailed exposition is for Prometheus: kms-go would refuse it, which also shows
+    // that the parser above does tell.
+    let r = c.request("GET", "/v1/metrics/detail", None, &[]).unwrap();
+    assert_eq!(r.status, 200);
+    let detail = body_str(&r);
+    let err = kms_go_parse(&detail).unwrap_err();
+    assert!(err.contains("more than one metric"), "{err}");
+    assert!(detail.contains("kes_requests_total{route=\"/v1/key/generate/\",code=\"200\"} 1"));
+}
+
+/// `/v1/metrics/detail` is authorised exactly like `/v1/metrics`.
+#[test]
+fn detailed_metrics_follow_the_metrics_policy() {
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let (admin_key, admin) = new_api_key();
+    let (monitor_key, monitor) = new_api_key();
+    let (other_key, other) = new_api_key();
+    let extra = format!(
+        "policy:\n  monitor:\n    allow:\n    - /v1/metrics\n    identities:\n    - {monitor}\n  other:\n    allow:\n    - /v1/metrics/detail\n    - /v1/status\n    identities:\n    - {other}\n"
+    );
+    let server = config_server(&tls, &admin, keys.path(), &extra);
+    let endpoint = format!("https://{}", server.addr);
+    for (key, allowed) in [
+        (&admin_key, true),
+        (&monitor_key, true),
+        (&other_key, false),
+    ] {
+        let mut c = client_for(&endpoint, key);
+        for path in ["/v1/metrics", "/v1/metrics/detail"] {
+            let r = c.request("GET", path, None, &[]).unwrap();
+            assert_eq!(r.status == 200, allowed, "{path}: {}", body_str(&r));
+            if !allowed {
+                assert_error(&r, 403, "not authorized: insufficient permissions");
+            }
+        }
+    }
+    let mut c = client_for(&endpoint, &admin_key);
+    let r = c.request("PUT", "/v1/metrics/detail", None, &[]).unwrap();
+    assert_eq!(r.status, 405);
+    let r = c.request("GET", "/v1/metrics/", None, &[]).unwrap();
+    assert_eq!(r.status, 404);
+}
+
+/// `kes_system_mem_heap_objects` is the live allocation count of the server process.
+#[test]
+fn heap_objects_are_counted_by_the_binary() {
+    let server = bin_server(&["--dev"]);
+    let mut c = client_for(&format!("https://{}", server.addr), &server.dev_api_key());
+    let r = c.request("GET", "/v1/metrics", None, &[]).unwrap();
+    let objects = metric(&body_str(&r), "kes_system_mem_heap_objects");
+    assert!(objects > 10.0 && objects < 10_000_000.0, "{objects}");
 }

@@ -57,11 +57,11 @@ taskset -c "$LOAD_CPU" "$BENCH" -k -q --op generate --create-key -c "$CONNS" -d 
 run kes "$server_pid" generate
 run kes "$server_pid" generate --spin
 run kes "$server_pid" decrypt
-before_hits=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_hits_total/ {print $2}')
-before_miss=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_misses_total/ {print $2}')
+before_hits=$("$KES_BIN" metric --raw --detail --count 1 -k | awk '/^kes_cache_hits_total/ {print $2}')
+before_miss=$("$KES_BIN" metric --raw --detail --count 1 -k | awk '/^kes_cache_misses_total/ {print $2}')
 run kes "$server_pid" mix
-after_hits=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_hits_total/ {print $2}')
-after_miss=$("$KES_BIN" metric --raw --count 1 -k | awk '/^kes_cache_misses_total/ {print $2}')
+after_hits=$("$KES_BIN" metric --raw --detail --count 1 -k | awk '/^kes_cache_hits_total/ {print $2}')
+after_miss=$("$KES_BIN" metric --raw --detail --count 1 -k | awk '/^kes_cache_misses_total/ {print $2}')
 mix_note="cache during the mix run: $((after_hits - before_hits)) hits, $((after_miss - before_miss)) keystore reads"
 run kes "$server_pid" status
 run kes "$server_pid" status --new-connection --no-resume

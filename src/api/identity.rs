@@ -5,7 +5,6 @@ use super::json::JsonWriter;
 use super::router::{is_valid_name, is_valid_pattern, pattern_prefix};
 use super::{ApiError, Core, Peer, Reply, Request};
 use crate::auth::policy::Policy;
-use crate::auth::Identity;
 
 fn started_at(core: &Core) -> String {
     core.shared.started_at.to_rfc3339()
@@ -81,11 +80,13 @@ fn sorted_matches<'a>(
     Ok(names)
 }
 
-pub fn list_policies(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn list_policies(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let policies = &req.settings.policies.policies;
     let names = sorted_matches(policies.iter().map(|p| p.name.as_str()), req.argument)?;
     let mut w = JsonWriter::object(out);
-    w.string_array("names", names).string("continue_at", "");
+    w.string_array_sliced("names", names)
+        .await
+        .string("continue_at", "");
     w.finish();
     Ok(Reply::Json)
 }
@@ -107,8 +108,9 @@ pub fn describe_identity(
         w.finish();
         return Ok(Reply::Json);
     }
-    let policy = Identity::from_hex(arg)
-        .and_then(|id| set.policy_of(&id))
+    // Upstream looks the plain string up: identities in the config need not be hex.
+    let policy = set
+        .policy_of_name(arg)
         .ok_or(ApiError::IDENTITY_NOT_FOUND)?;
     w.string("policy", &policy.name)
         .string("created_at", &started_at(core))
@@ -117,7 +119,7 @@ pub fn describe_identity(
     Ok(Reply::Json)
 }
 
-pub fn list_identities(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+pub async fn list_identities(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let set = &req.settings.policies;
     let all = std::iter::once(set.admin.as_str()).chain(
         set.policies
@@ -126,7 +128,8 @@ pub fn list_identities(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Ap
     );
     let names = sorted_matches(all, req.argument)?;
     let mut w = JsonWriter::object(out);
-    w.string_array("identities", names)
+    w.string_array_sliced("identities", names)
+        .await
         .string("continue_at", "");
     w.finish();
     Ok(Reply::Json)

@@ -1,8 +1,10 @@
 //! JSON in and out of the API: a lenient request-body reader on simd-json and a small writer
 //! that produces the exact bytes Go's `encoding/json` produces.
 //!
-//! Request bodies follow Go's decoder: member names match case-insensitively, unknown members
-//! are ignored, the last duplicate wins and `null` means "absent". Binary members are standard
+//! Request bodies follow Go's `json.NewDecoder(body).Decode(&v)`: only the first JSON value is
+//! read and whatever follows it (more JSON, garbage) is never looked at; a top-level `null`
+//! leaves every member absent; member names match case-insensitively, unknown members are
+//! ignored, the last duplicate wins and `null` means "absent". Binary members are standard
 //! base64 with padding; `\r` and `\n` inside them are ignored as Go does.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -54,6 +56,8 @@ impl JsonParser {
             .take()
             .unwrap_or_else(simd_json::Tape::null)
             .reset();
+        let first = first_value_len(body);
+        let body = &mut body[..first];
         let result = simd_json::fill_tape(body, &mut self.buffers, &mut tape)
             .map_err(|_| BodyError::Syntax)
             .and_then(|()| Self::members(&tape, names));
@@ -66,8 +70,12 @@ impl JsonParser {
         names: [&str; N],
     ) -> Result<[Option<&'a str>; N], BodyError> {
         let value = tape.as_value();
-        let object = value.as_object().ok_or(BodyError::Syntax)?;
         let mut found: [Option<&'a str>; N] = [None; N];
+        if value.is_null() {
+            // Decoding `null` into a Go struct is a no-op.
+            return Ok(found);
+        }
+        let object = value.as_object().ok_or(BodyError::Syntax)?;
         for (member, value) in object.iter() {
             let Some(slot) = names.iter().position(|n| n.eq_ignore_ascii_case(member)) else {
                 continue;
@@ -93,7 +101,7 @@ pub fn secret_members<const N: usize>(
     use crate::crypto::envelope::json::{decode_object, name_eq, Value};
     let mut found: [Option<SecretVec>; N] = std::array::from_fn(|_| None);
     let mut type_error = false;
-    let decoded = decode_object(body, |name, value| {
+    let decoded = decode_object(&body[..first_value_len(body)], |name, value| {
         // Go matches the last member whose name folds to the field name.
         let Some(slot) = names.iter().position(|n| name_eq(name.bytes(), n)) else {
             return Ok(());
@@ -109,10 +117,57 @@ pub fn secret_members<const N: usize>(
         Ok(())
     });
     match decoded {
-        Ok(true) => Ok(found),
+        // `Ok(false)`: a top-level `null`, a no-op in Go.
+        Ok(_) => Ok(found),
         _ if type_error => Err(BodyError::Type),
         _ => Err(BodyError::Syntax),
     }
+}
+
+/// How many bytes of `body` Go's `json.Decoder.Decode` consumes: leading whitespace and the
+/// first value. Its scanner stops at the `}` or `]` that closes the first object or array
+/// (or right after a first `null`) without looking further, so trailing bytes of any kind are
+/// ignored. Other first values are not objects and fail as request bodies anyway, and a first
+/// value that never ends is an error: both give the whole body, for the parser to reject.
+/// Does not allocate.
+pub fn first_value_len(body: &[u8]) -> usize {
+    let start = body
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .unwrap_or(body.len());
+    let rest = &body[start..];
+    if rest.starts_with(b"null") {
+        return start + 4;
+    }
+    if !matches!(rest.first(), Some(b'{' | b'[')) {
+        return body.len();
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in rest.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return start + i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    body.len()
 }
 
 /// Decodes a base64 member into `out` (cleared first). Go ignores CR and LF inside base64.
@@ -210,6 +265,18 @@ impl<'a> JsonWriter<'a> {
         self
     }
 
+    /// Like [`string_array`](Self::string_array) for listings that may be long: see
+    /// [`write_string_array_sliced`].
+    pub async fn string_array_sliced<'s>(
+        &mut self,
+        name: &str,
+        values: impl IntoIterator<Item = &'s str>,
+    ) -> &mut Self {
+        self.key(name);
+        write_string_array_sliced(self.out, values).await;
+        self
+    }
+
     /// Closes the object and appends Go's trailing newline.
     pub fn finish(self) {
         self.out.extend_from_slice(b"}\n");
@@ -222,6 +289,30 @@ pub fn write_string_array<'s>(out: &mut Vec<u8>, values: impl IntoIterator<Item 
     for (i, v) in values.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
+        }
+        write_string(out, v);
+    }
+    out.push(b']');
+}
+
+/// Entries written between two chances to yield in [`write_string_array_sliced`].
+pub const LIST_SLICE_ENTRIES: usize = 256;
+
+/// Writes `["a","b"]` like [`write_string_array`], offering the core to other tasks every
+/// [`LIST_SLICE_ENTRIES`] entries (`glommio::yield_if_needed`: a real yield only once this
+/// task has used up its time slice), so that a listing of 50 000 keys does not stall every
+/// other connection on the core. Outside a glommio executor it never yields.
+pub async fn write_string_array_sliced<'s>(
+    out: &mut Vec<u8>,
+    values: impl IntoIterator<Item = &'s str>,
+) {
+    out.push(b'[');
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+            if i % LIST_SLICE_ENTRIES == 0 {
+                glommio::yield_if_needed().await;
+            }
         }
         write_string(out, v);
     }
@@ -343,6 +434,95 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    /// Go's `json.NewDecoder(r).Decode(&v)` reads the first value only: what follows it is
+    /// ignored, even garbage or a second object; a first `null` sets nothing.
+    #[test]
+    fn only_the_first_value_is_read_like_gos_decoder() {
+        let mut p = JsonParser::default();
+        for input in [
+            &br#"{"context":"YQ=="}garbage"#[..],
+            br#"{"context":"YQ=="} {"context":"Yg=="}"#,
+            b"{\"context\":\"YQ==\"}\n\x00\xff",
+            br#"  {"context":"YQ==","x":{"y":["}",{}]},"z":"\"}"}]]]"#,
+            br#"{"context":"YQ=="}}"#,
+        ] {
+            let mut body = input.to_vec();
+            assert_eq!(
+                p.string_members(&mut body, ["context"]),
+                Ok([Some("YQ==")]),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            let [ctx] = secret_members(input, ["context"]).unwrap();
+            assert_eq!(ctx.unwrap().expose(), b"YQ==");
+        }
+        for input in [&b"null"[..], b" null garbage", b"nullx"] {
+            let mut body = input.to_vec();
+            assert_eq!(p.string_members(&mut body, ["context"]), Ok([None]));
+            let [ctx] = secret_members(input, ["context"]).unwrap();
+            assert!(ctx.is_none());
+        }
+        // The first value itself must still be a complete, valid object.
+        for input in [
+            &b"garbage{}"[..],
+            br#"{"context":"YQ==""#,
+            br#"{"context":"YQ==",}x"#,
+            br#"{"context" "YQ=="}x"#,
+            b"nul",
+            b"\"str\"{}",
+            b"",
+        ] {
+            let mut body = input.to_vec();
+            assert_eq!(
+                p.string_members(&mut body, ["context"]),
+                Err(BodyError::Syntax),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            assert!(secret_members(input, ["context"]).is_err());
+        }
+    }
+
+    /// A long listing is written exactly as in one piece, but lets other tasks of the core
+    /// run while it is being written.
+    #[test]
+    fn long_arrays_are_written_in_slices_that_yield() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .preempt_timer(std::time::Duration::from_millis(1))
+            .make()
+            .unwrap();
+        ex.run(async {
+            let names: Vec<String> = (0..300_000).map(|i| format!("key-{i:06}")).collect();
+            // Another task of the core, counting how often it gets to run.
+            let runs = Rc::new(Cell::new(0u64));
+            let stop = Rc::new(Cell::new(false));
+            let other = {
+                let (runs, stop) = (runs.clone(), stop.clone());
+                glommio::spawn_local(async move {
+                    while !stop.get() {
+                        runs.set(runs.get() + 1);
+                        futures_lite::future::yield_now().await;
+                    }
+                })
+            };
+            futures_lite::future::yield_now().await;
+            let before = runs.get();
+            let mut out = Vec::new();
+            write_string_array_sliced(&mut out, names.iter().map(String::as_str)).await;
+            assert!(
+                runs.get() > before,
+                "no other task of the core ran while the listing was written"
+            );
+            stop.set(true);
+            other.await;
+            let mut whole = Vec::new();
+            write_string_array(&mut whole, names.iter().map(String::as_str));
+            assert_eq!(out, whole);
+        });
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub async fn describe(
     out: &mut Vec<u8>,
 ) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
-    let key = store::key(core, name).await?;
+    let key = store::key(core, name, req.timeout()).await?;
     let mut created_at = String::with_capacity(32);
     match key.created_at {
         Some(t) => t.write_rfc3339(&mut created_at),
@@ -101,7 +101,8 @@ pub async fn list(
     }
     let names = store::list(core, pattern_prefix(pattern)).await?;
     let mut w = JsonWriter::object(out);
-    w.string_array("names", names.iter().map(String::as_str));
+    w.string_array_sliced("names", names.iter().map(String::as_str))
+        .await;
     w.finish();
     Ok(Reply::Json)
 }
@@ -126,7 +127,7 @@ pub async fn generate(
         decode_base64_into(ctx.unwrap_or(""), &mut req.scratch.context)
             .map_err(|_| ApiError::INVALID_BODY)?;
     }
-    let key = store::key(core, name).await?;
+    let key = store::key(core, name, req.timeout()).await?;
 
     // One RNG draw per request: the DEK and the ciphertext's IV and nonce.
     let mut random = Secret::new([0u8; DEK_BYTES + 28]);
@@ -166,7 +167,7 @@ pub async fn encrypt(
     let ctx = ctx.unwrap_or_default();
     let ctx = std::str::from_utf8(ctx.expose()).map_err(|_| ApiError::INVALID_BODY)?;
     decode_base64_into(ctx, &mut req.scratch.context).map_err(|_| ApiError::INVALID_BODY)?;
-    let key = store::key(core, name).await?;
+    let key = store::key(core, name, req.timeout()).await?;
     let mut random = Secret::new([0u8; 28]);
     fill_random(core, &mut random)?;
     let ciphertext = &mut req.scratch.output;
@@ -201,7 +202,7 @@ pub async fn decrypt(
         decode_base64_into(ct.unwrap_or(""), &mut req.scratch.data)
             .map_err(|_| ApiError::INVALID_BODY)?;
     }
-    let key = store::key(core, name).await?;
+    let key = store::key(core, name, req.timeout()).await?;
     let scratch = &mut *req.scratch;
     key.decrypt_into(&scratch.data, &scratch.context, &mut scratch.output)
         .map_err(|e| match e {
@@ -228,7 +229,7 @@ pub async fn hmac(
         decode_base64_into(msg.unwrap_or(""), &mut req.scratch.data)
             .map_err(|_| ApiError::INVALID_BODY)?;
     }
-    let key = store::key(core, name).await?;
+    let key = store::key(core, name, req.timeout()).await?;
     let hmac_key = key.hmac.as_ref().ok_or(ApiError::NO_HMAC)?;
     let tag = hmac_key.sign(&req.scratch.data);
     let mut w = JsonWriter::object(out);

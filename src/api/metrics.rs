@@ -2,9 +2,12 @@
 //! load + store, no locked instructions, no shared cache line on the hot path) and summed by
 //! whichever core serves `/v1/metrics` (http-api.md §6).
 //!
-//! Upstream's families keep their exact names, types and labels. Ours come beside them under
-//! new names: a microsecond-range latency histogram per route, per-route counters, TLS
-//! handshakes, open connections, cache hits and misses, keystore latency.
+//! `GET /v1/metrics` serves upstream's fourteen families only, with their exact names, types
+//! and labels, because kms-go's `Client.Metrics` (and so upstream's `kes metric`) refuses a
+//! scrape in which any family other than `kes_http_request_{success,error,failure}` has more
+//! than one series. `GET /v1/metrics/detail` ([`DETAIL_PATH`]) adds ours under new names: a
+//! microsecond-range latency histogram per route, per-route counters, TLS handshakes, open
+//! connections, cache hits and misses, keystore latency.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,6 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use super::ROUTES;
+
+/// The path of the detailed exposition (authorised as `/v1/metrics`).
+pub const DETAIL_PATH: &str = "/v1/metrics/detail";
 
 /// Status codes with their own counter; anything else is counted as `other`.
 pub const CODES: [u16; 18] = [
@@ -180,6 +186,9 @@ pub struct SystemGauges {
     pub num_cpu_used: u64,
     pub num_threads: u64,
     pub heap_used_bytes: u64,
+    /// Live heap allocations (see [`crate::heap`]); 0 where the counting allocator is not
+    /// installed.
+    pub heap_objects: u64,
     pub stack_used_bytes: u64,
 }
 
@@ -188,8 +197,8 @@ fn sum(cores: &[Arc<CoreMetrics>], f: impl Fn(&CoreMetrics) -> &AtomicU64) -> u6
 }
 
 /// Writes the text exposition format 0.0.4, families sorted by name, labelled families only
-/// when they have samples.
-pub fn render(registry: &Registry, system: &SystemGauges, out: &mut String) {
+/// when they have samples: upstream's families, and with `detail` ours as well.
+pub fn render(registry: &Registry, system: &SystemGauges, detail: bool, out: &mut String) {
     let cores = registry.cores();
     let mut families: BTreeMap<&str, String> = BTreeMap::new();
     let mut family = |name: &'static str, kind: &str, help: &str, body: String| {
@@ -299,7 +308,7 @@ pub fn render(registry: &Registry, system: &SystemGauges, out: &mut String) {
     family(
         "kes_system_num_cpu",
         "gauge",
-        "Logical CPUs of the host.",
+        "CPUs the process may run on (its affinity mask).",
         gauge("kes_system_num_cpu", system.num_cpu.to_string()),
     );
     family(
@@ -326,8 +335,11 @@ pub fn render(registry: &Registry, system: &SystemGauges, out: &mut String) {
     family(
         "kes_system_mem_heap_objects",
         "gauge",
-        "Heap objects (not tracked: always 0).",
-        gauge("kes_system_mem_heap_objects", "0".into()),
+        "Live heap allocations (counted by the server's allocator).",
+        gauge(
+            "kes_system_mem_heap_objects",
+            system.heap_objects.to_string(),
+        ),
     );
     family(
         "kes_system_mem_stack_used",
@@ -338,6 +350,13 @@ pub fn render(registry: &Registry, system: &SystemGauges, out: &mut String) {
             system.stack_used_bytes.to_string(),
         ),
     );
+
+    if !detail {
+        for text in families.values() {
+            out.push_str(text);
+        }
+        return;
+    }
 
     // Ours.
     let mut requests = String::new();

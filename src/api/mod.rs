@@ -158,6 +158,13 @@ pub struct Request<'a> {
     pub scratch: &'a mut Scratch,
 }
 
+impl Request<'_> {
+    /// The route's effective timeout (zero: none).
+    pub fn timeout(&self) -> std::time::Duration {
+        self.settings.routes.timeout[router::index_of(self.route.id)]
+    }
+}
+
 /// A handler's answer. JSON and text bodies are written into the connection's body buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -210,6 +217,11 @@ pub fn authorize_head(
                 Peer::Unidentified(IdentityError::CaAsEndEntity) => return Err(ApiError::CA_CERT),
                 Peer::Unidentified(_) => return Err(ApiError::CERT_REQUIRED),
             };
+            // The detailed metrics are authorised as `/v1/metrics` itself.
+            let path = match ROUTES[route_index].id {
+                RouteId::Metrics => ROUTES[route_index].path,
+                _ => path,
+            };
             match settings.policies.decide(&identity, path) {
                 Decision::Allow => Ok(()),
                 Decision::Deny => Err(ApiError::NOT_AUTHORIZED),
@@ -225,7 +237,7 @@ pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> 
         Version => system::version(out),
         Ready => system::ready(core).await,
         Status => system::status(core, out).await,
-        Metrics => system::metrics(core, out),
+        Metrics => system::metrics(core, req, out),
         Api => system::api(req, out),
         KeyCreate => key::create(core, req).await,
         KeyImport => key::import(core, req).await,
@@ -238,9 +250,9 @@ pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> 
         KeyHmac => key::hmac(core, req, out).await,
         PolicyDescribe => identity::describe_policy(core, req, out),
         PolicyRead => identity::read_policy(core, req, out),
-        PolicyList => identity::list_policies(req, out),
+        PolicyList => identity::list_policies(req, out).await,
         IdentityDescribe => identity::describe_identity(core, req, out),
-        IdentityList => identity::list_identities(req, out),
+        IdentityList => identity::list_identities(req, out).await,
         IdentitySelfDescribe => identity::describe_self(core, req, out),
         LogError => Ok(Reply::Stream(LogStream::Error)),
         LogAudit => Ok(Reply::Stream(LogStream::Audit)),

@@ -212,6 +212,9 @@ pub enum Routed<'p> {
 /// Selects the route for a cleaned, decoded path (Go ServeMux semantics: exact routes match
 /// only themselves, argument routes match their prefix; a slash-less argument route path is
 /// redirected).
+///
+/// One path beyond the spec's table: [`DETAIL_PATH`](super::metrics::DETAIL_PATH) is served by
+/// the metrics route (which tells the two apart by the request path).
 pub fn route_request(method: Method, path: &str) -> Routed<'_> {
     for (index, r) in ROUTES.iter().enumerate() {
         let matched = if r.has_argument {
@@ -233,6 +236,17 @@ pub fn route_request(method: Method, path: &str) -> Routed<'_> {
             }
             return Routed::Route { index, argument };
         }
+    }
+    if path == super::metrics::DETAIL_PATH {
+        let index = index_of(Metrics);
+        return if ROUTES[index].accepts(method) {
+            Routed::Route {
+                index,
+                argument: "",
+            }
+        } else {
+            Routed::WrongMethod { index }
+        };
     }
     Routed::NotFound
 }
@@ -321,6 +335,15 @@ mod tests {
             }
         );
         assert_eq!(route_request(Get, "/v1/key/list"), Routed::RedirectAddSlash);
+        assert_eq!(
+            route_request(Get, "/v1/metrics/detail"),
+            Routed::Route {
+                index: idx(Metrics),
+                argument: ""
+            }
+        );
+        assert_eq!(route_request(Get, "/v1/metrics/"), Routed::NotFound);
+        assert_eq!(route_request(Get, "/v1/metrics/other"), Routed::NotFound);
         assert_eq!(route_request(Get, "/v1/nope"), Routed::NotFound);
         assert_eq!(route_request(Get, "/"), Routed::NotFound);
     }

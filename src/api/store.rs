@@ -24,8 +24,10 @@ where
         .await
 }
 
-/// The key named `name`, from this core's shard or, on a miss, from the keystore.
-pub async fn key(core: &Core, name: &str) -> Result<Rc<KeyVersion>, ApiError> {
+/// The key named `name`, from this core's shard or, on a miss, from the keystore. `wait`
+/// bounds how long a miss waits for another request's read of the same key (the route's
+/// timeout; zero: no bound).
+pub async fn key(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyVersion>, ApiError> {
     let shared = &core.shared;
     if let Some(key) = core.cache.borrow_mut().get(&shared.invalidations, name) {
         core.metrics.inc(&core.metrics.cache_hits);
@@ -38,7 +40,7 @@ pub async fn key(core: &Core, name: &str) -> Result<Rc<KeyVersion>, ApiError> {
     let fetch_started = std::time::Instant::now();
     let fetched = blocking(move || {
         let store = &shared_arc.keystore;
-        shared_arc.flights.get(&owned, || store.get(&owned))
+        shared_arc.flights.get(&owned, wait, || store.get(&owned))
     })
     .await;
     core.metrics

@@ -32,15 +32,30 @@ pub fn go_os_arch() -> (&'static str, &'static str) {
     (std::env::consts::OS, arch)
 }
 
-/// Logical CPUs online on the host, read once (like Go's `runtime.NumCPU`): glibc's
-/// `sysconf(_SC_NPROCESSORS_ONLN)` opens and parses `/sys/devices/system/cpu/online` on
-/// every call, which cost `/v1/status` a third of its CPU time when read per request.
+/// The CPUs the process may run on, read once, as Go's `runtime.NumCPU` reports them: the
+/// number of CPUs in the process's affinity mask (`sched_getaffinity`), so `taskset -c 0 kes`
+/// reports 1. The mask is the main thread's (the thread-group leader, by pid), not that of
+/// the calling thread: core threads are pinned to one CPU each. [`crate::server::run`] reads
+/// it once before it pins anything.
 pub fn num_cpu() -> u64 {
     static NUM_CPU: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *NUM_CPU.get_or_init(|| {
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-        u64::try_from(n).unwrap_or(1).max(1)
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for our own process.
+        let counted = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(
+                libc::getpid(),
+                std::mem::size_of::<libc::cpu_set_t>(),
+                &mut set,
+            ) == 0
+            {
+                libc::CPU_COUNT(&set) as i64
+            } else {
+                // Go falls back to 1 too when the mask cannot be read.
+                1
+            }
+        };
+        u64::try_from(counted).unwrap_or(1).max(1)
     })
 }
 
@@ -115,8 +130,9 @@ pub fn api(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     Ok(Reply::Json)
 }
 
-/// Prometheus text format 0.0.4 (http-api.md §6).
-pub fn metrics(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+/// Prometheus text format 0.0.4 (http-api.md §6): upstream's families at `/v1/metrics`, ours
+/// as well at [`DETAIL_PATH`](super::metrics::DETAIL_PATH).
+pub fn metrics(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let shared = &core.shared;
     shared.metrics.log_audit_events.store(
         shared
@@ -139,10 +155,12 @@ pub fn metrics(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
         num_cpu_used: shared.cores as u64,
         num_threads: proc_status_count("Threads"),
         heap_used_bytes: proc_status_bytes("RssAnon"),
+        heap_objects: crate::heap::live_objects(),
         stack_used_bytes: proc_status_bytes("VmStk"),
     };
+    let detail = req.path == super::metrics::DETAIL_PATH;
     let mut text = String::with_capacity(8 * 1024);
-    super::metrics::render(&shared.metrics, &system, &mut text);
+    super::metrics::render(&shared.metrics, &system, detail, &mut text);
     out.extend_from_slice(text.as_bytes());
     Ok(Reply::Content("text/plain; version=0.0.4; charset=utf-8"))
 }

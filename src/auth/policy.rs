@@ -77,6 +77,15 @@ impl PolicySet {
         self.by_identity.get(identity).map(|&i| &self.policies[i])
     }
 
+    /// The policy whose `identities` list holds exactly `identity` as written in the config
+    /// (upstream looks identities up as plain strings: `my-key` or `0` are as valid as hex).
+    pub fn policy_of_name(&self, identity: &str) -> Option<&Policy> {
+        // A later duplicate loses, as in `new`.
+        self.policies
+            .iter()
+            .find(|p| p.identities.iter().any(|id| id == identity))
+    }
+
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name == name)
     }

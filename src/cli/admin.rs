@@ -360,6 +360,10 @@ pub struct MetricArgs {
     /// Print the raw Prometheus exposition instead of the summary.
     #[arg(long)]
     pub raw: bool,
+    /// Read the detailed exposition (`/v1/metrics/detail`: per-route, cache, TLS and keystore
+    /// families as well as upstream's).
+    #[arg(long)]
+    pub detail: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -372,8 +376,13 @@ pub fn metric(args: MetricArgs) -> CliResult {
     let tty = std::io::stdout().is_terminal();
     let mut previous: Option<(Instant, f64, f64, f64)> = None;
     let mut shown = 0;
+    let path = if args.detail {
+        crate::api::metrics::DETAIL_PATH
+    } else {
+        "/v1/metrics"
+    };
     loop {
-        let resp = call(&mut c, "GET", "/v1/metrics", None)?;
+        let resp = call(&mut c, "GET", path, None)?;
         let text = String::from_utf8_lossy(&resp.body).into_owned();
         if args.raw {
             print!("{text}");
@@ -388,7 +397,8 @@ pub fn metric(args: MetricArgs) -> CliResult {
             text.lines()
                 .filter(|l| l.starts_with(family) && !l.starts_with('#'))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
+                // Not `sum()`: an empty f64 sum is -0.0, printed as "-0".
+                .fold(0.0, |a, b| a + b)
         };
         let (ok, err, fail) = (
             sum("kes_http_request_success"),

@@ -140,6 +140,8 @@ impl RunningServer {
 pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
     check_io_uring()?;
     super::memory::configure();
+    // Read the process's CPU count (for `/v1/status`) before any core thread is pinned.
+    crate::api::system::num_cpu();
     let mut cpus = affinity_cpus()?;
     if let Some(n) = options.cores {
         cpus.truncate(n.max(1));

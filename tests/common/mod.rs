@@ -175,6 +175,21 @@ impl BinServer {
     }
 }
 
+impl BinServer {
+    /// The admin API key a `--dev` server printed in its banner.
+    pub fn dev_api_key(&self) -> String {
+        let line = self
+            .stdout_lines
+            .iter()
+            .find(|l| l.starts_with("API Key"))
+            .unwrap_or_else(|| panic!("no API key in banner: {:?}", self.stdout_lines));
+        line.split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
 impl Drop for BinServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -199,22 +214,37 @@ pub fn bin_server(args: &[&str]) -> BinServer {
 pub fn bin_server_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> BinServer {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    spawn_bin_server(args, addr, true, adjust)
+    spawn_bin_server(&[], args, addr, true, adjust)
+}
+
+/// Like [`bin_server`], run through a wrapper command such as `taskset -c 0`.
+pub fn bin_server_under(wrapper: &[&str], args: &[&str]) -> BinServer {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    spawn_bin_server(wrapper, args, addr, true, |_| {})
 }
 
 /// Starts `kes server <args>` without `--addr`: the config's `address` (which must be
 /// `addr`) is the one in force.
 pub fn bin_server_at_config_address(args: &[&str], addr: SocketAddr) -> BinServer {
-    spawn_bin_server(args, addr, false, |_| {})
+    spawn_bin_server(&[], args, addr, false, |_| {})
 }
 
 fn spawn_bin_server(
+    wrapper: &[&str],
     args: &[&str],
     addr: SocketAddr,
     addr_flag: bool,
     adjust: impl FnOnce(&mut Command),
 ) -> BinServer {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kes"));
+    let mut cmd = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut c = Command::new(program);
+            c.args(wrapper_args).arg(env!("CARGO_BIN_EXE_kes"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_kes")),
+    };
     cmd.arg("server").args(args).args(["--cores", "1"]);
     if addr_flag {
         cmd.args(["--addr", &addr.to_string()]);

@@ -71,7 +71,9 @@ fn handshakes(s: &Server, result: &str) -> u64 {
         timeout: Duration::from_secs(10),
     })
     .unwrap();
-    let r = client.request("GET", "/v1/metrics", None, &[]).unwrap();
+    let r = client
+        .request("GET", "/v1/metrics/detail", None, &[])
+        .unwrap();
     let text = String::from_utf8(r.body).unwrap();
     let prefix = format!("kes_tls_handshakes_total{{result=\"{result}\"}} ");
     text.lines()
