@@ -479,3 +479,108 @@ fn ecdsa_p384_and_rsa_client_certificates_authenticate() {
         assert!(body_str(&r).contains("\"admin\":true"));
     }
 }
+
+/// Issue 12 #7: with `tls.auth: on`, a certificate a trusted proxy forwards is verified
+/// exactly as a direct client certificate is: an unsigned, expired or wrong-purpose
+/// certificate carrying the admin's key does not make the request the admin's.
+#[test]
+fn forwarded_certificates_are_verified_like_direct_ones_with_auth_on() {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let client_params = |name: &str| {
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p
+    };
+    // The proxy's own certificate (it must pass tls.auth itself).
+    let proxy_key = KeyPair::generate().unwrap();
+    let proxy_cert = client_params("proxy")
+        .signed_by(&proxy_key, &ca, &ca_key)
+        .unwrap();
+    let proxy_id = kes::auth::identity::identity_of_cert_der(proxy_cert.der())
+        .unwrap()
+        .to_hex();
+    // The admin's key, in certificates of every kind.
+    let admin_key = KeyPair::generate().unwrap();
+    let admin_cert = client_params("admin")
+        .signed_by(&admin_key, &ca, &ca_key)
+        .unwrap();
+    let admin_id = kes::auth::identity::identity_of_cert_der(admin_cert.der())
+        .unwrap()
+        .to_hex();
+    let unsigned = client_params("admin").self_signed(&admin_key).unwrap();
+    let mut expired_params = client_params("admin");
+    expired_params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+    expired_params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    let expired = expired_params.signed_by(&admin_key, &ca, &ca_key).unwrap();
+    let mut server_only = client_params("admin");
+    server_only.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_only = server_only.signed_by(&admin_key, &ca, &ca_key).unwrap();
+    let mut ca_marked = client_params("admin");
+    ca_marked.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_marked = ca_marked.signed_by(&admin_key, &ca, &ca_key).unwrap();
+
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("proxy.pem"), proxy_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("proxy.key"), proxy_key.serialize_pem()).unwrap();
+
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let yaml = config_yaml(&tls, &admin_id, keys.path(), "").replace(
+        "tls:\n",
+        &format!(
+            "tls:\n  auth: on\n  ca: {}\n  proxy:\n    identities:\n    - {proxy_id}\n    header:\n      cert: X-Tls-Client-Cert\n",
+            dir.path().join("ca.pem").display()
+        ),
+    );
+    let config = kes::config::parse(&yaml, &|_| None).expect("config");
+    let prepared = kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1)).unwrap();
+    let running = kes::server::run(prepared.options).unwrap();
+    let endpoint = format!("https://{}", running.local_addr);
+    std::mem::forget(running);
+
+    let mut proxy = Client::new(ClientConfig {
+        endpoints: vec![endpoint],
+        credentials: Some(Credentials::Files {
+            cert: dir.path().join("proxy.pem"),
+            key: dir.path().join("proxy.key"),
+        }),
+        insecure: true,
+        ca_file: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let forward = |proxy: &mut Client, cert_pem: &str| {
+        let header = query_escape(cert_pem);
+        proxy
+            .request(
+                "GET",
+                "/v1/identity/self/describe",
+                None,
+                &[("X-Tls-Client-Cert", &header)],
+            )
+            .unwrap()
+    };
+    let r = forward(&mut proxy, &admin_cert.pem());
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    assert_eq!(json_str(&r, "identity"), admin_id);
+    for (what, pem) in [
+        ("unsigned", unsigned.pem()),
+        ("expired", expired.pem()),
+        ("server-auth only", server_only.pem()),
+        ("CA-marked", ca_marked.pem()),
+    ] {
+        let r = forward(&mut proxy, &pem);
+        assert_eq!(r.status, 400, "{what}: {}", body_str(&r));
+        assert!(
+            !body_str(&r).contains(&admin_id),
+            "{what}: {}",
+            body_str(&r)
+        );
+        assert_error(&r, 400, "invalid client certificate");
+    }
+}
