@@ -298,6 +298,11 @@ impl TlsStream {
                 result = Err(e);
                 break;
             }
+            if pos < self.plain_out.len() {
+                // A long answer (a big key list) is encrypted in rounds: let the core's
+                // other connections run in between.
+                glommio::yield_if_needed().await;
+            }
         }
         wipe(&mut self.plain_out);
         result?;
