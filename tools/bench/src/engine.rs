@@ -543,4 +543,13 @@ mod tests {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
     }
+
+    #[test]
+    fn splits_head_from_body() {
+        let req = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+        let at = body_start(req).unwrap();
+        assert!(req[..at].ends_with(b"chunked\r\n\r\n"));
+        assert_eq!(&req[at..], b"2\r\n{}\r\n0\r\n\r\n");
+        assert_eq!(body_start(b"GET / HTTP/1.1\r\nHost: kes\r\n\r\n"), None);
+    }
 }

@@ -451,9 +451,8 @@ impl Summary {
             .map(|(k, v)| format!("\"{k}\":{v}"))
             .collect();
         format!(
-            "{{\"op\":\"{:?}\",\"client_model\":\"{}\",\"connections\":{},\"seconds\":{:.3},\"requests\":{},\"throughput\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}},\"new_connections\":{},\"new_per_1000\":{:.1},\"resumed\":{},\"errors\":{{{}}}}}",
+            "{{\"op\":\"{:?}\",\"connections\":{},\"seconds\":{:.3},\"requests\":{},\"throughput\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}},\"client_model\":\"{}\",\"new_connections\":{},\"new_per_1000\":{:.1},\"resumed\":{},\"errors\":{{{}}}}}",
             self.op,
-            self.model_name(),
             self.connections,
             self.elapsed.as_secs_f64(),
             self.requests,
@@ -463,6 +462,7 @@ impl Summary {
             self.us(0.99),
             self.us(0.999),
             self.histogram.max() as f64 / 1000.0,
+            self.model_name(),
             self.new_connections,
             self.new_per_1000(),
             self.resumed,
@@ -743,8 +743,38 @@ mod tests {
             "{json}"
         );
         assert!(json.contains("\"errors\":{\"404\":1}"));
+        assert!(
+            json.contains("\"client_model\":\"bench\",\"new_connections\":2,\"new_per_1000\":500.0,\"resumed\":1,"),
+            "{json}"
+        );
+        assert!(s
+            .to_text()
+            .contains("new TLS connections: 2 (500.0 per 1000 requests), 1 resumed"));
         let hgrm = s.hgrm();
         assert!(hgrm.contains("Total count    =            4"), "{hgrm}");
+    }
+
+    #[test]
+    fn go_requests_are_chunked() {
+        let r = go_request("POST", "/v1/key/generate/k", b"{\"context\":\"\"}", "");
+        let r = String::from_utf8(r).unwrap();
+        assert!(
+            r.starts_with("POST /v1/key/generate/k HTTP/1.1\r\nHost: kes\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("\r\nTransfer-Encoding: chunked\r\n"), "{r}");
+        assert!(!r.contains("Content-Length"), "{r}");
+        assert!(
+            r.ends_with("\r\n\r\ne\r\n{\"context\":\"\"}\r\n0\r\n\r\n"),
+            "{r:?}"
+        );
+        let empty = String::from_utf8(go_request("POST", "/v1/key/create/k", b"", "")).unwrap();
+        assert!(empty.contains("Content-Length: 0\r\n") && empty.ends_with("\r\n\r\n"));
+        let get = String::from_utf8(go_request("GET", "/v1/status", b"", "")).unwrap();
+        assert!(
+            !get.contains("Content-Length") && !get.contains("chunked"),
+            "{get}"
+        );
     }
 
     #[test]
