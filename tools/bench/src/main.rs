@@ -4,8 +4,9 @@
 //! arrived) or open loop (a fixed total rate; latency is measured from each request's
 //! *intended* send time, so a stalled server cannot hide behind a stalled client —
 //! coordinated omission). Keep-alive or a new TLS connection per request (with or without
-//! session resumption). HDR-histogram percentiles, a progress line every second, `--json` and
-//! `--hgrm` output.
+//! session resumption), or MinIO's kms-go client (`--client-model kms-go`: Go's
+//! `http.Transport` with 2 idle connections per host, chunked bodies). HDR-histogram
+//! percentiles, a progress line every second, `--json` and `--hgrm` output.
 
 mod engine;
 mod load;
