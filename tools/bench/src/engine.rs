@@ -10,6 +10,13 @@
 //! does not pay. One event loop per load thread is busy while answers arrive, so it rarely
 //! sleeps: `Idle::Poll` (the default) sleeps in poll(2) only when nothing is ready;
 //! `Idle::Spin` never sleeps, for comparison.
+//!
+//! With a [`Pool`] (`--client-model kms-go`) a slot is a request in flight, not a
+//! connection: it takes the most recently idled connection from a pool shared by every load
+//! thread or dials a new one, and when the answer is in, puts the connection back if the pool
+//! has room or closes it (close_notify): Go's `http.Transport` with `MaxIdleConnsPerHost`.
+//! Its requests are sent the way Go sends them: the TLS handshake first, then the head in one
+//! write and a chunked body in the next (separate TLS records, separate syscalls).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -44,6 +51,10 @@ pub struct Sink {
     pub stop: Arc<AtomicBool>,
     pub done: Arc<AtomicU64>,
     pub failed: Arc<AtomicU64>,
+    /// Connections opened (TCP connect + TLS handshake started).
+    pub dialed: Arc<AtomicU64>,
+    /// Connections whose TLS handshake resumed a session.
+    pub resumed: Arc<AtomicU64>,
     pub hist: Arc<Mutex<Histogram<u64>>>,
     pub errors: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
 }
@@ -72,7 +83,8 @@ enum Wire {
 }
 
 impl Wire {
-    fn open(ep: &Endpoint) -> Result<Wire, String> {
+    fn open(ep: &Endpoint, sink: &Sink) -> Result<Wire, String> {
+        sink.dialed.fetch_add(1, Ordering::Relaxed);
         let tcp = TcpStream::connect_timeout(&ep.addr, Duration::from_secs(5))
             .map_err(|e| format!("cannot connect to {}: {e}", ep.addr))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -85,6 +97,33 @@ impl Wire {
                 Wire::Tls(Box::new(conn), tcp)
             }
         })
+    }
+
+    fn is_handshaking(&self) -> bool {
+        match self {
+            Wire::Tls(c, _) => c.is_handshaking(),
+            Wire::Plain(..) => false,
+        }
+    }
+
+    fn resumed(&self) -> bool {
+        match self {
+            Wire::Tls(c, _) => c.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            Wire::Plain(..) => false,
+        }
+    }
+
+    /// Ends the connection the way Go's `tls.Conn.Close` does: a close_notify alert (best
+    /// effort, no waiting for the peer's), then the TCP close.
+    fn close(mut self) {
+        if let Wire::Tls(c, s) = &mut self {
+            c.send_close_notify();
+            while c.wants_write() {
+                if c.write_tls(s).is_err() {
+                    break;
+                }
+            }
+        }
     }
 
     fn fd(&self) -> i32 {
@@ -198,9 +237,65 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(u16, usize, usize)>, String>
     }
 }
 
+/// Idle connections shared by the load threads (`--client-model kms-go`): at most `max`;
+/// the most recently idled is reused first, as in Go's `http.Transport`.
+pub struct Pool {
+    max: usize,
+    idle: Mutex<Vec<Wire>>,
+}
+
+impl Pool {
+    pub fn new(max: usize) -> Pool {
+        Pool {
+            max,
+            idle: Mutex::new(Vec::with_capacity(max)),
+        }
+    }
+
+    /// An idle connection the server has not closed meanwhile, if any.
+    fn take(&self, scratch: &mut Vec<u8>) -> Option<Wire> {
+        loop {
+            let mut wire = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            // Go's persistConn notices a server-side close of an idle connection (its read
+            // loop sees EOF) and drops the connection from the pool; check for that here.
+            scratch.clear();
+            match wire.pump_read(scratch) {
+                Ok(true) if scratch.is_empty() => return Some(wire),
+                _ => wire.close(),
+            }
+        }
+    }
+
+    /// Back to the pool if it has room, else closed.
+    fn put(&self, wire: Wire) {
+        let extra = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < self.max {
+                idle.push(wire);
+                None
+            } else {
+                Some(wire)
+            }
+        };
+        if let Some(wire) = extra {
+            wire.close();
+        }
+    }
+}
+
+/// Where the head ends in a request (just after the blank line), if it has a body after it.
+fn body_start(req: &[u8]) -> Option<usize> {
+    let end = req.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    (end < req.len()).then_some(end)
+}
+
 /// One connection's place in the load.
 struct Slot<S> {
     wire: Option<Wire>,
+    /// The wire has not answered a request yet (its handshake kind is still to be counted).
+    fresh: bool,
+    /// Pool mode: the request not yet handed to the wire, and how much of it was.
+    pending: Option<(Arc<[u8]>, usize)>,
     source: S,
     /// Requests of the current batch not yet sent (reversed: pop from the end).
     batch: Vec<Arc<[u8]>>,
@@ -216,6 +311,8 @@ struct Slot<S> {
 pub struct Plan {
     pub endpoint: Endpoint,
     pub new_connection: bool,
+    /// `--client-model kms-go`: slots are requests that share these idle connections.
+    pub pool: Option<Pool>,
     pub idle: Idle,
     /// Open loop: the interval between one connection's requests.
     pub interval: Option<Duration>,
@@ -230,6 +327,8 @@ pub fn drive<S: Source>(plan: &Plan, sources: Vec<S>, sink: &Sink) -> Result<(),
         .enumerate()
         .map(|(i, source)| Slot {
             wire: None,
+            fresh: false,
+            pending: None,
             source,
             batch: Vec::new(),
             in_flight: None,
@@ -271,9 +370,16 @@ pub fn drive<S: Source>(plan: &Plan, sources: Vec<S>, sink: &Sink) -> Result<(),
                     continue;
                 };
                 slot.sent += 1;
+                if let Some(pool) = &plan.pool {
+                    // Go: the most recently idled connection, else a new one.
+                    slot.wire = pool.take(&mut slot.buf);
+                }
                 if slot.wire.is_none() {
-                    match Wire::open(&plan.endpoint) {
-                        Ok(w) => slot.wire = Some(w),
+                    match Wire::open(&plan.endpoint, sink) {
+                        Ok(w) => {
+                            slot.wire = Some(w);
+                            slot.fresh = true;
+                        }
                         Err(e) => {
                             sink.error(format!("connect: {e}"));
                             std::thread::sleep(Duration::from_millis(50));
@@ -281,13 +387,18 @@ pub fn drive<S: Source>(plan: &Plan, sources: Vec<S>, sink: &Sink) -> Result<(),
                         }
                     }
                 }
-                let Some(wire) = slot.wire.as_mut() else {
-                    continue;
-                };
-                if let Err(e) = wire.send(&req) {
-                    sink.error(format!("io: {e}"));
-                    slot.wire = None;
-                    continue;
+                if plan.pool.is_some() {
+                    // Sent once the handshake is done (below).
+                    slot.pending = Some((req, 0));
+                } else {
+                    let Some(wire) = slot.wire.as_mut() else {
+                        continue;
+                    };
+                    if let Err(e) = wire.send(&req) {
+                        sink.error(format!("io: {e}"));
+                        slot.wire = None;
+                        continue;
+                    }
                 }
                 slot.buf.clear();
                 slot.in_flight = Some(intended);
@@ -303,12 +414,27 @@ pub fn drive<S: Source>(plan: &Plan, sources: Vec<S>, sink: &Sink) -> Result<(),
             let before = slot.buf.len();
             let open = match wire.pump_read(&mut slot.buf).and_then(|open| {
                 wire.pump_write()?;
+                // Pool mode: the head once the handshake is done, the body once the head is
+                // on the socket, each in its own write.
+                while let Some((req, at)) = &slot.pending {
+                    if wire.is_handshaking() || wire.wants_write() {
+                        break;
+                    }
+                    let end = match *at {
+                        0 => body_start(req).unwrap_or(req.len()),
+                        _ => req.len(),
+                    };
+                    wire.send(&req[*at..end])?;
+                    slot.pending = (end < req.len()).then(|| (req.clone(), end));
+                    progressed = true;
+                }
                 Ok(open)
             }) {
                 Ok(open) => open,
                 Err(e) => {
                     sink.error(format!("io: {e}"));
                     slot.wire = None;
+                    slot.pending = None;
                     slot.in_flight = None;
                     continue;
                 }
@@ -325,19 +451,31 @@ pub fn drive<S: Source>(plan: &Plan, sources: Vec<S>, sink: &Sink) -> Result<(),
                         sink.error(status.to_string());
                     }
                     slot.in_flight = None;
-                    if plan.new_connection {
+                    if slot.fresh {
+                        slot.fresh = false;
+                        if wire.resumed() {
+                            sink.resumed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    if let Some(pool) = &plan.pool {
+                        if let Some(wire) = slot.wire.take() {
+                            pool.put(wire);
+                        }
+                    } else if plan.new_connection {
                         slot.wire = None;
                     }
                 }
                 Ok(None) if !open => {
                     sink.error("io: connection closed by the server".into());
                     slot.wire = None;
+                    slot.pending = None;
                     slot.in_flight = None;
                 }
                 Ok(None) => {}
                 Err(e) => {
                     sink.error(e);
                     slot.wire = None;
+                    slot.pending = None;
                     slot.in_flight = None;
                 }
             }
@@ -404,5 +542,14 @@ mod tests {
         assert_eq!(parse_response(b"HTTP/1.1 404 Not").unwrap(), None);
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn splits_head_from_body() {
+        let req = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+        let at = body_start(req).unwrap();
+        assert!(req[..at].ends_with(b"chunked\r\n\r\n"));
+        assert_eq!(&req[at..], b"2\r\n{}\r\n0\r\n\r\n");
+        assert_eq!(body_start(b"GET / HTTP/1.1\r\nHost: kes\r\n\r\n"), None);
     }
 }

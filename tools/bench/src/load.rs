@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use kes::auth::apikey::ApiKey;
 use kes::client::{ClientConfig, Credentials};
 
-use crate::{engine, Args, Op};
+use crate::{engine, Args, ClientModel, Op};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -91,6 +91,12 @@ fn parse_target(args: &Args) -> Result<Target, BoxError> {
         .clone();
         if args.no_resume {
             config.resumption = rustls::client::Resumption::disabled();
+        } else if args.client_model == ClientModel::KmsGo {
+            // MinIO: tls.NewLRUClientSessionCache(100), one per KES client, whose session
+            // every concurrent dial resumes (see session.rs).
+            config.resumption = rustls::client::Resumption::store(Arc::new(
+                crate::session::GoLikeSessionCache::new(100),
+            ));
         }
         Some(Arc::new(config))
     };
@@ -203,6 +209,30 @@ fn request(method: &str, path: &str, body: &[u8], extra: &str) -> Vec<u8> {
     r
 }
 
+/// A request as Go's `http.Transport` writes it for kms-go: a body goes chunked (one chunk
+/// and the terminating one) after the head; an empty POST/PUT has `Content-Length: 0`.
+fn go_request(method: &str, path: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    let mut r =
+        format!("{method} {path} HTTP/1.1\r\nHost: kes\r\nUser-Agent: Go-http-client/1.1\r\n");
+    if !body.is_empty() {
+        r.push_str("Transfer-Encoding: chunked\r\n");
+    } else if method != "GET" {
+        r.push_str("Content-Length: 0\r\n");
+    }
+    r.push_str(extra);
+    if !body.is_empty() {
+        r.push_str("Content-Type: application/json\r\n");
+    }
+    r.push_str("Accept-Encoding: gzip\r\n\r\n");
+    let mut r = r.into_bytes();
+    if !body.is_empty() {
+        r.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        r.extend_from_slice(body);
+        r.extend_from_slice(b"\r\n0\r\n\r\n");
+    }
+    r
+}
+
 fn json_member(body: &[u8], name: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     let start = text.find(&format!("\"{name}\":\""))? + name.len() + 4;
@@ -250,8 +280,12 @@ struct Requests {
     connection: usize,
 }
 
+type Build = fn(&str, &str, &[u8], &str) -> Vec<u8>;
+
 /// Requests built once per run, shared by every connection.
 struct Prebuilt {
+    /// How requests are written: [`request`] or [`go_request`].
+    build: Build,
     generate: Vec<Arc<[u8]>>,
     decrypt: Vec<Arc<[u8]>>,
     encrypt: Arc<[u8]>,
@@ -262,7 +296,8 @@ struct Prebuilt {
 }
 
 impl Prebuilt {
-    fn new(key: &str, token: &str, pairs: &[(String, String)]) -> Prebuilt {
+    fn new(build: Build, key: &str, token: &str, pairs: &[(String, String)]) -> Prebuilt {
+        let request = build;
         let mut rng = Xorshift(0x2545_f491_4f6c_dd1d);
         let generate = (0..256)
             .map(|_| {
@@ -289,6 +324,7 @@ impl Prebuilt {
             })
             .collect();
         Prebuilt {
+            build,
             generate,
             decrypt,
             encrypt: request(
@@ -334,6 +370,7 @@ impl engine::Source for Requests {
             Op::CreateDelete => {
                 self.serial += 1;
                 let name = format!("{}-{}-{}", self.key, self.connection, self.serial);
+                let request = p.build;
                 out.push(request("POST", &format!("/v1/key/create/{name}"), b"", "").into());
                 out.push(request("DELETE", &format!("/v1/key/delete/{name}"), b"", "").into());
             }
@@ -344,7 +381,11 @@ impl engine::Source for Requests {
 /// The result of a run.
 pub struct Summary {
     pub op: Op,
+    pub model: ClientModel,
     pub connections: usize,
+    /// Connections opened during the run, and how many of them resumed a TLS session.
+    pub new_connections: u64,
+    pub resumed: u64,
     pub elapsed: Duration,
     pub requests: u64,
     pub errors: BTreeMap<String, u64>,
@@ -356,15 +397,31 @@ impl Summary {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// New connections per 1000 answered requests.
+    pub fn new_per_1000(&self) -> f64 {
+        self.new_connections as f64 * 1000.0 / (self.requests.max(1)) as f64
+    }
+
+    fn model_name(&self) -> &'static str {
+        match self.model {
+            ClientModel::Bench => "bench",
+            ClientModel::KmsGo => "kms-go",
+        }
+    }
+
     fn us(&self, q: f64) -> f64 {
         self.histogram.value_at_quantile(q) as f64 / 1000.0
     }
 
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "op {:?}, {} connections, {:.1}s: {} requests, {:.0} req/s\nlatency µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}\n",
+            "op {:?}, {} {}, {:.1}s: {} requests, {:.0} req/s\nlatency µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}\nnew TLS connections: {} ({:.1} per 1000 requests), {} resumed\n",
             self.op,
             self.connections,
+            match self.model {
+                ClientModel::Bench => "connections",
+                ClientModel::KmsGo => "requests in flight (kms-go)",
+            },
             self.elapsed.as_secs_f64(),
             self.requests,
             self.throughput(),
@@ -372,7 +429,10 @@ impl Summary {
             self.us(0.9),
             self.us(0.99),
             self.us(0.999),
-            self.histogram.max() as f64 / 1000.0
+            self.histogram.max() as f64 / 1000.0,
+            self.new_connections,
+            self.new_per_1000(),
+            self.resumed
         );
         if !self.errors.is_empty() {
             s.push_str("errors:");
@@ -391,7 +451,7 @@ impl Summary {
             .map(|(k, v)| format!("\"{k}\":{v}"))
             .collect();
         format!(
-            "{{\"op\":\"{:?}\",\"connections\":{},\"seconds\":{:.3},\"requests\":{},\"throughput\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}},\"errors\":{{{}}}}}",
+            "{{\"op\":\"{:?}\",\"connections\":{},\"seconds\":{:.3},\"requests\":{},\"throughput\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}},\"client_model\":\"{}\",\"new_connections\":{},\"new_per_1000\":{:.1},\"resumed\":{},\"errors\":{{{}}}}}",
             self.op,
             self.connections,
             self.elapsed.as_secs_f64(),
@@ -402,6 +462,10 @@ impl Summary {
             self.us(0.99),
             self.us(0.999),
             self.histogram.max() as f64 / 1000.0,
+            self.model_name(),
+            self.new_connections,
+            self.new_per_1000(),
+            self.resumed,
             errors.join(",")
         )
     }
@@ -440,6 +504,14 @@ impl Summary {
 
 /// Prepares the key (and decrypt material), then runs the load.
 pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
+    let kms_go = args.client_model == ClientModel::KmsGo;
+    if kms_go && args.new_connection {
+        return Err("--new-connection and --client-model kms-go exclude each other".into());
+    }
+    if kms_go && args.idle_max == 0 {
+        // Go's http.Transport treats MaxIdleConnsPerHost 0 as its default, 2.
+        return Err("--idle-max must be at least 1".into());
+    }
     let target = parse_target(args)?;
     let mut setup = Conn::open(&target)?;
     let key_ops = !matches!(args.op, Op::Status | Op::TransitDatakey | Op::CreateDelete);
@@ -505,13 +577,20 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let dialed = Arc::new(AtomicU64::new(0));
+    let resumed = Arc::new(AtomicU64::new(0));
     let shared_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1,
         60_000_000_000,
         3,
     )?));
     let errors = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
-    let prebuilt = Arc::new(Prebuilt::new(&args.key, &token, &pairs));
+    let prebuilt = Arc::new(Prebuilt::new(
+        if kms_go { go_request } else { request },
+        &args.key,
+        &token,
+        &pairs,
+    ));
     let endpoint = engine::Endpoint {
         addr: target.addr()?,
         tls: match &target.tls {
@@ -524,6 +603,7 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
     let plan = Arc::new(engine::Plan {
         endpoint,
         new_connection: args.new_connection,
+        pool: kms_go.then(|| engine::Pool::new(args.idle_max)),
         idle: if args.spin {
             engine::Idle::Spin
         } else {
@@ -554,6 +634,8 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
             stop: stop.clone(),
             done: done.clone(),
             failed: failed.clone(),
+            dialed: dialed.clone(),
+            resumed: resumed.clone(),
             hist: shared_hist.clone(),
             errors: errors.clone(),
         };
@@ -601,7 +683,10 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
     let errors = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(Summary {
         op: args.op,
+        model: args.client_model,
         connections: args.connections,
+        new_connections: dialed.load(Ordering::Relaxed),
+        resumed: resumed.load(Ordering::Relaxed),
         elapsed,
         requests: done.load(Ordering::Relaxed),
         errors,
@@ -636,7 +721,10 @@ mod tests {
         }
         let s = Summary {
             op: Op::Generate,
+            model: ClientModel::Bench,
             connections: 2,
+            new_connections: 2,
+            resumed: 1,
             elapsed: Duration::from_secs(2),
             requests: 4,
             errors: BTreeMap::from([("404".to_string(), 1)]),
@@ -655,8 +743,38 @@ mod tests {
             "{json}"
         );
         assert!(json.contains("\"errors\":{\"404\":1}"));
+        assert!(
+            json.contains("\"client_model\":\"bench\",\"new_connections\":2,\"new_per_1000\":500.0,\"resumed\":1,"),
+            "{json}"
+        );
+        assert!(s
+            .to_text()
+            .contains("new TLS connections: 2 (500.0 per 1000 requests), 1 resumed"));
         let hgrm = s.hgrm();
         assert!(hgrm.contains("Total count    =            4"), "{hgrm}");
+    }
+
+    #[test]
+    fn go_requests_are_chunked() {
+        let r = go_request("POST", "/v1/key/generate/k", b"{\"context\":\"\"}", "");
+        let r = String::from_utf8(r).unwrap();
+        assert!(
+            r.starts_with("POST /v1/key/generate/k HTTP/1.1\r\nHost: kes\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("\r\nTransfer-Encoding: chunked\r\n"), "{r}");
+        assert!(!r.contains("Content-Length"), "{r}");
+        assert!(
+            r.ends_with("\r\n\r\ne\r\n{\"context\":\"\"}\r\n0\r\n\r\n"),
+            "{r:?}"
+        );
+        let empty = String::from_utf8(go_request("POST", "/v1/key/create/k", b"", "")).unwrap();
+        assert!(empty.contains("Content-Length: 0\r\n") && empty.ends_with("\r\n\r\n"));
+        let get = String::from_utf8(go_request("GET", "/v1/status", b"", "")).unwrap();
+        assert!(
+            !get.contains("Content-Length") && !get.contains("chunked"),
+            "{get}"
+        );
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! arrived) or open loop (a fixed total rate; latency is measured from each request's
 //! *intended* send time, so a stalled server cannot hide behind a stalled client —
 //! coordinated omission). Keep-alive or a new TLS connection per request (with or without
-//! session resumption). HDR-histogram percentiles, a progress line every second, `--json` and
-//! `--hgrm` output.
+//! session resumption), or MinIO's kms-go client (`--client-model kms-go`: Go's
+//! `http.Transport` with 2 idle connections per host, chunked bodies). HDR-histogram
+//! percentiles, a progress line every second, `--json` and `--hgrm` output.
 
 mod engine;
 mod load;
+mod session;
 
 use std::time::Duration;
 
@@ -27,6 +29,19 @@ pub enum Op {
     Mix,
     /// OpenBao / Vault transit: POST /v1/transit/datakey/plaintext/<key> (plain HTTP).
     TransitDatakey,
+}
+
+/// How the load generator uses its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClientModel {
+    /// `-c` keep-alive connections (or a new one per request with --new-connection), each
+    /// request in one write with a Content-Length body.
+    Bench,
+    /// MinIO's kms-go v0.3.1 client over HTTP/1.1 (Go's http.Transport): `-c` requests in
+    /// flight share at most --idle-max idle connections; a request that finds none dials a new
+    /// TLS connection (sessions resumed from a 100-entry cache); a connection that finds the
+    /// idle pool full is closed. Bodies are chunked, the head and the body in separate writes.
+    KmsGo,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -64,9 +79,15 @@ pub struct Args {
     /// Create the key first if it does not exist.
     #[arg(long)]
     pub create_key: bool,
-    /// Concurrent connections.
+    /// Concurrent connections (with --client-model kms-go: concurrent requests).
     #[arg(short = 'c', long, default_value_t = 32)]
     pub connections: usize,
+    /// Client behaviour to reproduce.
+    #[arg(long, value_enum, default_value = "bench")]
+    pub client_model: ClientModel,
+    /// With --client-model kms-go: idle connections kept (Go's MaxIdleConnsPerHost).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub idle_max: usize,
     /// Load threads; the connections are spread over them (each runs an event loop).
     #[arg(short = 't', long, default_value_t = 1)]
     pub threads: usize,
@@ -83,7 +104,8 @@ pub struct Args {
     /// A new TLS connection for every request (measures handshakes).
     #[arg(long)]
     pub new_connection: bool,
-    /// With --new-connection: no TLS session resumption (full handshakes).
+    /// With --new-connection or --client-model kms-go: no TLS session resumption (full
+    /// handshakes).
     #[arg(long)]
     pub no_resume: bool,
     /// Vault/OpenBao token for --op transit-datakey.

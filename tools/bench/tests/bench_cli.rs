@@ -26,8 +26,15 @@ fn bench(s: &Server, args: &[&str]) -> (i32, String, String) {
 }
 
 fn bench_for(s: &Server, duration: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["-c", "4", "-d", duration];
+    all.extend_from_slice(args);
+    bench_args(s, &all)
+}
+
+/// `kes-bench -k -q --json` and `args`, nothing else defaulted.
+fn bench_args(s: &Server, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kes-bench"))
-        .args(["-k", "-q", "--json", "-c", "4", "-d", duration])
+        .args(["-k", "-q", "--json"])
         .args(args)
         .env("KES_SERVER", &s.endpoint)
         .env("KES_API_KEY", &s.api_key)
@@ -166,4 +173,99 @@ fn clear_errors_for_a_missing_key_and_a_wrong_endpoint() {
     let (code, _, err) = bench(&wrong, &["--op", "status"]);
     assert_eq!(code, 1);
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+/// MinIO's client (kms-go over Go's http.Transport, 2 idle connections per host): with more
+/// requests in flight than idle connections, most requests dial (and resume) a new TLS
+/// connection; one request at a time reuses one connection. The server's handshake counter
+/// confirms the dials are real.
+#[test]
+fn kms_go_model_dials_when_requests_outnumber_idle_connections() {
+    let s = server();
+    let (code, out, err) = bench(&s, &["--op", "generate", "--create-key"]);
+    assert_eq!(code, 0, "{err}");
+    assert_clean(&out);
+
+    let handshakes0 = handshakes(&s, "full") + handshakes(&s, "resumed");
+    let (code, out, err) = bench_args(
+        &s,
+        &[
+            "--client-model",
+            "kms-go",
+            "--op",
+            "generate",
+            "-c",
+            "64",
+            "-d",
+            "1s",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_clean(&out);
+    assert!(out.contains("\"client_model\":\"kms-go\""), "{out}");
+    let handshakes1 = handshakes(&s, "full") + handshakes(&s, "resumed");
+    let new = number(&out, "new_connections");
+    assert!(
+        number(&out, "new_per_1000") > 100.0,
+        "64 requests in flight over 2 idle connections: {out}"
+    );
+    // Resumption is on: after the first dials, new connections resume.
+    assert!(number(&out, "resumed") * 2.0 > new, "{out}");
+    // Every dial reached the server (those still in their handshake at the end aside; the
+    // setup connection and the metrics requests add a few).
+    let served = (handshakes1 - handshakes0) as f64;
+    assert!(
+        served + 64.0 >= new && served <= new + 4.0,
+        "{served} handshakes on the server, {new} dials reported: {out}"
+    );
+
+    let (code, out, err) = bench_args(
+        &s,
+        &[
+            "--client-model",
+            "kms-go",
+            "--op",
+            "mix",
+            "-c",
+            "1",
+            "-d",
+            "1s",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let requests = assert_clean(&out);
+    assert!(requests > 100.0, "{out}");
+    assert!(number(&out, "new_connections") <= 1.0, "{out}");
+    assert!(number(&out, "new_per_1000") < 10.0, "{out}");
+
+    // Every operation goes through (chunked bodies, empty POSTs, GETs), with more idle room.
+    for op in [
+        "decrypt",
+        "encrypt",
+        "hmac",
+        "describe",
+        "status",
+        "create-delete",
+    ] {
+        let (code, out, err) = bench_args(
+            &s,
+            &[
+                "--client-model",
+                "kms-go",
+                "--idle-max",
+                "4",
+                "--op",
+                op,
+                "-c",
+                "8",
+                "-d",
+                "300ms",
+            ],
+        );
+        assert_eq!(code, 0, "{op}: {err}");
+        assert_clean(&out);
+    }
+    let (code, _, err) = bench(&s, &["--client-model", "kms-go", "--new-connection"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("exclude each other"), "{err}");
 }
