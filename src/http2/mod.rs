@@ -12,9 +12,14 @@
 //! lowercase names, forbidden connection-specific fields). Those belong to the layer that
 //! drives it.
 
+pub mod dynamic_table;
 pub mod frame;
+pub mod hpack;
+pub mod huffman;
+pub mod static_table;
 
 pub use frame::{FrameError, FrameHeader};
+pub use hpack::{Decoder, Encoder, HpackError};
 
 /// The client connection preface (RFC 9113 §3.4), sent before the client's first SETTINGS.
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
