@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod heap;
 pub mod http;
+pub mod http2;
 pub mod keystore;
 pub mod log;
 pub mod secret;
