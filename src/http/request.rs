@@ -303,7 +303,7 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// Decodes `%XX` escapes of a path into `out`; rejects bad escapes, NUL and invalid UTF-8.
-fn percent_decode(path: &str, out: &mut String) -> Result<(), HttpError> {
+pub fn percent_decode(path: &str, out: &mut String) -> Result<(), HttpError> {
     out.clear();
     let bytes = path.as_bytes();
     if !bytes.contains(&b'%') {

@@ -266,6 +266,11 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// An encoder for a new connection, as a constant.
+    pub const NEW: Encoder = Encoder {
+        size_update_pending: false,
+    };
+
     /// An encoder for a new connection (the peer's table size is then the default 4096).
     pub fn new() -> Encoder {
         Encoder::default()

@@ -1,5 +1,5 @@
 //! One client connection, start to finish: the TLS handshake, the client's identity, then
-//! the protocol ([`super::http1`]) over the connection's byte stream ([`super::stream`]),
+//! the protocol chosen by ALPN ([`super::http2`] for `h2`, else [`super::http1`]) over the connection's byte stream ([`super::stream`]),
 //! until the client leaves, a limit is hit, a timeout fires or the core evicts it.
 
 use std::rc::Rc;
@@ -108,13 +108,15 @@ async fn serve_connection(
         _ => core.metrics.inc(&core.metrics.handshakes_full),
     }
     let peer = peer_identity(&io.tls);
-    let mut http = Http1::default();
     core.metrics.inc(&core.metrics.connections_open);
-    let result = http
-        .serve(&core, &mut io, peer, timeouts, slot, ready_at)
-        .await;
+    let result = if io.tls.alpn_protocol() == Some(b"h2") {
+        super::http2::serve(core.clone(), &mut io, peer, timeouts, slot, ready_at).await
+    } else {
+        let mut http = Http1::default();
+        http.serve(&core, &mut io, peer, timeouts, slot, ready_at)
+            .await
+    };
     core.metrics.dec(&core.metrics.connections_open);
-    drop(http);
     let _ = io.flush().await;
     result
 }

@@ -4,13 +4,14 @@
 //!
 //! Read in order: [`runtime`] (cores) → [`listener`] (accept loop, [`slots`]: the
 //! connection cap) → [`conn`] (handshake, identity) with [`tls`] → [`stream`] (the
-//! connection's byte stream) → [`http1`] (requests; [`proxy`] for forwarded certificates,
+//! connection's byte stream) → [`http1`] or [`http2`] by ALPN (requests; [`proxy`] for forwarded certificates,
 //! [`log_stream`] for log subscribers) → [`audit`] (records of answered requests).
 //! [`memory`] gives memory back to the OS after bursts of connections.
 
 pub mod audit;
 pub mod conn;
 pub mod http1;
+pub mod http2;
 pub mod legacy_pem;
 pub mod listener;
 pub mod log_stream;

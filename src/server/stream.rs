@@ -127,6 +127,12 @@ impl TlsStream {
         &mut self.plain_out
     }
 
+    /// The unread input and the output queue at once (a frame read from the one is answered
+    /// into the other).
+    pub fn input_and_queue(&mut self) -> (&[u8], &mut Vec<u8>) {
+        (&self.plain_in[self.plain_pos..], &mut self.plain_out)
+    }
+
     /// Bytes queued and not yet flushed.
     pub fn queued_bytes(&self) -> usize {
         self.plain_out.len()

@@ -203,7 +203,7 @@ pub struct ServerTls {
     pub client_verifier: Arc<dyn ClientCertVerifier>,
 }
 
-/// Builds the server config: TLS 1.2 + 1.3, ALPN `http/1.1` only, session tickets from one
+/// Builds the server config: TLS 1.2 + 1.3, ALPN `h2` and `http/1.1`, session tickets from one
 /// ticketer shared by every core (so a ticket from core 0 resumes on core 1).
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
@@ -234,7 +234,9 @@ pub fn server_config(
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain, key)
         .map_err(TlsError::Rustls)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // h2 first: a client offering both gets HTTP/2, as from Go's server; one offering only
+    // one of them (or no ALPN at all) gets that one (HTTP/1.1 without ALPN).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Rustls)?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
     config.send_tls13_tickets = 1;

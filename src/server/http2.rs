@@ -1,0 +1,1522 @@
+//! HTTP/2 (RFC 9113) over a connection's byte stream ([`TlsStream`]), for clients that
+//! negotiate `h2` with ALPN (MinIO's kms-go client does).
+//!
+//! One connection task owns every stream of the connection. Frames are read in batches: all
+//! complete frames in the input are handled before anything is written, and the answers of
+//! every stream that finished meanwhile go out together, so many requests share each read,
+//! each TLS record and each write. A request is routed and authorised from its header block
+//! alone, before any DATA is kept; its handler is polled once right away — a cache hit
+//! answers on that poll without allocating — and one that has to wait (the keystore) is
+//! parked in a per-connection pool of handler slots and polled again when it wakes, while
+//! the other streams go on.
+//!
+//! Limits against the known HTTP/2 attacks are named constants below: concurrent streams,
+//! resets per second (rapid reset, CVE-2023-44487), header block bytes before decoding
+//! (CONTINUATION floods), the HPACK table and decoded header list (HPACK bombs), control
+//! frames per second and queued output (SETTINGS/PING floods), flow-control stalls, and the
+//! header and idle timeouts of HTTP/1.1.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::audit::record;
+use super::conn::{ConnError, Timeouts};
+use super::log_stream::LOG_STREAM_POLL;
+use super::proxy;
+use super::slots::{Phase, Slot};
+use super::stream::{
+    wipe, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER, LINGER_BYTES_MAX,
+    WRITE_TIMEOUT,
+};
+use crate::api::settings::CoreSettings;
+use crate::api::{self, ApiError, Core, LogStream, Peer, Reply, Request, Routed, ROUTES};
+use crate::auth::identity::IdentityError;
+use crate::http::{self, Method, RequestHead};
+use crate::http2::frame::{self, FrameHeader};
+use crate::http2::{hpack, ErrorCode, PREFACE};
+
+/// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; Go's default).
+pub const CONCURRENT_STREAMS_MAX: u32 = 250;
+/// Bytes of one header block (HEADERS + CONTINUATION), checked before decoding.
+pub const HEADER_BLOCK_BYTES_MAX: usize = 16 * 1024;
+/// Decoded header list size (SETTINGS_MAX_HEADER_LIST_SIZE; name + value + 32 per field).
+pub const HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
+/// Our HPACK dynamic table (SETTINGS_HEADER_TABLE_SIZE, the default).
+pub const HPACK_TABLE_BYTES: usize = 4096;
+/// Largest frame payload we accept (SETTINGS_MAX_FRAME_SIZE, the default).
+pub const FRAME_BYTES_MAX: u32 = 16_384;
+/// Receive window of every stream (SETTINGS_INITIAL_WINDOW_SIZE): a whole request body of
+/// the largest route limit fits, so bodies need no stream WINDOW_UPDATE.
+pub const STREAM_WINDOW_BYTES: u32 = 1 << 20;
+/// Receive window of the connection; replenished once half of it was consumed.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// Streams the client may reset (or get refused) per [`RESET_WINDOW`] before the
+/// connection is closed with ENHANCE_YOUR_CALM (rapid reset).
+pub const RESETS_PER_WINDOW_MAX: u32 = 200;
+pub const RESET_WINDOW: Duration = Duration::from_secs(1);
+/// SETTINGS, PING, WINDOW_UPDATE, PRIORITY, empty DATA and unknown frames the client may send
+/// per [`CONTROL_WINDOW`] (SETTINGS/PING floods).
+pub const CONTROL_FRAMES_PER_WINDOW_MAX: u32 = 20_000;
+pub const CONTROL_WINDOW: Duration = Duration::from_secs(1);
+/// Output queued and not yet written beyond which the client is not reading.
+pub const QUEUED_OUTPUT_BYTES_MAX: usize = 4 << 20;
+/// The largest flow-control window RFC 9113 allows.
+const WINDOW_MAX: i64 = (1 << 31) - 1;
+/// A connection waiting for frames wakes this often (shutdown, stream deadlines).
+const POLL_PERIOD: Duration = Duration::from_millis(500);
+
+/// Why the connection ends with a GOAWAY.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionError(ErrorCode);
+
+/// What a stream is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    /// Receiving the request body (END_STREAM not yet seen).
+    Body,
+    /// The handler runs.
+    Running,
+    /// Answer headers sent; body bytes left waiting for flow-control credit.
+    Sending,
+    /// A log stream (`/v1/log/*`): DATA frames until the client leaves.
+    Log,
+    /// Answered while the client was still sending: what it sends is dropped (window
+    /// replenished) until its END_STREAM, for at most [`LINGER`] and [`LINGER_BYTES_MAX`],
+    /// so that clients which only read the answer after sending (curl) get it.
+    Draining,
+}
+
+/// The routing decision, detached from the borrowed path.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Route(usize),
+    Redirect,
+    WrongMethod(usize),
+    NotFound,
+}
+
+/// Per-request buffers, pooled per connection so that a request allocates nothing once the
+/// connection is warm.
+#[derive(Default)]
+struct Work {
+    path: String,
+    query: String,
+    method_raw: String,
+    body: Vec<u8>,
+    out: Vec<u8>,
+    scratch: api::Scratch,
+}
+
+impl Work {
+    fn wipe(&mut self) {
+        wipe_and_shrink(&mut self.body, 0);
+        wipe_and_shrink(&mut self.out, 0);
+        self.scratch.wipe_and_shrink(BUFFER_KEEP_BYTES_MAX);
+        self.path.clear();
+        self.query.clear();
+        self.method_raw.clear();
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        wipe(&mut self.body);
+        wipe(&mut self.out);
+        self.scratch.wipe();
+    }
+}
+
+struct Stream {
+    id: u32,
+    state: StreamState,
+    target: Target,
+    /// The authorisation decision for a route, taken from the header block.
+    authorized: Result<(), ApiError>,
+    peer: Peer,
+    /// The client's address for logs (the TCP peer, or a proxy's X-Forwarded-For).
+    ip: Option<std::net::IpAddr>,
+    /// The route's body limit when the body is kept; `None`: DATA is dropped.
+    body_limit: Option<usize>,
+    /// `content-length` of the request, checked against the DATA received.
+    content_length: Option<u64>,
+    received: u64,
+    /// The client ended its side.
+    remote_closed: bool,
+    send_window: i64,
+    /// Bytes of `work.out` already sent as DATA (state `Sending`).
+    sent: usize,
+    started_at: Instant,
+    /// When the stream last made progress on output (zero-window stalls), or since when it
+    /// drains (state `Draining`).
+    stalled_since: Option<Instant>,
+    work: Work,
+    settings: CoreSettings,
+    log: Option<crate::log::Subscription>,
+}
+
+/// A finished handler: which stream, its buffers back, and the reply.
+struct Done {
+    stream_id: u32,
+    work: Work,
+    reply: Reply,
+    route_index: usize,
+    elapsed: Duration,
+}
+
+/// Handler slots: each future lives in its own heap slot from creation to drop, so it can be
+/// polled in place; slots are reused, so a connection allocates one only when more handlers
+/// wait at once than ever before on it.
+struct Handlers<F> {
+    slots: Vec<Box<Option<F>>>,
+    free: Vec<usize>,
+    /// Slots with a parked handler.
+    active: Vec<usize>,
+}
+
+impl<F: Future<Output = Done>> Handlers<F> {
+    fn new() -> Self {
+        Handlers {
+            slots: Vec::new(),
+            free: Vec::new(),
+            active: Vec::new(),
+        }
+    }
+
+    /// Places `fut` in a slot and polls it once: `Some(done)` if it finished on that poll
+    /// (the slot is free again), `None` if it is parked.
+    fn start(&mut self, fut: F, cx: &mut Context<'_>) -> Option<Done> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Box::new(None));
+                self.slots.len() - 1
+            }
+        };
+        *self.slots[index] = Some(fut);
+        match self.poll_slot(index, cx) {
+            Poll::Ready(done) => Some(done),
+            Poll::Pending => {
+                self.active.push(index);
+                None
+            }
+        }
+    }
+
+    fn poll_slot(&mut self, index: usize, cx: &mut Context<'_>) -> Poll<Done> {
+        let slot = &mut *self.slots[index];
+        let Some(fut) = slot.as_mut() else {
+            return Poll::Pending;
+        };
+        // SAFETY: the future sits inside a heap slot (`Box<Option<F>>`) that is never moved
+        // out of or reallocated while it holds the future: it is only ever dropped in place
+        // (`*slot = None`). Moving the `Box` pointer within `slots` does not move the value.
+        let pinned = unsafe { Pin::new_unchecked(fut) };
+        match pinned.poll(cx) {
+            Poll::Ready(done) => {
+                *slot = None;
+                self.free.push(index);
+                Poll::Ready(done)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Polls every parked handler; finished ones go to `done`.
+    fn poll_active(&mut self, cx: &mut Context<'_>, done: &mut Vec<Done>) {
+        let mut i = 0;
+        while i < self.active.len() {
+            let index = self.active[i];
+            match self.poll_slot(index, cx) {
+                Poll::Ready(d) => {
+                    done.push(d);
+                    self.active.swap_remove(i);
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+    }
+
+    fn parked(&self) -> usize {
+        self.active.len()
+    }
+}
+
+/// Runs one request's handler with the route timeout; owns everything it needs.
+async fn run_handler(
+    core: Rc<Core>,
+    settings: CoreSettings,
+    route_index: usize,
+    peer: Peer,
+    stream_id: u32,
+    mut work: Work,
+    started_at: Instant,
+) -> Done {
+    let route = &ROUTES[route_index];
+    let route_timeout = settings.routes.timeout[route_index];
+    let reply = {
+        let Work {
+            path,
+            body,
+            out,
+            scratch,
+            ..
+        } = &mut work;
+        let argument = if route.has_argument {
+            &path[route.path.len()..]
+        } else {
+            ""
+        };
+        let mut req = Request {
+            settings: &settings,
+            route,
+            argument,
+            path,
+            peer,
+            body,
+            scratch,
+        };
+        out.clear();
+        let mut handler = std::pin::pin!(api::dispatch(&core, &mut req, out));
+        match futures_lite::future::poll_once(&mut handler).await {
+            Some(reply) => reply,
+            None if route_timeout.is_zero() => handler.await,
+            None => {
+                let remaining = route_timeout.saturating_sub(started_at.elapsed());
+                match glommio::timer::timeout(remaining.max(Duration::from_millis(1)), async {
+                    Ok(handler.await)
+                })
+                .await
+                {
+                    Ok(reply) => reply,
+                    Err(_) => Reply::Error(ApiError {
+                        status: 503,
+                        message: "request timeout exceeded".into(),
+                    }),
+                }
+            }
+        }
+    };
+    Done {
+        stream_id,
+        work,
+        reply,
+        route_index,
+        elapsed: started_at.elapsed(),
+    }
+}
+
+/// The connection's HTTP/2 state apart from the handlers.
+struct H2 {
+    core: Rc<Core>,
+    peer: Peer,
+    peer_addr: Option<std::net::SocketAddr>,
+    streams: Vec<Stream>,
+    pool: Vec<Work>,
+    decoder: hpack::Decoder,
+    encoder: hpack::Encoder,
+    /// Highest client stream id seen.
+    last_stream_id: u32,
+    /// A header block in progress: the stream id, END_STREAM of its HEADERS, the bytes.
+    continuation: Option<(u32, bool)>,
+    block: Vec<u8>,
+    /// Peer settings.
+    peer_initial_window: i64,
+    peer_max_frame: usize,
+    /// Flow control of the connection: what we may send, what we received unacknowledged.
+    send_window: i64,
+    recv_consumed: u32,
+    /// Counters for the flood limits.
+    resets: u32,
+    resets_since: Instant,
+    control_frames: u32,
+    control_since: Instant,
+    goaway_sent: bool,
+    requests: u64,
+    /// Scratch for one decoded header block.
+    head: RequestHead,
+}
+
+/// What the header block of a request said.
+#[derive(Default)]
+struct Pseudo {
+    method: bool,
+    scheme: bool,
+    path: bool,
+    regular_seen: bool,
+    content_length: Option<u64>,
+    bad: Option<&'static str>,
+    cert_count: usize,
+}
+
+impl H2 {
+    fn stream_mut(&mut self, id: u32) -> Option<&mut Stream> {
+        self.streams.iter_mut().find(|s| s.id == id)
+    }
+
+    fn stream_index(&self, id: u32) -> Option<usize> {
+        self.streams.iter().position(|s| s.id == id)
+    }
+
+    fn take_work(&mut self) -> Work {
+        self.pool.pop().unwrap_or_default()
+    }
+
+    fn give_back(&mut self, mut work: Work) {
+        work.wipe();
+        if self.pool.len() < CONCURRENT_STREAMS_MAX as usize {
+            self.pool.push(work);
+        }
+    }
+
+    fn remove_stream(&mut self, index: usize) {
+        let stream = self.streams.swap_remove(index);
+        self.give_back(stream.work);
+    }
+
+    /// Counts a control frame; too many per window is a flood.
+    fn count_control(&mut self, now: Instant) -> Result<(), ConnectionError> {
+        if now.duration_since(self.control_since) > CONTROL_WINDOW {
+            self.control_since = now;
+            self.control_frames = 0;
+        }
+        self.control_frames += 1;
+        if self.control_frames > CONTROL_FRAMES_PER_WINDOW_MAX {
+            return Err(ConnectionError(ErrorCode::EnhanceYourCalm));
+        }
+        Ok(())
+    }
+
+    /// Counts a stream the client reset or that we refused; too many is a rapid reset.
+    fn count_reset(&mut self, now: Instant) -> Result<(), ConnectionError> {
+        if now.duration_since(self.resets_since) > RESET_WINDOW {
+            self.resets_since = now;
+            self.resets = 0;
+        }
+        self.resets += 1;
+        if self.resets > RESETS_PER_WINDOW_MAX {
+            return Err(ConnectionError(ErrorCode::EnhanceYourCalm));
+        }
+        Ok(())
+    }
+
+    /// Consumed `n` bytes of connection window (DATA, padding included).
+    fn consumed(&mut self, out: &mut Vec<u8>, n: u32) {
+        self.recv_consumed += n;
+        if self.recv_consumed >= CONNECTION_WINDOW_BYTES / 2 {
+            frame::write_window_update(out, 0, self.recv_consumed);
+            self.recv_consumed = 0;
+        }
+    }
+}
+
+/// Serves an HTTP/2 connection until the client leaves, an error or a timeout ends it, or
+/// the server shuts down (GOAWAY, in-flight streams finish).
+pub async fn serve(
+    core: Rc<Core>,
+    io: &mut TlsStream,
+    peer: Peer,
+    timeouts: Timeouts,
+    slot: &Slot,
+    ready_at: Instant,
+) -> Result<(), ConnError> {
+    let now = Instant::now();
+    let mut h2 = H2 {
+        core: core.clone(),
+        peer,
+        peer_addr: io.peer_addr,
+        streams: Vec::new(),
+        pool: Vec::new(),
+        decoder: hpack::Decoder::new(HPACK_TABLE_BYTES, HEADER_LIST_BYTES_MAX as usize),
+        encoder: hpack::Encoder::new(),
+        last_stream_id: 0,
+        continuation: None,
+        block: Vec::new(),
+        peer_initial_window: 65_535,
+        peer_max_frame: 16_384,
+        send_window: 65_535,
+        recv_consumed: 0,
+        resets: 0,
+        resets_since: now,
+        control_frames: 0,
+        control_since: now,
+        goaway_sent: false,
+        requests: 0,
+        head: RequestHead::default(),
+    };
+    let mut handlers = Handlers::new();
+    let mut done: Vec<Done> = Vec::new();
+    let starter = |handlers: &mut Handlers<_>, st: Start, cx: &mut Context<'_>| {
+        handlers.start(
+            run_handler(
+                core.clone(),
+                st.settings,
+                st.route_index,
+                st.peer,
+                st.stream_id,
+                st.work,
+                st.started_at,
+            ),
+            cx,
+        )
+    };
+
+    // Our SETTINGS, and the connection window opened wide.
+    frame::write_settings(
+        io.queue(),
+        &[
+            (
+                crate::http2::SETTINGS_MAX_CONCURRENT_STREAMS,
+                CONCURRENT_STREAMS_MAX,
+            ),
+            (
+                crate::http2::SETTINGS_INITIAL_WINDOW_SIZE,
+                STREAM_WINDOW_BYTES,
+            ),
+            (
+                crate::http2::SETTINGS_MAX_HEADER_LIST_SIZE,
+                HEADER_LIST_BYTES_MAX,
+            ),
+        ],
+    );
+    frame::write_window_update(io.queue(), 0, CONNECTION_WINDOW_BYTES - 65_535);
+    io.flush().await?;
+
+    // The client preface, within the header timeout.
+    let deadline = ready_at + timeouts.header;
+    while io.unread().len() < PREFACE.len() {
+        if io.eof {
+            return Ok(());
+        }
+        io.read_more(deadline).await?;
+    }
+    if &io.unread()[..PREFACE.len()] != PREFACE {
+        return goaway_and_close(io, &h2, ErrorCode::ProtocolError).await;
+    }
+    io.consume(PREFACE.len());
+
+    let mut idle_since = Instant::now();
+    let mut log_lines: Vec<String> = Vec::new();
+    // The connection task's waker, for handlers polled inline.
+    let waker = futures_lite::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+    loop {
+        // 1. Every complete frame in the input.
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            let (input, queue) = io.input_and_queue();
+            let Some(header) = input.get(..9).and_then(FrameHeader::parse) else {
+                break;
+            };
+            if header.length > FRAME_BYTES_MAX {
+                return goaway_and_close(io, &h2, ErrorCode::FrameSizeError).await;
+            }
+            let total = 9 + header.length as usize;
+            let Some(payload) = input.get(9..total) else {
+                break;
+            };
+            let result = handle_frame(
+                &mut h2,
+                &mut handlers,
+                &starter,
+                &mut done,
+                &mut cx,
+                queue,
+                header,
+                payload,
+            );
+            io.consume(total);
+            if let Err(ConnectionError(code)) = result {
+                return goaway_and_close(io, &h2, code).await;
+            }
+            if io.queued_bytes() > QUEUED_OUTPUT_BYTES_MAX {
+                return goaway_and_close(io, &h2, ErrorCode::EnhanceYourCalm).await;
+            }
+        }
+
+        // 2. Answers of handlers that finished, log lines, stalled streams, deadlines.
+        for d in done.drain(..) {
+            finish(&mut h2, io.queue(), d);
+        }
+        let now = Instant::now();
+        pump_logs(&mut h2, io.queue(), &mut log_lines);
+        check_deadlines(&mut h2, io.queue(), now);
+        if core.shared.shutting_down() && !h2.goaway_sent {
+            frame::write_goaway(io.queue(), h2.last_stream_id, ErrorCode::NoError, b"");
+            h2.goaway_sent = true;
+            for s in h2
+                .streams
+                .iter_mut()
+                .filter(|s| s.state == StreamState::Log)
+            {
+                frame::write_data(io.queue(), s.id, b"", true);
+                s.remote_closed = true;
+                s.log = None;
+            }
+            h2.streams.retain(|s| s.state != StreamState::Log);
+        }
+        io.flush().await?;
+        io.shrink_after_request();
+
+        // 3. Done?
+        let busy = !h2.streams.is_empty() || handlers.parked() > 0;
+        if h2.goaway_sent && !busy {
+            return Ok(());
+        }
+        if io.eof {
+            return Ok(());
+        }
+        if busy {
+            slot.set_busy();
+            idle_since = now;
+        } else {
+            slot.set_phase(
+                if h2.requests == 0 {
+                    Phase::Fresh
+                } else {
+                    Phase::Idle
+                },
+                now,
+            );
+        }
+
+        // 4. Wait for input, a parked handler or a timer.
+        let limit = if h2.continuation.is_some() {
+            now + timeouts.header
+        } else if busy {
+            now + POLL_PERIOD
+        } else if h2.requests == 0 {
+            ready_at + timeouts.header
+        } else {
+            idle_since + timeouts.idle
+        };
+        let has_logs = h2.streams.iter().any(|s| s.state == StreamState::Log);
+        let mut wake = limit.min(now + POLL_PERIOD);
+        if has_logs {
+            wake = wake.min(now + LOG_STREAM_POLL);
+        }
+        let event = {
+            let read = io.read_more(wake);
+            let mut read = std::pin::pin!(read);
+            futures_lite::future::poll_fn(|cx| {
+                handlers.poll_active(cx, &mut done);
+                if !done.is_empty() {
+                    return Poll::Ready(Event::Handlers);
+                }
+                match read.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Event::Input),
+                    Poll::Ready(Err(ConnError::Timeout)) => Poll::Ready(Event::Timer),
+                    Poll::Ready(Err(e)) => Poll::Ready(Event::Failed(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await
+        };
+        match event {
+            Event::Input | Event::Handlers => {}
+            Event::Failed(e) => return Err(e),
+            Event::Timer => {
+                if Instant::now() >= limit && !busy {
+                    // Idle (or no request within the header timeout): say goodbye.
+                    return goaway_and_close(io, &h2, ErrorCode::NoError).await;
+                }
+                if Instant::now() >= limit && h2.continuation.is_some() {
+                    return goaway_and_close(io, &h2, ErrorCode::ProtocolError).await;
+                }
+            }
+        }
+    }
+}
+
+enum Event {
+    Input,
+    Handlers,
+    Timer,
+    Failed(ConnError),
+}
+
+async fn goaway_and_close(io: &mut TlsStream, h2: &H2, code: ErrorCode) -> Result<(), ConnError> {
+    frame::write_goaway(io.queue(), h2.last_stream_id, code, b"");
+    io.flush().await?;
+    if code == ErrorCode::NoError {
+        Ok(())
+    } else {
+        io.close_and_linger().await
+    }
+}
+
+/// What starting a handler needs.
+struct Start {
+    route_index: usize,
+    stream_id: u32,
+    work: Work,
+    settings: CoreSettings,
+    peer: Peer,
+    started_at: Instant,
+}
+
+/// Handles one frame. Stream errors are answered with RST_STREAM here; a connection error is
+/// returned for the caller to send GOAWAY and close.
+#[allow(clippy::too_many_arguments)]
+fn handle_frame<F, S>(
+    h2: &mut H2,
+    handlers: &mut Handlers<F>,
+    start: &S,
+    done: &mut Vec<Done>,
+    cx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+    header: FrameHeader,
+    payload: &[u8],
+) -> Result<(), ConnectionError>
+where
+    F: Future<Output = Done>,
+    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
+{
+    let now = Instant::now();
+    // While a header block is open, only its CONTINUATION frames may come.
+    if let Some((id, _)) = h2.continuation {
+        if header.kind != frame::kind::CONTINUATION || header.stream_id != id {
+            return Err(ConnectionError(ErrorCode::ProtocolError));
+        }
+    }
+    let proto = |e: frame::FrameError| ConnectionError(e.code());
+    match header.kind {
+        frame::kind::DATA => {
+            let data = frame::data_payload(&header, payload).map_err(proto)?;
+            on_data(
+                h2,
+                handlers,
+                start,
+                done,
+                cx,
+                out,
+                header,
+                data,
+                payload.len() as u32,
+            )?;
+        }
+        frame::kind::HEADERS => {
+            let id = header.stream_id;
+            if id == 0 {
+                return Err(ConnectionError(ErrorCode::ProtocolError));
+            }
+            let headers = frame::headers_payload(&header, payload).map_err(proto)?;
+            if let Some(index) = h2.stream_index(id) {
+                // Trailers: allowed once, with END_STREAM, while the body is open.
+                let s = &h2.streams[index];
+                if s.remote_closed || !headers.end_stream {
+                    return Err(ConnectionError(ErrorCode::ProtocolError));
+                }
+            } else if id % 2 == 0 || id <= h2.last_stream_id {
+                return Err(ConnectionError(ErrorCode::ProtocolError));
+            }
+            h2.block.clear();
+            h2.block.extend_from_slice(headers.fragment);
+            if headers.end_headers {
+                end_of_block(h2, handlers, start, done, cx, out, id, headers.end_stream)?;
+            } else {
+                h2.continuation = Some((id, headers.end_stream));
+            }
+        }
+        frame::kind::CONTINUATION => {
+            let Some((id, end_stream)) = h2.continuation else {
+                return Err(ConnectionError(ErrorCode::ProtocolError));
+            };
+            if h2.block.len() + payload.len() > HEADER_BLOCK_BYTES_MAX {
+                // A CONTINUATION flood: cut before decoding anything.
+                return Err(ConnectionError(ErrorCode::EnhanceYourCalm));
+            }
+            h2.block.extend_from_slice(payload);
+            if header.flags & frame::flag::END_HEADERS != 0 {
+                h2.continuation = None;
+                end_of_block(h2, handlers, start, done, cx, out, id, end_stream)?;
+            }
+        }
+        frame::kind::PRIORITY => {
+            // Accepted and ignored (RFC 9113 §5.3.2); malformed ones are stream errors.
+            h2.count_control(now)?;
+            if let Err(e) = frame::priority(&header, payload) {
+                if e.is_connection_error() {
+                    return Err(proto(e));
+                }
+                frame::write_rst_stream(out, header.stream_id, e.code());
+            }
+        }
+        frame::kind::RST_STREAM => {
+            let _code = frame::rst_stream(&header, payload).map_err(proto)?;
+            let id = header.stream_id;
+            if id == 0 || id > h2.last_stream_id {
+                return Err(ConnectionError(ErrorCode::ProtocolError));
+            }
+            if let Some(index) = h2.stream_index(id) {
+                // A stream reset before we answered: count it (rapid reset). A parked
+                // handler finishes on its own; its answer is then dropped.
+                if h2.streams[index].state != StreamState::Log {
+                    h2.count_reset(now)?;
+                }
+                if h2.streams[index].state == StreamState::Running {
+                    h2.streams[index].remote_closed = true;
+                    h2.streams[index].state = StreamState::Sending;
+                    h2.streams[index].sent = usize::MAX; // nothing is to be sent
+                } else {
+                    h2.remove_stream(index);
+                }
+            }
+        }
+        frame::kind::SETTINGS => {
+            h2.count_control(now)?;
+            if header.stream_id != 0 {
+                return Err(ConnectionError(ErrorCode::ProtocolError));
+            }
+            if header.flags & frame::flag::ACK != 0 {
+                if !payload.is_empty() {
+                    return Err(ConnectionError(ErrorCode::FrameSizeError));
+                }
+                return Ok(());
+            }
+            for (id, value) in frame::settings(&header, payload).map_err(proto)? {
+                match id {
+                    crate::http2::SETTINGS_INITIAL_WINDOW_SIZE => {
+                        let delta = i64::from(value) - h2.peer_initial_window;
+                        h2.peer_initial_window = i64::from(value);
+                        for s in h2.streams.iter_mut() {
+                            s.send_window += delta;
+                            if s.send_window > WINDOW_MAX {
+                                return Err(ConnectionError(ErrorCode::FlowControlError));
+                            }
+                        }
+                    }
+                    crate::http2::SETTINGS_MAX_FRAME_SIZE => h2.peer_max_frame = value as usize,
+                    crate::http2::SETTINGS_HEADER_TABLE_SIZE => {
+                        h2.encoder.peer_header_table_size(value)
+                    }
+                    _ => {} // push, concurrency (we never push), unknown ones
+                }
+            }
+            frame::write_settings_ack(out);
+            send_pending(h2, out, now);
+        }
+        frame::kind::PING => {
+            h2.count_control(now)?;
+            let data = frame::ping(&header, payload).map_err(proto)?;
+            if header.stream_id != 0 {
+                return Err(ConnectionError(ErrorCode::ProtocolError));
+            }
+            if header.flags & frame::flag::ACK == 0 {
+                frame::write_ping_ack(out, data);
+            }
+        }
+        frame::kind::GOAWAY => {
+            frame::goaway(&header, payload).map_err(proto)?;
+            // The client leaves; finish what is in flight, accept nothing new.
+            h2.goaway_sent = true;
+        }
+        frame::kind::WINDOW_UPDATE => {
+            h2.count_control(now)?;
+            let increment = match frame::window_update(&header, payload) {
+                Ok(i) => i64::from(i),
+                Err(e) if !e.is_connection_error() => {
+                    frame::write_rst_stream(out, header.stream_id, e.code());
+                    return Ok(());
+                }
+                Err(e) => return Err(proto(e)),
+            };
+            if header.stream_id == 0 {
+                h2.send_window += increment;
+                if h2.send_window > WINDOW_MAX {
+                    return Err(ConnectionError(ErrorCode::FlowControlError));
+                }
+            } else if let Some(s) = h2.stream_mut(header.stream_id) {
+                s.send_window += increment;
+                if s.send_window > WINDOW_MAX {
+                    let id = s.id;
+                    frame::write_rst_stream(out, id, ErrorCode::FlowControlError);
+                    if let Some(index) = h2.stream_index(id) {
+                        h2.remove_stream(index);
+                    }
+                    return Ok(());
+                }
+            } else if header.stream_id > h2.last_stream_id {
+                return Err(ConnectionError(ErrorCode::ProtocolError));
+            }
+            send_pending(h2, out, now);
+        }
+        frame::kind::PUSH_PROMISE => return Err(ConnectionError(ErrorCode::ProtocolError)),
+        _ => h2.count_control(now)?, // unknown frame types are ignored (RFC 9113 §4.1)
+    }
+    Ok(())
+}
+
+/// DATA for a stream: kept (up to the route's limit) or dropped; the end starts the handler.
+#[allow(clippy::too_many_arguments)]
+fn on_data<F, S>(
+    h2: &mut H2,
+    handlers: &mut Handlers<F>,
+    start: &S,
+    done: &mut Vec<Done>,
+    cx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+    header: FrameHeader,
+    data: &[u8],
+    flow_bytes: u32,
+) -> Result<(), ConnectionError>
+where
+    F: Future<Output = Done>,
+    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
+{
+    let id = header.stream_id;
+    if id == 0 {
+        return Err(ConnectionError(ErrorCode::ProtocolError));
+    }
+    if id > h2.last_stream_id {
+        return Err(ConnectionError(ErrorCode::ProtocolError)); // an idle stream
+    }
+    h2.consumed(out, flow_bytes);
+    let end_stream = header.flags & frame::flag::END_STREAM != 0;
+    if data.is_empty() && !end_stream {
+        h2.count_control(Instant::now())?; // empty DATA frames are a known flood
+    }
+    let Some(index) = h2.stream_index(id) else {
+        return Ok(()); // a stream we already closed: dropped
+    };
+    let s = &mut h2.streams[index];
+    if s.state == StreamState::Draining {
+        s.received += data.len() as u64;
+        if end_stream {
+            h2.remove_stream(index);
+        } else if s.received > LINGER_BYTES_MAX as u64 {
+            frame::write_rst_stream(out, id, ErrorCode::NoError);
+            h2.remove_stream(index);
+        } else if flow_bytes > 0 && s.content_length.is_none() {
+            // Unknown length: keep the window open as it drains (known: granted at once).
+            frame::write_window_update(out, id, flow_bytes);
+        }
+        return Ok(());
+    }
+    if s.remote_closed {
+        frame::write_rst_stream(out, id, ErrorCode::StreamClosed);
+        return Ok(());
+    }
+    s.received += data.len() as u64;
+    if s.content_length.is_some_and(|n| s.received > n)
+        || (end_stream && s.content_length.is_some_and(|n| s.received != n))
+    {
+        frame::write_rst_stream(out, id, ErrorCode::ProtocolError);
+        h2.remove_stream(index);
+        return Ok(());
+    }
+    if let Some(limit) = s.body_limit {
+        if s.work.body.len() + data.len() > limit {
+            // Over the route's limit: 413, and the client is told to stop sending.
+            let err = ApiError {
+                status: 413,
+                message: crate::http::HttpError::BodyTooLarge.message().into(),
+            };
+            s.work.out.clear();
+            api::json::write_error_body(&mut s.work.out, &err.message);
+            answer(h2, out, index, 413, Some("application/json"), &[]);
+            return Ok(());
+        }
+        s.work.body.extend_from_slice(data);
+    }
+    if end_stream {
+        s.remote_closed = true;
+        if s.state == StreamState::Body {
+            begin(h2, handlers, start, done, cx, out, index);
+        }
+    }
+    Ok(())
+}
+
+/// A complete header block: decode it (always, to keep the HPACK table in step), then open a
+/// stream or take the trailers.
+#[allow(clippy::too_many_arguments)]
+fn end_of_block<F, S>(
+    h2: &mut H2,
+    handlers: &mut Handlers<F>,
+    start: &S,
+    done: &mut Vec<Done>,
+    cx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+    id: u32,
+    end_stream: bool,
+) -> Result<(), ConnectionError>
+where
+    F: Future<Output = Done>,
+    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
+{
+    if let Some(index) = h2.stream_index(id) {
+        // Trailers: decoded and ignored.
+        let block = std::mem::take(&mut h2.block);
+        let r = h2.decoder.decode(&block, |_, _| Ok::<(), ()>(()));
+        h2.block = block;
+        if let Err(e) = r {
+            return Err(ConnectionError(
+                e.code().unwrap_or(ErrorCode::CompressionError),
+            ));
+        }
+        h2.streams[index].remote_closed = true;
+        if h2.streams[index].state == StreamState::Body {
+            begin(h2, handlers, start, done, cx, out, index);
+        }
+        return Ok(());
+    }
+    h2.last_stream_id = id;
+    let mut work = h2.take_work();
+    let mut pseudo = Pseudo::default();
+    let settings = h2.core.settings.get(&h2.core.shared.settings);
+    let from_proxy = matches!(h2.peer, Peer::Identified(id) if settings.proxies.contains(&id));
+    let cert_header = if from_proxy {
+        proxy::cert_header(&settings)
+    } else {
+        ""
+    };
+    h2.head.forwarded_cert = None;
+    h2.head.forwarded_for = None;
+    let block = std::mem::take(&mut h2.block);
+    let decoded = h2.decoder.decode(&block, |name, value| {
+        on_field(
+            &mut pseudo,
+            &mut work,
+            &mut h2.head,
+            cert_header,
+            name,
+            value,
+        );
+        Ok::<(), ()>(())
+    });
+    h2.block = block;
+    if let Err(e) = decoded {
+        h2.give_back(work);
+        return Err(ConnectionError(
+            e.code().unwrap_or(ErrorCode::CompressionError),
+        ));
+    }
+    let now = Instant::now();
+    if h2.goaway_sent {
+        h2.give_back(work);
+        frame::write_rst_stream(out, id, ErrorCode::RefusedStream);
+        return Ok(());
+    }
+    if h2.streams.len() >= CONCURRENT_STREAMS_MAX as usize {
+        h2.give_back(work);
+        frame::write_rst_stream(out, id, ErrorCode::RefusedStream);
+        return h2.count_reset(now);
+    }
+    if let Some(why) = pseudo.bad.or_else(|| {
+        (!pseudo.method || !pseudo.scheme || !pseudo.path).then_some("missing pseudo-header")
+    }) {
+        let _ = why;
+        h2.give_back(work);
+        frame::write_rst_stream(out, id, ErrorCode::ProtocolError);
+        return h2.count_reset(now);
+    }
+    h2.requests += 1;
+
+    // Route and authorise from the head alone (as HTTP/1.1 does).
+    let method = method_of(&work.method_raw);
+    let peer = h2.peer;
+    h2.head.cert_header_count = pseudo.cert_count;
+    let (peer, proxy_error) = if from_proxy {
+        match proxy::forwarded_identity(&h2.head, settings.client_verifier.as_ref()) {
+            Ok(identity) => (Peer::Identified(identity), None),
+            Err(e) => (Peer::Unidentified(IdentityError::NoCertificate), Some(e)),
+        }
+    } else {
+        (peer, None)
+    };
+    let cleaned = http::clean_path(&work.path);
+    let target = match &cleaned {
+        Some(_) => Target::Redirect,
+        None => match api::router::route_request(method, &work.path) {
+            Routed::Route { index, .. } => Target::Route(index),
+            Routed::RedirectAddSlash => Target::Redirect,
+            Routed::WrongMethod { index } => Target::WrongMethod(index),
+            Routed::NotFound => Target::NotFound,
+        },
+    };
+    if let (Target::Redirect, None) = (target, &cleaned) {
+        work.path.push('/');
+    } else if let Some(clean) = cleaned {
+        work.path.clear();
+        work.path.push_str(&clean);
+    }
+    let authorized = match (target, proxy_error) {
+        (Target::Route(_), Some(e)) => Err(e),
+        (Target::Route(index), None) => api::authorize_head(&settings, index, peer, &work.path),
+        _ => Ok(()),
+    };
+    let body_limit = match (target, &authorized) {
+        (Target::Route(index), Ok(())) if ROUTES[index].body_bytes_max > 0 => {
+            Some(ROUTES[index].body_bytes_max)
+        }
+        _ => None,
+    };
+    h2.streams.push(Stream {
+        id,
+        state: StreamState::Body,
+        target,
+        authorized,
+        peer,
+        ip: proxy::client_ip(&h2.head, from_proxy, h2.peer_addr),
+        body_limit,
+        content_length: pseudo.content_length,
+        received: 0,
+        remote_closed: end_stream,
+        send_window: h2.peer_initial_window,
+        sent: 0,
+        started_at: now,
+        stalled_since: None,
+        work,
+        settings,
+        log: None,
+    });
+    let index = h2.streams.len() - 1;
+    // A request whose body nobody uses is answered now; the client is then told to stop.
+    if end_stream || body_limit.is_none() {
+        begin(h2, handlers, start, done, cx, out, index);
+    }
+    Ok(())
+}
+
+fn method_of(raw: &str) -> Method {
+    match raw {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        _ => Method::Other,
+    }
+}
+
+/// One decoded header field of a request (RFC 9113 §8.2, §8.3).
+fn on_field(
+    pseudo: &mut Pseudo,
+    work: &mut Work,
+    head: &mut RequestHead,
+    cert_header: &str,
+    name: &[u8],
+    value: &[u8],
+) {
+    if pseudo.bad.is_some() {
+        return;
+    }
+    if name.iter().any(|b| b.is_ascii_uppercase()) {
+        pseudo.bad = Some("uppercase header name");
+        return;
+    }
+    if let Some(p) = name.strip_prefix(b":") {
+        if pseudo.regular_seen {
+            pseudo.bad = Some("pseudo-header after a regular header");
+            return;
+        }
+        let Ok(value) = std::str::from_utf8(value) else {
+            pseudo.bad = Some("pseudo-header is not UTF-8");
+            return;
+        };
+        match p {
+            b"method" if !pseudo.method => {
+                pseudo.method = true;
+                work.method_raw.push_str(value);
+            }
+            b"scheme" if !pseudo.scheme => pseudo.scheme = true,
+            b"authority" => {}
+            b"path" if !pseudo.path => {
+                pseudo.path = true;
+                if !value.starts_with('/') {
+                    pseudo.bad = Some("path must start with /");
+                    return;
+                }
+                let (path, query) = value.split_once('?').unwrap_or((value, ""));
+                work.query.push_str(query);
+                if http::request::percent_decode(path, &mut work.path).is_err() {
+                    pseudo.bad = Some("invalid path");
+                }
+            }
+            _ => pseudo.bad = Some("unknown or repeated pseudo-header"),
+        }
+        return;
+    }
+    pseudo.regular_seen = true;
+    match name {
+        b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade" => {
+            pseudo.bad = Some("connection-specific header")
+        }
+        b"te" if value != b"trailers" => pseudo.bad = Some("te other than trailers"),
+        b"content-length" => {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (parsed, pseudo.content_length) {
+                (Some(n), None) => pseudo.content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => pseudo.bad = Some("invalid content-length"),
+            }
+        }
+        b"x-forwarded-for" if head.forwarded_for.is_none() => {
+            let first = value.split(|&b| b == b',').next().unwrap_or(b"");
+            head.forwarded_for = Some(String::from_utf8_lossy(first).trim().to_string());
+        }
+        _ if !cert_header.is_empty() && name.eq_ignore_ascii_case(cert_header.as_bytes()) => {
+            pseudo.cert_count += 1;
+            head.forwarded_cert = Some(String::from_utf8_lossy(value).into_owned());
+        }
+        _ => {}
+    }
+}
+
+/// The request is complete (or its body is not used): answer it, or run its handler.
+#[allow(clippy::too_many_arguments)]
+fn begin<F, S>(
+    h2: &mut H2,
+    handlers: &mut Handlers<F>,
+    start: &S,
+    done: &mut Vec<Done>,
+    cx: &mut Context<'_>,
+    out: &mut Vec<u8>,
+    index: usize,
+) where
+    F: Future<Output = Done>,
+    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
+{
+    let s = &mut h2.streams[index];
+    s.work.out.clear();
+    match s.target {
+        Target::Redirect => {
+            let mut location = String::with_capacity(s.work.path.len() + s.work.query.len() + 1);
+            http::path::escape_path(&s.work.path, &mut location);
+            if !s.work.query.is_empty() {
+                location.push('?');
+                location.push_str(&s.work.query);
+            }
+            answer(h2, out, index, 301, None, &[("location", &location)]);
+        }
+        Target::NotFound => {
+            s.work.out.extend_from_slice(b"404 page not found\n");
+            answer(
+                h2,
+                out,
+                index,
+                404,
+                Some("text/plain; charset=utf-8"),
+                &[("x-content-type-options", "nosniff")],
+            );
+        }
+        Target::WrongMethod(route) => {
+            let want = ROUTES[route].method.as_str();
+            let err = ApiError::wrong_method(&s.work.method_raw, want);
+            api::json::write_error_body(&mut s.work.out, &err.message);
+            answer(
+                h2,
+                out,
+                index,
+                405,
+                Some("application/json"),
+                &[("accept", want), ("allow", want)],
+            );
+        }
+        Target::Route(route_index) => {
+            if let Err(e) = s.authorized.clone() {
+                let now_elapsed = s.started_at.elapsed();
+                let d = Done {
+                    stream_id: s.id,
+                    work: std::mem::take(&mut s.work),
+                    reply: Reply::Error(e),
+                    route_index,
+                    elapsed: now_elapsed,
+                };
+                h2.core.metrics.request_finished(
+                    route_index,
+                    match &d.reply {
+                        Reply::Error(e) => e.status,
+                        _ => 200,
+                    },
+                    d.elapsed.as_nanos() as u64,
+                    false,
+                );
+                finish_recorded(h2, out, d);
+                return;
+            }
+            h2.core.metrics.request_started(route_index);
+            s.state = StreamState::Running;
+            let st = Start {
+                route_index,
+                stream_id: s.id,
+                work: std::mem::take(&mut s.work),
+                settings: s.settings.clone(),
+                peer: s.peer,
+                started_at: s.started_at,
+            };
+            if let Some(d) = start(handlers, st, cx) {
+                done.push(d);
+            }
+        }
+    }
+}
+
+/// A handler finished: metrics, audit, and the answer (unless the stream was reset).
+fn finish(h2: &mut H2, out: &mut Vec<u8>, d: Done) {
+    let status = match &d.reply {
+        Reply::Error(e) => e.status,
+        _ => 200,
+    };
+    h2.core
+        .metrics
+        .request_finished(d.route_index, status, d.elapsed.as_nanos() as u64, true);
+    finish_recorded(h2, out, d);
+}
+
+fn finish_recorded(h2: &mut H2, out: &mut Vec<u8>, mut d: Done) {
+    let Some(index) = h2.stream_index(d.stream_id) else {
+        h2.give_back(d.work);
+        return;
+    };
+    let s = &mut h2.streams[index];
+    record(
+        &h2.core,
+        &s.settings,
+        &d.work.method_raw,
+        &d.work.path,
+        s.peer,
+        s.ip,
+        d.route_index,
+        &d.reply,
+        d.elapsed,
+    );
+    if s.sent == usize::MAX {
+        // Reset by the client while the handler ran.
+        h2.give_back(d.work);
+        h2.streams.swap_remove(index);
+        return;
+    }
+    match std::mem::replace(&mut d.reply, Reply::Empty) {
+        Reply::Stream(which) => {
+            let logs = &h2.core.shared.logs;
+            s.log = Some(match which {
+                LogStream::Audit => logs.subscribe_audit(),
+                LogStream::Error => logs.subscribe_error(),
+            });
+            s.state = StreamState::Log;
+            s.work = d.work;
+            let mark = frame::begin_headers(out);
+            h2.encoder.begin_block(out);
+            h2.encoder.encode_status(out, 200);
+            h2.encoder
+                .encode_field(out, b"content-type", b"application/x-ndjson");
+            frame::finish_headers(out, mark, s.id, false, h2.peer_max_frame as u32);
+        }
+        reply => {
+            s.work = d.work;
+            let (status, content_type) = match &reply {
+                Reply::Empty => (200, None),
+                Reply::Json => (200, Some("application/json")),
+                Reply::Content(ct) => (200, Some(*ct)),
+                Reply::Error(e) => {
+                    s.work.out.clear();
+                    api::json::write_error_body(&mut s.work.out, &e.message);
+                    (e.status, Some("application/json"))
+                }
+                Reply::Stream(_) => (500, None),
+            };
+            answer(h2, out, index, status, content_type, &[]);
+        }
+    }
+}
+
+/// Writes the answer of stream `index` (body in its `work.out`): HEADERS, then as much DATA
+/// as the flow-control windows allow; the rest waits for WINDOW_UPDATE (state `Sending`).
+fn answer(
+    h2: &mut H2,
+    out: &mut Vec<u8>,
+    index: usize,
+    status: u16,
+    content_type: Option<&str>,
+    extra: &[(&str, &str)],
+) {
+    let s = &mut h2.streams[index];
+    let encoder = &mut h2.encoder;
+    let mark = frame::begin_headers(out);
+    encoder.begin_block(out);
+    encoder.encode_status(out, status);
+    if let Some(ct) = content_type {
+        encoder.encode_field(out, b"content-type", ct.as_bytes());
+    }
+    for (name, value) in extra {
+        encoder.encode_field(out, name.as_bytes(), value.as_bytes());
+    }
+    let mut digits = [0u8; 20];
+    encoder.encode_field(
+        out,
+        b"content-length",
+        decimal(s.work.out.len() as u64, &mut digits),
+    );
+    let empty = s.work.out.is_empty();
+    frame::finish_headers(out, mark, s.id, empty, h2.peer_max_frame as u32);
+    s.state = StreamState::Sending;
+    s.sent = 0;
+    if empty {
+        complete(h2, out, index);
+        return;
+    }
+    send_pending(h2, out, Instant::now());
+}
+
+/// The whole answer of stream `index` is out. If the client is still sending, the stream
+/// drains (see [`StreamState::Draining`]); a client announcing more than that bound is told
+/// to stop at once (RST_STREAM NO_ERROR, RFC 9113 §8.1).
+fn complete(h2: &mut H2, out: &mut Vec<u8>, index: usize) {
+    let s = &mut h2.streams[index];
+    if s.remote_closed {
+        h2.remove_stream(index);
+        return;
+    }
+    let left = s.content_length.map(|n| n.saturating_sub(s.received));
+    if left.is_some_and(|n| n > LINGER_BYTES_MAX as u64) {
+        frame::write_rst_stream(out, s.id, ErrorCode::NoError);
+        h2.remove_stream(index);
+        return;
+    }
+    s.state = StreamState::Draining;
+    s.stalled_since = Some(Instant::now());
+    // What it still sends is dropped: let it through (its window may be used up by a body
+    // that was over the limit).
+    let grant = left.unwrap_or(64 * 1024).min(LINGER_BYTES_MAX as u64) as u32;
+    if grant > 0 {
+        frame::write_window_update(out, s.id, grant);
+    }
+    // Bound what draining accepts from here on.
+    s.work.body.clear();
+    s.received = 0;
+}
+
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Sends what flow control now allows of every stream waiting to send.
+fn send_pending(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
+    let mut i = 0;
+    while i < h2.streams.len() {
+        let s = &mut h2.streams[i];
+        if s.state != StreamState::Sending || s.sent == usize::MAX {
+            i += 1;
+            continue;
+        }
+        let total = s.work.out.len();
+        while s.sent < total {
+            let allowed = s.send_window.min(h2.send_window).max(0) as usize;
+            let n = (total - s.sent).min(allowed).min(h2.peer_max_frame);
+            if n == 0 {
+                break;
+            }
+            let end = s.sent + n == total;
+            frame::write_data(out, s.id, &s.work.out[s.sent..s.sent + n], end);
+            s.sent += n;
+            s.send_window -= n as i64;
+            h2.send_window -= n as i64;
+            s.stalled_since = None;
+        }
+        if s.sent >= total {
+            complete(h2, out, i);
+        } else {
+            s.stalled_since.get_or_insert(now);
+            i += 1;
+        }
+    }
+}
+
+/// Log streams: queued lines go out as DATA frames; a subscriber that fell behind, or whose
+/// windows are closed, is ended.
+fn pump_logs(h2: &mut H2, out: &mut Vec<u8>, lines: &mut Vec<String>) {
+    let mut i = 0;
+    while i < h2.streams.len() {
+        if h2.streams[i].state != StreamState::Log {
+            i += 1;
+            continue;
+        }
+        lines.clear();
+        let alive = h2.streams[i]
+            .log
+            .as_ref()
+            .is_some_and(|sub| sub.drain(lines).is_some());
+        let s = &mut h2.streams[i];
+        let bytes: usize = lines.iter().map(|l| l.len()).sum();
+        if !alive || (bytes as i64) > s.send_window.min(h2.send_window) {
+            frame::write_rst_stream(out, s.id, ErrorCode::Cancel);
+            h2.remove_stream(i);
+            continue;
+        }
+        for line in lines.iter() {
+            for piece in line.as_bytes().chunks(h2.peer_max_frame) {
+                frame::write_data(out, s.id, piece, false);
+            }
+        }
+        s.send_window -= bytes as i64;
+        h2.send_window -= bytes as i64;
+        i += 1;
+    }
+}
+
+/// Streams past their route timeout while the body still arrives, and answers stalled on
+/// closed windows for longer than the write timeout, are ended.
+fn check_deadlines(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
+    let mut i = 0;
+    while i < h2.streams.len() {
+        let s = &h2.streams[i];
+        let expired = match s.state {
+            StreamState::Body => {
+                let t = match s.target {
+                    Target::Route(r) => s.settings.routes.timeout[r],
+                    _ => Duration::ZERO,
+                };
+                let t = if t.is_zero() {
+                    Duration::from_secs(15)
+                } else {
+                    t
+                };
+                now.duration_since(s.started_at) > t
+            }
+            StreamState::Sending => s
+                .stalled_since
+                .is_some_and(|t| now.duration_since(t) > WRITE_TIMEOUT),
+            StreamState::Draining => s
+                .stalled_since
+                .is_some_and(|t| now.duration_since(t) > LINGER),
+            _ => false,
+        };
+        if expired {
+            let id = s.id;
+            if s.state == StreamState::Body {
+                let e = ApiError {
+                    status: 503,
+                    message: "request timeout exceeded".into(),
+                };
+                let s = &mut h2.streams[i];
+                s.work.out.clear();
+                api::json::write_error_body(&mut s.work.out, &e.message);
+                answer(h2, out, i, 503, Some("application/json"), &[]);
+            } else {
+                let code = match s.state {
+                    StreamState::Draining => ErrorCode::NoError,
+                    _ => ErrorCode::Cancel,
+                };
+                frame::write_rst_stream(out, id, code);
+                h2.remove_stream(i);
+            }
+            continue;
+        }
+        i += 1;
+    }
+}

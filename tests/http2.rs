@@ -1,0 +1,647 @@
+//! HTTP/2 against real clients (curl, h2load) and hand-built frames over a real TLS
+//! connection: every route, many streams on one connection, and what RFC 9113 says hostile
+//! or malformed input must get.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kes::auth::apikey::ApiKey;
+use kes::http2::frame::{self, FrameHeader};
+use kes::http2::{hpack, ErrorCode, PREFACE};
+
+/// Requests are encoded as literals, as our response encoder does (no dynamic table).
+static ENC: hpack::Encoder = hpack::Encoder::NEW;
+
+/// PEM files of the client certificate an API key stands for (what curl needs).
+fn client_pem_files(dir: &Path, api_key: &str) -> (PathBuf, PathBuf) {
+    let key = ApiKey::parse(api_key).unwrap();
+    let (cert, private) = kes::auth::cert::client_cert_from_api_key(&key).unwrap();
+    let cert_path = dir.join("client.crt");
+    let key_path = dir.join("client.key");
+    std::fs::write(&cert_path, pem("CERTIFICATE", &cert)).unwrap();
+    std::fs::write(&key_path, pem("PRIVATE KEY", private.secret_der())).unwrap();
+    (cert_path, key_path)
+}
+
+fn need(tool: &str, package: &str) {
+    let found = Command::new(tool).arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "this test needs `{tool}` ({package}); tools/test-all.sh installs it"
+    );
+}
+
+/// One request with `curl --http2`: (HTTP version, status, body).
+fn curl(
+    server: &TestServer,
+    files: &(PathBuf, PathBuf),
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (String, u16, String) {
+    let url = format!("https://{}{}", server.addr, path);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sSk", "--http2", "-X", method, "--max-time", "10"])
+        .arg("--cert")
+        .arg(&files.0)
+        .arg("--key")
+        .arg(&files.1)
+        .args(["-w", "\n%{http_version} %{http_code}"]);
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.arg(&url).output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut parts = tail.split_whitespace();
+    let version = parts.next().unwrap_or("").to_string();
+    let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    if status == 0 {
+        let again = cmd.arg("-v").output().unwrap();
+        let err = String::from_utf8_lossy(&again.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(30).collect();
+        eprintln!("curl failed: {tail:#?}");
+    }
+    (version, status, body.to_string())
+}
+
+#[test]
+fn curl_speaks_http2_to_every_route() {
+    need("curl", "curl");
+    let server = dev_server();
+    let dir = tempfile::tempdir().unwrap();
+    let files = client_pem_files(dir.path(), &server.api_key);
+
+    let (v, status, body) = curl(&server, &files, "GET", "/version", None);
+    assert_eq!((v.as_str(), status), ("2", 200), "{body}");
+    assert!(body.contains("\"version\""), "{body}");
+    assert_eq!(
+        curl(&server, &files, "POST", "/v1/key/create/h2-key", None).1,
+        200
+    );
+    assert_eq!(
+        curl(
+            &server,
+            &files,
+            "POST",
+            "/v1/key/import/h2-imported",
+            Some(r#"{"key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","cipher":"AES256"}"#)
+        )
+        .1,
+        200
+    );
+    let (_, status, dek) = curl(
+        &server,
+        &files,
+        "POST",
+        "/v1/key/generate/h2-key",
+        Some(r#"{"context":"YWJj"}"#),
+    );
+    assert_eq!(status, 200, "{dek}");
+    let ciphertext = dek
+        .split("\"ciphertext\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("ciphertext in the DEK")
+        .to_string();
+    let plaintext = dek
+        .split("\"plaintext\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let (_, status, decrypted) = curl(
+        &server,
+        &files,
+        "POST",
+        "/v1/key/decrypt/h2-key",
+        Some(&format!(
+            r#"{{"ciphertext":"{ciphertext}","context":"YWJj"}}"#
+        )),
+    );
+    assert_eq!(status, 200, "{decrypted}");
+    assert!(decrypted.contains(&plaintext), "{decrypted}");
+    let (_, status, enc) = curl(
+        &server,
+        &files,
+        "POST",
+        "/v1/key/encrypt/h2-key",
+        Some(r#"{"plaintext":"aGVsbG8="}"#),
+    );
+    assert_eq!(status, 200, "{enc}");
+    assert_eq!(
+        curl(
+            &server,
+            &files,
+            "PUT",
+            "/v1/key/hmac/h2-key",
+            Some(r#"{"message":"aGVsbG8="}"#)
+        )
+        .1,
+        200
+    );
+    let (_, status, described) = curl(&server, &files, "GET", "/v1/key/describe/h2-key", None);
+    assert_eq!(status, 200);
+    assert!(described.contains("h2-key"), "{described}");
+    let (_, status, listed) = curl(&server, &files, "GET", "/v1/key/list/h2-*", None);
+    assert_eq!(status, 200);
+    assert!(
+        listed.contains("h2-key") && listed.contains("h2-imported"),
+        "{listed}"
+    );
+    for path in [
+        "/v1/status",
+        "/v1/ready",
+        "/v1/metrics",
+        "/v1/api",
+        "/v1/identity/self/describe",
+        "/v1/identity/list/",
+        "/v1/policy/list/",
+    ] {
+        let (v, status, body) = curl(&server, &files, "GET", path, None);
+        assert_eq!((v.as_str(), status), ("2", 200), "{path}: {body}");
+    }
+    assert_eq!(
+        curl(
+            &server,
+            &files,
+            "DELETE",
+            "/v1/key/delete/h2-imported",
+            None
+        )
+        .1,
+        200
+    );
+    // Errors: same statuses and JSON as HTTP/1.1.
+    let (_, status, body) = curl(&server, &files, "GET", "/v1/key/describe/missing", None);
+    assert_eq!(status, 404);
+    let h1 = server
+        .client()
+        .request("GET", "/v1/key/describe/missing", None, &[])
+        .unwrap();
+    assert_eq!(
+        body.as_bytes(),
+        &h1.body[..],
+        "the same error body as HTTP/1.1"
+    );
+    assert!(
+        body.starts_with(r#"{"message":"key does not exist""#),
+        "{body}"
+    );
+    assert_eq!(curl(&server, &files, "GET", "/v1/nothing", None).1, 404);
+    assert_eq!(
+        curl(&server, &files, "GET", "/v1/key/create/x", None).1,
+        405
+    );
+    assert_eq!(curl(&server, &files, "GET", "/v1//status", None).1, 301);
+    let big = format!(r#"{{"plaintext":"{}"}}"#, "A".repeat(1_100_000));
+    let body_file = dir.path().join("big.json");
+    std::fs::write(&body_file, big).unwrap();
+    let (_, status, _) = curl(
+        &server,
+        &files,
+        "POST",
+        "/v1/key/encrypt/h2-key",
+        Some(&format!("@{}", body_file.display())),
+    );
+    assert_eq!(status, 413);
+    // A stranger: 403, body or not.
+    let (stranger, _) = new_api_key();
+    let other = client_pem_files(&dir.path().join(".."), &stranger);
+    let (_, status, body) = curl(
+        &server,
+        &other,
+        "POST",
+        "/v1/key/generate/h2-key",
+        Some("{}"),
+    );
+    assert_eq!(status, 403, "{body}");
+}
+
+#[test]
+fn h2load_multiplexes_many_streams_on_one_connection() {
+    need("h2load", "Debian's nghttp2-client");
+    // h2load sends no client certificate: a route with skip_auth lets it in.
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let (_, admin) = new_api_key();
+    let server = config_server(
+        &tls,
+        &admin,
+        keys.path(),
+        "api:\n  /v1/status:\n    skip_auth: true\n",
+    );
+    let out = Command::new("h2load")
+        .args(["-n", "4000", "-c", "1", "-m", "128", "-t", "1"])
+        .arg(format!("https://{}/v1/status", server.addr))
+        .output()
+        .expect("run h2load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    assert!(
+        text.contains("4000 succeeded, 0 failed, 0 errored"),
+        "{text}"
+    );
+    assert!(text.contains("status codes: 4000 2xx"), "{text}");
+}
+
+/// A raw HTTP/2 connection over TLS: frames are written and read by hand.
+struct H2Conn {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    input: Vec<u8>,
+    encoder_scratch: Vec<u8>,
+    decoder: hpack::Decoder,
+}
+
+/// A frame the server sent.
+#[derive(Debug)]
+struct Frame {
+    header: FrameHeader,
+    payload: Vec<u8>,
+}
+
+fn h2_connect(addr: SocketAddr, api_key: &str) -> H2Conn {
+    let mut config = (*kes::client::rustls_config(&kes::client::ClientConfig {
+        endpoints: Vec::new(),
+        credentials: Some(kes::client::Credentials::ApiKey(
+            ApiKey::parse(api_key).unwrap(),
+        )),
+        insecure: true,
+        ca_file: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap())
+    .clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
+    let mut c = H2Conn {
+        tls,
+        input: Vec::new(),
+        encoder_scratch: Vec::new(),
+        decoder: hpack::Decoder::new(4096, 1 << 20),
+    };
+    let mut out = PREFACE.to_vec();
+    frame::write_settings(&mut out, &[]);
+    c.send(&out);
+    // The server's SETTINGS first; ACK it.
+    let f = c.next_frame().expect("server SETTINGS");
+    assert_eq!(f.header.kind, frame::kind::SETTINGS);
+    let mut ack = Vec::new();
+    frame::write_settings_ack(&mut ack);
+    c.send(&ack);
+    c
+}
+
+impl H2Conn {
+    fn send(&mut self, bytes: &[u8]) {
+        self.tls.write_all(bytes).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    /// The next frame, or `None` if the connection closed or nothing came within 5 s.
+    fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            if self.input.len() >= 9 {
+                let header = FrameHeader::parse(&self.input[..9]).unwrap();
+                let total = 9 + header.length as usize;
+                if self.input.len() >= total {
+                    let payload = self.input[9..total].to_vec();
+                    self.input.drain(..total);
+                    return Some(Frame { header, payload });
+                }
+            }
+            let mut buf = [0u8; 16384];
+            match self.tls.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.input.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// A request's HEADERS (and DATA) frames.
+    fn request_bytes(
+        &mut self,
+        out: &mut Vec<u8>,
+        stream_id: u32,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) {
+        let block = &mut self.encoder_scratch;
+        block.clear();
+        ENC.encode_field(block, b":method", method.as_bytes());
+        ENC.encode_field(block, b":scheme", b"https");
+        ENC.encode_field(block, b":path", path.as_bytes());
+        ENC.encode_field(block, b":authority", b"kes");
+        if body.is_some() {
+            ENC.encode_field(block, b"content-type", b"application/json");
+        }
+        frame::write_headers(out, stream_id, block, body.is_none(), 16384);
+        if let Some(b) = body {
+            frame::write_data(out, stream_id, b, true);
+        }
+    }
+
+    /// Reads frames until every stream in `ids` is answered; returns (status, body) by id.
+    fn responses(&mut self, ids: &[u32]) -> std::collections::HashMap<u32, (u16, Vec<u8>)> {
+        let mut open: std::collections::HashMap<u32, (u16, Vec<u8>)> = Default::default();
+        let mut finished = std::collections::HashMap::new();
+        while finished.len() < ids.len() {
+            let f = self.next_frame().unwrap_or_else(|| {
+                panic!(
+                    "connection ended with {} of {} answered",
+                    finished.len(),
+                    ids.len()
+                )
+            });
+            let id = f.header.stream_id;
+            let end = matches!(f.header.kind, frame::kind::DATA | frame::kind::HEADERS)
+                && f.header.flags & frame::flag::END_STREAM != 0;
+            match f.header.kind {
+                frame::kind::HEADERS => {
+                    let mut status = 0;
+                    self.decoder
+                        .decode(&f.payload, |name, value| {
+                            if name == b":status" {
+                                status = std::str::from_utf8(value).unwrap().parse().unwrap();
+                            }
+                            Ok::<(), ()>(())
+                        })
+                        .unwrap();
+                    open.entry(id).or_default().0 = status;
+                }
+                frame::kind::DATA => open.entry(id).or_default().1.extend_from_slice(&f.payload),
+                frame::kind::RST_STREAM
+                | frame::kind::WINDOW_UPDATE
+                | frame::kind::PING
+                | frame::kind::SETTINGS => {}
+                frame::kind::GOAWAY => panic!("GOAWAY: {:?}", f.payload),
+                _ => {}
+            }
+            if end {
+                finished.insert(id, open.remove(&id).unwrap_or_default());
+            }
+        }
+        finished
+    }
+
+    /// The next frame that is not connection housekeeping (WINDOW_UPDATE and SETTINGS on
+    /// stream 0).
+    fn next_stream_frame(&mut self) -> Option<Frame> {
+        loop {
+            let f = self.next_frame()?;
+            if f.header.stream_id == 0
+                && matches!(
+                    f.header.kind,
+                    frame::kind::WINDOW_UPDATE | frame::kind::SETTINGS
+                )
+            {
+                continue;
+            }
+            return Some(f);
+        }
+    }
+
+    /// Reads until a GOAWAY arrives; returns its error code.
+    fn goaway_code(&mut self) -> Option<u32> {
+        while let Some(f) = self.next_frame() {
+            if f.header.kind == frame::kind::GOAWAY {
+                return Some(u32::from_be_bytes(f.payload[4..8].try_into().unwrap()));
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn two_hundred_fifty_streams_on_one_connection_are_all_answered() {
+    let server = dev_server();
+    server
+        .client()
+        .request("POST", "/v1/key/create/multi", None, &[])
+        .unwrap();
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    let ids: Vec<u32> = (0..250).map(|i| 1 + 2 * i).collect();
+    for &id in &ids {
+        c.request_bytes(&mut out, id, "POST", "/v1/key/generate/multi", Some(b"{}"));
+    }
+    c.send(&out);
+    let answers = c.responses(&ids);
+    for id in ids {
+        let (status, body) = &answers[&id];
+        assert_eq!(
+            *status,
+            200,
+            "stream {id}: {}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(body.starts_with(b"{\"plaintext\":"));
+    }
+}
+
+#[test]
+fn rapid_reset_is_answered_with_enhance_your_calm() {
+    let server = dev_server();
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    let mut block = Vec::new();
+    ENC.encode_field(&mut block, b":method", b"POST");
+    ENC.encode_field(&mut block, b":scheme", b"https");
+    ENC.encode_field(&mut block, b":path", b"/v1/key/generate/x");
+    for i in 0..1000u32 {
+        // A request whose body is still to come, reset at once.
+        let id = 1 + 2 * i;
+        frame::write_headers(&mut out, id, &block, false, 16384);
+        frame::write_rst_stream(&mut out, id, ErrorCode::Cancel);
+    }
+    c.send(&out);
+    assert_eq!(c.goaway_code(), Some(ErrorCode::EnhanceYourCalm.code()));
+}
+
+#[test]
+fn continuation_floods_are_cut_before_decoding() {
+    let server = dev_server();
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    // HEADERS without END_HEADERS, then endless CONTINUATION frames.
+    FrameHeader {
+        length: 0,
+        kind: frame::kind::HEADERS,
+        flags: 0,
+        stream_id: 1,
+    }
+    .write(&mut out);
+    let junk = vec![0x40u8; 16000];
+    for _ in 0..8 {
+        FrameHeader {
+            length: junk.len() as u32,
+            kind: frame::kind::CONTINUATION,
+            flags: 0,
+            stream_id: 1,
+        }
+        .write(&mut out);
+        out.extend_from_slice(&junk);
+    }
+    c.send(&out);
+    assert_eq!(c.goaway_code(), Some(ErrorCode::EnhanceYourCalm.code()));
+}
+
+#[test]
+fn malformed_frames_get_what_the_rfc_says() {
+    let server = dev_server();
+    // DATA on stream 0: connection error PROTOCOL_ERROR.
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    frame::write_data(&mut out, 0, b"x", false);
+    c.send(&out);
+    assert_eq!(c.goaway_code(), Some(ErrorCode::ProtocolError.code()));
+
+    // An uppercase header name: stream error PROTOCOL_ERROR; the connection lives on.
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut block = Vec::new();
+    ENC.encode_field(&mut block, b":method", b"GET");
+    ENC.encode_field(&mut block, b":scheme", b"https");
+    ENC.encode_field(&mut block, b":path", b"/version");
+    ENC.encode_field(&mut block, b"X-Upper", b"1");
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, 1, &block, true, 16384);
+    c.send(&out);
+    let f = c.next_stream_frame().unwrap();
+    assert_eq!(f.header.kind, frame::kind::RST_STREAM, "{f:?}");
+    assert_eq!(
+        u32::from_be_bytes(f.payload[..4].try_into().unwrap()),
+        ErrorCode::ProtocolError.code()
+    );
+    let mut out = Vec::new();
+    c.request_bytes(&mut out, 3, "GET", "/version", None);
+    c.send(&out);
+    assert_eq!(c.responses(&[3])[&3].0, 200);
+
+    // A frame over the maximum size: FRAME_SIZE_ERROR.
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    FrameHeader {
+        length: 20_000,
+        kind: frame::kind::DATA,
+        flags: 0,
+        stream_id: 1,
+    }
+    .write(&mut out);
+    out.extend_from_slice(&vec![0u8; 20_000]);
+    c.send(&out);
+    assert_eq!(c.goaway_code(), Some(ErrorCode::FrameSizeError.code()));
+
+    // A PING is answered; garbage after the preface is a connection error.
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    FrameHeader {
+        length: 8,
+        kind: frame::kind::PING,
+        flags: 0,
+        stream_id: 0,
+    }
+    .write(&mut out);
+    out.extend_from_slice(b"12345678");
+    c.send(&out);
+    let f = c.next_stream_frame().unwrap();
+    assert_eq!(
+        (f.header.kind, f.header.flags),
+        (frame::kind::PING, frame::flag::ACK)
+    );
+    assert_eq!(f.payload, b"12345678");
+}
+
+#[test]
+fn unauthorised_bodies_are_refused_from_the_head_and_limits_hold() {
+    let server = dev_server();
+    let (stranger, _) = new_api_key();
+    let mut c = h2_connect(server.addr, &stranger);
+    let mut out = Vec::new();
+    c.request_bytes(&mut out, 1, "POST", "/v1/key/generate/x", Some(b"{}"));
+    c.send(&out);
+    assert_eq!(c.responses(&[1])[&1].0, 403);
+
+    // Over the limit: 413 for the admin too.
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    let block = {
+        let mut b = Vec::new();
+        ENC.encode_field(&mut b, b":method", b"PUT");
+        ENC.encode_field(&mut b, b":scheme", b"https");
+        ENC.encode_field(&mut b, b":path", b"/v1/key/hmac/x");
+        b
+    };
+    frame::write_headers(&mut out, 1, &block, false, 16384);
+    let chunk = vec![b'a'; 16384];
+    for _ in 0..70 {
+        frame::write_data(&mut out, 1, &chunk, false);
+    }
+    c.send(&out);
+    assert_eq!(c.responses(&[1])[&1].0, 413);
+}
+
+#[test]
+fn a_small_client_window_gets_the_answer_in_pieces() {
+    let server = dev_server();
+    let mut client = server.client();
+    for i in 0..50 {
+        client
+            .request(
+                "POST",
+                &format!("/v1/key/create/window-{i:03}-{}", "k".repeat(40)),
+                None,
+                &[],
+            )
+            .unwrap();
+    }
+    let mut c = h2_connect(server.addr, &server.api_key);
+    // The stream window is 100 bytes: the list (several KiB) needs WINDOW_UPDATEs.
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(kes::http2::SETTINGS_INITIAL_WINDOW_SIZE, 100)]);
+    c.request_bytes(&mut out, 1, "GET", "/v1/key/list/window-*", None);
+    c.send(&out);
+    let mut body = Vec::new();
+    let started = Instant::now();
+    loop {
+        let f = c.next_frame().expect("frames");
+        if f.header.kind == frame::kind::DATA {
+            assert!(f.payload.len() <= 100, "a DATA frame beyond the window");
+            body.extend_from_slice(&f.payload);
+            if f.header.flags & frame::flag::END_STREAM != 0 {
+                break;
+            }
+            let mut wu = Vec::new();
+            frame::write_window_update(&mut wu, 1, f.payload.len() as u32);
+            c.send(&wu);
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(text.matches("window-").count(), 50, "{text}");
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
+    let server = dev_server_with(|o| o.timeouts.header = Duration::from_millis(500));
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let started = Instant::now();
+    assert_eq!(c.goaway_code(), Some(ErrorCode::NoError.code()));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
