@@ -24,6 +24,10 @@ fi
 h2load --version | head -1 || { echo "h2load is required: apt-get install nghttp2-client" >&2; exit 1; }
 curl --version | grep -q nghttp2 || { echo "curl with HTTP/2 (nghttp2) is required" >&2; exit 1; }
 
+echo "== Python hpack (tests/hpack_python.rs checks our HPACK against it)"
+python3 -c "import hpack" 2>/dev/null || python3 -m pip install --quiet hpack
+python3 -c "import hpack" || { echo "python3 with the hpack package is required: pip install hpack" >&2; exit 1; }
+
 echo "== format"
 cargo fmt --all -- --check
 
