@@ -4,31 +4,37 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use kes::api::{self, Peer, Request, RouteId, Scratch, ROUTES};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    // Per thread, so that tests running at once do not count each other's allocations.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    if COUNTING.with(|c| c.get()) {
+        ALLOCATIONS.with(|a| a.set(a.get() + 1));
+    }
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|a| a.get())
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_one();
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_one();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -82,11 +88,11 @@ fn generate_and_decrypt_do_not_allocate() {
         for _ in 0..100 {
             round(&core, &mut bufs, admin, generate, decrypt, false).await;
         }
-        ALLOCATIONS.store(0, Ordering::Relaxed);
+        ALLOCATIONS.with(|a| a.set(0));
         for _ in 0..1000 {
             round(&core, &mut bufs, admin, generate, decrypt, true).await;
         }
-        ALLOCATIONS.load(Ordering::Relaxed)
+        allocations()
     });
     assert_eq!(
         allocations, 0,
@@ -163,4 +169,96 @@ async fn round(
     );
     req.scratch.wipe();
     COUNTING.with(|c| c.set(false));
+}
+
+/// The same over HTTP/2: frames of 64 generate requests per batch (HEADERS + DATA each, as
+/// kms-go sends them) go through frame parsing, HPACK decoding, routing, authorisation, the
+/// handler and the response encoding and framing with zero heap allocations once the
+/// connection is warm. (TLS and the socket are outside, as above.)
+#[test]
+fn http2_generate_batches_do_not_allocate() {
+    use kes::http2::{frame, hpack, PREFACE};
+    let prepared = kes::cli::server::prepare_dev(Some("127.0.0.1:0"), Some(1)).unwrap();
+    let shared = prepared.options.shared.clone();
+    let admin = kes::auth::apikey::ApiKey::parse(prepared.api_key.as_deref().unwrap())
+        .unwrap()
+        .identity();
+    let rng = ring::rand::SystemRandom::new();
+    let key = kes::crypto::KeyVersion::generate(
+        kes::crypto::KeyType::platform_default(),
+        "",
+        kes::time::Timestamp::now(),
+        &rng,
+    )
+    .unwrap();
+    shared
+        .keystore
+        .create("hot", kes::crypto::record::encode_record(&key).expose())
+        .unwrap();
+
+    const STREAMS_PER_BATCH: u32 = 64;
+    const WARM_BATCHES: usize = 20;
+    const COUNTED_BATCHES: usize = 50;
+    let encoder = hpack::Encoder::new();
+    let mut block = Vec::new();
+    encoder.encode_field(&mut block, b":method", b"POST");
+    encoder.encode_field(&mut block, b":scheme", b"https");
+    encoder.encode_field(&mut block, b":path", b"/v1/key/generate/hot");
+    encoder.encode_field(&mut block, b":authority", b"kes:7373");
+    encoder.encode_field(&mut block, b"content-type", b"application/json");
+    encoder.encode_field(&mut block, b"user-agent", b"Go-http-client/2.0");
+    encoder.encode_field(&mut block, b"accept-encoding", b"gzip");
+    let body = format!("{{\"context\":\"{CONTEXT}\"}}");
+    let mut batches: Vec<Vec<u8>> = Vec::new();
+    let mut next_id = 1u32;
+    for i in 0..WARM_BATCHES + COUNTED_BATCHES {
+        let mut b = Vec::new();
+        if i == 0 {
+            b.extend_from_slice(PREFACE);
+            frame::write_settings(&mut b, &[]);
+        }
+        for _ in 0..STREAMS_PER_BATCH {
+            frame::write_headers(&mut b, next_id, &block, false, 16_384);
+            frame::write_data(&mut b, next_id, body.as_bytes(), true);
+            next_id += 2;
+        }
+        // The client acknowledges what it received, as a real one does.
+        frame::write_window_update(&mut b, 0, 1 << 20);
+        batches.push(b);
+    }
+    let refs: Vec<&[u8]> = batches.iter().map(|b| b.as_slice()).collect();
+
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap();
+    let (allocations, answered) = ex.run(async move {
+        let core = std::rc::Rc::new(api::Core::new(shared));
+        let mut answered = 0usize;
+        kes::server::http2::drive_in_memory(core, Peer::Identified(admin), &refs, |i, out| {
+            // Count from the first batch after the warm-up on.
+            COUNTING.with(|c| c.set(i + 1 >= WARM_BATCHES));
+            let mut pos = 0;
+            while let Some(h) = out.get(pos..pos + 9).and_then(frame::FrameHeader::parse) {
+                if h.kind == frame::kind::DATA
+                    && h.flags & frame::flag::END_STREAM != 0
+                    && out[pos + 9..].starts_with(b"{\"plaintext\":")
+                {
+                    answered += 1;
+                }
+                pos += 9 + h.length as usize;
+            }
+        })
+        .await;
+        COUNTING.with(|c| c.set(false));
+        (allocations(), answered)
+    });
+    assert_eq!(
+        answered,
+        (WARM_BATCHES + COUNTED_BATCHES) * STREAMS_PER_BATCH as usize,
+        "every request answered with a DEK"
+    );
+    assert_eq!(
+        allocations, 0,
+        "allocations in {COUNTED_BATCHES} batches of {STREAMS_PER_BATCH} HTTP/2 requests"
+    );
 }

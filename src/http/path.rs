@@ -3,6 +3,9 @@
 /// `Some(cleaned)` if `path` is not canonical (`//`, `/./`, `/../`, a trailing `/.`), keeping a
 /// trailing `/` of the original; `None` if it is already clean.
 pub fn clean_path(path: &str) -> Option<String> {
+    if is_clean(path) {
+        return None; // the common case, checked without allocating
+    }
     let mut cleaned = clean(path);
     if path.ends_with('/') && cleaned != "/" {
         cleaned.push('/');
@@ -41,6 +44,19 @@ pub fn escape_path(path: &str, out: &mut String) {
             out.push(HEX[usize::from(b & 0x0f)] as char);
         }
     }
+}
+
+/// True if [`clean`] would leave `path` as it is: it starts with `/` and has no empty, `.`
+/// or `..` segment (a trailing `/` is kept by `clean_path`).
+fn is_clean(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/').all(|seg| !matches!(seg, "" | "." | ".."))
 }
 
 fn clean(path: &str) -> String {
@@ -84,6 +100,35 @@ mod tests {
         assert_eq!(esc("/x\r\nSet-Cookie: a=b"), "/x%0D%0ASet-Cookie:%20a=b");
         assert_eq!(esc("/$&+,:;=@"), "/$&+,:;=@");
         assert_eq!(esc("/\u{0}\u{7f}é\u{2028}"), "/%00%7F%C3%A9%E2%80%A8");
+    }
+
+    #[test]
+    fn the_clean_check_agrees_with_cleaning() {
+        for p in [
+            "/",
+            "/v1/status",
+            "/v1/key/create/",
+            "//",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/a/.",
+            "/a/..",
+            "/.",
+            "/..",
+            "a",
+            "",
+            "/a/b/",
+            "/a/b//",
+            "/.a/b..",
+            "/a/.../b",
+        ] {
+            let mut cleaned = clean(p);
+            if p.ends_with('/') && cleaned != "/" {
+                cleaned.push('/');
+            }
+            assert_eq!(is_clean(p), cleaned == p, "{p:?}");
+        }
     }
 
     #[test]

@@ -352,6 +352,33 @@ struct Pseudo {
 }
 
 impl H2 {
+    fn new(core: Rc<Core>, peer: Peer, peer_addr: Option<std::net::SocketAddr>) -> H2 {
+        let now = Instant::now();
+        H2 {
+            core,
+            peer,
+            peer_addr,
+            streams: Vec::new(),
+            pool: Vec::new(),
+            decoder: hpack::Decoder::new(HPACK_TABLE_BYTES, HEADER_LIST_BYTES_MAX as usize),
+            encoder: hpack::Encoder::new(),
+            last_stream_id: 0,
+            continuation: None,
+            block: Vec::new(),
+            peer_initial_window: 65_535,
+            peer_max_frame: 16_384,
+            send_window: 65_535,
+            recv_consumed: 0,
+            resets: 0,
+            resets_since: now,
+            control_frames: 0,
+            control_since: now,
+            goaway_sent: false,
+            requests: 0,
+            head: RequestHead::default(),
+        }
+    }
+
     fn stream_mut(&mut self, id: u32) -> Option<&mut Stream> {
         self.streams.iter_mut().find(|s| s.id == id)
     }
@@ -422,30 +449,7 @@ pub async fn serve(
     slot: &Slot,
     ready_at: Instant,
 ) -> Result<(), ConnError> {
-    let now = Instant::now();
-    let mut h2 = H2 {
-        core: core.clone(),
-        peer,
-        peer_addr: io.peer_addr,
-        streams: Vec::new(),
-        pool: Vec::new(),
-        decoder: hpack::Decoder::new(HPACK_TABLE_BYTES, HEADER_LIST_BYTES_MAX as usize),
-        encoder: hpack::Encoder::new(),
-        last_stream_id: 0,
-        continuation: None,
-        block: Vec::new(),
-        peer_initial_window: 65_535,
-        peer_max_frame: 16_384,
-        send_window: 65_535,
-        recv_consumed: 0,
-        resets: 0,
-        resets_since: now,
-        control_frames: 0,
-        control_since: now,
-        goaway_sent: false,
-        requests: 0,
-        head: RequestHead::default(),
-    };
+    let mut h2 = H2::new(core.clone(), peer, io.peer_addr);
     let mut handlers = Handlers::new();
     let mut done: Vec<Done> = Vec::new();
     let starter = |handlers: &mut Handlers<_>, st: Start, cx: &mut Context<'_>| {
@@ -502,44 +506,29 @@ pub async fn serve(
     // The connection task's waker, for handlers polled inline.
     let waker = futures_lite::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
     loop {
-        // 1. Every complete frame in the input.
+        // 1. Every complete frame in the input, with one clock reading for the batch.
         let mut cx = Context::from_waker(&waker);
-        loop {
-            let (input, queue) = io.input_and_queue();
-            let Some(header) = input.get(..9).and_then(FrameHeader::parse) else {
-                break;
-            };
-            if header.length > FRAME_BYTES_MAX {
-                return goaway_and_close(io, &h2, ErrorCode::FrameSizeError).await;
-            }
-            let total = 9 + header.length as usize;
-            let Some(payload) = input.get(9..total) else {
-                break;
-            };
-            let result = handle_frame(
-                &mut h2,
-                &mut handlers,
-                &starter,
-                &mut done,
-                &mut cx,
-                queue,
-                header,
-                payload,
-            );
-            io.consume(total);
-            if let Err(ConnectionError(code)) = result {
-                return goaway_and_close(io, &h2, code).await;
-            }
-            if io.queued_bytes() > QUEUED_OUTPUT_BYTES_MAX {
-                return goaway_and_close(io, &h2, ErrorCode::EnhanceYourCalm).await;
-            }
+        let now = Instant::now();
+        let (input, queue) = io.input_and_queue();
+        let (consumed, result) = process_input(
+            &mut h2,
+            &mut handlers,
+            &starter,
+            &mut done,
+            &mut cx,
+            input,
+            queue,
+            now,
+        );
+        io.consume(consumed);
+        if let Err(ConnectionError(code)) = result {
+            return goaway_and_close(io, &h2, code).await;
         }
 
         // 2. Answers of handlers that finished, log lines, stalled streams, deadlines.
         for d in done.drain(..) {
             finish(&mut h2, io.queue(), d);
         }
-        let now = Instant::now();
         pump_logs(&mut h2, io.queue(), &mut log_lines);
         check_deadlines(&mut h2, io.queue(), now);
         if core.shared.shutting_down() && !h2.goaway_sent {
@@ -629,6 +618,112 @@ pub async fn serve(
     }
 }
 
+/// Drives the HTTP/2 request path without a socket or TLS: each batch is handled as if it
+/// had been read at once, handlers that wait are awaited, and `on_output` sees what would
+/// have been written after each batch. For tests of the frame-to-handler path (allocation
+/// counting in `tests/alloc.rs`); the connection preface is expected in the first batch.
+#[doc(hidden)]
+pub async fn drive_in_memory(
+    core: Rc<Core>,
+    peer: Peer,
+    batches: &[&[u8]],
+    mut on_output: impl FnMut(usize, &[u8]),
+) {
+    let mut h2 = H2::new(core.clone(), peer, None);
+    let mut handlers = Handlers::new();
+    let mut done: Vec<Done> = Vec::new();
+    let starter = |handlers: &mut Handlers<_>, st: Start, cx: &mut Context<'_>| {
+        handlers.start(
+            run_handler(
+                core.clone(),
+                st.settings,
+                st.route_index,
+                st.peer,
+                st.stream_id,
+                st.work,
+                st.started_at,
+            ),
+            cx,
+        )
+    };
+    let waker = futures_lite::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+    let mut out = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let input = batch.strip_prefix(&PREFACE[..]).unwrap_or(batch);
+        let mut cx = Context::from_waker(&waker);
+        let (_, result) = process_input(
+            &mut h2,
+            &mut handlers,
+            &starter,
+            &mut done,
+            &mut cx,
+            input,
+            &mut out,
+            Instant::now(),
+        );
+        if let Err(ConnectionError(code)) = result {
+            frame::write_goaway(&mut out, h2.last_stream_id, code, b"");
+        }
+        while handlers.parked() > 0 {
+            futures_lite::future::poll_fn(|cx| {
+                handlers.poll_active(cx, &mut done);
+                if done.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+            for d in done.drain(..) {
+                finish(&mut h2, &mut out, d);
+            }
+        }
+        for d in done.drain(..) {
+            finish(&mut h2, &mut out, d);
+        }
+        on_output(i, &out);
+        out.clear();
+    }
+}
+
+/// Handles every complete frame at the start of `input`, answering into `out`. Returns the
+/// bytes consumed and, on a connection error, its code (GOAWAY is the caller's).
+#[allow(clippy::too_many_arguments)]
+fn process_input<F, S>(
+    h2: &mut H2,
+    handlers: &mut Handlers<F>,
+    start: &S,
+    done: &mut Vec<Done>,
+    cx: &mut Context<'_>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    now: Instant,
+) -> (usize, Result<(), ConnectionError>)
+where
+    F: Future<Output = Done>,
+    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
+{
+    let mut pos = 0;
+    while let Some(header) = input.get(pos..pos + 9).and_then(FrameHeader::parse) {
+        if header.length > FRAME_BYTES_MAX {
+            return (pos, Err(ConnectionError(ErrorCode::FrameSizeError)));
+        }
+        let end = pos + 9 + header.length as usize;
+        let Some(payload) = input.get(pos + 9..end) else {
+            break;
+        };
+        let result = handle_frame(h2, handlers, start, done, cx, out, header, payload, now);
+        pos = end;
+        if result.is_err() {
+            return (pos, result);
+        }
+        if out.len() > QUEUED_OUTPUT_BYTES_MAX {
+            return (pos, Err(ConnectionError(ErrorCode::EnhanceYourCalm)));
+        }
+    }
+    (pos, Ok(()))
+}
+
 enum Event {
     Input,
     Handlers,
@@ -668,12 +763,12 @@ fn handle_frame<F, S>(
     out: &mut Vec<u8>,
     header: FrameHeader,
     payload: &[u8],
+    now: Instant,
 ) -> Result<(), ConnectionError>
 where
     F: Future<Output = Done>,
     S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
 {
-    let now = Instant::now();
     // While a header block is open, only its CONTINUATION frames may come.
     if let Some((id, _)) = h2.continuation {
         if header.kind != frame::kind::CONTINUATION || header.stream_id != id {
@@ -694,6 +789,7 @@ where
                 header,
                 data,
                 payload.len() as u32,
+                now,
             )?;
         }
         frame::kind::HEADERS => {
@@ -714,7 +810,17 @@ where
             h2.block.clear();
             h2.block.extend_from_slice(headers.fragment);
             if headers.end_headers {
-                end_of_block(h2, handlers, start, done, cx, out, id, headers.end_stream)?;
+                end_of_block(
+                    h2,
+                    handlers,
+                    start,
+                    done,
+                    cx,
+                    out,
+                    id,
+                    headers.end_stream,
+                    now,
+                )?;
             } else {
                 h2.continuation = Some((id, headers.end_stream));
             }
@@ -730,7 +836,7 @@ where
             h2.block.extend_from_slice(payload);
             if header.flags & frame::flag::END_HEADERS != 0 {
                 h2.continuation = None;
-                end_of_block(h2, handlers, start, done, cx, out, id, end_stream)?;
+                end_of_block(h2, handlers, start, done, cx, out, id, end_stream, now)?;
             }
         }
         frame::kind::PRIORITY => {
@@ -795,7 +901,7 @@ where
                 }
             }
             frame::write_settings_ack(out);
-            send_pending(h2, out, now);
+            send_pending(h2, out);
         }
         frame::kind::PING => {
             h2.count_control(now)?;
@@ -840,7 +946,7 @@ where
             } else if header.stream_id > h2.last_stream_id {
                 return Err(ConnectionError(ErrorCode::ProtocolError));
             }
-            send_pending(h2, out, now);
+            send_pending(h2, out);
         }
         frame::kind::PUSH_PROMISE => return Err(ConnectionError(ErrorCode::ProtocolError)),
         _ => h2.count_control(now)?, // unknown frame types are ignored (RFC 9113 §4.1)
@@ -860,6 +966,7 @@ fn on_data<F, S>(
     header: FrameHeader,
     data: &[u8],
     flow_bytes: u32,
+    now: Instant,
 ) -> Result<(), ConnectionError>
 where
     F: Future<Output = Done>,
@@ -875,7 +982,7 @@ where
     h2.consumed(out, flow_bytes);
     let end_stream = header.flags & frame::flag::END_STREAM != 0;
     if data.is_empty() && !end_stream {
-        h2.count_control(Instant::now())?; // empty DATA frames are a known flood
+        h2.count_control(now)?; // empty DATA frames are a known flood
     }
     let Some(index) = h2.stream_index(id) else {
         return Ok(()); // a stream we already closed: dropped
@@ -941,6 +1048,7 @@ fn end_of_block<F, S>(
     out: &mut Vec<u8>,
     id: u32,
     end_stream: bool,
+    now: Instant,
 ) -> Result<(), ConnectionError>
 where
     F: Future<Output = Done>,
@@ -993,7 +1101,6 @@ where
             e.code().unwrap_or(ErrorCode::CompressionError),
         ));
     }
-    let now = Instant::now();
     if h2.goaway_sent {
         h2.give_back(work);
         frame::write_rst_stream(out, id, ErrorCode::RefusedStream);
@@ -1361,7 +1468,7 @@ fn answer(
         complete(h2, out, index);
         return;
     }
-    send_pending(h2, out, Instant::now());
+    send_pending(h2, out);
 }
 
 /// The whole answer of stream `index` is out. If the client is still sending, the stream
@@ -1406,7 +1513,7 @@ fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Sends what flow control now allows of every stream waiting to send.
-fn send_pending(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
+fn send_pending(h2: &mut H2, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < h2.streams.len() {
         let s = &mut h2.streams[i];
@@ -1431,7 +1538,7 @@ fn send_pending(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
         if s.sent >= total {
             complete(h2, out, i);
         } else {
-            s.stalled_since.get_or_insert(now);
+            s.stalled_since.get_or_insert_with(Instant::now);
             i += 1;
         }
     }
