@@ -645,3 +645,132 @@ fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
     assert_eq!(c.goaway_code(), Some(ErrorCode::NoError.code()));
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[test]
+fn ping_floods_and_hpack_bombs_get_enhance_your_calm() {
+    let server = dev_server();
+    // 25 000 PINGs in one go: more control frames than a connection may send per second.
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    for _ in 0..25_000 {
+        FrameHeader {
+            length: 8,
+            kind: frame::kind::PING,
+            flags: 0,
+            stream_id: 0,
+        }
+        .write(&mut out);
+        out.extend_from_slice(b"flooding");
+    }
+    c.send(&out);
+    assert_eq!(c.goaway_code(), Some(ErrorCode::EnhanceYourCalm.code()));
+
+    // One 4000-byte header indexed once, then referenced 100 times: the decoded list would
+    // be 400 KB from a 4 KB block. Cut off at the advertised list size.
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut block = Vec::new();
+    ENC.encode_field(&mut block, b":method", b"GET");
+    ENC.encode_field(&mut block, b":scheme", b"https");
+    ENC.encode_field(&mut block, b":path", b"/version");
+    block.extend_from_slice(&[0x40, 0x01, b'x', 0x7f, 0xa1, 0x1e]); // literal, indexed
+    block.extend_from_slice(&[b'v'; 4000]);
+    block.extend(std::iter::repeat_n(0x80 | 62, 100)); // the new entry, 100 times
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, 1, &block, true, 16384);
+    c.send(&out);
+    assert_eq!(c.goaway_code(), Some(ErrorCode::EnhanceYourCalm.code()));
+}
+
+#[test]
+fn a_stream_past_its_route_timeout_gets_503_and_the_connection_lives_on() {
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let (admin_key, admin) = new_api_key();
+    let server = config_server(
+        &tls,
+        &admin,
+        keys.path(),
+        "api:\n  /v1/key/generate/:\n    timeout: 1s\n",
+    );
+    let mut c = h2_connect(server.addr, &admin_key);
+    // A body that never comes.
+    let mut block = Vec::new();
+    ENC.encode_field(&mut block, b":method", b"POST");
+    ENC.encode_field(&mut block, b":scheme", b"https");
+    ENC.encode_field(&mut block, b":path", b"/v1/key/generate/slow");
+    let mut out = Vec::new();
+    frame::write_headers(&mut out, 1, &block, false, 16384);
+    c.send(&out);
+    let started = Instant::now();
+    let answers = c.responses(&[1]);
+    let waited = started.elapsed();
+    assert_eq!(
+        answers[&1].0,
+        503,
+        "{}",
+        String::from_utf8_lossy(&answers[&1].1)
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    // The same connection still serves.
+    let mut out = Vec::new();
+    c.request_bytes(&mut out, 3, "GET", "/version", None);
+    c.send(&out);
+    assert_eq!(c.responses(&[3])[&3].0, 200);
+}
+
+#[test]
+fn log_streams_work_over_http2_and_sigterm_sends_goaway() {
+    let mut server = bin_server(&["--dev"]);
+    let api_key = server.dev_api_key();
+    let mut c = h2_connect(server.addr, &api_key);
+    let mut out = Vec::new();
+    c.request_bytes(&mut out, 1, "GET", "/v1/log/audit", None);
+    c.send(&out);
+    // The answer's HEADERS (200), then an audited event as a DATA frame.
+    let f = c.next_stream_frame().unwrap();
+    assert_eq!(
+        (f.header.kind, f.header.stream_id),
+        (frame::kind::HEADERS, 1)
+    );
+    let mut admin = client_for(&format!("https://{}", server.addr), &api_key);
+    assert_eq!(
+        admin
+            .request("POST", "/v1/key/create/over-h2", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("/v1/key/create/over-h2") {
+        let f = c.next_stream_frame().expect("an audit line");
+        if f.header.kind == frame::kind::DATA {
+            seen.extend_from_slice(&f.payload);
+        }
+    }
+    // SIGTERM: GOAWAY(NO_ERROR) naming stream 1, the log stream ends, the server exits 0.
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let mut goaway = None;
+    let mut ended = false;
+    while let Some(f) = c.next_frame() {
+        match f.header.kind {
+            frame::kind::GOAWAY => {
+                goaway = Some((
+                    u32::from_be_bytes(f.payload[..4].try_into().unwrap()),
+                    u32::from_be_bytes(f.payload[4..8].try_into().unwrap()),
+                ))
+            }
+            frame::kind::DATA if f.header.flags & frame::flag::END_STREAM != 0 => ended = true,
+            _ => {}
+        }
+    }
+    assert_eq!(goaway, Some((1, ErrorCode::NoError.code())));
+    assert!(ended, "the log stream was not ended");
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits");
+    assert!(status.success(), "{status:?}");
+}
