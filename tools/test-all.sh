@@ -45,7 +45,8 @@ failed=$(awk '/^test result:/ {sum += $6} END {print sum + 0}' "$test_log")
 rm -f "$test_log"
 [ "$test_status" -eq 0 ] || { echo "tests: $passed passed, $failed failed"; exit "$test_status"; }
 
-echo "== fuzz (every target, ${FUZZ_SECONDS:-20}s each)"
+export FUZZ_SECONDS=${FUZZ_SECONDS:-10}
+echo "== fuzz (every target, ${FUZZ_SECONDS}s each)"
 bash tools/fuzz.sh
 
 echo
