@@ -150,18 +150,7 @@ fn the_per_core_connection_cap_holds_and_memory_stays_bounded() {
 
     // Many idle connections (as many as the fd limit allows here) cost bounded memory.
     // Raise the soft fd limit to the hard one: both ends of every connection live here.
-    // SAFETY: plain rlimit calls on our own process.
-    let limit = unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur = r.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur
-    };
+    let limit = raise_fd_limit();
     let idle_count = ((limit as usize).saturating_sub(500) / 2).min(10_000);
     eprintln!("holding {idle_count} idle connections (fd limit {limit})");
     let server = dev_server();

@@ -42,8 +42,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-#[test]
-fn generate_and_decrypt_do_not_allocate() {
+/// A dev server's shared state (not started) with the key `hot` in its keystore, and the
+/// admin identity.
+fn dev_state_with_hot_key() -> (std::sync::Arc<kes::api::Shared>, kes::auth::Identity) {
     let prepared = kes::cli::server::prepare_dev(Some("127.0.0.1:0"), Some(1)).unwrap();
     let shared = prepared.options.shared.clone();
     let admin = kes::auth::apikey::ApiKey::parse(prepared.api_key.as_deref().unwrap())
@@ -61,6 +62,12 @@ fn generate_and_decrypt_do_not_allocate() {
         .keystore
         .create("hot", kes::crypto::record::encode_record(&key).expose())
         .unwrap();
+    (shared, admin)
+}
+
+#[test]
+fn generate_and_decrypt_do_not_allocate() {
+    let (shared, admin) = dev_state_with_hot_key();
 
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
@@ -178,23 +185,7 @@ async fn round(
 #[test]
 fn http2_generate_batches_do_not_allocate() {
     use kes::http2::{frame, hpack, PREFACE};
-    let prepared = kes::cli::server::prepare_dev(Some("127.0.0.1:0"), Some(1)).unwrap();
-    let shared = prepared.options.shared.clone();
-    let admin = kes::auth::apikey::ApiKey::parse(prepared.api_key.as_deref().unwrap())
-        .unwrap()
-        .identity();
-    let rng = ring::rand::SystemRandom::new();
-    let key = kes::crypto::KeyVersion::generate(
-        kes::crypto::KeyType::platform_default(),
-        "",
-        kes::time::Timestamp::now(),
-        &rng,
-    )
-    .unwrap();
-    shared
-        .keystore
-        .create("hot", kes::crypto::record::encode_record(&key).expose())
-        .unwrap();
+    let (shared, admin) = dev_state_with_hot_key();
 
     const STREAMS_PER_BATCH: u32 = 64;
     const WARM_BATCHES: usize = 20;

@@ -20,32 +20,6 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// Raises this process's soft fd limit to the hard one; returns it.
-fn raise_fd_limit() -> u64 {
-    // SAFETY: plain rlimit calls on our own process.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur = r.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur
-    }
-}
-
-fn dev_bin_api_key(server: &BinServer) -> String {
-    server
-        .stdout_lines
-        .iter()
-        .find(|l| l.starts_with("API Key"))
-        .and_then(|l| l.split_whitespace().last())
-        .expect("API key in the banner")
-        .to_string()
-}
-
 /// #2: a path that needs cleaning is redirected with a percent-encoded `Location`; a
 /// decoded CR LF never reaches a header, and exactly one response comes back.
 #[test]
@@ -232,7 +206,7 @@ fn over_limit_bodies_get_a_readable_413() {
 fn log_subscribers_cannot_grow_memory_by_sending() {
     let server = bin_server(&["--dev"]);
     let pid = server.child.id();
-    let api_key = dev_bin_api_key(&server);
+    let api_key = server.dev_api_key();
     let mut raw = raw_tls(server.addr, Some(&api_key)).unwrap();
     raw.send(b"GET /v1/log/audit HTTP/1.1\r\nHost: kes\r\n\r\n");
     let mut buf = [0u8; 256];
@@ -286,7 +260,7 @@ fn silent_connections_cannot_lock_out_the_admin() {
         "this test needs an open-file hard limit of at least 8400 (ulimit -Hn is {limit})"
     );
     let server = bin_server(&["--dev"]);
-    let api_key = dev_bin_api_key(&server);
+    let api_key = server.dev_api_key();
     let (stranger, _) = new_api_key();
     let config = kes::client::rustls_config(&kes::client::ClientConfig {
         endpoints: Vec::new(),
@@ -353,7 +327,7 @@ fn memory_returns_after_connection_bursts() {
     raise_fd_limit();
     let server = bin_server(&["--dev"]);
     let pid = server.child.id();
-    let api_key = dev_bin_api_key(&server);
+    let api_key = server.dev_api_key();
     let base = rss_kb(pid);
     let mut peak = 0;
     for _ in 0..3 {

@@ -47,7 +47,8 @@ impl Method {
         }
     }
 
-    fn from_token(token: &str) -> Method {
+    /// The method of a request-line token (`Other` for any we do not route).
+    pub fn from_token(token: &str) -> Method {
         match token {
             "GET" => Method::Get,
             "HEAD" => Method::Head,

@@ -244,16 +244,36 @@ impl<F: Future<Output = Done>> Handlers<F> {
     }
 }
 
-/// Runs one request's handler with the route timeout; owns everything it needs.
-async fn run_handler(
-    core: Rc<Core>,
-    settings: CoreSettings,
+/// The closure that starts a stream's handler in a slot of `Handlers` (a macro, because the
+/// handler future's type can only be inferred, not named).
+macro_rules! starter {
+    ($core:expr) => {
+        |handlers: &mut Handlers<_>, st: Start, cx: &mut Context<'_>| {
+            handlers.start(run_handler($core.clone(), st), cx)
+        }
+    };
+}
+
+/// What starting a handler needs.
+struct Start {
     route_index: usize,
-    peer: Peer,
     stream_id: u32,
-    mut work: Work,
+    work: Work,
+    settings: CoreSettings,
+    peer: Peer,
     started_at: Instant,
-) -> Done {
+}
+
+/// Runs one request's handler with the route timeout; owns everything it needs.
+async fn run_handler(core: Rc<Core>, start: Start) -> Done {
+    let Start {
+        route_index,
+        stream_id,
+        mut work,
+        settings,
+        peer,
+        started_at,
+    } = start;
     let route = &ROUTES[route_index];
     let route_timeout = settings.routes.timeout[route_index];
     let reply = {
@@ -452,20 +472,7 @@ pub async fn serve(
     let mut h2 = H2::new(core.clone(), peer, io.peer_addr);
     let mut handlers = Handlers::new();
     let mut done: Vec<Done> = Vec::new();
-    let starter = |handlers: &mut Handlers<_>, st: Start, cx: &mut Context<'_>| {
-        handlers.start(
-            run_handler(
-                core.clone(),
-                st.settings,
-                st.route_index,
-                st.peer,
-                st.stream_id,
-                st.work,
-                st.started_at,
-            ),
-            cx,
-        )
-    };
+    let starter = starter!(core);
 
     // Our SETTINGS, and the connection window opened wide.
     frame::write_settings(
@@ -632,20 +639,7 @@ pub async fn drive_in_memory(
     let mut h2 = H2::new(core.clone(), peer, None);
     let mut handlers = Handlers::new();
     let mut done: Vec<Done> = Vec::new();
-    let starter = |handlers: &mut Handlers<_>, st: Start, cx: &mut Context<'_>| {
-        handlers.start(
-            run_handler(
-                core.clone(),
-                st.settings,
-                st.route_index,
-                st.peer,
-                st.stream_id,
-                st.work,
-                st.started_at,
-            ),
-            cx,
-        )
-    };
+    let starter = starter!(core);
     let waker = futures_lite::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
     let mut out = Vec::new();
     for (i, batch) in batches.iter().enumerate() {
@@ -739,16 +733,6 @@ async fn goaway_and_close(io: &mut TlsStream, h2: &H2, code: ErrorCode) -> Resul
     } else {
         io.close_and_linger().await
     }
-}
-
-/// What starting a handler needs.
-struct Start {
-    route_index: usize,
-    stream_id: u32,
-    work: Work,
-    settings: CoreSettings,
-    peer: Peer,
-    started_at: Instant,
 }
 
 /// Handles one frame. Stream errors are answered with RST_STREAM here; a connection error is
@@ -1122,7 +1106,7 @@ where
     h2.requests += 1;
 
     // Route and authorise from the head alone (as HTTP/1.1 does).
-    let method = method_of(&work.method_raw);
+    let method = Method::from_token(&work.method_raw);
     let peer = h2.peer;
     h2.head.cert_header_count = pseudo.cert_count;
     let (peer, proxy_error) = if from_proxy {
@@ -1185,17 +1169,6 @@ where
         begin(h2, handlers, start, done, cx, out, index);
     }
     Ok(())
-}
-
-fn method_of(raw: &str) -> Method {
-    match raw {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "DELETE" => Method::Delete,
-        _ => Method::Other,
-    }
 }
 
 /// One decoded header field of a request (RFC 9113 §8.2, §8.3).
@@ -1458,7 +1431,7 @@ fn answer(
     encoder.encode_field(
         out,
         b"content-length",
-        decimal(s.work.out.len() as u64, &mut digits),
+        api::json::format_u64(s.work.out.len() as u64, &mut digits),
     );
     let empty = s.work.out.is_empty();
     frame::finish_headers(out, mark, s.id, empty, h2.peer_max_frame as u32);
@@ -1497,19 +1470,6 @@ fn complete(h2: &mut H2, out: &mut Vec<u8>, index: usize) {
     // Bound what draining accepts from here on.
     s.work.body.clear();
     s.received = 0;
-}
-
-fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// Sends what flow control now allows of every stream waiting to send.

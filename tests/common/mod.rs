@@ -433,3 +433,19 @@ impl RawTls {
         }
     }
 }
+
+/// Raises this process's soft fd limit to the hard one; returns it.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: plain rlimit calls on our own process.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur
+    }
+}
