@@ -264,6 +264,32 @@ struct Start {
     started_at: Instant,
 }
 
+/// Where a batch starts handlers: the connection's slots, the starter, the finished handlers
+/// of this batch and the connection task's context.
+struct Runner<'a, 'w, F, S> {
+    handlers: &'a mut Handlers<F>,
+    start: &'a S,
+    done: &'a mut Vec<Done>,
+    cx: &'a mut Context<'w>,
+}
+
+/// Starts a stream's handler; a handler that finishes at once lands in the batch's done list.
+trait StartHandler {
+    fn start(&mut self, st: Start);
+}
+
+impl<F, S> StartHandler for Runner<'_, '_, F, S>
+where
+    F: Future<Output = Done>,
+    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
+{
+    fn start(&mut self, st: Start) {
+        if let Some(d) = (self.start)(self.handlers, st, self.cx) {
+            self.done.push(d);
+        }
+    }
+}
+
 /// Runs one request's handler with the route timeout; owns everything it needs.
 async fn run_handler(core: Rc<Core>, start: Start) -> Done {
     let Start {
@@ -519,10 +545,12 @@ pub async fn serve(
         let (input, queue) = io.input_and_queue();
         let (consumed, result) = process_input(
             &mut h2,
-            &mut handlers,
-            &starter,
-            &mut done,
-            &mut cx,
+            &mut Runner {
+                handlers: &mut handlers,
+                start: &starter,
+                done: &mut done,
+                cx: &mut cx,
+            },
             input,
             queue,
             now,
@@ -647,10 +675,12 @@ pub async fn drive_in_memory(
         let mut cx = Context::from_waker(&waker);
         let (_, result) = process_input(
             &mut h2,
-            &mut handlers,
-            &starter,
-            &mut done,
-            &mut cx,
+            &mut Runner {
+                handlers: &mut handlers,
+                start: &starter,
+                done: &mut done,
+                cx: &mut cx,
+            },
             input,
             &mut out,
             Instant::now(),
@@ -682,21 +712,13 @@ pub async fn drive_in_memory(
 
 /// Handles every complete frame at the start of `input`, answering into `out`. Returns the
 /// bytes consumed and, on a connection error, its code (GOAWAY is the caller's).
-#[allow(clippy::too_many_arguments)]
-fn process_input<F, S>(
+fn process_input(
     h2: &mut H2,
-    handlers: &mut Handlers<F>,
-    start: &S,
-    done: &mut Vec<Done>,
-    cx: &mut Context<'_>,
+    run: &mut impl StartHandler,
     input: &[u8],
     out: &mut Vec<u8>,
     now: Instant,
-) -> (usize, Result<(), ConnectionError>)
-where
-    F: Future<Output = Done>,
-    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
-{
+) -> (usize, Result<(), ConnectionError>) {
     let mut pos = 0;
     while let Some(header) = input.get(pos..pos + 9).and_then(FrameHeader::parse) {
         if header.length > FRAME_BYTES_MAX {
@@ -706,7 +728,7 @@ where
         let Some(payload) = input.get(pos + 9..end) else {
             break;
         };
-        let result = handle_frame(h2, handlers, start, done, cx, out, header, payload, now);
+        let result = handle_frame(h2, run, out, header, payload, now);
         pos = end;
         if result.is_err() {
             return (pos, result);
@@ -737,22 +759,14 @@ async fn goaway_and_close(io: &mut TlsStream, h2: &H2, code: ErrorCode) -> Resul
 
 /// Handles one frame. Stream errors are answered with RST_STREAM here; a connection error is
 /// returned for the caller to send GOAWAY and close.
-#[allow(clippy::too_many_arguments)]
-fn handle_frame<F, S>(
+fn handle_frame(
     h2: &mut H2,
-    handlers: &mut Handlers<F>,
-    start: &S,
-    done: &mut Vec<Done>,
-    cx: &mut Context<'_>,
+    run: &mut impl StartHandler,
     out: &mut Vec<u8>,
     header: FrameHeader,
     payload: &[u8],
     now: Instant,
-) -> Result<(), ConnectionError>
-where
-    F: Future<Output = Done>,
-    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
-{
+) -> Result<(), ConnectionError> {
     // While a header block is open, only its CONTINUATION frames may come.
     if let Some((id, _)) = h2.continuation {
         if header.kind != frame::kind::CONTINUATION || header.stream_id != id {
@@ -763,18 +777,7 @@ where
     match header.kind {
         frame::kind::DATA => {
             let data = frame::data_payload(&header, payload).map_err(proto)?;
-            on_data(
-                h2,
-                handlers,
-                start,
-                done,
-                cx,
-                out,
-                header,
-                data,
-                payload.len() as u32,
-                now,
-            )?;
+            on_data(h2, run, out, header, data, payload.len() as u32, now)?;
         }
         frame::kind::HEADERS => {
             let id = header.stream_id;
@@ -794,17 +797,7 @@ where
             h2.block.clear();
             h2.block.extend_from_slice(headers.fragment);
             if headers.end_headers {
-                end_of_block(
-                    h2,
-                    handlers,
-                    start,
-                    done,
-                    cx,
-                    out,
-                    id,
-                    headers.end_stream,
-                    now,
-                )?;
+                end_of_block(h2, run, out, id, headers.end_stream, now)?;
             } else {
                 h2.continuation = Some((id, headers.end_stream));
             }
@@ -820,7 +813,7 @@ where
             h2.block.extend_from_slice(payload);
             if header.flags & frame::flag::END_HEADERS != 0 {
                 h2.continuation = None;
-                end_of_block(h2, handlers, start, done, cx, out, id, end_stream, now)?;
+                end_of_block(h2, run, out, id, end_stream, now)?;
             }
         }
         frame::kind::PRIORITY => {
@@ -939,23 +932,15 @@ where
 }
 
 /// DATA for a stream: kept (up to the route's limit) or dropped; the end starts the handler.
-#[allow(clippy::too_many_arguments)]
-fn on_data<F, S>(
+fn on_data(
     h2: &mut H2,
-    handlers: &mut Handlers<F>,
-    start: &S,
-    done: &mut Vec<Done>,
-    cx: &mut Context<'_>,
+    run: &mut impl StartHandler,
     out: &mut Vec<u8>,
     header: FrameHeader,
     data: &[u8],
     flow_bytes: u32,
     now: Instant,
-) -> Result<(), ConnectionError>
-where
-    F: Future<Output = Done>,
-    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
-{
+) -> Result<(), ConnectionError> {
     let id = header.stream_id;
     if id == 0 {
         return Err(ConnectionError(ErrorCode::ProtocolError));
@@ -1014,7 +999,7 @@ where
     if end_stream {
         s.remote_closed = true;
         if s.state == StreamState::Body {
-            begin(h2, handlers, start, done, cx, out, index);
+            begin(h2, run, out, index);
         }
     }
     Ok(())
@@ -1022,22 +1007,14 @@ where
 
 /// A complete header block: decode it (always, to keep the HPACK table in step), then open a
 /// stream or take the trailers.
-#[allow(clippy::too_many_arguments)]
-fn end_of_block<F, S>(
+fn end_of_block(
     h2: &mut H2,
-    handlers: &mut Handlers<F>,
-    start: &S,
-    done: &mut Vec<Done>,
-    cx: &mut Context<'_>,
+    run: &mut impl StartHandler,
     out: &mut Vec<u8>,
     id: u32,
     end_stream: bool,
     now: Instant,
-) -> Result<(), ConnectionError>
-where
-    F: Future<Output = Done>,
-    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
-{
+) -> Result<(), ConnectionError> {
     if let Some(index) = h2.stream_index(id) {
         // Trailers: decoded and ignored.
         let block = std::mem::take(&mut h2.block);
@@ -1050,7 +1027,7 @@ where
         }
         h2.streams[index].remote_closed = true;
         if h2.streams[index].state == StreamState::Body {
-            begin(h2, handlers, start, done, cx, out, index);
+            begin(h2, run, out, index);
         }
         return Ok(());
     }
@@ -1166,7 +1143,7 @@ where
     let index = h2.streams.len() - 1;
     // A request whose body nobody uses is answered now; the client is then told to stop.
     if end_stream || body_limit.is_none() {
-        begin(h2, handlers, start, done, cx, out, index);
+        begin(h2, run, out, index);
     }
     Ok(())
 }
@@ -1249,19 +1226,7 @@ fn on_field(
 }
 
 /// The request is complete (or its body is not used): answer it, or run its handler.
-#[allow(clippy::too_many_arguments)]
-fn begin<F, S>(
-    h2: &mut H2,
-    handlers: &mut Handlers<F>,
-    start: &S,
-    done: &mut Vec<Done>,
-    cx: &mut Context<'_>,
-    out: &mut Vec<u8>,
-    index: usize,
-) where
-    F: Future<Output = Done>,
-    S: Fn(&mut Handlers<F>, Start, &mut Context<'_>) -> Option<Done>,
-{
+fn begin(h2: &mut H2, run: &mut impl StartHandler, out: &mut Vec<u8>, index: usize) {
     let s = &mut h2.streams[index];
     s.work.out.clear();
     match s.target {
@@ -1330,9 +1295,7 @@ fn begin<F, S>(
                 peer: s.peer,
                 started_at: s.started_at,
             };
-            if let Some(d) = start(handlers, st, cx) {
-                done.push(d);
-            }
+            run.start(st);
         }
     }
 }
