@@ -748,6 +748,10 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
 
     let mut last = (Instant::now(), 0u64);
     while started.elapsed() < duration {
+        if threads.iter().any(|t| t.is_finished()) {
+            // A load thread gave up (e.g. the server does not speak h2): report it now.
+            break;
+        }
         std::thread::sleep(
             Duration::from_secs(1)
                 .min(duration.saturating_sub(started.elapsed()))
