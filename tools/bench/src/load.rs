@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use kes::auth::apikey::ApiKey;
 use kes::client::{ClientConfig, Credentials};
 
-use crate::{engine, Args, ClientModel, Op};
+use crate::{engine, h2, Args, ClientModel, Op};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -390,6 +390,15 @@ pub struct Summary {
     pub requests: u64,
     pub errors: BTreeMap<String, u64>,
     pub histogram: Histogram<u64>,
+    /// HTTP/2: the TLS connections the streams were multiplexed over, and the smallest
+    /// SETTINGS_MAX_CONCURRENT_STREAMS the server sent (None: HTTP/1.1, or none sent).
+    pub h2: Option<H2Summary>,
+}
+
+/// What an HTTP/2 run adds to the summary.
+pub struct H2Summary {
+    pub connections: usize,
+    pub streams_max: Option<u64>,
 }
 
 impl Summary {
@@ -409,6 +418,13 @@ impl Summary {
         }
     }
 
+    fn protocol(&self) -> &'static str {
+        match self.h2 {
+            Some(_) => "h2",
+            None => "http/1.1",
+        }
+    }
+
     fn us(&self, q: f64) -> f64 {
         self.histogram.value_at_quantile(q) as f64 / 1000.0
     }
@@ -418,9 +434,14 @@ impl Summary {
             "op {:?}, {} {}, {:.1}s: {} requests, {:.0} req/s\nlatency µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}\nnew TLS connections: {} ({:.1} per 1000 requests), {} resumed\n",
             self.op,
             self.connections,
-            match self.model {
-                ClientModel::Bench => "connections",
-                ClientModel::KmsGo => "requests in flight (kms-go)",
+            match (&self.h2, self.model) {
+                (Some(h2), _) => format!(
+                    "h2 streams over {} connection{}",
+                    h2.connections,
+                    if h2.connections == 1 { "" } else { "s" }
+                ),
+                (None, ClientModel::Bench) => "connections".into(),
+                (None, ClientModel::KmsGo) => "requests in flight (kms-go)".into(),
             },
             self.elapsed.as_secs_f64(),
             self.requests,
@@ -434,6 +455,19 @@ impl Summary {
             self.new_per_1000(),
             self.resumed
         );
+        if let Some(h2) = &self.h2 {
+            let per_conn = self.connections.div_ceil(h2.connections.max(1)) as u64;
+            match h2.streams_max {
+                Some(max) if max < per_conn => s.push_str(&format!(
+                    "h2: the server allows {max} concurrent streams per connection: {} of the {per_conn} streams per connection wait for one\n",
+                    per_conn - max
+                )),
+                Some(max) => s.push_str(&format!(
+                    "h2: the server allows {max} concurrent streams per connection\n"
+                )),
+                None => {}
+            }
+        }
         if !self.errors.is_empty() {
             s.push_str("errors:");
             for (k, v) in &self.errors {
@@ -451,7 +485,7 @@ impl Summary {
             .map(|(k, v)| format!("\"{k}\":{v}"))
             .collect();
         format!(
-            "{{\"op\":\"{:?}\",\"connections\":{},\"seconds\":{:.3},\"requests\":{},\"throughput\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}},\"client_model\":\"{}\",\"new_connections\":{},\"new_per_1000\":{:.1},\"resumed\":{},\"errors\":{{{}}}}}",
+            "{{\"op\":\"{:?}\",\"connections\":{},\"seconds\":{:.3},\"requests\":{},\"throughput\":{:.1},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}},\"client_model\":\"{}\",\"new_connections\":{},\"new_per_1000\":{:.1},\"resumed\":{},\"errors\":{{{}}},\"protocol\":\"{}\"{}}}",
             self.op,
             self.connections,
             self.elapsed.as_secs_f64(),
@@ -466,7 +500,16 @@ impl Summary {
             self.new_connections,
             self.new_per_1000(),
             self.resumed,
-            errors.join(",")
+            errors.join(","),
+            self.protocol(),
+            match &self.h2 {
+                Some(h2) => format!(
+                    ",\"h2_connections\":{},\"max_concurrent_streams\":{}",
+                    h2.connections,
+                    h2.streams_max.map_or("null".into(), |m| m.to_string())
+                ),
+                None => String::new(),
+            }
         )
     }
 
@@ -511,6 +554,24 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
     if kms_go && args.idle_max == 0 {
         // Go's http.Transport treats MaxIdleConnsPerHost 0 as its default, 2.
         return Err("--idle-max must be at least 1".into());
+    }
+    if args.http2 {
+        let why = if kms_go {
+            Some("--client-model kms-go (an HTTP/1.1 client)")
+        } else if args.new_connection {
+            Some("--new-connection")
+        } else if args.rate > 0 {
+            Some("--rate (HTTP/2 runs closed loop)")
+        } else if args.op == Op::TransitDatakey || args.server.starts_with("http://") {
+            Some("plain http:// (h2 needs TLS with ALPN here)")
+        } else if args.h2_connections == 0 {
+            Some("--h2-connections 0")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(format!("--http2 does not go with {why}").into());
+        }
     }
     let target = parse_target(args)?;
     let mut setup = Conn::open(&target)?;
@@ -586,7 +647,13 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
     )?));
     let errors = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let prebuilt = Arc::new(Prebuilt::new(
-        if kms_go { go_request } else { request },
+        if args.http2 {
+            h2::request
+        } else if kms_go {
+            go_request
+        } else {
+            request
+        },
         &args.key,
         &token,
         &pairs,
@@ -598,7 +665,12 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
             Some(config) => Some((config.clone(), target.server_name()?)),
         },
     };
-    let threads_n = args.threads.clamp(1, args.connections.max(1));
+    let streams_max = Arc::new(AtomicU64::new(u64::MAX));
+    let threads_n = if args.http2 {
+        args.threads.clamp(1, args.h2_connections)
+    } else {
+        args.threads.clamp(1, args.connections.max(1))
+    };
     let started = Instant::now();
     let plan = Arc::new(engine::Plan {
         endpoint,
@@ -615,21 +687,29 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
         started,
     });
 
+    let h2_plan = args.http2.then(|| {
+        let mut endpoint = plan.endpoint.clone();
+        if let Some((config, name)) = endpoint.tls.take() {
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            endpoint.tls = Some((Arc::new(config), name));
+        }
+        Arc::new(h2::Plan {
+            endpoint,
+            idle: plan.idle,
+        })
+    });
+    let source = |c: usize| Requests {
+        op: args.op,
+        key: args.key.clone(),
+        prebuilt: prebuilt.clone(),
+        rng: Xorshift(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d)),
+        serial: 0,
+        connection: c,
+    };
+
     let mut threads = Vec::new();
     for t in 0..threads_n {
-        let sources: Vec<Requests> = (0..args.connections)
-            .filter(|c| c % threads_n == t)
-            .map(|c| Requests {
-                op: args.op,
-                key: args.key.clone(),
-                prebuilt: prebuilt.clone(),
-                rng: Xorshift(
-                    0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
-                ),
-                serial: 0,
-                connection: c,
-            })
-            .collect();
         let sink = engine::Sink {
             stop: stop.clone(),
             done: done.clone(),
@@ -638,7 +718,28 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
             resumed: resumed.clone(),
             hist: shared_hist.clone(),
             errors: errors.clone(),
+            streams_max: streams_max.clone(),
         };
+        if let Some(h2_plan) = &h2_plan {
+            // Slot c streams over connection c % M; connection m runs on thread m % threads.
+            let m_all = args.h2_connections;
+            let conns: Vec<Vec<Requests>> = (0..m_all)
+                .filter(|m| m % threads_n == t)
+                .map(|m| {
+                    (0..args.connections)
+                        .filter(|c| c % m_all == m)
+                        .map(source)
+                        .collect()
+                })
+                .collect();
+            let plan = h2_plan.clone();
+            threads.push(std::thread::spawn(move || h2::drive(&plan, conns, &sink)));
+            continue;
+        }
+        let sources: Vec<Requests> = (0..args.connections)
+            .filter(|c| c % threads_n == t)
+            .map(source)
+            .collect();
         let plan = plan.clone();
         threads.push(std::thread::spawn(move || {
             engine::drive(&plan, sources, &sink)
@@ -647,6 +748,10 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
 
     let mut last = (Instant::now(), 0u64);
     while started.elapsed() < duration {
+        if threads.iter().any(|t| t.is_finished()) {
+            // A load thread gave up (e.g. the server does not speak h2): report it now.
+            break;
+        }
         std::thread::sleep(
             Duration::from_secs(1)
                 .min(duration.saturating_sub(started.elapsed()))
@@ -691,6 +796,10 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
         requests: done.load(Ordering::Relaxed),
         errors,
         histogram,
+        h2: args.http2.then(|| H2Summary {
+            connections: args.h2_connections,
+            streams_max: Some(streams_max.load(Ordering::Relaxed)).filter(|&m| m != u64::MAX),
+        }),
     })
 }
 
@@ -729,6 +838,7 @@ mod tests {
             requests: 4,
             errors: BTreeMap::from([("404".to_string(), 1)]),
             histogram: h,
+            h2: None,
         };
         assert_eq!(s.throughput(), 2.0);
         assert!(
@@ -750,7 +860,29 @@ mod tests {
         assert!(s
             .to_text()
             .contains("new TLS connections: 2 (500.0 per 1000 requests), 1 resumed"));
-        let hgrm = s.hgrm();
+        assert!(json.ends_with(",\"protocol\":\"http/1.1\"}"), "{json}");
+        let h2 = Summary {
+            h2: Some(H2Summary {
+                connections: 1,
+                streams_max: Some(250),
+            }),
+            connections: 256,
+            ..s
+        };
+        let json = h2.to_json();
+        assert!(
+            json.ends_with(
+                ",\"protocol\":\"h2\",\"h2_connections\":1,\"max_concurrent_streams\":250}"
+            ),
+            "{json}"
+        );
+        let text = h2.to_text();
+        assert!(
+            text.contains("256 h2 streams over 1 connection,")
+                && text.contains("allows 250 concurrent streams per connection: 6 of the 256"),
+            "{text}"
+        );
+        let hgrm = h2.hgrm();
         assert!(hgrm.contains("Total count    =            4"), "{hgrm}");
     }
 

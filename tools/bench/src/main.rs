@@ -5,10 +5,12 @@
 //! *intended* send time, so a stalled server cannot hide behind a stalled client —
 //! coordinated omission). Keep-alive or a new TLS connection per request (with or without
 //! session resumption), or MinIO's kms-go client (`--client-model kms-go`: Go's
-//! `http.Transport` with 2 idle connections per host, chunked bodies). HDR-histogram
+//! `http.Transport` with 2 idle connections per host, chunked bodies), or HTTP/2 (`--http2`:
+//! `-c` streams multiplexed over `--h2-connections` TLS connections). HDR-histogram
 //! percentiles, a progress line every second, `--json` and `--hgrm` output.
 
 mod engine;
+mod h2;
 mod load;
 mod session;
 
@@ -79,7 +81,8 @@ pub struct Args {
     /// Create the key first if it does not exist.
     #[arg(long)]
     pub create_key: bool,
-    /// Concurrent connections (with --client-model kms-go: concurrent requests).
+    /// Concurrent connections (with --client-model kms-go: concurrent requests; with --http2:
+    /// concurrent streams).
     #[arg(short = 'c', long, default_value_t = 32)]
     pub connections: usize,
     /// Client behaviour to reproduce.
@@ -88,6 +91,13 @@ pub struct Args {
     /// With --client-model kms-go: idle connections kept (Go's MaxIdleConnsPerHost).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub idle_max: usize,
+    /// HTTP/2 (ALPN h2): the `-c` requests in flight are streams multiplexed over
+    /// --h2-connections TLS connections, within the server's SETTINGS_MAX_CONCURRENT_STREAMS.
+    #[arg(long)]
+    pub http2: bool,
+    /// With --http2: TLS connections the streams are spread over.
+    #[arg(long, value_name = "M", default_value_t = 1, requires = "http2")]
+    pub h2_connections: usize,
     /// Load threads; the connections are spread over them (each runs an event loop).
     #[arg(short = 't', long, default_value_t = 1)]
     pub threads: usize,

@@ -70,6 +70,12 @@ fn assert_clean(json: &str) -> f64 {
 }
 
 fn handshakes(s: &Server, result: &str) -> u64 {
+    handshakes_of(s, &[result])
+}
+
+/// The sum of `kes_tls_handshakes_total` for `results`, from one metrics request (whose own
+/// connection is counted too).
+fn handshakes_of(s: &Server, results: &[&str]) -> u64 {
     let mut client = Client::new(ClientConfig {
         endpoints: vec![s.endpoint.clone()],
         credentials: Some(Credentials::ApiKey(ApiKey::parse(&s.api_key).unwrap())),
@@ -82,11 +88,16 @@ fn handshakes(s: &Server, result: &str) -> u64 {
         .request("GET", "/v1/metrics/detail", None, &[])
         .unwrap();
     let text = String::from_utf8(r.body).unwrap();
-    let prefix = format!("kes_tls_handshakes_total{{result=\"{result}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in metrics"))
+    results
+        .iter()
+        .map(|result| {
+            let prefix = format!("kes_tls_handshakes_total{{result=\"{result}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {prefix} in metrics"))
+        })
+        .sum()
 }
 
 #[test]
@@ -268,4 +279,66 @@ fn kms_go_model_dials_when_requests_outnumber_idle_connections() {
     let (code, _, err) = bench(&s, &["--client-model", "kms-go", "--new-connection"]);
     assert_eq!(code, 1);
     assert!(err.contains("exclude each other"), "{err}");
+}
+
+/// `--http2`: 64 streams multiplexed over one TLS connection (ALPN h2), every request
+/// answered, one connection on the server too.
+#[test]
+fn http2_multiplexes_64_streams_over_one_connection() {
+    let s = server();
+    let (code, out, err) = bench(&s, &["--op", "generate", "--create-key"]);
+    assert_eq!(code, 0, "{err}");
+    assert_clean(&out);
+
+    let handshakes0 = handshakes_of(&s, &["full", "resumed"]);
+    let (code, out, err) = bench_args(&s, &["--http2", "-c", "64", "-d", "1s"]);
+    assert_eq!(code, 0, "{err}");
+    let requests = assert_clean(&out);
+    assert!(requests > 64.0, "{out}");
+    assert!(out.contains("\"protocol\":\"h2\""), "{out}");
+    assert!(out.contains("\"h2_connections\":1,"), "{out}");
+    assert_eq!(number(&out, "new_connections"), 1.0, "{out}");
+    assert_eq!(number(&out, "max_concurrent_streams"), 250.0, "{out}");
+    // On the server: the h2 connection, the bench's HTTP/1.1 setup connection (key check and
+    // decrypt material) and this metrics request's own connection.
+    let handshakes1 = handshakes_of(&s, &["full", "resumed"]);
+    assert_eq!(handshakes1 - handshakes0, 3, "{out}");
+
+    // Every operation, and streams over several connections and threads.
+    for op in [
+        "decrypt",
+        "encrypt",
+        "hmac",
+        "describe",
+        "status",
+        "mix",
+        "create-delete",
+    ] {
+        let (code, out, err) = bench_args(&s, &["--http2", "--op", op, "-c", "8", "-d", "300ms"]);
+        assert_eq!(code, 0, "{op}: {err}");
+        assert_clean(&out);
+    }
+    let (code, out, err) = bench_args(
+        &s,
+        &[
+            "--http2",
+            "--op",
+            "status",
+            "-c",
+            "300",
+            "--h2-connections",
+            "2",
+            "-t",
+            "2",
+            "-d",
+            "500ms",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_clean(&out);
+    assert_eq!(number(&out, "new_connections"), 2.0, "{out}");
+
+    let (code, _, err) = bench(&s, &["--http2", "--new-connection"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--http2 does not go with"), "{err}");
 }
