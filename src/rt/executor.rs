@@ -62,6 +62,8 @@ pub(crate) struct Runtime {
     /// The clock as read once per loop turn.
     pub(crate) now: Cell<Instant>,
     pub(crate) blocking: BlockingPool,
+    /// Wakers of timers that fired this turn (kept: no allocation per turn).
+    due: RefCell<Vec<Waker>>,
 }
 
 thread_local! {
@@ -157,6 +159,7 @@ impl Runtime {
             timers: RefCell::new(Timers::default()),
             now: Cell::new(Instant::now()),
             blocking,
+            due: RefCell::new(Vec::new()),
         })
     }
 
@@ -184,10 +187,12 @@ impl Runtime {
         self.reactor.poll(timeout, &self.blocking);
         let now = Instant::now();
         self.now.set(now);
-        let due = self.timers.borrow_mut().fire(now);
-        for waker in due {
+        let mut due = std::mem::take(&mut *self.due.borrow_mut());
+        self.timers.borrow_mut().fire(now, &mut due);
+        for waker in due.drain(..) {
             waker.wake();
         }
+        *self.due.borrow_mut() = due;
     }
 }
 

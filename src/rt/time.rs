@@ -115,9 +115,8 @@ impl Timers {
         None
     }
 
-    /// Marks every timer due at `now` fired; returns the wakers to wake.
-    pub(crate) fn fire(&mut self, now: Instant) -> Vec<Waker> {
-        let mut due = Vec::new();
+    /// Marks every timer due at `now` fired; adds their wakers to `due`.
+    pub(crate) fn fire(&mut self, now: Instant, due: &mut Vec<Waker>) {
         while let Some(Reverse((deadline, i, g))) = self.heap.peek().copied() {
             if deadline > now {
                 break;
@@ -131,7 +130,6 @@ impl Timers {
                 }
             }
         }
-        due
     }
 }
 
