@@ -106,7 +106,14 @@ fn the_backend_in_use_is_reported_at_start() {
 #[test]
 fn a_backend_that_is_not_built_in_is_refused_with_the_fix() {
     let out = Command::new(env!("CARGO_BIN_EXE_kes"))
-        .args(["server", "--dev", "--addr", "127.0.0.1:0", "--io", "io_uring"])
+        .args([
+            "server",
+            "--dev",
+            "--addr",
+            "127.0.0.1:0",
+            "--io",
+            "io_uring",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -131,7 +138,8 @@ fn the_filter_forbids_io_uring_setup() {
     let filter = no_io_uring_filter();
     let errno = std::thread::spawn(move || {
         install(&filter).expect("install the seccomp filter");
-        let mut params = [0u8; 120]; // struct io_uring_params
+        // struct io_uring_params, zeroed: the defaults.
+        let mut params = [0u8; 120];
         // SAFETY: io_uring_setup reads and writes `params`, which is large enough.
         let rc = unsafe { libc::syscall(425, 1u32, params.as_mut_ptr()) };
         if rc >= 0 {
@@ -155,7 +163,10 @@ fn every_route_is_served_with_io_uring_forbidden_by_seccomp() {
         }
     });
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-    assert!(status.contains("Seccomp:\t2"), "no seccomp filter: {status}");
+    assert!(
+        status.contains("Seccomp:\t2"),
+        "no seccomp filter: {status}"
+    );
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
 
     let api_key = server.dev_api_key();
@@ -174,7 +185,12 @@ fn every_route_is_served_with_io_uring_forbidden_by_seccomp() {
     // Keys.
     ok(&mut c, "POST", "/v1/key/create/k", None);
     let import = format!(r#"{{"key":"{}","cipher":"AES256"}}"#, B64.encode([7u8; 32]));
-    ok(&mut c, "POST", "/v1/key/import/imported", Some(import.as_bytes()));
+    ok(
+        &mut c,
+        "POST",
+        "/v1/key/import/imported",
+        Some(import.as_bytes()),
+    );
     ok(&mut c, "GET", "/v1/key/describe/k", None);
     let list = ok(&mut c, "GET", "/v1/key/list/*", None);
     assert!(body_str(&list).contains("imported"), "{}", body_str(&list));
