@@ -69,10 +69,7 @@ fn dev_state_with_hot_key() -> (std::sync::Arc<kes::api::Shared>, kes::auth::Ide
 fn generate_and_decrypt_do_not_allocate() {
     let (shared, admin) = dev_state_with_hot_key();
 
-    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .unwrap();
-    let allocations = ex.run(async move {
+    let allocations = kes::rt::block_on(async move {
         let core = api::Core::new(shared);
         let generate = ROUTES
             .iter()
@@ -219,10 +216,7 @@ fn http2_generate_batches_do_not_allocate() {
     }
     let refs: Vec<&[u8]> = batches.iter().map(|b| b.as_slice()).collect();
 
-    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .unwrap();
-    let (allocations, answered) = ex.run(async move {
+    let (allocations, answered) = kes::rt::block_on(async move {
         let core = std::rc::Rc::new(api::Core::new(shared));
         let mut answered = 0usize;
         kes::server::http2::drive_in_memory(core, Peer::Identified(admin), &refs, |i, out| {

@@ -299,9 +299,9 @@ pub fn write_string_array<'s>(out: &mut Vec<u8>, values: impl IntoIterator<Item 
 pub const LIST_SLICE_ENTRIES: usize = 256;
 
 /// Writes `["a","b"]` like [`write_string_array`], offering the core to other tasks every
-/// [`LIST_SLICE_ENTRIES`] entries (`glommio::yield_if_needed`: a real yield only once this
+/// [`LIST_SLICE_ENTRIES`] entries (`rt::yield_if_needed`: a real yield only once this
 /// task has used up its time slice), so that a listing of 50 000 keys does not stall every
-/// other connection on the core. Outside a glommio executor it never yields.
+/// other connection on the core. Outside an executor it never yields.
 pub async fn write_string_array_sliced<'s>(
     out: &mut Vec<u8>,
     values: impl IntoIterator<Item = &'s str>,
@@ -311,7 +311,7 @@ pub async fn write_string_array_sliced<'s>(
         if i > 0 {
             out.push(b',');
             if i % LIST_SLICE_ENTRIES == 0 {
-                glommio::yield_if_needed().await;
+                crate::rt::yield_if_needed().await;
             }
         }
         write_string(out, v);
@@ -491,18 +491,14 @@ mod tests {
     fn long_arrays_are_written_in_slices_that_yield() {
         use std::cell::Cell;
         use std::rc::Rc;
-        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .preempt_timer(std::time::Duration::from_millis(1))
-            .make()
-            .unwrap();
-        ex.run(async {
+        crate::rt::block_on(async {
             let names: Vec<String> = (0..300_000).map(|i| format!("key-{i:06}")).collect();
             // Another task of the core, counting how often it gets to run.
             let runs = Rc::new(Cell::new(0u64));
             let stop = Rc::new(Cell::new(false));
             let other = {
                 let (runs, stop) = (runs.clone(), stop.clone());
-                glommio::spawn_local(async move {
+                crate::rt::spawn_local(async move {
                     while !stop.get() {
                         runs.set(runs.get() + 1);
                         futures_lite::future::yield_now().await;

@@ -12,16 +12,14 @@ use crate::crypto::KeyVersion;
 use crate::keystore::StoreError;
 use crate::secret::SecretVec;
 
-/// Runs `f` on the current executor's blocking pool. A panic inside `f` becomes `None`
-/// instead of tearing down the core (glommio's pool cannot carry a panic back).
+/// Runs `f` on the current core's blocking pool. A panic inside `f` becomes `None`
+/// instead of tearing down the core.
 pub async fn blocking<F, R>(f: F) -> Option<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    glommio::executor()
-        .spawn_blocking(move || catch_unwind(AssertUnwindSafe(f)).ok())
-        .await
+    crate::rt::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f)).ok()).await
 }
 
 /// The key named `name`, from this core's shard or, on a miss, from the keystore. `wait`

@@ -1,5 +1,6 @@
 //! `kes server`: builds the server from `--dev` or `--config`, prints the banner, serves.
 
+use crate::rt::BackendChoice;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub struct ServerArgs {
     /// Serve on at most this many cores (default: every CPU in the affinity mask).
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
+    /// I/O backend: epoll (default), auto (the fastest one built in that the host allows; in
+    /// this version epoll) or io_uring (not built in this version).
+    #[arg(long = "io", value_name = "BACKEND", env = "KES_IO_BACKEND", value_parser = parse_backend)]
+    pub io: Option<BackendChoice>,
     /// Validate the config file (TLS files, keystore block, warnings) and exit: 0 if it is
     /// valid, 1 with the error otherwise. Binds nothing and starts nothing.
     #[arg(long)]
@@ -91,13 +96,16 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         lock_memory()?;
     }
     let shared = prepared.options.shared.clone();
-    let running = server::run(prepared.options)?;
+    let mut options = prepared.options;
+    options.io = args.io;
+    let running = server::run(options)?;
     print_banner(
         &prepared.banner_keystore,
         &prepared.banner_admin,
         prepared.api_key.as_deref(),
         running.local_addr,
         running.cores,
+        running.backend,
         args.mlock,
     );
     loop {
@@ -605,12 +613,17 @@ pub fn interface_ips() -> Vec<IpAddr> {
     out
 }
 
+fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse()
+}
+
 fn print_banner(
     keystore: &str,
     admin: &str,
     api_key: Option<&str>,
     addr: SocketAddr,
     cores: usize,
+    backend: crate::rt::Backend,
     mlock: bool,
 ) {
     let mut urls = Vec::new();
@@ -628,8 +641,9 @@ fn print_banner(
         crate::api::COMMIT
     );
     println!(
-        "Runtime     {} cores (thread-per-core, io_uring)   {}/{}",
+        "Runtime     {} cores (thread-per-core, I/O: {})   {}/{}",
         cores,
+        backend,
         std::env::consts::OS,
         std::env::consts::ARCH
     );

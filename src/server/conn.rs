@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
 
 use super::http1::Http1;
@@ -15,6 +14,7 @@ use super::slots::Slot;
 use super::stream::TlsStream;
 use crate::api::{Core, Peer};
 use crate::auth::identity::{identity_from_chain, IdentityError};
+use crate::rt::TcpStream;
 
 pub use super::http1::DISCARD_BODY_BYTES_MAX;
 
@@ -46,12 +46,6 @@ pub enum ConnError {
     Closed,
     /// Closed by the core to make room at the connection cap.
     Evicted,
-}
-
-impl<T> From<glommio::GlommioError<T>> for ConnError {
-    fn from(e: glommio::GlommioError<T>) -> Self {
-        ConnError::Io(std::io::Error::other(e.to_string()))
-    }
 }
 
 impl From<std::io::Error> for ConnError {
@@ -98,11 +92,11 @@ async fn serve_connection(
     let tls = ServerConnection::new(config).map_err(ConnError::Tls)?;
     let mut io = TlsStream::new(stream, tls);
 
-    if let Err(e) = handshake(&mut io, Instant::now() + timeouts.header).await {
+    if let Err(e) = handshake(&mut io, crate::rt::now() + timeouts.header).await {
         core.metrics.inc(&core.metrics.handshakes_failed);
         return Err(e);
     }
-    let ready_at = Instant::now();
+    let ready_at = crate::rt::now();
     match io.tls.handshake_kind() {
         Some(rustls::HandshakeKind::Resumed) => core.metrics.inc(&core.metrics.handshakes_resumed),
         _ => core.metrics.inc(&core.metrics.handshakes_full),

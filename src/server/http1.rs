@@ -112,7 +112,7 @@ impl Http1 {
             let mut shrunk = false;
             let head_len = loop {
                 if !io.unread().is_empty() && started.is_none() {
-                    started = Some(Instant::now());
+                    started = Some(crate::rt::now());
                 }
                 match http::parse_head(io.unread(), &options, &mut self.head) {
                     Ok(Some(n)) => break n,
@@ -123,7 +123,7 @@ impl Http1 {
                     return Ok(());
                 }
                 io.flush().await?;
-                let now = Instant::now();
+                let now = crate::rt::now();
                 let limit = match started {
                     Some(t) => t + timeouts.header,
                     None if served == 0 => ready_at + timeouts.header,
@@ -139,7 +139,7 @@ impl Http1 {
                 };
                 match io.read_more(deadline).await {
                     Ok(()) => {}
-                    Err(ConnError::Timeout) if Instant::now() < limit => {
+                    Err(ConnError::Timeout) if crate::rt::now() < limit => {
                         if started.is_none() && !shrunk {
                             // Idle: give back what earlier requests grew.
                             self.release_buffers();
@@ -201,7 +201,7 @@ impl Http1 {
                 _ => Duration::ZERO,
             };
             // The route timeout covers reading the body and running the handler.
-            let started_at = Instant::now();
+            let started_at = crate::rt::now();
             let body_deadline = started_at
                 + if route_timeout.is_zero() {
                     Duration::from_secs(15)
@@ -299,9 +299,9 @@ impl Http1 {
                                 work.await
                             } else {
                                 let remaining = route_timeout.saturating_sub(started_at.elapsed());
-                                match glommio::timer::timeout(
+                                match crate::rt::timeout(
                                     remaining.max(Duration::from_millis(1)),
-                                    async { Ok(work.await) },
+                                    work,
                                 )
                                 .await
                                 {

@@ -331,11 +331,7 @@ async fn run_handler(core: Rc<Core>, start: Start) -> Done {
             None if route_timeout.is_zero() => handler.await,
             None => {
                 let remaining = route_timeout.saturating_sub(started_at.elapsed());
-                match glommio::timer::timeout(remaining.max(Duration::from_millis(1)), async {
-                    Ok(handler.await)
-                })
-                .await
-                {
+                match crate::rt::timeout(remaining.max(Duration::from_millis(1)), handler).await {
                     Ok(reply) => reply,
                     Err(_) => Reply::Error(ApiError {
                         status: 503,
@@ -399,7 +395,7 @@ struct Pseudo {
 
 impl H2 {
     fn new(core: Rc<Core>, peer: Peer, peer_addr: Option<std::net::SocketAddr>) -> H2 {
-        let now = Instant::now();
+        let now = crate::rt::now();
         H2 {
             core,
             peer,
@@ -534,14 +530,14 @@ pub async fn serve(
     }
     io.consume(PREFACE.len());
 
-    let mut idle_since = Instant::now();
+    let mut idle_since = crate::rt::now();
     let mut log_lines: Vec<String> = Vec::new();
     // The connection task's waker, for handlers polled inline.
     let waker = futures_lite::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
     loop {
         // 1. Every complete frame in the input, with one clock reading for the batch.
         let mut cx = Context::from_waker(&waker);
-        let now = Instant::now();
+        let now = crate::rt::now();
         let (input, queue) = io.input_and_queue();
         let (consumed, result) = process_input(
             &mut h2,
@@ -641,11 +637,11 @@ pub async fn serve(
             Event::Input | Event::Handlers => {}
             Event::Failed(e) => return Err(e),
             Event::Timer => {
-                if Instant::now() >= limit && !busy {
+                if crate::rt::now() >= limit && !busy {
                     // Idle (or no request within the header timeout): say goodbye.
                     return goaway_and_close(io, &h2, ErrorCode::NoError).await;
                 }
-                if Instant::now() >= limit && h2.continuation.is_some() {
+                if crate::rt::now() >= limit && h2.continuation.is_some() {
                     return goaway_and_close(io, &h2, ErrorCode::ProtocolError).await;
                 }
             }

@@ -5,12 +5,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use glommio::net::TcpListener;
 
 use super::conn::{self, Timeouts};
 use super::memory::Trimmer;
 use super::slots::Slots;
 use crate::api::Core;
+use crate::rt::TcpListener;
 
 /// Default cap on open connections per core; at the cap a new connection evicts a silent
 /// or idle one (see [`Slots`]), or is closed at accept if every connection is busy.
@@ -94,7 +94,7 @@ impl AcceptErrors {
 
 async fn shutdown_requested(core: &Core) {
     while !core.shared.shutting_down() {
-        glommio::timer::sleep(SHUTDOWN_POLL).await;
+        crate::rt::sleep(SHUTDOWN_POLL).await;
     }
 }
 
@@ -121,14 +121,14 @@ pub async fn accept_loop(
                 s
             }
             Some(Err(e)) => {
-                let pause = errors.failed(&std::io::Error::from(e));
+                let pause = errors.failed(&e);
                 if !pause.is_zero() {
-                    glommio::timer::sleep(pause).await;
+                    crate::rt::sleep(pause).await;
                 }
                 continue;
             }
         };
-        let Ok(slot) = slots.admit(Instant::now()) else {
+        let Ok(slot) = slots.admit(crate::rt::now()) else {
             drop(stream); // every connection is busy with a request
             continue;
         };
@@ -138,7 +138,7 @@ pub async fn accept_loop(
         let core = core.clone();
         // Each connection uses the TLS config current at accept (certificate rotation).
         let config = core.settings.get(&core.shared.settings).tls.clone();
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             let _ = conn::serve(core, config, stream, timeouts, slot.clone()).await;
             slots.release(&slot);
             trimmer.observe(slots.open());
@@ -146,8 +146,8 @@ pub async fn accept_loop(
         .detach();
     }
     drop(listener);
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while slots.open() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    let deadline = crate::rt::now() + SHUTDOWN_GRACE;
+    while slots.open() > 0 && crate::rt::now() < deadline {
+        crate::rt::sleep(SHUTDOWN_POLL).await;
     }
 }

@@ -6,7 +6,7 @@
 //! never read), and a close is noticed within [`LOG_STREAM_POLL`].
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::conn::ConnError;
 use super::stream::TlsStream;
@@ -39,7 +39,7 @@ pub async fn stream_log(
         }
         // Wait a little; a read that returns means the client closed or sent bytes, which
         // are dropped.
-        let poll = Instant::now() + LOG_STREAM_POLL;
+        let poll = crate::rt::now() + LOG_STREAM_POLL;
         match io.read_once(poll).await {
             Err(ConnError::Timeout) => {}
             Ok(()) if io.eof => break,

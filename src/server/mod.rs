@@ -1,6 +1,5 @@
-//! The server runtime: one pinned glommio executor per CPU, each with its own `SO_REUSEPORT`
-//! listener, TLS acceptor and key-cache shard. Start-up checks turn a missing io_uring or a
-//! too-small memlock limit into one line that names the fix.
+//! The server: one pinned executor ([`crate::rt`]) per CPU, each with its own `SO_REUSEPORT`
+//! listener, TLS acceptor and key-cache shard.
 //!
 //! Read in order: [`runtime`] (cores) → [`listener`] (accept loop, [`slots`]: the
 //! connection cap) → [`conn`] (handshake, identity) with [`tls`] → [`stream`] (the

@@ -1,24 +1,21 @@
-//! Cores: which CPUs to run on, the io_uring and memlock checks, and one pinned glommio
-//! `LocalExecutor` per CPU, each running its own listener and cache shard.
+//! Cores: which CPUs to run on, which I/O backend, and one pinned executor ([`crate::rt`])
+//! per CPU, each running its own listener and cache shard.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement, PoolPlacement};
 
 use super::conn::Timeouts;
 use super::listener::{accept_loop, CONNECTIONS_PER_CORE_MAX};
 use crate::api::{Core, Shared};
 use crate::cache::sweep_period;
+use crate::rt::{Backend, BackendChoice};
 
-/// Memory glommio registers with io_uring per core. We do no direct file I/O through
-/// glommio, so a small pool keeps us far below the default 8 MiB RLIMIT_MEMLOCK.
-const IO_MEMORY_BYTES: usize = 256 * 1024;
 /// Threads per core for keystore calls (file I/O, network); they may block, cores may not.
 const BLOCKING_THREADS_PER_CORE: usize = 4;
+/// How long a core may take to start listening.
+const CORE_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a server needs to start.
 pub struct ServerOptions {
@@ -28,9 +25,12 @@ pub struct ServerOptions {
     pub shared: Arc<Shared>,
     pub timeouts: Timeouts,
     pub connections_per_core_max: usize,
+    /// The I/O backend asked for (`--io`); `None`: from `KES_IO_BACKEND`, else the default.
+    pub io: Option<BackendChoice>,
 }
 
 impl ServerOptions {
+    /// Options with the defaults.
     pub fn new(addr: SocketAddr, shared: Arc<Shared>) -> Self {
         ServerOptions {
             addr,
@@ -38,6 +38,7 @@ impl ServerOptions {
             shared,
             timeouts: Timeouts::default(),
             connections_per_core_max: CONNECTIONS_PER_CORE_MAX,
+            io: None,
         }
     }
 }
@@ -45,8 +46,8 @@ impl ServerOptions {
 /// Start-up failures, each with the fix in its message.
 #[derive(Debug)]
 pub enum ServerError {
-    IoUringUnavailable(String),
-    MemlockTooSmall(String),
+    /// The I/O backend asked for cannot run.
+    Backend(String),
     Bind(SocketAddr, String),
     Executor(String),
     Affinity(String),
@@ -55,17 +56,7 @@ pub enum ServerError {
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ServerError::IoUringUnavailable(why) => write!(
-                f,
-                "io_uring is unavailable ({why}): kes needs Linux ≥ 5.8 with io_uring allowed — \
-                 set sysctl kernel.io_uring_disabled=0 and allow io_uring_setup/io_uring_enter/\
-                 io_uring_register in the seccomp profile (containers: see deploy/)"
-            ),
-            ServerError::MemlockTooSmall(why) => write!(
-                f,
-                "RLIMIT_MEMLOCK is too small for io_uring ({why}): raise it with `ulimit -l 65536`, \
-                 LimitMEMLOCK=infinity (systemd) or --ulimit memlock=-1 (containers)"
-            ),
+            ServerError::Backend(why) => write!(f, "{why}"),
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServerError::Executor(e) => write!(f, "cannot start a core: {e}"),
             ServerError::Affinity(e) => write!(f, "cannot read the CPU affinity mask: {e}"),
@@ -91,40 +82,13 @@ pub fn affinity_cpus() -> Result<Vec<usize>, ServerError> {
     }
 }
 
-/// Probes io_uring with a one-entry ring so a missing or forbidden io_uring is reported as
-/// such instead of as an executor panic.
-pub fn check_io_uring() -> Result<(), ServerError> {
-    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
-        if v.trim() == "2" {
-            return Err(ServerError::IoUringUnavailable(
-                "kernel.io_uring_disabled = 2".into(),
-            ));
-        }
-    }
-    // struct io_uring_params is 120 bytes; zeroed means "defaults".
-    let mut params = [0u8; 120];
-    // SAFETY: io_uring_setup reads and writes `params`, which is large enough.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(match err.raw_os_error() {
-            Some(libc::ENOMEM) => ServerError::MemlockTooSmall(err.to_string()),
-            Some(libc::ENOSYS) => {
-                ServerError::IoUringUnavailable("the kernel has no io_uring (ENOSYS)".into())
-            }
-            _ => ServerError::IoUringUnavailable(format!("io_uring_setup: {err}")),
-        });
-    }
-    // SAFETY: closing the descriptor we just opened.
-    unsafe { libc::close(fd as i32) };
-    Ok(())
-}
-
-/// A started server: its address and the cores to wait for.
+/// A started server: its address, its I/O backend and the cores to wait for.
 pub struct RunningServer {
     pub local_addr: SocketAddr,
     pub cores: usize,
-    handles: Vec<ExecutorJoinHandle<()>>,
+    /// The I/O backend the cores run on.
+    pub backend: Backend,
+    handles: Vec<crate::rt::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -138,7 +102,12 @@ impl RunningServer {
 
 /// Starts one executor per core and returns once every core is listening.
 pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
-    check_io_uring()?;
+    let choice = match options.io {
+        Some(choice) => choice,
+        None => BackendChoice::from_env()
+            .map_err(|e| ServerError::Backend(format!("{}: {e}", crate::rt::BACKEND_ENV)))?,
+    };
+    let backend = choice.resolve().map_err(ServerError::Backend)?;
     super::memory::configure();
     // Read the process's CPU count (for `/v1/status`) before any core thread is pinned.
     crate::api::system::num_cpu();
@@ -151,17 +120,18 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
     let mut addr = options.addr;
     let mut handles = Vec::with_capacity(cpus.len());
     for (index, &cpu) in cpus.iter().enumerate() {
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, ServerError>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, ServerError>>();
         let shared = options.shared.clone();
         let timeouts = options.timeouts;
         let connections_max = options.connections_per_core_max;
         let bind_addr = addr;
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let handle = crate::rt::Builder::new()
             .name(&format!("kes-core-{index}"))
-            .io_memory(IO_MEMORY_BYTES)
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_CORE))
+            .pin_to_cpu(cpu)
+            .blocking_threads(BLOCKING_THREADS_PER_CORE)
+            .backend(backend)
             .spawn(move || async move {
-                let listener = match glommio::net::TcpListener::bind(bind_addr) {
+                let listener = match crate::rt::TcpListener::bind(bind_addr) {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = ready_tx.send(Err(ServerError::Bind(bind_addr, e.to_string())));
@@ -174,15 +144,16 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
                 let _ = ready_tx.send(Ok(local));
                 accept_loop(listener, core, timeouts, connections_max).await;
             })
-            .map_err(|e| executor_error(e.to_string()))?;
+            .map_err(|e| ServerError::Executor(format!("core {index} (cpu {cpu}): {e}")))?;
         // Wait for this core before starting the next, so that port 0 resolves once and all
         // cores share the port the first one got.
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        match ready_rx.recv_timeout(CORE_START_TIMEOUT) {
             Ok(Ok(local)) => addr = local,
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                return Err(executor_error(format!(
-                    "core {index} (cpu {cpu}) did not start within 10 s"
+                return Err(ServerError::Executor(format!(
+                    "core {index} (cpu {cpu}) did not start within {} s",
+                    CORE_START_TIMEOUT.as_secs()
                 )))
             }
         }
@@ -192,17 +163,9 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
     Ok(RunningServer {
         local_addr: addr,
         cores: handles.len(),
+        backend,
         handles,
     })
-}
-
-fn executor_error(message: String) -> ServerError {
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("memlock") || lower.contains("cannot allocate memory") {
-        ServerError::MemlockTooSmall(message)
-    } else {
-        ServerError::Executor(message)
-    }
 }
 
 /// How often the keystore's health is checked (behaviour-notes.md §1.2).
@@ -246,10 +209,10 @@ fn spawn_cache_sweeper(core: Rc<Core>) {
     let Some(period) = sweep_period(expiry) else {
         return;
     };
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         let mut offline_since: Option<Instant> = None;
         loop {
-            glommio::timer::sleep(period).await;
+            crate::rt::sleep(period).await;
             let offline = core
                 .shared
                 .keystore_offline

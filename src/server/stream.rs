@@ -1,4 +1,5 @@
-//! The connection's byte stream: TLS (rustls driven by hand) over glommio's socket, seen from
+//! The connection's byte stream: TLS (rustls driven by hand) over the core's socket
+//! ([`crate::rt::TcpStream`]), seen from
 //! above as three operations — read plaintext ([`TlsStream::read_more`], [`TlsStream::unread`],
 //! [`TlsStream::consume`]), queue plaintext ([`TlsStream::queue`]) and flush
 //! ([`TlsStream::flush`]). HTTP/1.1 and log streaming sit on top of these and nothing else, so
@@ -12,8 +13,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::rt::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use rustls::ServerConnection;
 
 use super::conn::ConnError;
@@ -35,25 +36,19 @@ pub const LINGER: Duration = Duration::from_millis(1000);
 /// ... and for at most this many bytes.
 pub const LINGER_BYTES_MAX: usize = 4 * 1024 * 1024;
 
-/// Reads from the socket, giving up at `deadline`. glommio's per-socket read timeouts are not
-/// used: a timer armed by an earlier read could fire during a later one.
+/// Reads from the socket, giving up at `deadline`. A read that finds bytes waiting arms no
+/// timer (see [`crate::rt::timeout_at`]).
 async fn read_until(
     stream: &mut TcpStream,
     buf: &mut [u8],
     deadline: Instant,
 ) -> Result<usize, ConnError> {
-    let remaining = deadline
-        .checked_duration_since(Instant::now())
-        .filter(|d| !d.is_zero())
-        .ok_or(ConnError::Timeout)?;
-    match glommio::timer::timeout(remaining, async {
-        stream.read(buf).await.map_err(Into::into)
-    })
-    .await
-    {
-        Ok(n) => Ok(n),
-        Err(glommio::GlommioError::TimedOut(_)) => Err(ConnError::Timeout),
-        Err(e) => Err(e.into()),
+    if deadline <= crate::rt::now() {
+        return Err(ConnError::Timeout);
+    }
+    match crate::rt::timeout_at(deadline, stream.read(buf)).await {
+        Ok(result) => Ok(result?),
+        Err(_elapsed) => Err(ConnError::Timeout),
     }
 }
 
@@ -267,21 +262,12 @@ impl TlsStream {
         while self.tls.wants_write() {
             self.net_out.clear();
             self.tls.write_tls(&mut self.net_out)?;
-            let mut write = std::pin::pin!(self.stream.write_all(&self.net_out));
-            // Almost every write fits the socket buffer and completes on its first poll:
-            // only a write that has to wait (a client that stopped reading) gets the timer,
-            // which saves a timer insert and removal and two clock reads per response.
-            match futures_lite::future::poll_once(&mut write).await {
-                Some(result) => result?,
-                None => match glommio::timer::timeout(WRITE_TIMEOUT, async {
-                    write.await.map_err(Into::into)
-                })
-                .await
-                {
-                    Ok(()) => {}
-                    Err(glommio::GlommioError::TimedOut(_)) => return Err(ConnError::Timeout),
-                    Err(e) => return Err(e.into()),
-                },
+            // Almost every write fits the socket buffer and completes on its first poll,
+            // which arms no timer: only a write that has to wait (a client that stopped
+            // reading) gets one.
+            match crate::rt::timeout(WRITE_TIMEOUT, self.stream.write_all(&self.net_out)).await {
+                Ok(result) => result?,
+                Err(_elapsed) => return Err(ConnError::Timeout),
             }
         }
         Ok(())
@@ -307,7 +293,7 @@ impl TlsStream {
             if pos < self.plain_out.len() {
                 // A long answer (a big key list) is encrypted in rounds: let the core's
                 // other connections run in between.
-                glommio::yield_if_needed().await;
+                crate::rt::yield_if_needed().await;
             }
         }
         wipe(&mut self.plain_out);
@@ -326,7 +312,7 @@ impl TlsStream {
         self.flush_tls().await?;
         let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
         self.discard_input();
-        let deadline = Instant::now() + LINGER;
+        let deadline = crate::rt::now() + LINGER;
         let mut dropped = 0usize;
         while dropped < LINGER_BYTES_MAX {
             self.net_in.resize(NET_READ_BYTES, 0);
