@@ -16,6 +16,7 @@ pub mod http;
 pub mod http2;
 pub mod keystore;
 pub mod log;
+pub mod routes;
 pub mod rt;
 pub mod secret;
 pub mod server;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use super::ROUTES;
 
 /// The path of the detailed exposition (authorised as `/v1/metrics`).
-pub const DETAIL_PATH: &str = "/v1/metrics/detail";
+pub const DETAIL_PATH: &str = crate::routes::METRICS_DETAIL_PATH;
 
 /// Status codes with their own counter; anything else is counted as `other`.
 pub const CODES: [u16; 18] = [

@@ -9,7 +9,9 @@ pub mod identity;
 pub mod json;
 pub mod key;
 pub mod metrics;
-pub mod router;
+/// The route table lives in [`crate::routes`] (below both the API and the config); this
+/// alias keeps the API's paths.
+pub use crate::routes as router;
 pub mod settings;
 pub mod store;
 pub mod system;

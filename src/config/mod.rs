@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use crate::api::router::{is_valid_name, ROUTES};
-use crate::api::{AuthMode, RouteSettings};
 use crate::auth::policy::{PatternSyntax, Policy};
 use crate::cache::Expiry;
+use crate::routes::{is_valid_name, AuthMode, RouteSettings, ROUTES};
 
 pub use duration::parse_go_duration;
 pub use keystore::{KeystoreConfig, VaultAuth, VaultConfig};

@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use super::cipher::KeyType;
+use super::key_type::KeyType;
 
 /// Which legacy producer wrote an envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

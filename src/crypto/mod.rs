@@ -1,6 +1,7 @@
 //! Cryptography and byte formats (docs: `crypto-formats.md`).
 //!
-//! * [`cipher`]: key types, [`SecretKey`] (encrypt/decrypt, §3–§4), [`HmacKey`] (§8) and
+//! * [`key_type`]: [`KeyType`], the one thing ciphers and envelopes share.
+//! * [`cipher`]: [`SecretKey`] (encrypt/decrypt, §3–§4), [`HmacKey`] (§8) and
 //!   [`KeyVersion`], the one version a named key holds (§1).
 //! * [`envelope`]: recognition of the legacy MessagePack and JSON ciphertext envelopes (§5).
 //! * [`record`]: the key-at-rest encoding, current protobuf and legacy JSON (§10).
@@ -13,10 +14,12 @@
 pub mod cipher;
 pub mod envelope;
 pub mod hchacha;
+pub mod key_type;
 pub mod record;
 pub mod rng;
 
-pub use cipher::{CryptoError, HmacKey, KeyType, KeyVersion, SecretKey};
+pub use cipher::{CryptoError, HmacKey, KeyVersion, SecretKey};
 pub use envelope::{parse_envelope, Envelope, LegacyEnvelope, LegacyFormat};
 pub use hchacha::hchacha20;
+pub use key_type::KeyType;
 pub use record::{decode_record, encode_record, RecordError};

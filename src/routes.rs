@@ -10,6 +10,9 @@ use crate::http::Method;
 /// Request body limit of the routes that take a body ("1 MB" in the reference: decimal).
 pub const BODY_BYTES_MAX: usize = 1_000_000;
 
+/// Our detailed metrics (`/v1/metrics` route, authorised as `/v1/metrics`).
+pub const METRICS_DETAIL_PATH: &str = "/v1/metrics/detail";
+
 /// How a route authenticates (auth-and-policy.md §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthMode {
@@ -213,7 +216,7 @@ pub enum Routed<'p> {
 /// only themselves, argument routes match their prefix; a slash-less argument route path is
 /// redirected).
 ///
-/// One path beyond the spec's table: [`DETAIL_PATH`](super::metrics::DETAIL_PATH) is served by
+/// One path beyond the spec's table: [`METRICS_DETAIL_PATH`] is served by
 /// the metrics route (which tells the two apart by the request path).
 pub fn route_request(method: Method, path: &str) -> Routed<'_> {
     for (index, r) in ROUTES.iter().enumerate() {
@@ -237,7 +240,7 @@ pub fn route_request(method: Method, path: &str) -> Routed<'_> {
             return Routed::Route { index, argument };
         }
     }
-    if path == super::metrics::DETAIL_PATH {
+    if path == METRICS_DETAIL_PATH {
         let index = index_of(Metrics);
         return if ROUTES[index].accepts(method) {
             Routed::Route {
