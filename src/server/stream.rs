@@ -21,6 +21,9 @@ use super::conn::ConnError;
 
 /// Socket read size: one maximal TLS record plus header and tag.
 pub const NET_READ_BYTES: usize = 16 * 1024 + 512;
+/// Socket read size of an idle connection: enough for a typical request; the buffer grows back
+/// to [`NET_READ_BYTES`] after that read, so an idle connection does not hold 16.5 KiB.
+pub const IDLE_READ_BYTES: usize = 2 * 1024;
 /// Plaintext input buffer at rest; a larger one is given back after the request that grew it.
 pub const PLAIN_IN_BYTES_DEFAULT: usize = 8 * 1024;
 /// Plaintext output buffer at rest.
@@ -166,7 +169,7 @@ impl TlsStream {
         }
     }
 
-    /// While idle (nothing buffered in either direction): keeps only the socket read buffer.
+    /// While idle (nothing buffered in either direction): keeps only a small socket read buffer.
     pub fn shrink_idle(&mut self) {
         self.compact();
         if self.plain_in.is_empty() {
@@ -176,6 +179,7 @@ impl TlsStream {
             self.plain_out = Vec::new();
         }
         self.net_out = Vec::new();
+        self.net_in = Vec::with_capacity(IDLE_READ_BYTES);
     }
 
     /// Drops every plaintext byte received so far (peers that must not send anything).
@@ -202,13 +206,25 @@ impl TlsStream {
         if self.tls.wants_write() {
             self.flush_tls().await?;
         }
-        self.net_in.resize(NET_READ_BYTES, 0);
+        // After `shrink_idle` the buffer is small: the first read after idling uses it as it
+        // is, then it is full-sized again.
+        let idle = self.net_in.capacity() < NET_READ_BYTES;
+        let size = if idle {
+            IDLE_READ_BYTES
+        } else {
+            NET_READ_BYTES
+        };
+        self.net_in.resize(size, 0);
         let n = read_until(&mut self.stream, &mut self.net_in, deadline).await?;
         if n == 0 {
             self.eof = true;
             return Ok(());
         }
-        self.feed(n).await
+        let fed = self.feed(n).await;
+        if idle {
+            self.net_in = Vec::with_capacity(NET_READ_BYTES);
+        }
+        fed
     }
 
     /// The first bytes of a connection, before rustls sees them (plain-HTTP detection).
