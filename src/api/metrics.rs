@@ -61,6 +61,13 @@ pub struct CoreMetrics {
     pub handshakes_resumed: AtomicU64,
     pub handshakes_failed: AtomicU64,
     pub connections_open: AtomicU64,
+    /// Connections that negotiated HTTP/1.1 and HTTP/2 (after the handshake).
+    pub connections_http1: AtomicU64,
+    pub connections_http2: AtomicU64,
+    /// HTTP/2 streams opened, and HTTP/2 connections ended by a connection error (GOAWAY
+    /// with a code other than NO_ERROR).
+    pub http2_streams: AtomicU64,
+    pub http2_connection_errors: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     keystore_buckets: [AtomicU64; MICRO_BUCKETS_US.len() + 1],
@@ -82,6 +89,10 @@ impl Default for CoreMetrics {
             handshakes_resumed: AtomicU64::new(0),
             handshakes_failed: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
+            connections_http1: AtomicU64::new(0),
+            connections_http2: AtomicU64::new(0),
+            http2_streams: AtomicU64::new(0),
+            http2_connection_errors: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             keystore_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -440,6 +451,35 @@ pub fn render(registry: &Registry, system: &SystemGauges, detail: bool, out: &mu
         gauge(
             "kes_connections_open",
             sum(&cores, |c| &c.connections_open).to_string(),
+        ),
+    );
+    let protocols = format!(
+        "kes_connections_total{{protocol=\"http/1.1\"}} {}\nkes_connections_total{{protocol=\"h2\"}} {}\n",
+        sum(&cores, |c| &c.connections_http1),
+        sum(&cores, |c| &c.connections_http2)
+    );
+    family(
+        "kes_connections_total",
+        "counter",
+        "Client connections by the protocol they negotiated (ALPN).",
+        protocols,
+    );
+    family(
+        "kes_http2_streams_total",
+        "counter",
+        "HTTP/2 streams (requests) opened.",
+        gauge(
+            "kes_http2_streams_total",
+            sum(&cores, |c| &c.http2_streams).to_string(),
+        ),
+    );
+    family(
+        "kes_http2_connection_errors_total",
+        "counter",
+        "HTTP/2 connections closed with a GOAWAY error (protocol errors, floods).",
+        gauge(
+            "kes_http2_connection_errors_total",
+            sum(&cores, |c| &c.http2_connection_errors).to_string(),
         ),
     );
     family(

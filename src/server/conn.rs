@@ -104,8 +104,10 @@ async fn serve_connection(
     let peer = peer_identity(&io.tls);
     core.metrics.inc(&core.metrics.connections_open);
     let result = if io.tls.alpn_protocol() == Some(b"h2") {
+        core.metrics.inc(&core.metrics.connections_http2);
         super::http2::serve(core.clone(), &mut io, peer, timeouts, slot, ready_at).await
     } else {
+        core.metrics.inc(&core.metrics.connections_http1);
         let mut http = Http1::default();
         http.serve(&core, &mut io, peer, timeouts, slot, ready_at)
             .await

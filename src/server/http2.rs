@@ -744,6 +744,11 @@ enum Event {
 }
 
 async fn goaway_and_close(io: &mut TlsStream, h2: &H2, code: ErrorCode) -> Result<(), ConnError> {
+    if code != ErrorCode::NoError {
+        h2.core
+            .metrics
+            .inc(&h2.core.metrics.http2_connection_errors);
+    }
     frame::write_goaway(io.queue(), h2.last_stream_id, code, b"");
     io.flush().await?;
     if code == ErrorCode::NoError {
@@ -1077,6 +1082,7 @@ fn end_of_block(
         return h2.count_reset(now);
     }
     h2.requests += 1;
+    h2.core.metrics.inc(&h2.core.metrics.http2_streams);
 
     // Route and authorise from the head alone (as HTTP/1.1 does).
     let method = Method::from_token(&work.method_raw);
