@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::secret::SecretVec;
 
 pub mod fs;
+pub mod http;
 pub mod mem;
 pub mod vault;
 
