@@ -19,7 +19,7 @@ use crate::auth::policy::{PatternSyntax, Policy};
 use crate::cache::Expiry;
 
 pub use duration::parse_go_duration;
-pub use keystore::{KeystoreConfig, VaultAuth, VaultConfig};
+pub use keystore::{AwsConfig, AwsCredentials, KeystoreConfig, VaultAuth, VaultConfig};
 
 impl std::fmt::Debug for TlsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

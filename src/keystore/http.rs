@@ -118,12 +118,19 @@ impl Endpoint {
         })
     }
 
-    /// The `Host` header value: `host:port` (IPv6 literals in brackets).
+    /// The `Host` header value: `host:port`, without the port when it is the scheme's
+    /// default (as HTTP clients and AWS's signers write it); IPv6 literals in brackets.
     pub fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
         } else {
-            format!("{}:{}", self.host, self.port)
+            self.host.clone()
+        };
+        let default = if self.tls.is_some() { 443 } else { 80 };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
         }
     }
 
@@ -334,7 +341,7 @@ mod tests {
         assert_eq!((e.host(), e.port), ("::1", 9));
         assert_eq!(e.host_header(), "[::1]:9");
         let e = Endpoint::parse("X", "f", "http://example.com", &t, d).unwrap();
-        assert_eq!(e.port, 80);
+        assert_eq!((e.port, e.host_header().as_str()), (80, "example.com"));
         let e = Endpoint::parse("X", "f", "secretsmanager.us-east-1.amazonaws.com", &t, d);
         let e = e.unwrap();
         assert_eq!((e.port, e.is_tls()), (443, true));
