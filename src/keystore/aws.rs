@@ -5,7 +5,8 @@
 //!   with `KmsKeyId` = `kmskey` when configured (else the account's default key);
 //! * read with `GetSecretValue` (`SecretString`, or `SecretBinary` for secrets written that
 //!   way), delete with `DeleteSecret` + `ForceDeleteWithoutRecovery` (no recovery window),
-//!   list with `ListSecrets` paged by `NextToken`;
+//!   list with `ListSecrets` paged by `NextToken`; a delete reads the secret first, since a
+//!   forced delete of a missing secret succeeds at AWS and the API must answer 404;
 //! * the status probe is a plain `GET` of the endpoint: any HTTP answer means reachable.
 //!
 //! The JSON 1.1 protocol (`X-Amz-Target: secretsmanager.<Op>`) over the shared blocking
@@ -346,6 +347,10 @@ impl KeyStore for AwsStore {
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
+        // A forced DeleteSecret of a missing secret succeeds at AWS (and moto): look first
+        // for the 404 the API owes. GetSecretValue, not DescribeSecret, as upstream's
+        // documented IAM policy grants only Create/Get/Delete/ListSecrets.
+        self.get(name)?;
         match self.json_call("DeleteSecret", json(&[("SecretId", name)], true).expose())? {
             Ok(_) => Ok(()),
             Err(e) if e.code == "ResourceNotFoundException" => Err(StoreError::NotFound),
