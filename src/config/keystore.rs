@@ -14,8 +14,95 @@ pub enum KeystoreConfig {
         path: PathBuf,
     },
     Vault(Box<VaultConfig>),
+    Aws(Box<AwsConfig>),
     /// A backend this build does not implement yet (named for the error message).
     Unsupported(String),
+}
+
+/// `keystore.aws.secretsmanager` (AWS Secrets Manager).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// `https://secretsmanager.<region>.amazonaws.com` when not configured.
+    pub endpoint: String,
+    pub region: String,
+    /// AWS-KMS key that encrypts the secrets (empty = the account's default key).
+    pub kms_key: String,
+    /// Static credentials; `None` = the environment (`AWS_ACCESS_KEY_ID`, …).
+    pub credentials: Option<AwsCredentials>,
+}
+
+/// `credentials.{accesskey, secretkey, token}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    pub access_key: String,
+    pub secret_key: String,
+    pub session_token: String,
+}
+
+impl std::fmt::Debug for AwsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsConfig")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("kms_key", &self.kms_key)
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|c| format!("access key {}, secret <redacted>", c.access_key)),
+            )
+            .finish()
+    }
+}
+
+fn parse_aws(p: &Parser<'_>, v: &Value) -> Result<AwsConfig, ConfigError> {
+    let Some(sm) = v.get("secretsmanager").filter(|n| !n.is_null()) else {
+        return err("keystore.aws: expected a secretsmanager block");
+    };
+    let s = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
+        match node {
+            Some(n) if !n.is_null() => Ok(p
+                .string(&format!("keystore.aws.secretsmanager.{field}"), n)?
+                .trim()
+                .to_string()),
+            _ => Ok(String::new()),
+        }
+    };
+    let region = s("region", sm.get("region"))?;
+    if region.is_empty() {
+        return err(
+            "keystore.aws.secretsmanager.region: missing; expected an AWS region, e.g. us-east-1",
+        );
+    }
+    let mut endpoint = s("endpoint", sm.get("endpoint"))?;
+    if endpoint.is_empty() {
+        endpoint = format!("https://secretsmanager.{region}.amazonaws.com");
+    }
+    let c = sm.get("credentials").filter(|n| !n.is_null());
+    let access_key = s("credentials.accesskey", c.and_then(|c| c.get("accesskey")))?;
+    let secret_key = s("credentials.secretkey", c.and_then(|c| c.get("secretkey")))?;
+    let session_token = s("credentials.token", c.and_then(|c| c.get("token")))?;
+    let credentials = if access_key.is_empty() && secret_key.is_empty() && session_token.is_empty()
+    {
+        None
+    } else if access_key.is_empty() || secret_key.is_empty() {
+        return err(
+            "keystore.aws.secretsmanager.credentials: accesskey and secretkey must be given together",
+        );
+    } else {
+        Some(AwsCredentials {
+            access_key,
+            secret_key,
+            session_token,
+        })
+    };
+    Ok(AwsConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        region,
+        kms_key: s("kmskey", sm.get("kmskey"))?,
+        credentials,
+    })
 }
 
 /// `keystore.vault` (HashiCorp Vault or OpenBao K/V).
@@ -223,6 +310,7 @@ pub(crate) fn parse_keystore(
             p,
             &map["vault"],
         )?))),
+        ["aws"] => Ok(KeystoreConfig::Aws(Box::new(parse_aws(p, &map["aws"])?))),
         [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
         _ => err(format!(
             "keystore: more than once keystore specified ({})",

@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use crate::secret::SecretVec;
 
+pub mod aws;
 pub mod fs;
+pub mod http;
 pub mod mem;
+pub mod sigv4;
 pub mod vault;
 
 pub use fs::FsStore;
@@ -102,6 +105,10 @@ pub fn open(
             .map_err(|e| format!("keystore.fs.path '{}': {e}", path.display())),
         KeystoreConfig::Vault(v) => vault::VaultStore::new((**v).clone())
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
+        KeystoreConfig::Aws(a) => {
+            aws::AwsStore::new((**a).clone(), &|name| std::env::var(name).ok())
+                .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
+        }
         KeystoreConfig::Unsupported(name) => Err(format!(
             "keystore.{name}: this keystore is not supported by this build yet"
         )),

@@ -7,21 +7,18 @@
 //!
 //! Login with AppRole or Kubernetes; the token is renewed by logging in again before it
 //! expires, and once more after a 403. Every call has a timeout and runs on the caller's
-//! (blocking-pool) thread. A small HTTP/1.1 client over std + rustls, one connection per call.
+//! (blocking-pool) thread, through the shared client in [`super::http`], one connection per call.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::http::{other, Endpoint, Reply, TlsFiles};
 use super::{KeyStore, StoreError};
 use crate::config::{VaultAuth, VaultConfig};
 use crate::secret::SecretVec;
 
 /// Connect + read + write timeout of one Vault call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest Vault response read.
-const RESPONSE_BYTES_MAX: usize = 4 << 20;
 
 struct Token {
     value: String,
@@ -32,71 +29,27 @@ struct Token {
 /// The Vault keystore.
 pub struct VaultStore {
     config: VaultConfig,
-    host: String,
-    port: u16,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    endpoint: Endpoint,
     token: Mutex<Option<Token>>,
-}
-
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-}
-
-fn unreachable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unreachable(e.to_string())
-}
-
-fn other(msg: String) -> StoreError {
-    StoreError::Io(std::io::Error::other(msg))
 }
 
 impl VaultStore {
     pub fn new(config: VaultConfig) -> Result<VaultStore, String> {
-        let (tls_wanted, rest) = if let Some(r) = config.endpoint.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = config.endpoint.strip_prefix("http://") {
-            (false, r)
-        } else {
-            (true, config.endpoint.as_str())
+        let tls = TlsFiles {
+            ca: config.tls_ca.clone(),
+            cert: config.tls_cert.clone(),
+            key: config.tls_key.clone(),
         };
-        let authority = rest.split('/').next().unwrap_or(rest);
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                p.parse().map_err(|_| {
-                    format!("keystore.vault.endpoint: bad port in '{}'", config.endpoint)
-                })?,
-            ),
-            _ => (authority.to_string(), if tls_wanted { 443 } else { 80 }),
-        };
-        let tls = if tls_wanted {
-            let credentials = match (&config.tls_cert, &config.tls_key) {
-                (Some(cert), Some(key)) => Some(crate::client::Credentials::Files {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                }),
-                _ => None,
-            };
-            let cfg = crate::client::ClientConfig {
-                endpoints: Vec::new(),
-                credentials,
-                insecure: false,
-                ca_file: config.tls_ca.clone(),
-                timeout: CALL_TIMEOUT,
-            };
-            Some(
-                crate::client::rustls_config(&cfg)
-                    .map_err(|e| format!("keystore.vault.tls: {e}"))?,
-            )
-        } else {
-            None
-        };
+        let endpoint = Endpoint::parse(
+            "Vault",
+            "keystore.vault.endpoint",
+            &config.endpoint,
+            &tls,
+            CALL_TIMEOUT,
+        )?;
         Ok(VaultStore {
             config,
-            host,
-            port,
-            tls,
+            endpoint,
             token: Mutex::new(None),
         })
     }
@@ -118,7 +71,7 @@ impl VaultStore {
         p
     }
 
-    /// One HTTP exchange with Vault.
+    /// One HTTP exchange with Vault (no retries, as before the client was shared).
     fn call(
         &self,
         method: &str,
@@ -127,55 +80,16 @@ impl VaultStore {
         namespace: &str,
         body: Option<&[u8]>,
     ) -> Result<Reply, StoreError> {
-        let addr = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(unreachable)?
-            .next()
-            .ok_or_else(|| unreachable(format!("cannot resolve {}", self.host)))?;
-        let tcp = TcpStream::connect_timeout(&addr, CALL_TIMEOUT).map_err(unreachable)?;
-        tcp.set_read_timeout(Some(CALL_TIMEOUT))
-            .map_err(unreachable)?;
-        tcp.set_write_timeout(Some(CALL_TIMEOUT))
-            .map_err(unreachable)?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n",
-            self.host, self.port
-        );
+        let mut headers = Vec::with_capacity(3);
         if let Some(t) = token {
-            req.push_str(&format!("X-Vault-Token: {t}\r\n"));
+            headers.push(("X-Vault-Token", t));
         }
         if !namespace.is_empty() && namespace != "/" {
-            req.push_str(&format!("X-Vault-Namespace: {namespace}\r\n"));
+            headers.push(("X-Vault-Namespace", namespace));
         }
-        let body = body.unwrap_or(b"");
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        ));
-        let mut bytes = SecretVec::with_capacity(req.len() + body.len());
-        bytes.as_mut_vec().extend_from_slice(req.as_bytes());
-        bytes.as_mut_vec().extend_from_slice(body);
-        let mut raw = SecretVec::with_capacity(4096);
-        match &self.tls {
-            None => {
-                let mut s = tcp;
-                s.write_all(bytes.expose()).map_err(unreachable)?;
-                read_all(&mut s, raw.as_mut_vec())?;
-            }
-            Some(config) => {
-                let name = match self.host.parse::<std::net::IpAddr>() {
-                    Ok(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
-                    Err(_) => rustls_pki_types::ServerName::try_from(self.host.clone())
-                        .map_err(|_| other(format!("bad Vault host name '{}'", self.host)))?,
-                };
-                let conn = rustls::ClientConnection::new(config.clone(), name)
-                    .map_err(|e| other(format!("TLS: {e}")))?;
-                let mut s = rustls::StreamOwned::new(conn, tcp);
-                s.write_all(bytes.expose()).map_err(unreachable)?;
-                read_all(&mut s, raw.as_mut_vec())?;
-            }
-        }
-        parse_reply(raw.expose())
+        headers.push(("Content-Type", "application/json"));
+        self.endpoint
+            .send(method, path, &headers, body.unwrap_or(b""))
     }
 
     fn login(&self) -> Result<Token, StoreError> {
@@ -258,48 +172,6 @@ impl VaultStore {
         }
         Ok(reply)
     }
-}
-
-fn read_all<R: Read>(r: &mut R, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    let mut tmp = [0u8; 8192];
-    loop {
-        match r.read(&mut tmp) {
-            Ok(0) => return Ok(()),
-            Ok(n) => {
-                if out.len() + n > RESPONSE_BYTES_MAX {
-                    return Err(other("Vault response too large".into()));
-                }
-                out.extend_from_slice(&tmp[..n]);
-            }
-            // Vault closes TLS connections without close_notify after Connection: close.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(unreachable(e)),
-        }
-    }
-}
-
-fn parse_reply(raw: &[u8]) -> Result<Reply, StoreError> {
-    let mut headers = [httparse::EMPTY_HEADER; 48];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head = match resp.parse(raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => return Err(unreachable("malformed or truncated response from Vault")),
-    };
-    let status = resp.code.unwrap_or(0);
-    let chunked = resp.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("transfer-encoding") && h.value.eq_ignore_ascii_case(b"chunked")
-    });
-    let body = if chunked {
-        let mut decoder = crate::http::ChunkedDecoder::default();
-        let mut body = Vec::new();
-        decoder
-            .decode(&raw[head..], &mut body, RESPONSE_BYTES_MAX)
-            .map_err(|_| unreachable("malformed chunked response from Vault"))?;
-        body
-    } else {
-        raw[head..].to_vec()
-    };
-    Ok(Reply { status, body })
 }
 
 /// `{"k":"v",…}` in a zeroizing buffer (values may be secrets).

@@ -1,0 +1,488 @@
+//! AWS Secrets Manager keystore (`keystore.aws.secretsmanager`), stored exactly as upstream
+//! KES stores it, so a Secrets Manager that upstream filled works unchanged and back:
+//!
+//! * one secret per key: `Name` = the key name, `SecretString` = the record text, encrypted
+//!   with `KmsKeyId` = `kmskey` when configured (else the account's default key);
+//! * read with `GetSecretValue` (`SecretString`, or `SecretBinary` for secrets written that
+//!   way), delete with `DeleteSecret` + `ForceDeleteWithoutRecovery` (no recovery window),
+//!   list with `ListSecrets` paged by `NextToken`; a delete reads the secret first, since a
+//!   forced delete of a missing secret succeeds at AWS and the API must answer 404;
+//! * the status probe is a plain `GET` of the endpoint: any HTTP answer means reachable.
+//!
+//! The JSON 1.1 protocol (`X-Amz-Target: secretsmanager.<Op>`) over the shared blocking
+//! client ([`super::http`]), signed with our SigV4 ([`super::sigv4`]). Calls are repeated on
+//! 5xx, 429 and throttling answers with bounded backoff; `CreateSecret` carries a
+//! `ClientRequestToken` (as the AWS SDKs add one) so a repeated create is idempotent.
+//!
+//! Credentials: the config's static `credentials`, else `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`), else the shared credentials file
+//! (`AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`, profile `AWS_PROFILE` or
+//! `default`). Not supported yet: web identity (IRSA, `AWS_WEB_IDENTITY_TOKEN_FILE`),
+//! ECS container credentials and EC2 instance metadata; with none of the above the keystore
+//! does not start and says so.
+
+use std::time::{Duration, Instant};
+
+use super::http::{other, retrying, Endpoint, Reply, Retry, TlsFiles};
+use super::sigv4::{self, Credentials};
+use super::{KeyStore, StoreError};
+use crate::config::AwsConfig;
+use crate::secret::SecretVec;
+
+/// Connect + read + write timeout of one AWS call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Safety bound on `ListSecrets` pages (100 names each by default).
+const LIST_PAGES_MAX: usize = 100_000;
+
+/// The AWS Secrets Manager keystore.
+pub struct AwsStore {
+    config: AwsConfig,
+    endpoint: Endpoint,
+    credentials: Credentials,
+    retry: Retry,
+}
+
+/// A failed call: AWS's error code (`ResourceNotFoundException`, …) and message.
+struct AwsError {
+    status: u16,
+    code: String,
+    message: String,
+}
+
+impl AwsStore {
+    /// `env` reads environment variables (the process environment in production).
+    pub fn new(
+        config: AwsConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AwsStore, String> {
+        let endpoint = Endpoint::parse(
+            "AWS Secrets Manager",
+            "keystore.aws.secretsmanager.endpoint",
+            &config.endpoint,
+            &TlsFiles::default(),
+            CALL_TIMEOUT,
+        )?;
+        let credentials = resolve_credentials(&config, env)?;
+        Ok(AwsStore {
+            config,
+            endpoint,
+            credentials,
+            retry: Retry::DEFAULT,
+        })
+    }
+
+    /// One signed JSON 1.1 call of `op`, repeated on 5xx/429/throttling.
+    fn call(&self, op: &str, body: &[u8]) -> Result<Reply, StoreError> {
+        let target = format!("secretsmanager.{op}");
+        let host = self.endpoint.host_header();
+        let payload_hash = sigv4::sha256_hex(body);
+        retrying(&self.retry, throttled, || {
+            let date = sigv4::amz_date_now();
+            let mut headers: Vec<(&str, &str)> = vec![
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("Host", &host),
+                ("X-Amz-Date", &date),
+                ("X-Amz-Target", &target),
+            ];
+            if !self.credentials.session_token.is_empty() {
+                headers.push(("X-Amz-Security-Token", &self.credentials.session_token));
+            }
+            let auth = sigv4::authorization(
+                "POST",
+                "/",
+                "",
+                &headers,
+                &payload_hash,
+                &self.credentials,
+                &self.config.region,
+                "secretsmanager",
+                &date,
+            );
+            headers.retain(|(n, _)| *n != "Host"); // the client sends Host itself
+            headers.push(("Authorization", &auth));
+            self.endpoint.send("POST", "/", &headers, body)
+        })
+    }
+
+    /// `call`, with a non-200 answer turned into an [`AwsError`].
+    fn json_call(&self, op: &str, body: &[u8]) -> Result<Result<Reply, AwsError>, StoreError> {
+        let reply = self.call(op, body)?;
+        if reply.status == 200 {
+            return Ok(Ok(reply));
+        }
+        Ok(Err(aws_error(&reply)))
+    }
+}
+
+/// 5xx, 429, and AWS's 400 throttling answers.
+fn throttled(reply: &Reply) -> bool {
+    if super::http::retryable_status(reply) {
+        return true;
+    }
+    reply.status == 400 && {
+        let code = aws_error(reply).code;
+        matches!(
+            code.as_str(),
+            "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException"
+                | "RequestLimitExceeded"
+        )
+    }
+}
+
+/// AWS's error code and message from a JSON (`__type`, `message`) or XML (`<Code>`) body.
+fn aws_error(reply: &Reply) -> AwsError {
+    let text = String::from_utf8_lossy(&reply.body);
+    let mut body = reply.body.clone();
+    let (mut code, mut message) = (String::new(), String::new());
+    if let Ok(v) = simd_json::to_owned_value(&mut body) {
+        use simd_json::prelude::*;
+        if let Some(t) = v.get("__type").and_then(|t| t.as_str()) {
+            code = t.rsplit('#').next().unwrap_or(t).to_string();
+        }
+        if let Some(m) = v
+            .get("message")
+            .or_else(|| v.get("Message"))
+            .and_then(|m| m.as_str())
+        {
+            message = m.to_string();
+        }
+    } else {
+        let tag = |name: &str| -> String {
+            let open = format!("<{name}>");
+            text.find(&open)
+                .and_then(|i| {
+                    let rest = &text[i + open.len()..];
+                    rest.find('<').map(|j| rest[..j].to_string())
+                })
+                .unwrap_or_default()
+        };
+        code = tag("Code");
+        message = tag("Message");
+    }
+    AwsError {
+        status: reply.status,
+        code,
+        message: message.chars().take(200).collect(),
+    }
+}
+
+impl AwsError {
+    /// For logs: never carries a credential (AWS does not echo them) nor a stored value.
+    fn into_store(self, op: &str) -> StoreError {
+        other(format!(
+            "AWS Secrets Manager {op} failed with status {}: {} {}",
+            self.status, self.code, self.message
+        ))
+    }
+}
+
+fn resolve_credentials(
+    config: &AwsConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credentials, String> {
+    if let Some(c) = &config.credentials {
+        return Ok(Credentials {
+            access_key: c.access_key.clone(),
+            secret_key: c.secret_key.clone(),
+            session_token: c.session_token.clone(),
+        });
+    }
+    let var = |n: &str| env(n).filter(|v| !v.is_empty());
+    if let (Some(access_key), Some(secret_key)) =
+        (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+    {
+        return Ok(Credentials {
+            access_key,
+            secret_key,
+            session_token: var("AWS_SESSION_TOKEN").unwrap_or_default(),
+        });
+    }
+    let file = var("AWS_SHARED_CREDENTIALS_FILE")
+        .or_else(|| var("HOME").map(|h| format!("{h}/.aws/credentials")));
+    let profile = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    if let Some(file) = file {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            if let Some(c) = shared_file_profile(&text, &profile) {
+                return Ok(c);
+            }
+        }
+    }
+    Err(
+        "keystore.aws.secretsmanager: no AWS credentials: set credentials.accesskey and \
+         credentials.secretkey, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile \
+         in the shared credentials file (web identity, ECS and EC2 instance-metadata \
+         credentials are not supported yet)"
+            .into(),
+    )
+}
+
+/// `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token` of `[profile]` in an
+/// AWS shared credentials file (INI).
+fn shared_file_profile(text: &str, profile: &str) -> Option<Credentials> {
+    let mut in_profile = false;
+    let (mut ak, mut sk, mut tok) = (String::new(), String::new(), String::new());
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = name.trim() == profile;
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_string();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "aws_access_key_id" => ak = v,
+                "aws_secret_access_key" => sk = v,
+                "aws_session_token" => tok = v,
+                _ => {}
+            }
+        }
+    }
+    (!ak.is_empty() && !sk.is_empty()).then_some(Credentials {
+        access_key: ak,
+        secret_key: sk,
+        session_token: tok,
+    })
+}
+
+/// A version-4 UUID (the shape AWS wants for `ClientRequestToken`).
+fn request_token() -> String {
+    let mut b = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn json(pairs: &[(&str, &str)], force_delete: bool) -> SecretVec {
+    let mut out = SecretVec::with_capacity(
+        64 + pairs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>(),
+    );
+    let mut w = crate::api::json::JsonWriter::object(out.as_mut_vec());
+    for (k, v) in pairs {
+        w.string(k, v);
+    }
+    if force_delete {
+        w.bool("ForceDeleteWithoutRecovery", true);
+    }
+    w.finish();
+    out
+}
+
+impl KeyStore for AwsStore {
+    fn display_name(&self) -> String {
+        format!("AWS SecretsManager: {}", self.config.endpoint)
+    }
+
+    fn status(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        self.endpoint.send("GET", "/", &[], b"")?;
+        Ok(start.elapsed())
+    }
+
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let value =
+            std::str::from_utf8(value).map_err(|_| other("key record is not text".into()))?;
+        let token = request_token();
+        let mut pairs = vec![
+            ("Name", name),
+            ("SecretString", value),
+            ("ClientRequestToken", token.as_str()),
+        ];
+        if !self.config.kms_key.is_empty() {
+            pairs.push(("KmsKeyId", self.config.kms_key.as_str()));
+        }
+        match self.json_call("CreateSecret", json(&pairs, false).expose())? {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == "ResourceExistsException" => Err(StoreError::AlreadyExists),
+            Err(e) => Err(e.into_store("CreateSecret")),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
+        let reply = match self.json_call(
+            "GetSecretValue",
+            json(&[("SecretId", name)], false).expose(),
+        )? {
+            Ok(r) => r,
+            Err(e) if e.code == "ResourceNotFoundException" => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into_store("GetSecretValue")),
+        };
+        let mut body = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(body.as_mut_vec())
+            .map_err(|_| other("AWS Secrets Manager GetSecretValue: invalid JSON".into()))?;
+        use simd_json::prelude::*;
+        if let Some(s) = v.get("SecretString").and_then(|s| s.as_str()) {
+            return Ok(SecretVec::new(s.as_bytes().to_vec()));
+        }
+        if let Some(b) = v.get("SecretBinary").and_then(|s| s.as_str()) {
+            use base64::Engine;
+            let mut out = SecretVec::with_capacity(b.len());
+            base64::engine::general_purpose::STANDARD
+                .decode_vec(b, out.as_mut_vec())
+                .map_err(|_| other("AWS Secrets Manager: SecretBinary is not base64".into()))?;
+            return Ok(out);
+        }
+        Err(other(
+            "AWS Secrets Manager GetSecretValue: neither SecretString nor SecretBinary".into(),
+        ))
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        // A forced DeleteSecret of a missing secret succeeds at AWS (and moto): look first
+        // for the 404 the API owes. GetSecretValue, not DescribeSecret, as upstream's
+        // documented IAM policy grants only Create/Get/Delete/ListSecrets.
+        self.get(name)?;
+        match self.json_call("DeleteSecret", json(&[("SecretId", name)], true).expose())? {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == "ResourceNotFoundException" => Err(StoreError::NotFound),
+            Err(e) => Err(e.into_store("DeleteSecret")),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..LIST_PAGES_MAX {
+            let body = match &next {
+                None => SecretVec::new(b"{}".to_vec()),
+                Some(t) => json(&[("NextToken", t)], false),
+            };
+            let reply = self
+                .json_call("ListSecrets", body.expose())?
+                .map_err(|e| e.into_store("ListSecrets"))?;
+            let mut body = reply.body;
+            let v = simd_json::to_owned_value(&mut body)
+                .map_err(|_| other("AWS Secrets Manager ListSecrets: invalid JSON".into()))?;
+            use simd_json::prelude::*;
+            if let Some(list) = v.get("SecretList").and_then(|l| l.as_array()) {
+                names.extend(
+                    list.iter()
+                        .filter_map(|s| s.get("Name").and_then(|n| n.as_str()))
+                        .filter(|n| n.starts_with(prefix))
+                        .map(str::to_string),
+                );
+            }
+            next = v
+                .get("NextToken")
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if next.is_none() {
+                names.sort();
+                names.dedup();
+                return Ok(names);
+            }
+        }
+        Err(other(
+            "AWS Secrets Manager ListSecrets: too many pages".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(creds: Option<(&str, &str, &str)>) -> AwsConfig {
+        AwsConfig {
+            endpoint: "https://secretsmanager.us-east-1.amazonaws.com".into(),
+            region: "us-east-1".into(),
+            kms_key: String::new(),
+            credentials: creds.map(|(a, s, t)| crate::config::AwsCredentials {
+                access_key: a.into(),
+                secret_key: s.into(),
+                session_token: t.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn credentials_from_config_then_env_then_shared_file() {
+        let none = |_: &str| None;
+        let c = resolve_credentials(&cfg(Some(("A", "S", "T"))), &none).unwrap();
+        assert_eq!(
+            (c.access_key.as_str(), c.session_token.as_str()),
+            ("A", "T")
+        );
+        let env = |n: &str| match n {
+            "AWS_ACCESS_KEY_ID" => Some("EA".to_string()),
+            "AWS_SECRET_ACCESS_KEY" => Some("ES".to_string()),
+            _ => None,
+        };
+        let c = resolve_credentials(&cfg(None), &env).unwrap();
+        assert_eq!((c.access_key.as_str(), c.secret_key.as_str()), ("EA", "ES"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(
+            &file,
+            "[default]\naws_access_key_id = DA\naws_secret_access_key = DS\n\n[other]\naws_access_key_id=OA\naws_secret_access_key=OS\naws_session_token=OT\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap().to_string();
+        let env = |n: &str| match n {
+            "AWS_SHARED_CREDENTIALS_FILE" => Some(f.clone()),
+            "AWS_PROFILE" => Some("other".into()),
+            _ => None,
+        };
+        let c = resolve_credentials(&cfg(None), &env).unwrap();
+        assert_eq!(
+            (c.access_key.as_str(), c.session_token.as_str()),
+            ("OA", "OT")
+        );
+        let err = resolve_credentials(&cfg(None), &none).unwrap_err();
+        assert!(err.contains("no AWS credentials"), "{err}");
+    }
+
+    #[test]
+    fn error_bodies_in_json_and_xml() {
+        let e = aws_error(&Reply {
+            status: 400,
+            body: br#"{"__type":"com.amazonaws.secretsmanager#ResourceNotFoundException","message":"Secrets Manager can't find the specified secret."}"#.to_vec(),
+        });
+        assert_eq!(e.code, "ResourceNotFoundException");
+        assert!(e.message.contains("can't find"));
+        let e = aws_error(&Reply {
+            status: 403,
+            body: b"<ErrorResponse><Errors><Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error></Errors></ErrorResponse>".to_vec(),
+        });
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("SignatureDoesNotMatch", "no")
+        );
+        assert!(throttled(&Reply {
+            status: 400,
+            body: br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_vec()
+        }));
+        assert!(!throttled(&Reply {
+            status: 400,
+            body: br#"{"__type":"ResourceExistsException"}"#.to_vec()
+        }));
+    }
+
+    #[test]
+    fn request_tokens_are_uuids() {
+        let t = request_token();
+        assert_eq!(t.len(), 36);
+        assert_eq!(&t[14..15], "4");
+        assert_ne!(t, request_token());
+    }
+}

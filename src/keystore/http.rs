@@ -1,0 +1,473 @@
+//! The small blocking HTTP/1.1 client the network keystores use (Vault, AWS Secrets Manager).
+//!
+//! One connection per call (`Connection: close`), HTTPS through rustls (a configured CA file,
+//! else the system CA bundle) or plain HTTP (loopback test servers), connect/read/write
+//! timeouts, a cap on the response size, and [`retrying`] for calls that may be repeated on
+//! 5xx answers and throttling, with exponential backoff bounded in count and total time.
+//!
+//! It runs on the caller's thread: keystores are only called from the blocking pool, never
+//! from an executor core, so no second async runtime is involved. Request bytes are built in a
+//! zeroizing buffer because bodies and headers carry secrets (records, tokens, signatures).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::StoreError;
+use crate::secret::SecretVec;
+
+/// Largest response read from a keystore service.
+pub const RESPONSE_BYTES_MAX: usize = 4 << 20;
+
+/// Client TLS settings for an `https://` endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// CA certificate PEM file (or directory); `None` = the system CA bundle.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (mutual TLS), both or neither.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Where a keystore service listens and how to talk to it.
+pub struct Endpoint {
+    /// For error messages: "Vault", "AWS Secrets Manager".
+    service: &'static str,
+    host: String,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+}
+
+/// A response: status and body (headers are not kept).
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+pub(crate) fn unreachable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unreachable(e.to_string())
+}
+
+pub(crate) fn other(msg: String) -> StoreError {
+    StoreError::Io(std::io::Error::other(msg))
+}
+
+impl Endpoint {
+    /// Parses `https://host[:port][/…]`, `http://host[:port]` or a bare `host[:port]` (HTTPS).
+    /// `field` names the config field in errors.
+    pub fn parse(
+        service: &'static str,
+        field: &str,
+        url: &str,
+        tls: &TlsFiles,
+        timeout: Duration,
+    ) -> Result<Endpoint, String> {
+        let (tls_wanted, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            (true, url)
+        };
+        let authority = rest.split('/').next().unwrap_or(rest);
+        if authority.is_empty() {
+            return Err(format!("{field}: no host in '{url}'"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                p.parse()
+                    .map_err(|_| format!("{field}: bad port in '{url}'"))?,
+            ),
+            _ => (
+                authority
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                if tls_wanted { 443 } else { 80 },
+            ),
+        };
+        let tls = if tls_wanted {
+            let credentials = match (&tls.cert, &tls.key) {
+                (Some(cert), Some(key)) => Some(crate::client::Credentials::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            };
+            let cfg = crate::client::ClientConfig {
+                endpoints: Vec::new(),
+                credentials,
+                insecure: false,
+                ca_file: tls.ca.clone(),
+                timeout,
+            };
+            Some(crate::client::rustls_config(&cfg).map_err(|e| format!("{field}: TLS: {e}"))?)
+        } else {
+            None
+        };
+        Ok(Endpoint {
+            service,
+            host,
+            port,
+            tls,
+            timeout,
+        })
+    }
+
+    /// The `Host` header value: `host:port`, without the port when it is the scheme's
+    /// default (as HTTP clients and AWS's signers write it); IPv6 literals in brackets.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = if self.tls.is_some() { 443 } else { 80 };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The host alone (no port).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// One HTTP exchange on a fresh connection. `headers` are sent as given after `Host` and
+    /// `Connection: close`; `Content-Length` is added. Network failures are `Unreachable`.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Reply, StoreError> {
+        let addr = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(unreachable)?
+            .next()
+            .ok_or_else(|| unreachable(format!("cannot resolve {}", self.host)))?;
+        let tcp = TcpStream::connect_timeout(&addr, self.timeout).map_err(unreachable)?;
+        tcp.set_read_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        tcp.set_write_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        let mut bytes = SecretVec::with_capacity(256 + body.len());
+        {
+            let b = bytes.as_mut_vec();
+            b.extend_from_slice(method.as_bytes());
+            b.push(b' ');
+            b.extend_from_slice(path.as_bytes());
+            b.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+            b.extend_from_slice(self.host_header().as_bytes());
+            b.extend_from_slice(b"\r\nConnection: close\r\n");
+            for (name, value) in headers {
+                b.extend_from_slice(name.as_bytes());
+                b.extend_from_slice(b": ");
+                b.extend_from_slice(value.as_bytes());
+                b.extend_from_slice(b"\r\n");
+            }
+            b.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            b.extend_from_slice(body);
+        }
+        let mut raw = SecretVec::with_capacity(4096);
+        match &self.tls {
+            None => {
+                let mut s = tcp;
+                s.write_all(bytes.expose()).map_err(unreachable)?;
+                self.read_all(&mut s, raw.as_mut_vec())?;
+            }
+            Some(config) => {
+                let name = match self.host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
+                    Err(_) => {
+                        rustls_pki_types::ServerName::try_from(self.host.clone()).map_err(|_| {
+                            other(format!("bad {} host name '{}'", self.service, self.host))
+                        })?
+                    }
+                };
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| other(format!("TLS: {e}")))?;
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                s.write_all(bytes.expose()).map_err(unreachable)?;
+                self.read_all(&mut s, raw.as_mut_vec())?;
+            }
+        }
+        self.parse_reply(raw.expose())
+    }
+
+    fn read_all<R: Read>(&self, r: &mut R, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        let mut tmp = [0u8; 8192];
+        loop {
+            match r.read(&mut tmp) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    if out.len() + n > RESPONSE_BYTES_MAX {
+                        return Err(other(format!("{} response too large", self.service)));
+                    }
+                    out.extend_from_slice(&tmp[..n]);
+                }
+                // Servers close TLS connections without close_notify after Connection: close.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(unreachable(e)),
+            }
+        }
+    }
+
+    fn parse_reply(&self, raw: &[u8]) -> Result<Reply, StoreError> {
+        let mut headers = [httparse::EMPTY_HEADER; 48];
+        let mut resp = httparse::Response::new(&mut headers);
+        let head = match resp.parse(raw) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => {
+                return Err(unreachable(format!(
+                    "malformed or truncated response from {}",
+                    self.service
+                )))
+            }
+        };
+        let status = resp.code.unwrap_or(0);
+        let chunked = resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("transfer-encoding")
+                && h.value.eq_ignore_ascii_case(b"chunked")
+        });
+        let body = if chunked {
+            let mut decoder = crate::http::ChunkedDecoder::default();
+            let mut body = Vec::new();
+            decoder
+                .decode(&raw[head..], &mut body, RESPONSE_BYTES_MAX)
+                .map_err(|_| {
+                    unreachable(format!("malformed chunked response from {}", self.service))
+                })?;
+            body
+        } else {
+            raw[head..].to_vec()
+        };
+        Ok(Reply { status, body })
+    }
+}
+
+/// How often, and for how long, a call is repeated.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// Attempts in all (1 = no retry).
+    pub attempts: u32,
+    /// Delay before the first retry; doubled for each further one (plus up to 50 % jitter).
+    pub base: Duration,
+    /// No retry starts later than this after the first attempt.
+    pub total: Duration,
+}
+
+impl Retry {
+    /// No retries.
+    pub const NONE: Retry = Retry {
+        attempts: 1,
+        base: Duration::ZERO,
+        total: Duration::ZERO,
+    };
+    /// The keystore default: up to 4 attempts, 100 ms → 200 ms → 400 ms (+ jitter), all
+    /// retries starting within 5 s.
+    pub const DEFAULT: Retry = Retry {
+        attempts: 4,
+        base: Duration::from_millis(100),
+        total: Duration::from_secs(5),
+    };
+
+    fn delay(&self, retry: u32) -> Duration {
+        let d = self.base.saturating_mul(1u32 << retry.min(16));
+        let mut b = [0u8; 2];
+        let jitter =
+            if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_ok() {
+                u16::from_le_bytes(b) as u32
+            } else {
+                0
+            };
+        d + d.mul_f64(jitter as f64 / 131_070.0)
+    }
+}
+
+/// 5xx and 429 answers are worth repeating.
+pub fn retryable_status(reply: &Reply) -> bool {
+    reply.status >= 500 || reply.status == 429
+}
+
+/// Runs `attempt` until it returns a reply that `retry_on` does not want repeated, an error,
+/// or the policy is used up (then the last reply is returned). Network errors are not
+/// retried: an unreachable service must be reported quickly (the keystore is then offline).
+pub fn retrying(
+    policy: &Retry,
+    retry_on: impl Fn(&Reply) -> bool,
+    mut attempt: impl FnMut() -> Result<Reply, StoreError>,
+) -> Result<Reply, StoreError> {
+    let started = Instant::now();
+    let mut n = 1;
+    loop {
+        let reply = attempt()?;
+        if n >= policy.attempts || !retry_on(&reply) {
+            return Ok(reply);
+        }
+        let delay = policy.delay(n - 1);
+        if started.elapsed() + delay > policy.total {
+            return Ok(reply);
+        }
+        std::thread::sleep(delay);
+        n += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn endpoints_parse() {
+        let t = TlsFiles::default();
+        let d = Duration::from_secs(1);
+        let e = Endpoint::parse("X", "f", "http://127.0.0.1:8200", &t, d).unwrap();
+        assert_eq!((e.host(), e.port, e.is_tls()), ("127.0.0.1", 8200, false));
+        assert_eq!(e.host_header(), "127.0.0.1:8200");
+        let e = Endpoint::parse("X", "f", "http://[::1]:9/x", &t, d).unwrap();
+        assert_eq!((e.host(), e.port), ("::1", 9));
+        assert_eq!(e.host_header(), "[::1]:9");
+        let e = Endpoint::parse("X", "f", "http://example.com", &t, d).unwrap();
+        assert_eq!((e.port, e.host_header().as_str()), (80, "example.com"));
+        let e = Endpoint::parse("X", "f", "secretsmanager.us-east-1.amazonaws.com", &t, d);
+        let e = e.unwrap();
+        assert_eq!((e.port, e.is_tls()), (443, true));
+        assert!(Endpoint::parse("X", "f", "http://h:port", &t, d).is_err());
+        assert!(Endpoint::parse("X", "f", "http://", &t, d).is_err());
+    }
+
+    fn reply(status: u16) -> Result<Reply, StoreError> {
+        Ok(Reply {
+            status,
+            body: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn retries_5xx_and_429_within_bounds() {
+        let fast = Retry {
+            attempts: 4,
+            base: Duration::from_millis(1),
+            total: Duration::from_secs(1),
+        };
+        let calls = Cell::new(0);
+        let r = retrying(&fast, retryable_status, || {
+            calls.set(calls.get() + 1);
+            reply(if calls.get() < 3 { 503 } else { 200 })
+        })
+        .unwrap();
+        assert_eq!((r.status, calls.get()), (200, 3));
+
+        calls.set(0);
+        let r = retrying(&fast, retryable_status, || {
+            calls.set(calls.get() + 1);
+            reply(429)
+        })
+        .unwrap();
+        assert_eq!((r.status, calls.get()), (429, 4), "bounded count");
+
+        calls.set(0);
+        let r = retrying(&fast, retryable_status, || {
+            calls.set(calls.get() + 1);
+            reply(404)
+        })
+        .unwrap();
+        assert_eq!((r.status, calls.get()), (404, 1), "4xx is final");
+
+        calls.set(0);
+        let e = retrying(&fast, retryable_status, || {
+            calls.set(calls.get() + 1);
+            Err(unreachable("refused"))
+        });
+        assert!(matches!(e, Err(StoreError::Unreachable(_))));
+        assert_eq!(calls.get(), 1, "network errors are reported at once");
+
+        // The total time bounds the retries too.
+        let slow = Retry {
+            attempts: 100,
+            base: Duration::from_millis(20),
+            total: Duration::from_millis(100),
+        };
+        calls.set(0);
+        let started = Instant::now();
+        retrying(&slow, retryable_status, || {
+            calls.set(calls.get() + 1);
+            reply(500)
+        })
+        .unwrap();
+        assert!(calls.get() <= 4, "{}", calls.get());
+        assert!(started.elapsed() < Duration::from_millis(150));
+
+        calls.set(0);
+        retrying(&Retry::NONE, retryable_status, || {
+            calls.set(calls.get() + 1);
+            reply(500)
+        })
+        .unwrap();
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn a_loopback_exchange_and_the_size_cap() {
+        use std::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for big in [false, true] {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap();
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                if big {
+                    let body = vec![b'x'; RESPONSE_BYTES_MAX + 10];
+                    let _ = s.write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .as_bytes(),
+                    );
+                    let _ = s.write_all(&body);
+                } else {
+                    s.write_all(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").unwrap();
+                }
+                drop(s);
+                if !big {
+                    assert!(req.starts_with("POST /p HTTP/1.1\r\n"), "{req}");
+                    assert!(
+                        req.contains(&format!("Host: 127.0.0.1:{port}\r\n")),
+                        "{req}"
+                    );
+                    assert!(req.contains("X-A: b\r\n"), "{req}");
+                    assert!(req.ends_with("Content-Length: 2\r\n\r\nhi"), "{req}");
+                }
+            }
+        });
+        let e = Endpoint::parse(
+            "Test",
+            "f",
+            &format!("http://127.0.0.1:{port}"),
+            &TlsFiles::default(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let r = e.send("POST", "/p", &[("X-A", "b")], b"hi").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (201, &b"abc"[..]));
+        let err = e.send("GET", "/", &[], b"").err().unwrap();
+        assert!(err.to_string().contains("Test response too large"), "{err}");
+        server.join().unwrap();
+        // Nothing listens any more: unreachable.
+        let err = e.send("GET", "/", &[], b"").err().unwrap();
+        assert!(matches!(err, StoreError::Unreachable(_)), "{err}");
+    }
+}

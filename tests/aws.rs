@@ -1,0 +1,421 @@
+//! The AWS Secrets Manager keystore against moto in server mode (`moto_server`, from
+//! `pip install "moto[server]"`) on loopback, through `kes server --config`.
+//!
+//! moto runs with `INITIAL_NO_AUTH_ACTION_COUNT=4`: the setup (IAM user, its policy and
+//! access key, a KMS key; boto3) runs unauthenticated, after which moto checks every
+//! request's SigV4 signature against the IAM user's secret (as AWS does), so these tests also
+//! check our signing against moto's (botocore's) verifier.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Moto {
+    child: Child,
+    port: u16,
+    access_key: String,
+    secret_key: String,
+    kms_key: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a python3 snippet with boto3 clients `sm`/`kms`/`iam` for moto at `port` (signed
+/// with `ak`/`sk`); returns its stdout.
+fn py(port: u16, ak: &str, sk: &str, code: &str) -> String {
+    let script = format!(
+        "import boto3, json, sys\nkw = dict(endpoint_url='http://127.0.0.1:{port}', region_name='us-east-1', aws_access_key_id='{ak}', aws_secret_access_key='{sk}')\nsm = boto3.client('secretsmanager', **kw)\nkms = boto3.client('kms', **kw)\niam = boto3.client('iam', **kw)\n{code}\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn start_moto() -> Moto {
+    let found = Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "these tests need moto in server mode: pip install 'moto[server]' (provides moto_server)"
+    );
+    let port = free_port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let mut moto = Moto {
+        child,
+        port,
+        access_key: String::new(),
+        secret_key: String::new(),
+        kms_key: String::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = py(
+        port,
+        "setup",
+        "setup",
+        "iam.create_user(UserName='kes')\n\
+         iam.put_user_policy(UserName='kes', PolicyName='all', PolicyDocument=json.dumps({'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': '*', 'Resource': '*'}]}))\n\
+         k = iam.create_access_key(UserName='kes')['AccessKey']\n\
+         kid = kms.create_key()['KeyMetadata']['KeyId']\n\
+         print(k['AccessKeyId'], k['SecretAccessKey'], kid)",
+    );
+    let mut parts = out.split_whitespace();
+    moto.access_key = parts.next().unwrap().to_string();
+    moto.secret_key = parts.next().unwrap().to_string();
+    moto.kms_key = parts.next().unwrap().to_string();
+    moto
+}
+
+/// moto queried with the IAM user's own (valid) credentials.
+fn moto_py(m: &Moto, code: &str) -> String {
+    py(m.port, &m.access_key, &m.secret_key, code)
+}
+
+/// Config for a `kes server --config` node on moto: the secret key comes from the
+/// environment (`${KES_TEST_AWS_SECRET}`) to show `${ENV}` substitution in the block.
+fn write_config(
+    dir: &std::path::Path,
+    tls: &TlsFiles,
+    admin: &str,
+    m: &Moto,
+    extra: &str,
+) -> std::path::PathBuf {
+    let yaml = format!(
+        "admin:\n  identity: {admin}\ntls:\n  key: {}\n  cert: {}\ncache:\n  expiry:\n    any: 5m\n    unused: 5m\nkeystore:\n  aws:\n    secretsmanager:\n      endpoint: http://127.0.0.1:{}\n      region: ${{KES_TEST_AWS_REGION}}\n      kmskey: {}\n      credentials:\n        accesskey: {}\n        secretkey: ${{KES_TEST_AWS_SECRET}}\n{extra}",
+        tls.key.display(),
+        tls.cert.display(),
+        m.port,
+        m.kms_key,
+        m.access_key,
+    );
+    let path = dir.join("aws.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn kes_on(path: &std::path::Path, secret: &str) -> BinServer {
+    let secret = secret.to_string();
+    bin_server_with(&["--config", path.to_str().unwrap()], move |cmd| {
+        cmd.env("KES_TEST_AWS_SECRET", secret)
+            .env("KES_TEST_AWS_REGION", "us-east-1")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+    })
+}
+
+#[test]
+fn keys_live_in_moto_as_upstream_stores_them_encrypted_with_kmskey_and_list_pages() {
+    let m = start_moto();
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin, &m, "");
+    let node = kes_on(&path, &m.secret_key);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+
+    assert_eq!(
+        c.request("POST", "/v1/key/create/aws-key", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/create/aws-key", None, &[])
+            .unwrap(),
+        400,
+        "key already exists",
+    );
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/generate/aws-key",
+            Some(br#"{"context":"e30="}"#),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let body = format!(
+        r#"{{"ciphertext":"{}","context":"e30="}}"#,
+        json_str(&r, "ciphertext")
+    );
+    let d = c
+        .request(
+            "POST",
+            "/v1/key/decrypt/aws-key",
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(d.status, 200, "{}", body_str(&d));
+    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
+
+    // Stored as upstream stores it: Name = key name, SecretString = the record, KmsKeyId set.
+    let stored = moto_py(
+        &m,
+        "v = sm.get_secret_value(SecretId='aws-key')\nd = sm.describe_secret(SecretId='aws-key')\nprint(v['SecretString'])\nprint(d.get('KmsKeyId', ''))",
+    );
+    let mut lines = stored.lines();
+    let record = lines.next().unwrap();
+    assert!(record.starts_with("CiQKI"), "{record}");
+    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
+    assert_eq!(lines.next().unwrap(), m.kms_key);
+
+    // A secret written by another client as SecretBinary (upstream reads both) is served.
+    moto_py(
+        &m,
+        &format!("sm.create_secret(Name='binary-key', SecretBinary={record:?}.encode())"),
+    );
+    let r = c
+        .request("POST", "/v1/key/generate/binary-key", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+
+    // Past one ListSecrets page (moto pages at 100): 110 more keys, all listed.
+    for i in 0..110 {
+        let r = c
+            .request("POST", &format!("/v1/key/create/page-{i:03}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "page-{i}: {}", body_str(&r));
+    }
+    let listed = c.request("GET", "/v1/key/list/page-*", None, &[]).unwrap();
+    let text = body_str(&listed);
+    for i in 0..110 {
+        assert!(
+            text.contains(&format!("\"page-{i:03}\"")),
+            "page-{i:03} missing"
+        );
+    }
+    assert!(!text.contains("aws-key"));
+    let all = body_str(&c.request("GET", "/v1/key/list/*", None, &[]).unwrap());
+    assert!(all.contains("\"aws-key\"") && all.contains("\"binary-key\""));
+
+    // Delete: gone at once (no recovery window), then 404.
+    assert_eq!(
+        c.request("DELETE", "/v1/key/delete/aws-key", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/generate/aws-key", None, &[])
+            .unwrap(),
+        404,
+        "key does not exist",
+    );
+    assert_error(
+        &c.request("DELETE", "/v1/key/delete/aws-key", None, &[])
+            .unwrap(),
+        404,
+        "key does not exist",
+    );
+    let n = moto_py(
+        &m,
+        "print(len([s for s in sm.list_secrets(IncludePlannedDeletion=True, MaxResults=100)['SecretList'] if s['Name'] == 'aws-key']))",
+    );
+    assert_eq!(n, "0", "deleted without a recovery window");
+    assert!(
+        !node.stderr_text().contains(&m.secret_key),
+        "the secret key leaked into the log"
+    );
+}
+
+#[test]
+fn invalid_credentials_and_an_outage_are_clear_errors() {
+    let m = start_moto();
+
+    // Straight through the library: the error names AWS's code, never the secret.
+    let store_with = |ak: &str, sk: &str| {
+        let config = kes::config::AwsConfig {
+            endpoint: format!("http://127.0.0.1:{}", m.port),
+            region: "us-east-1".into(),
+            kms_key: String::new(),
+            credentials: Some(kes::config::AwsCredentials {
+                access_key: ak.into(),
+                secret_key: sk.into(),
+                session_token: String::new(),
+            }),
+        };
+        kes::keystore::aws::AwsStore::new(config, &|_| None).unwrap()
+    };
+    use kes::keystore::KeyStore;
+    let wrong_secret = "wrong-secret-NOT-TO-BE-LOGGED";
+    let err = store_with(&m.access_key, wrong_secret)
+        .create("k", b"v")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("status 403") && err.contains("SignatureDoesNotMatch"),
+        "{err}"
+    );
+    assert!(!err.contains(wrong_secret), "{err}");
+    let err = store_with("AKIAUNKNOWNKEY000000", wrong_secret)
+        .get("k")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("InvalidClientTokenId"), "{err}");
+    assert!(!err.contains(wrong_secret), "{err}");
+    // The good key works through the same path.
+    let good = store_with(&m.access_key, &m.secret_key);
+    good.create("lib-key", b"v").unwrap();
+    assert!(matches!(
+        good.create("lib-key", b"v"),
+        Err(kes::keystore::StoreError::AlreadyExists)
+    ));
+    assert_eq!(good.get("lib-key").unwrap().expose(), b"v");
+    good.delete("lib-key").unwrap();
+    assert!(matches!(
+        good.get("lib-key"),
+        Err(kes::keystore::StoreError::NotFound)
+    ));
+
+    // Through kes: a wrong secret key answers 502 for create and read.
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin, &m, "");
+    let bad = kes_on(&path, wrong_secret);
+    let mut c = client_for(&format!("https://{}", bad.addr), &api_key);
+    assert_error(
+        &c.request("POST", "/v1/key/create/x", None, &[]).unwrap(),
+        502,
+        "failed to create key",
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/generate/x", None, &[]).unwrap(),
+        502,
+        "failed to read key",
+    );
+    assert!(!bad.stderr_text().contains(wrong_secret));
+    drop(bad);
+
+    // An outage: cached keys keep working, others 502 at once, /v1/ready 504.
+    let node = kes_on(&path, &m.secret_key);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    for name in ["hot", "cold"] {
+        let r = c
+            .request("POST", &format!("/v1/key/create/{name}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", body_str(&r));
+    }
+    assert_eq!(
+        c.request("POST", "/v1/key/generate/hot", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        c.request("GET", "/v1/ready", None, &[]).unwrap().status,
+        200
+    );
+    drop(m); // moto is gone
+    std::thread::sleep(Duration::from_millis(1200)); // let the 1 s status cache age out
+    let started = Instant::now();
+    assert_eq!(
+        c.request("POST", "/v1/key/generate/hot", None, &[])
+            .unwrap()
+            .status,
+        200,
+        "cached keys keep working"
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/generate/cold", None, &[])
+            .unwrap(),
+        502,
+        "failed to read key",
+    );
+    assert_error(
+        &c.request("GET", "/v1/ready", None, &[]).unwrap(),
+        504,
+        "key store is not reachable",
+    );
+    let r = c.request("GET", "/v1/status", None, &[]).unwrap();
+    assert!(
+        body_str(&r).contains("\"keystore_unreachable\":true"),
+        "{}",
+        body_str(&r)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "outage answers must be quick: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_documented_aws_example_loads() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))
+            .unwrap();
+    // The commented `aws:` block, uncommented, replaces the fs keystore.
+    let start = example
+        .find("  # aws:\n")
+        .expect("aws example in server-config.yaml");
+    let block: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| format!("  {}\n", &l[4..]))
+        .collect();
+    let fs_start = example.find("keystore:\n").unwrap();
+    let yaml = format!("{}keystore:\n{block}", &example[..fs_start]);
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files();
+    std::fs::copy(&tls.key, dir.path().join("server.key")).unwrap();
+    std::fs::copy(&tls.cert, dir.path().join("server.cert")).unwrap();
+    let path = dir.path().join("aws-example.yml");
+    std::fs::write(&path, &yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kes"))
+        .args(["server", "--config", path.to_str().unwrap(), "--check"])
+        .env("KES_ADMIN_IDENTITY", "a".repeat(64))
+        .env("MINIO_KES_IDENTITY", "b".repeat(64))
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "example-secret")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{yaml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = kes::config::parse(&yaml, &|n| match n {
+        "KES_ADMIN_IDENTITY" => Some("a".repeat(64)),
+        "MINIO_KES_IDENTITY" => Some("b".repeat(64)),
+        "AWS_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".into()),
+        "AWS_SECRET_ACCESS_KEY" => Some("example-secret".into()),
+        _ => None,
+    })
+    .unwrap();
+    let kes::config::KeystoreConfig::Aws(aws) = config.keystore else {
+        panic!("not the aws keystore");
+    };
+    assert_eq!(aws.region, "us-east-1");
+    assert_eq!(aws.endpoint, "secretsmanager.us-east-1.amazonaws.com");
+    assert_eq!(aws.credentials.unwrap().access_key, "AKIDEXAMPLE");
+}
