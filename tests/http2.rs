@@ -774,3 +774,40 @@ fn log_streams_work_over_http2_and_sigterm_sends_goaway() {
         .expect("the server exits");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn an_answer_stalled_on_a_closed_window_is_reset_and_the_connection_lives() {
+    let server = dev_server_with(|o| o.timeouts.write = Duration::from_millis(800));
+    server
+        .client()
+        .request("POST", "/v1/key/create/stalled", None, &[])
+        .unwrap();
+    let mut c = h2_connect(server.addr, &server.api_key);
+    // A stream window of 0: the answer's HEADERS go out, no DATA can.
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(kes::http2::SETTINGS_INITIAL_WINDOW_SIZE, 0)]);
+    c.request_bytes(&mut out, 1, "GET", "/v1/key/describe/stalled", None);
+    c.send(&out);
+    let started = Instant::now();
+    let mut reset = None;
+    while let Some(f) = c.next_stream_frame() {
+        assert_ne!(f.header.kind, frame::kind::DATA, "DATA beyond a zero window");
+        if f.header.kind == frame::kind::RST_STREAM {
+            reset = Some(u32::from_be_bytes(f.payload[..4].try_into().unwrap()));
+            break;
+        }
+    }
+    assert_eq!(reset, Some(ErrorCode::Cancel.code()));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    // Other streams on the connection still work (a window of 0 only blocks bodies, so ask
+    // for an answer without one).
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(kes::http2::SETTINGS_INITIAL_WINDOW_SIZE, 65_535)]);
+    c.request_bytes(&mut out, 3, "GET", "/version", None);
+    c.send(&out);
+    assert_eq!(c.responses(&[3])[&3].0, 200);
+}

@@ -26,6 +26,9 @@ pub struct Timeouts {
     pub header: Duration,
     /// How long a kept-alive connection may sit between requests.
     pub idle: Duration,
+    /// How long one write may wait for a client that does not read (HTTP/1.1), and how long
+    /// an HTTP/2 answer may wait for flow-control credit.
+    pub write: Duration,
 }
 
 impl Default for Timeouts {
@@ -33,6 +36,7 @@ impl Default for Timeouts {
         Timeouts {
             header: Duration::from_secs(5),
             idle: Duration::from_secs(90),
+            write: super::stream::WRITE_TIMEOUT,
         }
     }
 }
@@ -90,7 +94,7 @@ async fn serve_connection(
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let tls = ServerConnection::new(config).map_err(ConnError::Tls)?;
-    let mut io = TlsStream::new(stream, tls);
+    let mut io = TlsStream::new(stream, tls, timeouts.write);
 
     if let Err(e) = handshake(&mut io, crate::rt::now() + timeouts.header).await {
         core.metrics.inc(&core.metrics.handshakes_failed);

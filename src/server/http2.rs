@@ -29,7 +29,6 @@ use super::proxy;
 use super::slots::{Phase, Slot};
 use super::stream::{
     wipe, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER, LINGER_BYTES_MAX,
-    WRITE_TIMEOUT,
 };
 use crate::api::settings::CoreSettings;
 use crate::api::{self, ApiError, Core, LogStream, Peer, Reply, Request, Routed, ROUTES};
@@ -353,6 +352,8 @@ async fn run_handler(core: Rc<Core>, start: Start) -> Done {
 /// The connection's HTTP/2 state apart from the handlers.
 struct H2 {
     core: Rc<Core>,
+    /// How long an answer may wait for flow-control credit before its stream is reset.
+    write_timeout: Duration,
     peer: Peer,
     peer_addr: Option<std::net::SocketAddr>,
     streams: Vec<Stream>,
@@ -397,6 +398,7 @@ impl H2 {
     fn new(core: Rc<Core>, peer: Peer, peer_addr: Option<std::net::SocketAddr>) -> H2 {
         let now = crate::rt::now();
         H2 {
+            write_timeout: super::stream::WRITE_TIMEOUT,
             core,
             peer,
             peer_addr,
@@ -492,6 +494,7 @@ pub async fn serve(
     ready_at: Instant,
 ) -> Result<(), ConnError> {
     let mut h2 = H2::new(core.clone(), peer, io.peer_addr);
+    h2.write_timeout = timeouts.write;
     let mut handlers = Handlers::new();
     let mut done: Vec<Done> = Vec::new();
     let starter = starter!(core);
@@ -1522,7 +1525,7 @@ fn check_deadlines(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
             }
             StreamState::Sending => s
                 .stalled_since
-                .is_some_and(|t| now.duration_since(t) > WRITE_TIMEOUT),
+                .is_some_and(|t| now.duration_since(t) > h2.write_timeout),
             StreamState::Draining => s
                 .stalled_since
                 .is_some_and(|t| now.duration_since(t) > LINGER),

@@ -30,7 +30,8 @@ pub const PLAIN_IN_BYTES_DEFAULT: usize = 8 * 1024;
 pub const PLAIN_OUT_BYTES_DEFAULT: usize = 4 * 1024;
 /// A buffer larger than this after a request is replaced by one of its default size.
 pub const BUFFER_KEEP_BYTES_MAX: usize = 32 * 1024;
-/// How long one write of queued TLS records may take (clients that stop reading).
+/// How long one write of queued TLS records may take (clients that stop reading), by default
+/// (`Timeouts::write`).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// After the last answer of a connection closed by the server with unread request bytes
 /// on the way (a body over its limit), incoming bytes are read and dropped for at most this
@@ -91,10 +92,12 @@ pub struct TlsStream {
     /// The peer sent close_notify or closed the socket.
     pub eof: bool,
     pub peer_addr: Option<SocketAddr>,
+    /// How long one write may wait (a client that does not read).
+    pub write_timeout: Duration,
 }
 
 impl TlsStream {
-    pub fn new(stream: TcpStream, tls: ServerConnection) -> TlsStream {
+    pub fn new(stream: TcpStream, tls: ServerConnection, write_timeout: Duration) -> TlsStream {
         let peer_addr = stream.peer_addr().ok();
         TlsStream {
             stream,
@@ -106,6 +109,7 @@ impl TlsStream {
             plain_out: Vec::with_capacity(PLAIN_OUT_BYTES_DEFAULT),
             eof: false,
             peer_addr,
+            write_timeout,
         }
     }
 
@@ -281,7 +285,8 @@ impl TlsStream {
             // Almost every write fits the socket buffer and completes on its first poll,
             // which arms no timer: only a write that has to wait (a client that stopped
             // reading) gets one.
-            match crate::rt::timeout(WRITE_TIMEOUT, self.stream.write_all(&self.net_out)).await {
+            match crate::rt::timeout(self.write_timeout, self.stream.write_all(&self.net_out)).await
+            {
                 Ok(result) => result?,
                 Err(_elapsed) => return Err(ConnError::Timeout),
             }
