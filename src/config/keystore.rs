@@ -15,6 +15,7 @@ pub enum KeystoreConfig {
     },
     Vault(Box<VaultConfig>),
     Aws(Box<AwsConfig>),
+    KeySecure(Box<KeySecureConfig>),
     /// A backend this build does not implement yet (named for the error message).
     Unsupported(String),
 }
@@ -102,6 +103,79 @@ fn parse_aws(p: &Parser<'_>, v: &Value) -> Result<AwsConfig, ConfigError> {
         region,
         kms_key: s("kmskey", sm.get("kmskey"))?,
         credentials,
+    })
+}
+
+/// A string field of a keystore block (`${ENV}` substituted, trimmed); absent or null = "".
+fn text(p: &Parser<'_>, path: &str, node: Option<&Value>) -> Result<String, ConfigError> {
+    match node {
+        Some(n) if !n.is_null() => Ok(p.string(path, n)?.trim().to_string()),
+        _ => Ok(String::new()),
+    }
+}
+
+/// `keystore.gemalto.keysecure` (Thales CipherTrust Manager / Gemalto KeySecure).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySecureConfig {
+    /// `https://host[:port]` of the CipherTrust Manager.
+    pub endpoint: String,
+    /// `credentials.token`: the refresh token that buys short-lived access tokens.
+    pub token: String,
+    /// `credentials.domain`: the domain the token belongs to ("" = root domain).
+    pub domain: String,
+    /// `tls.ca`: CA certificate(s) of the server; `None` = the system CA bundle.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for KeySecureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySecureConfig")
+            .field("endpoint", &self.endpoint)
+            .field("token", &"<redacted>")
+            .field("domain", &self.domain)
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
+}
+
+fn parse_keysecure(p: &Parser<'_>, v: &Value) -> Result<KeySecureConfig, ConfigError> {
+    let Some(ks) = v.get("keysecure").filter(|n| !n.is_null()) else {
+        return err("keystore.gemalto: expected a keysecure block");
+    };
+    const B: &str = "keystore.gemalto.keysecure";
+    let endpoint = text(p, &format!("{B}.endpoint"), ks.get("endpoint"))?;
+    if endpoint.is_empty() {
+        return err(format!(
+            "{B}.endpoint: missing; expected the CipherTrust Manager URL, e.g. https://ciphertrust.example.com"
+        ));
+    }
+    let c = ks.get("credentials").filter(|n| !n.is_null());
+    let token = text(
+        p,
+        &format!("{B}.credentials.token"),
+        c.and_then(|c| c.get("token")),
+    )?;
+    if token.is_empty() {
+        return err(format!(
+            "{B}.credentials.token: missing; expected a refresh token"
+        ));
+    }
+    let domain = text(
+        p,
+        &format!("{B}.credentials.domain"),
+        c.and_then(|c| c.get("domain")),
+    )?;
+    // `credentials.retry` is accepted and ignored (token renewal is on demand here).
+    let ca = text(
+        p,
+        &format!("{B}.tls.ca"),
+        ks.get("tls").and_then(|t| t.get("ca")),
+    )?;
+    Ok(KeySecureConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        token,
+        domain,
+        tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
     })
 }
 
@@ -311,6 +385,10 @@ pub(crate) fn parse_keystore(
             &map["vault"],
         )?))),
         ["aws"] => Ok(KeystoreConfig::Aws(Box::new(parse_aws(p, &map["aws"])?))),
+        ["gemalto"] => Ok(KeystoreConfig::KeySecure(Box::new(parse_keysecure(
+            p,
+            &map["gemalto"],
+        )?))),
         [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
         _ => err(format!(
             "keystore: more than once keystore specified ({})",

@@ -15,7 +15,9 @@ use crate::secret::SecretVec;
 pub mod aws;
 pub mod fs;
 pub mod http;
+pub mod keysecure;
 pub mod mem;
+pub mod session;
 pub mod sigv4;
 pub mod vault;
 
@@ -109,6 +111,8 @@ pub fn open(
             aws::AwsStore::new((**a).clone(), &|name| std::env::var(name).ok())
                 .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
         }
+        KeystoreConfig::KeySecure(k) => keysecure::KeySecureStore::new((**k).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::Unsupported(name) => Err(format!(
             "keystore.{name}: this keystore is not supported by this build yet"
         )),
