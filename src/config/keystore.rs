@@ -16,6 +16,7 @@ pub enum KeystoreConfig {
     Vault(Box<VaultConfig>),
     Aws(Box<AwsConfig>),
     KeySecure(Box<KeySecureConfig>),
+    Fortanix(Box<FortanixConfig>),
     /// A backend this build does not implement yet (named for the error message).
     Unsupported(String),
 }
@@ -175,6 +176,62 @@ fn parse_keysecure(p: &Parser<'_>, v: &Value) -> Result<KeySecureConfig, ConfigE
         endpoint: endpoint.trim_end_matches('/').to_string(),
         token,
         domain,
+        tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
+    })
+}
+
+/// `keystore.fortanix.sdkms` (Fortanix Data Security Manager, formerly SDKMS).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FortanixConfig {
+    pub endpoint: String,
+    /// `group_id`: the group new security objects are created in ("" = the app's default).
+    pub group_id: String,
+    /// `credentials.key`: the application's API key.
+    pub api_key: String,
+    /// `tls.ca`: CA certificate(s) of the server; `None` = the system CA bundle.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for FortanixConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FortanixConfig")
+            .field("endpoint", &self.endpoint)
+            .field("group_id", &self.group_id)
+            .field("api_key", &"<redacted>")
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
+}
+
+fn parse_fortanix(p: &Parser<'_>, v: &Value) -> Result<FortanixConfig, ConfigError> {
+    let Some(b) = v.get("sdkms").filter(|n| !n.is_null()) else {
+        return err("keystore.fortanix: expected an sdkms block");
+    };
+    const B: &str = "keystore.fortanix.sdkms";
+    let endpoint = text(p, &format!("{B}.endpoint"), b.get("endpoint"))?;
+    if endpoint.is_empty() {
+        return err(format!(
+            "{B}.endpoint: missing; expected the Fortanix DSM URL, e.g. https://sdkms.fortanix.com"
+        ));
+    }
+    let c = b.get("credentials").filter(|n| !n.is_null());
+    let api_key = text(
+        p,
+        &format!("{B}.credentials.key"),
+        c.and_then(|c| c.get("key")),
+    )?;
+    if api_key.is_empty() {
+        return err(format!("{B}.credentials.key: missing; expected an API key"));
+    }
+    let ca = text(
+        p,
+        &format!("{B}.tls.ca"),
+        b.get("tls").and_then(|t| t.get("ca")),
+    )?;
+    Ok(FortanixConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        group_id: text(p, &format!("{B}.group_id"), b.get("group_id"))?,
+        api_key,
         tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
     })
 }
@@ -385,6 +442,10 @@ pub(crate) fn parse_keystore(
             &map["vault"],
         )?))),
         ["aws"] => Ok(KeystoreConfig::Aws(Box::new(parse_aws(p, &map["aws"])?))),
+        ["fortanix"] => Ok(KeystoreConfig::Fortanix(Box::new(parse_fortanix(
+            p,
+            &map["fortanix"],
+        )?))),
         ["gemalto"] => Ok(KeystoreConfig::KeySecure(Box::new(parse_keysecure(
             p,
             &map["gemalto"],

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::secret::SecretVec;
 
 pub mod aws;
+pub mod fortanix;
 pub mod fs;
 pub mod http;
 pub mod keysecure;
@@ -111,6 +112,8 @@ pub fn open(
             aws::AwsStore::new((**a).clone(), &|name| std::env::var(name).ok())
                 .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
         }
+        KeystoreConfig::Fortanix(f) => fortanix::FortanixStore::new((**f).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::KeySecure(k) => keysecure::KeySecureStore::new((**k).clone())
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::Unsupported(name) => Err(format!(
