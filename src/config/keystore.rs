@@ -17,6 +17,7 @@ pub enum KeystoreConfig {
     Aws(Box<AwsConfig>),
     KeySecure(Box<KeySecureConfig>),
     Fortanix(Box<FortanixConfig>),
+    KeyControl(Box<KeyControlConfig>),
     /// A backend this build does not implement yet (named for the error message).
     Unsupported(String),
 }
@@ -236,6 +237,62 @@ fn parse_fortanix(p: &Parser<'_>, v: &Value) -> Result<FortanixConfig, ConfigErr
     })
 }
 
+/// `keystore.entrust.keycontrol` (Entrust KeyControl vault secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyControlConfig {
+    pub endpoint: String,
+    /// `vault_id`: the UUID of the KeyControl vault.
+    pub vault_id: String,
+    /// `box_id`: the ID or name of the box inside the vault.
+    pub box_id: String,
+    pub username: String,
+    pub password: String,
+    /// `tls.ca`: CA certificate(s) of the server; `None` = the system CA bundle.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for KeyControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyControlConfig")
+            .field("endpoint", &self.endpoint)
+            .field("vault_id", &self.vault_id)
+            .field("box_id", &self.box_id)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
+}
+
+fn parse_keycontrol(p: &Parser<'_>, v: &Value) -> Result<KeyControlConfig, ConfigError> {
+    let Some(b) = v.get("keycontrol").filter(|n| !n.is_null()) else {
+        return err("keystore.entrust: expected a keycontrol block");
+    };
+    const B: &str = "keystore.entrust.keycontrol";
+    let c = b.get("credentials").filter(|n| !n.is_null());
+    let required = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
+        let value = text(p, &format!("{B}.{field}"), node)?;
+        if value.is_empty() {
+            return err(format!("{B}.{field}: missing"));
+        }
+        Ok(value)
+    };
+    let endpoint = required("endpoint", b.get("endpoint"))?;
+    let ca = text(
+        p,
+        &format!("{B}.tls.ca"),
+        b.get("tls").and_then(|t| t.get("ca")),
+    )?;
+    Ok(KeyControlConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        vault_id: required("vault_id", b.get("vault_id"))?,
+        box_id: required("box_id", b.get("box_id"))?,
+        username: required("credentials.username", c.and_then(|c| c.get("username")))?,
+        password: required("credentials.password", c.and_then(|c| c.get("password")))?,
+        tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
+    })
+}
+
 /// `keystore.vault` (HashiCorp Vault or OpenBao K/V).
 #[derive(Clone, PartialEq, Eq)]
 pub struct VaultConfig {
@@ -442,6 +499,10 @@ pub(crate) fn parse_keystore(
             &map["vault"],
         )?))),
         ["aws"] => Ok(KeystoreConfig::Aws(Box::new(parse_aws(p, &map["aws"])?))),
+        ["entrust"] => Ok(KeystoreConfig::KeyControl(Box::new(parse_keycontrol(
+            p,
+            &map["entrust"],
+        )?))),
         ["fortanix"] => Ok(KeystoreConfig::Fortanix(Box::new(parse_fortanix(
             p,
             &map["fortanix"],

@@ -16,6 +16,7 @@ pub mod aws;
 pub mod fortanix;
 pub mod fs;
 pub mod http;
+pub mod keycontrol;
 pub mod keysecure;
 pub mod mem;
 pub mod session;
@@ -113,6 +114,8 @@ pub fn open(
                 .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
         }
         KeystoreConfig::Fortanix(f) => fortanix::FortanixStore::new((**f).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
+        KeystoreConfig::KeyControl(k) => keycontrol::KeyControlStore::new((**k).clone())
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::KeySecure(k) => keysecure::KeySecureStore::new((**k).clone())
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
