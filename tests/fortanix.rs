@@ -478,6 +478,36 @@ fn sessions_are_renewed_before_expiry_and_wrong_credentials_are_clear_errors() {
 }
 
 #[test]
+fn https_with_the_blocks_ca() {
+    use kes::keystore::KeyStore;
+    let state = Arc::new(Mutex::new(State {
+        ttl: Duration::from_secs(3600),
+        ..State::default()
+    }));
+    let s = state.clone();
+    let (standin, ca_pem) = StandIn::start_tls(Arc::new(move |r| handle(&s, r)));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let store = |ca: Option<std::path::PathBuf>| {
+        kes::keystore::fortanix::FortanixStore::new(kes::config::FortanixConfig {
+            endpoint: standin.https_url(),
+            group_id: GROUP.into(),
+            api_key: API_KEY.into(),
+            tls_ca: ca,
+        })
+        .unwrap()
+    };
+    let trusted = store(Some(ca));
+    trusted.create("tls-key", b"v").unwrap();
+    assert_eq!(trusted.get("tls-key").unwrap().expose(), b"v");
+    assert_eq!(trusted.list("tls").unwrap(), vec!["tls-key".to_string()]);
+    // Without the block's CA the server's certificate is not trusted.
+    let err = store(None).get("tls-key").unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+#[test]
 fn the_documented_fortanix_example_loads() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))

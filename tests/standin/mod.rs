@@ -98,6 +98,49 @@ impl StandIn {
         }
     }
 
+    /// Like [`StandIn::start`], over TLS with a fresh self-signed certificate for
+    /// 127.0.0.1, whose PEM (the CA a client must trust) is returned.
+    pub fn start_tls(handler: Handler) -> (StandIn, String) {
+        let (cert, key, cert_pem) =
+            kes::auth::cert::self_signed_server_cert(&["127.0.0.1".parse().unwrap()], &[]).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .unwrap(),
+        );
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let h = handler.clone();
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let tls = rustls::ServerConnection::new(config).unwrap();
+                    serve(rustls::StreamOwned::new(tls, conn), h)
+                });
+            }
+        });
+        (
+            StandIn {
+                port,
+                stop,
+                thread: Some(thread),
+            },
+            cert_pem,
+        )
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -118,8 +161,8 @@ impl Drop for StandIn {
     }
 }
 
-fn serve(mut conn: TcpStream, handler: Handler) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+fn serve<S: Read + Write + Timeout>(mut conn: S, handler: Handler) {
+    conn.set_timeout(Duration::from_secs(10));
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     let (req, head) = loop {
@@ -176,6 +219,30 @@ fn serve(mut conn: TcpStream, handler: Handler) {
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(&resp.body);
     let _ = conn.write_all(&bytes);
+    let _ = conn.flush();
+    conn.close();
+}
+
+/// Read timeouts and an orderly end, for plain and TLS connections alike.
+trait Timeout {
+    fn set_timeout(&mut self, t: Duration);
+    fn close(&mut self) {}
+}
+
+impl Timeout for TcpStream {
+    fn set_timeout(&mut self, t: Duration) {
+        let _ = self.set_read_timeout(Some(t));
+    }
+}
+
+impl Timeout for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn set_timeout(&mut self, t: Duration) {
+        let _ = self.sock.set_read_timeout(Some(t));
+    }
+    fn close(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.conn.complete_io(&mut self.sock);
+    }
 }
 
 /// Random hex (tokens, ids).
