@@ -535,3 +535,52 @@ fn the_documented_keysecure_example_loads() {
     assert!(open(dir.path().join("ciphertrust-ca.pem")).is_ok());
     assert!(open(dir.path().join("missing.pem")).is_err());
 }
+
+#[test]
+fn kes_migrate_copies_records_verbatim_both_ways() {
+    let (standin, state) = start(Duration::from_secs(3600));
+    let dir = tempfile::tempdir().unwrap();
+    let (from, back) = (dir.path().join("from"), dir.path().join("back"));
+    std::fs::create_dir(&from).unwrap();
+    let legacy = r#"{"bytes":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#;
+    std::fs::write(from.join("legacy-key"), legacy).unwrap();
+    std::fs::write(from.join("other-key"), legacy.replace('A', "B")).unwrap();
+    let fs_cfg = |d: &std::path::Path, name: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("keystore:\n  fs:\n    path: {}\n", d.display())).unwrap();
+        p
+    };
+    let ks = dir.path().join("ks.yml");
+    std::fs::write(
+        &ks,
+        format!(
+            "keystore:\n  gemalto:\n    keysecure:\n      endpoint: {}\n      credentials:\n        token: {REFRESH}\n        domain: {DOMAIN}\n",
+            standin.url()
+        ),
+    )
+    .unwrap();
+    let migrate = |a: &std::path::Path, b: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kes"))
+            .args([
+                "migrate",
+                "--from",
+                a.to_str().unwrap(),
+                "--to",
+                b.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("Migrated 2 keys"), "{err}");
+    };
+    migrate(&fs_cfg(&from, "from.yml"), &ks);
+    assert_eq!(state.lock().unwrap().secrets["legacy-key"].1, legacy);
+    migrate(&ks, &fs_cfg(&back, "back.yml"));
+    for name in ["legacy-key", "other-key"] {
+        assert_eq!(
+            std::fs::read(back.join(name)).unwrap(),
+            std::fs::read(from.join(name)).unwrap()
+        );
+    }
+}
