@@ -15,6 +15,9 @@ pub enum KeystoreConfig {
     },
     Vault(Box<VaultConfig>),
     Aws(Box<AwsConfig>),
+    KeySecure(Box<KeySecureConfig>),
+    Fortanix(Box<FortanixConfig>),
+    KeyControl(Box<KeyControlConfig>),
     /// A backend this build does not implement yet (named for the error message).
     Unsupported(String),
 }
@@ -102,6 +105,191 @@ fn parse_aws(p: &Parser<'_>, v: &Value) -> Result<AwsConfig, ConfigError> {
         region,
         kms_key: s("kmskey", sm.get("kmskey"))?,
         credentials,
+    })
+}
+
+/// A string field of a keystore block (`${ENV}` substituted, trimmed); absent or null = "".
+fn text(p: &Parser<'_>, path: &str, node: Option<&Value>) -> Result<String, ConfigError> {
+    match node {
+        Some(n) if !n.is_null() => Ok(p.string(path, n)?.trim().to_string()),
+        _ => Ok(String::new()),
+    }
+}
+
+/// `keystore.gemalto.keysecure` (Thales CipherTrust Manager / Gemalto KeySecure).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySecureConfig {
+    /// `https://host[:port]` of the CipherTrust Manager.
+    pub endpoint: String,
+    /// `credentials.token`: the refresh token that buys short-lived access tokens.
+    pub token: String,
+    /// `credentials.domain`: the domain the token belongs to ("" = root domain).
+    pub domain: String,
+    /// `tls.ca`: CA certificate(s) of the server; `None` = the system CA bundle.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for KeySecureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySecureConfig")
+            .field("endpoint", &self.endpoint)
+            .field("token", &"<redacted>")
+            .field("domain", &self.domain)
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
+}
+
+fn parse_keysecure(p: &Parser<'_>, v: &Value) -> Result<KeySecureConfig, ConfigError> {
+    let Some(ks) = v.get("keysecure").filter(|n| !n.is_null()) else {
+        return err("keystore.gemalto: expected a keysecure block");
+    };
+    const B: &str = "keystore.gemalto.keysecure";
+    let endpoint = text(p, &format!("{B}.endpoint"), ks.get("endpoint"))?;
+    if endpoint.is_empty() {
+        return err(format!(
+            "{B}.endpoint: missing; expected the CipherTrust Manager URL, e.g. https://ciphertrust.example.com"
+        ));
+    }
+    let c = ks.get("credentials").filter(|n| !n.is_null());
+    let token = text(
+        p,
+        &format!("{B}.credentials.token"),
+        c.and_then(|c| c.get("token")),
+    )?;
+    if token.is_empty() {
+        return err(format!(
+            "{B}.credentials.token: missing; expected a refresh token"
+        ));
+    }
+    let domain = text(
+        p,
+        &format!("{B}.credentials.domain"),
+        c.and_then(|c| c.get("domain")),
+    )?;
+    // `credentials.retry` is accepted and ignored (token renewal is on demand here).
+    let ca = text(
+        p,
+        &format!("{B}.tls.ca"),
+        ks.get("tls").and_then(|t| t.get("ca")),
+    )?;
+    Ok(KeySecureConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        token,
+        domain,
+        tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
+    })
+}
+
+/// `keystore.fortanix.sdkms` (Fortanix Data Security Manager, formerly SDKMS).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FortanixConfig {
+    pub endpoint: String,
+    /// `group_id`: the group new security objects are created in ("" = the app's default).
+    pub group_id: String,
+    /// `credentials.key`: the application's API key.
+    pub api_key: String,
+    /// `tls.ca`: CA certificate(s) of the server; `None` = the system CA bundle.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for FortanixConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FortanixConfig")
+            .field("endpoint", &self.endpoint)
+            .field("group_id", &self.group_id)
+            .field("api_key", &"<redacted>")
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
+}
+
+fn parse_fortanix(p: &Parser<'_>, v: &Value) -> Result<FortanixConfig, ConfigError> {
+    let Some(b) = v.get("sdkms").filter(|n| !n.is_null()) else {
+        return err("keystore.fortanix: expected an sdkms block");
+    };
+    const B: &str = "keystore.fortanix.sdkms";
+    let endpoint = text(p, &format!("{B}.endpoint"), b.get("endpoint"))?;
+    if endpoint.is_empty() {
+        return err(format!(
+            "{B}.endpoint: missing; expected the Fortanix DSM URL, e.g. https://sdkms.fortanix.com"
+        ));
+    }
+    let c = b.get("credentials").filter(|n| !n.is_null());
+    let api_key = text(
+        p,
+        &format!("{B}.credentials.key"),
+        c.and_then(|c| c.get("key")),
+    )?;
+    if api_key.is_empty() {
+        return err(format!("{B}.credentials.key: missing; expected an API key"));
+    }
+    let ca = text(
+        p,
+        &format!("{B}.tls.ca"),
+        b.get("tls").and_then(|t| t.get("ca")),
+    )?;
+    Ok(FortanixConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        group_id: text(p, &format!("{B}.group_id"), b.get("group_id"))?,
+        api_key,
+        tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
+    })
+}
+
+/// `keystore.entrust.keycontrol` (Entrust KeyControl vault secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyControlConfig {
+    pub endpoint: String,
+    /// `vault_id`: the UUID of the KeyControl vault.
+    pub vault_id: String,
+    /// `box_id`: the ID or name of the box inside the vault.
+    pub box_id: String,
+    pub username: String,
+    pub password: String,
+    /// `tls.ca`: CA certificate(s) of the server; `None` = the system CA bundle.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for KeyControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyControlConfig")
+            .field("endpoint", &self.endpoint)
+            .field("vault_id", &self.vault_id)
+            .field("box_id", &self.box_id)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("tls_ca", &self.tls_ca)
+            .finish()
+    }
+}
+
+fn parse_keycontrol(p: &Parser<'_>, v: &Value) -> Result<KeyControlConfig, ConfigError> {
+    let Some(b) = v.get("keycontrol").filter(|n| !n.is_null()) else {
+        return err("keystore.entrust: expected a keycontrol block");
+    };
+    const B: &str = "keystore.entrust.keycontrol";
+    let c = b.get("credentials").filter(|n| !n.is_null());
+    let required = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
+        let value = text(p, &format!("{B}.{field}"), node)?;
+        if value.is_empty() {
+            return err(format!("{B}.{field}: missing"));
+        }
+        Ok(value)
+    };
+    let endpoint = required("endpoint", b.get("endpoint"))?;
+    let ca = text(
+        p,
+        &format!("{B}.tls.ca"),
+        b.get("tls").and_then(|t| t.get("ca")),
+    )?;
+    Ok(KeyControlConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        vault_id: required("vault_id", b.get("vault_id"))?,
+        box_id: required("box_id", b.get("box_id"))?,
+        username: required("credentials.username", c.and_then(|c| c.get("username")))?,
+        password: required("credentials.password", c.and_then(|c| c.get("password")))?,
+        tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
     })
 }
 
@@ -311,6 +499,18 @@ pub(crate) fn parse_keystore(
             &map["vault"],
         )?))),
         ["aws"] => Ok(KeystoreConfig::Aws(Box::new(parse_aws(p, &map["aws"])?))),
+        ["entrust"] => Ok(KeystoreConfig::KeyControl(Box::new(parse_keycontrol(
+            p,
+            &map["entrust"],
+        )?))),
+        ["fortanix"] => Ok(KeystoreConfig::Fortanix(Box::new(parse_fortanix(
+            p,
+            &map["fortanix"],
+        )?))),
+        ["gemalto"] => Ok(KeystoreConfig::KeySecure(Box::new(parse_keysecure(
+            p,
+            &map["gemalto"],
+        )?))),
         [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
         _ => err(format!(
             "keystore: more than once keystore specified ({})",

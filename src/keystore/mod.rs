@@ -13,9 +13,13 @@ use std::time::Duration;
 use crate::secret::SecretVec;
 
 pub mod aws;
+pub mod fortanix;
 pub mod fs;
 pub mod http;
+pub mod keycontrol;
+pub mod keysecure;
 pub mod mem;
+pub mod session;
 pub mod sigv4;
 pub mod vault;
 
@@ -109,6 +113,12 @@ pub fn open(
             aws::AwsStore::new((**a).clone(), &|name| std::env::var(name).ok())
                 .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
         }
+        KeystoreConfig::Fortanix(f) => fortanix::FortanixStore::new((**f).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
+        KeystoreConfig::KeyControl(k) => keycontrol::KeyControlStore::new((**k).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
+        KeystoreConfig::KeySecure(k) => keysecure::KeySecureStore::new((**k).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::Unsupported(name) => Err(format!(
             "keystore.{name}: this keystore is not supported by this build yet"
         )),

@@ -1,0 +1,363 @@
+//! Entrust KeyControl keystore (`keystore.entrust.keycontrol`), stored exactly as upstream
+//! KES stores it, so a KeyControl vault that upstream filled works unchanged and back:
+//!
+//! * login: `POST /vault/1.0/Login/<vault_id>/` with `{"username","password"}` →
+//!   `{"access_token","expires_at"}` (RFC 3339; none = 5 minutes); calls carry
+//!   `X-Vault-Auth: <token>`, renewed by logging in again after half its lifetime and at
+//!   once when the service answers 401;
+//! * one secret per key in box `box_id`: `POST /vault/1.0/CreateSecret/`
+//!   `{"box_id","name":<key name>,"secret_data":<base64 of the record>}` (200; 409 "Secret
+//!   already exists"), read with `POST /vault/1.0/CheckoutSecret/` `{"box_id","secret_id"}`
+//!   (→ `secret_data`, base64), deleted with `POST /vault/1.0/DeleteSecret/`, listed with
+//!   `POST /vault/1.0/ListSecretIds/` `{"box_id","max_items","next_token"}` paged by
+//!   `next_token`, expired secrets left out;
+//! * the status probe is a plain `GET` of the endpoint: any HTTP answer means reachable.
+//!
+//! kes starts without calling the service (upstream logs in at start-up).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+
+use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
+use super::session::{base_path, describe, encode, Session};
+use super::{KeyStore, StoreError};
+use crate::config::KeyControlConfig;
+use crate::secret::SecretVec;
+
+/// Connect + read + write timeout of one call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Names per list page (upstream's page size).
+const PAGE: u64 = 256;
+/// Safety bound on list pages.
+const LIST_PAGES_MAX: usize = 100_000;
+/// Token lifetime assumed when the service does not say (as upstream).
+const TOKEN_DEFAULT: Duration = Duration::from_secs(300);
+const SERVICE: &str = "KeyControl";
+
+/// The Entrust KeyControl keystore.
+pub struct KeyControlStore {
+    config: KeyControlConfig,
+    endpoint: Endpoint,
+    base: String,
+    session: Session,
+    retry: Retry,
+}
+
+/// `{"box_id":…, <name>:<value>}`.
+fn box_json(
+    box_id: &str,
+    pairs: &[(&str, &str)],
+    base64_value: Option<(&str, &[u8])>,
+) -> SecretVec {
+    let mut out = SecretVec::with_capacity(
+        64 + box_id.len()
+            + pairs
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>()
+            + base64_value.map_or(0, |(_, v)| v.len() * 4 / 3 + 32),
+    );
+    {
+        let mut w = crate::api::json::JsonWriter::object(out.as_mut_vec());
+        w.string("box_id", box_id);
+        for (k, v) in pairs {
+            w.string(k, v);
+        }
+        if let Some((k, v)) = base64_value {
+            w.base64(k, v);
+        }
+        w.finish();
+    }
+    out
+}
+
+impl KeyControlStore {
+    /// Reads the CA file; no network I/O (the first call logs in).
+    pub fn new(config: KeyControlConfig) -> Result<KeyControlStore, String> {
+        let endpoint = Endpoint::parse(
+            SERVICE,
+            "keystore.entrust.keycontrol.endpoint",
+            &config.endpoint,
+            &TlsFiles {
+                ca: config.tls_ca.clone(),
+                ..TlsFiles::default()
+            },
+            CALL_TIMEOUT,
+        )?;
+        Ok(KeyControlStore {
+            base: base_path(&config.endpoint),
+            config,
+            endpoint,
+            session: Session::default(),
+            retry: Retry::DEFAULT,
+        })
+    }
+
+    fn fail(&self, what: &str, reply: &Reply) -> StoreError {
+        other(format!(
+            "{SERVICE} {what} failed with status {}: {}",
+            reply.status,
+            describe(reply, &["error"], &[&self.config.password])
+        ))
+    }
+
+    /// Logs in with username and password.
+    fn login(&self) -> Result<(SecretVec, Duration), StoreError> {
+        let mut body = SecretVec::with_capacity(64);
+        {
+            let mut w = crate::api::json::JsonWriter::object(body.as_mut_vec());
+            w.string("username", &self.config.username)
+                .string("password", &self.config.password);
+            w.finish();
+        }
+        let path = format!(
+            "{}/vault/1.0/Login/{}/",
+            self.base,
+            encode(&self.config.vault_id)
+        );
+        let reply = retrying(&self.retry, retryable_status, || {
+            self.endpoint.send(
+                "POST",
+                &path,
+                &[("Content-Type", "application/json")],
+                body.expose(),
+            )
+        })?;
+        if reply.status != 200 {
+            return Err(self.fail("login", &reply));
+        }
+        let mut raw = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(raw.as_mut_vec())
+            .map_err(|_| other(format!("{SERVICE} login: invalid JSON answer")))?;
+        use simd_json::prelude::*;
+        let token = v
+            .get("access_token")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
+        if token.is_empty() {
+            return Err(other(format!("{SERVICE} login: the answer has no token")));
+        }
+        let life = v
+            .get("expires_at")
+            .and_then(|e| e.as_str())
+            .and_then(rfc3339_unix)
+            .and_then(|at| {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+                Duration::try_from_secs_f64(at).ok()?.checked_sub(now)
+            })
+            .filter(|d| !d.is_zero())
+            .unwrap_or(TOKEN_DEFAULT);
+        Ok((SecretVec::new(token.as_bytes().to_vec()), life))
+    }
+
+    /// An authorized JSON `POST` to `/vault/1.0/<op>/`, repeated on 5xx/429; a 401 logs
+    /// in again once.
+    fn call(&self, op: &str, body: &[u8]) -> Result<Reply, StoreError> {
+        let path = format!("{}/vault/1.0/{op}/", self.base);
+        let mut fresh = false;
+        loop {
+            let token = self.session.token(|| self.login())?;
+            let auth = std::str::from_utf8(token.expose()).unwrap_or_default();
+            let headers = [("X-Vault-Auth", auth), ("Content-Type", "application/json")];
+            let reply = retrying(&self.retry, retryable_status, || {
+                self.endpoint.send("POST", &path, &headers, body)
+            })?;
+            if reply.status == 401 && !fresh {
+                self.session.invalidate(&token);
+                fresh = true;
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time (`2024-05-06T07:08:09.5Z`,
+/// `…+02:00`).
+fn rfc3339_unix(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut frac = 0.0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        frac = format!("0.{}", &r[..n]).parse().ok()?;
+        rest = &r[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = rest[1..].split_once(':')?;
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, mo) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset) as f64 + frac)
+}
+
+impl KeyStore for KeyControlStore {
+    fn display_name(&self) -> String {
+        format!("Entrust KeyControl: {}", self.config.endpoint)
+    }
+
+    fn status(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        let path = if self.base.is_empty() {
+            "/"
+        } else {
+            &self.base
+        };
+        self.endpoint.send("GET", path, &[], b"")?;
+        Ok(start.elapsed())
+    }
+
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let body = box_json(
+            &self.config.box_id,
+            &[("name", name)],
+            Some(("secret_data", value)),
+        );
+        let reply = self.call("CreateSecret", body.expose())?;
+        match reply.status {
+            200 | 201 => Ok(()),
+            409 => Err(StoreError::AlreadyExists),
+            _ => Err(self.fail("CreateSecret", &reply)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
+        let body = box_json(&self.config.box_id, &[("secret_id", name)], None);
+        let reply = self.call("CheckoutSecret", body.expose())?;
+        match reply.status {
+            200 => {}
+            404 => return Err(StoreError::NotFound),
+            _ => return Err(self.fail("CheckoutSecret", &reply)),
+        }
+        let mut raw = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(raw.as_mut_vec())
+            .map_err(|_| other(format!("{SERVICE} CheckoutSecret: invalid JSON answer")))?;
+        use simd_json::prelude::*;
+        let data = v
+            .get("secret_data")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| other(format!("{SERVICE} CheckoutSecret: no secret_data")))?;
+        let mut out = SecretVec::with_capacity(data.len());
+        base64::engine::general_purpose::STANDARD
+            .decode_vec(data, out.as_mut_vec())
+            .map_err(|_| {
+                other(format!(
+                    "{SERVICE} CheckoutSecret: secret_data is not base64"
+                ))
+            })?;
+        Ok(out)
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let body = box_json(&self.config.box_id, &[("secret_id", name)], None);
+        let reply = self.call("DeleteSecret", body.expose())?;
+        match reply.status {
+            200 | 204 => Ok(()),
+            404 => Err(StoreError::NotFound),
+            _ => Err(self.fail("DeleteSecret", &reply)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        let mut next = String::new();
+        for _ in 0..LIST_PAGES_MAX {
+            let mut body = SecretVec::with_capacity(96 + next.len());
+            {
+                let mut w = crate::api::json::JsonWriter::object(body.as_mut_vec());
+                w.string("box_id", &self.config.box_id)
+                    .uint("max_items", PAGE);
+                if !next.is_empty() {
+                    w.string("next_token", &next);
+                }
+                w.finish();
+            }
+            let reply = self.call("ListSecretIds", body.expose())?;
+            if reply.status != 200 {
+                return Err(self.fail("ListSecretIds", &reply));
+            }
+            let mut raw = reply.body;
+            let v = simd_json::to_owned_value(&mut raw)
+                .map_err(|_| other(format!("{SERVICE} ListSecretIds: invalid JSON answer")))?;
+            use simd_json::prelude::*;
+            let secrets = v
+                .get("secrets")
+                .or_else(|| v.get("Secrets"))
+                .and_then(|s| s.as_array())
+                .map(|a| a.as_slice())
+                .unwrap_or_default();
+            names.extend(
+                secrets
+                    .iter()
+                    .filter(|s| !s.get("expired").and_then(|e| e.as_bool()).unwrap_or(false))
+                    .filter_map(|s| s.get("name").and_then(|n| n.as_str()))
+                    .filter(|n| n.starts_with(prefix))
+                    .map(str::to_string),
+            );
+            let token = v
+                .get("next_token")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default();
+            if token.is_empty() || token == next || secrets.is_empty() {
+                names.sort();
+                names.dedup();
+                return Ok(names);
+            }
+            next = token.to_string();
+        }
+        Err(other(format!("{SERVICE} ListSecretIds: too many pages")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(rfc3339_unix("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(rfc3339_unix("2024-02-29T12:00:00Z"), Some(1_709_208_000.0));
+        assert_eq!(
+            rfc3339_unix("2024-02-29T14:00:00+02:00"),
+            Some(1_709_208_000.0)
+        );
+        assert_eq!(
+            rfc3339_unix("2024-02-29T12:00:00.5Z"),
+            Some(1_709_208_000.5)
+        );
+        assert_eq!(
+            rfc3339_unix("0001-01-01T00:00:00Z"),
+            Some(-62_135_596_800.0)
+        );
+        assert_eq!(rfc3339_unix("yesterday"), None);
+        assert_eq!(rfc3339_unix("2024-13-01T00:00:00Z"), None);
+    }
+}

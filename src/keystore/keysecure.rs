@@ -1,0 +1,262 @@
+//! Thales CipherTrust Manager / Gemalto KeySecure keystore (`keystore.gemalto.keysecure`),
+//! stored exactly as upstream KES stores it, so a CipherTrust that upstream filled works
+//! unchanged and back:
+//!
+//! * login: `POST /api/v1/auth/tokens` with `{"grant_type":"refresh_token",
+//!   "refresh_token":…,"domain":…}` → `{"token_type":"Bearer","jwt":…,"duration":<s>}`; the
+//!   access token is sent as `Authorization: Bearer <jwt>`, renewed after half its lifetime
+//!   and at once when the service answers 401;
+//! * one vault secret per key: create `POST /api/v1/vault/secrets` with
+//!   `{"dataType":"seed","material":<record>,"name":<key name>}` (201; 409 = exists), read
+//!   `POST /api/v1/vault/secrets/<name>/export?type=name` (→ `material`), delete
+//!   `DELETE /api/v1/vault/secrets/<name>?type=name` (204), list
+//!   `GET /api/v1/vault/secrets?limit=200&skip=<n>` paged by `skip`/`total`;
+//! * the status probe is a plain `GET` of the endpoint: any HTTP answer means reachable.
+//!
+//! Unlike upstream, a delete of a missing secret answers 404 (as every other keystore here),
+//! and kes starts without logging in: the first call logs in, so kes comes up while the
+//! service is down and reports it offline.
+
+use std::time::{Duration, Instant};
+
+use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
+use super::session::{base_path, describe, encode, Session};
+use super::{KeyStore, StoreError};
+use crate::config::KeySecureConfig;
+use crate::secret::SecretVec;
+
+/// Connect + read + write timeout of one call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Names per list page (upstream's page size).
+const PAGE: usize = 200;
+/// Safety bound on list pages.
+const LIST_PAGES_MAX: usize = 100_000;
+const SERVICE: &str = "KeySecure";
+
+/// The CipherTrust Manager / KeySecure keystore.
+pub struct KeySecureStore {
+    config: KeySecureConfig,
+    endpoint: Endpoint,
+    base: String,
+    session: Session,
+    retry: Retry,
+}
+
+fn json(pairs: &[(&str, &str)]) -> SecretVec {
+    let mut out = SecretVec::with_capacity(
+        64 + pairs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>(),
+    );
+    let mut w = crate::api::json::JsonWriter::object(out.as_mut_vec());
+    for (k, v) in pairs {
+        w.string(k, v);
+    }
+    w.finish();
+    out
+}
+
+impl KeySecureStore {
+    /// Reads the CA file; no network I/O (the first call logs in).
+    pub fn new(config: KeySecureConfig) -> Result<KeySecureStore, String> {
+        let endpoint = Endpoint::parse(
+            "KeySecure",
+            "keystore.gemalto.keysecure.endpoint",
+            &config.endpoint,
+            &TlsFiles {
+                ca: config.tls_ca.clone(),
+                ..TlsFiles::default()
+            },
+            CALL_TIMEOUT,
+        )?;
+        Ok(KeySecureStore {
+            base: base_path(&config.endpoint),
+            config,
+            endpoint,
+            session: Session::default(),
+            retry: Retry::DEFAULT,
+        })
+    }
+
+    /// A shorter retry policy (tests).
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    fn fail(&self, what: &str, reply: &Reply) -> StoreError {
+        other(format!(
+            "{SERVICE} {what} failed with status {}: {}",
+            reply.status,
+            describe(reply, &["codeDesc", "message"], &[&self.config.token])
+        ))
+    }
+
+    /// Trades the refresh token for an access token.
+    fn login(&self) -> Result<(SecretVec, Duration), StoreError> {
+        let body = json(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &self.config.token),
+            ("domain", &self.config.domain),
+        ]);
+        let path = format!("{}/api/v1/auth/tokens", self.base);
+        let reply = retrying(&self.retry, retryable_status, || {
+            self.endpoint.send(
+                "POST",
+                &path,
+                &[("Content-Type", "application/json")],
+                body.expose(),
+            )
+        })?;
+        if reply.status != 200 {
+            return Err(self.fail("login", &reply));
+        }
+        let mut raw = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(raw.as_mut_vec())
+            .map_err(|_| other(format!("{SERVICE} login: invalid JSON answer")))?;
+        use simd_json::prelude::*;
+        let jwt = v.get("jwt").and_then(|t| t.as_str()).unwrap_or_default();
+        if jwt.is_empty() {
+            return Err(other(format!("{SERVICE} login: the answer has no token")));
+        }
+        let kind = v.get("token_type").and_then(|t| t.as_str()).unwrap_or("");
+        if kind != "Bearer" {
+            return Err(other(format!(
+                "{SERVICE} login: unexpected token type '{kind}'"
+            )));
+        }
+        let secs = v.get("duration").and_then(|d| d.as_u64()).unwrap_or(0);
+        if secs == 0 {
+            return Err(other(format!("{SERVICE} login: invalid token lifetime")));
+        }
+        Ok((
+            SecretVec::new(format!("Bearer {jwt}").into_bytes()),
+            Duration::from_secs(secs),
+        ))
+    }
+
+    /// An authorized call, repeated on 5xx/429; a 401 logs in again once.
+    fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Reply, StoreError> {
+        let path = format!("{}{path}", self.base);
+        let mut fresh = false;
+        loop {
+            let token = self.session.token(|| self.login())?;
+            let auth = std::str::from_utf8(token.expose()).unwrap_or_default();
+            let mut headers = vec![("Authorization", auth)];
+            if body.is_some() {
+                headers.push(("Content-Type", "application/json"));
+            }
+            let reply = retrying(&self.retry, retryable_status, || {
+                self.endpoint
+                    .send(method, &path, &headers, body.unwrap_or_default())
+            })?;
+            if reply.status == 401 && !fresh {
+                self.session.invalidate(&token);
+                fresh = true;
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+}
+
+impl KeyStore for KeySecureStore {
+    fn display_name(&self) -> String {
+        format!("Gemalto KeySecure: {}", self.config.endpoint)
+    }
+
+    fn status(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        let path = if self.base.is_empty() {
+            "/"
+        } else {
+            &self.base
+        };
+        self.endpoint.send("GET", path, &[], b"")?;
+        Ok(start.elapsed())
+    }
+
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let value =
+            std::str::from_utf8(value).map_err(|_| other("key record is not text".into()))?;
+        let body = json(&[("dataType", "seed"), ("material", value), ("name", name)]);
+        let reply = self.call("POST", "/api/v1/vault/secrets", Some(body.expose()))?;
+        match reply.status {
+            201 => Ok(()),
+            409 => Err(StoreError::AlreadyExists),
+            _ => Err(self.fail("create", &reply)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
+        let path = format!("/api/v1/vault/secrets/{}/export?type=name", encode(name));
+        let reply = self.call("POST", &path, None)?;
+        match reply.status {
+            200 => {}
+            404 => return Err(StoreError::NotFound),
+            _ => return Err(self.fail("export", &reply)),
+        }
+        let mut body = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(body.as_mut_vec())
+            .map_err(|_| other(format!("{SERVICE} export: invalid JSON answer")))?;
+        use simd_json::prelude::*;
+        match v.get("material").and_then(|m| m.as_str()) {
+            Some(m) => Ok(SecretVec::new(m.as_bytes().to_vec())),
+            None => Err(other(format!(
+                "{SERVICE} export: the answer has no material"
+            ))),
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let path = format!("/api/v1/vault/secrets/{}?type=name", encode(name));
+        let reply = self.call("DELETE", &path, None)?;
+        match reply.status {
+            200 | 204 => Ok(()),
+            404 => Err(StoreError::NotFound),
+            _ => Err(self.fail("delete", &reply)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        let mut skip: u64 = 0;
+        for _ in 0..LIST_PAGES_MAX {
+            let path = format!("/api/v1/vault/secrets?limit={PAGE}&skip={skip}");
+            let reply = self.call("GET", &path, None)?;
+            if reply.status != 200 {
+                return Err(self.fail("list", &reply));
+            }
+            let mut body = reply.body;
+            let v = simd_json::to_owned_value(&mut body)
+                .map_err(|_| other(format!("{SERVICE} list: invalid JSON answer")))?;
+            use simd_json::prelude::*;
+            let skipped = v.get("skip").and_then(|s| s.as_u64()).unwrap_or(0);
+            if skipped != skip {
+                return Err(other(format!(
+                    "{SERVICE} list: paging out of sync (asked to skip {skip}, skipped {skipped})"
+                )));
+            }
+            let total = v.get("total").and_then(|t| t.as_u64()).unwrap_or(0);
+            let page = v
+                .get("resources")
+                .and_then(|r| r.as_array())
+                .map(|r| r.as_slice())
+                .unwrap_or_default();
+            names.extend(
+                page.iter()
+                    .filter_map(|s| s.get("name").and_then(|n| n.as_str()))
+                    .filter(|n| n.starts_with(prefix))
+                    .map(str::to_string),
+            );
+            skip += page.len() as u64;
+            if page.is_empty() || skip >= total {
+                names.sort();
+                names.dedup();
+                return Ok(names);
+            }
+        }
+        Err(other(format!("{SERVICE} list: too many pages")))
+    }
+}

@@ -1,0 +1,561 @@
+//! The Entrust KeyControl keystore against a stand-in of its documented vault REST API (no
+//! emulator exists to run here), through `kes server --config`.
+//!
+//! The stand-in is strict: login with username/password at `/vault/1.0/Login/<vault>/`,
+//! every other call a `POST` with a live `X-Vault-Auth` token, exact paths, content types
+//! and JSON body members (right `box_id`); lists are paged by `next_token`.
+
+mod common;
+mod standin;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use common::*;
+use standin::{q, random_hex, Request, Response, StandIn};
+
+const VAULT: &str = "0b9d5f6e-1c2a-4e8f-9a3b-7c6d5e4f3a2b";
+const BOX: &str = "kes-box";
+const USER: &str = "kes";
+const PASSWORD: &str = "pass-WORD-never-logged-77";
+/// The stand-in serves at most this many names per page, whatever `max_items` asks.
+const PAGE_MAX: usize = 30;
+
+#[derive(Default)]
+struct State {
+    /// name → (secret_data as sent, expired)
+    secrets: BTreeMap<String, (String, bool)>,
+    tokens: HashMap<String, Instant>,
+    ttl: Duration,
+    logins: usize,
+    rejected: Vec<String>,
+}
+
+fn reject(st: &mut State, req: &Request, status: u16, why: &str) -> Response {
+    st.rejected
+        .push(format!("{} {}: {why}", req.method, req.path));
+    Response::json(status, format!(r#"{{"error":{}}}"#, q(why)))
+}
+
+/// RFC 3339 UTC time `secs` from now.
+fn rfc3339_in(secs: u64) -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + secs;
+    let (days, rem) = ((t / 86_400) as i64, t % 86_400);
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn handle(state: &Mutex<State>, req: &Request) -> Response {
+    use simd_json::prelude::*;
+    let mut st = state.lock().unwrap();
+    let st = &mut *st;
+    if req.path == "/" && req.method == "GET" {
+        return Response::text(200, "KeyControl");
+    }
+    if req.method != "POST" {
+        return reject(st, req, 405, "method not allowed");
+    }
+    let Some(v) = req
+        .json()
+        .filter(|_| req.header("content-type") == Some("application/json") && req.query.is_empty())
+    else {
+        return reject(st, req, 400, "a JSON object body expected");
+    };
+    let members = v.as_object().unwrap().len();
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    if let Some(vault) = req
+        .path
+        .strip_prefix("/vault/1.0/Login/")
+        .and_then(|r| r.strip_suffix('/'))
+    {
+        if vault != VAULT {
+            return reject(st, req, 404, "no such vault");
+        }
+        if members != 2
+            || s("username").as_deref() != Some(USER)
+            || s("password").as_deref() != Some(PASSWORD)
+        {
+            // Echoes what it got, as a careless server might: kes must not log it.
+            let got = s("password").unwrap_or_default();
+            return reject(
+                st,
+                req,
+                401,
+                &format!("Invalid credentials (password {got})"),
+            );
+        }
+        let token = random_hex(20);
+        st.tokens.insert(token.clone(), Instant::now() + st.ttl);
+        st.logins += 1;
+        return Response::json(
+            200,
+            format!(
+                r#"{{"access_token":"{token}","expires_at":"{}","user":"kes"}}"#,
+                rfc3339_in(st.ttl.as_secs())
+            ),
+        );
+    }
+    let live = req
+        .header("x-vault-auth")
+        .and_then(|t| st.tokens.get(t))
+        .is_some_and(|exp| Instant::now() < *exp);
+    if !live {
+        st.rejected
+            .push(format!("{} {}: no live token", req.method, req.path));
+        return Response::json(401, r#"{"error":"Unauthorized"}"#);
+    }
+    if s("box_id").as_deref() != Some(BOX) {
+        return reject(st, req, 404, "Box not found");
+    }
+    match req.path.as_str() {
+        "/vault/1.0/CreateSecret/" => {
+            let (Some(name), Some(data), 3) = (s("name"), s("secret_data"), members) else {
+                return reject(st, req, 400, "box_id, name, secret_data expected");
+            };
+            if base64::engine::general_purpose::STANDARD
+                .decode(&data)
+                .is_err()
+            {
+                return reject(st, req, 400, "secret_data is not base64");
+            }
+            if st.secrets.contains_key(&name) {
+                return Response::json(409, r#"{"error":"Secret already exists"}"#);
+            }
+            st.secrets.insert(name.clone(), (data, false));
+            Response::json(200, format!(r#"{{"secret_id":{}}}"#, q(&name)))
+        }
+        "/vault/1.0/CheckoutSecret/" | "/vault/1.0/DeleteSecret/" => {
+            let (Some(id), 2) = (s("secret_id"), members) else {
+                return reject(st, req, 400, "box_id, secret_id expected");
+            };
+            let Some((data, _)) = st.secrets.get(&id).cloned() else {
+                return Response::json(404, r#"{"error":"Secret not found"}"#);
+            };
+            if req.path.contains("Delete") {
+                st.secrets.remove(&id);
+                return Response::json(200, "{}");
+            }
+            Response::json(
+                200,
+                format!(r#"{{"secret_id":{},"secret_data":"{data}"}}"#, q(&id)),
+            )
+        }
+        "/vault/1.0/ListSecretIds/" => {
+            let max = v.get("max_items").and_then(|m| m.as_u64());
+            let next = s("next_token");
+            let expected = 2 + usize::from(v.get("next_token").is_some());
+            let (Some(max), true) = (max, members == expected) else {
+                return reject(st, req, 400, "box_id, max_items[, next_token] expected");
+            };
+            // The continuation token: base64 of {"box_id","next_ctx":<first name of the page>}.
+            let start = match &next {
+                None => String::new(),
+                Some(t) => {
+                    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(t) else {
+                        return reject(st, req, 400, "bad next_token");
+                    };
+                    let mut raw = raw;
+                    let Ok(tv) = simd_json::to_owned_value(&mut raw) else {
+                        return reject(st, req, 400, "bad next_token");
+                    };
+                    tv.get("next_ctx")
+                        .and_then(|c| c.as_str())
+                        .unwrap_or("")
+                        .to_string()
+                }
+            };
+            let mut it = st.secrets.range(start..);
+            let page: Vec<String> = it
+                .by_ref()
+                .take((max as usize).min(PAGE_MAX))
+                .map(|(n, (_, expired))| format!(r#"{{"name":{},"expired":{expired}}}"#, q(n)))
+                .collect();
+            let token = it
+                .next()
+                .map(|(n, _)| {
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!(r#"{{"box_id":"{BOX}","next_ctx":{}}}"#, q(n)))
+                })
+                .unwrap_or_default();
+            Response::json(
+                200,
+                format!(
+                    r#"{{"secrets":[{}],"next_token":"{token}"}}"#,
+                    page.join(",")
+                ),
+            )
+        }
+        _ => reject(st, req, 404, "no such operation"),
+    }
+}
+
+fn start(ttl: Duration) -> (StandIn, Arc<Mutex<State>>) {
+    let state = Arc::new(Mutex::new(State {
+        ttl,
+        ..State::default()
+    }));
+    let s = state.clone();
+    (StandIn::start(Arc::new(move |r| handle(&s, r))), state)
+}
+
+/// Config for a `kes server --config` node: endpoint and password come from the
+/// environment (`${ENV}` substitution in the block).
+fn write_config(dir: &std::path::Path, tls: &TlsFiles, admin: &str) -> std::path::PathBuf {
+    let yaml = format!(
+        "admin:\n  identity: {admin}\ntls:\n  key: {}\n  cert: {}\ncache:\n  expiry:\n    any: 5m\n    unused: 5m\nkeystore:\n  entrust:\n    keycontrol:\n      endpoint: ${{KES_TEST_KC_ENDPOINT}}\n      vault_id: {VAULT}\n      box_id: ${{KES_TEST_KC_BOX}}\n      credentials:\n        username: {USER}\n        password: ${{KES_TEST_KC_PASSWORD}}\n",
+        tls.key.display(),
+        tls.cert.display(),
+    );
+    let path = dir.join("keycontrol.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn kes_on(path: &std::path::Path, url: &str, password: &str) -> BinServer {
+    let (url, password) = (url.to_string(), password.to_string());
+    bin_server_with(&["--config", path.to_str().unwrap()], move |cmd| {
+        cmd.env("KES_TEST_KC_ENDPOINT", url)
+            .env("KES_TEST_KC_PASSWORD", password)
+            .env("KES_TEST_KC_BOX", BOX);
+    })
+}
+
+#[test]
+fn keys_live_in_the_standin_as_upstream_stores_them() {
+    let (mut standin, state) = start(Duration::from_secs(3600));
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin);
+    let node = kes_on(&path, &standin.url(), PASSWORD);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+
+    let r = c
+        .request("POST", "/v1/key/create/kc-key", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    assert_error(
+        &c.request("POST", "/v1/key/create/kc-key", None, &[])
+            .unwrap(),
+        400,
+        "key already exists",
+    );
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/generate/kc-key",
+            Some(br#"{"context":"e30="}"#),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let body = format!(
+        r#"{{"ciphertext":"{}","context":"e30="}}"#,
+        json_str(&r, "ciphertext")
+    );
+    let d = c
+        .request("POST", "/v1/key/decrypt/kc-key", Some(body.as_bytes()), &[])
+        .unwrap();
+    assert_eq!(d.status, 200, "{}", body_str(&d));
+    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
+
+    // Stored as upstream stores it: secret named after the key, secret_data = base64 of
+    // the record (Go's encoding of []byte).
+    let (data, _) = state.lock().unwrap().secrets["kc-key"].clone();
+    let record = base64::engine::general_purpose::STANDARD
+        .decode(&data)
+        .unwrap();
+    assert!(record.starts_with(b"CiQKI"), "{record:?}");
+    kes::crypto::record::decode_record(&record).unwrap();
+
+    // A secret upstream wrote is served; an expired one is not listed.
+    state
+        .lock()
+        .unwrap()
+        .secrets
+        .insert("upstream-key".into(), (data.clone(), false));
+    state
+        .lock()
+        .unwrap()
+        .secrets
+        .insert("expired-key".into(), (data.clone(), true));
+    let r = c
+        .request("POST", "/v1/key/generate/upstream-key", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+
+    // Past several pages: 100 more keys (the stand-in pages at 30), all listed.
+    for i in 0..100 {
+        let r = c
+            .request("POST", &format!("/v1/key/create/page-{i:03}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "page-{i}: {}", body_str(&r));
+    }
+    let text = body_str(&c.request("GET", "/v1/key/list/page-*", None, &[]).unwrap());
+    for i in 0..100 {
+        assert!(
+            text.contains(&format!("\"page-{i:03}\"")),
+            "page-{i:03} missing"
+        );
+    }
+    assert!(!text.contains("kc-key"));
+    let all = body_str(&c.request("GET", "/v1/key/list/*", None, &[]).unwrap());
+    assert!(all.contains("\"kc-key\"") && all.contains("\"upstream-key\""));
+    assert!(!all.contains("expired-key"), "{all}");
+
+    // Revoked tokens: kes logs in again and carries on.
+    assert_eq!(
+        state.lock().unwrap().logins,
+        1,
+        "one login serves all calls"
+    );
+    state.lock().unwrap().tokens.clear();
+    let r = c
+        .request("POST", "/v1/key/create/after-revoke", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    assert_eq!(state.lock().unwrap().logins, 2);
+
+    // Delete: gone, then 404.
+    assert_eq!(
+        c.request("DELETE", "/v1/key/delete/kc-key", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(!state.lock().unwrap().secrets.contains_key("kc-key"));
+    assert_error(
+        &c.request("POST", "/v1/key/generate/kc-key", None, &[])
+            .unwrap(),
+        404,
+        "key does not exist",
+    );
+    assert_error(
+        &c.request("DELETE", "/v1/key/delete/kc-key", None, &[])
+            .unwrap(),
+        404,
+        "key does not exist",
+    );
+    let rejected = state.lock().unwrap().rejected.clone();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].contains("no live token"), "{rejected:?}");
+
+    // The stand-in down: cached keys keep working, others 502 at once, /v1/ready 504.
+    assert_eq!(
+        c.request("POST", "/v1/key/generate/upstream-key", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    standin.stop();
+    std::thread::sleep(Duration::from_millis(1200)); // let the 1 s status cache age out
+    let started = Instant::now();
+    assert_eq!(
+        c.request("POST", "/v1/key/generate/upstream-key", None, &[])
+            .unwrap()
+            .status,
+        200,
+        "cached keys keep working"
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/generate/page-000", None, &[])
+            .unwrap(),
+        502,
+        "failed to read key",
+    );
+    assert_error(
+        &c.request("GET", "/v1/ready", None, &[]).unwrap(),
+        504,
+        "key store is not reachable",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !node.stderr_text().contains(PASSWORD),
+        "the password leaked into the log"
+    );
+}
+
+#[test]
+fn tokens_are_renewed_before_expiry_and_wrong_credentials_are_clear_errors() {
+    use kes::keystore::KeyStore;
+    let (standin, state) = start(Duration::from_secs(2));
+    let store = |password: &str| {
+        kes::keystore::keycontrol::KeyControlStore::new(kes::config::KeyControlConfig {
+            endpoint: standin.url(),
+            vault_id: VAULT.into(),
+            box_id: BOX.into(),
+            username: USER.into(),
+            password: password.into(),
+            tls_ca: None,
+        })
+        .unwrap()
+    };
+    let good = store(PASSWORD);
+    good.create("k", b"v").unwrap();
+    assert!(matches!(
+        good.create("k", b"v"),
+        Err(kes::keystore::StoreError::AlreadyExists)
+    ));
+    assert_eq!(good.get("k").unwrap().expose(), b"v");
+    assert_eq!(state.lock().unwrap().logins, 1);
+    // expires_at is whole seconds away: past half of it, the token is renewed.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(good.get("k").unwrap().expose(), b"v");
+    assert_eq!(state.lock().unwrap().logins, 2);
+    assert_eq!(good.list("").unwrap(), vec!["k".to_string()]);
+    good.delete("k").unwrap();
+    assert!(matches!(
+        good.get("k"),
+        Err(kes::keystore::StoreError::NotFound)
+    ));
+    assert!(matches!(
+        good.delete("k"),
+        Err(kes::keystore::StoreError::NotFound)
+    ));
+    assert!(
+        state.lock().unwrap().rejected.is_empty(),
+        "{:?}",
+        state.lock().unwrap().rejected
+    );
+
+    let wrong = "wrong-password-NOT-TO-BE-LOGGED";
+    let err = store(wrong).create("x", b"v").unwrap_err().to_string();
+    assert!(
+        err.contains("KeyControl login failed with status 401"),
+        "{err}"
+    );
+    assert!(err.contains("Invalid credentials"), "{err}");
+    assert!(!err.contains(wrong), "{err}");
+
+    // Through kes: 502 for create and read, nothing of the password in the log.
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin);
+    let bad = kes_on(&path, &standin.url(), wrong);
+    let mut c = client_for(&format!("https://{}", bad.addr), &api_key);
+    assert_error(
+        &c.request("POST", "/v1/key/create/x", None, &[]).unwrap(),
+        502,
+        "failed to create key",
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/generate/x", None, &[]).unwrap(),
+        502,
+        "failed to read key",
+    );
+    assert!(!bad.stderr_text().contains(wrong));
+}
+
+#[test]
+fn https_with_the_blocks_ca() {
+    use kes::keystore::KeyStore;
+    let state = Arc::new(Mutex::new(State {
+        ttl: Duration::from_secs(3600),
+        ..State::default()
+    }));
+    let s = state.clone();
+    let (standin, ca_pem) = StandIn::start_tls(Arc::new(move |r| handle(&s, r)));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let store = |ca: Option<std::path::PathBuf>| {
+        kes::keystore::keycontrol::KeyControlStore::new(kes::config::KeyControlConfig {
+            endpoint: standin.https_url(),
+            vault_id: VAULT.into(),
+            box_id: BOX.into(),
+            username: USER.into(),
+            password: PASSWORD.into(),
+            tls_ca: ca,
+        })
+        .unwrap()
+    };
+    let trusted = store(Some(ca));
+    trusted.create("tls-key", b"v").unwrap();
+    assert_eq!(trusted.get("tls-key").unwrap().expose(), b"v");
+    assert_eq!(trusted.list("tls").unwrap(), vec!["tls-key".to_string()]);
+    // Without the block's CA the server's certificate is not trusted.
+    let err = store(None).get("tls-key").unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+#[test]
+fn the_documented_keycontrol_example_loads() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))
+            .unwrap();
+    let start = example
+        .find("  # entrust:\n")
+        .expect("entrust example in server-config.yaml");
+    let block: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| format!("  {}\n", &l[4..]))
+        .collect();
+    let fs_start = example.find("keystore:\n").unwrap();
+    let yaml = format!("{}keystore:\n{block}", &example[..fs_start]);
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files();
+    std::fs::copy(&tls.key, dir.path().join("server.key")).unwrap();
+    std::fs::copy(&tls.cert, dir.path().join("server.cert")).unwrap();
+    let path = dir.path().join("keycontrol-example.yml");
+    std::fs::write(&path, &yaml).unwrap();
+    let env = |n: &str| match n {
+        "KES_ADMIN_IDENTITY" => Some("a".repeat(64)),
+        "MINIO_KES_IDENTITY" => Some("b".repeat(64)),
+        "KEYCONTROL_PASSWORD" => Some("example-password".into()),
+        _ => None,
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kes"))
+        .args(["server", "--config", path.to_str().unwrap(), "--check"])
+        .env("KES_ADMIN_IDENTITY", "a".repeat(64))
+        .env("MINIO_KES_IDENTITY", "b".repeat(64))
+        .env("KEYCONTROL_PASSWORD", "example-password")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{yaml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = kes::config::parse(&yaml, &env).unwrap();
+    let kes::config::KeystoreConfig::KeyControl(k) = config.keystore else {
+        panic!("not the keycontrol keystore");
+    };
+    assert_eq!(k.endpoint, "https://keycontrol.example.com");
+    assert_eq!(k.password, "example-password");
+    assert!(!k.vault_id.is_empty() && !k.box_id.is_empty());
+    assert!(kes::keystore::keycontrol::KeyControlStore::new((*k).clone()).is_ok());
+    // A missing field is named.
+    let broken = yaml.replace("box_id:", "# box_id:");
+    let e = kes::config::parse(&broken, &env).unwrap_err().to_string();
+    assert!(
+        e.contains("keystore.entrust.keycontrol.box_id: missing"),
+        "{e}"
+    );
+}
