@@ -18,7 +18,9 @@ use crate::cache::Expiry;
 use crate::routes::{is_valid_name, AuthMode, RouteSettings, ROUTES};
 
 pub use duration::parse_go_duration;
-pub use keystore::{AwsConfig, AwsCredentials, KeystoreConfig, VaultAuth, VaultConfig};
+pub use keystore::{
+    AwsConfig, AwsCredentials, GcpConfig, GcpCredentials, KeystoreConfig, VaultAuth, VaultConfig,
+};
 
 impl std::fmt::Debug for TlsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -14,6 +14,7 @@ use crate::secret::SecretVec;
 
 pub mod aws;
 pub mod fs;
+pub mod gcp;
 pub mod http;
 pub mod mem;
 pub mod sigv4;
@@ -109,6 +110,8 @@ pub fn open(
             aws::AwsStore::new((**a).clone(), &|name| std::env::var(name).ok())
                 .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
         }
+        KeystoreConfig::Gcp(g) => gcp::GcpStore::new((**g).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::Unsupported(name) => Err(format!(
             "keystore.{name}: this keystore is not supported by this build yet"
         )),
