@@ -16,6 +16,7 @@ pub enum KeystoreConfig {
     Vault(Box<VaultConfig>),
     Aws(Box<AwsConfig>),
     Gcp(Box<GcpConfig>),
+    Azure(Box<AzureConfig>),
     /// A backend this build does not implement yet (named for the error message).
     Unsupported(String),
 }
@@ -232,6 +233,113 @@ fn parse_gcp(p: &Parser<'_>, v: &Value) -> Result<GcpConfig, ConfigError> {
     })
 }
 
+/// `keystore.azure.keyvault` (Azure Key Vault secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AzureConfig {
+    /// The vault URL, e.g. `https://my-vault.vault.azure.net`.
+    pub endpoint: String,
+    /// Microsoft Entra ID login host (ours, not upstream's; the Azure SDKs read it from
+    /// `AZURE_AUTHORITY_HOST`); `https://login.microsoftonline.com` when not configured.
+    pub authority_host: String,
+    pub auth: AzureAuth,
+}
+
+/// How kes authenticates to Key Vault.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// `credentials.{tenant_id, client_id, client_secret}`.
+    ClientCredentials {
+        tenant_id: String,
+        client_id: String,
+        client_secret: String,
+    },
+    /// `managed_identity.{client_id}` (not supported yet: start-up error).
+    ManagedIdentity { client_id: String },
+    /// No auth block (the platform's default chain; not supported yet: start-up error).
+    Default,
+}
+
+impl std::fmt::Debug for AzureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            AzureAuth::ClientCredentials {
+                tenant_id,
+                client_id,
+                ..
+            } => format!("client credentials ({tenant_id}, {client_id}, secret <redacted>)"),
+            AzureAuth::ManagedIdentity { client_id } => format!("managed identity ({client_id})"),
+            AzureAuth::Default => "default".into(),
+        };
+        f.debug_struct("AzureConfig")
+            .field("endpoint", &self.endpoint)
+            .field("authority_host", &self.authority_host)
+            .field("auth", &auth)
+            .finish()
+    }
+}
+
+fn parse_azure(p: &Parser<'_>, v: &Value) -> Result<AzureConfig, ConfigError> {
+    let Some(kv) = v.get("keyvault").filter(|n| !n.is_null()) else {
+        return err("keystore.azure: expected a keyvault block");
+    };
+    let s = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
+        match node {
+            Some(n) if !n.is_null() => Ok(p
+                .string(&format!("keystore.azure.keyvault.{field}"), n)?
+                .trim()
+                .to_string()),
+            _ => Ok(String::new()),
+        }
+    };
+    let endpoint = s("endpoint", kv.get("endpoint"))?;
+    if endpoint.is_empty() {
+        return err(
+            "keystore.azure.keyvault.endpoint: missing; expected the vault URL, e.g. https://my-vault.vault.azure.net",
+        );
+    }
+    let mut authority_host = s("authority_host", kv.get("authority_host"))?;
+    if authority_host.is_empty() {
+        authority_host = "https://login.microsoftonline.com".into();
+    }
+    let creds = kv.get("credentials").filter(|n| !n.is_null());
+    let msi = kv.get("managed_identity").filter(|n| !n.is_null());
+    let auth = match (creds, msi) {
+        (Some(_), Some(_)) => return err(
+            "keystore.azure.keyvault: credentials and managed_identity are both set; choose one",
+        ),
+        (Some(c), None) => {
+            let f = |name: &str| s(&format!("credentials.{name}"), c.get(name));
+            let (tenant_id, client_id, client_secret) =
+                (f("tenant_id")?, f("client_id")?, f("client_secret")?);
+            for (name, value) in [
+                ("tenant_id", &tenant_id),
+                ("client_id", &client_id),
+                ("client_secret", &client_secret),
+            ] {
+                if value.is_empty() {
+                    return err(format!(
+                        "keystore.azure.keyvault.credentials.{name}: missing"
+                    ));
+                }
+            }
+            AzureAuth::ClientCredentials {
+                tenant_id,
+                client_id,
+                client_secret,
+            }
+        }
+        (None, Some(m)) => AzureAuth::ManagedIdentity {
+            client_id: s("managed_identity.client_id", m.get("client_id"))?,
+        },
+        (None, None) => AzureAuth::Default,
+    };
+    Ok(AzureConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        authority_host: authority_host.trim_end_matches('/').to_string(),
+        auth,
+    })
+}
+
 /// `keystore.vault` (HashiCorp Vault or OpenBao K/V).
 #[derive(Clone, PartialEq, Eq)]
 pub struct VaultConfig {
@@ -439,6 +547,10 @@ pub(crate) fn parse_keystore(
         )?))),
         ["aws"] => Ok(KeystoreConfig::Aws(Box::new(parse_aws(p, &map["aws"])?))),
         ["gcp"] => Ok(KeystoreConfig::Gcp(Box::new(parse_gcp(p, &map["gcp"])?))),
+        ["azure"] => Ok(KeystoreConfig::Azure(Box::new(parse_azure(
+            p,
+            &map["azure"],
+        )?))),
         [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
         _ => err(format!(
             "keystore: more than once keystore specified ({})",

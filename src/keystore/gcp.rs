@@ -68,7 +68,7 @@ fn unix_now() -> u64 {
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-fn query_escape(s: &str) -> String {
+pub(crate) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::secret::SecretVec;
 
 pub mod aws;
+pub mod azure;
 pub mod fs;
 pub mod gcp;
 pub mod http;
@@ -111,6 +112,8 @@ pub fn open(
                 .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
         }
         KeystoreConfig::Gcp(g) => gcp::GcpStore::new((**g).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
+        KeystoreConfig::Azure(a) => azure::AzureStore::new((**a).clone())
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::Unsupported(name) => Err(format!(
             "keystore.{name}: this keystore is not supported by this build yet"
