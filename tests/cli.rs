@@ -498,9 +498,9 @@ fn server_check_validates_the_config_and_starts_nothing() {
         (
             base.replace(
                 &format!("  fs:\n    path: {}\n", keys.display()),
-                "  gcp:\n    secretmanager:\n      project_id: p\n",
+                "  hsm:\n    endpoint: https://hsm.example\n",
             ),
-            "keystore.gcp: this keystore is not supported",
+            "keystore.hsm: this keystore is not supported",
         ),
         (
             base.replace("keys:\n", "log:\n  error: loudly\nkeys:\n"),

@@ -791,7 +791,11 @@ fn an_answer_stalled_on_a_closed_window_is_reset_and_the_connection_lives() {
     let started = Instant::now();
     let mut reset = None;
     while let Some(f) = c.next_stream_frame() {
-        assert_ne!(f.header.kind, frame::kind::DATA, "DATA beyond a zero window");
+        assert_ne!(
+            f.header.kind,
+            frame::kind::DATA,
+            "DATA beyond a zero window"
+        );
         if f.header.kind == frame::kind::RST_STREAM {
             reset = Some(u32::from_be_bytes(f.payload[..4].try_into().unwrap()));
             break;
@@ -806,7 +810,10 @@ fn an_answer_stalled_on_a_closed_window_is_reset_and_the_connection_lives() {
     // Other streams on the connection still work (a window of 0 only blocks bodies, so ask
     // for an answer without one).
     let mut out = Vec::new();
-    frame::write_settings(&mut out, &[(kes::http2::SETTINGS_INITIAL_WINDOW_SIZE, 65_535)]);
+    frame::write_settings(
+        &mut out,
+        &[(kes::http2::SETTINGS_INITIAL_WINDOW_SIZE, 65_535)],
+    );
     c.request_bytes(&mut out, 3, "GET", "/version", None);
     c.send(&out);
     assert_eq!(c.responses(&[3])[&3].0, 200);

@@ -158,9 +158,11 @@ fn check(args: &ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     settings_from(&config)?;
     log_levels(&config)?;
     if let config::KeystoreConfig::Unsupported(name) = &config.keystore {
-        return Err(
-            format!("keystore.{name}: this keystore is not supported by this build").into(),
-        );
+        return Err(format!(
+            "keystore.{name}: this keystore is not supported (known: fs, vault, aws, gcp, \
+                 azure, fortanix, gemalto, entrust)"
+        )
+        .into());
     }
     println!("{}: configuration is valid", path.display());
     Ok(())

@@ -15,10 +15,12 @@ pub enum KeystoreConfig {
     },
     Vault(Box<VaultConfig>),
     Aws(Box<AwsConfig>),
+    Gcp(Box<GcpConfig>),
+    Azure(Box<AzureConfig>),
     KeySecure(Box<KeySecureConfig>),
     Fortanix(Box<FortanixConfig>),
     KeyControl(Box<KeyControlConfig>),
-    /// A backend this build does not implement yet (named for the error message).
+    /// A block name that is no keystore (named for the error message).
     Unsupported(String),
 }
 
@@ -293,6 +295,239 @@ fn parse_keycontrol(p: &Parser<'_>, v: &Value) -> Result<KeyControlConfig, Confi
     })
 }
 
+/// `keystore.gcp.secretmanager` (GCP Secret Manager).
+#[derive(Clone, PartialEq, Eq)]
+pub struct GcpConfig {
+    /// `https://secretmanager.googleapis.com` when not configured.
+    pub endpoint: String,
+    pub project_id: String,
+    /// OAuth2 scopes; `https://www.googleapis.com/auth/cloud-platform` when not configured.
+    pub scopes: Vec<String>,
+    /// Where the signed JWT is exchanged for an access token (ours, not upstream's: upstream
+    /// always uses Google's); `https://oauth2.googleapis.com/token` when not configured.
+    pub token_uri: String,
+    /// The service account; `None` = not configured (then kes does not start: the metadata
+    /// server is not supported yet).
+    pub credentials: Option<GcpCredentials>,
+}
+
+/// `credentials.{client_email, client_id, private_key_id, private_key}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GcpCredentials {
+    pub client_email: String,
+    pub client_id: String,
+    pub private_key_id: String,
+    /// PKCS#8 PEM (a `\n` written as two characters is read as a newline, as upstream does).
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for GcpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcpConfig")
+            .field("endpoint", &self.endpoint)
+            .field("project_id", &self.project_id)
+            .field("scopes", &self.scopes)
+            .field("token_uri", &self.token_uri)
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|c| format!("{} (key {}, <redacted>)", c.client_email, c.private_key_id)),
+            )
+            .finish()
+    }
+}
+
+fn parse_gcp(p: &Parser<'_>, v: &Value) -> Result<GcpConfig, ConfigError> {
+    let Some(sm) = v.get("secretmanager").filter(|n| !n.is_null()) else {
+        return err("keystore.gcp: expected a secretmanager block");
+    };
+    let s = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
+        match node {
+            Some(n) if !n.is_null() => Ok(p
+                .string(&format!("keystore.gcp.secretmanager.{field}"), n)?
+                .trim()
+                .to_string()),
+            _ => Ok(String::new()),
+        }
+    };
+    let project_id = s("project_id", sm.get("project_id"))?;
+    if project_id.is_empty() {
+        return err("keystore.gcp.secretmanager.project_id: missing; expected the GCP project ID");
+    }
+    let mut endpoint = s("endpoint", sm.get("endpoint"))?;
+    if endpoint.is_empty() {
+        endpoint = "https://secretmanager.googleapis.com".into();
+    }
+    let mut token_uri = s("token_uri", sm.get("token_uri"))?;
+    if token_uri.is_empty() {
+        token_uri = "https://oauth2.googleapis.com/token".into();
+    }
+    let mut scopes = Vec::new();
+    match sm.get("scopes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(list)) => {
+            for (i, n) in list.iter().enumerate() {
+                let scope = p
+                    .string(&format!("keystore.gcp.secretmanager.scopes[{i}]"), n)?
+                    .trim()
+                    .to_string();
+                if !scope.is_empty() {
+                    scopes.push(scope);
+                }
+            }
+        }
+        Some(_) => return err("keystore.gcp.secretmanager.scopes: expected a list of scopes"),
+    }
+    if scopes.is_empty() {
+        scopes.push("https://www.googleapis.com/auth/cloud-platform".into());
+    }
+    let c = sm.get("credentials").filter(|n| !n.is_null());
+    let field = |name: &str| s(&format!("credentials.{name}"), c.and_then(|c| c.get(name)));
+    let creds = GcpCredentials {
+        client_email: field("client_email")?,
+        client_id: field("client_id")?,
+        private_key_id: field("private_key_id")?,
+        private_key: field("private_key")?.replace("\\n", "\n"),
+    };
+    let credentials = if creds.client_email.is_empty()
+        && creds.client_id.is_empty()
+        && creds.private_key_id.is_empty()
+        && creds.private_key.is_empty()
+    {
+        None
+    } else {
+        for (name, value) in [
+            ("client_email", &creds.client_email),
+            ("client_id", &creds.client_id),
+            ("private_key_id", &creds.private_key_id),
+            ("private_key", &creds.private_key),
+        ] {
+            if value.is_empty() {
+                return err(format!(
+                    "keystore.gcp.secretmanager.credentials.{name}: missing"
+                ));
+            }
+        }
+        Some(creds)
+    };
+    Ok(GcpConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        project_id,
+        scopes,
+        token_uri,
+        credentials,
+    })
+}
+
+/// `keystore.azure.keyvault` (Azure Key Vault secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AzureConfig {
+    /// The vault URL, e.g. `https://my-vault.vault.azure.net`.
+    pub endpoint: String,
+    /// Microsoft Entra ID login host (ours, not upstream's; the Azure SDKs read it from
+    /// `AZURE_AUTHORITY_HOST`); `https://login.microsoftonline.com` when not configured.
+    pub authority_host: String,
+    pub auth: AzureAuth,
+}
+
+/// How kes authenticates to Key Vault.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// `credentials.{tenant_id, client_id, client_secret}`.
+    ClientCredentials {
+        tenant_id: String,
+        client_id: String,
+        client_secret: String,
+    },
+    /// `managed_identity.{client_id}` (not supported yet: start-up error).
+    ManagedIdentity { client_id: String },
+    /// No auth block (the platform's default chain; not supported yet: start-up error).
+    Default,
+}
+
+impl std::fmt::Debug for AzureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            AzureAuth::ClientCredentials {
+                tenant_id,
+                client_id,
+                ..
+            } => format!("client credentials ({tenant_id}, {client_id}, secret <redacted>)"),
+            AzureAuth::ManagedIdentity { client_id } => format!("managed identity ({client_id})"),
+            AzureAuth::Default => "default".into(),
+        };
+        f.debug_struct("AzureConfig")
+            .field("endpoint", &self.endpoint)
+            .field("authority_host", &self.authority_host)
+            .field("auth", &auth)
+            .finish()
+    }
+}
+
+fn parse_azure(p: &Parser<'_>, v: &Value) -> Result<AzureConfig, ConfigError> {
+    let Some(kv) = v.get("keyvault").filter(|n| !n.is_null()) else {
+        return err("keystore.azure: expected a keyvault block");
+    };
+    let s = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
+        match node {
+            Some(n) if !n.is_null() => Ok(p
+                .string(&format!("keystore.azure.keyvault.{field}"), n)?
+                .trim()
+                .to_string()),
+            _ => Ok(String::new()),
+        }
+    };
+    let endpoint = s("endpoint", kv.get("endpoint"))?;
+    if endpoint.is_empty() {
+        return err(
+            "keystore.azure.keyvault.endpoint: missing; expected the vault URL, e.g. https://my-vault.vault.azure.net",
+        );
+    }
+    let mut authority_host = s("authority_host", kv.get("authority_host"))?;
+    if authority_host.is_empty() {
+        authority_host = "https://login.microsoftonline.com".into();
+    }
+    let creds = kv.get("credentials").filter(|n| !n.is_null());
+    let msi = kv.get("managed_identity").filter(|n| !n.is_null());
+    let auth = match (creds, msi) {
+        (Some(_), Some(_)) => return err(
+            "keystore.azure.keyvault: credentials and managed_identity are both set; choose one",
+        ),
+        (Some(c), None) => {
+            let f = |name: &str| s(&format!("credentials.{name}"), c.get(name));
+            let (tenant_id, client_id, client_secret) =
+                (f("tenant_id")?, f("client_id")?, f("client_secret")?);
+            for (name, value) in [
+                ("tenant_id", &tenant_id),
+                ("client_id", &client_id),
+                ("client_secret", &client_secret),
+            ] {
+                if value.is_empty() {
+                    return err(format!(
+                        "keystore.azure.keyvault.credentials.{name}: missing"
+                    ));
+                }
+            }
+            AzureAuth::ClientCredentials {
+                tenant_id,
+                client_id,
+                client_secret,
+            }
+        }
+        (None, Some(m)) => AzureAuth::ManagedIdentity {
+            client_id: s("managed_identity.client_id", m.get("client_id"))?,
+        },
+        (None, None) => AzureAuth::Default,
+    };
+    Ok(AzureConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        authority_host: authority_host.trim_end_matches('/').to_string(),
+        auth,
+    })
+}
+
 /// `keystore.vault` (HashiCorp Vault or OpenBao K/V).
 #[derive(Clone, PartialEq, Eq)]
 pub struct VaultConfig {
@@ -499,6 +734,11 @@ pub(crate) fn parse_keystore(
             &map["vault"],
         )?))),
         ["aws"] => Ok(KeystoreConfig::Aws(Box::new(parse_aws(p, &map["aws"])?))),
+        ["gcp"] => Ok(KeystoreConfig::Gcp(Box::new(parse_gcp(p, &map["gcp"])?))),
+        ["azure"] => Ok(KeystoreConfig::Azure(Box::new(parse_azure(
+            p,
+            &map["azure"],
+        )?))),
         ["entrust"] => Ok(KeystoreConfig::KeyControl(Box::new(parse_keycontrol(
             p,
             &map["entrust"],

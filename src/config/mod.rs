@@ -19,8 +19,8 @@ use crate::routes::{is_valid_name, AuthMode, RouteSettings, ROUTES};
 
 pub use duration::parse_go_duration;
 pub use keystore::{
-    AwsConfig, AwsCredentials, FortanixConfig, KeyControlConfig, KeySecureConfig, KeystoreConfig,
-    VaultAuth, VaultConfig,
+    AwsConfig, AwsCredentials, AzureAuth, AzureConfig, FortanixConfig, GcpConfig, GcpCredentials,
+    KeyControlConfig, KeySecureConfig, KeystoreConfig, VaultAuth, VaultConfig,
 };
 
 impl std::fmt::Debug for TlsSettings {

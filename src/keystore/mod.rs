@@ -13,8 +13,10 @@ use std::time::Duration;
 use crate::secret::SecretVec;
 
 pub mod aws;
+pub mod azure;
 pub mod fortanix;
 pub mod fs;
+pub mod gcp;
 pub mod http;
 pub mod keycontrol;
 pub mod keysecure;
@@ -119,8 +121,13 @@ pub fn open(
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::KeySecure(k) => keysecure::KeySecureStore::new((**k).clone())
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
+        KeystoreConfig::Gcp(g) => gcp::GcpStore::new((**g).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
+        KeystoreConfig::Azure(a) => azure::AzureStore::new((**a).clone())
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::Unsupported(name) => Err(format!(
-            "keystore.{name}: this keystore is not supported by this build yet"
+            "keystore.{name}: this keystore is not supported (known: fs, vault, aws, gcp, azure, \
+             fortanix, gemalto, entrust)"
         )),
     }
 }

@@ -1,0 +1,557 @@
+//! Azure Key Vault keystore (`keystore.azure.keyvault`), stored exactly as upstream KES
+//! stores it, so a vault that upstream filled works unchanged and back:
+//!
+//! * one Key Vault secret per key: secret name = the key name, `value` = the record text
+//!   (`PUT /secrets/<name>`); a create first looks the name up (Key Vault's `PUT` would add a
+//!   version instead of failing) and, when the name is soft-deleted, purges it and repeats the
+//!   `PUT` while Key Vault answers `ObjectIsBeingDeleted`, as upstream does;
+//! * a read lists the secret's versions and reads the *oldest* one (upstream's choice: later
+//!   versions added by other tools do not change a key), refusing a disabled, not-yet-valid or
+//!   expired secret;
+//! * a delete is `DELETE /secrets/<name>` followed by a purge (`DELETE /deletedsecrets/<name>`,
+//!   repeated while `ObjectIsBeingDeleted`; a 404 or `ForbiddenByPolicy` purge means
+//!   soft-delete is off or purging is not allowed, and the delete stands);
+//! * a list follows `nextLink` (only its path and query, on the configured endpoint, so the
+//!   token never goes to another host) and takes the last path segment of each secret id.
+//!
+//! Auth: client credentials (`tenant_id`, `client_id`, `client_secret`) exchanged at the
+//! Microsoft Entra ID token endpoint (`<authority_host>/<tenant>/oauth2/v2.0/token`, scope
+//! `https://vault.azure.net/.default`); the token is cached and renewed before it expires
+//! (and at once after a 401). Managed identity and the default credential chain are not
+//! supported yet: kes does not start and says so.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::gcp::query_escape;
+use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
+use super::{KeyStore, StoreError};
+use crate::config::{AzureAuth, AzureConfig};
+use crate::secret::SecretVec;
+
+/// Connect + read + write timeout of one Azure call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The Key Vault REST API version.
+pub const API_VERSION: &str = "7.4";
+/// Safety bound on list pages.
+const LIST_PAGES_MAX: usize = 100_000;
+/// Purge / re-create attempts while Key Vault finishes a soft delete (as upstream: 7).
+const DELETE_WAIT_ATTEMPTS: u32 = 7;
+
+const SERVICE: &str = "Azure Key Vault";
+
+/// The Azure Key Vault keystore.
+pub struct AzureStore {
+    config: AzureConfig,
+    endpoint: Endpoint,
+    login: Endpoint,
+    token_path: String,
+    client_id: String,
+    client_secret: String,
+    token: Mutex<Option<(SecretVec, Instant)>>,
+    retry: Retry,
+    /// Delay between purge / re-create attempts (200 ms + jitter, as upstream).
+    delete_wait: Duration,
+}
+
+/// Key Vault's error: HTTP status, `error.code` / `error.innererror.code`, message.
+struct KvError {
+    status: u16,
+    code: String,
+    inner: String,
+    message: String,
+}
+
+impl KvError {
+    fn from(reply: &Reply) -> KvError {
+        let mut body = reply.body.clone();
+        let mut e = KvError {
+            status: reply.status,
+            code: String::new(),
+            inner: String::new(),
+            message: String::new(),
+        };
+        if let Ok(v) = simd_json::to_owned_value(&mut body) {
+            use simd_json::prelude::*;
+            match v.get("error") {
+                Some(err) if err.is_str() => {
+                    // Entra ID token endpoint: {"error": "invalid_client", "error_description": …}
+                    e.code = err.as_str().unwrap_or_default().to_string();
+                    if let Some(d) = v.get("error_description").and_then(|d| d.as_str()) {
+                        e.message = d.chars().take(200).collect();
+                    }
+                }
+                Some(err) => {
+                    let s = |n: Option<&simd_json::OwnedValue>| {
+                        n.and_then(|n| n.as_str()).unwrap_or_default().to_string()
+                    };
+                    e.code = s(err.get("code"));
+                    e.inner = s(err.get("innererror").and_then(|i| i.get("code")));
+                    e.message = s(err.get("message")).chars().take(200).collect();
+                }
+                None => {}
+            }
+        }
+        e
+    }
+
+    fn is(&self, code: &str) -> bool {
+        self.code == code || self.inner == code
+    }
+
+    /// For logs: never carries a credential (Azure does not echo them) nor a stored value.
+    fn into_store(self, op: &str) -> StoreError {
+        let code = if self.inner.is_empty() {
+            self.code
+        } else {
+            format!("{} ({})", self.code, self.inner)
+        };
+        other(format!(
+            "{SERVICE} {op} failed with status {}: {code} {}",
+            self.status, self.message
+        ))
+    }
+}
+
+/// Secret names Key Vault accepts: `[0-9A-Za-z-]{1,127}`. Anything else is refused before a
+/// call (it could not be stored, and must never reach a request path).
+fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 127
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn jitter(base: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_ok() {
+        u16::from_le_bytes(b) as u32
+    } else {
+        0
+    };
+    base + base.mul_f64(4.0 * r as f64 / 65_535.0)
+}
+
+impl AzureStore {
+    pub fn new(config: AzureConfig) -> Result<AzureStore, String> {
+        let (tenant_id, client_id, client_secret) = match &config.auth {
+            AzureAuth::ClientCredentials {
+                tenant_id,
+                client_id,
+                client_secret,
+            } => (tenant_id.clone(), client_id.clone(), client_secret.clone()),
+            AzureAuth::ManagedIdentity { .. } => {
+                return Err(
+                    "keystore.azure.keyvault.managed_identity: managed identity is not \
+                            supported by this build yet; use credentials (tenant_id, client_id, \
+                            client_secret)"
+                        .into(),
+                )
+            }
+            AzureAuth::Default => {
+                return Err("keystore.azure.keyvault: no credentials; set credentials \
+                            (tenant_id, client_id, client_secret) (managed identity and the \
+                            default Azure credential chain are not supported yet)"
+                    .into())
+            }
+        };
+        let endpoint = Endpoint::parse(
+            SERVICE,
+            "keystore.azure.keyvault.endpoint",
+            &config.endpoint,
+            &TlsFiles::default(),
+            CALL_TIMEOUT,
+        )?;
+        let login = Endpoint::parse(
+            "Microsoft Entra ID",
+            "keystore.azure.keyvault.authority_host",
+            &config.authority_host,
+            &TlsFiles::default(),
+            CALL_TIMEOUT,
+        )?;
+        let token_path = format!("/{}/oauth2/v2.0/token", query_escape(&tenant_id));
+        Ok(AzureStore {
+            config,
+            endpoint,
+            login,
+            token_path,
+            client_id,
+            client_secret,
+            token: Mutex::new(None),
+            retry: Retry::DEFAULT,
+            delete_wait: Duration::from_millis(200),
+        })
+    }
+
+    /// A valid access token: the cached one, or a fresh one from Entra ID.
+    fn access_token(&self) -> Result<SecretVec, StoreError> {
+        let mut cached = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, renew_at)) = cached.as_ref() {
+            if Instant::now() < *renew_at {
+                return Ok(SecretVec::new(t.expose().to_vec()));
+            }
+        }
+        let mut form = SecretVec::with_capacity(256);
+        form.as_mut_vec().extend_from_slice(
+            format!(
+                "grant_type=client_credentials&client_id={}&scope=https%3A%2F%2Fvault.azure.net%2F.default&client_secret=",
+                query_escape(&self.client_id)
+            )
+            .as_bytes(),
+        );
+        form.as_mut_vec()
+            .extend_from_slice(query_escape(&self.client_secret).as_bytes());
+        let reply = retrying(&self.retry, retryable_status, || {
+            self.login.send(
+                "POST",
+                &self.token_path,
+                &[
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                    ("Accept", "application/json"),
+                ],
+                form.expose(),
+            )
+        })?;
+        if reply.status != 200 {
+            return Err(KvError::from(&reply).into_store("token request"));
+        }
+        let mut body = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(body.as_mut_vec())
+            .map_err(|_| other("Azure token endpoint: invalid JSON".into()))?;
+        use simd_json::prelude::*;
+        let token = v
+            .get("access_token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| other("Azure token endpoint: no access_token".into()))?;
+        // expires_in is a number (v2.0 endpoint) or a numeric string (older endpoints).
+        let lifetime = v
+            .get("expires_in")
+            .and_then(|e| {
+                e.as_u64()
+                    .or_else(|| e.as_str().and_then(|s| s.parse().ok()))
+            })
+            .unwrap_or(300);
+        let early = (lifetime / 2).min(300);
+        let value = SecretVec::new(token.as_bytes().to_vec());
+        let out = SecretVec::new(value.expose().to_vec());
+        *cached = Some((
+            value,
+            Instant::now() + Duration::from_secs(lifetime - early),
+        ));
+        Ok(out)
+    }
+
+    /// One authorized call to `path` (with its query, `api-version` appended), repeated on
+    /// 5xx/429; a 401 drops the cached token and tries once more with a fresh one.
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Reply, StoreError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = if path.contains("api-version=") {
+            path.to_string()
+        } else {
+            format!("{path}{sep}api-version={API_VERSION}")
+        };
+        for fresh in [false, true] {
+            let token = self.access_token()?;
+            let mut auth = SecretVec::with_capacity(token.expose().len() + 8);
+            auth.as_mut_vec().extend_from_slice(b"Bearer ");
+            auth.as_mut_vec().extend_from_slice(token.expose());
+            let auth = std::str::from_utf8(auth.expose())
+                .map_err(|_| other("Azure token endpoint: token is not text".into()))?;
+            let mut headers = vec![("Authorization", auth), ("Accept", "application/json")];
+            if !body.is_empty() {
+                headers.push(("Content-Type", "application/json"));
+            }
+            let reply = retrying(&self.retry, retryable_status, || {
+                self.endpoint.send(method, &path, &headers, body)
+            })?;
+            if reply.status == 401 && !fresh {
+                *self.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                continue;
+            }
+            return Ok(reply);
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn put(&self, name: &str, body: &[u8]) -> Result<Result<(), KvError>, StoreError> {
+        let reply = self.call("PUT", &format!("/secrets/{name}"), body)?;
+        Ok(if reply.status == 200 {
+            Ok(())
+        } else {
+            Err(KvError::from(&reply))
+        })
+    }
+
+    /// Purges a soft-deleted secret, waiting while Key Vault still deletes it.
+    fn purge(&self, name: &str) -> Result<Result<(), KvError>, StoreError> {
+        let mut last = None;
+        for _ in 0..DELETE_WAIT_ATTEMPTS {
+            let reply = self.call("DELETE", &format!("/deletedsecrets/{name}"), b"")?;
+            if reply.status == 204 || reply.status == 200 {
+                return Ok(Ok(()));
+            }
+            let e = KvError::from(&reply);
+            if e.status == 409 && e.is("ObjectIsBeingDeleted") {
+                last = Some(e);
+                std::thread::sleep(jitter(self.delete_wait));
+                continue;
+            }
+            return Ok(Err(e));
+        }
+        Ok(Err(last.expect("at least one attempt")))
+    }
+
+    /// The id (last path segment) of the oldest version of `name`.
+    fn first_version(&self, name: &str) -> Result<String, StoreError> {
+        let reply = self.call(
+            "GET",
+            &format!("/secrets/{name}/versions?maxresults=25"),
+            b"",
+        )?;
+        if reply.status == 404 {
+            return Err(StoreError::NotFound);
+        }
+        if reply.status != 200 {
+            return Err(KvError::from(&reply).into_store("list secret versions"));
+        }
+        let mut body = reply.body;
+        let v = simd_json::to_owned_value(&mut body)
+            .map_err(|_| other(format!("{SERVICE} list secret versions: invalid JSON")))?;
+        use simd_json::prelude::*;
+        if v.get("nextLink")
+            .and_then(|l| l.as_str())
+            .is_some_and(|l| !l.is_empty())
+        {
+            return Err(other(format!(
+                "{SERVICE}: secret '{name}' has more than 25 versions; kes reads the first one"
+            )));
+        }
+        let mut oldest: Option<(i64, String)> = None;
+        for item in v
+            .get("value")
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let Some(id) = item.get("id").and_then(|i| i.as_str()) else {
+                continue;
+            };
+            let created = item
+                .get("attributes")
+                .and_then(|a| a.get("created"))
+                .and_then(|c| c.as_i64())
+                .unwrap_or(i64::MAX);
+            if oldest.as_ref().is_none_or(|(c, _)| created < *c) {
+                let version = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id);
+                oldest = Some((created, version.to_string()));
+            }
+        }
+        oldest.map(|(_, v)| v).ok_or(StoreError::NotFound)
+    }
+}
+
+impl KeyStore for AzureStore {
+    fn display_name(&self) -> String {
+        format!("Azure KeyVault: {}", self.config.endpoint)
+    }
+
+    fn status(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        self.endpoint.send("GET", "/", &[], b"")?;
+        Ok(start.elapsed())
+    }
+
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        if !valid_secret_name(name) {
+            return Err(StoreError::InvalidName);
+        }
+        let value =
+            std::str::from_utf8(value).map_err(|_| other("key record is not text".into()))?;
+        // Key Vault's PUT adds a version to an existing secret: look first.
+        let reply = self.call("GET", &format!("/secrets/{name}"), b"")?;
+        match reply.status {
+            200 => return Err(StoreError::AlreadyExists),
+            404 => {}
+            _ => return Err(KvError::from(&reply).into_store("get secret")),
+        }
+        let mut body = SecretVec::with_capacity(value.len() + 16);
+        {
+            let mut w = crate::api::json::JsonWriter::object(body.as_mut_vec());
+            w.string("value", value);
+            w.finish();
+        }
+        let mut result = self.put(name, body.expose())?;
+        if let Err(e) = &result {
+            if e.status == 409 && e.is("ObjectIsDeletedButRecoverable") {
+                // A soft-deleted secret of that name: purge it, then create again.
+                if let Err(e) = self.purge(name)? {
+                    return Err(e.into_store("purge deleted secret"));
+                }
+                for _ in 0..DELETE_WAIT_ATTEMPTS {
+                    result = self.put(name, body.expose())?;
+                    match &result {
+                        Err(e) if e.status == 409 && e.is("ObjectIsBeingDeleted") => {
+                            std::thread::sleep(jitter(self.delete_wait));
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
+        result.map_err(|e| e.into_store("set secret"))
+    }
+
+    fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
+        if !valid_secret_name(name) {
+            return Err(StoreError::NotFound);
+        }
+        let version = self.first_version(name)?;
+        let reply = self.call(
+            "GET",
+            &format!("/secrets/{name}/{}", query_escape(&version)),
+            b"",
+        )?;
+        match reply.status {
+            200 => {}
+            404 => return Err(StoreError::NotFound),
+            _ => return Err(KvError::from(&reply).into_store("get secret")),
+        }
+        let mut body = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(body.as_mut_vec())
+            .map_err(|_| other(format!("{SERVICE} get secret: invalid JSON")))?;
+        use simd_json::prelude::*;
+        let attr = |n: &str| v.get("attributes").and_then(|a| a.get(n));
+        if attr("enabled").and_then(|e| e.as_bool()) == Some(false) {
+            return Err(other(format!("{SERVICE}: secret '{name}' is disabled")));
+        }
+        let now = unix_now();
+        if attr("nbf")
+            .and_then(|t| t.as_i64())
+            .is_some_and(|t| t > now)
+        {
+            return Err(other(format!(
+                "{SERVICE}: secret '{name}' is not valid yet (nbf)"
+            )));
+        }
+        if attr("exp")
+            .and_then(|t| t.as_i64())
+            .is_some_and(|t| t > 0 && t <= now)
+        {
+            return Err(other(format!("{SERVICE}: secret '{name}' has expired")));
+        }
+        let value = v
+            .get("value")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| other(format!("{SERVICE} get secret: no value")))?;
+        if value.len() > super::VALUE_BYTES_MAX {
+            return Err(StoreError::TooLarge);
+        }
+        Ok(SecretVec::new(value.as_bytes().to_vec()))
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        if !valid_secret_name(name) {
+            return Err(StoreError::NotFound);
+        }
+        let reply = self.call("DELETE", &format!("/secrets/{name}"), b"")?;
+        match reply.status {
+            200 => {}
+            404 => return Err(StoreError::NotFound),
+            _ => return Err(KvError::from(&reply).into_store("delete secret")),
+        }
+        match self.purge(name)? {
+            Ok(()) => Ok(()),
+            // Soft-delete off (nothing to purge), purging not allowed, or still deleting
+            // (a later create purges it): the delete stands, as upstream.
+            Err(e)
+                if e.status == 404
+                    || (e.status == 403 && e.is("ForbiddenByPolicy"))
+                    || (e.status == 409 && e.is("ObjectIsBeingDeleted")) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into_store("purge deleted secret")),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        let mut path = "/secrets?maxresults=25".to_string();
+        for _ in 0..LIST_PAGES_MAX {
+            let reply = self.call("GET", &path, b"")?;
+            if reply.status != 200 {
+                return Err(KvError::from(&reply).into_store("list secrets"));
+            }
+            let mut body = reply.body;
+            let v = simd_json::to_owned_value(&mut body)
+                .map_err(|_| other(format!("{SERVICE} list secrets: invalid JSON")))?;
+            use simd_json::prelude::*;
+            names.extend(
+                v.get("value")
+                    .and_then(|l| l.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.get("id").and_then(|n| n.as_str()))
+                    .map(|id| id.trim_end_matches('/').rsplit('/').next().unwrap_or(id))
+                    .filter(|n| n.starts_with(prefix))
+                    .map(str::to_string),
+            );
+            let next = v
+                .get("nextLink")
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty());
+            let Some(next) = next else {
+                names.sort();
+                names.dedup();
+                return Ok(names);
+            };
+            // Only the path and query, sent to the configured vault.
+            let rest = next.split_once("://").map(|(_, r)| r).unwrap_or(next);
+            path = match rest.find('/') {
+                Some(i) => rest[i..].to_string(),
+                None => return Err(other(format!("{SERVICE} list secrets: bad nextLink"))),
+            };
+        }
+        Err(other(format!("{SERVICE} list secrets: too many pages")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names() {
+        assert!(valid_secret_name("my-key-1"));
+        assert!(!valid_secret_name("my_key"));
+        assert!(!valid_secret_name("a/b"));
+        assert!(!valid_secret_name(""));
+        assert!(!valid_secret_name(&"a".repeat(128)));
+    }
+
+    #[test]
+    fn key_vault_errors() {
+        let e = KvError::from(&Reply {
+            status: 409,
+            body: br#"{"error":{"code":"Conflict","message":"Secret x is currently in a deleted but recoverable state","innererror":{"code":"ObjectIsDeletedButRecoverable"}}}"#.to_vec(),
+        });
+        assert!(e.is("ObjectIsDeletedButRecoverable") && e.is("Conflict"));
+        let s = e.into_store("set secret").to_string();
+        assert!(
+            s.contains("status 409: Conflict (ObjectIsDeletedButRecoverable)"),
+            "{s}"
+        );
+        let e = KvError::from(&Reply {
+            status: 401,
+            body: br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}"#.to_vec(),
+        });
+        assert!(e.is("invalid_client") && e.message.contains("AADSTS7000215"));
+    }
+}

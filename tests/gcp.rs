@@ -1,0 +1,842 @@
+//! The GCP Secret Manager keystore against a stand-in of the documented REST API (v1) and
+//! OAuth2 token endpoint, run inside the test on loopback, through `kes server --config`.
+//!
+//! The stand-in is strict: it answers only the calls upstream's layout needs (create secret
+//! with automatic replication, add version, access version 1, delete, paged list), checks
+//! method, path, headers and body shape, accepts only unexpired bearer tokens it issued, and
+//! issues a token only for a JWT whose RS256 signature verifies with the configured service
+//! account's public key and whose claims (iss, aud, scope, iat/exp) are right.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use common::*;
+use simd_json::prelude::*;
+
+/// Test-only service-account keys (RSA 2048, PKCS#8), generated for these tests.
+const KEY: &str = r"-----BEGIN PRIVATE KEY-----
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQC0mddsgjG3KOCr
+31hGOCxL/pQ1DGfg0tlxyCKvvzHFV7v0BcWuM6UHgfsa009LDfRKeWmfUEp8+pAo
+X2bpz5K7A/fUWv+N5x3c4O9Cupt03J8CLfSDLMuz3R71SKuB6441piKkr0Rl+v8z
+k3JuDLByAysJUr+3W/idiH42Fp2kKEn8kwyV1Azske3g6O46OsJpz+u9SVH5sd0g
+dYbpx71JHaTNO4D43KuU6AtSW1oI6F/AJHSW93z1wF3zTkVx7Gf6R8GZLJtyinc+
+/GCS4dG116uVRJkS2qJGoxs3UadsLh/WYOZdpT1mGFEIs4iRpNan+2c3vtcbDNfL
+uvi+n+X7AgMBAAECggEADzAm6UWzt6MU7e9dBZ7Avu1cem+eJs6kociCfkQ2g9Gi
+iV2Y59MJDG4Wd4WQ1A+K3V6DjvXaJdOOnw6S4ZPm05p8U5wJhN4MaWBzTqnR3AyX
+xL+nogZ45Rnx+g/P+J+eOI3NuQrSVj87ChPa2j1v806n5mNSozF1YY4yiwrw2/ax
+Cq6jIAApTRHDb6yyg8VSg0vGQCEsh9OZqIKMH41+oTvHbg+DEefW+bof/9d3hMNr
+QSuj3RSOzvvThxjig+N1HR9TVDJElaulWCmbQWXcWXwrJHTSw3zhT+JT93EPWCpo
+Y9V4IbFbf38l5A7qMCAqlBSMVG03PgJeN5r+dhMElQKBgQDwPvoyFZb4TM07eNUc
+xiT6y/YEdJ/A7ubkJueCUNYoa9M43Gzy9gB0zx7kzVQrxL4s/742UtDUxZGMCEdM
+HXBNSbWnuKxtyewjbPg1e2+pUHWQQzuuyEOScjgEUMU/Vb2UmDXhmZHuRvmlcC6D
+4JMXZQKzmwTQHbIdf2Jhd5CBNQKBgQDAcZlre6ZvQd67HlWgbcCgdIWk3f9NgZoE
+R6Xo0RIuBGeJgzEE5kaEONtZArISFaxGpohVsGz8JEM7xwK3/Nx8BLznzfyNz0C1
+ye/CElq8gPMQ6QRIizddRSRVFRalkyRF7kKdsIVse9LrFME0NNma1aw0k8KQ4mLS
+i6U0UPRgbwKBgAacBPAZzfR40HCha2OGRAAuWk9XEgoRyIJgW6AnLy0fgkkfL1Qj
+1nFgPV5YE8e8eursAkSmVJ517QIoPCXo7W0C6R97IitHEdsLpWx7P+AtmX5lix/M
+3KcLw2TDABo09qk+4sSZH/2pMDcP9gekxwcuvTtJuYEsP/k1xvQdgPk9AoGAWuBK
+Nrt5aOiOKYa1oMCzShI8WhKLUSp2dLbw3fR8xUZHLmTJbSrg+edvjaT8OhYJ+IMD
+tpNNo/Pr2/qqif/ajqYeHsjjDoRkZnQpyFeqiYHLRp0C7M7xIhZYheUjgKTvaCaP
+Rq/pEcWXYHO4mNKsP7XPUDTGmGyPhiVzqjTgcfkCgYBHrCo86moXMEOYk2nsVkTo
+gBL00GY6rAfwW29Tvwg3XtmdyHiB/gx9fHTWafZwABsUhuqskD1DoAlJttWvL2AJ
+k++Ios63s5DkfgSJQg8bwo0XtZ4PFoEWhvcUZ4kpTf9F278kNZDfsvuMLMMdEZFq
+1xN6Y4EQeRQOs6OZZ/REcA==
+-----END PRIVATE KEY-----
+";
+const OTHER_KEY: &str = r"-----BEGIN PRIVATE KEY-----
+MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDcLyJrBXeFZd1U
+RJMEb659dIxUCAQd9uRHjQvyXbkw0MMfgv1Ssfo/5cbHUvYaKHsz8FZTiWI5Kg0T
+gZ9/YCittLDh9tEw/ExlK7mrn5peCAimvOK8gPjGBlgBDWsuGRw2u1vFa/e6mwrH
+OC+oRDy1Y+El95pVN+4XBwI+sKSwIiOQc3UWKEctNlkrM5VV1o/Y2lhssly+yaa5
+r1JQdJqN+wX6jK61QUzuTMDMeLN7DVxEDavKdMRRJvT1aXj55s732vVf9y/Cbmqx
+LuvaoaYqokg0LlysfQUxCeJXHmSrD0RILj3FTE+QIT7YzsopD9MSIktAh65XtI+/
+cKgDZukLAgMBAAECggEAQPWq+tYPEA0ggkcE9M8aNKsY54XB6TE44h8rwiKCi3Nb
+zcUwhaA6i3V38sB4GPmOd6FVZqnmj6TnXLTmYIb3GWBwuwm9Z+1XgJWo3ohk248V
+NlQNtL18J7ghaJYT4/LGjyMxjQoweR5azLG35bXUD1PbTf9ByhiJJsQLloE45Tlw
+5trr+6SOgauP8zcMDKWWeTELHhJ6bIrOEVKrzcPziy4VvRWSghEi0wYj5aTD/kti
+Fj68kHY+a0/QUkib2Hy0/xwJu7Fm6ojakRlU+lqHGpM8lkKqK6kZBBMt5JbfH7aS
+gWkgqQ1Qyx/tbSFUshzlqPUfzdje6Z4Rdjpq4CXY2QKBgQD6pWtEoDNG9t7uVTwV
+X7HkhYCws04+tZgUgyjX49zkdtR2hJkekaLvJZAPRF2wyTHHBjvjs6QHVsA3xiZS
+vTSyzqyfx+SKL4Vkfy+JRRtWTtiC1+3/TaTVAJaUzxAEYPMNWThuVJcHOw0yymdb
+sZL2/RoZLoBZ1GptEcq6HzPGfQKBgQDg4ySlC/z+9vWkqKwG6PlYeJn1e4m9UNH+
+unD2DkW8pIIhhloZ0N8xJi/pPHfvcVHhI7LlB5d2ZnpyAViYylUeDoBfeY1jknaP
+ncmnupBr4wNIzYgU1g5YWDiztZ5ya76TpE2oib7pBfVV75+qRFv8uKT9WSINVxFE
+gNF8/2YcJwKBgHPlyZQR/6Pww2SxRPcdKMTidn8+ag/VKF1TyK8LTjjWOagT6Dma
+Xhz24YYttqToY3wEBe1kQ5ShKIChv1bC5ntH1cqMQ8Eh+CxgIzr2GY3vJ25ZKlPD
+M1TK0NY+aMmdisXBW7aopq1RQOkbbm+XzL0oi8jZF8Bx2ERW1cb6ZpaBAoGAIj70
+yZ11vW3mIlj9OWAo+GwFJfjWFNpF4ECMCyxJOlzi5DANcHj6RAXIrf/jU7cx/NLu
+3ym0yvb4FnxV/Y5yP819hwx/l3YqT9x7ZOtoKsW7Lk7+Ng4SySlGGTfDFTGLJ/iR
+SuUPCXU60wdWjRsz1txXY607HkTwADqNrDdIWWkCgYEAta+0CHTK7aqzKEw40039
+JooitFX4QK20JGsZJJ83oUTwF2aDpIvHyZs1qwgTeIKLlgLAc5Lk5fD/jIaZ/hcX
+hDhyqoVn0kK5GYpXxQC8wHfj4Sk5DdYjI+OpfJRBJehDtH3JqF837s1nv9yRMy/v
+ZSv444zOdiLAHJ2d/xoFe58=
+-----END PRIVATE KEY-----
+";
+
+const PROJECT: &str = "kes-project";
+const PROJECT_NUMBER: &str = "123456789";
+const EMAIL: &str = "kes@kes-project.iam.gserviceaccount.com";
+const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+const PAGE: usize = 10;
+
+#[derive(Default)]
+struct State {
+    /// secret id → versions' payloads (version n at index n-1).
+    secrets: BTreeMap<String, Vec<Vec<u8>>>,
+    tokens: HashMap<String, Instant>,
+    tokens_issued: usize,
+    unauthorized: usize,
+    rejected: Vec<String>,
+}
+
+struct StandIn {
+    port: u16,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn public_key(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+    use ring::signature::KeyPair;
+    pair.public_key().as_ref().to_vec()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn start_stand_in(token_lifetime: u64) -> StandIn {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = Arc::new(Mutex::new(State::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (st, sp) = (state.clone(), stop.clone());
+    let public = public_key(KEY);
+    let thread = std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if sp.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut conn) = conn else { continue };
+            let (status, body) = match read_request(&mut conn) {
+                Some(req) => {
+                    let mut s = st.lock().unwrap();
+                    let (status, body) = handle(&mut s, &req, port, &public, token_lifetime);
+                    if status >= 400 && status != 404 && status != 409 {
+                        s.rejected
+                            .push(format!("{} {} -> {status} {body}", req.method, req.path));
+                    }
+                    (status, body)
+                }
+                None => (
+                    400,
+                    r#"{"error":{"code":400,"message":"bad request"}}"#.to_string(),
+                ),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    StandIn {
+        port,
+        state,
+        stop,
+        thread: Some(thread),
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn read_request(conn: &mut TcpStream) -> Option<Request> {
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut tmp).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = req.parse(&buf) {
+            let headers: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).to_string(),
+                    )
+                })
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let (method, path) = (req.method?.to_string(), req.path?.to_string());
+            while buf.len() < head + len {
+                let n = conn.read(&mut tmp).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&tmp[..n]);
+            }
+            return Some(Request {
+                method,
+                path,
+                headers,
+                body: buf[head..head + len].to_vec(),
+            });
+        }
+    }
+}
+
+fn gerr(code: u16, status: &str, message: &str) -> (u16, String) {
+    (
+        code,
+        format!(r#"{{"error":{{"code":{code},"message":"{message}","status":"{status}"}}}}"#),
+    )
+}
+
+fn b64url(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+}
+
+/// The token endpoint: RFC 7523 JWT bearer grant, checked strictly.
+fn token(s: &mut State, req: &Request, port: u16, public: &[u8], lifetime: u64) -> (u16, String) {
+    let bad = |why: &str| {
+        (
+            400,
+            format!(r#"{{"error":"invalid_grant","error_description":"{why}"}}"#),
+        )
+    };
+    if req.header("content-type") != Some("application/x-www-form-urlencoded") {
+        return bad("wrong content type");
+    }
+    let form = String::from_utf8_lossy(&req.body).to_string();
+    let mut fields = form.split('&');
+    if fields.next() != Some("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer") {
+        return bad("wrong grant_type");
+    }
+    let Some(jwt) = fields.next().and_then(|f| f.strip_prefix("assertion=")) else {
+        return bad("no assertion");
+    };
+    if fields.next().is_some() {
+        return bad("extra form fields");
+    }
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return bad("not a JWT");
+    }
+    let Some(sig) = b64url(parts[2]) else {
+        return bad("bad signature encoding");
+    };
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    if ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public)
+        .verify(signed.as_bytes(), &sig)
+        .is_err()
+    {
+        return bad("Invalid JWT Signature.");
+    }
+    let (Some(mut h), Some(mut c)) = (b64url(parts[0]), b64url(parts[1])) else {
+        return bad("bad encoding");
+    };
+    let (Ok(h), Ok(c)) = (
+        simd_json::to_owned_value(&mut h),
+        simd_json::to_owned_value(&mut c),
+    ) else {
+        return bad("bad JSON");
+    };
+    if h.get("alg").and_then(|v| v.as_str()) != Some("RS256")
+        || h.get("kid").and_then(|v| v.as_str()) != Some("key-id-1")
+    {
+        return bad("wrong header");
+    }
+    let aud = format!("http://127.0.0.1:{port}/token");
+    let (iat, exp) = (
+        c.get("iat").and_then(|v| v.as_u64()).unwrap_or(0),
+        c.get("exp").and_then(|v| v.as_u64()).unwrap_or(0),
+    );
+    if c.get("iss").and_then(|v| v.as_str()) != Some(EMAIL)
+        || c.get("aud").and_then(|v| v.as_str()) != Some(aud.as_str())
+        || c.get("scope").and_then(|v| v.as_str()) != Some(SCOPE)
+        || exp <= now()
+        || iat > now() + 5
+        || exp - iat > 3600
+    {
+        return bad("wrong claims");
+    }
+    s.tokens_issued += 1;
+    let t = format!("ya29.token-{}", s.tokens_issued);
+    s.tokens
+        .insert(t.clone(), Instant::now() + Duration::from_secs(lifetime));
+    (
+        200,
+        format!(r#"{{"access_token":"{t}","expires_in":{lifetime},"token_type":"Bearer"}}"#),
+    )
+}
+
+fn handle(s: &mut State, req: &Request, port: u16, public: &[u8], lifetime: u64) -> (u16, String) {
+    if req.path == "/token" {
+        if req.method != "POST" {
+            return (405, "{}".into());
+        }
+        return token(s, req, port, public, lifetime);
+    }
+    if req.path == "/" {
+        return (404, "{}".into());
+    }
+    let Some(tok) = req
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+    else {
+        s.unauthorized += 1;
+        return gerr(401, "UNAUTHENTICATED", "missing credentials");
+    };
+    match s.tokens.get(tok) {
+        Some(exp) if *exp > Instant::now() => {}
+        _ => {
+            s.unauthorized += 1;
+            return gerr(401, "UNAUTHENTICATED", "invalid or expired token");
+        }
+    }
+    let json_body = || -> Option<simd_json::OwnedValue> {
+        let mut b = req.body.clone();
+        simd_json::to_owned_value(&mut b).ok()
+    };
+    let needs_json = req.method == "POST";
+    if needs_json && req.header("content-type") != Some("application/json") {
+        return gerr(400, "INVALID_ARGUMENT", "wrong content type");
+    }
+    if !needs_json && !req.body.is_empty() {
+        return gerr(400, "INVALID_ARGUMENT", "unexpected body");
+    }
+    let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+    let Some(rest) = path
+        .strip_prefix(&format!("/v1/projects/{PROJECT}/secrets"))
+        .or_else(|| path.strip_prefix(&format!("/v1/projects/{PROJECT_NUMBER}/secrets")))
+    else {
+        return gerr(404, "NOT_FOUND", "unknown path");
+    };
+    let id_ok = |id: &str| {
+        !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    match (req.method.as_str(), rest) {
+        ("POST", "") => {
+            let Some(id) = query.strip_prefix("secretId=").filter(|id| id_ok(id)) else {
+                return gerr(400, "INVALID_ARGUMENT", "secretId");
+            };
+            let Some(b) = json_body() else {
+                return gerr(400, "INVALID_ARGUMENT", "body");
+            };
+            let auto = b.get("replication").and_then(|r| r.get("automatic"));
+            if b.as_object().map(|o| o.len()) != Some(1)
+                || b.get("replication")
+                    .and_then(|r| r.as_object())
+                    .map(|o| o.len())
+                    != Some(1)
+                || !auto
+                    .and_then(|a| a.as_object())
+                    .is_some_and(|o| o.is_empty())
+            {
+                return gerr(400, "INVALID_ARGUMENT", "replication must be automatic");
+            }
+            if s.secrets.contains_key(id) {
+                return gerr(409, "ALREADY_EXISTS", "Secret already exists");
+            }
+            s.secrets.insert(id.to_string(), Vec::new());
+            (
+                200,
+                format!(
+                    r#"{{"name":"projects/{PROJECT_NUMBER}/secrets/{id}","replication":{{"automatic":{{}}}},"createTime":"2026-01-01T00:00:00Z"}}"#
+                ),
+            )
+        }
+        ("GET", "") => {
+            let start: usize = match query {
+                "" => 0,
+                q => match q.strip_prefix("pageToken=").and_then(|t| t.parse().ok()) {
+                    Some(n) => n,
+                    None => return gerr(400, "INVALID_ARGUMENT", "query"),
+                },
+            };
+            let ids: Vec<&String> = s.secrets.keys().collect();
+            let page: Vec<String> = ids
+                .iter()
+                .skip(start)
+                .take(PAGE)
+                .map(|id| format!(r#"{{"name":"projects/{PROJECT_NUMBER}/secrets/{id}"}}"#))
+                .collect();
+            let next = if start + PAGE < ids.len() {
+                format!(r#","nextPageToken":"{}""#, start + PAGE)
+            } else {
+                String::new()
+            };
+            (
+                200,
+                format!(
+                    r#"{{"secrets":[{}]{next},"totalSize":{}}}"#,
+                    page.join(","),
+                    ids.len()
+                ),
+            )
+        }
+        (method, rest) => {
+            let rest = rest.strip_prefix('/').unwrap_or("");
+            if let Some(id) = rest.strip_suffix(":addVersion") {
+                if method != "POST" || !query.is_empty() {
+                    return gerr(405, "INVALID_ARGUMENT", "method");
+                }
+                let data = json_body().and_then(|b| {
+                    let ok = b.as_object().map(|o| o.len()) == Some(1)
+                        && b.get("payload")
+                            .and_then(|p| p.as_object())
+                            .map(|o| o.len())
+                            == Some(1);
+                    let d = b.get("payload")?.get("data")?.as_str()?.to_string();
+                    ok.then_some(d)
+                });
+                let Some(data) =
+                    data.and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                else {
+                    return gerr(400, "INVALID_ARGUMENT", "payload.data");
+                };
+                let Some(versions) = s.secrets.get_mut(id) else {
+                    return gerr(404, "NOT_FOUND", "no such secret");
+                };
+                versions.push(data);
+                let n = versions.len();
+                return (
+                    200,
+                    format!(
+                        r#"{{"name":"projects/{PROJECT_NUMBER}/secrets/{id}/versions/{n}","state":"ENABLED"}}"#
+                    ),
+                );
+            }
+            if let Some((id, version)) = rest.split_once("/versions/") {
+                let Some(v) = version.strip_suffix(":access") else {
+                    return gerr(404, "NOT_FOUND", "unknown path");
+                };
+                if method != "GET" || !query.is_empty() {
+                    return gerr(405, "INVALID_ARGUMENT", "method");
+                }
+                let Some(n) = v.parse::<usize>().ok().filter(|n| *n >= 1) else {
+                    return gerr(400, "INVALID_ARGUMENT", "version");
+                };
+                let Some(data) = s.secrets.get(id).and_then(|vs| vs.get(n - 1)) else {
+                    return gerr(404, "NOT_FOUND", "Secret Version not found");
+                };
+                let d = base64::engine::general_purpose::STANDARD.encode(data);
+                return (
+                    200,
+                    format!(
+                        r#"{{"name":"projects/{PROJECT_NUMBER}/secrets/{id}/versions/{n}","payload":{{"data":"{d}"}}}}"#
+                    ),
+                );
+            }
+            if method != "DELETE" || !id_ok(rest) || !query.is_empty() {
+                return gerr(405, "INVALID_ARGUMENT", "method or path");
+            }
+            match s.secrets.remove(rest) {
+                Some(_) => (200, "{}".into()),
+                None => gerr(404, "NOT_FOUND", "Secret not found"),
+            }
+        }
+    }
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    tls: &TlsFiles,
+    admin: &str,
+    port: u16,
+) -> std::path::PathBuf {
+    let yaml = format!(
+        "admin:\n  identity: {admin}\ntls:\n  key: {}\n  cert: {}\ncache:\n  expiry:\n    any: 5m\n    unused: 5m\nkeystore:\n  gcp:\n    secretmanager:\n      project_id: ${{KES_TEST_GCP_PROJECT}}\n      endpoint: http://127.0.0.1:{port}\n      token_uri: http://127.0.0.1:{port}/token\n      credentials:\n        client_email: {EMAIL}\n        client_id: \"1234567890\"\n        private_key_id: key-id-1\n        private_key: ${{KES_TEST_GCP_KEY}}\n",
+        tls.key.display(),
+        tls.cert.display(),
+    );
+    let path = dir.join("gcp.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn kes_on(path: &std::path::Path, key: &str) -> BinServer {
+    let key = key.to_string();
+    bin_server_with(&["--config", path.to_str().unwrap()], move |cmd| {
+        cmd.env("KES_TEST_GCP_KEY", key)
+            .env("KES_TEST_GCP_PROJECT", PROJECT);
+    })
+}
+
+fn key_body(pem: &str) -> &str {
+    pem.lines().nth(3).unwrap()
+}
+
+#[test]
+fn keys_live_in_the_stand_in_as_upstream_stores_them_and_tokens_are_renewed() {
+    let g = start_stand_in(3);
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin, g.port);
+    let node = kes_on(&path, KEY);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+
+    let r = c
+        .request("POST", "/v1/key/create/gcp-key", None, &[])
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "{} {:?}",
+        body_str(&r),
+        g.state.lock().unwrap().rejected
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/create/gcp-key", None, &[])
+            .unwrap(),
+        400,
+        "key already exists",
+    );
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/generate/gcp-key",
+            Some(br#"{"context":"e30="}"#),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let body = format!(
+        r#"{{"ciphertext":"{}","context":"e30="}}"#,
+        json_str(&r, "ciphertext")
+    );
+    let d = c
+        .request(
+            "POST",
+            "/v1/key/decrypt/gcp-key",
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(d.status, 200, "{}", body_str(&d));
+    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
+
+    // Stored as upstream stores it: secret id = key name, one version whose payload is the
+    // record text (base64 of the protobuf record).
+    let record = {
+        let s = g.state.lock().unwrap();
+        let versions = &s.secrets["gcp-key"];
+        assert_eq!(versions.len(), 1);
+        versions[0].clone()
+    };
+    assert!(
+        record.starts_with(b"CiQKI"),
+        "{}",
+        String::from_utf8_lossy(&record)
+    );
+    kes::crypto::record::decode_record(&record).unwrap();
+
+    // A secret written by upstream (same layout) is served.
+    g.state
+        .lock()
+        .unwrap()
+        .secrets
+        .insert("upstream-key".into(), vec![record.clone()]);
+    let r = c
+        .request("POST", "/v1/key/generate/upstream-key", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+
+    // Past several list pages (the stand-in pages at 10).
+    for i in 0..25 {
+        let r = c
+            .request("POST", &format!("/v1/key/create/page-{i:02}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "page-{i}: {}", body_str(&r));
+    }
+    let text = body_str(&c.request("GET", "/v1/key/list/page-*", None, &[]).unwrap());
+    for i in 0..25 {
+        assert!(
+            text.contains(&format!("\"page-{i:02}\"")),
+            "page-{i:02} missing: {text}"
+        );
+    }
+    assert!(!text.contains("gcp-key"));
+    let all = body_str(&c.request("GET", "/v1/key/list/*", None, &[]).unwrap());
+    assert!(
+        all.contains("\"gcp-key\"") && all.contains("\"upstream-key\""),
+        "{all}"
+    );
+
+    // The 3 s token is renewed before it expires: no call is ever refused as unauthorized.
+    std::thread::sleep(Duration::from_millis(3200));
+    let r = c
+        .request("POST", "/v1/key/create/after-renewal", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    {
+        let s = g.state.lock().unwrap();
+        assert!(
+            s.tokens_issued >= 2,
+            "token not renewed: {}",
+            s.tokens_issued
+        );
+        assert_eq!(s.unauthorized, 0, "a call went out with an expired token");
+        assert!(s.rejected.is_empty(), "{:?}", s.rejected);
+    }
+
+    // Delete: gone, then 404.
+    assert_eq!(
+        c.request("DELETE", "/v1/key/delete/gcp-key", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(!g.state.lock().unwrap().secrets.contains_key("gcp-key"));
+    assert_error(
+        &c.request("POST", "/v1/key/generate/gcp-key", None, &[])
+            .unwrap(),
+        404,
+        "key does not exist",
+    );
+    assert_error(
+        &c.request("DELETE", "/v1/key/delete/gcp-key", None, &[])
+            .unwrap(),
+        404,
+        "key does not exist",
+    );
+    let log = node.stderr_text();
+    assert!(
+        !log.contains(key_body(KEY)),
+        "the private key leaked into the log"
+    );
+    assert!(!log.contains("ya29."), "a token leaked into the log");
+}
+
+#[test]
+fn a_wrong_key_and_an_outage_are_clear_errors() {
+    let g = start_stand_in(3600);
+    let config = kes::config::GcpConfig {
+        endpoint: format!("http://127.0.0.1:{}", g.port),
+        project_id: PROJECT.into(),
+        scopes: vec![SCOPE.into()],
+        token_uri: format!("http://127.0.0.1:{}/token", g.port),
+        credentials: Some(kes::config::GcpCredentials {
+            client_email: EMAIL.into(),
+            client_id: "1".into(),
+            private_key_id: "key-id-1".into(),
+            private_key: OTHER_KEY.into(),
+        }),
+    };
+    use kes::keystore::KeyStore;
+    let wrong = kes::keystore::gcp::GcpStore::new(config.clone()).unwrap();
+    let err = wrong.create("k", b"v").unwrap_err().to_string();
+    assert!(
+        err.contains("status 400") && err.contains("invalid_grant"),
+        "{err}"
+    );
+    assert!(!err.contains(key_body(OTHER_KEY)), "{err}");
+    // A wrong scope is refused too (the claims are checked).
+    let mut scoped = config.clone();
+    scoped.credentials.as_mut().unwrap().private_key = KEY.into();
+    scoped.scopes = vec!["https://www.googleapis.com/auth/other".into()];
+    let err = kes::keystore::gcp::GcpStore::new(scoped)
+        .unwrap()
+        .get("k")
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid_grant"), "{err}");
+    // The right key works through the same path; names GCP cannot hold are refused early.
+    let mut good = config.clone();
+    good.credentials.as_mut().unwrap().private_key = KEY.into();
+    let good = kes::keystore::gcp::GcpStore::new(good).unwrap();
+    good.create("lib-key", b"v").unwrap();
+    assert!(matches!(
+        good.create("lib-key", b"v"),
+        Err(kes::keystore::StoreError::AlreadyExists)
+    ));
+    assert_eq!(good.get("lib-key").unwrap().expose(), b"v");
+    assert!(matches!(
+        good.create("a/b", b"v"),
+        Err(kes::keystore::StoreError::InvalidName)
+    ));
+    good.delete("lib-key").unwrap();
+    assert!(matches!(
+        good.get("lib-key"),
+        Err(kes::keystore::StoreError::NotFound)
+    ));
+    // Not a key at all: start-up error, without the value.
+    let mut broken = config;
+    broken.credentials.as_mut().unwrap().private_key = "not-a-pem-SECRET".into();
+    let err = kes::keystore::gcp::GcpStore::new(broken).err().unwrap();
+    assert!(
+        err.contains("private_key: not a PKCS#8 PEM") && !err.contains("SECRET"),
+        "{err}"
+    );
+
+    // Through kes: the wrong key answers 502.
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin, g.port);
+    let bad = kes_on(&path, OTHER_KEY);
+    let mut c = client_for(&format!("https://{}", bad.addr), &api_key);
+    assert_error(
+        &c.request("POST", "/v1/key/create/x", None, &[]).unwrap(),
+        502,
+        "failed to create key",
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/generate/x", None, &[]).unwrap(),
+        502,
+        "failed to read key",
+    );
+    assert!(!bad.stderr_text().contains(key_body(OTHER_KEY)));
+    drop(bad);
+
+    // An outage: cached keys keep working, others 502 at once, /v1/ready 504.
+    let node = kes_on(&path, KEY);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    for name in ["hot", "cold"] {
+        let r = c
+            .request("POST", &format!("/v1/key/create/{name}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", body_str(&r));
+    }
+    assert_eq!(
+        c.request("POST", "/v1/key/generate/hot", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        c.request("GET", "/v1/ready", None, &[]).unwrap().status,
+        200
+    );
+    drop(g); // the service is gone
+    std::thread::sleep(Duration::from_millis(1200));
+    let started = Instant::now();
+    assert_eq!(
+        c.request("POST", "/v1/key/generate/hot", None, &[])
+            .unwrap()
+            .status,
+        200,
+        "cached keys keep working"
+    );
+    assert_error(
+        &c.request("POST", "/v1/key/generate/cold", None, &[])
+            .unwrap(),
+        502,
+        "failed to read key",
+    );
+    assert_error(
+        &c.request("GET", "/v1/ready", None, &[]).unwrap(),
+        504,
+        "key store is not reachable",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_documented_gcp_example_loads() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))
+            .unwrap();
+    let start = example
+        .find("  # gcp:\n")
+        .expect("gcp example in server-config.yaml");
+    let block: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| format!("  {}\n", &l[4..]))
+        .collect();
+    let fs_start = example.find("keystore:\n").unwrap();
+    let yaml = format!("{}keystore:\n{block}", &example[..fs_start]);
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files();
+    std::fs::copy(&tls.key, dir.path().join("server.key")).unwrap();
+    std::fs::copy(&tls.cert, dir.path().join("server.cert")).unwrap();
+    let path = dir.path().join("gcp-example.yml");
+    std::fs::write(&path, &yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kes"))
+        .args(["server", "--config", path.to_str().unwrap(), "--check"])
+        .env("KES_ADMIN_IDENTITY", "a".repeat(64))
+        .env("MINIO_KES_IDENTITY", "b".repeat(64))
+        .env("GCP_PRIVATE_KEY", KEY)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{yaml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = kes::config::parse(&yaml, &|n| match n {
+        "KES_ADMIN_IDENTITY" => Some("a".repeat(64)),
+        "MINIO_KES_IDENTITY" => Some("b".repeat(64)),
+        "GCP_PRIVATE_KEY" => Some(KEY.into()),
+        _ => None,
+    })
+    .unwrap();
+    let kes::config::KeystoreConfig::Gcp(gcp) = config.keystore else {
+        panic!("not the gcp keystore");
+    };
+    assert_eq!(gcp.project_id, "my-project");
+    assert_eq!(gcp.endpoint, "secretmanager.googleapis.com:443");
+    assert_eq!(gcp.scopes, vec![SCOPE.to_string()]);
+    assert_eq!(gcp.token_uri, "https://oauth2.googleapis.com/token");
+    // The example's key is usable (the store is built; nothing is contacted).
+    kes::keystore::gcp::GcpStore::new(*gcp).unwrap();
+}
