@@ -370,48 +370,14 @@ fn invalid_credentials_and_an_outage_are_clear_errors() {
 
 #[test]
 fn the_documented_aws_example_loads() {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))
-            .unwrap();
-    // The commented `aws:` block, uncommented, replaces the fs keystore.
-    let start = example
-        .find("  # aws:\n")
-        .expect("aws example in server-config.yaml");
-    let block: String = example[start..]
-        .lines()
-        .take_while(|l| l.starts_with("  #"))
-        .map(|l| format!("  {}\n", &l[4..]))
-        .collect();
-    let fs_start = example.find("keystore:\n").unwrap();
-    let yaml = format!("{}keystore:\n{block}", &example[..fs_start]);
-    let dir = tempfile::tempdir().unwrap();
-    let tls = tls_files();
-    std::fs::copy(&tls.key, dir.path().join("server.key")).unwrap();
-    std::fs::copy(&tls.cert, dir.path().join("server.cert")).unwrap();
-    let path = dir.path().join("aws-example.yml");
-    std::fs::write(&path, &yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kes"))
-        .args(["server", "--config", path.to_str().unwrap(), "--check"])
-        .env("KES_ADMIN_IDENTITY", "a".repeat(64))
-        .env("MINIO_KES_IDENTITY", "b".repeat(64))
-        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "example-secret")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{yaml}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_yaml, config, _dir) = documented_keystore_example(
+        "aws",
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "example-secret"),
+        ],
+        &[],
     );
-    let config = kes::config::parse(&yaml, &|n| match n {
-        "KES_ADMIN_IDENTITY" => Some("a".repeat(64)),
-        "MINIO_KES_IDENTITY" => Some("b".repeat(64)),
-        "AWS_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".into()),
-        "AWS_SECRET_ACCESS_KEY" => Some("example-secret".into()),
-        _ => None,
-    })
-    .unwrap();
     let kes::config::KeystoreConfig::Aws(aws) = config.keystore else {
         panic!("not the aws keystore");
     };

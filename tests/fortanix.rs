@@ -509,45 +509,8 @@ fn https_with_the_blocks_ca() {
 
 #[test]
 fn the_documented_fortanix_example_loads() {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))
-            .unwrap();
-    let start = example
-        .find("  # fortanix:\n")
-        .expect("fortanix example in server-config.yaml");
-    let block: String = example[start..]
-        .lines()
-        .take_while(|l| l.starts_with("  #"))
-        .map(|l| format!("  {}\n", &l[4..]))
-        .collect();
-    let fs_start = example.find("keystore:\n").unwrap();
-    let yaml = format!("{}keystore:\n{block}", &example[..fs_start]);
-    let dir = tempfile::tempdir().unwrap();
-    let tls = tls_files();
-    std::fs::copy(&tls.key, dir.path().join("server.key")).unwrap();
-    std::fs::copy(&tls.cert, dir.path().join("server.cert")).unwrap();
-    let path = dir.path().join("fortanix-example.yml");
-    std::fs::write(&path, &yaml).unwrap();
-    let env = |n: &str| match n {
-        "KES_ADMIN_IDENTITY" => Some("a".repeat(64)),
-        "MINIO_KES_IDENTITY" => Some("b".repeat(64)),
-        "FORTANIX_API_KEY" => Some("example-api-key".into()),
-        _ => None,
-    };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kes"))
-        .args(["server", "--config", path.to_str().unwrap(), "--check"])
-        .env("KES_ADMIN_IDENTITY", "a".repeat(64))
-        .env("MINIO_KES_IDENTITY", "b".repeat(64))
-        .env("FORTANIX_API_KEY", "example-api-key")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{yaml}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config = kes::config::parse(&yaml, &env).unwrap();
+    let (_yaml, config, _dir) =
+        documented_keystore_example("fortanix", &[("FORTANIX_API_KEY", "example-api-key")], &[]);
     let kes::config::KeystoreConfig::Fortanix(f) = config.keystore else {
         panic!("not the fortanix keystore");
     };

@@ -791,45 +791,8 @@ fn a_wrong_key_and_an_outage_are_clear_errors() {
 
 #[test]
 fn the_documented_gcp_example_loads() {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))
-            .unwrap();
-    let start = example
-        .find("  # gcp:\n")
-        .expect("gcp example in server-config.yaml");
-    let block: String = example[start..]
-        .lines()
-        .take_while(|l| l.starts_with("  #"))
-        .map(|l| format!("  {}\n", &l[4..]))
-        .collect();
-    let fs_start = example.find("keystore:\n").unwrap();
-    let yaml = format!("{}keystore:\n{block}", &example[..fs_start]);
-    let dir = tempfile::tempdir().unwrap();
-    let tls = tls_files();
-    std::fs::copy(&tls.key, dir.path().join("server.key")).unwrap();
-    std::fs::copy(&tls.cert, dir.path().join("server.cert")).unwrap();
-    let path = dir.path().join("gcp-example.yml");
-    std::fs::write(&path, &yaml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kes"))
-        .args(["server", "--config", path.to_str().unwrap(), "--check"])
-        .env("KES_ADMIN_IDENTITY", "a".repeat(64))
-        .env("MINIO_KES_IDENTITY", "b".repeat(64))
-        .env("GCP_PRIVATE_KEY", KEY)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{yaml}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config = kes::config::parse(&yaml, &|n| match n {
-        "KES_ADMIN_IDENTITY" => Some("a".repeat(64)),
-        "MINIO_KES_IDENTITY" => Some("b".repeat(64)),
-        "GCP_PRIVATE_KEY" => Some(KEY.into()),
-        _ => None,
-    })
-    .unwrap();
+    let (_yaml, config, _dir) =
+        documented_keystore_example("gcp", &[("GCP_PRIVATE_KEY", KEY)], &[]);
     let kes::config::KeystoreConfig::Gcp(gcp) = config.keystore else {
         panic!("not the gcp keystore");
     };

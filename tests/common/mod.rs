@@ -449,3 +449,63 @@ pub fn raise_fd_limit() -> u64 {
         r.rlim_cur
     }
 }
+
+/// The variables a documented config example needs besides `extra`: admin and MinIO
+/// identities.
+pub fn example_env(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let mut vars: Vec<(String, String)> = vec![
+        ("KES_ADMIN_IDENTITY".into(), "a".repeat(64)),
+        ("MINIO_KES_IDENTITY".into(), "b".repeat(64)),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+/// The commented `  # <block>:` keystore example of `server-config.yaml`, uncommented in
+/// place of the fs keystore: it must pass `kes server --config … --check` with the example's
+/// variables set (see [`example_env`]) and `certificates` (file names the example refers to,
+/// e.g. a CA) present in its directory; returns its YAML, the parsed config and the directory.
+pub fn documented_keystore_example(
+    block: &str,
+    extra: &[(&str, &str)],
+    certificates: &[&str],
+) -> (String, kes::config::Config, tempfile::TempDir) {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))
+            .unwrap();
+    let start = example
+        .find(&format!("  # {block}:\n"))
+        .unwrap_or_else(|| panic!("no {block} example in server-config.yaml"));
+    let lines: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| format!("  {}\n", &l[4..]))
+        .collect();
+    let fs_start = example.find("keystore:\n").unwrap();
+    let yaml = format!("{}keystore:\n{lines}", &example[..fs_start]);
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files();
+    std::fs::copy(&tls.key, dir.path().join("server.key")).unwrap();
+    std::fs::copy(&tls.cert, dir.path().join("server.cert")).unwrap();
+    for name in certificates {
+        std::fs::copy(&tls.cert, dir.path().join(name)).unwrap();
+    }
+    let path = dir.path().join(format!("{block}-example.yml"));
+    std::fs::write(&path, &yaml).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kes"));
+    cmd.args(["server", "--config", path.to_str().unwrap(), "--check"])
+        .env("KES_ADMIN_IDENTITY", "a".repeat(64))
+        .env("MINIO_KES_IDENTITY", "b".repeat(64))
+        .current_dir(dir.path());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{yaml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = kes::config::parse(&yaml, &example_env(extra)).unwrap();
+    (yaml, config, dir)
+}
