@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
-use super::session::{base_path, describe, encode, Session};
+use super::http::{other, retryable_status, retrying, Reply};
+use super::session::{describe, encode, Service};
 use super::{KeyStore, StoreError};
 use crate::config::FortanixConfig;
 use crate::secret::SecretVec;
@@ -41,32 +41,20 @@ const SERVICE: &str = "Fortanix DSM";
 /// The Fortanix DSM keystore.
 pub struct FortanixStore {
     config: FortanixConfig,
-    endpoint: Endpoint,
-    base: String,
-    session: Session,
-    retry: Retry,
+    svc: Service,
 }
 
 impl FortanixStore {
     /// Reads the CA file; no network I/O (the first call logs in).
     pub fn new(config: FortanixConfig) -> Result<FortanixStore, String> {
-        let endpoint = Endpoint::parse(
+        let svc = Service::open(
             SERVICE,
             "keystore.fortanix.sdkms.endpoint",
             &config.endpoint,
-            &TlsFiles {
-                ca: config.tls_ca.clone(),
-                ..TlsFiles::default()
-            },
+            config.tls_ca.clone(),
             CALL_TIMEOUT,
         )?;
-        Ok(FortanixStore {
-            base: base_path(&config.endpoint),
-            config,
-            endpoint,
-            session: Session::default(),
-            retry: Retry::DEFAULT,
-        })
+        Ok(FortanixStore { config, svc })
     }
 
     fn fail(&self, what: &str, reply: &Reply) -> StoreError {
@@ -79,11 +67,12 @@ impl FortanixStore {
 
     /// Trades the API key for a session bearer token.
     fn login(&self) -> Result<(SecretVec, Duration), StoreError> {
-        let path = format!("{}/sys/v1/session/auth", self.base);
+        let path = format!("{}/sys/v1/session/auth", self.svc.base);
         let basic = SecretVec::new(format!("Basic {}", self.config.api_key).into_bytes());
         let auth = std::str::from_utf8(basic.expose()).unwrap_or_default();
-        let reply = retrying(&self.retry, retryable_status, || {
-            self.endpoint
+        let reply = retrying(&self.svc.retry, retryable_status, || {
+            self.svc
+                .endpoint
                 .send("POST", &path, &[("Authorization", auth)], b"")
         })?;
         if reply.status != 200 {
@@ -111,21 +100,22 @@ impl FortanixStore {
 
     /// An authorized call, repeated on 5xx/429; a 401 logs in again once.
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Reply, StoreError> {
-        let path = format!("{}{path}", self.base);
+        let path = format!("{}{path}", self.svc.base);
         let mut fresh = false;
         loop {
-            let token = self.session.token(|| self.login())?;
+            let token = self.svc.session.token(|| self.login())?;
             let auth = std::str::from_utf8(token.expose()).unwrap_or_default();
             let mut headers = vec![("Authorization", auth)];
             if body.is_some() {
                 headers.push(("Content-Type", "application/json"));
             }
-            let reply = retrying(&self.retry, retryable_status, || {
-                self.endpoint
+            let reply = retrying(&self.svc.retry, retryable_status, || {
+                self.svc
+                    .endpoint
                     .send(method, &path, &headers, body.unwrap_or_default())
             })?;
             if reply.status == 401 && !fresh {
-                self.session.invalidate(&token);
+                self.svc.session.invalidate(&token);
                 fresh = true;
                 continue;
             }
@@ -173,12 +163,12 @@ impl KeyStore for FortanixStore {
 
     fn status(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        let path = if self.base.is_empty() {
+        let path = if self.svc.base.is_empty() {
             "/"
         } else {
-            &self.base
+            &self.svc.base
         };
-        self.endpoint.send("GET", path, &[], b"")?;
+        self.svc.endpoint.send("GET", path, &[], b"")?;
         Ok(start.elapsed())
     }
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 
-use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
-use super::session::{base_path, describe, encode, Session};
+use super::http::{other, retryable_status, retrying, Reply};
+use super::session::{describe, encode, Service};
 use super::{KeyStore, StoreError};
 use crate::config::KeyControlConfig;
 use crate::secret::SecretVec;
@@ -38,10 +38,7 @@ const SERVICE: &str = "KeyControl";
 /// The Entrust KeyControl keystore.
 pub struct KeyControlStore {
     config: KeyControlConfig,
-    endpoint: Endpoint,
-    base: String,
-    session: Session,
-    retry: Retry,
+    svc: Service,
 }
 
 /// `{"box_id":…, <name>:<value>}`.
@@ -75,23 +72,14 @@ fn box_json(
 impl KeyControlStore {
     /// Reads the CA file; no network I/O (the first call logs in).
     pub fn new(config: KeyControlConfig) -> Result<KeyControlStore, String> {
-        let endpoint = Endpoint::parse(
+        let svc = Service::open(
             SERVICE,
             "keystore.entrust.keycontrol.endpoint",
             &config.endpoint,
-            &TlsFiles {
-                ca: config.tls_ca.clone(),
-                ..TlsFiles::default()
-            },
+            config.tls_ca.clone(),
             CALL_TIMEOUT,
         )?;
-        Ok(KeyControlStore {
-            base: base_path(&config.endpoint),
-            config,
-            endpoint,
-            session: Session::default(),
-            retry: Retry::DEFAULT,
-        })
+        Ok(KeyControlStore { config, svc })
     }
 
     fn fail(&self, what: &str, reply: &Reply) -> StoreError {
@@ -113,11 +101,11 @@ impl KeyControlStore {
         }
         let path = format!(
             "{}/vault/1.0/Login/{}/",
-            self.base,
+            self.svc.base,
             encode(&self.config.vault_id)
         );
-        let reply = retrying(&self.retry, retryable_status, || {
-            self.endpoint.send(
+        let reply = retrying(&self.svc.retry, retryable_status, || {
+            self.svc.endpoint.send(
                 "POST",
                 &path,
                 &[("Content-Type", "application/json")],
@@ -154,17 +142,17 @@ impl KeyControlStore {
     /// An authorized JSON `POST` to `/vault/1.0/<op>/`, repeated on 5xx/429; a 401 logs
     /// in again once.
     fn call(&self, op: &str, body: &[u8]) -> Result<Reply, StoreError> {
-        let path = format!("{}/vault/1.0/{op}/", self.base);
+        let path = format!("{}/vault/1.0/{op}/", self.svc.base);
         let mut fresh = false;
         loop {
-            let token = self.session.token(|| self.login())?;
+            let token = self.svc.session.token(|| self.login())?;
             let auth = std::str::from_utf8(token.expose()).unwrap_or_default();
             let headers = [("X-Vault-Auth", auth), ("Content-Type", "application/json")];
-            let reply = retrying(&self.retry, retryable_status, || {
-                self.endpoint.send("POST", &path, &headers, body)
+            let reply = retrying(&self.svc.retry, retryable_status, || {
+                self.svc.endpoint.send("POST", &path, &headers, body)
             })?;
             if reply.status == 401 && !fresh {
-                self.session.invalidate(&token);
+                self.svc.session.invalidate(&token);
                 fresh = true;
                 continue;
             }
@@ -226,12 +214,12 @@ impl KeyStore for KeyControlStore {
 
     fn status(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        let path = if self.base.is_empty() {
+        let path = if self.svc.base.is_empty() {
             "/"
         } else {
-            &self.base
+            &self.svc.base
         };
-        self.endpoint.send("GET", path, &[], b"")?;
+        self.svc.endpoint.send("GET", path, &[], b"")?;
         Ok(start.elapsed())
     }
 

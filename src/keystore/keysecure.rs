@@ -19,8 +19,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
-use super::session::{base_path, describe, encode, Session};
+use super::http::{other, retryable_status, retrying, Reply, Retry};
+use super::session::{describe, encode, Service};
 use super::{KeyStore, StoreError};
 use crate::config::KeySecureConfig;
 use crate::secret::SecretVec;
@@ -36,10 +36,7 @@ const SERVICE: &str = "KeySecure";
 /// The CipherTrust Manager / KeySecure keystore.
 pub struct KeySecureStore {
     config: KeySecureConfig,
-    endpoint: Endpoint,
-    base: String,
-    session: Session,
-    retry: Retry,
+    svc: Service,
 }
 
 fn json(pairs: &[(&str, &str)]) -> SecretVec {
@@ -60,28 +57,19 @@ fn json(pairs: &[(&str, &str)]) -> SecretVec {
 impl KeySecureStore {
     /// Reads the CA file; no network I/O (the first call logs in).
     pub fn new(config: KeySecureConfig) -> Result<KeySecureStore, String> {
-        let endpoint = Endpoint::parse(
+        let svc = Service::open(
             "KeySecure",
             "keystore.gemalto.keysecure.endpoint",
             &config.endpoint,
-            &TlsFiles {
-                ca: config.tls_ca.clone(),
-                ..TlsFiles::default()
-            },
+            config.tls_ca.clone(),
             CALL_TIMEOUT,
         )?;
-        Ok(KeySecureStore {
-            base: base_path(&config.endpoint),
-            config,
-            endpoint,
-            session: Session::default(),
-            retry: Retry::DEFAULT,
-        })
+        Ok(KeySecureStore { config, svc })
     }
 
     /// A shorter retry policy (tests).
     pub fn with_retry(mut self, retry: Retry) -> Self {
-        self.retry = retry;
+        self.svc.retry = retry;
         self
     }
 
@@ -100,9 +88,9 @@ impl KeySecureStore {
             ("refresh_token", &self.config.token),
             ("domain", &self.config.domain),
         ]);
-        let path = format!("{}/api/v1/auth/tokens", self.base);
-        let reply = retrying(&self.retry, retryable_status, || {
-            self.endpoint.send(
+        let path = format!("{}/api/v1/auth/tokens", self.svc.base);
+        let reply = retrying(&self.svc.retry, retryable_status, || {
+            self.svc.endpoint.send(
                 "POST",
                 &path,
                 &[("Content-Type", "application/json")],
@@ -138,21 +126,22 @@ impl KeySecureStore {
 
     /// An authorized call, repeated on 5xx/429; a 401 logs in again once.
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Reply, StoreError> {
-        let path = format!("{}{path}", self.base);
+        let path = format!("{}{path}", self.svc.base);
         let mut fresh = false;
         loop {
-            let token = self.session.token(|| self.login())?;
+            let token = self.svc.session.token(|| self.login())?;
             let auth = std::str::from_utf8(token.expose()).unwrap_or_default();
             let mut headers = vec![("Authorization", auth)];
             if body.is_some() {
                 headers.push(("Content-Type", "application/json"));
             }
-            let reply = retrying(&self.retry, retryable_status, || {
-                self.endpoint
+            let reply = retrying(&self.svc.retry, retryable_status, || {
+                self.svc
+                    .endpoint
                     .send(method, &path, &headers, body.unwrap_or_default())
             })?;
             if reply.status == 401 && !fresh {
-                self.session.invalidate(&token);
+                self.svc.session.invalidate(&token);
                 fresh = true;
                 continue;
             }
@@ -168,12 +157,12 @@ impl KeyStore for KeySecureStore {
 
     fn status(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        let path = if self.base.is_empty() {
+        let path = if self.svc.base.is_empty() {
             "/"
         } else {
-            &self.base
+            &self.svc.base
         };
-        self.endpoint.send("GET", path, &[], b"")?;
+        self.svc.endpoint.send("GET", path, &[], b"")?;
         Ok(start.elapsed())
     }
 

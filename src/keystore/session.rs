@@ -6,9 +6,47 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::http::Reply;
+use super::http::{Endpoint, Reply, Retry, TlsFiles};
 use super::StoreError;
 use crate::secret::SecretVec;
+
+/// What every login-based keystore holds besides its config: the endpoint (trusting the
+/// block's CA), the path prefix of its URL, the session token and the retry policy.
+pub struct Service {
+    pub endpoint: Endpoint,
+    pub base: String,
+    pub session: Session,
+    pub retry: Retry,
+}
+
+impl Service {
+    /// Parses `url` (the config field `field` of `service`) with the block's CA file; no
+    /// network I/O.
+    pub fn open(
+        service: &'static str,
+        field: &str,
+        url: &str,
+        ca: Option<std::path::PathBuf>,
+        timeout: Duration,
+    ) -> Result<Service, String> {
+        let endpoint = Endpoint::parse(
+            service,
+            field,
+            url,
+            &TlsFiles {
+                ca,
+                ..TlsFiles::default()
+            },
+            timeout,
+        )?;
+        Ok(Service {
+            endpoint,
+            base: base_path(url),
+            session: Session::default(),
+            retry: Retry::DEFAULT,
+        })
+    }
+}
 
 /// A short-lived access token (the whole `Authorization` header value), renewed on demand.
 ///
