@@ -154,12 +154,14 @@ impl TlsStream {
         self.plain_pos = 0;
     }
 
-    /// After a request: wipes consumed input and gives back buffers a large request grew.
+    /// After a request: gives back buffers a large request grew (wiping them).
+    /// Consumed input is not moved here (the next `read_more` compacts it before it waits,
+    /// so a pipeline is not shifted once per request).
     pub fn shrink_after_request(&mut self) {
-        self.compact();
         if self.plain_in.capacity() > BUFFER_KEEP_BYTES_MAX
-            && self.plain_in.len() <= PLAIN_IN_BYTES_DEFAULT
+            && self.plain_in.len() - self.plain_pos <= PLAIN_IN_BYTES_DEFAULT
         {
+            self.compact();
             let mut small = Vec::with_capacity(PLAIN_IN_BYTES_DEFAULT);
             small.extend_from_slice(&self.plain_in);
             wipe_and_release(&mut self.plain_in);
