@@ -1,14 +1,16 @@
 //! The I/O backend: the one in use is reported at start (and is the one `KES_IO_BACKEND`
-//! asks for, so `tools/test-all.sh` can run the whole suite per backend), a backend that is
-//! not built in is refused with a clear message, and the server serves every route with
-//! io_uring forbidden by a seccomp filter — as Docker's default profile and Kubernetes'
-//! `RuntimeDefault` forbid it.
+//! asks for, so `tools/test-all.sh` can run the whole suite per backend); the server serves
+//! every route on io_uring, and on epoll with io_uring forbidden by a seccomp filter — as
+//! Docker's default profile and Kubernetes' `RuntimeDefault` forbid it — where `--io auto`
+//! falls back to epoll and says why, and `--io io_uring` is refused with the reason and the
+//! fix.
 
 mod common;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
 use common::*;
@@ -75,23 +77,39 @@ fn install(filter: &[libc::sock_filter]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What `kes` must report: the backend `KES_IO_BACKEND` asks for, resolved (this version
-/// builds epoll only, and `auto` resolves to it).
+/// io_uring must work on the machines the tests run on (the backend's tests need it).
+fn require_io_uring() {
+    if let Err(why) = kes::rt::uring::probe() {
+        panic!("these tests need io_uring on this machine: {why}");
+    }
+}
+
+/// What `kes` must report: the backend `KES_IO_BACKEND` asks for, resolved.
 fn expected_backend() -> &'static str {
     match std::env::var("KES_IO_BACKEND").as_deref() {
-        Ok("epoll") | Ok("auto") | Ok("") | Err(_) => "epoll",
-        Ok(other) => panic!("KES_IO_BACKEND={other} is not built in this version"),
+        Ok("epoll") | Ok("") | Err(_) => "epoll",
+        Ok("auto") | Ok("io_uring") => {
+            require_io_uring();
+            "io_uring"
+        }
+        Ok(other) => panic!("KES_IO_BACKEND={other} is not a backend"),
     }
+}
+
+/// The `Runtime` line of a started server's banner.
+fn runtime_line(server: &BinServer) -> String {
+    server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("Runtime"))
+        .unwrap_or_else(|| panic!("no Runtime line in {:?}", server.stdout_lines))
+        .clone()
 }
 
 #[test]
 fn the_backend_in_use_is_reported_at_start() {
     let server = bin_server(&["--dev"]);
-    let runtime = server
-        .stdout_lines
-        .iter()
-        .find(|l| l.starts_with("Runtime"))
-        .unwrap_or_else(|| panic!("no Runtime line in {:?}", server.stdout_lines));
+    let runtime = runtime_line(&server);
     assert!(
         runtime.contains(&format!("I/O: {}", expected_backend())),
         "{runtime}"
@@ -104,7 +122,8 @@ fn the_backend_in_use_is_reported_at_start() {
 }
 
 #[test]
-fn a_backend_that_is_not_built_in_is_refused_with_the_fix() {
+fn io_uring_forbidden_is_refused_when_asked_for_and_auto_falls_back_to_epoll() {
+    let filter = no_io_uring_filter();
     let out = Command::new(env!("CARGO_BIN_EXE_kes"))
         .args([
             "server",
@@ -114,12 +133,31 @@ fn a_backend_that_is_not_built_in_is_refused_with_the_fix() {
             "--io",
             "io_uring",
         ])
+        .env_remove("KES_IO_BACKEND")
+        .pre_exec_filter(filter.clone())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not built in this version"), "{err}");
+    assert!(err.contains("io_uring is not permitted here"), "{err}");
     assert!(err.contains("--io epoll"), "{err}");
+
+    let server = bin_server_with(&["--dev", "--io", "auto"], move |cmd| {
+        cmd.env_remove("KES_IO_BACKEND").pre_exec_filter(filter);
+    });
+    assert!(
+        runtime_line(&server).contains("I/O: epoll"),
+        "{}",
+        runtime_line(&server)
+    );
+    assert!(
+        server.wait_stderr(
+            "--io auto: using epoll because io_uring is not permitted here",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        server.stderr_text()
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_kes"))
         .args(["server", "--dev", "--addr", "127.0.0.1:0"])
@@ -153,14 +191,24 @@ fn the_filter_forbids_io_uring_setup() {
     assert_eq!(errno, (-1, Some(libc::EPERM)));
 }
 
+/// Installs the filter in the child between fork and exec.
+trait PreExecFilter {
+    fn pre_exec_filter(&mut self, filter: Vec<libc::sock_filter>) -> &mut Self;
+}
+
+impl PreExecFilter for Command {
+    fn pre_exec_filter(&mut self, filter: Vec<libc::sock_filter>) -> &mut Self {
+        // SAFETY: the closure only calls prctl on memory allocated before the fork.
+        unsafe { self.pre_exec(move || install(&filter)) }
+    }
+}
+
 #[test]
 fn every_route_is_served_with_io_uring_forbidden_by_seccomp() {
     let filter = no_io_uring_filter();
-    let server = bin_server_with(&["--dev"], move |cmd| {
-        // SAFETY: the closure only calls prctl on memory allocated before the fork.
-        unsafe {
-            cmd.pre_exec(move || install(&filter));
-        }
+    // `auto`, as a deployment would set it: epoll here.
+    let server = bin_server_with(&["--dev", "--io", "auto"], move |cmd| {
+        cmd.env_remove("KES_IO_BACKEND").pre_exec_filter(filter);
     });
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
     assert!(
@@ -168,7 +216,21 @@ fn every_route_is_served_with_io_uring_forbidden_by_seccomp() {
         "no seccomp filter: {status}"
     );
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(runtime_line(&server).contains("I/O: epoll"));
+    serves_every_route(&server);
+}
 
+#[test]
+fn every_route_is_served_on_io_uring() {
+    require_io_uring();
+    let server = bin_server_with(&["--dev", "--io", "io_uring"], |cmd| {
+        cmd.env_remove("KES_IO_BACKEND");
+    });
+    assert!(runtime_line(&server).contains("I/O: io_uring"));
+    serves_every_route(&server);
+}
+
+fn serves_every_route(server: &BinServer) {
     let api_key = server.dev_api_key();
     let mut c = client_for(&format!("https://{}", server.addr), &api_key);
     let ok = |c: &mut kes::client::Client, method: &str, path: &str, body: Option<&[u8]>| {

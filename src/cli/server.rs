@@ -39,8 +39,8 @@ pub struct ServerArgs {
     /// Serve on at most this many cores (default: every CPU in the affinity mask).
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
-    /// I/O backend: epoll (default), auto (the fastest one built in that the host allows; in
-    /// this version epoll) or io_uring (not built in this version).
+    /// I/O backend: epoll (default), auto (io_uring where the host allows it, else epoll) or
+    /// io_uring (an error at start where the host does not allow it).
     #[arg(long = "io", value_name = "BACKEND", env = "KES_IO_BACKEND", value_parser = parse_backend)]
     pub io: Option<BackendChoice>,
     /// Validate the config file (TLS files, keystore block, warnings) and exit: 0 if it is
@@ -99,6 +99,9 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut options = prepared.options;
     options.io = args.io;
     let running = server::run(options)?;
+    if let Some(why) = &running.backend_fallback {
+        eprintln!("kes: --io auto: using epoll because {why}");
+    }
     print_banner(
         &prepared.banner_keystore,
         &prepared.banner_admin,

@@ -1,7 +1,6 @@
 //! Which I/O backend an executor runs on, as asked for (`--io`, `KES_IO_BACKEND`) and as
-//! resolved. Only the epoll backend (mio) is built in this version; the choice exists so that
-//! a second backend (io_uring with COOP_TASKRUN, multishot receive and provided buffers) can
-//! be added beside it without changing the server or its flags.
+//! resolved: epoll (mio, [`super::reactor`]) or io_uring ([`super::uring`]), which is used
+//! only where the kernel has what it needs and no seccomp profile forbids it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,12 +14,16 @@ pub enum Backend {
     /// `mio::Poll`: epoll, edge-triggered. Needs no system call a default seccomp profile
     /// forbids.
     Epoll,
+    /// One io_uring per executor (COOP_TASKRUN, provided receive buffers, one enter per
+    /// turn) for connected sockets; listeners stay on epoll.
+    IoUring,
 }
 
 impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Epoll => "epoll",
+            Backend::IoUring => "io_uring",
         }
     }
 }
@@ -31,15 +34,22 @@ impl fmt::Display for Backend {
     }
 }
 
+/// A resolved choice: the backend, and why `auto` did not get io_uring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub backend: Backend,
+    pub fallback: Option<String>,
+}
+
 /// The backend asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BackendChoice {
     /// epoll (the default).
     #[default]
     Epoll,
-    /// The fastest backend built in that the host allows: today always epoll.
+    /// io_uring where the host allows it, else epoll.
     Auto,
-    /// io_uring: not built in this version, so asking for it is an error at start.
+    /// io_uring, or an error at start saying why it cannot run here.
     IoUring,
 }
 
@@ -52,15 +62,34 @@ impl BackendChoice {
         }
     }
 
-    /// The backend this choice runs on, or why it cannot run.
-    pub fn resolve(self) -> Result<Backend, String> {
+    /// The backend this choice runs on, or why it cannot run; for `auto` on a host without
+    /// io_uring, also why it fell back to epoll.
+    pub fn resolve(self) -> Result<Resolved, String> {
         match self {
-            BackendChoice::Epoll | BackendChoice::Auto => Ok(Backend::Epoll),
-            BackendChoice::IoUring => Err(
-                "the io_uring I/O backend is not built in this version: use --io epoll or \
-                 --io auto (KES_IO_BACKEND=epoll|auto)"
-                    .into(),
-            ),
+            BackendChoice::Epoll => Ok(Resolved {
+                backend: Backend::Epoll,
+                fallback: None,
+            }),
+            BackendChoice::Auto => Ok(match super::uring::probe() {
+                Ok(()) => Resolved {
+                    backend: Backend::IoUring,
+                    fallback: None,
+                },
+                Err(why) => Resolved {
+                    backend: Backend::Epoll,
+                    fallback: Some(why),
+                },
+            }),
+            BackendChoice::IoUring => match super::uring::probe() {
+                Ok(()) => Ok(Resolved {
+                    backend: Backend::IoUring,
+                    fallback: None,
+                }),
+                Err(why) => Err(format!(
+                    "the io_uring I/O backend cannot run here: {why}; use --io epoll or \
+                     --io auto (KES_IO_BACKEND=epoll|auto)"
+                )),
+            },
         }
     }
 
@@ -104,9 +133,27 @@ mod tests {
         assert_eq!("AUTO".parse(), Ok(BackendChoice::Auto));
         assert_eq!("io_uring".parse(), Ok(BackendChoice::IoUring));
         assert!("kqueue".parse::<BackendChoice>().is_err());
-        assert_eq!(BackendChoice::Epoll.resolve(), Ok(Backend::Epoll));
-        assert_eq!(BackendChoice::Auto.resolve(), Ok(Backend::Epoll));
-        let err = BackendChoice::IoUring.resolve().unwrap_err();
-        assert!(err.contains("not built in this version"), "{err}");
+        assert_eq!(
+            BackendChoice::Epoll.resolve().map(|r| r.backend),
+            Ok(Backend::Epoll)
+        );
+        // auto and io_uring agree with the probe of this host.
+        let auto = BackendChoice::Auto.resolve().unwrap();
+        match super::super::uring::probe() {
+            Ok(()) => {
+                assert_eq!(auto.backend, Backend::IoUring);
+                assert_eq!(auto.fallback, None);
+                assert_eq!(
+                    BackendChoice::IoUring.resolve().map(|r| r.backend),
+                    Ok(Backend::IoUring)
+                );
+            }
+            Err(why) => {
+                assert_eq!(auto.backend, Backend::Epoll);
+                assert_eq!(auto.fallback.as_deref(), Some(why.as_str()));
+                let err = BackendChoice::IoUring.resolve().unwrap_err();
+                assert!(err.contains(&why), "{err}");
+            }
+        }
     }
 }

@@ -15,10 +15,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
+use super::backend::Backend;
 use super::blocking::BlockingPool;
 use super::reactor::Reactor;
 use super::task::{self, thread_marker, Runnable, Task};
 use super::time::Timers;
+use super::uring::Uring;
 
 /// How long a task may run before [`yield_if_needed`] yields.
 pub const TIME_SLICE: Duration = Duration::from_millis(1);
@@ -36,6 +38,8 @@ pub(crate) struct Config {
     /// The CPU mask blocking threads run on (the process's mask before the core pinned
     /// itself); `None`: the creating thread's mask.
     pub blocking_cpus: Option<libc::cpu_set_t>,
+    /// The I/O backend of the executor's sockets.
+    pub backend: Backend,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             blocking_threads: 4,
             name: "kes-rt".into(),
             blocking_cpus: None,
+            backend: Backend::Epoll,
         }
     }
 }
@@ -58,6 +63,8 @@ pub(crate) struct Runtime {
     queue: RefCell<VecDeque<Rc<dyn Runnable>>>,
     registry: RefCell<Registry>,
     pub(crate) reactor: Reactor,
+    /// The io_uring backend's ring (connected sockets), if the executor runs on it.
+    pub(crate) uring: Option<Uring>,
     pub(crate) timers: RefCell<Timers>,
     /// The clock as read once per loop turn.
     pub(crate) now: Cell<Instant>,
@@ -149,7 +156,12 @@ impl Runtime {
     pub(crate) fn new(config: Config) -> std::io::Result<Runtime> {
         let reactor = Reactor::new()?;
         let blocking = BlockingPool::new(&config, reactor.notifier());
+        let uring = match config.backend {
+            Backend::Epoll => None,
+            Backend::IoUring => Some(Uring::new(&reactor)?),
+        };
         Ok(Runtime {
+            uring,
             queue: RefCell::new(VecDeque::with_capacity(TASKS_INITIAL)),
             registry: RefCell::new(Registry {
                 slots: Vec::with_capacity(TASKS_INITIAL),
@@ -184,7 +196,12 @@ impl Runtime {
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(self.now.get()))
         };
-        self.reactor.poll(timeout, &self.blocking);
+        match &self.uring {
+            Some(uring) => uring.turn(timeout, &self.reactor, &self.blocking, self.now.get()),
+            None => {
+                self.reactor.poll(timeout, &self.blocking);
+            }
+        }
         let now = Instant::now();
         self.now.set(now);
         let mut due = std::mem::take(&mut *self.due.borrow_mut());
@@ -218,6 +235,9 @@ impl Drop for Teardown {
         }
         let queued = std::mem::take(&mut *self.0.queue.borrow_mut());
         drop(queued);
+        if let Some(uring) = &self.0.uring {
+            uring.shutdown();
+        }
         self.0.blocking.shutdown();
         CURRENT.with(|c| c.set(std::ptr::null()));
     }

@@ -6,7 +6,7 @@
 //! loop doing the same wire work (docs/ARCHITECTURE.md, "The I/O layer").
 //!
 //! One job per file:
-//! * [`backend`]: which I/O backend runs (`--io`, `KES_IO_BACKEND`); only epoll is built in.
+//! * [`backend`]: which I/O backend runs (`--io`, `KES_IO_BACKEND`): epoll or io_uring.
 //! * [`task`]: a spawned task (one `Rc` allocation holding the future and its output), its
 //!   waker (a reference count, no allocation per wake) and its [`Task`] join handle.
 //! * [`executor`]: the per-thread run queue and loop ([`block_on`]), [`spawn_local`],
@@ -15,7 +15,10 @@
 //!   the task waiting on each direction.
 //! * [`time`]: the cached clock ([`now`]: one clock read per loop turn), timers
 //!   ([`sleep`], [`timeout`]) in a heap with lazy deletion.
-//! * [`net`]: [`TcpListener`] (`SO_REUSEPORT`) and [`TcpStream`].
+//! * [`uring`]: the io_uring backend: connected sockets' receives and sends through one ring
+//!   per executor, one kernel entry per loop turn; it waits on the epoll reactor too.
+//! * [`net`]: [`TcpListener`] (`SO_REUSEPORT`) and [`TcpStream`] (on the ring when the
+//!   executor runs io_uring, else on epoll).
 //! * [`blocking`]: the per-core blocking pool ([`spawn_blocking`]).
 //! * [`thread`]: [`Builder`], a named thread pinned to one CPU running one executor.
 //!
@@ -32,8 +35,9 @@ pub mod reactor;
 pub mod task;
 pub mod thread;
 pub mod time;
+pub mod uring;
 
-pub use backend::{Backend, BackendChoice, BACKEND_ENV};
+pub use backend::{Backend, BackendChoice, Resolved, BACKEND_ENV};
 pub use blocking::spawn_blocking;
 pub use executor::{block_on, spawn_local, yield_if_needed, TIME_SLICE};
 pub use net::{TcpListener, TcpStream};

@@ -14,6 +14,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use super::executor;
 use super::reactor::{Direction, IoState};
+use super::uring::{Sock, Uring};
 
 /// Pending connections the kernel queues per listener (capped by `net.core.somaxconn`).
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -70,7 +71,7 @@ impl TcpListener {
         }
         loop {
             match self.io.accept() {
-                Ok((stream, _)) => return Poll::Ready(TcpStream::from_mio(stream)),
+                Ok((stream, _)) => return Poll::Ready(TcpStream::from_mio(stream, true)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.state.clear_and_wait(Direction::Read, cx);
                     return Poll::Pending;
@@ -90,32 +91,85 @@ impl Drop for TcpListener {
 
 /// A connected socket of this core.
 pub struct TcpStream {
-    io: mio::net::TcpStream,
-    state: Rc<IoState>,
+    inner: Inner,
+}
+
+enum Inner {
+    /// On the epoll reactor: readiness, then the system call.
+    Epoll {
+        io: mio::net::TcpStream,
+        state: Rc<IoState>,
+    },
+    /// On the executor's io_uring: receives and sends go through the ring.
+    Uring(Rc<Sock>),
+}
+
+fn with_uring<R>(f: impl FnOnce(&Uring) -> R) -> R {
+    executor::with(|rt| match &rt.uring {
+        Some(uring) => f(uring),
+        None => panic!("rt: an io_uring socket used on an executor without a ring"),
+    })
+    .unwrap_or_else(|| panic!("rt: sockets can only be used inside their executor"))
 }
 
 impl TcpStream {
-    fn from_mio(mut io: mio::net::TcpStream) -> io::Result<TcpStream> {
+    /// An accepted or connected socket: on the ring if this executor runs io_uring (accepted
+    /// sockets only), else on epoll.
+    fn from_mio(io: mio::net::TcpStream, ring: bool) -> io::Result<TcpStream> {
+        if ring {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            let uring = executor::with(|rt| rt.uring.is_some()).unwrap_or(false);
+            if uring {
+                // SAFETY: the descriptor was just released by `io`; the std stream owns it.
+                let stream = unsafe { std::net::TcpStream::from_raw_fd(io.into_raw_fd()) };
+                let sock = with_uring(|u| u.register(stream));
+                return Ok(TcpStream {
+                    inner: Inner::Uring(sock),
+                });
+            }
+        }
+        let mut io = io;
         let state = register(&mut io)?;
-        Ok(TcpStream { io, state })
+        Ok(TcpStream {
+            inner: Inner::Epoll { io, state },
+        })
     }
 
-    /// Connects to `addr` (for tests and tools; the server only accepts).
+    fn sock_ref(&self) -> socket2::SockRef<'_> {
+        match &self.inner {
+            Inner::Epoll { io, .. } => socket2::SockRef::from(io),
+            Inner::Uring(sock) => socket2::SockRef::from(sock.stream()),
+        }
+    }
+
+    /// The backend this socket's I/O goes through.
+    pub fn backend(&self) -> super::Backend {
+        match &self.inner {
+            Inner::Epoll { .. } => super::Backend::Epoll,
+            Inner::Uring(_) => super::Backend::IoUring,
+        }
+    }
+
+    /// Connects to `addr` (for tests and tools; the server only accepts). Connected sockets
+    /// stay on epoll.
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-        let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?)?;
+        let stream = TcpStream::from_mio(mio::net::TcpStream::connect(addr)?, false)?;
+        let Inner::Epoll { io, state } = &stream.inner else {
+            unreachable!("connected sockets are on epoll");
+        };
         // Connected once writable; a failed connect reports its error through SO_ERROR.
         futures_lite::future::poll_fn(|cx| {
-            if !stream.state.is_ready(Direction::Write) {
-                stream.state.wait(Direction::Write, cx);
+            if !state.is_ready(Direction::Write) {
+                state.wait(Direction::Write, cx);
                 return Poll::Pending;
             }
-            if let Some(e) = stream.io.take_error()? {
+            if let Some(e) = io.take_error()? {
                 return Poll::Ready(Err(e));
             }
-            match stream.io.peer_addr() {
+            match io.peer_addr() {
                 Ok(_) => Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    stream.state.clear_and_wait(Direction::Write, cx);
+                    state.clear_and_wait(Direction::Write, cx);
                     Poll::Pending
                 }
                 Err(e) => Poll::Ready(Err(e)),
@@ -126,39 +180,54 @@ impl TcpStream {
     }
 
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        self.io.set_nodelay(on)
+        self.sock_ref().set_nodelay(on)
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.io.peer_addr()
+        self.sock_ref()
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.local_addr()
+        self.sock_ref()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
     }
 
-    /// Shuts down one or both directions (no waiting involved).
+    /// Shuts down one or both directions; on the ring, after what was queued is sent.
     pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.io.shutdown(how)
+        if let Inner::Uring(sock) = &self.inner {
+            if how != Shutdown::Read {
+                futures_lite::future::poll_fn(|cx| with_uring(|u| u.poll_flush(sock, cx))).await?;
+            }
+        }
+        self.sock_ref().shutdown(how)
     }
 
     /// Reads into `buf`. A short read means the socket is drained (TCP): the next read waits
     /// for an edge without a system call.
     pub fn poll_read_buf(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        if !self.state.is_ready(Direction::Read) {
-            self.state.wait(Direction::Read, cx);
+        let (io, state) = match &self.inner {
+            Inner::Epoll { io, state } => (io, state),
+            Inner::Uring(sock) => return with_uring(|u| u.poll_read(sock, cx, buf)),
+        };
+        if !state.is_ready(Direction::Read) {
+            state.wait(Direction::Read, cx);
             return Poll::Pending;
         }
         loop {
-            match (&self.io).read(buf) {
+            match (&*io).read(buf) {
                 Ok(n) => {
                     if n > 0 && n < buf.len() {
-                        self.state.clear(Direction::Read);
+                        state.clear(Direction::Read);
                     }
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.state.clear_and_wait(Direction::Read, cx);
+                    state.clear_and_wait(Direction::Read, cx);
                     return Poll::Pending;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -167,22 +236,35 @@ impl TcpStream {
         }
     }
 
-    /// Writes from `buf` (part of it if the socket buffer fills).
+    /// Writes from `buf` (part of it if the socket buffer fills). On the ring the bytes are
+    /// queued and sent at the end of the loop turn.
     pub fn poll_write_buf(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if !self.state.is_ready(Direction::Write) {
-            self.state.wait(Direction::Write, cx);
+        let (io, state) = match &self.inner {
+            Inner::Epoll { io, state } => (io, state),
+            Inner::Uring(sock) => return with_uring(|u| u.poll_write(sock, cx, buf)),
+        };
+        if !state.is_ready(Direction::Write) {
+            state.wait(Direction::Write, cx);
             return Poll::Pending;
         }
         loop {
-            match (&self.io).write(buf) {
+            match (&*io).write(buf) {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.state.clear_and_wait(Direction::Write, cx);
+                    state.clear_and_wait(Direction::Write, cx);
                     return Poll::Pending;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
+        }
+    }
+
+    /// Ready when everything written was handed to the kernel (at once on epoll).
+    pub fn poll_flush_buf(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &self.inner {
+            Inner::Epoll { .. } => Poll::Ready(Ok(())),
+            Inner::Uring(sock) => with_uring(|u| u.poll_flush(sock, cx)),
         }
     }
 }
@@ -206,18 +288,30 @@ impl AsyncWrite for TcpStream {
         self.poll_write_buf(cx, buf)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush_buf(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.io.shutdown(Shutdown::Write))
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.poll_flush_buf(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(self.sock_ref().shutdown(Shutdown::Write)),
+            other => other,
+        }
     }
 }
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        release(&self.state);
+        match &self.inner {
+            Inner::Epoll { state, .. } => release(state),
+            Inner::Uring(sock) => {
+                executor::with(|rt| {
+                    if let Some(u) = &rt.uring {
+                        u.release(sock)
+                    }
+                });
+            }
+        }
     }
 }
 

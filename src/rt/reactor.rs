@@ -174,15 +174,23 @@ impl Reactor {
         drop(io); // outside the borrow
     }
 
+    /// The epoll descriptor (the io_uring backend waits on it through its ring).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.poll.borrow().as_raw_fd()
+    }
+
     /// Waits for events (at most `timeout`; `None`: until one arrives) and wakes their tasks.
-    pub(crate) fn poll(&self, timeout: Option<Duration>, blocking: &BlockingPool) {
+    /// True if the wait returned as many events as it takes (more may be waiting).
+    pub(crate) fn poll(&self, timeout: Option<Duration>, blocking: &BlockingPool) -> bool {
         let mut events = self.events.borrow_mut();
         if let Err(e) = self.poll.borrow_mut().poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 eprintln!("kes: epoll_wait failed: {e}");
             }
-            return;
+            return false;
         }
+        let full = events.iter().count() >= EVENTS_PER_WAIT_MAX;
         for event in events.iter() {
             if event.token() == NOTIFY_TOKEN {
                 blocking.wake_finished();
@@ -220,5 +228,6 @@ impl Reactor {
                 }
             }
         }
+        full
     }
 }

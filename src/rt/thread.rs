@@ -83,7 +83,7 @@ impl Builder {
         self
     }
 
-    /// The I/O backend (only [`Backend::Epoll`] exists in this version).
+    /// The I/O backend of the executor (`Backend::IoUring` must have been probed).
     pub fn backend(mut self, backend: Backend) -> Builder {
         self.backend = backend;
         self
@@ -112,13 +112,12 @@ impl Builder {
                     if let Some(cpu) = cpu {
                         pin_to(cpu)?;
                     }
-                    match backend {
-                        Backend::Epoll => Runtime::new(Config {
-                            blocking_threads,
-                            name,
-                            blocking_cpus: Some(blocking_cpus),
-                        }),
-                    }
+                    Runtime::new(Config {
+                        blocking_threads,
+                        name,
+                        blocking_cpus: Some(blocking_cpus),
+                        backend,
+                    })
                 })();
                 match started {
                     Ok(rt) => {

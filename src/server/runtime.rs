@@ -88,6 +88,8 @@ pub struct RunningServer {
     pub cores: usize,
     /// The I/O backend the cores run on.
     pub backend: Backend,
+    /// Why `--io auto` runs epoll instead of io_uring (reported at start).
+    pub backend_fallback: Option<String>,
     handles: Vec<crate::rt::JoinHandle<()>>,
 }
 
@@ -107,7 +109,8 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
         None => BackendChoice::from_env()
             .map_err(|e| ServerError::Backend(format!("{}: {e}", crate::rt::BACKEND_ENV)))?,
     };
-    let backend = choice.resolve().map_err(ServerError::Backend)?;
+    let resolved = choice.resolve().map_err(ServerError::Backend)?;
+    let backend = resolved.backend;
     super::memory::configure();
     // Read the process's CPU count (for `/v1/status`) before any core thread is pinned.
     crate::api::system::num_cpu();
@@ -164,6 +167,7 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
         local_addr: addr,
         cores: handles.len(),
         backend,
+        backend_fallback: resolved.fallback,
         handles,
     })
 }
