@@ -34,6 +34,9 @@ fn open(
 ) -> Result<std::sync::Arc<dyn crate::keystore::KeyStore>, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
+    for w in crate::config::unknown_key_warnings(&text) {
+        eprintln!("warning: '{}': {w}", path.display());
+    }
     let config = crate::config::parse_keystore_only(&text, &|n| std::env::var(n).ok())
         .map_err(|e| format!("'{}': {e}", path.display()))?;
     Ok(crate::keystore::open(&config)?)
