@@ -2,6 +2,10 @@
 //! clients authenticated with API keys.
 #![allow(dead_code)]
 
+pub mod bao;
+pub mod lifecycle;
+pub mod moto;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +18,16 @@ use kes::auth::apikey::ApiKey;
 use kes::client::{Client, ClientConfig, Credentials, Response};
 
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A child process (an emulator, a server) killed and reaped on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A server running in this test process.
 pub struct TestServer {
