@@ -411,7 +411,13 @@ fn migrate_two_thousand_keys_between_filesystem_keystores() {
         ],
     );
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("already exists in the target"));
+    assert!(
+        stderr(&again).contains(
+            "2001 of the 2001 keys to migrate already exist in the target keystore ('key-0000', 'key-0001', 'key-0002', 'key-0003', 'key-0004', …); nothing was migrated"
+        ),
+        "{}",
+        stderr(&again)
+    );
     let merged = kes(
         None,
         &[
