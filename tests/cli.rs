@@ -411,7 +411,13 @@ fn migrate_two_thousand_keys_between_filesystem_keystores() {
         ],
     );
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("already exists in the target"));
+    assert!(
+        stderr(&again).contains(
+            "2001 of the 2001 keys to migrate already exist in the target keystore ('key-0000', 'key-0001', 'key-0002', 'key-0003', 'key-0004', …); nothing was migrated"
+        ),
+        "{}",
+        stderr(&again)
+    );
     let merged = kes(
         None,
         &[
@@ -528,6 +534,118 @@ fn server_check_validates_the_config_and_starts_nothing() {
     let out = kes(None, &["server", "--dev", "--check"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--check needs --config"));
+}
+
+/// A misspelled key inside a keystore block is named with its full path and the key meant,
+/// never with its value, both when the config stays valid (an optional field) and when the
+/// typo makes it invalid (a required field then reads as missing); `kes migrate` says so too.
+#[test]
+fn check_names_misspelled_keystore_keys() {
+    let (tls, path, keys, _admin) = check_fixture("");
+    let base = std::fs::read_to_string(&path).unwrap();
+    let fs_block = format!("  fs:\n    path: {}\n", keys.display());
+    let check = |block: &str| {
+        std::fs::write(&path, base.replace(&fs_block, block)).unwrap();
+        kes(
+            None,
+            &["server", "--config", path.to_str().unwrap(), "--check"],
+        )
+    };
+
+    let out =
+        check("  aws:\n    secretsmanager:\n      region: us-east-1\n      kmsky: alias/kes\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(stdout(&out).contains("configuration is valid"));
+    assert_eq!(
+        err.trim_end(),
+        "warning: keystore.aws.secretsmanager.kmsky: unknown key, ignored; did you mean 'keystore.aws.secretsmanager.kmskey'?"
+    );
+
+    let out = check(
+        "  vault:\n    endpoint: http://127.0.0.1:8200\n    approle:\n      id: kes-role\n      secert: VAULT-SECRET-VALUE\n",
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let hint = "warning: keystore.vault.approle.secert: unknown key, ignored; did you mean 'keystore.vault.approle.secret'?";
+    let error = "keystore.vault.approle: id and secret are required";
+    let (at_hint, at_error) = (err.find(hint), err.find(error));
+    assert!(
+        at_hint.is_some() && at_error.is_some() && at_hint < at_error,
+        "the hint, then the error: {err}"
+    );
+    assert!(!err.contains("VAULT-SECRET-VALUE"), "{err}");
+    assert!(!stdout(&out).contains("valid"));
+
+    // kes migrate: the file is named, the migration goes on.
+    let (from, to) = (tls.dir.path().join("from"), tls.dir.path().join("to"));
+    std::fs::create_dir(&from).unwrap();
+    let from_yml = tls.dir.path().join("from.yml");
+    let to_yml = tls.dir.path().join("to.yml");
+    std::fs::write(
+        &from_yml,
+        format!(
+            "keystore:\n  fs:\n    path: {}\n    pth: x\n",
+            from.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &to_yml,
+        format!("keystore:\n  fs:\n    path: {}\n", to.display()),
+    )
+    .unwrap();
+    let out = kes(
+        None,
+        &[
+            "migrate",
+            "--from",
+            from_yml.to_str().unwrap(),
+            "--to",
+            to_yml.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: '{}': keystore.fs.pth: unknown key, ignored; did you mean 'keystore.fs.path'?",
+            from_yml.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("Migrated 0 keys"), "{err}");
+}
+
+/// Every keystore example the docs show (server-config.yaml's commented blocks, README's
+/// table and yaml blocks) uses only keys kes knows. (Each server-config.yaml example also
+/// passes `--check` without a warning in its keystore's tests.)
+#[test]
+fn every_documented_keystore_example_lints_clean() {
+    let blocks = documented_keystore_blocks();
+    for want in ["aws", "entrust", "fortanix", "gemalto", "gcp", "azure"] {
+        assert!(blocks.iter().any(|b| b == want), "no {want} in {blocks:?}");
+    }
+    let mut examples: Vec<(String, String)> = blocks
+        .iter()
+        .map(|b| {
+            (
+                format!("server-config.yaml {b}"),
+                documented_keystore_yaml(b),
+            )
+        })
+        .collect();
+    examples.push(("server-config.yaml".into(), server_config_example()));
+    let readme = readme_keystore_examples();
+    assert!(readme.len() >= 8, "{readme:?}");
+    examples.extend(readme);
+    for (place, yaml) in examples {
+        let root: serde_yaml::Value =
+            serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{place}: {e}\n{yaml}"));
+        assert!(root["keystore"].is_mapping(), "{place}: {yaml}");
+        let warnings = kes::config::unknown_key_warnings(&yaml);
+        assert!(warnings.is_empty(), "{place}: {warnings:?}\n{yaml}");
+    }
 }
 
 #[test]

@@ -13,8 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use common::lifecycle::{
+    keystore_lifecycle, outage_behaviour, relogin_after_revocation, Backend, Lifecycle,
+};
 use common::*;
-use standin::{q, random_hex, Request, Response, StandIn};
+use standin::{issue_token, q, token_is_live, Request, Response, StandIn};
 
 const VAULT: &str = "0b9d5f6e-1c2a-4e8f-9a3b-7c6d5e4f3a2b";
 const BOX: &str = "kes-box";
@@ -104,8 +107,7 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 &format!("Invalid credentials (password {got})"),
             );
         }
-        let token = random_hex(20);
-        st.tokens.insert(token.clone(), Instant::now() + st.ttl);
+        let token = issue_token(&mut st.tokens, st.ttl, "", 20);
         st.logins += 1;
         return Response::json(
             200,
@@ -115,13 +117,7 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             ),
         );
     }
-    let live = req
-        .header("x-vault-auth")
-        .and_then(|t| st.tokens.get(t))
-        .is_some_and(|exp| Instant::now() < *exp);
-    if !live {
-        st.rejected
-            .push(format!("{} {}: no live token", req.method, req.path));
+    if !token_is_live(req, "x-vault-auth", "", &st.tokens, &mut st.rejected) {
         return Response::json(401, r#"{"error":"Unauthorized"}"#);
     }
     if s("box_id").as_deref() != Some(BOX) {
@@ -240,6 +236,25 @@ fn kes_on(path: &std::path::Path, url: &str, password: &str) -> BinServer {
     })
 }
 
+/// The stand-in's secrets, as [`Backend`]: records are the base64 `secret_data` (Go's
+/// encoding of `[]byte`) of a secret named after the key.
+struct KeyControl(Arc<Mutex<State>>);
+
+impl Backend for KeyControl {
+    fn record(&self, name: &str) -> Option<String> {
+        let (data, _) = self.0.lock().unwrap().secrets.get(name)?.clone();
+        Some(String::from_utf8(B64.decode(data).unwrap()).unwrap())
+    }
+
+    fn plant(&self, name: &str, record: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .secrets
+            .insert(name.into(), (B64.encode(record), false));
+    }
+}
+
 #[test]
 fn keys_live_in_the_standin_as_upstream_stores_them() {
     let (mut standin, state) = start(Duration::from_secs(3600));
@@ -248,151 +263,41 @@ fn keys_live_in_the_standin_as_upstream_stores_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &tls, &admin);
     let node = kes_on(&path, &standin.url(), PASSWORD);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-
-    let r = c
-        .request("POST", "/v1/key/create/kc-key", None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    assert_error(
-        &c.request("POST", "/v1/key/create/kc-key", None, &[])
-            .unwrap(),
-        400,
-        "key already exists",
-    );
-    let r = c
-        .request(
-            "POST",
-            "/v1/key/generate/kc-key",
-            Some(br#"{"context":"e30="}"#),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let body = format!(
-        r#"{{"ciphertext":"{}","context":"e30="}}"#,
-        json_str(&r, "ciphertext")
-    );
-    let d = c
-        .request("POST", "/v1/key/decrypt/kc-key", Some(body.as_bytes()), &[])
-        .unwrap();
-    assert_eq!(d.status, 200, "{}", body_str(&d));
-    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
-
-    // Stored as upstream stores it: secret named after the key, secret_data = base64 of
-    // the record (Go's encoding of []byte).
-    let (data, _) = state.lock().unwrap().secrets["kc-key"].clone();
-    let record = base64::engine::general_purpose::STANDARD
-        .decode(&data)
-        .unwrap();
-    assert!(record.starts_with(b"CiQKI"), "{record:?}");
-    kes::crypto::record::decode_record(&record).unwrap();
-
-    // A secret upstream wrote is served; an expired one is not listed.
-    state
-        .lock()
-        .unwrap()
-        .secrets
-        .insert("upstream-key".into(), (data.clone(), false));
-    state
-        .lock()
-        .unwrap()
-        .secrets
-        .insert("expired-key".into(), (data.clone(), true));
-    let r = c
-        .request("POST", "/v1/key/generate/upstream-key", None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-
-    // Past several pages: 100 more keys (the stand-in pages at 30), all listed.
-    for i in 0..100 {
-        let r = c
-            .request("POST", &format!("/v1/key/create/page-{i:03}"), None, &[])
-            .unwrap();
-        assert_eq!(r.status, 200, "page-{i}: {}", body_str(&r));
-    }
-    let text = body_str(&c.request("GET", "/v1/key/list/page-*", None, &[]).unwrap());
-    for i in 0..100 {
-        assert!(
-            text.contains(&format!("\"page-{i:03}\"")),
-            "page-{i:03} missing"
-        );
-    }
-    assert!(!text.contains("kc-key"));
-    let all = body_str(&c.request("GET", "/v1/key/list/*", None, &[]).unwrap());
-    assert!(all.contains("\"kc-key\"") && all.contains("\"upstream-key\""));
-    assert!(!all.contains("expired-key"), "{all}");
-
-    // Revoked tokens: kes logs in again and carries on.
+    let endpoint = format!("https://{}", node.addr);
+    // the stand-in pages at 30
+    let lifecycle = Lifecycle::one_node(&endpoint, &api_key, "kc-key", 100);
+    let record = keystore_lifecycle(&lifecycle, &KeyControl(state.clone()));
     assert_eq!(
         state.lock().unwrap().logins,
         1,
         "one login serves all calls"
     );
-    state.lock().unwrap().tokens.clear();
-    let r = c
-        .request("POST", "/v1/key/create/after-revoke", None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    assert_eq!(state.lock().unwrap().logins, 2);
 
-    // Delete: gone, then 404.
-    assert_eq!(
-        c.request("DELETE", "/v1/key/delete/kc-key", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    assert!(!state.lock().unwrap().secrets.contains_key("kc-key"));
-    assert_error(
-        &c.request("POST", "/v1/key/generate/kc-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
-    );
-    assert_error(
-        &c.request("DELETE", "/v1/key/delete/kc-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
+    // An expired secret is not listed.
+    state
+        .lock()
+        .unwrap()
+        .secrets
+        .insert("expired-key".into(), (B64.encode(&record), true));
+    let mut c = client_for(&endpoint, &api_key);
+    let all = body_str(&c.request("GET", "/v1/key/list/*", None, &[]).unwrap());
+    assert!(all.contains("\"upstream-key\""), "{all}");
+    assert!(!all.contains("expired-key"), "{all}");
+
+    // Revoked tokens: kes logs in again and carries on.
+    relogin_after_revocation(
+        &endpoint,
+        &api_key,
+        || state.lock().unwrap().tokens.clear(),
+        || state.lock().unwrap().logins,
     );
     let rejected = state.lock().unwrap().rejected.clone();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert!(rejected[0].contains("no live token"), "{rejected:?}");
 
-    // The stand-in down: cached keys keep working, others 502 at once, /v1/ready 504.
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/upstream-key", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    standin.stop();
-    std::thread::sleep(Duration::from_millis(1200)); // let the 1 s status cache age out
-    let started = Instant::now();
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/upstream-key", None, &[])
-            .unwrap()
-            .status,
-        200,
-        "cached keys keep working"
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/generate/page-000", None, &[])
-            .unwrap(),
-        502,
-        "failed to read key",
-    );
-    assert_error(
-        &c.request("GET", "/v1/ready", None, &[]).unwrap(),
-        504,
-        "key store is not reachable",
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    outage_behaviour(&endpoint, &api_key, "upstream-key", "page-000", || {
+        standin.stop()
+    });
     assert!(
         !node.stderr_text().contains(PASSWORD),
         "the password leaked into the log"

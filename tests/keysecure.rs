@@ -12,8 +12,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::lifecycle::{
+    keystore_lifecycle, outage_behaviour, relogin_after_revocation, Backend, Lifecycle,
+};
 use common::*;
-use standin::{q, query_pairs, random_hex, Request, Response, StandIn};
+use standin::{
+    bearer_is_live, issue_token, q, query_pairs, random_hex, Request, Response, StandIn,
+};
 
 const REFRESH: &str = "refresh-TOKEN-never-logged-3f9a";
 const DOMAIN: &str = "kes-domain";
@@ -69,8 +74,7 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             let got = get("refresh_token").unwrap_or_default();
             return reject(st, req, 401, &format!("Invalid refresh token {got}"));
         }
-        let jwt = format!("eyJ.{}", random_hex(16));
-        st.tokens.insert(jwt.clone(), Instant::now() + st.ttl);
+        let jwt = issue_token(&mut st.tokens, st.ttl, "eyJ.", 16);
         st.logins += 1;
         return Response::json(
             200,
@@ -81,14 +85,7 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
         );
     }
     // Everything else needs a live access token.
-    let live = req
-        .header("authorization")
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .and_then(|t| st.tokens.get(t))
-        .is_some_and(|exp| Instant::now() < *exp);
-    if !live {
-        st.rejected
-            .push(format!("{} {}: no live token", req.method, req.path));
+    if !bearer_is_live(req, &st.tokens, &mut st.rejected) {
         return Response::text(401, "Unauthorized");
     }
     let Some(rest) = req.path.strip_prefix("/api/v1/vault/secrets") else {
@@ -227,6 +224,26 @@ fn kes_on(path: &std::path::Path, url: &str, token: &str) -> BinServer {
     })
 }
 
+/// The stand-in's secrets, as [`Backend`]: records are the material of a "seed" secret
+/// named after the key.
+struct CipherTrust(Arc<Mutex<State>>);
+
+impl Backend for CipherTrust {
+    fn record(&self, name: &str) -> Option<String> {
+        let (kind, material) = self.0.lock().unwrap().secrets.get(name)?.clone();
+        assert_eq!(kind, "seed");
+        Some(material)
+    }
+
+    fn plant(&self, name: &str, record: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .secrets
+            .insert(name.into(), ("seed".into(), record.into()));
+    }
+}
+
 #[test]
 fn keys_live_in_the_standin_as_upstream_stores_them() {
     let (mut standin, state) = start(Duration::from_secs(3600));
@@ -235,143 +252,31 @@ fn keys_live_in_the_standin_as_upstream_stores_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &tls, &admin, &standin.url());
     let node = kes_on(&path, &standin.url(), REFRESH);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-
-    let r = c
-        .request("POST", "/v1/key/create/ks-key", None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    assert_error(
-        &c.request("POST", "/v1/key/create/ks-key", None, &[])
-            .unwrap(),
-        400,
-        "key already exists",
-    );
-    let r = c
-        .request(
-            "POST",
-            "/v1/key/generate/ks-key",
-            Some(br#"{"context":"e30="}"#),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let body = format!(
-        r#"{{"ciphertext":"{}","context":"e30="}}"#,
-        json_str(&r, "ciphertext")
-    );
-    let d = c
-        .request("POST", "/v1/key/decrypt/ks-key", Some(body.as_bytes()), &[])
-        .unwrap();
-    assert_eq!(d.status, 200, "{}", body_str(&d));
-    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
-
-    // Stored as upstream stores it: a "seed" secret named after the key, material = record.
-    let (kind, record) = state.lock().unwrap().secrets["ks-key"].clone();
-    assert_eq!(kind, "seed");
-    assert!(record.starts_with("CiQKI"), "{record}");
-    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
-
-    // A secret upstream wrote is served.
-    state
-        .lock()
-        .unwrap()
-        .secrets
-        .insert("upstream-key".into(), ("seed".into(), record.clone()));
-    let r = c
-        .request("POST", "/v1/key/generate/upstream-key", None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-
-    // Past several pages: 120 more keys (the stand-in pages at 50), all listed.
-    for i in 0..120 {
-        let r = c
-            .request("POST", &format!("/v1/key/create/page-{i:03}"), None, &[])
-            .unwrap();
-        assert_eq!(r.status, 200, "page-{i}: {}", body_str(&r));
-    }
-    let text = body_str(&c.request("GET", "/v1/key/list/page-*", None, &[]).unwrap());
-    for i in 0..120 {
-        assert!(
-            text.contains(&format!("\"page-{i:03}\"")),
-            "page-{i:03} missing"
-        );
-    }
-    assert!(!text.contains("ks-key"));
-    let all = body_str(&c.request("GET", "/v1/key/list/*", None, &[]).unwrap());
-    assert!(all.contains("\"ks-key\"") && all.contains("\"upstream-key\""));
-
-    // Revoked access tokens: kes logs in again with the refresh token and carries on.
-    let logins = state.lock().unwrap().logins;
+    let endpoint = format!("https://{}", node.addr);
+    // the stand-in pages at 50
+    let lifecycle = Lifecycle::one_node(&endpoint, &api_key, "ks-key", 120);
+    keystore_lifecycle(&lifecycle, &CipherTrust(state.clone()));
     assert_eq!(
-        logins, 1,
+        state.lock().unwrap().logins,
+        1,
         "one login serves all calls while the token lives"
     );
-    state.lock().unwrap().tokens.clear();
-    let r = c
-        .request("POST", "/v1/key/create/after-revoke", None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    assert_eq!(state.lock().unwrap().logins, 2);
 
-    // Delete: gone, then 404.
-    assert_eq!(
-        c.request("DELETE", "/v1/key/delete/ks-key", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    assert!(!state.lock().unwrap().secrets.contains_key("ks-key"));
-    assert_error(
-        &c.request("POST", "/v1/key/generate/ks-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
-    );
-    assert_error(
-        &c.request("DELETE", "/v1/key/delete/ks-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
+    // Revoked access tokens: kes logs in again with the refresh token and carries on.
+    relogin_after_revocation(
+        &endpoint,
+        &api_key,
+        || state.lock().unwrap().tokens.clear(),
+        || state.lock().unwrap().logins,
     );
     // Only the revoked tokens were ever rejected.
     let rejected = state.lock().unwrap().rejected.clone();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert!(rejected[0].contains("no live token"), "{rejected:?}");
 
-    // The stand-in down: cached keys keep working, others 502 at once, /v1/ready 504.
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/upstream-key", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    standin.stop();
-    std::thread::sleep(Duration::from_millis(1200)); // let the 1 s status cache age out
-    let started = Instant::now();
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/upstream-key", None, &[])
-            .unwrap()
-            .status,
-        200,
-        "cached keys keep working"
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/generate/page-000", None, &[])
-            .unwrap(),
-        502,
-        "failed to read key",
-    );
-    assert_error(
-        &c.request("GET", "/v1/ready", None, &[]).unwrap(),
-        504,
-        "key store is not reachable",
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    outage_behaviour(&endpoint, &api_key, "upstream-key", "page-000", || {
+        standin.stop()
+    });
     assert!(
         !node.stderr_text().contains(REFRESH),
         "the refresh token leaked into the log"

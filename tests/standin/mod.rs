@@ -3,12 +3,15 @@
 //! connection, answers with `Content-Length` and `Connection: close`.
 #![allow(dead_code)]
 
+pub mod fortanix;
+
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Request {
     pub method: String,
@@ -268,4 +271,47 @@ pub fn q(s: &str) -> String {
     let mut out = Vec::new();
     kes::api::json::write_string(&mut out, s);
     String::from_utf8(out).unwrap()
+}
+
+/// Whether the request's token (header `header`, less its `scheme` prefix such as
+/// `"Bearer "`) is one of `tokens` and unexpired; if not, the request is recorded in
+/// `rejected` as "no live token".
+pub fn token_is_live(
+    req: &Request,
+    header: &str,
+    scheme: &str,
+    tokens: &HashMap<String, Instant>,
+    rejected: &mut Vec<String>,
+) -> bool {
+    let live = req
+        .header(header)
+        .and_then(|v| v.strip_prefix(scheme))
+        .and_then(|t| tokens.get(t))
+        .is_some_and(|exp| Instant::now() < *exp);
+    if !live {
+        rejected.push(format!("{} {}: no live token", req.method, req.path));
+    }
+    live
+}
+
+/// A fresh token (`prefix` and `bytes` random bytes in hex), live for `ttl`, added to
+/// `tokens`.
+pub fn issue_token(
+    tokens: &mut HashMap<String, Instant>,
+    ttl: Duration,
+    prefix: &str,
+    bytes: usize,
+) -> String {
+    let token = format!("{prefix}{}", random_hex(bytes));
+    tokens.insert(token.clone(), Instant::now() + ttl);
+    token
+}
+
+/// [`token_is_live`] for `Authorization: Bearer <token>`.
+pub fn bearer_is_live(
+    req: &Request,
+    tokens: &HashMap<String, Instant>,
+    rejected: &mut Vec<String>,
+) -> bool {
+    token_is_live(req, "authorization", "Bearer ", tokens, rejected)
 }
