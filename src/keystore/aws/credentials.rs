@@ -104,7 +104,7 @@ enum Kind {
         credentials: Arc<Credentials>,
     },
     Temporary {
-        source: Source,
+        source: Box<Source>,
         cache: Renewing<Arc<Credentials>>,
     },
 }
@@ -183,7 +183,7 @@ impl Provider {
         let temporary = |source| {
             Ok(Provider {
                 kind: Kind::Temporary {
-                    source,
+                    source: Box::new(source),
                     cache: Renewing::default(),
                 },
             })
@@ -1074,11 +1074,10 @@ mod tests {
             ],
         )
         .unwrap();
-        let Kind::Temporary {
-            source: Source::Container(c),
-            ..
-        } = &p.kind
-        else {
+        let Kind::Temporary { source, .. } = &p.kind else {
+            panic!("not temporary credentials");
+        };
+        let Source::Container(c) = source.as_ref() else {
             panic!("not container credentials");
         };
         assert_eq!(c.url, "http://169.254.170.2/v2/credentials/x");
