@@ -14,16 +14,23 @@
 //! 5xx, 429 and throttling answers with bounded backoff; `CreateSecret` carries a
 //! `ClientRequestToken` (as the AWS SDKs add one) so a repeated create is idempotent.
 //!
-//! Credentials: the config's static `credentials`, else `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`), else the shared credentials file
-//! (`AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`, profile `AWS_PROFILE` or
-//! `default`). Not supported yet: web identity (IRSA, `AWS_WEB_IDENTITY_TOKEN_FILE`),
-//! ECS container credentials and EC2 instance metadata; with none of the above the keystore
-//! does not start and says so.
+//! Credentials ([`credentials`]): the config's static `credentials`, else the AWS SDK default
+//! chain in the order of upstream's SDK: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+//! (+ `AWS_SESSION_TOKEN`), web identity (EKS IRSA: `AWS_WEB_IDENTITY_TOKEN_FILE` +
+//! `AWS_ROLE_ARN`, traded at STS), the shared credentials file, container credentials (ECS,
+//! EKS Pod Identity) and EC2 instance metadata (IMDSv2). Which source applies is decided at
+//! start-up without network I/O; temporary credentials are fetched on the first call, cached,
+//! and renewed before they expire. A call AWS answers with an expired-token error drops the
+//! cached credentials and is made once more with fresh ones. `AWS_CA_BUNDLE` replaces the
+//! system CAs for HTTPS to AWS (as the SDKs read it; upstream's config block has no `tls`).
 
 use std::time::{Duration, Instant};
 
-use super::http::{other, retrying, Endpoint, Reply, Retry, TlsFiles};
+pub mod credentials;
+
+use std::sync::Arc;
+
+use super::http::{other, retrying, Endpoint, Reply, Retry};
 use super::sigv4::{self, Credentials};
 use super::{KeyStore, StoreError};
 use crate::config::AwsConfig;
@@ -38,7 +45,7 @@ const LIST_PAGES_MAX: usize = 100_000;
 pub struct AwsStore {
     config: AwsConfig,
     endpoint: Endpoint,
-    credentials: Credentials,
+    credentials: credentials::Provider,
     retry: Retry,
 }
 
@@ -50,19 +57,21 @@ struct AwsError {
 }
 
 impl AwsStore {
-    /// `env` reads environment variables (the process environment in production).
+    /// `env` reads environment variables (the process environment in production). No
+    /// network I/O: temporary credentials are fetched by the first call.
     pub fn new(
         config: AwsConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<AwsStore, String> {
+        let tls = credentials::tls_files(env)?;
         let endpoint = Endpoint::parse(
             "AWS Secrets Manager",
             "keystore.aws.secretsmanager.endpoint",
             &config.endpoint,
-            &TlsFiles::default(),
+            &tls,
             CALL_TIMEOUT,
         )?;
-        let credentials = resolve_credentials(&config, env)?;
+        let credentials = credentials::Provider::new(&config, env, &tls)?;
         Ok(AwsStore {
             config,
             endpoint,
@@ -71,8 +80,13 @@ impl AwsStore {
         })
     }
 
-    /// One signed JSON 1.1 call of `op`, repeated on 5xx/429/throttling.
-    fn call(&self, op: &str, body: &[u8]) -> Result<Reply, StoreError> {
+    /// Where the credentials come from ("web identity", "the config's credentials", …).
+    pub fn credentials_source(&self) -> &'static str {
+        self.credentials.source()
+    }
+
+    /// One signed JSON 1.1 call of `op` with `credentials`, repeated on 5xx/429/throttling.
+    fn call(&self, op: &str, body: &[u8], credentials: &Credentials) -> Result<Reply, StoreError> {
         let target = format!("secretsmanager.{op}");
         let host = self.endpoint.host_header();
         let payload_hash = sigv4::sha256_hex(body);
@@ -84,8 +98,8 @@ impl AwsStore {
                 ("X-Amz-Date", &date),
                 ("X-Amz-Target", &target),
             ];
-            if !self.credentials.session_token.is_empty() {
-                headers.push(("X-Amz-Security-Token", &self.credentials.session_token));
+            if !credentials.session_token.is_empty() {
+                headers.push(("X-Amz-Security-Token", &credentials.session_token));
             }
             let auth = sigv4::authorization(
                 "POST",
@@ -93,7 +107,7 @@ impl AwsStore {
                 "",
                 &headers,
                 &payload_hash,
-                &self.credentials,
+                credentials,
                 &self.config.region,
                 "secretsmanager",
                 &date,
@@ -104,13 +118,25 @@ impl AwsStore {
         })
     }
 
-    /// `call`, with a non-200 answer turned into an [`AwsError`].
+    /// `call` with the current credentials, a non-200 answer turned into an [`AwsError`].
+    /// Temporary credentials AWS calls expired are dropped and the call is made once more
+    /// with new ones.
     fn json_call(&self, op: &str, body: &[u8]) -> Result<Result<Reply, AwsError>, StoreError> {
-        let reply = self.call(op, body)?;
-        if reply.status == 200 {
-            return Ok(Ok(reply));
+        let mut credentials: Arc<Credentials> = self.credentials.credentials()?;
+        let mut renewed = false;
+        loop {
+            let reply = self.call(op, body, &credentials)?;
+            if reply.status == 200 {
+                return Ok(Ok(reply));
+            }
+            let e = aws_error(&reply);
+            if renewed || !self.credentials.is_temporary() || !expired_token(&e.code) {
+                return Ok(Err(e));
+            }
+            self.credentials.invalidate(&credentials);
+            credentials = self.credentials.credentials()?;
+            renewed = true;
         }
-        Ok(Err(aws_error(&reply)))
     }
 }
 
@@ -129,6 +155,11 @@ fn throttled(reply: &Reply) -> bool {
                 | "RequestLimitExceeded"
         )
     }
+}
+
+/// The error codes of a call signed with expired temporary credentials.
+fn expired_token(code: &str) -> bool {
+    matches!(code, "ExpiredTokenException" | "ExpiredToken")
 }
 
 /// AWS's error code and message from a JSON (`__type`, `message`) or XML (`<Code>`) body.
@@ -176,80 +207,6 @@ impl AwsError {
             self.status, self.code, self.message
         ))
     }
-}
-
-fn resolve_credentials(
-    config: &AwsConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Credentials, String> {
-    if let Some(c) = &config.credentials {
-        return Ok(Credentials {
-            access_key: c.access_key.clone(),
-            secret_key: c.secret_key.clone(),
-            session_token: c.session_token.clone(),
-        });
-    }
-    let var = |n: &str| env(n).filter(|v| !v.is_empty());
-    if let (Some(access_key), Some(secret_key)) =
-        (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
-    {
-        return Ok(Credentials {
-            access_key,
-            secret_key,
-            session_token: var("AWS_SESSION_TOKEN").unwrap_or_default(),
-        });
-    }
-    let file = var("AWS_SHARED_CREDENTIALS_FILE")
-        .or_else(|| var("HOME").map(|h| format!("{h}/.aws/credentials")));
-    let profile = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
-    if let Some(file) = file {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            if let Some(c) = shared_file_profile(&text, &profile) {
-                return Ok(c);
-            }
-        }
-    }
-    Err(
-        "keystore.aws.secretsmanager: no AWS credentials: set credentials.accesskey and \
-         credentials.secretkey, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile \
-         in the shared credentials file (web identity, ECS and EC2 instance-metadata \
-         credentials are not supported yet)"
-            .into(),
-    )
-}
-
-/// `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token` of `[profile]` in an
-/// AWS shared credentials file (INI).
-fn shared_file_profile(text: &str, profile: &str) -> Option<Credentials> {
-    let mut in_profile = false;
-    let (mut ak, mut sk, mut tok) = (String::new(), String::new(), String::new());
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_profile = name.trim() == profile;
-            continue;
-        }
-        if !in_profile {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let v = v.trim().to_string();
-            match k.trim().to_ascii_lowercase().as_str() {
-                "aws_access_key_id" => ak = v,
-                "aws_secret_access_key" => sk = v,
-                "aws_session_token" => tok = v,
-                _ => {}
-            }
-        }
-    }
-    (!ak.is_empty() && !sk.is_empty()).then_some(Credentials {
-        access_key: ak,
-        secret_key: sk,
-        session_token: tok,
-    })
 }
 
 /// A version-4 UUID (the shape AWS wants for `ClientRequestToken`).
@@ -401,56 +358,6 @@ impl KeyStore for AwsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cfg(creds: Option<(&str, &str, &str)>) -> AwsConfig {
-        AwsConfig {
-            endpoint: "https://secretsmanager.us-east-1.amazonaws.com".into(),
-            region: "us-east-1".into(),
-            kms_key: String::new(),
-            credentials: creds.map(|(a, s, t)| crate::config::AwsCredentials {
-                access_key: a.into(),
-                secret_key: s.into(),
-                session_token: t.into(),
-            }),
-        }
-    }
-
-    #[test]
-    fn credentials_from_config_then_env_then_shared_file() {
-        let none = |_: &str| None;
-        let c = resolve_credentials(&cfg(Some(("A", "S", "T"))), &none).unwrap();
-        assert_eq!(
-            (c.access_key.as_str(), c.session_token.as_str()),
-            ("A", "T")
-        );
-        let env = |n: &str| match n {
-            "AWS_ACCESS_KEY_ID" => Some("EA".to_string()),
-            "AWS_SECRET_ACCESS_KEY" => Some("ES".to_string()),
-            _ => None,
-        };
-        let c = resolve_credentials(&cfg(None), &env).unwrap();
-        assert_eq!((c.access_key.as_str(), c.secret_key.as_str()), ("EA", "ES"));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("credentials");
-        std::fs::write(
-            &file,
-            "[default]\naws_access_key_id = DA\naws_secret_access_key = DS\n\n[other]\naws_access_key_id=OA\naws_secret_access_key=OS\naws_session_token=OT\n",
-        )
-        .unwrap();
-        let f = file.to_str().unwrap().to_string();
-        let env = |n: &str| match n {
-            "AWS_SHARED_CREDENTIALS_FILE" => Some(f.clone()),
-            "AWS_PROFILE" => Some("other".into()),
-            _ => None,
-        };
-        let c = resolve_credentials(&cfg(None), &env).unwrap();
-        assert_eq!(
-            (c.access_key.as_str(), c.session_token.as_str()),
-            ("OA", "OT")
-        );
-        let err = resolve_credentials(&cfg(None), &none).unwrap_err();
-        assert!(err.contains("no AWS credentials"), "{err}");
-    }
 
     #[test]
     fn error_bodies_in_json_and_xml() {

@@ -76,19 +76,26 @@ impl Endpoint {
         if authority.is_empty() {
             return Err(format!("{field}: no host in '{url}'"));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                p.parse()
-                    .map_err(|_| format!("{field}: bad port in '{url}'"))?,
-            ),
-            _ => (
-                authority
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-                if tls_wanted { 443 } else { 80 },
-            ),
+        let default_port = if tls_wanted { 443 } else { 80 };
+        let bad_port = || format!("{field}: bad port in '{url}'");
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            // An IPv6 literal: `[addr]` or `[addr]:port`.
+            let (h, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| format!("{field}: unclosed '[' in '{url}'"))?;
+            let port = match after {
+                "" => default_port,
+                p => p
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(bad_port)?,
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad_port())?),
+                None => (authority.to_string(), default_port),
+            }
         };
         let tls = if tls_wanted {
             let credentials = match (&tls.cert, &tls.key) {
@@ -340,6 +347,11 @@ mod tests {
         let e = Endpoint::parse("X", "f", "http://[::1]:9/x", &t, d).unwrap();
         assert_eq!((e.host(), e.port), ("::1", 9));
         assert_eq!(e.host_header(), "[::1]:9");
+        let e = Endpoint::parse("X", "f", "http://[fd00:ec2::254]", &t, d).unwrap();
+        assert_eq!((e.host(), e.port), ("fd00:ec2::254", 80));
+        assert_eq!(e.host_header(), "[fd00:ec2::254]");
+        assert!(Endpoint::parse("X", "f", "http://[::1", &t, d).is_err());
+        assert!(Endpoint::parse("X", "f", "http://[::1]x", &t, d).is_err());
         let e = Endpoint::parse("X", "f", "http://example.com", &t, d).unwrap();
         assert_eq!((e.port, e.host_header().as_str()), (80, "example.com"));
         let e = Endpoint::parse("X", "f", "secretsmanager.us-east-1.amazonaws.com", &t, d);

@@ -2,6 +2,7 @@
 //! Entrust KeyControl): a cached access token that is renewed before it expires (and at
 //! once when the service rejects it), the path part of an endpoint URL, percent-encoding of
 //! names in paths, and short error texts from a service's answer with credentials scrubbed.
+//! The cache under the token ([`Renewing`]) also holds AWS's temporary credentials.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -48,6 +49,130 @@ impl Service {
     }
 }
 
+/// A value with a lifetime (an access token, temporary credentials) as its source handed it
+/// out: when to fetch the next one, and until when this one may still be used.
+pub struct Fresh<T> {
+    pub value: T,
+    /// From here on the value is renewed before use.
+    pub renew_at: Instant,
+    /// Until here the value is used when its renewal fails (`renew_at` or later).
+    pub valid_until: Instant,
+}
+
+/// A cached value that is renewed before it expires, shared by all blocking-pool threads.
+///
+/// * Before `renew_at` the cached value is returned without any I/O.
+/// * From `renew_at` one caller renews it. Callers that find the old value still valid
+///   (before `valid_until`) do not wait for a renewal in progress: they use the old value.
+///   A renewal that fails while the old value is still valid keeps the old value.
+/// * With no valid value, callers wait for the renewal in progress and take its outcome; a
+///   failed renewal is not repeated for `failure_hold` (the callers get its error), so a
+///   source that is down costs one timeout per hold, not one per queued request.
+pub struct Renewing<T> {
+    current: Mutex<Option<Fresh<T>>>,
+    /// Held while renewing; the last failed renewal (when, and its error).
+    renewal: Mutex<Option<Failure>>,
+}
+
+struct Failure {
+    at: Instant,
+    unreachable: bool,
+    message: String,
+}
+
+impl Failure {
+    fn error(&self) -> StoreError {
+        if self.unreachable {
+            StoreError::Unreachable(self.message.clone())
+        } else {
+            super::http::other(self.message.clone())
+        }
+    }
+}
+
+impl<T> Default for Renewing<T> {
+    fn default() -> Self {
+        Renewing {
+            current: Mutex::new(None),
+            renewal: Mutex::new(None),
+        }
+    }
+}
+
+impl<T: Clone> Renewing<T> {
+    /// The value at time `now` (`Instant::now()` but in tests), renewing it with `renew` when
+    /// due (see the type's description).
+    pub fn get(
+        &self,
+        now: Instant,
+        failure_hold: Duration,
+        renew: impl FnOnce() -> Result<Fresh<T>, StoreError>,
+    ) -> Result<T, StoreError> {
+        let valid = {
+            let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            match cur.as_ref() {
+                Some(f) if now < f.renew_at => return Ok(f.value.clone()),
+                Some(f) if now < f.valid_until => Some(f.value.clone()),
+                _ => None,
+            }
+        };
+        let mut renewal = match &valid {
+            Some(v) => match self.renewal.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(v.clone()),
+            },
+            None => self.renewal.lock().unwrap_or_else(|e| e.into_inner()),
+        };
+        // Another caller may have renewed (or failed to) while this one waited.
+        {
+            let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = cur.as_ref().filter(|f| now < f.renew_at) {
+                return Ok(f.value.clone());
+            }
+        }
+        if let Some(failed) = renewal.as_ref().filter(|f| now < f.at + failure_hold) {
+            return match valid {
+                Some(v) => Ok(v),
+                None => Err(failed.error()),
+            };
+        }
+        match renew() {
+            Ok(fresh) => {
+                let value = fresh.value.clone();
+                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
+                *renewal = None;
+                Ok(value)
+            }
+            Err(e) => {
+                *renewal = Some(Failure {
+                    // Callers that waited for this renewal started before it ended.
+                    at: now.max(Instant::now()),
+                    unreachable: matches!(e, StoreError::Unreachable(_)),
+                    message: match &e {
+                        StoreError::Unreachable(m) => m.clone(),
+                        StoreError::Io(io) => io.to_string(),
+                        other => other.to_string(),
+                    },
+                });
+                match valid {
+                    Some(v) => Ok(v),
+                    None => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Forgets the cached value if `is_stale` says it is one the service rejected (unless
+    /// another caller has already replaced it).
+    pub fn invalidate(&self, is_stale: impl FnOnce(&T) -> bool) {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if cur.as_ref().is_some_and(|f| is_stale(&f.value)) {
+            *cur = None;
+        }
+    }
+}
+
 /// A short-lived access token (the whole `Authorization` header value), renewed on demand.
 ///
 /// The token is renewed when half its lifetime has passed (as upstream's renewal loop does),
@@ -55,7 +180,7 @@ impl Service {
 /// service rejected. Logins are serialized: concurrent callers wait for one login.
 #[derive(Default)]
 pub struct Session {
-    current: Mutex<Option<(SecretVec, Instant)>>,
+    current: Renewing<SecretVec>,
 }
 
 impl Session {
@@ -65,27 +190,22 @@ impl Session {
         &self,
         login: impl FnOnce() -> Result<(SecretVec, Duration), StoreError>,
     ) -> Result<SecretVec, StoreError> {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((token, renew_at)) = cur.as_ref() {
-            if Instant::now() < *renew_at {
-                return Ok(token.clone());
-            }
-        }
-        let (token, lifetime) = login()?;
-        *cur = Some((token.clone(), Instant::now() + lifetime / 2));
-        Ok(token)
+        self.current.get(Instant::now(), Duration::ZERO, || {
+            let (token, lifetime) = login()?;
+            let renew_at = Instant::now() + lifetime / 2;
+            Ok(Fresh {
+                value: token,
+                renew_at,
+                // A token due for renewal is not used: a failed login is an error.
+                valid_until: renew_at,
+            })
+        })
     }
 
     /// Forgets `stale` (a token the service answered 401 to), unless another caller has
     /// already replaced it.
     pub fn invalidate(&self, stale: &SecretVec) {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if cur
-            .as_ref()
-            .is_some_and(|(t, _)| t.expose() == stale.expose())
-        {
-            *cur = None;
-        }
+        self.current.invalidate(|t| t.expose() == stale.expose());
     }
 }
 
@@ -174,6 +294,100 @@ mod tests {
         let e = s.token(|| Err(StoreError::NotFound));
         assert_eq!(s.token(|| login(1)).unwrap().expose(), b"Bearer t3");
         assert!(e.is_ok(), "a valid token needs no login");
+    }
+
+    /// `Renewing` on a fake clock: `t(s)` is `s` seconds after `base`.
+    #[test]
+    fn renewing_values_are_kept_while_valid_and_refetched_when_due() {
+        let base = Instant::now();
+        let t = |s: u64| base + Duration::from_secs(s);
+        let c: Renewing<u32> = Renewing::default();
+        let fetches = Cell::new(0u32);
+        // Renew at 10 s, valid until 20 s.
+        let ok = |v: u32| {
+            fetches.set(fetches.get() + 1);
+            Ok(Fresh {
+                value: v,
+                renew_at: t(10),
+                valid_until: t(20),
+            })
+        };
+        let down = || -> Result<Fresh<u32>, StoreError> {
+            fetches.set(fetches.get() + 1);
+            Err(StoreError::Unreachable("metadata service down".into()))
+        };
+        let hold = Duration::from_secs(2);
+        assert_eq!(c.get(t(0), hold, || ok(1)).unwrap(), 1);
+        assert_eq!(c.get(t(9), hold, || ok(2)).unwrap(), 1, "not due yet");
+        assert_eq!(fetches.get(), 1);
+        // Due, the renewal fails, the old value is still valid: it is used.
+        assert_eq!(c.get(t(11), hold, down).unwrap(), 1);
+        assert_eq!(fetches.get(), 2);
+        // Within the hold after a failure no new attempt is made.
+        assert_eq!(c.get(t(12), hold, || ok(3)).unwrap(), 1);
+        assert_eq!(fetches.get(), 2);
+        // After the hold the next caller renews.
+        assert_eq!(c.get(t(14), hold, || ok(4)).unwrap(), 4);
+        assert_eq!(fetches.get(), 3);
+        // Expired (past valid_until = 20 s) and the renewal fails: an error, never the old value.
+        let e = c.get(t(21), hold, down).unwrap_err();
+        assert!(matches!(e, StoreError::Unreachable(_)), "{e}");
+        // The same error for callers within the hold, without a new attempt.
+        let e = c.get(t(22), hold, || ok(5)).unwrap_err();
+        assert!(e.to_string().contains("metadata service down"), "{e}");
+        assert_eq!(fetches.get(), 4);
+        assert_eq!(c.get(t(24), hold, || ok(6)).unwrap(), 6);
+        // A value the service rejected is dropped; another value is not.
+        c.invalidate(|v| *v == 5);
+        assert_eq!(c.get(t(1), hold, || ok(7)).unwrap(), 6);
+        c.invalidate(|v| *v == 6);
+        assert_eq!(c.get(t(1), hold, || ok(7)).unwrap(), 7);
+    }
+
+    #[test]
+    fn callers_with_a_valid_value_do_not_wait_for_a_renewal() {
+        use std::sync::{mpsc, Arc};
+        let c: Arc<Renewing<u32>> = Arc::default();
+        let now = Instant::now();
+        c.get(now, Duration::ZERO, || {
+            Ok(Fresh {
+                value: 1,
+                renew_at: now,
+                valid_until: now + Duration::from_secs(60),
+            })
+        })
+        .unwrap();
+        let (started, wait_started) = mpsc::channel();
+        let (finish, wait_finish) = mpsc::channel::<()>();
+        let renewer = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                c.get(Instant::now(), Duration::ZERO, move || {
+                    started.send(()).unwrap();
+                    wait_finish.recv().unwrap();
+                    let now = Instant::now();
+                    Ok(Fresh {
+                        value: 2,
+                        renew_at: now + Duration::from_secs(60),
+                        valid_until: now + Duration::from_secs(60),
+                    })
+                })
+            })
+        };
+        wait_started.recv().unwrap();
+        // The renewal is blocked; another caller gets the still-valid value at once.
+        let v = c
+            .get(Instant::now(), Duration::ZERO, || {
+                panic!("a second renewal")
+            })
+            .unwrap();
+        assert_eq!(v, 1);
+        finish.send(()).unwrap();
+        assert_eq!(renewer.join().unwrap().unwrap(), 2);
+        let v = c
+            .get(Instant::now(), Duration::ZERO, || panic!("renewed already"))
+            .unwrap();
+        assert_eq!(v, 2);
     }
 
     #[test]
