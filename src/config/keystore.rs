@@ -426,9 +426,9 @@ fn parse_gcp(p: &Parser<'_>, v: &Value) -> Result<GcpConfig, ConfigError> {
 pub struct AzureConfig {
     /// The vault URL, e.g. `https://my-vault.vault.azure.net`.
     pub endpoint: String,
-    /// Microsoft Entra ID login host (ours, not upstream's; the Azure SDKs read it from
-    /// `AZURE_AUTHORITY_HOST`); `https://login.microsoftonline.com` when not configured.
-    pub authority_host: String,
+    /// Microsoft Entra ID login host (ours, not upstream's); `None` = `AZURE_AUTHORITY_HOST`
+    /// (as the Azure SDKs read it), else `https://login.microsoftonline.com`.
+    pub authority_host: Option<String>,
     pub auth: AzureAuth,
 }
 
@@ -441,9 +441,10 @@ pub enum AzureAuth {
         client_id: String,
         client_secret: String,
     },
-    /// `managed_identity.{client_id}` (not supported yet: start-up error).
+    /// `managed_identity.{client_id}`: a user-assigned managed identity (required, as
+    /// upstream).
     ManagedIdentity { client_id: String },
-    /// No auth block (the platform's default chain; not supported yet: start-up error).
+    /// No auth block: the default chain (environment, workload identity, managed identity).
     Default,
 }
 
@@ -485,10 +486,7 @@ fn parse_azure(p: &Parser<'_>, v: &Value) -> Result<AzureConfig, ConfigError> {
             "keystore.azure.keyvault.endpoint: missing; expected the vault URL, e.g. https://my-vault.vault.azure.net",
         );
     }
-    let mut authority_host = s("authority_host", kv.get("authority_host"))?;
-    if authority_host.is_empty() {
-        authority_host = "https://login.microsoftonline.com".into();
-    }
+    let authority_host = s("authority_host", kv.get("authority_host"))?;
     let creds = kv.get("credentials").filter(|n| !n.is_null());
     let msi = kv.get("managed_identity").filter(|n| !n.is_null());
     let auth = match (creds, msi) {
@@ -516,14 +514,23 @@ fn parse_azure(p: &Parser<'_>, v: &Value) -> Result<AzureConfig, ConfigError> {
                 client_secret,
             }
         }
-        (None, Some(m)) => AzureAuth::ManagedIdentity {
-            client_id: s("managed_identity.client_id", m.get("client_id"))?,
-        },
+        (None, Some(m)) => {
+            let client_id = s("managed_identity.client_id", m.get("client_id"))?;
+            if client_id.is_empty() {
+                return err(
+                    "keystore.azure.keyvault.managed_identity.client_id: missing; the client ID \
+                     of a user-assigned managed identity (leave out managed_identity for the \
+                     default chain, which includes the system-assigned identity)",
+                );
+            }
+            AzureAuth::ManagedIdentity { client_id }
+        }
         (None, None) => AzureAuth::Default,
     };
     Ok(AzureConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
-        authority_host: authority_host.trim_end_matches('/').to_string(),
+        authority_host: (!authority_host.is_empty())
+            .then(|| authority_host.trim_end_matches('/').to_string()),
         auth,
     })
 }
