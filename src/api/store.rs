@@ -171,3 +171,29 @@ pub async fn status(core: &Core) -> Result<Duration, bool> {
         .set(Some((std::time::Instant::now(), result)));
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keystore_failures_are_logged_without_repeats() {
+        let logs = crate::log::Logs::new(crate::log::Level::INFO, crate::log::Level::INFO);
+        let sub = logs.subscribe_error();
+        let reports = ErrorReports::default();
+        let down = StoreError::Unreachable("Vault at 127.0.0.1:1: connection refused".into());
+        reports.report(&logs, "read key", &down);
+        reports.report(&logs, "read key", &down);
+        reports.report(&logs, "read key", &StoreError::NotFound);
+        reports.report(&logs, "read key", &StoreError::AlreadyExists);
+        reports.report(&logs, "create key", &down);
+        let mut lines = Vec::new();
+        sub.drain(&mut lines).unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].contains("level=ERROR msg=\\\"keystore: read key: keystore is unreachable: Vault at 127.0.0.1:1: connection refused\\\""),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("keystore: create key:"), "{lines:?}");
+    }
+}
