@@ -574,6 +574,37 @@ mod tests {
     }
 
     #[test]
+    fn the_federated_token_file_is_bounded_and_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let path = file.display().to_string();
+        let vars = [
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_FEDERATED_TOKEN_FILE", path.as_str()),
+            ("AZURE_AUTHORITY_HOST", "http://127.0.0.1:1"),
+        ];
+        let c = Credentials::resolve(&config(AzureAuth::Default), &env(&vars)).unwrap();
+        std::fs::write(&file, vec![b'a'; TOKEN_FILE_BYTES_MAX + 1]).unwrap();
+        let e = c.fetch(&Retry::NONE).err().unwrap().to_string();
+        assert!(
+            e.contains(&format!("'{path}': larger than 65536 bytes")),
+            "{e}"
+        );
+        std::fs::write(&file, " \n").unwrap();
+        let e = c.fetch(&Retry::NONE).err().unwrap().to_string();
+        assert!(e.contains("is empty or not text"), "{e}");
+        // Nothing listens at the authority: the error names it, not the assertion.
+        std::fs::write(&file, "ASSERTION-SECRET").unwrap();
+        let e = c.fetch(&Retry::NONE).err().unwrap().to_string();
+        assert!(
+            e.contains("token endpoint http://127.0.0.1:1/t/oauth2/v2.0/token")
+                && !e.contains("ASSERTION-SECRET"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_authority_is_the_block_then_the_environment_then_public_azure() {
         let cc = AzureAuth::ClientCredentials {
             tenant_id: "t/x".into(),
