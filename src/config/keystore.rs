@@ -303,11 +303,12 @@ pub struct GcpConfig {
     pub project_id: String,
     /// OAuth2 scopes; `https://www.googleapis.com/auth/cloud-platform` when not configured.
     pub scopes: Vec<String>,
-    /// Where the signed JWT is exchanged for an access token (ours, not upstream's: upstream
-    /// always uses Google's); `https://oauth2.googleapis.com/token` when not configured.
+    /// The OAuth2 token endpoint (ours, not upstream's: upstream always uses Google's) for
+    /// the block's service account and for a credentials file without its own `token_uri`;
+    /// `https://oauth2.googleapis.com/token` when not configured.
     pub token_uri: String,
-    /// The service account; `None` = not configured (then kes does not start: the metadata
-    /// server is not supported yet).
+    /// The service account; `None` = application default credentials or the metadata
+    /// server (`keystore::gcp_auth`).
     pub credentials: Option<GcpCredentials>,
 }
 
