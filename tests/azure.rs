@@ -1,12 +1,16 @@
 //! The Azure Key Vault keystore against a stand-in of the documented Key Vault secrets REST
-//! API and the Microsoft Entra ID client-credentials token endpoint, run inside the test on
-//! loopback, through `kes server --config`.
+//! API, the Microsoft Entra ID token endpoint and the managed-identity endpoints (IMDS, App
+//! Service), run inside the test on loopback, through `kes server --config` started as a user
+//! starts it (environment variables, files on disk).
 //!
 //! The stand-in is strict: it checks method, path, `api-version`, headers and body shape,
 //! accepts only unexpired bearer tokens it issued, issues a token only for the configured
-//! client id, secret and the Key Vault scope, keeps versions (a `PUT` on an existing secret
-//! adds one, as Key Vault does), soft-deletes (a purge is needed, and the first purge after a
-//! delete answers `ObjectIsBeingDeleted`, as Key Vault may) and pages lists with `nextLink`.
+//! client id and secret, or for a federated assertion equal to the token file's content at
+//! that moment, with the Key Vault scope; as IMDS only with `Metadata: true`, as the App
+//! Service endpoint only with the right `X-IDENTITY-HEADER`, both for the Key Vault resource
+//! and the expected identity. It keeps versions (a `PUT` on an existing secret adds one, as
+//! Key Vault does), soft-deletes (a purge is needed, and the first purge after a delete
+//! answers `ObjectIsBeingDeleted`, as Key Vault may) and pages lists with `nextLink`.
 
 mod common;
 
@@ -25,6 +29,10 @@ const CLIENT_ID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 const CLIENT_SECRET: &str = "s3cr3t~value+with/odd=chars";
 const API_VERSION: &str = "api-version=7.4";
 const PAGE: usize = 10;
+/// A user-assigned managed identity.
+const MI_CLIENT_ID: &str = "5a8f3c2e-1d4b-4e6f-9a7c-2b1d0e9f8a7b";
+/// App Service's per-process secret for its identity endpoint.
+const IDENTITY_HEADER: &str = "7f3e9d1c-IDENTITY-HEADER-secret";
 
 struct Version {
     id: String,
@@ -37,8 +45,19 @@ struct State {
     secrets: BTreeMap<String, Vec<Version>>,
     /// Soft-deleted secrets → purge attempts so far.
     deleted: HashMap<String, u32>,
+    lifetime_secs: u64,
     tokens: HashMap<String, Instant>,
     tokens_issued: usize,
+    /// Tokens issued per way: client secret, federated assertion, IMDS, App Service.
+    secret_grants: usize,
+    assertion_grants: usize,
+    imds_grants: usize,
+    app_service_grants: usize,
+    /// The federated token file whose current content is the only assertion accepted.
+    federated_file: Option<std::path::PathBuf>,
+    assertions_seen: Vec<String>,
+    /// The managed identity expected (`None`: the system-assigned one, no client_id).
+    mi_client_id: Option<String>,
     unauthorized: usize,
     purges: usize,
     rejected: Vec<String>,
@@ -79,7 +98,10 @@ impl State {
 fn start_stand_in(token_lifetime: u64) -> StandIn {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let state = Arc::new(Mutex::new(State::default()));
+    let state = Arc::new(Mutex::new(State {
+        lifetime_secs: token_lifetime,
+        ..State::default()
+    }));
     let stop = Arc::new(AtomicBool::new(false));
     let (st, sp) = (state.clone(), stop.clone());
     let thread = std::thread::spawn(move || {
@@ -91,7 +113,7 @@ fn start_stand_in(token_lifetime: u64) -> StandIn {
             let (status, body) = match read_request(&mut conn) {
                 Some(req) => {
                     let mut s = st.lock().unwrap();
-                    let (status, body) = handle(&mut s, &req, port, token_lifetime);
+                    let (status, body) = handle(&mut s, &req, port);
                     if status >= 400 && status != 404 && status != 409 {
                         s.rejected
                             .push(format!("{} {} -> {status} {body}", req.method, req.path));
@@ -205,7 +227,93 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).to_string()
 }
 
-fn token(s: &mut State, req: &Request, lifetime: u64) -> (u16, String) {
+/// A token the stand-in accepts for `lifetime_secs`.
+fn issue(s: &mut State) -> String {
+    s.tokens_issued += 1;
+    let t = format!("eyJ0eXAi.az-token-{}", s.tokens_issued);
+    s.tokens.insert(
+        t.clone(),
+        Instant::now() + Duration::from_secs(s.lifetime_secs),
+    );
+    t
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The managed-identity endpoints: IMDS (`Metadata: true`, api-version 2018-02-01) and App
+/// Service (`X-IDENTITY-HEADER`, api-version 2019-08-01). Numbers come as strings, as Azure
+/// sends them.
+fn managed_identity(s: &mut State, req: &Request, imds: bool) -> (u16, String) {
+    let bad = |code: u16, e: &str, why: &str| {
+        (
+            code,
+            format!(r#"{{"error":"{e}","error_description":"{why}"}}"#),
+        )
+    };
+    if imds && req.header("metadata") != Some("true") {
+        return bad(
+            400,
+            "invalid_request",
+            "Required metadata header not specified",
+        );
+    }
+    if !imds && req.header("x-identity-header") != Some(IDENTITY_HEADER) {
+        return bad(
+            401,
+            "unauthorized",
+            "The X-IDENTITY-HEADER is missing or wrong",
+        );
+    }
+    if req.method != "GET" || !req.body.is_empty() {
+        return bad(405, "invalid_request", "method");
+    }
+    let (_, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+    let mut params = HashMap::new();
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if params.insert(k.to_string(), url_decode(v)).is_some() {
+            return bad(400, "invalid_request", "duplicate parameter");
+        }
+    }
+    let version = if imds { "2018-02-01" } else { "2019-08-01" };
+    if params.get("api-version").map(String::as_str) != Some(version)
+        || params.get("resource").map(String::as_str) != Some("https://vault.azure.net")
+    {
+        return bad(400, "invalid_request", "wrong api-version or resource");
+    }
+    if params.get("client_id") != s.mi_client_id.as_ref()
+        || params.len() != 2 + usize::from(s.mi_client_id.is_some())
+    {
+        return bad(400, "invalid_request", "Identity not found");
+    }
+    if imds {
+        s.imds_grants += 1;
+    } else {
+        s.app_service_grants += 1;
+    }
+    let t = issue(s);
+    let (life, on) = (s.lifetime_secs, unix_now() + s.lifetime_secs);
+    let id = s.mi_client_id.clone().unwrap_or_else(|| "system".into());
+    // App Service gives the expiry only as `expires_on`; IMDS also as `expires_in`.
+    let body = if imds {
+        format!(
+            r#"{{"access_token":"{t}","client_id":"{id}","expires_in":"{life}","expires_on":"{on}","ext_expires_in":"{life}","not_before":"{}","resource":"https://vault.azure.net","token_type":"Bearer"}}"#,
+            unix_now()
+        )
+    } else {
+        format!(
+            r#"{{"access_token":"{t}","expires_on":"{on}","resource":"https://vault.azure.net","token_type":"Bearer","client_id":"{id}"}}"#
+        )
+    };
+    (200, body)
+}
+
+fn token(s: &mut State, req: &Request) -> (u16, String) {
     let bad = |code: u16, e: &str, why: &str| {
         (
             code,
@@ -223,7 +331,9 @@ fn token(s: &mut State, req: &Request, lifetime: u64) -> (u16, String) {
             return bad(400, "invalid_request", "duplicate field");
         }
     }
-    if fields.len() != 4
+    let federated = fields.contains_key("client_assertion");
+    let expected = if federated { 5 } else { 4 };
+    if fields.len() != expected
         || fields.get("grant_type").map(String::as_str) != Some("client_credentials")
         || fields.get("scope").map(String::as_str) != Some("https://vault.azure.net/.default")
     {
@@ -236,17 +346,34 @@ fn token(s: &mut State, req: &Request, lifetime: u64) -> (u16, String) {
             "AADSTS700016: Application not found",
         );
     }
-    if fields.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET) {
+    if federated {
+        let current = s
+            .federated_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok());
+        if fields.get("client_assertion_type").map(String::as_str)
+            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            || fields.get("client_assertion") != current.as_ref()
+        {
+            return bad(
+                401,
+                "invalid_client",
+                "AADSTS700024: Client assertion is not within its valid time range.",
+            );
+        }
+        s.assertion_grants += 1;
+        s.assertions_seen.push(fields["client_assertion"].clone());
+    } else if fields.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET) {
         return bad(
             401,
             "invalid_client",
             "AADSTS7000215: Invalid client secret provided.",
         );
+    } else {
+        s.secret_grants += 1;
     }
-    s.tokens_issued += 1;
-    let t = format!("eyJ0eXAi.az-token-{}", s.tokens_issued);
-    s.tokens
-        .insert(t.clone(), Instant::now() + Duration::from_secs(lifetime));
+    let t = issue(s);
+    let lifetime = s.lifetime_secs;
     (
         200,
         format!(
@@ -255,12 +382,19 @@ fn token(s: &mut State, req: &Request, lifetime: u64) -> (u16, String) {
     )
 }
 
-fn handle(s: &mut State, req: &Request, port: u16, lifetime: u64) -> (u16, String) {
+fn handle(s: &mut State, req: &Request, port: u16) -> (u16, String) {
     if req.path == format!("/{TENANT}/oauth2/v2.0/token") {
         if req.method != "POST" {
             return (405, "{}".into());
         }
-        return token(s, req, lifetime);
+        return token(s, req);
+    }
+    let path = req.path.split('?').next().unwrap_or("");
+    if path == "/metadata/identity/oauth2/token" {
+        return managed_identity(s, req, true);
+    }
+    if path == "/msi/token" {
+        return managed_identity(s, req, false);
     }
     if req.path == "/" {
         return kverr(
@@ -469,7 +603,9 @@ fn write_config(
 
 fn kes_on(path: &std::path::Path, port: u16, secret: &str) -> BinServer {
     let secret = secret.to_string();
+    let home = tempfile::tempdir().unwrap();
     bin_server_with(&["--config", path.to_str().unwrap()], move |cmd| {
+        clean_cloud_env(cmd, home.path());
         cmd.env("KES_TEST_AZURE_SECRET", secret)
             .env("KES_TEST_AZURE_LOGIN", format!("http://127.0.0.1:{port}"));
     })
@@ -640,11 +776,11 @@ fn keys_live_in_the_stand_in_as_upstream_stores_them_and_tokens_are_renewed() {
 }
 
 #[test]
-fn a_wrong_secret_unsupported_auth_and_an_outage_are_clear_errors() {
+fn a_wrong_secret_and_an_outage_are_clear_errors() {
     let a = start_stand_in(3600);
     let config = |secret: &str| kes::config::AzureConfig {
         endpoint: format!("http://127.0.0.1:{}", a.port),
-        authority_host: format!("http://127.0.0.1:{}", a.port),
+        authority_host: Some(format!("http://127.0.0.1:{}", a.port)),
         auth: kes::config::AzureAuth::ClientCredentials {
             tenant_id: TENANT.into(),
             client_id: CLIENT_ID.into(),
@@ -653,7 +789,7 @@ fn a_wrong_secret_unsupported_auth_and_an_outage_are_clear_errors() {
     };
     use kes::keystore::KeyStore;
     let wrong_secret = "wrong-secret-NOT-TO-BE-LOGGED";
-    let err = kes::keystore::azure::AzureStore::new(config(wrong_secret))
+    let err = kes::keystore::azure::AzureStore::new(config(wrong_secret), &no_env)
         .unwrap()
         .create("k", b"v")
         .unwrap_err()
@@ -663,7 +799,7 @@ fn a_wrong_secret_unsupported_auth_and_an_outage_are_clear_errors() {
         "{err}"
     );
     assert!(!err.contains(wrong_secret), "{err}");
-    let good = kes::keystore::azure::AzureStore::new(config(CLIENT_SECRET)).unwrap();
+    let good = kes::keystore::azure::AzureStore::new(config(CLIENT_SECRET), &no_env).unwrap();
     good.create("lib-key", b"v").unwrap();
     assert!(matches!(
         good.create("lib-key", b"v"),
@@ -675,12 +811,6 @@ fn a_wrong_secret_unsupported_auth_and_an_outage_are_clear_errors() {
         good.get("lib-key"),
         Err(kes::keystore::StoreError::NotFound)
     ));
-    let mut msi = config(CLIENT_SECRET);
-    msi.auth = kes::config::AzureAuth::ManagedIdentity {
-        client_id: "x".into(),
-    };
-    let err = kes::keystore::azure::AzureStore::new(msi).err().unwrap();
-    assert!(err.contains("managed identity is not supported"), "{err}");
 
     // Through kes: the wrong secret answers 502.
     let tls = tls_files();
@@ -757,10 +887,400 @@ fn the_documented_azure_example_loads() {
         panic!("not the azure keystore");
     };
     assert_eq!(az.endpoint, "https://my-vault.vault.azure.net");
-    assert_eq!(az.authority_host, "https://login.microsoftonline.com");
-    kes::keystore::azure::AzureStore::new((*az).clone()).unwrap();
+    assert_eq!(az.authority_host, None);
+    kes::keystore::azure::AzureStore::new((*az).clone(), &no_env).unwrap();
     let kes::config::AzureAuth::ClientCredentials { client_secret, .. } = az.auth else {
         panic!("not client credentials");
     };
     assert_eq!(client_secret, "example-secret");
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// A config whose Azure block has only the endpoint and `auth` (a YAML fragment, may be "").
+fn write_config_with_auth(
+    dir: &std::path::Path,
+    tls: &TlsFiles,
+    admin: &str,
+    port: u16,
+    auth: &str,
+) -> std::path::PathBuf {
+    let yaml = format!(
+        "admin:\n  identity: {admin}\ntls:\n  key: {}\n  cert: {}\ncache:\n  expiry:\n    any: 5m\n    unused: 5m\nkeystore:\n  azure:\n    keyvault:\n      endpoint: http://127.0.0.1:{port}\n{auth}",
+        tls.key.display(),
+        tls.cert.display(),
+    );
+    let path = dir.join("azure-identity.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// `kes server --config path` with only the cloud variables in `vars`.
+fn kes_with_env(path: &std::path::Path, vars: &[(&str, String)]) -> BinServer {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let home = tempfile::tempdir().unwrap();
+    bin_server_with(&["--config", path.to_str().unwrap()], move |cmd| {
+        clean_cloud_env(cmd, home.path());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+    })
+}
+
+/// Create, generate and decrypt through kes, then (past the stand-in's token lifetime)
+/// create another key: kes must have renewed its token in time.
+fn lifecycle_and_renewal(c: &mut kes::client::Client, a: &StandIn, name: &str) {
+    let r = c
+        .request("POST", &format!("/v1/key/create/{name}"), None, &[])
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "{} {:?}",
+        body_str(&r),
+        a.state.lock().unwrap().rejected
+    );
+    let r = c
+        .request(
+            "POST",
+            &format!("/v1/key/generate/{name}"),
+            Some(br#"{"context":"e30="}"#),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let body = format!(
+        r#"{{"ciphertext":"{}","context":"e30="}}"#,
+        json_str(&r, "ciphertext")
+    );
+    let d = c
+        .request(
+            "POST",
+            &format!("/v1/key/decrypt/{name}"),
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(d.status, 200, "{}", body_str(&d));
+    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
+    let record = a.state.lock().unwrap().secrets[name][0].value.clone();
+    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
+
+    let lifetime = a.state.lock().unwrap().lifetime_secs;
+    std::thread::sleep(Duration::from_millis(lifetime * 1000 + 300));
+    let later = format!("{name}-later");
+    let r = c
+        .request("POST", &format!("/v1/key/create/{later}"), None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let s = a.state.lock().unwrap();
+    assert!(
+        s.tokens_issued >= 2,
+        "token not renewed: {}",
+        s.tokens_issued
+    );
+    assert_eq!(s.unauthorized, 0, "a call went out with an expired token");
+    assert!(s.rejected.is_empty(), "{:?}", s.rejected);
+}
+
+/// Sends `GET <target>` with `headers` to the stand-in; returns the status line.
+fn raw_get(port: u16, target: &str, headers: &str) -> String {
+    let mut raw = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        raw,
+        "GET {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_blocks_managed_identity_gets_tokens_from_imds() {
+    let a = start_stand_in(2);
+    a.state.lock().unwrap().mi_client_id = Some(MI_CLIENT_ID.into());
+    // The stand-in is strict: IMDS refuses a request without `Metadata: true`.
+    let target = format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id={MI_CLIENT_ID}");
+    assert!(raw_get(a.port, &target, "").starts_with("HTTP/1.1 400"));
+    assert!(raw_get(a.port, &target, "Metadata: true\r\n").starts_with("HTTP/1.1 200"));
+    a.state.lock().unwrap().rejected.clear();
+
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config_with_auth(
+        dir.path(),
+        &tls,
+        &admin,
+        a.port,
+        &format!("      managed_identity:\n        client_id: {MI_CLIENT_ID}\n"),
+    );
+    let imds = format!("http://127.0.0.1:{}", a.port);
+    // The environment's client id is not this block's identity: it is ignored.
+    let node = kes_with_env(
+        &path,
+        &[
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.clone()),
+            ("AZURE_CLIENT_ID", CLIENT_ID.into()),
+        ],
+    );
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    lifecycle_and_renewal(&mut c, &a, "mi-key");
+    {
+        let s = a.state.lock().unwrap();
+        assert!(s.imds_grants >= 3, "{}", s.imds_grants); // one raw, two from kes
+        assert_eq!(
+            s.secret_grants + s.assertion_grants + s.app_service_grants,
+            0
+        );
+    }
+    let log = node.stderr_text();
+    assert!(
+        log.contains(&format!("kes: keystore credentials: user-assigned managed identity {MI_CLIENT_ID} (IMDS at {imds}) from keystore.azure.keyvault.managed_identity")),
+        "{log}"
+    );
+    assert!(!log.contains("az-token-"), "a token leaked into the log");
+
+    // As upstream: a managed_identity block needs the client id.
+    let path = write_config_with_auth(
+        dir.path(),
+        &tls,
+        &admin,
+        a.port,
+        "      managed_identity:\n        client_id: \"\"\n",
+    );
+    let err = kes_start_fails(&path, |cmd| clean_cloud_env(cmd, dir.path()));
+    assert!(
+        err.contains("keystore.azure.keyvault.managed_identity.client_id: missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_default_chain_uses_the_app_service_identity_endpoint() {
+    let a = start_stand_in(2);
+    // The stand-in is strict: a wrong X-IDENTITY-HEADER is refused.
+    let target = "/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fvault.azure.net";
+    assert!(raw_get(a.port, target, "X-IDENTITY-HEADER: wrong\r\n").starts_with("HTTP/1.1 401"));
+    a.state.lock().unwrap().rejected.clear();
+
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config_with_auth(dir.path(), &tls, &admin, a.port, "");
+    let endpoint = format!("http://127.0.0.1:{}/msi/token", a.port);
+    let node = kes_with_env(
+        &path,
+        &[
+            ("IDENTITY_ENDPOINT", endpoint.clone()),
+            ("IDENTITY_HEADER", IDENTITY_HEADER.into()),
+        ],
+    );
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    lifecycle_and_renewal(&mut c, &a, "app-service-key");
+    {
+        let s = a.state.lock().unwrap();
+        assert!(s.app_service_grants >= 2, "{}", s.app_service_grants);
+        assert_eq!(s.secret_grants + s.assertion_grants + s.imds_grants, 0);
+    }
+    let log = node.stderr_text();
+    assert!(
+        log.contains(&format!("system-assigned managed identity (IDENTITY_ENDPOINT {endpoint}) from the default chain")),
+        "{log}"
+    );
+    assert!(!log.contains(IDENTITY_HEADER), "the identity header leaked");
+    assert!(!log.contains("az-token-"), "a token leaked into the log");
+    drop(node);
+
+    // A wrong header: 502, the cause in the log, the header nowhere.
+    let wrong = "WRONG-identity-header-value";
+    let node = kes_with_env(
+        &path,
+        &[
+            ("IDENTITY_ENDPOINT", endpoint.clone()),
+            ("IDENTITY_HEADER", wrong.into()),
+        ],
+    );
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    assert_error(
+        &c.request("POST", "/v1/key/create/x", None, &[]).unwrap(),
+        502,
+        "failed to create key",
+    );
+    let expected = format!("managed identity: {endpoint} refused the token request: status 401: unauthorized The X-IDENTITY-HEADER is missing or wrong");
+    assert!(
+        node.wait_stderr(&expected, Duration::from_secs(5)),
+        "{}",
+        node.stderr_text()
+    );
+    assert!(!node.stderr_text().contains(wrong));
+}
+
+#[test]
+fn workload_identity_sends_the_token_file_as_it_is_now() {
+    let a = start_stand_in(2);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("azure-identity-token");
+    let first = "eyJhbGciOiJSUzI1NiJ9.first-projected-token.sig";
+    std::fs::write(&file, first).unwrap();
+    a.state.lock().unwrap().federated_file = Some(file.clone());
+
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let path = write_config_with_auth(dir.path(), &tls, &admin, a.port, "");
+    let node = kes_with_env(
+        &path,
+        &[
+            ("AZURE_TENANT_ID", TENANT.into()),
+            ("AZURE_CLIENT_ID", CLIENT_ID.into()),
+            ("AZURE_FEDERATED_TOKEN_FILE", file.display().to_string()),
+            (
+                "AZURE_AUTHORITY_HOST",
+                format!("http://127.0.0.1:{}/", a.port),
+            ),
+        ],
+    );
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    let r = c
+        .request("POST", "/v1/key/create/wi-key", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    // Kubernetes rotates the projected token: the next refresh sends the new one.
+    let second = "eyJhbGciOiJSUzI1NiJ9.second-projected-token.sig";
+    std::fs::write(&file, second).unwrap();
+    lifecycle_and_renewal(&mut c, &a, "wi-key-2");
+    {
+        let s = a.state.lock().unwrap();
+        assert_eq!(s.assertions_seen.first().map(String::as_str), Some(first));
+        assert_eq!(s.assertions_seen.last().map(String::as_str), Some(second));
+        assert_eq!(s.secret_grants + s.imds_grants + s.app_service_grants, 0);
+    }
+    let log = node.stderr_text();
+    assert!(
+        log.contains(&format!(
+            "client {CLIENT_ID} by workload identity (AZURE_FEDERATED_TOKEN_FILE '{}')",
+            file.display()
+        )),
+        "{log}"
+    );
+    for secret in [first, second, "az-token-"] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+
+    // The file gone: 502 and the path in the log.
+    std::fs::remove_file(&file).unwrap();
+    std::thread::sleep(Duration::from_millis(2300));
+    assert_error(
+        &c.request("POST", "/v1/key/create/wi-gone", None, &[])
+            .unwrap(),
+        502,
+        "failed to create key",
+    );
+    let expected = format!(
+        "AZURE_FEDERATED_TOKEN_FILE '{}': cannot open: No such file or directory",
+        file.display()
+    );
+    assert!(
+        node.wait_stderr(&expected, Duration::from_secs(5)),
+        "{}",
+        node.stderr_text()
+    );
+}
+
+#[test]
+fn the_default_chain_takes_environment_client_credentials_first() {
+    let a = start_stand_in(2);
+    let dir = tempfile::tempdir().unwrap();
+    // A token file too: the environment's client secret comes first, as in the SDK.
+    let file = dir.path().join("token");
+    std::fs::write(&file, "unused-assertion").unwrap();
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let path = write_config_with_auth(dir.path(), &tls, &admin, a.port, "");
+    let node = kes_with_env(
+        &path,
+        &[
+            ("AZURE_TENANT_ID", TENANT.into()),
+            ("AZURE_CLIENT_ID", CLIENT_ID.into()),
+            ("AZURE_CLIENT_SECRET", CLIENT_SECRET.into()),
+            ("AZURE_FEDERATED_TOKEN_FILE", file.display().to_string()),
+            (
+                "AZURE_AUTHORITY_HOST",
+                format!("http://127.0.0.1:{}", a.port),
+            ),
+        ],
+    );
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    lifecycle_and_renewal(&mut c, &a, "env-key");
+    {
+        let s = a.state.lock().unwrap();
+        assert!(s.secret_grants >= 2, "{}", s.secret_grants);
+        assert_eq!(s.assertion_grants + s.imds_grants + s.app_service_grants, 0);
+    }
+    let log = node.stderr_text();
+    assert!(log.contains(&format!("client secret of {CLIENT_ID} from the environment (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)")), "{log}");
+    for secret in [CLIENT_SECRET, "az-token-"] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+}
+
+#[test]
+fn off_azure_the_error_names_what_was_tried() {
+    let a = start_stand_in(60);
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let path = write_config_with_auth(dir.path(), &tls, &admin, a.port, "");
+    let closed = free_port();
+    let started = Instant::now();
+    let node = kes_with_env(
+        &path,
+        &[
+            (
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                format!("http://127.0.0.1:{closed}"),
+            ),
+            ("AZURE_CLIENT_ID", MI_CLIENT_ID.into()),
+        ],
+    );
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    assert_error(
+        &c.request("POST", "/v1/key/create/k", None, &[]).unwrap(),
+        502,
+        "failed to create key",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let expected = format!(
+        "Azure credentials: environment: AZURE_TENANT_ID, AZURE_CLIENT_SECRET not set; workload identity: AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE not set; managed identity: http://127.0.0.1:{closed} did not answer"
+    );
+    assert!(
+        node.wait_stderr(&expected, Duration::from_secs(5)),
+        "{}",
+        node.stderr_text()
+    );
+    assert!(a.state.lock().unwrap().secrets.is_empty());
+
+    // Credentials kes cannot use are refused at start, by name.
+    let err = kes_start_fails(&path, |cmd| {
+        clean_cloud_env(cmd, dir.path());
+        cmd.env("AZURE_TENANT_ID", TENANT)
+            .env("AZURE_CLIENT_ID", CLIENT_ID)
+            .env("AZURE_CLIENT_CERTIFICATE_PATH", dir.path().join("c.pem"));
+    });
+    assert!(
+        err.contains(
+            "AZURE_CLIENT_CERTIFICATE_PATH is set, but certificate credentials are not supported"
+        ),
+        "{err}"
+    );
 }

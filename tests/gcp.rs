@@ -1,11 +1,15 @@
-//! The GCP Secret Manager keystore against a stand-in of the documented REST API (v1) and
-//! OAuth2 token endpoint, run inside the test on loopback, through `kes server --config`.
+//! The GCP Secret Manager keystore against a stand-in of the documented REST API (v1), the
+//! OAuth2 token endpoint and the metadata server, run inside the test on loopback, through
+//! `kes server --config` started as a user starts it (environment variables, files on disk).
 //!
 //! The stand-in is strict: it answers only the calls upstream's layout needs (create secret
-//! with automatic replication, add version, access version 1, delete, paged list), checks
-//! method, path, headers and body shape, accepts only unexpired bearer tokens it issued, and
-//! issues a token only for a JWT whose RS256 signature verifies with the configured service
-//! account's public key and whose claims (iss, aud, scope, iat/exp) are right.
+//! with automatic replication, add version, access version 1, delete, paged list, and
+//! destroying a version kes added after another creator's), checks method, path, headers and
+//! body shape, accepts only unexpired bearer tokens it issued, and issues a token only for
+//! a JWT whose RS256 signature verifies with the service account's public key and whose
+//! claims (iss, aud, scope, iat/exp) are right, for a refresh-token grant with the
+//! authorized user's client id, secret and refresh token, or, as the metadata server, for a
+//! request with `Metadata-Flavor: Google` and the scope (it answers with that header too).
 
 mod common;
 
@@ -85,15 +89,34 @@ const PROJECT_NUMBER: &str = "123456789";
 const EMAIL: &str = "kes@kes-project.iam.gserviceaccount.com";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 const PAGE: usize = 10;
+/// The authorized user of an `authorized_user` credentials file.
+const USER_CLIENT_ID: &str =
+    "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.googleusercontent.com";
+const USER_CLIENT_SECRET: &str = "d-FL95Q19q7MQmFpd7hHD0Ty";
+const USER_REFRESH_TOKEN: &str = "1//0gREFRESH-token_value/with+odd=chars";
 
 #[derive(Default)]
 struct State {
     /// secret id → versions' payloads (version n at index n-1).
     secrets: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Lifetime of the tokens issued, in seconds.
+    lifetime_secs: u64,
     tokens: HashMap<String, Instant>,
     tokens_issued: usize,
+    /// Tokens issued per grant: JWT bearer, refresh token, metadata server.
+    jwt_grants: usize,
+    refresh_grants: usize,
+    metadata_grants: usize,
     unauthorized: usize,
     rejected: Vec<String>,
+    /// The next create ("create") or add version ("add") is stored and then answered 503.
+    fail_after_store: Vec<&'static str>,
+    /// Stored as version 1 just before the next add version (another creator won the race).
+    race_version_one: Option<Vec<u8>>,
+    /// `<secret>/versions/<n>` destroyed.
+    destroyed: Vec<String>,
+    /// The metadata server answers without `Metadata-Flavor: Google` (another cloud's).
+    impostor: bool,
 }
 
 struct StandIn {
@@ -131,7 +154,10 @@ fn now() -> u64 {
 fn start_stand_in(token_lifetime: u64) -> StandIn {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let state = Arc::new(Mutex::new(State::default()));
+    let state = Arc::new(Mutex::new(State {
+        lifetime_secs: token_lifetime,
+        ..State::default()
+    }));
     let stop = Arc::new(AtomicBool::new(false));
     let (st, sp) = (state.clone(), stop.clone());
     let public = public_key(KEY);
@@ -141,10 +167,18 @@ fn start_stand_in(token_lifetime: u64) -> StandIn {
                 return;
             }
             let Ok(mut conn) = conn else { continue };
+            let mut flavor = "";
             let (status, body) = match read_request(&mut conn) {
                 Some(req) => {
                     let mut s = st.lock().unwrap();
-                    let (status, body) = handle(&mut s, &req, port, &public, token_lifetime);
+                    let (status, body) = if req.path.starts_with("/computeMetadata/") {
+                        if !s.impostor {
+                            flavor = "Metadata-Flavor: Google\r\n";
+                        }
+                        metadata(&mut s, &req)
+                    } else {
+                        handle(&mut s, &req, port, &public)
+                    };
                     if status >= 400 && status != 404 && status != 409 {
                         s.rejected
                             .push(format!("{} {} -> {status} {body}", req.method, req.path));
@@ -158,7 +192,7 @@ fn start_stand_in(token_lifetime: u64) -> StandIn {
             };
             let _ = write!(
                 conn,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status} X\r\n{flavor}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -246,8 +280,64 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// The token endpoint: RFC 7523 JWT bearer grant, checked strictly.
-fn token(s: &mut State, req: &Request, port: u16, public: &[u8], lifetime: u64) -> (u16, String) {
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// A token the stand-in accepts for `lifetime_secs`, in Google's token answer.
+fn issue(s: &mut State) -> (u16, String) {
+    s.tokens_issued += 1;
+    let t = format!("ya29.token-{}", s.tokens_issued);
+    s.tokens.insert(
+        t.clone(),
+        Instant::now() + Duration::from_secs(s.lifetime_secs),
+    );
+    let lifetime = s.lifetime_secs;
+    (
+        200,
+        format!(r#"{{"access_token":"{t}","expires_in":{lifetime},"token_type":"Bearer"}}"#),
+    )
+}
+
+/// The metadata server's token endpoint (GCE, GKE workload identity): `GET` with
+/// `Metadata-Flavor: Google` and the scope asked for; anything else refused.
+fn metadata(s: &mut State, req: &Request) -> (u16, String) {
+    if req.header("metadata-flavor") != Some("Google") {
+        return (403, "Missing Metadata-Flavor:Google header.".into());
+    }
+    let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+    if req.method != "GET"
+        || path != "/computeMetadata/v1/instance/service-accounts/default/token"
+        || !req.body.is_empty()
+    {
+        return (404, "Not Found".into());
+    }
+    let scopes: Vec<String> = query
+        .split('&')
+        .filter_map(|p| p.strip_prefix("scopes="))
+        .map(url_decode)
+        .collect();
+    if scopes != [SCOPE] {
+        return (400, format!("wrong scopes {scopes:?}"));
+    }
+    s.metadata_grants += 1;
+    issue(s)
+}
+
+/// The token endpoint: RFC 7523 JWT bearer grant or refresh-token grant, checked strictly.
+fn token(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, String) {
     let bad = |why: &str| {
         (
             400,
@@ -258,6 +348,34 @@ fn token(s: &mut State, req: &Request, port: u16, public: &[u8], lifetime: u64) 
         return bad("wrong content type");
     }
     let form = String::from_utf8_lossy(&req.body).to_string();
+    if form.starts_with("grant_type=refresh_token&") {
+        let mut fields = HashMap::new();
+        for pair in form.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if fields.insert(k.to_string(), url_decode(v)).is_some() {
+                return bad("duplicate field");
+            }
+        }
+        let field = |k: &str| fields.get(k).map(String::as_str);
+        if fields.len() != 4 || field("client_id") != Some(USER_CLIENT_ID) {
+            return (
+                401,
+                r#"{"error":"invalid_client","error_description":"The OAuth client was not found."}"#
+                    .into(),
+            );
+        }
+        if field("client_secret") != Some(USER_CLIENT_SECRET) {
+            return (
+                401,
+                r#"{"error":"invalid_client","error_description":"Unauthorized"}"#.into(),
+            );
+        }
+        if field("refresh_token") != Some(USER_REFRESH_TOKEN) {
+            return bad("Token has been expired or revoked.");
+        }
+        s.refresh_grants += 1;
+        return issue(s);
+    }
     let mut fields = form.split('&');
     if fields.next() != Some("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer") {
         return bad("wrong grant_type");
@@ -310,22 +428,16 @@ fn token(s: &mut State, req: &Request, port: u16, public: &[u8], lifetime: u64) 
     {
         return bad("wrong claims");
     }
-    s.tokens_issued += 1;
-    let t = format!("ya29.token-{}", s.tokens_issued);
-    s.tokens
-        .insert(t.clone(), Instant::now() + Duration::from_secs(lifetime));
-    (
-        200,
-        format!(r#"{{"access_token":"{t}","expires_in":{lifetime},"token_type":"Bearer"}}"#),
-    )
+    s.jwt_grants += 1;
+    issue(s)
 }
 
-fn handle(s: &mut State, req: &Request, port: u16, public: &[u8], lifetime: u64) -> (u16, String) {
+fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, String) {
     if req.path == "/token" {
         if req.method != "POST" {
             return (405, "{}".into());
         }
-        return token(s, req, port, public, lifetime);
+        return token(s, req, port, public);
     }
     if req.path == "/" {
         return (404, "{}".into());
@@ -392,6 +504,11 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8], lifetime: u64)
                 return gerr(409, "ALREADY_EXISTS", "Secret already exists");
             }
             s.secrets.insert(id.to_string(), Vec::new());
+            let fail = s.fail_after_store.iter().position(|f| *f == "create");
+            if let Some(i) = fail {
+                s.fail_after_store.remove(i);
+                return gerr(503, "UNAVAILABLE", "The service is currently unavailable.");
+            }
             (
                 200,
                 format!(
@@ -448,11 +565,24 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8], lifetime: u64)
                 else {
                     return gerr(400, "INVALID_ARGUMENT", "payload.data");
                 };
+                let race = s.race_version_one.take();
+                let fail = s.fail_after_store.iter().position(|f| *f == "add");
+                let fail = match fail {
+                    Some(i) => {
+                        s.fail_after_store.remove(i);
+                        true
+                    }
+                    None => false,
+                };
                 let Some(versions) = s.secrets.get_mut(id) else {
                     return gerr(404, "NOT_FOUND", "no such secret");
                 };
+                versions.extend(race);
                 versions.push(data);
                 let n = versions.len();
+                if fail {
+                    return gerr(503, "UNAVAILABLE", "The service is currently unavailable.");
+                }
                 return (
                     200,
                     format!(
@@ -461,6 +591,29 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8], lifetime: u64)
                 );
             }
             if let Some((id, version)) = rest.split_once("/versions/") {
+                if let Some(v) = version.strip_suffix(":destroy") {
+                    if method != "POST" || req.body != b"{}" || !query.is_empty() {
+                        return gerr(400, "INVALID_ARGUMENT", "destroy");
+                    }
+                    let n: usize = v.parse().unwrap_or(0);
+                    return match s
+                        .secrets
+                        .get_mut(id)
+                        .and_then(|vs| vs.get_mut(n.wrapping_sub(1)))
+                    {
+                        Some(data) => {
+                            data.clear();
+                            s.destroyed.push(format!("{id}/versions/{n}"));
+                            (
+                                200,
+                                format!(
+                                    r#"{{"name":"projects/{PROJECT_NUMBER}/secrets/{id}/versions/{n}","state":"DESTROYED"}}"#
+                                ),
+                            )
+                        }
+                        None => gerr(404, "NOT_FOUND", "Secret Version not found"),
+                    };
+                }
                 let Some(v) = version.strip_suffix(":access") else {
                     return gerr(404, "NOT_FOUND", "unknown path");
                 };
@@ -510,10 +663,111 @@ fn write_config(
 
 fn kes_on(path: &std::path::Path, key: &str) -> BinServer {
     let key = key.to_string();
+    let home = tempfile::tempdir().unwrap();
     bin_server_with(&["--config", path.to_str().unwrap()], move |cmd| {
+        clean_cloud_env(cmd, home.path());
         cmd.env("KES_TEST_GCP_KEY", key)
             .env("KES_TEST_GCP_PROJECT", PROJECT);
     })
+}
+
+/// A config whose GCP block has no `credentials` (application default credentials or the
+/// metadata server); `token_uri` only when given.
+fn write_config_without_credentials(
+    dir: &std::path::Path,
+    tls: &TlsFiles,
+    admin: &str,
+    port: u16,
+    token_uri: Option<&str>,
+) -> std::path::PathBuf {
+    let token_uri = token_uri
+        .map(|t| format!("      token_uri: {t}\n"))
+        .unwrap_or_default();
+    let yaml = format!(
+        "admin:\n  identity: {admin}\ntls:\n  key: {}\n  cert: {}\ncache:\n  expiry:\n    any: 5m\n    unused: 5m\nkeystore:\n  gcp:\n    secretmanager:\n      project_id: {PROJECT}\n      endpoint: http://127.0.0.1:{port}\n{token_uri}",
+        tls.key.display(),
+        tls.cert.display(),
+    );
+    let path = dir.join("gcp-adc.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// `kes server --config path` with only the cloud variables in `vars` (and `HOME` = `home`).
+fn kes_with_env(
+    path: &std::path::Path,
+    home: &std::path::Path,
+    vars: &[(&str, String)],
+) -> BinServer {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let home = home.to_path_buf();
+    bin_server_with(&["--config", path.to_str().unwrap()], move |cmd| {
+        clean_cloud_env(cmd, &home);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+    })
+}
+
+/// Create, generate and decrypt through kes; returns the created record as stored.
+fn create_generate_decrypt(c: &mut kes::client::Client, g: &StandIn, name: &str) -> Vec<u8> {
+    let r = c
+        .request("POST", &format!("/v1/key/create/{name}"), None, &[])
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "{} {:?}",
+        body_str(&r),
+        g.state.lock().unwrap().rejected
+    );
+    let r = c
+        .request(
+            "POST",
+            &format!("/v1/key/generate/{name}"),
+            Some(br#"{"context":"e30="}"#),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let body = format!(
+        r#"{{"ciphertext":"{}","context":"e30="}}"#,
+        json_str(&r, "ciphertext")
+    );
+    let d = c
+        .request(
+            "POST",
+            &format!("/v1/key/decrypt/{name}"),
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(d.status, 200, "{}", body_str(&d));
+    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
+    let s = g.state.lock().unwrap();
+    assert_eq!(s.secrets[name].len(), 1, "one version");
+    s.secrets[name][0].clone()
+}
+
+/// Waits past the stand-in's token lifetime and creates another key: kes must have renewed
+/// its token before (no call refused as unauthorized).
+fn create_after_expiry(c: &mut kes::client::Client, g: &StandIn, name: &str) {
+    let lifetime = g.state.lock().unwrap().lifetime_secs;
+    std::thread::sleep(Duration::from_millis(lifetime * 1000 + 300));
+    let r = c
+        .request("POST", &format!("/v1/key/create/{name}"), None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let s = g.state.lock().unwrap();
+    assert_eq!(s.unauthorized, 0, "a call went out with an expired token");
+    assert!(s.rejected.is_empty(), "{:?}", s.rejected);
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
 }
 
 fn key_body(pem: &str) -> &str {
@@ -678,7 +932,7 @@ fn a_wrong_key_and_an_outage_are_clear_errors() {
         }),
     };
     use kes::keystore::KeyStore;
-    let wrong = kes::keystore::gcp::GcpStore::new(config.clone()).unwrap();
+    let wrong = kes::keystore::gcp::GcpStore::new(config.clone(), &no_env).unwrap();
     let err = wrong.create("k", b"v").unwrap_err().to_string();
     assert!(
         err.contains("status 400") && err.contains("invalid_grant"),
@@ -689,7 +943,7 @@ fn a_wrong_key_and_an_outage_are_clear_errors() {
     let mut scoped = config.clone();
     scoped.credentials.as_mut().unwrap().private_key = KEY.into();
     scoped.scopes = vec!["https://www.googleapis.com/auth/other".into()];
-    let err = kes::keystore::gcp::GcpStore::new(scoped)
+    let err = kes::keystore::gcp::GcpStore::new(scoped, &no_env)
         .unwrap()
         .get("k")
         .unwrap_err();
@@ -697,10 +951,10 @@ fn a_wrong_key_and_an_outage_are_clear_errors() {
     // The right key works through the same path; names GCP cannot hold are refused early.
     let mut good = config.clone();
     good.credentials.as_mut().unwrap().private_key = KEY.into();
-    let good = kes::keystore::gcp::GcpStore::new(good).unwrap();
+    let good = kes::keystore::gcp::GcpStore::new(good, &no_env).unwrap();
     good.create("lib-key", b"v").unwrap();
     assert!(matches!(
-        good.create("lib-key", b"v"),
+        good.create("lib-key", b"w"),
         Err(kes::keystore::StoreError::AlreadyExists)
     ));
     assert_eq!(good.get("lib-key").unwrap().expose(), b"v");
@@ -716,7 +970,9 @@ fn a_wrong_key_and_an_outage_are_clear_errors() {
     // Not a key at all: start-up error, without the value.
     let mut broken = config;
     broken.credentials.as_mut().unwrap().private_key = "not-a-pem-SECRET".into();
-    let err = kes::keystore::gcp::GcpStore::new(broken).err().unwrap();
+    let err = kes::keystore::gcp::GcpStore::new(broken, &no_env)
+        .err()
+        .unwrap();
     assert!(
         err.contains("private_key: not a PKCS#8 PEM") && !err.contains("SECRET"),
         "{err}"
@@ -801,5 +1057,360 @@ fn the_documented_gcp_example_loads() {
     assert_eq!(gcp.scopes, vec![SCOPE.to_string()]);
     assert_eq!(gcp.token_uri, "https://oauth2.googleapis.com/token");
     // The example's key is usable (the store is built; nothing is contacted).
-    kes::keystore::gcp::GcpStore::new(*gcp).unwrap();
+    kes::keystore::gcp::GcpStore::new(*gcp, &no_env).unwrap();
+}
+
+/// A service-account key file as the GCP console downloads it.
+fn service_account_file(dir: &std::path::Path, token_uri: &str) -> std::path::PathBuf {
+    let mut key = Vec::new();
+    kes::api::json::write_string(&mut key, KEY);
+    let json = format!(
+        r#"{{"type":"service_account","project_id":"{PROJECT}","private_key_id":"key-id-1","private_key":{},"client_email":"{EMAIL}","client_id":"1234567890","auth_uri":"https://accounts.google.com/o/oauth2/auth","token_uri":"{token_uri}"}}"#,
+        String::from_utf8(key).unwrap()
+    );
+    let path = dir.join("service-account.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+#[test]
+fn google_application_credentials_names_a_service_account_file() {
+    let g = start_stand_in(2);
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    // No token_uri in the block: the file's token_uri is the one used.
+    let path = write_config_without_credentials(dir.path(), &tls, &admin, g.port, None);
+    let file = service_account_file(dir.path(), &format!("http://127.0.0.1:{}/token", g.port));
+    let node = kes_with_env(
+        &path,
+        dir.path(),
+        &[("GOOGLE_APPLICATION_CREDENTIALS", file.display().to_string())],
+    );
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    let record = create_generate_decrypt(&mut c, &g, "adc-sa-key");
+    kes::crypto::record::decode_record(&record).unwrap();
+    create_after_expiry(&mut c, &g, "adc-sa-later");
+    {
+        let s = g.state.lock().unwrap();
+        assert!(s.jwt_grants >= 2, "token not renewed: {}", s.jwt_grants);
+        assert_eq!(s.refresh_grants + s.metadata_grants, 0);
+    }
+    let log = node.stderr_text();
+    assert!(
+        log.contains(&format!(
+            "kes: keystore credentials: service account {EMAIL} from GOOGLE_APPLICATION_CREDENTIALS '{}'",
+            file.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        !log.contains(key_body(KEY)),
+        "the private key leaked into the log"
+    );
+    assert!(!log.contains("ya29."), "a token leaked into the log");
+}
+
+#[test]
+fn gclouds_authorized_user_file_uses_the_refresh_token_grant() {
+    let g = start_stand_in(2);
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let token_uri = format!("http://127.0.0.1:{}/token", g.port);
+    let path = write_config_without_credentials(dir.path(), &tls, &admin, g.port, Some(&token_uri));
+    // `gcloud auth application-default login` writes this file (no token_uri in it: the
+    // block's is used), found through HOME without any variable.
+    let home = tempfile::tempdir().unwrap();
+    let gcloud = home.path().join(".config/gcloud");
+    std::fs::create_dir_all(&gcloud).unwrap();
+    let file = |refresh: &str| {
+        format!(
+            r#"{{"client_id":"{USER_CLIENT_ID}","client_secret":"{USER_CLIENT_SECRET}","quota_project_id":"{PROJECT}","refresh_token":"{refresh}","type":"authorized_user"}}"#
+        )
+    };
+    let adc = gcloud.join("application_default_credentials.json");
+    std::fs::write(&adc, file(USER_REFRESH_TOKEN)).unwrap();
+    let node = kes_with_env(&path, home.path(), &[]);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    create_generate_decrypt(&mut c, &g, "adc-user-key");
+    create_after_expiry(&mut c, &g, "adc-user-later");
+    {
+        let s = g.state.lock().unwrap();
+        assert!(
+            s.refresh_grants >= 2,
+            "token not renewed: {}",
+            s.refresh_grants
+        );
+        assert_eq!(s.jwt_grants + s.metadata_grants, 0);
+    }
+    let log = node.stderr_text();
+    assert!(
+        log.contains(&format!(
+            "keystore credentials: authorized user (client {USER_CLIENT_ID}) from gcloud's application default credentials '{}'",
+            adc.display()
+        )),
+        "{log}"
+    );
+    for secret in [USER_CLIENT_SECRET, USER_REFRESH_TOKEN, "ya29."] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+    drop(node);
+
+    // A revoked refresh token: 502 to the client, the cause in the log, no secret anywhere.
+    let revoked = "1//0gREVOKED-refresh-token";
+    std::fs::write(&adc, file(revoked)).unwrap();
+    let node = kes_with_env(&path, home.path(), &[]);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    assert_error(
+        &c.request("POST", "/v1/key/create/revoked", None, &[])
+            .unwrap(),
+        502,
+        "failed to create key",
+    );
+    let expected = format!(
+        "keystore: create key: keystore I/O error: GCP credentials (gcloud's application default credentials '{}'): token request to {token_uri} failed with status 400: invalid_grant Token has been expired or revoked.",
+        adc.display()
+    );
+    assert!(
+        node.wait_stderr(&expected, Duration::from_secs(5)),
+        "{}",
+        node.stderr_text()
+    );
+    let log = node.stderr_text();
+    for secret in [USER_CLIENT_SECRET, revoked] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+}
+
+#[test]
+fn on_gce_and_gke_the_metadata_server_gives_the_tokens() {
+    let g = start_stand_in(2);
+    // The stand-in is strict: without Metadata-Flavor it refuses, as the real server does.
+    let mut raw = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    write!(
+        raw,
+        "GET /computeMetadata/v1/instance/service-accounts/default/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    g.state.lock().unwrap().rejected.clear();
+
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config_without_credentials(dir.path(), &tls, &admin, g.port, None);
+    let host = format!("127.0.0.1:{}", g.port);
+    let node = kes_with_env(&path, dir.path(), &[("GCE_METADATA_HOST", host.clone())]);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    create_generate_decrypt(&mut c, &g, "gce-key");
+    create_after_expiry(&mut c, &g, "gce-later");
+    {
+        let s = g.state.lock().unwrap();
+        assert!(
+            s.metadata_grants >= 2,
+            "token not renewed: {}",
+            s.metadata_grants
+        );
+        assert_eq!(s.jwt_grants + s.refresh_grants, 0);
+    }
+    let log = node.stderr_text();
+    assert!(
+        log.contains(&format!(
+            "keystore credentials: the GCP metadata server at http://{host}"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("ya29."), "a token leaked into the log");
+}
+
+#[test]
+fn off_gcp_the_error_names_what_was_tried_and_impostors_are_refused() {
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let g = start_stand_in(60);
+    let path = write_config_without_credentials(dir.path(), &tls, &admin, g.port, None);
+
+    // Nothing configured and no metadata server: kes starts (nothing is contacted at start),
+    // a call fails fast and the log says what was looked for.
+    let closed = free_port();
+    let started = Instant::now();
+    let node = kes_with_env(
+        &path,
+        home.path(),
+        &[("GCE_METADATA_HOST", format!("127.0.0.1:{closed}"))],
+    );
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    assert_error(
+        &c.request("POST", "/v1/key/create/k", None, &[]).unwrap(),
+        502,
+        "failed to create key",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let expected = format!(
+        "GCP credentials: keystore.gcp.secretmanager.credentials is not set, GOOGLE_APPLICATION_CREDENTIALS is not set, no file at '{}/.config/gcloud/application_default_credentials.json', and the metadata server at http://127.0.0.1:{closed} did not answer",
+        home.path().display()
+    );
+    assert!(
+        node.wait_stderr(&expected, Duration::from_secs(5)),
+        "{}",
+        node.stderr_text()
+    );
+    drop(node);
+
+    // Another cloud's metadata server (no Metadata-Flavor: Google in the answer): refused,
+    // its token never used.
+    g.state.lock().unwrap().impostor = true;
+    let node = kes_with_env(
+        &path,
+        home.path(),
+        &[("GCE_METADATA_HOST", format!("127.0.0.1:{}", g.port))],
+    );
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    assert_error(
+        &c.request("POST", "/v1/key/create/k", None, &[]).unwrap(),
+        502,
+        "failed to create key",
+    );
+    assert!(
+        node.wait_stderr(
+            &format!(
+                "the server at http://127.0.0.1:{} answered without 'Metadata-Flavor: Google' (status 200): it is not a GCP metadata server",
+                g.port
+            ),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        node.stderr_text()
+    );
+    {
+        let s = g.state.lock().unwrap();
+        assert!(s.metadata_grants >= 1 && s.unauthorized == 0 && s.secrets.is_empty());
+    }
+    assert!(!node.stderr_text().contains("ya29."));
+    drop(node);
+
+    // A named credentials file that is missing or of a kind kes cannot use stops kes at
+    // start, naming the file.
+    let missing = dir.path().join("missing.json");
+    let err = kes_start_fails(&path, |cmd| {
+        clean_cloud_env(cmd, home.path());
+        cmd.env("GOOGLE_APPLICATION_CREDENTIALS", &missing);
+    });
+    assert!(
+        err.contains(&format!(
+            "GOOGLE_APPLICATION_CREDENTIALS '{}': cannot open",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let external = dir.path().join("external.json");
+    std::fs::write(
+        &external,
+        r#"{"type":"external_account","audience":"//iam.googleapis.com/x","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"https://sts.googleapis.com/v1/token","credential_source":{"file":"/var/run/token"}}"#,
+    )
+    .unwrap();
+    let err = kes_start_fails(&path, |cmd| {
+        clean_cloud_env(cmd, home.path());
+        cmd.env("GOOGLE_APPLICATION_CREDENTIALS", &external);
+    });
+    assert!(
+        err.contains("credentials of type 'external_account' are not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_create_the_service_stored_before_it_failed_is_no_duplicate() {
+    let g = start_stand_in(3600);
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin, g.port);
+    let node = kes_on(&path, KEY);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+
+    // The create of the secret is stored, then answered 503: the retry meets 409, finds the
+    // secret without a version and fills it.
+    g.state.lock().unwrap().fail_after_store = vec!["create"];
+    create_generate_decrypt(&mut c, &g, "stored-then-503");
+    // The add of version 1 is stored, then answered 503: the retry adds version 2, version 1
+    // holds exactly our record, so the create succeeded.
+    g.state.lock().unwrap().fail_after_store = vec!["add"];
+    let r = c
+        .request("POST", "/v1/key/create/added-then-503", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    {
+        let s = g.state.lock().unwrap();
+        let versions = &s.secrets["added-then-503"];
+        assert_eq!(versions.len(), 2);
+        assert_eq!(versions[0], versions[1]);
+        assert!(s.fail_after_store.is_empty());
+    }
+    let r = c
+        .request("POST", "/v1/key/generate/added-then-503", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    // Still "already exists" when version 1 is another key.
+    assert_error(
+        &c.request("POST", "/v1/key/create/stored-then-503", None, &[])
+            .unwrap(),
+        400,
+        "key already exists",
+    );
+
+    // Through the library: another creator's record lands as version 1 while ours is being
+    // added: ours is destroyed and the create reports "already exists"; theirs stands.
+    let store = kes::keystore::gcp::GcpStore::new(
+        kes::config::GcpConfig {
+            endpoint: format!("http://127.0.0.1:{}", g.port),
+            project_id: PROJECT.into(),
+            scopes: vec![SCOPE.into()],
+            token_uri: format!("http://127.0.0.1:{}/token", g.port),
+            credentials: Some(kes::config::GcpCredentials {
+                client_email: EMAIL.into(),
+                client_id: "1".into(),
+                private_key_id: "key-id-1".into(),
+                private_key: KEY.into(),
+            }),
+        },
+        &no_env,
+    )
+    .unwrap();
+    use kes::keystore::KeyStore;
+    g.state
+        .lock()
+        .unwrap()
+        .secrets
+        .insert("raced".into(), Vec::new());
+    g.state.lock().unwrap().race_version_one = Some(b"their-record".to_vec());
+    assert!(matches!(
+        store.create("raced", b"our-record"),
+        Err(kes::keystore::StoreError::AlreadyExists)
+    ));
+    assert_eq!(store.get("raced").unwrap().expose(), b"their-record");
+    assert_eq!(g.state.lock().unwrap().destroyed, ["raced/versions/2"]);
+    // An empty secret (a create that failed half way) is filled.
+    g.state
+        .lock()
+        .unwrap()
+        .secrets
+        .insert("empty".into(), Vec::new());
+    store.create("empty", b"record").unwrap();
+    assert_eq!(store.get("empty").unwrap().expose(), b"record");
+    let rejected = g.state.lock().unwrap().rejected.clone();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(
+        rejected.iter().all(|r| r.contains("-> 503")),
+        "{rejected:?}"
+    );
 }

@@ -61,6 +61,8 @@ pub struct Shared {
     pub flights: crate::cache::flight::SingleFlight,
     /// Set by the health check while the keystore does not answer.
     pub keystore_offline: std::sync::atomic::AtomicBool,
+    /// Why keystore calls fail, for the error log (repeats held back).
+    pub store_errors: store::ErrorReports,
     /// `cache.expiry.offline`: while offline, cached keys are kept this long (0 = no pinning).
     pub expiry_offline: std::time::Duration,
 }

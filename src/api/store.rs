@@ -12,6 +12,40 @@ use crate::crypto::KeyVersion;
 use crate::keystore::StoreError;
 use crate::secret::SecretVec;
 
+/// How long the same keystore failure is not logged again.
+pub const ERROR_REPEAT_QUIET: Duration = Duration::from_secs(10);
+
+/// The error log's record of why keystore calls fail: the API answers only `502 failed to
+/// … key`, so the operator learns the cause (an unreachable service, refused credentials, a
+/// metadata server that is not there) here. Keystore error texts never carry secrets. The
+/// same text is logged at most once per [`ERROR_REPEAT_QUIET`], so an outage does not flood
+/// the log.
+#[derive(Default)]
+pub struct ErrorReports {
+    last: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl ErrorReports {
+    /// Logs `keystore: <what>: <err>` unless the same line went out less than
+    /// [`ERROR_REPEAT_QUIET`] ago. "Not found" and "already exists" are answers, not failures.
+    pub fn report(&self, logs: &crate::log::Logs, what: &str, err: &StoreError) {
+        if matches!(err, StoreError::NotFound | StoreError::AlreadyExists) {
+            return;
+        }
+        let line = format!("keystore: {what}: {err}");
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((text, at)) = last.as_ref() {
+                if *text == line && at.elapsed() < ERROR_REPEAT_QUIET {
+                    return;
+                }
+            }
+            *last = Some((line.clone(), std::time::Instant::now()));
+        }
+        logs.error(crate::log::Level::ERROR, &line, None);
+    }
+}
+
 /// Runs `f` on the current core's blocking pool. A panic inside `f` becomes `None`
 /// instead of tearing down the core.
 pub async fn blocking<F, R>(f: F) -> Option<R>
@@ -46,7 +80,11 @@ pub async fn key(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyVersio
     let value: SecretVec = match fetched {
         Some(Ok(v)) => v,
         Some(Err(StoreError::NotFound)) => return Err(ApiError::KEY_NOT_FOUND),
-        Some(Err(_)) | None => return Err(ApiError::STORE_READ),
+        Some(Err(e)) => {
+            shared.store_errors.report(&shared.logs, "read key", &e);
+            return Err(ApiError::STORE_READ);
+        }
+        None => return Err(ApiError::STORE_READ),
     };
     let key = Rc::new(decode_record(value.expose()).map_err(|_| ApiError::STORE_READ)?);
     core.cache
@@ -62,7 +100,12 @@ pub async fn create(core: &Core, name: &str, record: SecretVec) -> Result<(), Ap
     match blocking(move || store.create(&owned, record.expose())).await {
         Some(Ok(())) => Ok(()),
         Some(Err(StoreError::AlreadyExists)) => Err(ApiError::KEY_EXISTS),
-        Some(Err(_)) | None => Err(ApiError::STORE_CREATE),
+        Some(Err(e)) => {
+            let shared = &core.shared;
+            shared.store_errors.report(&shared.logs, "create key", &e);
+            Err(ApiError::STORE_CREATE)
+        }
+        None => Err(ApiError::STORE_CREATE),
     }
 }
 
@@ -73,7 +116,12 @@ pub async fn delete(core: &Core, name: &str) -> Result<(), ApiError> {
     match blocking(move || store.delete(&owned)).await {
         Some(Ok(())) => {}
         Some(Err(StoreError::NotFound)) => return Err(ApiError::KEY_NOT_FOUND),
-        Some(Err(_)) | None => return Err(ApiError::STORE_DELETE),
+        Some(Err(e)) => {
+            let shared = &core.shared;
+            shared.store_errors.report(&shared.logs, "delete key", &e);
+            return Err(ApiError::STORE_DELETE);
+        }
+        None => return Err(ApiError::STORE_DELETE),
     }
     core.shared.invalidations.publish(name);
     core.cache.borrow_mut().remove(name);
@@ -86,7 +134,12 @@ pub async fn list(core: &Core, prefix: &str) -> Result<Vec<String>, ApiError> {
     let owned = prefix.to_string();
     match blocking(move || store.list(&owned)).await {
         Some(Ok(names)) => Ok(names),
-        Some(Err(_)) | None => Err(ApiError::STORE_LIST),
+        Some(Err(e)) => {
+            let shared = &core.shared;
+            shared.store_errors.report(&shared.logs, "list keys", &e);
+            Err(ApiError::STORE_LIST)
+        }
+        None => Err(ApiError::STORE_LIST),
     }
 }
 
@@ -117,4 +170,30 @@ pub async fn status(core: &Core) -> Result<Duration, bool> {
     core.last_probe
         .set(Some((std::time::Instant::now(), result)));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keystore_failures_are_logged_without_repeats() {
+        let logs = crate::log::Logs::new(crate::log::Level::INFO, crate::log::Level::INFO);
+        let sub = logs.subscribe_error();
+        let reports = ErrorReports::default();
+        let down = StoreError::Unreachable("Vault at 127.0.0.1:1: connection refused".into());
+        reports.report(&logs, "read key", &down);
+        reports.report(&logs, "read key", &down);
+        reports.report(&logs, "read key", &StoreError::NotFound);
+        reports.report(&logs, "read key", &StoreError::AlreadyExists);
+        reports.report(&logs, "create key", &down);
+        let mut lines = Vec::new();
+        sub.drain(&mut lines).unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].contains("level=ERROR msg=\\\"keystore: read key: keystore is unreachable: Vault at 127.0.0.1:1: connection refused\\\""),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("keystore: create key:"), "{lines:?}");
+    }
 }

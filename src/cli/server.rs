@@ -439,6 +439,9 @@ pub fn prepare_config(
     let settings = settings_from(config)?;
     let (audit, error) = log_levels(config)?;
     let store = crate::keystore::open(&config.keystore)?;
+    if let Some(credentials) = store.credentials() {
+        eprintln!("kes: keystore credentials: {credentials}");
+    }
     create_declared_keys(store.as_ref(), &config.keys, &config.admin)?;
     let display = store.display_name();
     let logs = crate::log::Logs::new(audit, error);
@@ -579,6 +582,7 @@ fn shared_state(
         logs,
         flights: Default::default(),
         keystore_offline: Default::default(),
+        store_errors: Default::default(),
         expiry_offline,
     })
 }

@@ -365,11 +365,12 @@ pub struct GcpConfig {
     pub project_id: String,
     /// OAuth2 scopes; `https://www.googleapis.com/auth/cloud-platform` when not configured.
     pub scopes: Vec<String>,
-    /// Where the signed JWT is exchanged for an access token (ours, not upstream's: upstream
-    /// always uses Google's); `https://oauth2.googleapis.com/token` when not configured.
+    /// The OAuth2 token endpoint (ours, not upstream's: upstream always uses Google's) for
+    /// the block's service account and for a credentials file without its own `token_uri`;
+    /// `https://oauth2.googleapis.com/token` when not configured.
     pub token_uri: String,
-    /// The service account; `None` = not configured (then kes does not start: the metadata
-    /// server is not supported yet).
+    /// The service account; `None` = application default credentials or the metadata
+    /// server (`keystore::gcp_auth`).
     pub credentials: Option<GcpCredentials>,
 }
 
@@ -509,9 +510,9 @@ fn parse_gcp(p: &Parser<'_>, v: Node<'_>) -> Result<GcpConfig, ConfigError> {
 pub struct AzureConfig {
     /// The vault URL, e.g. `https://my-vault.vault.azure.net`.
     pub endpoint: String,
-    /// Microsoft Entra ID login host (ours, not upstream's; the Azure SDKs read it from
-    /// `AZURE_AUTHORITY_HOST`); `https://login.microsoftonline.com` when not configured.
-    pub authority_host: String,
+    /// Microsoft Entra ID login host (ours, not upstream's); `None` = `AZURE_AUTHORITY_HOST`
+    /// (as the Azure SDKs read it), else `https://login.microsoftonline.com`.
+    pub authority_host: Option<String>,
     pub auth: AzureAuth,
 }
 
@@ -524,9 +525,10 @@ pub enum AzureAuth {
         client_id: String,
         client_secret: String,
     },
-    /// `managed_identity.{client_id}` (not supported yet: start-up error).
+    /// `managed_identity.{client_id}`: a user-assigned managed identity (required, as
+    /// upstream).
     ManagedIdentity { client_id: String },
-    /// No auth block (the platform's default chain; not supported yet: start-up error).
+    /// No auth block: the default chain (environment, workload identity, managed identity).
     Default,
 }
 
@@ -587,10 +589,7 @@ fn parse_azure(p: &Parser<'_>, v: Node<'_>) -> Result<AzureConfig, ConfigError> 
             "keystore.azure.keyvault.endpoint: missing; expected the vault URL, e.g. https://my-vault.vault.azure.net",
         );
     }
-    let mut authority_host = s("authority_host", kv.get("authority_host"))?;
-    if authority_host.is_empty() {
-        authority_host = "https://login.microsoftonline.com".into();
-    }
+    let authority_host = s("authority_host", kv.get("authority_host"))?;
     let creds = kv.child("credentials");
     let msi = kv.child("managed_identity");
     let auth = match (creds.is_set(), msi.is_set()) {
@@ -619,14 +618,23 @@ fn parse_azure(p: &Parser<'_>, v: Node<'_>) -> Result<AzureConfig, ConfigError> 
                 client_secret,
             }
         }
-        (false, true) => AzureAuth::ManagedIdentity {
-            client_id: s("managed_identity.client_id", msi.get("client_id"))?,
-        },
+        (false, true) => {
+            let client_id = s("managed_identity.client_id", msi.get("client_id"))?;
+            if client_id.is_empty() {
+                return err(
+                    "keystore.azure.keyvault.managed_identity.client_id: missing; the client ID \
+                     of a user-assigned managed identity (leave out managed_identity for the \
+                     default chain, which includes the system-assigned identity)",
+                );
+            }
+            AzureAuth::ManagedIdentity { client_id }
+        }
         (false, false) => AzureAuth::Default,
     };
     Ok(AzureConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
-        authority_host: authority_host.trim_end_matches('/').to_string(),
+        authority_host: (!authority_host.is_empty())
+            .then(|| authority_host.trim_end_matches('/').to_string()),
         auth,
     })
 }

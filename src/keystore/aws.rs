@@ -363,12 +363,14 @@ mod tests {
     fn error_bodies_in_json_and_xml() {
         let e = aws_error(&Reply {
             status: 400,
+            headers: Vec::new(),
             body: br#"{"__type":"com.amazonaws.secretsmanager#ResourceNotFoundException","message":"Secrets Manager can't find the specified secret."}"#.to_vec(),
         });
         assert_eq!(e.code, "ResourceNotFoundException");
         assert!(e.message.contains("can't find"));
         let e = aws_error(&Reply {
             status: 403,
+            headers: Vec::new(),
             body: b"<ErrorResponse><Errors><Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error></Errors></ErrorResponse>".to_vec(),
         });
         assert_eq!(
@@ -377,10 +379,12 @@ mod tests {
         );
         assert!(throttled(&Reply {
             status: 400,
+            headers: Vec::new(),
             body: br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_vec()
         }));
         assert!(!throttled(&Reply {
             status: 400,
+            headers: Vec::new(),
             body: br#"{"__type":"ResourceExistsException"}"#.to_vec()
         }));
     }

@@ -14,19 +14,18 @@
 //! * a list follows `nextLink` (only its path and query, on the configured endpoint, so the
 //!   token never goes to another host) and takes the last path segment of each secret id.
 //!
-//! Auth: client credentials (`tenant_id`, `client_id`, `client_secret`) exchanged at the
-//! Microsoft Entra ID token endpoint (`<authority_host>/<tenant>/oauth2/v2.0/token`, scope
-//! `https://vault.azure.net/.default`); the token is cached and renewed before it expires
-//! (and at once after a 401). Managed identity and the default credential chain are not
-//! supported yet: kes does not start and says so.
+//! Auth: see [`super::azure_auth`] (client credentials, managed identity, or the default
+//! chain of environment, workload identity and managed identity). The token is cached in a
+//! [`Session`], renewed after half its lifetime and at once after a 401.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::azure_auth::Credentials;
 use super::gcp::query_escape;
 use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
+use super::session::Session;
 use super::{KeyStore, StoreError};
-use crate::config::{AzureAuth, AzureConfig};
+use crate::config::AzureConfig;
 use crate::secret::SecretVec;
 
 /// Connect + read + write timeout of one Azure call.
@@ -44,11 +43,8 @@ const SERVICE: &str = "Azure Key Vault";
 pub struct AzureStore {
     config: AzureConfig,
     endpoint: Endpoint,
-    login: Endpoint,
-    token_path: String,
-    client_id: String,
-    client_secret: String,
-    token: Mutex<Option<(SecretVec, Instant)>>,
+    credentials: Credentials,
+    session: Session,
     retry: Retry,
     /// Delay between purge / re-create attempts (200 ms + jitter, as upstream).
     delete_wait: Duration,
@@ -139,28 +135,13 @@ fn jitter(base: Duration) -> Duration {
 }
 
 impl AzureStore {
-    pub fn new(config: AzureConfig) -> Result<AzureStore, String> {
-        let (tenant_id, client_id, client_secret) = match &config.auth {
-            AzureAuth::ClientCredentials {
-                tenant_id,
-                client_id,
-                client_secret,
-            } => (tenant_id.clone(), client_id.clone(), client_secret.clone()),
-            AzureAuth::ManagedIdentity { .. } => {
-                return Err(
-                    "keystore.azure.keyvault.managed_identity: managed identity is not \
-                            supported by this build yet; use credentials (tenant_id, client_id, \
-                            client_secret)"
-                        .into(),
-                )
-            }
-            AzureAuth::Default => {
-                return Err("keystore.azure.keyvault: no credentials; set credentials \
-                            (tenant_id, client_id, client_secret) (managed identity and the \
-                            default Azure credential chain are not supported yet)"
-                    .into())
-            }
-        };
+    /// Parses the block and chooses the credential (see [`super::azure_auth`]); contacts
+    /// nothing. `env` reads environment variables (the process environment in production).
+    pub fn new(
+        config: AzureConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AzureStore, String> {
+        let credentials = Credentials::resolve(&config, env)?;
         let endpoint = Endpoint::parse(
             SERVICE,
             "keystore.azure.keyvault.endpoint",
@@ -168,84 +149,14 @@ impl AzureStore {
             &TlsFiles::default(),
             CALL_TIMEOUT,
         )?;
-        let login = Endpoint::parse(
-            "Microsoft Entra ID",
-            "keystore.azure.keyvault.authority_host",
-            &config.authority_host,
-            &TlsFiles::default(),
-            CALL_TIMEOUT,
-        )?;
-        let token_path = format!("/{}/oauth2/v2.0/token", query_escape(&tenant_id));
         Ok(AzureStore {
             config,
             endpoint,
-            login,
-            token_path,
-            client_id,
-            client_secret,
-            token: Mutex::new(None),
+            credentials,
+            session: Session::default(),
             retry: Retry::DEFAULT,
             delete_wait: Duration::from_millis(200),
         })
-    }
-
-    /// A valid access token: the cached one, or a fresh one from Entra ID.
-    fn access_token(&self) -> Result<SecretVec, StoreError> {
-        let mut cached = self.token.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((t, renew_at)) = cached.as_ref() {
-            if Instant::now() < *renew_at {
-                return Ok(SecretVec::new(t.expose().to_vec()));
-            }
-        }
-        let mut form = SecretVec::with_capacity(256);
-        form.as_mut_vec().extend_from_slice(
-            format!(
-                "grant_type=client_credentials&client_id={}&scope=https%3A%2F%2Fvault.azure.net%2F.default&client_secret=",
-                query_escape(&self.client_id)
-            )
-            .as_bytes(),
-        );
-        form.as_mut_vec()
-            .extend_from_slice(query_escape(&self.client_secret).as_bytes());
-        let reply = retrying(&self.retry, retryable_status, || {
-            self.login.send(
-                "POST",
-                &self.token_path,
-                &[
-                    ("Content-Type", "application/x-www-form-urlencoded"),
-                    ("Accept", "application/json"),
-                ],
-                form.expose(),
-            )
-        })?;
-        if reply.status != 200 {
-            return Err(KvError::from(&reply).into_store("token request"));
-        }
-        let mut body = SecretVec::new(reply.body);
-        let v = simd_json::to_owned_value(body.as_mut_vec())
-            .map_err(|_| other("Azure token endpoint: invalid JSON".into()))?;
-        use simd_json::prelude::*;
-        let token = v
-            .get("access_token")
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| other("Azure token endpoint: no access_token".into()))?;
-        // expires_in is a number (v2.0 endpoint) or a numeric string (older endpoints).
-        let lifetime = v
-            .get("expires_in")
-            .and_then(|e| {
-                e.as_u64()
-                    .or_else(|| e.as_str().and_then(|s| s.parse().ok()))
-            })
-            .unwrap_or(300);
-        let early = (lifetime / 2).min(300);
-        let value = SecretVec::new(token.as_bytes().to_vec());
-        let out = SecretVec::new(value.expose().to_vec());
-        *cached = Some((
-            value,
-            Instant::now() + Duration::from_secs(lifetime - early),
-        ));
-        Ok(out)
     }
 
     /// One authorized call to `path` (with its query, `api-version` appended), repeated on
@@ -258,13 +169,10 @@ impl AzureStore {
             format!("{path}{sep}api-version={API_VERSION}")
         };
         for fresh in [false, true] {
-            let token = self.access_token()?;
-            let mut auth = SecretVec::with_capacity(token.expose().len() + 8);
-            auth.as_mut_vec().extend_from_slice(b"Bearer ");
-            auth.as_mut_vec().extend_from_slice(token.expose());
-            let auth = std::str::from_utf8(auth.expose())
-                .map_err(|_| other("Azure token endpoint: token is not text".into()))?;
-            let mut headers = vec![("Authorization", auth), ("Accept", "application/json")];
+            let auth = self.session.token(|| self.credentials.fetch(&self.retry))?;
+            let auth_text = std::str::from_utf8(auth.expose())
+                .map_err(|_| other("Azure: the access token is not text".into()))?;
+            let mut headers = vec![("Authorization", auth_text), ("Accept", "application/json")];
             if !body.is_empty() {
                 headers.push(("Content-Type", "application/json"));
             }
@@ -272,7 +180,7 @@ impl AzureStore {
                 self.endpoint.send(method, &path, &headers, body)
             })?;
             if reply.status == 401 && !fresh {
-                *self.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.session.invalidate(&auth);
                 continue;
             }
             return Ok(reply);
@@ -360,6 +268,10 @@ impl AzureStore {
 impl KeyStore for AzureStore {
     fn display_name(&self) -> String {
         format!("Azure KeyVault: {}", self.config.endpoint)
+    }
+
+    fn credentials(&self) -> Option<String> {
+        Some(self.credentials.describe())
     }
 
     fn status(&self) -> Result<Duration, StoreError> {
@@ -540,6 +452,7 @@ mod tests {
     fn key_vault_errors() {
         let e = KvError::from(&Reply {
             status: 409,
+            headers: Vec::new(),
             body: br#"{"error":{"code":"Conflict","message":"Secret x is currently in a deleted but recoverable state","innererror":{"code":"ObjectIsDeletedButRecoverable"}}}"#.to_vec(),
         });
         assert!(e.is("ObjectIsDeletedButRecoverable") && e.is("Conflict"));
@@ -550,6 +463,7 @@ mod tests {
         );
         let e = KvError::from(&Reply {
             status: 401,
+            headers: Vec::new(),
             body: br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}"#.to_vec(),
         });
         assert!(e.is("invalid_client") && e.message.contains("AADSTS7000215"));

@@ -13,27 +13,33 @@
 //! `POST /v1/<secret>:addVersion`, `GET /v1/projects/<p>/secrets/<name>/versions/1:access`,
 //! `DELETE /v1/projects/<p>/secrets/<name>`, `GET /v1/projects/<p>/secrets?pageToken=…`.
 //!
-//! Auth: the service account in `credentials` signs a JWT (RS256, ring's `RsaKeyPair` from
-//! the PKCS#8 PEM) that the token endpoint exchanges for an OAuth2 access token (RFC 7523);
-//! the token is cached and renewed before it expires (and at once after a 401). Without
-//! `credentials` kes does not start: the metadata server / application default credentials
-//! are not supported yet.
+//! A create is two calls (create the secret, add version 1) and GCP takes no request token,
+//! so a create must survive its own retries and a concurrent create of the same name: the
+//! rule is that whoever's record is version `1` owns the key. A create that finds the secret
+//! already there reads version 1: our own record (a retried call that the service had
+//! stored before it failed) is success, another record is "already exists", and no version at
+//! all (a secret left empty by a create that failed half way, ours or another node's) is
+//! filled. Adding a version that comes back numbered 2 or later means another creator's
+//! record is version 1: ours is destroyed and the create reports "already exists". A failed
+//! add deletes the secret only when it is still empty.
+//!
+//! Auth: see [`super::gcp_auth`] (the block's service account, application default
+//! credentials, or the metadata server). The token is cached in a [`Session`], renewed after
+//! half its lifetime and at once after a 401.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use ring::signature::RsaKeyPair;
 
+use super::gcp_auth::Credentials;
 use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
+use super::session::Session;
 use super::{KeyStore, StoreError};
 use crate::config::GcpConfig;
 use crate::secret::SecretVec;
 
 /// Connect + read + write timeout of one GCP call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Lifetime asked for in the JWT (Google's maximum).
-const JWT_LIFETIME_SECS: u64 = 3600;
 /// Safety bound on list pages.
 const LIST_PAGES_MAX: usize = 100_000;
 
@@ -43,28 +49,9 @@ const SERVICE: &str = "GCP Secret Manager";
 pub struct GcpStore {
     config: GcpConfig,
     endpoint: Endpoint,
-    token_endpoint: Endpoint,
-    token_path: String,
-    key: RsaKeyPair,
-    token: Mutex<Option<Token>>,
+    credentials: Credentials,
+    session: Session,
     retry: Retry,
-}
-
-/// A cached access token and when to fetch the next one.
-struct Token {
-    value: SecretVec,
-    renew_at: Instant,
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
@@ -119,27 +106,13 @@ fn google_error(op: &str, reply: &Reply) -> StoreError {
 }
 
 impl GcpStore {
-    pub fn new(config: GcpConfig) -> Result<GcpStore, String> {
-        let Some(creds) = &config.credentials else {
-            return Err(
-                "keystore.gcp.secretmanager.credentials: missing; the service account \
-                 (client_email, client_id, private_key_id, private_key) is required (the GCP \
-                 metadata server / application default credentials are not supported yet)"
-                    .into(),
-            );
-        };
-        let der = {
-            use rustls_pki_types::pem::PemObject;
-            rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(creds.private_key.as_bytes())
-                .map_err(|_| {
-                    "keystore.gcp.secretmanager.credentials.private_key: not a PKCS#8 PEM \
-                     private key (-----BEGIN PRIVATE KEY-----)"
-                        .to_string()
-                })?
-        };
-        let key = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|e| {
-            format!("keystore.gcp.secretmanager.credentials.private_key: not an RSA key: {e}")
-        })?;
+    /// Parses the block and finds the credentials (see [`super::gcp_auth`]); contacts
+    /// nothing. `env` reads environment variables (the process environment in production).
+    pub fn new(
+        config: GcpConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<GcpStore, String> {
+        let credentials = Credentials::resolve(&config, env)?;
         let endpoint = Endpoint::parse(
             SERVICE,
             "keystore.gcp.secretmanager.endpoint",
@@ -147,135 +120,23 @@ impl GcpStore {
             &TlsFiles::default(),
             CALL_TIMEOUT,
         )?;
-        let token_endpoint = Endpoint::parse(
-            "GCP OAuth2",
-            "keystore.gcp.secretmanager.token_uri",
-            &config.token_uri,
-            &TlsFiles::default(),
-            CALL_TIMEOUT,
-        )?;
-        let rest = config
-            .token_uri
-            .split_once("://")
-            .map(|(_, r)| r)
-            .unwrap_or(&config.token_uri);
-        let token_path = rest
-            .find('/')
-            .map(|i| rest[i..].to_string())
-            .unwrap_or_else(|| "/".into());
         Ok(GcpStore {
             config,
             endpoint,
-            token_endpoint,
-            token_path,
-            key,
-            token: Mutex::new(None),
+            credentials,
+            session: Session::default(),
             retry: Retry::DEFAULT,
         })
-    }
-
-    fn credentials(&self) -> &crate::config::GcpCredentials {
-        self.config
-            .credentials
-            .as_ref()
-            .expect("checked in GcpStore::new")
-    }
-
-    /// The signed JWT bearer assertion (RFC 7523) for the token endpoint.
-    fn assertion(&self) -> Result<SecretVec, StoreError> {
-        let creds = self.credentials();
-        let mut header = Vec::new();
-        let mut w = crate::api::json::JsonWriter::object(&mut header);
-        w.string("alg", "RS256")
-            .string("typ", "JWT")
-            .string("kid", &creds.private_key_id);
-        w.finish();
-        let now = unix_now();
-        let mut claims = Vec::new();
-        let mut w = crate::api::json::JsonWriter::object(&mut claims);
-        w.string("iss", &creds.client_email)
-            .string("scope", &self.config.scopes.join(" "))
-            .string("aud", &self.config.token_uri)
-            .uint("iat", now)
-            .uint("exp", now + JWT_LIFETIME_SECS);
-        w.finish();
-        let signing_input = format!("{}.{}", b64url(&header), b64url(&claims));
-        let mut sig = vec![0u8; self.key.public().modulus_len()];
-        self.key
-            .sign(
-                &ring::signature::RSA_PKCS1_SHA256,
-                &ring::rand::SystemRandom::new(),
-                signing_input.as_bytes(),
-                &mut sig,
-            )
-            .map_err(|_| other("GCP: cannot sign the token request".into()))?;
-        let mut out = SecretVec::with_capacity(signing_input.len() + sig.len() * 2);
-        out.as_mut_vec().extend_from_slice(signing_input.as_bytes());
-        out.as_mut_vec().push(b'.');
-        out.as_mut_vec().extend_from_slice(b64url(&sig).as_bytes());
-        Ok(out)
-    }
-
-    /// A valid access token: the cached one, or a fresh one from the token endpoint.
-    fn access_token(&self) -> Result<SecretVec, StoreError> {
-        let mut cached = self.token.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = cached.as_ref() {
-            if Instant::now() < t.renew_at {
-                return Ok(SecretVec::new(t.value.expose().to_vec()));
-            }
-        }
-        let assertion = self.assertion()?;
-        let mut form = SecretVec::with_capacity(assertion.expose().len() + 96);
-        form.as_mut_vec().extend_from_slice(
-            b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=",
-        );
-        form.as_mut_vec().extend_from_slice(assertion.expose());
-        let reply = retrying(&self.retry, retryable_status, || {
-            self.token_endpoint.send(
-                "POST",
-                &self.token_path,
-                &[
-                    ("Content-Type", "application/x-www-form-urlencoded"),
-                    ("Accept", "application/json"),
-                ],
-                form.expose(),
-            )
-        })?;
-        if reply.status != 200 {
-            return Err(google_error("token request", &reply));
-        }
-        let mut body = SecretVec::new(reply.body);
-        let v = simd_json::to_owned_value(body.as_mut_vec())
-            .map_err(|_| other("GCP token endpoint: invalid JSON".into()))?;
-        use simd_json::prelude::*;
-        let token = v
-            .get("access_token")
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| other("GCP token endpoint: no access_token".into()))?;
-        let lifetime = v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(300);
-        // Renew 5 minutes before expiry, or at half the lifetime of a short-lived token.
-        let early = (lifetime / 2).min(300);
-        let value = SecretVec::new(token.as_bytes().to_vec());
-        let out = SecretVec::new(value.expose().to_vec());
-        *cached = Some(Token {
-            value,
-            renew_at: Instant::now() + Duration::from_secs(lifetime - early),
-        });
-        Ok(out)
     }
 
     /// One authorized call, repeated on 5xx/429; a 401 drops the cached token and tries once
     /// more with a fresh one.
     fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Reply, StoreError> {
         for fresh in [false, true] {
-            let token = self.access_token()?;
-            let mut auth = SecretVec::with_capacity(token.expose().len() + 8);
-            auth.as_mut_vec().extend_from_slice(b"Bearer ");
-            auth.as_mut_vec().extend_from_slice(token.expose());
-            let auth = std::str::from_utf8(auth.expose())
-                .map_err(|_| other("GCP token endpoint: token is not text".into()))?;
-            let mut headers = vec![("Authorization", auth), ("Accept", "application/json")];
+            let auth = self.session.token(|| self.credentials.fetch(&self.retry))?;
+            let auth_text = std::str::from_utf8(auth.expose())
+                .map_err(|_| other("GCP: the access token is not text".into()))?;
+            let mut headers = vec![("Authorization", auth_text), ("Accept", "application/json")];
             if !body.is_empty() {
                 headers.push(("Content-Type", "application/json"));
             }
@@ -283,7 +144,7 @@ impl GcpStore {
                 self.endpoint.send(method, path, &headers, body)
             })?;
             if reply.status == 401 && !fresh {
-                *self.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.session.invalidate(&auth);
                 continue;
             }
             return Ok(reply);
@@ -291,80 +152,13 @@ impl GcpStore {
         unreachable!("the loop returns")
     }
 
-    fn project(&self) -> String {
-        format!("/v1/projects/{}", query_escape(&self.config.project_id))
-    }
-}
-
-impl KeyStore for GcpStore {
-    fn display_name(&self) -> String {
-        format!("GCP SecretManager: Project={}", self.config.project_id)
-    }
-
-    fn status(&self) -> Result<Duration, StoreError> {
-        let start = Instant::now();
-        self.endpoint.send("GET", "/", &[], b"")?;
-        Ok(start.elapsed())
-    }
-
-    fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        if !valid_secret_id(name) {
-            return Err(StoreError::InvalidName);
-        }
-        let path = format!("{}/secrets?secretId={name}", self.project());
-        let reply = self.call("POST", &path, br#"{"replication":{"automatic":{}}}"#)?;
-        match reply.status {
-            200 => {}
-            409 => return Err(StoreError::AlreadyExists),
-            _ => return Err(google_error("create secret", &reply)),
-        }
-        // The secret's resource name as GCP answers it (with the project number).
-        let mut body = reply.body;
-        let secret = simd_json::to_owned_value(&mut body).ok().and_then(|v| {
-            use simd_json::prelude::*;
-            v.get("name").and_then(|n| n.as_str()).map(str::to_string)
-        });
-        let secret = match secret {
-            Some(s) if s.starts_with("projects/") && s.ends_with(&format!("/secrets/{name}")) => s,
-            _ => format!("projects/{}/secrets/{name}", self.config.project_id),
-        };
-        let mut payload = SecretVec::with_capacity(value.len() * 4 / 3 + 32);
-        {
-            let mut w = crate::api::json::JsonWriter::object(payload.as_mut_vec());
-            let mut data = SecretVec::with_capacity(value.len() * 4 / 3 + 16);
-            let mut d = crate::api::json::JsonWriter::object(data.as_mut_vec());
-            d.base64("data", value);
-            d.finish();
-            w.raw("payload", data.expose());
-            w.finish();
-        }
-        let added = self.call(
-            "POST",
-            &format!("/v1/{secret}:addVersion"),
-            payload.expose(),
-        );
-        match added {
-            Ok(r) if r.status == 200 => Ok(()),
-            failed => {
-                // Leave no empty secret behind: it would block this name for good.
-                let _ = self.call("DELETE", &format!("/v1/{secret}"), b"");
-                match failed {
-                    Ok(r) => Err(google_error("add secret version", &r)),
-                    Err(e) => Err(e),
-                }
-            }
-        }
-    }
-
-    fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
-        if !valid_secret_id(name) {
-            return Err(StoreError::NotFound);
-        }
+    /// The record in version 1 of secret `name`; `None` when the secret has no version 1.
+    fn version_one(&self, name: &str) -> Result<Option<SecretVec>, StoreError> {
         let path = format!("{}/secrets/{name}/versions/1:access", self.project());
         let reply = self.call("GET", &path, b"")?;
         match reply.status {
             200 => {}
-            404 => return Err(StoreError::NotFound),
+            404 => return Ok(None),
             _ => return Err(google_error("access secret version", &reply)),
         }
         let mut body = SecretVec::new(reply.body);
@@ -383,7 +177,127 @@ impl KeyStore for GcpStore {
         if out.expose().len() > super::VALUE_BYTES_MAX {
             return Err(StoreError::TooLarge);
         }
-        Ok(out)
+        Ok(Some(out))
+    }
+
+    /// Whether version 1 of `name` holds exactly `value` (`None`: no version 1).
+    fn version_one_is(&self, name: &str, value: &[u8]) -> Result<Option<bool>, StoreError> {
+        Ok(self.version_one(name)?.map(|v| v.expose() == value))
+    }
+
+    fn project(&self) -> String {
+        format!("/v1/{}", self.project_path())
+    }
+
+    /// `projects/<project_id>`, escaped for a path.
+    fn project_path(&self) -> String {
+        format!("projects/{}", query_escape(&self.config.project_id))
+    }
+}
+
+impl KeyStore for GcpStore {
+    fn display_name(&self) -> String {
+        format!("GCP SecretManager: Project={}", self.config.project_id)
+    }
+
+    fn credentials(&self) -> Option<String> {
+        Some(self.credentials.describe())
+    }
+
+    fn status(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        self.endpoint.send("GET", "/", &[], b"")?;
+        Ok(start.elapsed())
+    }
+
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        if !valid_secret_id(name) {
+            return Err(StoreError::InvalidName);
+        }
+        let secret = format!("{}/secrets/{name}", self.project_path());
+        let path = format!("{}/secrets?secretId={name}", self.project());
+        let reply = self.call("POST", &path, br#"{"replication":{"automatic":{}}}"#)?;
+        let created = match reply.status {
+            200 => true,
+            409 => false,
+            _ => return Err(google_error("create secret", &reply)),
+        };
+        if !created {
+            // Already there: ours from a retried call the service stored before it failed,
+            // another key, or an empty secret (a create that failed half way) to fill.
+            match self.version_one_is(name, value)? {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(StoreError::AlreadyExists),
+                None => {}
+            }
+        }
+        let mut payload = SecretVec::with_capacity(value.len() * 4 / 3 + 32);
+        {
+            let mut w = crate::api::json::JsonWriter::object(payload.as_mut_vec());
+            let mut data = SecretVec::with_capacity(value.len() * 4 / 3 + 16);
+            let mut d = crate::api::json::JsonWriter::object(data.as_mut_vec());
+            d.base64("data", value);
+            d.finish();
+            w.raw("payload", data.expose());
+            w.finish();
+        }
+        let added = self.call(
+            "POST",
+            &format!("/v1/{secret}:addVersion"),
+            payload.expose(),
+        );
+        let failure = match added {
+            Ok(r) if r.status == 200 => {
+                // The version's resource name ends in its number.
+                let mut body = r.body;
+                let version = simd_json::to_owned_value(&mut body).ok().and_then(|v| {
+                    use simd_json::prelude::*;
+                    v.get("name").and_then(|n| n.as_str()).map(str::to_string)
+                });
+                let number = version
+                    .as_deref()
+                    .and_then(|n| n.rsplit_once("/versions/"))
+                    .map(|(_, n)| n.to_string());
+                if number.as_deref() == Some("1") {
+                    return Ok(());
+                }
+                // Not version 1: a retried add the service had stored (then version 1 is
+                // ours too), or another creator's record is version 1.
+                return match self.version_one_is(name, value)? {
+                    Some(true) => Ok(()),
+                    _ => {
+                        if let Some(n) = number.filter(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+                            let _ = self.call(
+                                "POST",
+                                &format!("/v1/{secret}/versions/{n}:destroy"),
+                                b"{}",
+                            );
+                        }
+                        Err(StoreError::AlreadyExists)
+                    }
+                };
+            }
+            Ok(r) => google_error("add secret version", &r),
+            Err(e) => e,
+        };
+        // The add failed, or seemed to: it may still have been stored.
+        match self.version_one_is(name, value) {
+            Ok(Some(true)) => Ok(()),
+            Ok(Some(false)) => Err(StoreError::AlreadyExists),
+            Ok(None) if created => {
+                // Leave no empty secret behind: it would hold the name without a key.
+                let _ = self.call("DELETE", &format!("/v1/{secret}"), b"");
+                Err(failure)
+            }
+            _ => Err(failure),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
+        if !valid_secret_id(name) {
+            return Err(StoreError::NotFound);
+        }
+        self.version_one(name)?.ok_or(StoreError::NotFound)
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -459,6 +373,7 @@ mod tests {
             "delete secret",
             &Reply {
                 status: 403,
+                headers: Vec::new(),
                 body: br#"{"error":{"code":403,"message":"Permission denied","status":"PERMISSION_DENIED"}}"#.to_vec(),
             },
         )
@@ -471,6 +386,7 @@ mod tests {
             "token request",
             &Reply {
                 status: 400,
+                headers: Vec::new(),
                 body: br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#
                     .to_vec(),
             },

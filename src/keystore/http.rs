@@ -1,9 +1,12 @@
-//! The small blocking HTTP/1.1 client the network keystores use (Vault, AWS Secrets Manager).
+//! The small blocking HTTP/1.1 client the network keystores use (Vault, AWS, GCP, Azure, the
+//! HSM stores) and their credential sources (token endpoints, cloud metadata servers).
 //!
 //! One connection per call (`Connection: close`), HTTPS through rustls (a configured CA file,
-//! else the system CA bundle) or plain HTTP (loopback test servers), connect/read/write
-//! timeouts, a cap on the response size, and [`retrying`] for calls that may be repeated on
-//! 5xx answers and throttling, with exponential backoff bounded in count and total time.
+//! else the system CA bundle) or plain HTTP (loopback test servers and the link-local metadata
+//! servers), a connect timeout (shorter than the read/write timeout where a host that does not
+//! answer at all must fail fast, as a metadata server off its cloud), a cap on the response
+//! size, and [`retrying`] for calls that may be repeated on 5xx answers and throttling, with
+//! exponential backoff bounded in count and total time.
 //!
 //! It runs on the caller's thread: keystores are only called from the blocking pool, never
 //! from an executor core, so no second async runtime is involved. Request bytes are built in a
@@ -38,13 +41,30 @@ pub struct Endpoint {
     host: String,
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Read and write timeout.
     timeout: Duration,
+    /// TCP connect timeout (`timeout` unless [`Endpoint::with_connect_timeout`] set one).
+    connect_timeout: Duration,
 }
 
-/// A response: status and body (headers are not kept).
+/// Most response header fields kept in a [`Reply`].
+pub const REPLY_HEADERS_MAX: usize = 48;
+
+/// A response: status, header fields (names as sent) and body.
 pub struct Reply {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub(crate) fn unreachable(e: impl std::fmt::Display) -> StoreError {
@@ -122,7 +142,14 @@ impl Endpoint {
             port,
             tls,
             timeout,
+            connect_timeout: timeout,
         })
+    }
+
+    /// The same endpoint with a TCP connect timeout of its own.
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Endpoint {
+        self.connect_timeout = connect_timeout;
+        self
     }
 
     /// The `Host` header value: `host:port`, without the port when it is the scheme's
@@ -164,7 +191,8 @@ impl Endpoint {
             .map_err(unreachable)?
             .next()
             .ok_or_else(|| unreachable(format!("cannot resolve {}", self.host)))?;
-        let tcp = TcpStream::connect_timeout(&addr, self.timeout).map_err(unreachable)?;
+        let tcp = TcpStream::connect_timeout(&addr, self.connect_timeout)
+            .map_err(|e| unreachable(format!("{} at {}: {e}", self.service, self.host_header())))?;
         tcp.set_read_timeout(Some(self.timeout))
             .map_err(unreachable)?;
         tcp.set_write_timeout(Some(self.timeout))
@@ -232,7 +260,7 @@ impl Endpoint {
     }
 
     fn parse_reply(&self, raw: &[u8]) -> Result<Reply, StoreError> {
-        let mut headers = [httparse::EMPTY_HEADER; 48];
+        let mut headers = [httparse::EMPTY_HEADER; REPLY_HEADERS_MAX];
         let mut resp = httparse::Response::new(&mut headers);
         let head = match resp.parse(raw) {
             Ok(httparse::Status::Complete(n)) => n,
@@ -244,6 +272,16 @@ impl Endpoint {
             }
         };
         let status = resp.code.unwrap_or(0);
+        let fields = resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
         let chunked = resp.headers.iter().any(|h| {
             h.name.eq_ignore_ascii_case("transfer-encoding")
                 && h.value.eq_ignore_ascii_case(b"chunked")
@@ -260,7 +298,11 @@ impl Endpoint {
         } else {
             raw[head..].to_vec()
         };
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            headers: fields,
+            body,
+        })
     }
 }
 
@@ -364,6 +406,7 @@ mod tests {
     fn reply(status: u16) -> Result<Reply, StoreError> {
         Ok(Reply {
             status,
+            headers: Vec::new(),
             body: Vec::new(),
         })
     }
@@ -430,6 +473,63 @@ mod tests {
         })
         .unwrap();
         assert_eq!(calls.get(), 1);
+    }
+
+    /// A listener whose accept queue is full drops new SYNs, so a connect to it hangs like one
+    /// to a host that is not there (a metadata server off its cloud): the connect timeout, not
+    /// the read timeout, bounds it.
+    #[test]
+    fn the_connect_timeout_bounds_a_host_that_does_not_answer() {
+        // SAFETY: plain socket calls on descriptors this test owns and closes.
+        let (fd, port) = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(
+                libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
+                0
+            );
+            assert_eq!(libc::listen(fd, 0), 0);
+            let mut len = len;
+            libc::getsockname(fd, &mut addr as *mut _ as *mut libc::sockaddr, &mut len);
+            (fd, u16::from_be(addr.sin_port))
+        };
+        // Fill the accept queue (nobody accepts); keep the connections open.
+        let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            if let Ok(c) = TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
+                fillers.push(c);
+            }
+        }
+        assert!(!fillers.is_empty());
+        let e = Endpoint::parse(
+            "Metadata",
+            "f",
+            &format!("http://127.0.0.1:{port}"),
+            &TlsFiles::default(),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+        .with_connect_timeout(Duration::from_millis(300));
+        let started = Instant::now();
+        let err = e.send("GET", "/", &[], b"").err().unwrap();
+        let took = started.elapsed();
+        // SAFETY: closes the listener this test opened.
+        unsafe { libc::close(fd) };
+        assert!(matches!(err, StoreError::Unreachable(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("Metadata at 127.0.0.1:{port}")),
+            "{err}"
+        );
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
     }
 
     #[test]

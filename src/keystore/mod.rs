@@ -14,9 +14,11 @@ use crate::secret::SecretVec;
 
 pub mod aws;
 pub mod azure;
+pub mod azure_auth;
 pub mod fortanix;
 pub mod fs;
 pub mod gcp;
+pub mod gcp_auth;
 pub mod http;
 pub mod keycontrol;
 pub mod keysecure;
@@ -53,6 +55,12 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// All names starting with `prefix`, sorted ascending in byte order; no paging.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Which credentials the store found, for the start-up log, where it chose among several
+    /// sources (GCP, Azure); never a secret.
+    fn credentials(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a keystore operation failed. Messages never contain values.
@@ -121,10 +129,14 @@ pub fn open(
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
         KeystoreConfig::KeySecure(k) => keysecure::KeySecureStore::new((**k).clone())
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
-        KeystoreConfig::Gcp(g) => gcp::GcpStore::new((**g).clone())
-            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
-        KeystoreConfig::Azure(a) => azure::AzureStore::new((**a).clone())
-            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>),
+        KeystoreConfig::Gcp(g) => {
+            gcp::GcpStore::new((**g).clone(), &|name| std::env::var(name).ok())
+                .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
+        }
+        KeystoreConfig::Azure(a) => {
+            azure::AzureStore::new((**a).clone(), &|name| std::env::var(name).ok())
+                .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn KeyStore>)
+        }
         KeystoreConfig::Unsupported(name) => Err(format!(
             "keystore.{name}: this keystore is not supported (known: fs, vault, aws, gcp, azure, \
              fortanix, gemalto, entrust)"

@@ -577,3 +577,74 @@ pub fn documented_keystore_example(
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     (yaml, config, dir)
 }
+
+/// Variables through which the GCP and Azure keystores find credentials: removed from a
+/// `kes` child's environment (and `HOME` pointed at `home`, where gcloud's file would be), so
+/// a test sees only the sources it sets, whatever the machine running it has.
+pub const CLOUD_CREDENTIAL_VARS: [&str; 20] = [
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "CLOUDSDK_CONFIG",
+    "GCE_METADATA_HOST",
+    "GCE_METADATA_IP",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_REGIONAL_AUTHORITY_NAME",
+];
+
+/// Clears [`CLOUD_CREDENTIAL_VARS`] from `cmd` and sets `HOME` to `home`.
+pub fn clean_cloud_env(cmd: &mut Command, home: &Path) {
+    for var in CLOUD_CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("HOME", home);
+}
+
+/// Runs `kes server --config <config>` that must fail at start: returns its stderr (bounded:
+/// 20 s).
+pub fn kes_start_fails(config: &Path, adjust: impl FnOnce(&mut Command)) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kes"));
+    cmd.args([
+        "server",
+        "--config",
+        config.to_str().unwrap(),
+        "--cores",
+        "1",
+    ])
+    .args(["--addr", &format!("127.0.0.1:{}", free_port())])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    adjust(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn kes");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "kes started");
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kes did not exit at start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
