@@ -87,8 +87,8 @@ fn require_io_uring() {
 /// What `kes` must report: the backend `KES_IO_BACKEND` asks for, resolved.
 fn expected_backend() -> &'static str {
     match std::env::var("KES_IO_BACKEND").as_deref() {
-        Ok("epoll") | Ok("") | Err(_) => "epoll",
-        Ok("auto") | Ok("io_uring") => {
+        Ok("epoll") => "epoll",
+        Ok("auto") | Ok("io_uring") | Ok("") | Err(_) => {
             require_io_uring();
             "io_uring"
         }

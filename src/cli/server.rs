@@ -39,8 +39,8 @@ pub struct ServerArgs {
     /// Serve on at most this many cores (default: every CPU in the affinity mask).
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
-    /// I/O backend: epoll (default), auto (io_uring where the host allows it, else epoll) or
-    /// io_uring (an error at start where the host does not allow it).
+    /// I/O backend: auto (the default: io_uring where the host allows it, else epoll, saying
+    /// why at start), epoll, or io_uring (an error at start where the host does not allow it).
     #[arg(long = "io", value_name = "BACKEND", env = "KES_IO_BACKEND", value_parser = parse_backend)]
     pub io: Option<BackendChoice>,
     /// Validate the config file (TLS files, keystore block, warnings) and exit: 0 if it is

@@ -44,10 +44,10 @@ pub struct Resolved {
 /// The backend asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BackendChoice {
-    /// epoll (the default).
-    #[default]
+    /// epoll.
     Epoll,
-    /// io_uring where the host allows it, else epoll.
+    /// io_uring where the host allows it, else epoll (the default).
+    #[default]
     Auto,
     /// io_uring, or an error at start saying why it cannot run here.
     IoUring,

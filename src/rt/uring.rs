@@ -342,8 +342,12 @@ impl Uring {
         })
     }
 
-    /// Puts a connected, non-blocking socket on the ring.
+    /// Puts a connected socket on the ring. It is made blocking: the ring tries every
+    /// operation without waiting first and polls inside the kernel when it must wait,
+    /// whatever the flag, while some kernels answer `EAGAIN` to the ring for an
+    /// `O_NONBLOCK` socket instead of waiting.
     pub(crate) fn register(&self, stream: std::net::TcpStream) -> Rc<Sock> {
+        let _ = stream.set_nonblocking(false);
         let index = match self.free.borrow_mut().pop() {
             Some(i) => i,
             None => {
