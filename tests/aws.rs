@@ -31,7 +31,6 @@ use common::moto::{moto_py, start_moto, start_moto_with, Moto};
 use common::*;
 use standin::{q, random_hex, Request, Response, StandIn};
 
-
 /// Config for a `kes server --config` node on moto: the secret key comes from the
 /// environment (`${KES_TEST_AWS_SECRET}`) to show `${ENV}` substitution in the block.
 fn write_config(
