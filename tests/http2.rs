@@ -818,3 +818,102 @@ fn an_answer_stalled_on_a_closed_window_is_reset_and_the_connection_lives() {
     c.send(&out);
     assert_eq!(c.responses(&[3])[&3].0, 200);
 }
+
+/// Context switches of the server's core threads (`kes-core-*`) so far.
+fn core_thread_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("kes-core-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn idle_cores_sleep_until_work_or_shutdown_arrives() {
+    // Idle keep-alive connections over both protocols, then a quiet spell: the core threads
+    // must not wake up to poll anything (the shutdown, idle connections). A SIGTERM then
+    // still ends every idle connection at once, over HTTP/2 with a GOAWAY.
+    let mut server = bin_server(&["--dev", "--cores", "2"]);
+    let api_key = server.dev_api_key();
+    let mut h1: Vec<RawTls> = (0..8)
+        .map(|_| {
+            let mut raw = raw_tls(server.addr, Some(&api_key)).unwrap();
+            raw.send(b"GET /v1/status HTTP/1.1\r\nHost: kes\r\n\r\n");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                raw.stream.read_exact(&mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .expect("a content-length")
+                .trim()
+                .parse()
+                .unwrap();
+            let mut body = vec![0u8; length];
+            raw.stream.read_exact(&mut body).unwrap();
+            raw
+        })
+        .collect();
+    let mut h2: Vec<H2Conn> = (0..4)
+        .map(|_| {
+            let mut c = h2_connect(server.addr, &api_key);
+            let mut out = Vec::new();
+            c.request_bytes(&mut out, 1, "GET", "/v1/status", None);
+            c.send(&out);
+            assert_eq!(c.responses(&[1])[&1].0, 200);
+            c
+        })
+        .collect();
+    // Past the one-time shrink of idle buffers (500 ms after the last request).
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = server.child.id();
+    let before = core_thread_switches(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let woke = core_thread_switches(pid) - before;
+    // Polling every 50 ms (the shutdown) and every 500 ms per idle connection would be
+    // 2 × 60 + 12 × 6 = 192 wake-ups here (the connections spread over both cores).
+    assert!(woke <= 6, "idle core threads woke up {woke} times in 3 s");
+
+    let stopped = Instant::now();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    for c in &mut h2 {
+        assert_eq!(c.goaway_code(), Some(ErrorCode::NoError.code()));
+    }
+    for raw in &mut h1 {
+        let mut buf = [0u8; 64];
+        // The server closes the idle connection (close_notify or EOF), no answer.
+        match raw.stream.read(&mut buf) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => panic!("unexpected bytes on an idle connection: {:?}", &buf[..n]),
+        }
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "idle connections held the shutdown for {:?}",
+        stopped.elapsed()
+    );
+}

@@ -54,7 +54,7 @@ pub struct Shared {
     /// Number of cores serving requests (for `/v1/status`).
     pub cores: usize,
     /// Set by SIGINT/SIGTERM: stop accepting, finish in-flight requests, exit.
-    pub shutdown: std::sync::atomic::AtomicBool,
+    pub shutdown: crate::rt::Signal,
     pub metrics: metrics::Registry,
     pub logs: crate::log::Logs,
     /// One keystore read per key name at a time, node-wide.
@@ -69,7 +69,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn shutting_down(&self) -> bool {
-        self.shutdown.load(std::sync::atomic::Ordering::Relaxed)
+        self.shutdown.is_set()
     }
 }
 

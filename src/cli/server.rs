@@ -141,9 +141,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     eprintln!("kes: shutting down");
-    shared
-        .shutdown
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    shared.shutdown.set();
     running.join();
     Ok(())
 }

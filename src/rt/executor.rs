@@ -12,12 +12,15 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
 use super::backend::Backend;
 use super::blocking::BlockingPool;
 use super::reactor::Reactor;
+use super::signal::{Remote, Waiters};
 use super::task::{self, thread_marker, Runnable, Task};
 use super::time::Timers;
 use super::uring::Uring;
@@ -71,6 +74,9 @@ pub(crate) struct Runtime {
     pub(crate) blocking: BlockingPool,
     /// Wakers of timers that fired this turn (kept: no allocation per turn).
     due: RefCell<Vec<Waker>>,
+    /// Tasks waiting for a [`super::Signal`], and how signals reach this executor.
+    pub(crate) signal_waiters: RefCell<Waiters>,
+    pub(crate) signal_remote: Remote,
 }
 
 thread_local! {
@@ -160,7 +166,13 @@ impl Runtime {
             Backend::Epoll => None,
             Backend::IoUring => Some(Uring::new(&reactor)?),
         };
+        let signal_remote = Remote {
+            notifier: reactor.notifier(),
+            pending: Arc::new(AtomicBool::new(false)),
+        };
         Ok(Runtime {
+            signal_waiters: RefCell::new(Waiters::default()),
+            signal_remote,
             uring,
             queue: RefCell::new(VecDeque::with_capacity(TASKS_INITIAL)),
             registry: RefCell::new(Registry {
@@ -201,6 +213,9 @@ impl Runtime {
             None => {
                 self.reactor.poll(timeout, &self.blocking);
             }
+        }
+        if self.signal_remote.pending.swap(false, Ordering::SeqCst) {
+            self.signal_waiters.borrow().wake_set();
         }
         let now = Instant::now();
         self.now.set(now);

@@ -20,6 +20,8 @@
 //! * [`net`]: [`TcpListener`] (`SO_REUSEPORT`) and [`TcpStream`] (on the ring when the
 //!   executor runs io_uring, else on epoll).
 //! * [`blocking`]: the per-core blocking pool ([`spawn_blocking`]).
+//! * [`signal`]: [`Signal`], a flag set once from any thread (shutdown) that wakes its
+//!   waiters on every executor and sleeping threads: nothing polls it.
 //! * [`thread`]: [`Builder`], a named thread pinned to one CPU running one executor.
 //!
 //! Rules: everything here is `!Send` and lives on its executor's thread. A waker must be
@@ -32,6 +34,7 @@ pub mod blocking;
 pub mod executor;
 pub mod net;
 pub mod reactor;
+pub mod signal;
 pub mod task;
 pub mod thread;
 pub mod time;
@@ -41,6 +44,7 @@ pub use backend::{Backend, BackendChoice, Resolved, BACKEND_ENV};
 pub use blocking::spawn_blocking;
 pub use executor::{block_on, spawn_local, yield_if_needed, TIME_SLICE};
 pub use net::{TcpListener, TcpStream};
+pub use signal::Signal;
 pub use task::Task;
 pub use thread::{Builder, JoinHandle};
 pub use time::{now, sleep, sleep_until, timeout, timeout_at, Elapsed, Sleep, Timeout};

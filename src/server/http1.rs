@@ -25,9 +25,9 @@ use crate::http::{self, Framing, HttpError, ParseOptions, RequestHead};
 pub const DISCARD_BODY_BYTES_MAX: usize = 64 * 1024;
 /// Responses are flushed once this much output is pending, even mid-pipeline.
 const FLUSH_BYTES: usize = 64 * 1024;
-/// A connection waiting for a request wakes this often to notice a shutdown; the first
-/// wake-up without a request also gives back its buffers.
-const IDLE_POLL: Duration = Duration::from_millis(500);
+/// A connection that has waited this long for its next request gives back its buffers
+/// (once; after that it sleeps until a request, its idle timeout or the shutdown).
+const IDLE_SHRINK_AFTER: Duration = Duration::from_millis(500);
 /// Default capacity of the per-request body and output buffers.
 const REQUEST_BUFFER_BYTES: usize = 1024;
 
@@ -132,12 +132,25 @@ impl Http1 {
                         *idle_since.get_or_insert(now) + timeouts.idle
                     }
                 };
-                // While nothing arrived, wake up now and then to notice a shutdown.
+                // Between requests a shutdown ends the wait at once; the first wait is cut
+                // short once to give back the buffers of an idle connection.
                 let deadline = match started {
-                    Some(_) => limit,
-                    None => limit.min(now + IDLE_POLL),
+                    None if !shrunk => limit.min(now + IDLE_SHRINK_AFTER),
+                    _ => limit,
                 };
-                match io.read_more(deadline).await {
+                let read = if started.is_none() {
+                    futures_lite::future::or(async { Some(io.read_more(deadline).await) }, async {
+                        core.shared.shutdown.wait().await;
+                        None
+                    })
+                    .await
+                } else {
+                    Some(io.read_more(deadline).await)
+                };
+                let Some(read) = read else {
+                    return Ok(()); // shutting down, between requests
+                };
+                match read {
                     Ok(()) => {}
                     Err(ConnError::Timeout) if crate::rt::now() < limit => {
                         if started.is_none() && !shrunk {

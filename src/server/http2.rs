@@ -64,7 +64,7 @@ pub const CONTROL_WINDOW: Duration = Duration::from_secs(1);
 pub const QUEUED_OUTPUT_BYTES_MAX: usize = 4 << 20;
 /// The largest flow-control window RFC 9113 allows.
 const WINDOW_MAX: i64 = (1 << 31) - 1;
-/// A connection waiting for frames wakes this often (shutdown, stream deadlines).
+/// A connection with streams open wakes this often to check their deadlines.
 const POLL_PERIOD: Duration = Duration::from_millis(500);
 
 /// Why the connection ends with a GOAWAY.
@@ -615,24 +615,37 @@ pub async fn serve(
             idle_since + timeouts.idle
         };
         let has_logs = h2.streams.iter().any(|s| s.state == StreamState::Log);
-        let mut wake = limit.min(now + POLL_PERIOD);
+        // Streams have deadlines to check; an idle connection sleeps until input, its
+        // timeout or the shutdown.
+        let mut wake = if busy {
+            limit.min(now + POLL_PERIOD)
+        } else {
+            limit
+        };
         if has_logs {
             wake = wake.min(now + LOG_STREAM_POLL);
         }
         let event = {
             let read = io.read_more(wake);
             let mut read = std::pin::pin!(read);
+            let shutdown = core.shared.shutdown.wait();
+            let mut shutdown = std::pin::pin!(shutdown);
+            let watch_shutdown = !h2.goaway_sent;
             futures_lite::future::poll_fn(|cx| {
                 handlers.poll_active(cx, &mut done);
                 if !done.is_empty() {
                     return Poll::Ready(Event::Handlers);
                 }
                 match read.as_mut().poll(cx) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Event::Input),
-                    Poll::Ready(Err(ConnError::Timeout)) => Poll::Ready(Event::Timer),
-                    Poll::Ready(Err(e)) => Poll::Ready(Event::Failed(e)),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(())) => return Poll::Ready(Event::Input),
+                    Poll::Ready(Err(ConnError::Timeout)) => return Poll::Ready(Event::Timer),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Event::Failed(e)),
+                    Poll::Pending => {}
                 }
+                if watch_shutdown && shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
             })
             .await
         };

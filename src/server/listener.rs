@@ -15,7 +15,7 @@ use crate::rt::TcpListener;
 /// Default cap on open connections per core; at the cap a new connection evicts a silent
 /// or idle one (see [`Slots`]), or is closed at accept if every connection is busy.
 pub const CONNECTIONS_PER_CORE_MAX: usize = 8192;
-/// How often an idle core checks whether the server is shutting down.
+/// How often a stopping core checks whether its connections have finished.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// How long a stopping core waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -93,9 +93,7 @@ impl AcceptErrors {
 }
 
 async fn shutdown_requested(core: &Core) {
-    while !core.shared.shutting_down() {
-        crate::rt::sleep(SHUTDOWN_POLL).await;
-    }
+    core.shared.shutdown.wait().await;
 }
 
 /// Accepts connections until shutdown; then waits (bounded) for open connections to finish.

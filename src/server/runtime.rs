@@ -182,8 +182,14 @@ fn spawn_health_check(shared: Arc<Shared>) {
         .name("kes-health".into())
         .spawn(move || {
             let mut next = Instant::now() + HEALTH_CHECK_PERIOD;
-            while !shared.shutting_down() {
-                std::thread::sleep(Duration::from_millis(100));
+            loop {
+                // Sleeps until the next check, waking at once on shutdown.
+                if shared
+                    .shutdown
+                    .sleep(next.saturating_duration_since(Instant::now()))
+                {
+                    break;
+                }
                 if Instant::now() < next {
                     continue;
                 }

@@ -259,7 +259,10 @@ fn spawn_bin_server(
         }
         None => Command::new(env!("CARGO_BIN_EXE_kes")),
     };
-    cmd.arg("server").args(args).args(["--cores", "1"]);
+    cmd.arg("server").args(args);
+    if !args.contains(&"--cores") {
+        cmd.args(["--cores", "1"]);
+    }
     if addr_flag {
         cmd.args(["--addr", &addr.to_string()]);
     }
