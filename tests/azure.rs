@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::lifecycle::{
-    create_and_use, keystore_lifecycle, outage_behaviour, renewed_before_expiry, Backend,
+    keystore_lifecycle, outage_behaviour, renewed_before_expiry, used_and_renewed, Backend,
     Lifecycle, Tokens,
 };
 use common::*;
@@ -51,7 +51,8 @@ struct State {
     deleted: HashMap<String, u32>,
     lifetime_secs: u64,
     tokens: HashMap<String, Instant>,
-    tokens_issued: usize,
+    /// Tokens issued, calls refused as unauthorized, other calls refused.
+    seen: Tokens,
     /// Tokens issued per way: client secret, federated assertion, IMDS, App Service.
     secret_grants: usize,
     assertion_grants: usize,
@@ -62,9 +63,7 @@ struct State {
     assertions_seen: Vec<String>,
     /// The managed identity expected (`None`: the system-assigned one, no client_id).
     mi_client_id: Option<String>,
-    unauthorized: usize,
     purges: usize,
-    rejected: Vec<String>,
     next_version: u64,
     clock: i64,
 }
@@ -119,7 +118,8 @@ fn start_stand_in(token_lifetime: u64) -> StandIn {
                     let mut s = st.lock().unwrap();
                     let (status, body) = handle(&mut s, &req, port);
                     if status >= 400 && status != 404 && status != 409 {
-                        s.rejected
+                        s.seen
+                            .rejected
                             .push(format!("{} {} -> {status} {body}", req.method, req.path));
                     }
                     (status, body)
@@ -233,8 +233,8 @@ fn url_decode(s: &str) -> String {
 
 /// A token the stand-in accepts for `lifetime_secs`.
 fn issue(s: &mut State) -> String {
-    s.tokens_issued += 1;
-    let t = format!("eyJ0eXAi.az-token-{}", s.tokens_issued);
+    s.seen.issued += 1;
+    let t = format!("eyJ0eXAi.az-token-{}", s.seen.issued);
     s.tokens.insert(
         t.clone(),
         Instant::now() + Duration::from_secs(s.lifetime_secs),
@@ -412,7 +412,7 @@ fn handle(s: &mut State, req: &Request, port: u16) -> (u16, String) {
         .header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "))
     else {
-        s.unauthorized += 1;
+        s.seen.unauthorized += 1;
         return kverr(
             401,
             "Unauthorized",
@@ -423,7 +423,7 @@ fn handle(s: &mut State, req: &Request, port: u16) -> (u16, String) {
     match s.tokens.get(tok) {
         Some(exp) if *exp > Instant::now() => {}
         _ => {
-            s.unauthorized += 1;
+            s.seen.unauthorized += 1;
             return kverr(
                 401,
                 "Unauthorized",
@@ -642,14 +642,7 @@ impl Backend for KeyVault {
 
 /// The stand-in's token counts, for [`renewed_before_expiry`].
 fn tokens(a: &StandIn) -> impl Fn() -> Tokens + '_ {
-    || {
-        let s = a.state.lock().unwrap();
-        Tokens {
-            issued: s.tokens_issued,
-            unauthorized: s.unauthorized,
-            rejected: s.rejected.clone(),
-        }
-    }
+    || a.state.lock().unwrap().seen.clone()
 }
 
 #[test]
@@ -848,7 +841,7 @@ fn the_blocks_managed_identity_gets_tokens_from_imds() {
     let target = format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id={MI_CLIENT_ID}");
     assert!(raw_get(a.port, &target, "").starts_with("HTTP/1.1 400"));
     assert!(raw_get(a.port, &target, "Metadata: true\r\n").starts_with("HTTP/1.1 200"));
-    a.state.lock().unwrap().rejected.clear();
+    a.state.lock().unwrap().seen.rejected.clear();
 
     let tls = tls_files();
     let (api_key, admin) = new_api_key();
@@ -870,8 +863,8 @@ fn the_blocks_managed_identity_gets_tokens_from_imds() {
         ],
     );
     let endpoint = format!("https://{}", node.addr);
-    create_and_use(&endpoint, &api_key, "mi-key", &KeyVault(a.state.clone()));
-    renewed_before_expiry(&endpoint, &api_key, "mi-key-later", 2, tokens(&a));
+    let backend = KeyVault(a.state.clone());
+    used_and_renewed(&endpoint, &api_key, "mi-key", &backend, 2, tokens(&a));
     {
         let s = a.state.lock().unwrap();
         assert!(s.imds_grants >= 3, "{}", s.imds_grants); // one raw, two from kes
@@ -908,7 +901,7 @@ fn the_default_chain_uses_the_app_service_identity_endpoint() {
     // The stand-in is strict: a wrong X-IDENTITY-HEADER is refused.
     let target = "/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fvault.azure.net";
     assert!(raw_get(a.port, target, "X-IDENTITY-HEADER: wrong\r\n").starts_with("HTTP/1.1 401"));
-    a.state.lock().unwrap().rejected.clear();
+    a.state.lock().unwrap().seen.rejected.clear();
 
     let tls = tls_files();
     let (api_key, admin) = new_api_key();
@@ -923,13 +916,15 @@ fn the_default_chain_uses_the_app_service_identity_endpoint() {
         ],
     );
     let kes_url = format!("https://{}", node.addr);
-    create_and_use(
+    let backend = KeyVault(a.state.clone());
+    used_and_renewed(
         &kes_url,
         &api_key,
         "app-service-key",
-        &KeyVault(a.state.clone()),
+        &backend,
+        2,
+        tokens(&a),
     );
-    renewed_before_expiry(&kes_url, &api_key, "app-service-key-later", 2, tokens(&a));
     {
         let s = a.state.lock().unwrap();
         assert!(s.app_service_grants >= 2, "{}", s.app_service_grants);
@@ -1001,8 +996,8 @@ fn workload_identity_sends_the_token_file_as_it_is_now() {
     let second = "eyJhbGciOiJSUzI1NiJ9.second-projected-token.sig";
     std::fs::write(&file, second).unwrap();
     let endpoint = format!("https://{}", node.addr);
-    create_and_use(&endpoint, &api_key, "wi-key-2", &KeyVault(a.state.clone()));
-    renewed_before_expiry(&endpoint, &api_key, "wi-key-2-later", 2, tokens(&a));
+    let backend = KeyVault(a.state.clone());
+    used_and_renewed(&endpoint, &api_key, "wi-key-2", &backend, 2, tokens(&a));
     {
         let s = a.state.lock().unwrap();
         assert_eq!(s.assertions_seen.first().map(String::as_str), Some(first));
@@ -1065,8 +1060,8 @@ fn the_default_chain_takes_environment_client_credentials_first() {
         ],
     );
     let endpoint = format!("https://{}", node.addr);
-    create_and_use(&endpoint, &api_key, "env-key", &KeyVault(a.state.clone()));
-    renewed_before_expiry(&endpoint, &api_key, "env-key-later", 2, tokens(&a));
+    let backend = KeyVault(a.state.clone());
+    used_and_renewed(&endpoint, &api_key, "env-key", &backend, 2, tokens(&a));
     {
         let s = a.state.lock().unwrap();
         assert!(s.secret_grants >= 2, "{}", s.secret_grants);

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use common::lifecycle::{
-    create_and_use, keystore_lifecycle, outage_behaviour, renewed_before_expiry, Backend,
-    Lifecycle, Tokens,
+    create_and_use, keystore_lifecycle, outage_behaviour, renewed_before_expiry, used_and_renewed,
+    Backend, Lifecycle, Tokens,
 };
 use common::*;
 use simd_json::prelude::*;
@@ -106,13 +106,12 @@ struct State {
     /// Lifetime of the tokens issued, in seconds.
     lifetime_secs: u64,
     tokens: HashMap<String, Instant>,
-    tokens_issued: usize,
+    /// Tokens issued, calls refused as unauthorized, other calls refused.
+    seen: Tokens,
     /// Tokens issued per grant: JWT bearer, refresh token, metadata server.
     jwt_grants: usize,
     refresh_grants: usize,
     metadata_grants: usize,
-    unauthorized: usize,
-    rejected: Vec<String>,
     /// The next create ("create") or add version ("add") is stored and then answered 503.
     fail_after_store: Vec<&'static str>,
     /// Stored as version 1 just before the next add version (another creator won the race).
@@ -184,7 +183,8 @@ fn start_stand_in(token_lifetime: u64) -> StandIn {
                         handle(&mut s, &req, port, &public)
                     };
                     if status >= 400 && status != 404 && status != 409 {
-                        s.rejected
+                        s.seen
+                            .rejected
                             .push(format!("{} {} -> {status} {body}", req.method, req.path));
                     }
                     (status, body)
@@ -302,8 +302,8 @@ fn url_decode(s: &str) -> String {
 
 /// A token the stand-in accepts for `lifetime_secs`, in Google's token answer.
 fn issue(s: &mut State) -> (u16, String) {
-    s.tokens_issued += 1;
-    let t = format!("ya29.token-{}", s.tokens_issued);
+    s.seen.issued += 1;
+    let t = format!("ya29.token-{}", s.seen.issued);
     s.tokens.insert(
         t.clone(),
         Instant::now() + Duration::from_secs(s.lifetime_secs),
@@ -450,13 +450,13 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
         .header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "))
     else {
-        s.unauthorized += 1;
+        s.seen.unauthorized += 1;
         return gerr(401, "UNAUTHENTICATED", "missing credentials");
     };
     match s.tokens.get(tok) {
         Some(exp) if *exp > Instant::now() => {}
         _ => {
-            s.unauthorized += 1;
+            s.seen.unauthorized += 1;
             return gerr(401, "UNAUTHENTICATED", "invalid or expired token");
         }
     }
@@ -739,14 +739,7 @@ impl Backend for SecretManager {
 
 /// The stand-in's token counts, for [`renewed_before_expiry`].
 fn tokens(g: &StandIn) -> impl Fn() -> Tokens + '_ {
-    || {
-        let s = g.state.lock().unwrap();
-        Tokens {
-            issued: s.tokens_issued,
-            unauthorized: s.unauthorized,
-            rejected: s.rejected.clone(),
-        }
-    }
+    || g.state.lock().unwrap().seen.clone()
 }
 
 fn no_env(_: &str) -> Option<String> {
@@ -907,13 +900,8 @@ fn google_application_credentials_names_a_service_account_file() {
         &[("GOOGLE_APPLICATION_CREDENTIALS", file.display().to_string())],
     );
     let endpoint = format!("https://{}", node.addr);
-    create_and_use(
-        &endpoint,
-        &api_key,
-        "adc-sa-key",
-        &SecretManager(g.state.clone()),
-    );
-    renewed_before_expiry(&endpoint, &api_key, "adc-sa-later", 2, tokens(&g));
+    let backend = SecretManager(g.state.clone());
+    used_and_renewed(&endpoint, &api_key, "adc-sa-key", &backend, 2, tokens(&g));
     {
         let s = g.state.lock().unwrap();
         assert!(s.jwt_grants >= 2, "token not renewed: {}", s.jwt_grants);
@@ -956,13 +944,8 @@ fn gclouds_authorized_user_file_uses_the_refresh_token_grant() {
     std::fs::write(&adc, file(USER_REFRESH_TOKEN)).unwrap();
     let node = kes_with_env(&path, home.path(), &[]);
     let endpoint = format!("https://{}", node.addr);
-    create_and_use(
-        &endpoint,
-        &api_key,
-        "adc-user-key",
-        &SecretManager(g.state.clone()),
-    );
-    renewed_before_expiry(&endpoint, &api_key, "adc-user-later", 2, tokens(&g));
+    let backend = SecretManager(g.state.clone());
+    used_and_renewed(&endpoint, &api_key, "adc-user-key", &backend, 2, tokens(&g));
     {
         let s = g.state.lock().unwrap();
         assert!(
@@ -1024,7 +1007,7 @@ fn on_gce_and_gke_the_metadata_server_gives_the_tokens() {
     let mut answer = String::new();
     raw.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    g.state.lock().unwrap().rejected.clear();
+    g.state.lock().unwrap().seen.rejected.clear();
 
     let tls = tls_files();
     let (api_key, admin) = new_api_key();
@@ -1033,13 +1016,8 @@ fn on_gce_and_gke_the_metadata_server_gives_the_tokens() {
     let host = format!("127.0.0.1:{}", g.port);
     let node = kes_with_env(&path, dir.path(), &[("GCE_METADATA_HOST", host.clone())]);
     let endpoint = format!("https://{}", node.addr);
-    create_and_use(
-        &endpoint,
-        &api_key,
-        "gce-key",
-        &SecretManager(g.state.clone()),
-    );
-    renewed_before_expiry(&endpoint, &api_key, "gce-later", 2, tokens(&g));
+    let backend = SecretManager(g.state.clone());
+    used_and_renewed(&endpoint, &api_key, "gce-key", &backend, 2, tokens(&g));
     {
         let s = g.state.lock().unwrap();
         assert!(
@@ -1126,7 +1104,7 @@ fn off_gcp_the_error_names_what_was_tried_and_impostors_are_refused() {
     );
     {
         let s = g.state.lock().unwrap();
-        assert!(s.metadata_grants >= 1 && s.unauthorized == 0 && s.secrets.is_empty());
+        assert!(s.metadata_grants >= 1 && s.seen.unauthorized == 0 && s.secrets.is_empty());
     }
     assert!(!node.stderr_text().contains("ya29."));
     drop(node);
@@ -1242,7 +1220,7 @@ fn a_create_the_service_stored_before_it_failed_is_no_duplicate() {
         .insert("empty".into(), Vec::new());
     store.create("empty", b"record").unwrap();
     assert_eq!(store.get("empty").unwrap().expose(), b"record");
-    let rejected = g.state.lock().unwrap().rejected.clone();
+    let rejected = g.state.lock().unwrap().seen.rejected.clone();
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert!(
         rejected.iter().all(|r| r.contains("-> 503")),

@@ -5,14 +5,11 @@
 //! or a stand-in) and a kes server on it, implements [`Backend`] (reading and writing a
 //! record in the backend directly, the way upstream KES stores it), and calls
 //! [`keystore_lifecycle`]; later [`outage_behaviour`] with a closure that takes the backend
-//! away. Backend-specific checks (layouts beyond the record, token renewal, rejected calls)
-//! stay in that test, before or after.
-//!
-//! For the cloud keystores (not converted yet): AWS reads with `moto_py` (`get_secret_value`
-//! → `SecretString`, `None` on `ResourceNotFoundException`) and plants with `create_secret`,
-//! and passes `page_keys` 110 (moto pages `ListSecrets` at 100); GCP and Azure read and
-//! write their stand-in's state (the payload of version 1; the latest version of the
-//! secret) and pass their stand-in's page size plus some.
+//! away. Backends with expiring tokens check their renewal with [`relogin_after_revocation`]
+//! or [`renewed_before_expiry`]; tests about how a node gets its credentials (cloud identity
+//! chains) use the short [`create_and_use`] / [`used_and_renewed`]. Backend-specific checks
+//! (layouts beyond the record, paging details, rejected calls) stay in that test, before or
+//! after.
 
 use std::time::{Duration, Instant};
 
@@ -206,7 +203,9 @@ pub fn relogin_after_revocation(
     assert_eq!(logins(), before + 1);
 }
 
-/// What a backend's token endpoint and API saw, for [`renewed_before_expiry`].
+/// What a backend's token endpoint and API saw, for [`renewed_before_expiry`] (a stand-in
+/// keeps one).
+#[derive(Clone, Debug, Default)]
 pub struct Tokens {
     /// Tokens issued so far.
     pub issued: usize,
@@ -243,6 +242,26 @@ pub fn renewed_before_expiry(
         "a call went out with an expired token"
     );
     assert!(after.rejected.is_empty(), "{:?}", after.rejected);
+}
+
+/// [`create_and_use`] `key` at `node`, then [`renewed_before_expiry`] (creating
+/// `<key>-later`): for a node whose way of getting credentials is what a test is about.
+pub fn used_and_renewed(
+    node: &str,
+    api_key: &str,
+    key: &str,
+    backend: &dyn Backend,
+    lifetime_secs: u64,
+    tokens: impl Fn() -> Tokens,
+) {
+    create_and_use(node, api_key, key, backend);
+    renewed_before_expiry(
+        node,
+        api_key,
+        &format!("{key}-later"),
+        lifetime_secs,
+        tokens,
+    );
 }
 
 /// Takes the keystore away under the kes server at `node` (`stop`) and checks what clients
