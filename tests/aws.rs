@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::lifecycle::{
+    generate_and_decrypt, keystore_lifecycle, outage_behaviour, stored_record, Backend, Lifecycle,
+};
 use common::moto::{moto_py, start_moto, start_moto_with, Moto};
 use common::*;
 use standin::{q, random_hex, Request, Response, StandIn};
@@ -78,6 +81,43 @@ fn kes_on(path: &std::path::Path, secret: &str) -> BinServer {
     })
 }
 
+/// Secrets Manager in moto, as [`Backend`]: a record is the `SecretString` of the secret named
+/// after the key (no `SecretBinary`), encrypted with the configured `kmskey`, as upstream
+/// stores it.
+struct SecretsManager<'a>(&'a Moto);
+
+impl Backend for SecretsManager<'_> {
+    fn record(&self, name: &str) -> Option<String> {
+        let out = moto_py(
+            self.0,
+            &format!(
+                "try:\n    v = sm.get_secret_value(SecretId={name:?})\nexcept sm.exceptions.ResourceNotFoundException:\n    print('absent')\n    sys.exit(0)\nd = sm.describe_secret(SecretId={name:?})\nprint('SecretBinary' in v)\nprint(d.get('KmsKeyId', ''))\nprint(v.get('SecretString', ''))"
+            ),
+        );
+        if out == "absent" {
+            return None;
+        }
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("False"), "'{name}' has a SecretBinary");
+        assert_eq!(
+            lines.next(),
+            Some(self.0.kms_key.as_str()),
+            "'{name}': KmsKeyId"
+        );
+        Some(lines.next().unwrap_or_default().to_string())
+    }
+
+    fn plant(&self, name: &str, record: &str) {
+        moto_py(
+            self.0,
+            &format!(
+                "sm.create_secret(Name={name:?}, SecretString={record:?}, KmsKeyId={:?})",
+                self.0.kms_key
+            ),
+        );
+    }
+}
+
 #[test]
 fn keys_live_in_moto_as_upstream_stores_them_encrypted_with_kmskey_and_list_pages() {
     let m = start_moto();
@@ -86,116 +126,40 @@ fn keys_live_in_moto_as_upstream_stores_them_encrypted_with_kmskey_and_list_page
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &tls, &admin, &m, "");
     let node = kes_on(&path, &m.secret_key);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-
-    assert_eq!(
-        c.request("POST", "/v1/key/create/aws-key", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/create/aws-key", None, &[])
-            .unwrap(),
-        400,
-        "key already exists",
-    );
-    let r = c
-        .request(
-            "POST",
-            "/v1/key/generate/aws-key",
-            Some(br#"{"context":"e30="}"#),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let body = format!(
-        r#"{{"ciphertext":"{}","context":"e30="}}"#,
-        json_str(&r, "ciphertext")
-    );
-    let d = c
-        .request(
-            "POST",
-            "/v1/key/decrypt/aws-key",
-            Some(body.as_bytes()),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(d.status, 200, "{}", body_str(&d));
-    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
-
-    // Stored as upstream stores it: Name = key name, SecretString = the record, KmsKeyId set.
-    let stored = moto_py(
+    let endpoint = format!("https://{}", node.addr);
+    // moto pages ListSecrets at 100
+    let lifecycle = Lifecycle::one_node(&endpoint, &api_key, "aws-key", 110);
+    let record = keystore_lifecycle(&lifecycle, &SecretsManager(&m));
+    // Deleted at once, without a recovery window.
+    let n = moto_py(
         &m,
-        "v = sm.get_secret_value(SecretId='aws-key')\nd = sm.describe_secret(SecretId='aws-key')\nprint(v['SecretString'])\nprint(d.get('KmsKeyId', ''))",
+        "print(len([s for s in sm.list_secrets(IncludePlannedDeletion=True, MaxResults=100)['SecretList'] if s['Name'] == 'aws-key']))",
     );
-    let mut lines = stored.lines();
-    let record = lines.next().unwrap();
-    assert!(record.starts_with("CiQKI"), "{record}");
-    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
-    assert_eq!(lines.next().unwrap(), m.kms_key);
+    assert_eq!(n, "0", "deleted without a recovery window");
 
     // A secret written by another client as SecretBinary (upstream reads both) is served.
     moto_py(
         &m,
         &format!("sm.create_secret(Name='binary-key', SecretBinary={record:?}.encode())"),
     );
+    let mut c = client_for(&endpoint, &api_key);
     let r = c
         .request("POST", "/v1/key/generate/binary-key", None, &[])
         .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
-
-    // Past one ListSecrets page (moto pages at 100): 110 more keys, all listed.
-    for i in 0..110 {
-        let r = c
-            .request("POST", &format!("/v1/key/create/page-{i:03}"), None, &[])
-            .unwrap();
-        assert_eq!(r.status, 200, "page-{i}: {}", body_str(&r));
-    }
-    let listed = c.request("GET", "/v1/key/list/page-*", None, &[]).unwrap();
-    let text = body_str(&listed);
-    for i in 0..110 {
-        assert!(
-            text.contains(&format!("\"page-{i:03}\"")),
-            "page-{i:03} missing"
-        );
-    }
-    assert!(!text.contains("aws-key"));
     let all = body_str(&c.request("GET", "/v1/key/list/*", None, &[]).unwrap());
-    assert!(all.contains("\"aws-key\"") && all.contains("\"binary-key\""));
+    assert!(all.contains("\"binary-key\""), "{all}");
 
-    // Delete: gone at once (no recovery window), then 404.
-    assert_eq!(
-        c.request("DELETE", "/v1/key/delete/aws-key", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/generate/aws-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
-    );
-    assert_error(
-        &c.request("DELETE", "/v1/key/delete/aws-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
-    );
-    let n = moto_py(
-        &m,
-        "print(len([s for s in sm.list_secrets(IncludePlannedDeletion=True, MaxResults=100)['SecretList'] if s['Name'] == 'aws-key']))",
-    );
-    assert_eq!(n, "0", "deleted without a recovery window");
+    let secret_key = m.secret_key.clone();
+    outage_behaviour(&endpoint, &api_key, "upstream-key", "page-000", || drop(m));
     assert!(
-        !node.stderr_text().contains(&m.secret_key),
+        !node.stderr_text().contains(&secret_key),
         "the secret key leaked into the log"
     );
 }
 
 #[test]
-fn invalid_credentials_and_an_outage_are_clear_errors() {
+fn invalid_credentials_are_clear_errors() {
     let m = start_moto();
 
     // Straight through the library: the error names AWS's code, never the secret.
@@ -261,59 +225,6 @@ fn invalid_credentials_and_an_outage_are_clear_errors() {
         "failed to read key",
     );
     assert!(!bad.stderr_text().contains(wrong_secret));
-    drop(bad);
-
-    // An outage: cached keys keep working, others 502 at once, /v1/ready 504.
-    let node = kes_on(&path, &m.secret_key);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-    for name in ["hot", "cold"] {
-        let r = c
-            .request("POST", &format!("/v1/key/create/{name}"), None, &[])
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", body_str(&r));
-    }
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/hot", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    assert_eq!(
-        c.request("GET", "/v1/ready", None, &[]).unwrap().status,
-        200
-    );
-    drop(m); // moto is gone
-    std::thread::sleep(Duration::from_millis(1200)); // let the 1 s status cache age out
-    let started = Instant::now();
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/hot", None, &[])
-            .unwrap()
-            .status,
-        200,
-        "cached keys keep working"
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/generate/cold", None, &[])
-            .unwrap(),
-        502,
-        "failed to read key",
-    );
-    assert_error(
-        &c.request("GET", "/v1/ready", None, &[]).unwrap(),
-        504,
-        "key store is not reachable",
-    );
-    let r = c.request("GET", "/v1/status", None, &[]).unwrap();
-    assert!(
-        body_str(&r).contains("\"keystore_unreachable\":true"),
-        "{}",
-        body_str(&r)
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "outage answers must be quick: {:?}",
-        started.elapsed()
-    );
 }
 
 #[test]
@@ -458,34 +369,9 @@ fn irsa_web_identity_credentials_come_from_sts_and_the_token_file_is_read_again(
         "{}",
         node.stderr_text()
     );
-    let r = c
-        .request(
-            "POST",
-            "/v1/key/generate/irsa-key",
-            Some(br#"{"context":"e30="}"#),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let body = format!(
-        r#"{{"ciphertext":"{}","context":"e30="}}"#,
-        json_str(&r, "ciphertext")
-    );
-    let d = c
-        .request(
-            "POST",
-            "/v1/key/decrypt/irsa-key",
-            Some(body.as_bytes()),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(d.status, 200, "{}", body_str(&d));
-    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
-    let stored = moto_py(
-        &m,
-        "print(sm.get_secret_value(SecretId='irsa-key')['SecretString'][:5])",
-    );
-    assert_eq!(stored, "CiQKI");
+    let endpoint = format!("https://{}", node.addr);
+    generate_and_decrypt(&endpoint, &endpoint, &api_key, "irsa-key");
+    stored_record(&SecretsManager(&m), "irsa-key");
 
     // The identity provider moves on to a new token; kes's file still holds the old one.
     // Renewals fail from now on: once the credentials in hand expire (6 s), calls fail.

@@ -21,6 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::lifecycle::{
+    keystore_lifecycle, outage_behaviour, renewed_before_expiry, used_and_renewed, Backend,
+    Lifecycle, Tokens,
+};
 use common::*;
 use simd_json::prelude::*;
 
@@ -47,7 +51,8 @@ struct State {
     deleted: HashMap<String, u32>,
     lifetime_secs: u64,
     tokens: HashMap<String, Instant>,
-    tokens_issued: usize,
+    /// Tokens issued, calls refused as unauthorized, other calls refused.
+    seen: Tokens,
     /// Tokens issued per way: client secret, federated assertion, IMDS, App Service.
     secret_grants: usize,
     assertion_grants: usize,
@@ -58,9 +63,7 @@ struct State {
     assertions_seen: Vec<String>,
     /// The managed identity expected (`None`: the system-assigned one, no client_id).
     mi_client_id: Option<String>,
-    unauthorized: usize,
     purges: usize,
-    rejected: Vec<String>,
     next_version: u64,
     clock: i64,
 }
@@ -115,7 +118,8 @@ fn start_stand_in(token_lifetime: u64) -> StandIn {
                     let mut s = st.lock().unwrap();
                     let (status, body) = handle(&mut s, &req, port);
                     if status >= 400 && status != 404 && status != 409 {
-                        s.rejected
+                        s.seen
+                            .rejected
                             .push(format!("{} {} -> {status} {body}", req.method, req.path));
                     }
                     (status, body)
@@ -229,8 +233,8 @@ fn url_decode(s: &str) -> String {
 
 /// A token the stand-in accepts for `lifetime_secs`.
 fn issue(s: &mut State) -> String {
-    s.tokens_issued += 1;
-    let t = format!("eyJ0eXAi.az-token-{}", s.tokens_issued);
+    s.seen.issued += 1;
+    let t = format!("eyJ0eXAi.az-token-{}", s.seen.issued);
     s.tokens.insert(
         t.clone(),
         Instant::now() + Duration::from_secs(s.lifetime_secs),
@@ -408,7 +412,7 @@ fn handle(s: &mut State, req: &Request, port: u16) -> (u16, String) {
         .header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "))
     else {
-        s.unauthorized += 1;
+        s.seen.unauthorized += 1;
         return kverr(
             401,
             "Unauthorized",
@@ -419,7 +423,7 @@ fn handle(s: &mut State, req: &Request, port: u16) -> (u16, String) {
     match s.tokens.get(tok) {
         Some(exp) if *exp > Instant::now() => {}
         _ => {
-            s.unauthorized += 1;
+            s.seen.unauthorized += 1;
             return kverr(
                 401,
                 "Unauthorized",
@@ -611,6 +615,36 @@ fn kes_on(path: &std::path::Path, port: u16, secret: &str) -> BinServer {
     })
 }
 
+/// The stand-in's secrets, as [`Backend`]: a record is the value of the one version of the
+/// secret named after the key (upstream's layout); a deleted key must also be purged.
+struct KeyVault(Arc<Mutex<State>>);
+
+impl Backend for KeyVault {
+    fn record(&self, name: &str) -> Option<String> {
+        let s = self.0.lock().unwrap();
+        assert!(
+            !s.deleted.contains_key(name),
+            "'{name}' is soft-deleted, not purged"
+        );
+        let versions = s.secrets.get(name)?;
+        assert_eq!(
+            versions.len(),
+            1,
+            "create must not add a version to an existing secret"
+        );
+        Some(versions[0].value.clone())
+    }
+
+    fn plant(&self, name: &str, record: &str) {
+        self.0.lock().unwrap().add_version(name, record);
+    }
+}
+
+/// The stand-in's token counts, for [`renewed_before_expiry`].
+fn tokens(a: &StandIn) -> impl Fn() -> Tokens + '_ {
+    || a.state.lock().unwrap().seen.clone()
+}
+
 #[test]
 fn keys_live_in_the_stand_in_as_upstream_stores_them_and_tokens_are_renewed() {
     let a = start_stand_in(3);
@@ -619,145 +653,44 @@ fn keys_live_in_the_stand_in_as_upstream_stores_them_and_tokens_are_renewed() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &tls, &admin, a.port);
     let node = kes_on(&path, a.port, CLIENT_SECRET);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-
-    let r = c
-        .request("POST", "/v1/key/create/az-key", None, &[])
-        .unwrap();
+    let endpoint = format!("https://{}", node.addr);
+    // the stand-in pages at 10, with nextLink
+    let lifecycle = Lifecycle::one_node(&endpoint, &api_key, "az-key", 25);
+    keystore_lifecycle(&lifecycle, &KeyVault(a.state.clone()));
+    // Delete = soft delete + purge, retried while Key Vault is still deleting.
     assert_eq!(
-        r.status,
-        200,
-        "{} {:?}",
-        body_str(&r),
-        a.state.lock().unwrap().rejected
+        a.state.lock().unwrap().purges,
+        2,
+        "purge retried once after ObjectIsBeingDeleted"
     );
-    assert_error(
-        &c.request("POST", "/v1/key/create/az-key", None, &[])
-            .unwrap(),
-        400,
-        "key already exists",
-    );
-    let r = c
-        .request(
-            "POST",
-            "/v1/key/generate/az-key",
-            Some(br#"{"context":"e30="}"#),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let body = format!(
-        r#"{{"ciphertext":"{}","context":"e30="}}"#,
-        json_str(&r, "ciphertext")
-    );
-    let d = c
-        .request("POST", "/v1/key/decrypt/az-key", Some(body.as_bytes()), &[])
-        .unwrap();
-    assert_eq!(d.status, 200, "{}", body_str(&d));
-    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
 
-    // Stored as upstream stores it: secret name = key name, one version, value = the record.
-    let record = {
-        let s = a.state.lock().unwrap();
-        let versions = &s.secrets["az-key"];
-        assert_eq!(
-            versions.len(),
-            1,
-            "create must not add a version to an existing secret"
-        );
-        versions[0].value.clone()
-    };
-    assert!(record.starts_with("CiQKI"), "{record}");
-    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
-
-    // The oldest version is the key (upstream's rule): a later version changes nothing.
+    // The oldest version is the key (upstream's rule): a later version of a key kes has not
+    // read yet changes nothing.
     a.state
         .lock()
         .unwrap()
-        .add_version("az-key", "not-a-record");
-    let d = c
-        .request("POST", "/v1/key/decrypt/az-key", Some(body.as_bytes()), &[])
-        .unwrap();
-    assert_eq!(d.status, 200, "{}", body_str(&d));
-
-    // A secret written by upstream (same layout) is served.
-    a.state.lock().unwrap().add_version("upstream-key", &record);
+        .add_version("page-002", "not-a-record");
+    let mut c = client_for(&endpoint, &api_key);
     let r = c
-        .request("POST", "/v1/key/generate/upstream-key", None, &[])
+        .request("POST", "/v1/key/generate/page-002", None, &[])
         .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
 
-    // Past several list pages (the stand-in pages at 10, with nextLink).
-    for i in 0..25 {
-        let r = c
-            .request("POST", &format!("/v1/key/create/page-{i:02}"), None, &[])
-            .unwrap();
-        assert_eq!(r.status, 200, "page-{i}: {}", body_str(&r));
-    }
-    let text = body_str(&c.request("GET", "/v1/key/list/page-*", None, &[]).unwrap());
-    for i in 0..25 {
-        assert!(
-            text.contains(&format!("\"page-{i:02}\"")),
-            "page-{i:02} missing: {text}"
-        );
-    }
-    let all = body_str(&c.request("GET", "/v1/key/list/*", None, &[]).unwrap());
-    assert!(
-        all.contains("\"az-key\"") && all.contains("\"upstream-key\""),
-        "{all}"
-    );
-
-    // Delete = soft delete + purge (retried while Key Vault is still deleting), then 404.
-    assert_eq!(
-        c.request("DELETE", "/v1/key/delete/az-key", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    {
-        let s = a.state.lock().unwrap();
-        assert!(!s.secrets.contains_key("az-key") && !s.deleted.contains_key("az-key"));
-        assert_eq!(s.purges, 2, "purge retried once after ObjectIsBeingDeleted");
-    }
-    assert_error(
-        &c.request("POST", "/v1/key/generate/az-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
-    );
-    assert_error(
-        &c.request("DELETE", "/v1/key/delete/az-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
-    );
     // A name left soft-deleted (by another client) is purged and created again.
     {
         let mut s = a.state.lock().unwrap();
-        s.secrets.remove("page-00");
-        s.deleted.insert("page-00".into(), 0);
+        s.secrets.remove("page-001");
+        s.deleted.insert("page-001".into(), 0);
     }
     let r = c
-        .request("POST", "/v1/key/create/page-00", None, &[])
+        .request("POST", "/v1/key/create/page-001", None, &[])
         .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
+    assert!(!a.state.lock().unwrap().deleted.contains_key("page-001"));
 
     // The 3 s token is renewed before it expires: no call is refused as unauthorized.
-    std::thread::sleep(Duration::from_millis(3200));
-    let r = c
-        .request("POST", "/v1/key/create/after-renewal", None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    {
-        let s = a.state.lock().unwrap();
-        assert!(
-            s.tokens_issued >= 2,
-            "token not renewed: {}",
-            s.tokens_issued
-        );
-        assert_eq!(s.unauthorized, 0, "a call went out with an expired token");
-        assert!(s.rejected.is_empty(), "{:?}", s.rejected);
-    }
+    renewed_before_expiry(&endpoint, &api_key, "after-renewal", 3, tokens(&a));
+
     // Key Vault cannot hold '_': refused before any call (as upstream, a failed create).
     let before = a.state.lock().unwrap().secrets.len();
     assert_error(
@@ -767,6 +700,8 @@ fn keys_live_in_the_stand_in_as_upstream_stores_them_and_tokens_are_renewed() {
         "failed to create key",
     );
     assert_eq!(a.state.lock().unwrap().secrets.len(), before);
+
+    outage_behaviour(&endpoint, &api_key, "upstream-key", "page-000", || drop(a));
     let log = node.stderr_text();
     assert!(
         !log.contains(CLIENT_SECRET),
@@ -776,7 +711,7 @@ fn keys_live_in_the_stand_in_as_upstream_stores_them_and_tokens_are_renewed() {
 }
 
 #[test]
-fn a_wrong_secret_and_an_outage_are_clear_errors() {
+fn a_wrong_secret_is_a_clear_error() {
     let a = start_stand_in(3600);
     let config = |secret: &str| kes::config::AzureConfig {
         endpoint: format!("http://127.0.0.1:{}", a.port),
@@ -830,53 +765,6 @@ fn a_wrong_secret_and_an_outage_are_clear_errors() {
         "failed to read key",
     );
     assert!(!bad.stderr_text().contains(wrong_secret));
-    drop(bad);
-
-    // An outage: cached keys keep working, others 502 at once, /v1/ready 504.
-    let node = kes_on(&path, a.port, CLIENT_SECRET);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-    for name in ["hot", "cold"] {
-        let r = c
-            .request("POST", &format!("/v1/key/create/{name}"), None, &[])
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", body_str(&r));
-    }
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/hot", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    assert_eq!(
-        c.request("GET", "/v1/ready", None, &[]).unwrap().status,
-        200
-    );
-    drop(a);
-    std::thread::sleep(Duration::from_millis(1200));
-    let started = Instant::now();
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/hot", None, &[])
-            .unwrap()
-            .status,
-        200,
-        "cached keys keep working"
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/generate/cold", None, &[])
-            .unwrap(),
-        502,
-        "failed to read key",
-    );
-    assert_error(
-        &c.request("GET", "/v1/ready", None, &[]).unwrap(),
-        504,
-        "key store is not reachable",
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[test]
@@ -932,62 +820,6 @@ fn kes_with_env(path: &std::path::Path, vars: &[(&str, String)]) -> BinServer {
     })
 }
 
-/// Create, generate and decrypt through kes, then (past the stand-in's token lifetime)
-/// create another key: kes must have renewed its token in time.
-fn lifecycle_and_renewal(c: &mut kes::client::Client, a: &StandIn, name: &str) {
-    let r = c
-        .request("POST", &format!("/v1/key/create/{name}"), None, &[])
-        .unwrap();
-    assert_eq!(
-        r.status,
-        200,
-        "{} {:?}",
-        body_str(&r),
-        a.state.lock().unwrap().rejected
-    );
-    let r = c
-        .request(
-            "POST",
-            &format!("/v1/key/generate/{name}"),
-            Some(br#"{"context":"e30="}"#),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let body = format!(
-        r#"{{"ciphertext":"{}","context":"e30="}}"#,
-        json_str(&r, "ciphertext")
-    );
-    let d = c
-        .request(
-            "POST",
-            &format!("/v1/key/decrypt/{name}"),
-            Some(body.as_bytes()),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(d.status, 200, "{}", body_str(&d));
-    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
-    let record = a.state.lock().unwrap().secrets[name][0].value.clone();
-    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
-
-    let lifetime = a.state.lock().unwrap().lifetime_secs;
-    std::thread::sleep(Duration::from_millis(lifetime * 1000 + 300));
-    let later = format!("{name}-later");
-    let r = c
-        .request("POST", &format!("/v1/key/create/{later}"), None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let s = a.state.lock().unwrap();
-    assert!(
-        s.tokens_issued >= 2,
-        "token not renewed: {}",
-        s.tokens_issued
-    );
-    assert_eq!(s.unauthorized, 0, "a call went out with an expired token");
-    assert!(s.rejected.is_empty(), "{:?}", s.rejected);
-}
-
 /// Sends `GET <target>` with `headers` to the stand-in; returns the status line.
 fn raw_get(port: u16, target: &str, headers: &str) -> String {
     let mut raw = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -1009,7 +841,7 @@ fn the_blocks_managed_identity_gets_tokens_from_imds() {
     let target = format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id={MI_CLIENT_ID}");
     assert!(raw_get(a.port, &target, "").starts_with("HTTP/1.1 400"));
     assert!(raw_get(a.port, &target, "Metadata: true\r\n").starts_with("HTTP/1.1 200"));
-    a.state.lock().unwrap().rejected.clear();
+    a.state.lock().unwrap().seen.rejected.clear();
 
     let tls = tls_files();
     let (api_key, admin) = new_api_key();
@@ -1030,8 +862,9 @@ fn the_blocks_managed_identity_gets_tokens_from_imds() {
             ("AZURE_CLIENT_ID", CLIENT_ID.into()),
         ],
     );
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-    lifecycle_and_renewal(&mut c, &a, "mi-key");
+    let endpoint = format!("https://{}", node.addr);
+    let backend = KeyVault(a.state.clone());
+    used_and_renewed(&endpoint, &api_key, "mi-key", &backend, 2, tokens(&a));
     {
         let s = a.state.lock().unwrap();
         assert!(s.imds_grants >= 3, "{}", s.imds_grants); // one raw, two from kes
@@ -1068,7 +901,7 @@ fn the_default_chain_uses_the_app_service_identity_endpoint() {
     // The stand-in is strict: a wrong X-IDENTITY-HEADER is refused.
     let target = "/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fvault.azure.net";
     assert!(raw_get(a.port, target, "X-IDENTITY-HEADER: wrong\r\n").starts_with("HTTP/1.1 401"));
-    a.state.lock().unwrap().rejected.clear();
+    a.state.lock().unwrap().seen.rejected.clear();
 
     let tls = tls_files();
     let (api_key, admin) = new_api_key();
@@ -1082,8 +915,16 @@ fn the_default_chain_uses_the_app_service_identity_endpoint() {
             ("IDENTITY_HEADER", IDENTITY_HEADER.into()),
         ],
     );
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-    lifecycle_and_renewal(&mut c, &a, "app-service-key");
+    let kes_url = format!("https://{}", node.addr);
+    let backend = KeyVault(a.state.clone());
+    used_and_renewed(
+        &kes_url,
+        &api_key,
+        "app-service-key",
+        &backend,
+        2,
+        tokens(&a),
+    );
     {
         let s = a.state.lock().unwrap();
         assert!(s.app_service_grants >= 2, "{}", s.app_service_grants);
@@ -1154,7 +995,9 @@ fn workload_identity_sends_the_token_file_as_it_is_now() {
     // Kubernetes rotates the projected token: the next refresh sends the new one.
     let second = "eyJhbGciOiJSUzI1NiJ9.second-projected-token.sig";
     std::fs::write(&file, second).unwrap();
-    lifecycle_and_renewal(&mut c, &a, "wi-key-2");
+    let endpoint = format!("https://{}", node.addr);
+    let backend = KeyVault(a.state.clone());
+    used_and_renewed(&endpoint, &api_key, "wi-key-2", &backend, 2, tokens(&a));
     {
         let s = a.state.lock().unwrap();
         assert_eq!(s.assertions_seen.first().map(String::as_str), Some(first));
@@ -1216,8 +1059,9 @@ fn the_default_chain_takes_environment_client_credentials_first() {
             ),
         ],
     );
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-    lifecycle_and_renewal(&mut c, &a, "env-key");
+    let endpoint = format!("https://{}", node.addr);
+    let backend = KeyVault(a.state.clone());
+    used_and_renewed(&endpoint, &api_key, "env-key", &backend, 2, tokens(&a));
     {
         let s = a.state.lock().unwrap();
         assert!(s.secret_grants >= 2, "{}", s.secret_grants);

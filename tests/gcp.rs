@@ -21,6 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use common::lifecycle::{
+    create_and_use, keystore_lifecycle, outage_behaviour, renewed_before_expiry, used_and_renewed,
+    Backend, Lifecycle, Tokens,
+};
 use common::*;
 use simd_json::prelude::*;
 
@@ -102,13 +106,12 @@ struct State {
     /// Lifetime of the tokens issued, in seconds.
     lifetime_secs: u64,
     tokens: HashMap<String, Instant>,
-    tokens_issued: usize,
+    /// Tokens issued, calls refused as unauthorized, other calls refused.
+    seen: Tokens,
     /// Tokens issued per grant: JWT bearer, refresh token, metadata server.
     jwt_grants: usize,
     refresh_grants: usize,
     metadata_grants: usize,
-    unauthorized: usize,
-    rejected: Vec<String>,
     /// The next create ("create") or add version ("add") is stored and then answered 503.
     fail_after_store: Vec<&'static str>,
     /// Stored as version 1 just before the next add version (another creator won the race).
@@ -180,7 +183,8 @@ fn start_stand_in(token_lifetime: u64) -> StandIn {
                         handle(&mut s, &req, port, &public)
                     };
                     if status >= 400 && status != 404 && status != 409 {
-                        s.rejected
+                        s.seen
+                            .rejected
                             .push(format!("{} {} -> {status} {body}", req.method, req.path));
                     }
                     (status, body)
@@ -298,8 +302,8 @@ fn url_decode(s: &str) -> String {
 
 /// A token the stand-in accepts for `lifetime_secs`, in Google's token answer.
 fn issue(s: &mut State) -> (u16, String) {
-    s.tokens_issued += 1;
-    let t = format!("ya29.token-{}", s.tokens_issued);
+    s.seen.issued += 1;
+    let t = format!("ya29.token-{}", s.seen.issued);
     s.tokens.insert(
         t.clone(),
         Instant::now() + Duration::from_secs(s.lifetime_secs),
@@ -446,13 +450,13 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
         .header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "))
     else {
-        s.unauthorized += 1;
+        s.seen.unauthorized += 1;
         return gerr(401, "UNAUTHENTICATED", "missing credentials");
     };
     match s.tokens.get(tok) {
         Some(exp) if *exp > Instant::now() => {}
         _ => {
-            s.unauthorized += 1;
+            s.seen.unauthorized += 1;
             return gerr(401, "UNAUTHENTICATED", "invalid or expired token");
         }
     }
@@ -712,58 +716,30 @@ fn kes_with_env(
     })
 }
 
-/// Create, generate and decrypt through kes; returns the created record as stored.
-fn create_generate_decrypt(c: &mut kes::client::Client, g: &StandIn, name: &str) -> Vec<u8> {
-    let r = c
-        .request("POST", &format!("/v1/key/create/{name}"), None, &[])
-        .unwrap();
-    assert_eq!(
-        r.status,
-        200,
-        "{} {:?}",
-        body_str(&r),
-        g.state.lock().unwrap().rejected
-    );
-    let r = c
-        .request(
-            "POST",
-            &format!("/v1/key/generate/{name}"),
-            Some(br#"{"context":"e30="}"#),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let body = format!(
-        r#"{{"ciphertext":"{}","context":"e30="}}"#,
-        json_str(&r, "ciphertext")
-    );
-    let d = c
-        .request(
-            "POST",
-            &format!("/v1/key/decrypt/{name}"),
-            Some(body.as_bytes()),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(d.status, 200, "{}", body_str(&d));
-    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
-    let s = g.state.lock().unwrap();
-    assert_eq!(s.secrets[name].len(), 1, "one version");
-    s.secrets[name][0].clone()
+/// The stand-in's secrets, as [`Backend`]: a record is the payload of version 1, the only
+/// version, of the secret named after the key (upstream's layout).
+struct SecretManager(Arc<Mutex<State>>);
+
+impl Backend for SecretManager {
+    fn record(&self, name: &str) -> Option<String> {
+        let s = self.0.lock().unwrap();
+        let versions = s.secrets.get(name)?;
+        assert_eq!(versions.len(), 1, "'{name}': one version");
+        Some(String::from_utf8(versions[0].clone()).unwrap())
+    }
+
+    fn plant(&self, name: &str, record: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .secrets
+            .insert(name.into(), vec![record.as_bytes().to_vec()]);
+    }
 }
 
-/// Waits past the stand-in's token lifetime and creates another key: kes must have renewed
-/// its token before (no call refused as unauthorized).
-fn create_after_expiry(c: &mut kes::client::Client, g: &StandIn, name: &str) {
-    let lifetime = g.state.lock().unwrap().lifetime_secs;
-    std::thread::sleep(Duration::from_millis(lifetime * 1000 + 300));
-    let r = c
-        .request("POST", &format!("/v1/key/create/{name}"), None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let s = g.state.lock().unwrap();
-    assert_eq!(s.unauthorized, 0, "a call went out with an expired token");
-    assert!(s.rejected.is_empty(), "{:?}", s.rejected);
+/// The stand-in's token counts, for [`renewed_before_expiry`].
+fn tokens(g: &StandIn) -> impl Fn() -> Tokens + '_ {
+    || g.state.lock().unwrap().seen.clone()
 }
 
 fn no_env(_: &str) -> Option<String> {
@@ -782,132 +758,15 @@ fn keys_live_in_the_stand_in_as_upstream_stores_them_and_tokens_are_renewed() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &tls, &admin, g.port);
     let node = kes_on(&path, KEY);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-
-    let r = c
-        .request("POST", "/v1/key/create/gcp-key", None, &[])
-        .unwrap();
-    assert_eq!(
-        r.status,
-        200,
-        "{} {:?}",
-        body_str(&r),
-        g.state.lock().unwrap().rejected
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/create/gcp-key", None, &[])
-            .unwrap(),
-        400,
-        "key already exists",
-    );
-    let r = c
-        .request(
-            "POST",
-            "/v1/key/generate/gcp-key",
-            Some(br#"{"context":"e30="}"#),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    let body = format!(
-        r#"{{"ciphertext":"{}","context":"e30="}}"#,
-        json_str(&r, "ciphertext")
-    );
-    let d = c
-        .request(
-            "POST",
-            "/v1/key/decrypt/gcp-key",
-            Some(body.as_bytes()),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(d.status, 200, "{}", body_str(&d));
-    assert_eq!(json_str(&d, "plaintext"), json_str(&r, "plaintext"));
-
-    // Stored as upstream stores it: secret id = key name, one version whose payload is the
-    // record text (base64 of the protobuf record).
-    let record = {
-        let s = g.state.lock().unwrap();
-        let versions = &s.secrets["gcp-key"];
-        assert_eq!(versions.len(), 1);
-        versions[0].clone()
-    };
-    assert!(
-        record.starts_with(b"CiQKI"),
-        "{}",
-        String::from_utf8_lossy(&record)
-    );
-    kes::crypto::record::decode_record(&record).unwrap();
-
-    // A secret written by upstream (same layout) is served.
-    g.state
-        .lock()
-        .unwrap()
-        .secrets
-        .insert("upstream-key".into(), vec![record.clone()]);
-    let r = c
-        .request("POST", "/v1/key/generate/upstream-key", None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-
-    // Past several list pages (the stand-in pages at 10).
-    for i in 0..25 {
-        let r = c
-            .request("POST", &format!("/v1/key/create/page-{i:02}"), None, &[])
-            .unwrap();
-        assert_eq!(r.status, 200, "page-{i}: {}", body_str(&r));
-    }
-    let text = body_str(&c.request("GET", "/v1/key/list/page-*", None, &[]).unwrap());
-    for i in 0..25 {
-        assert!(
-            text.contains(&format!("\"page-{i:02}\"")),
-            "page-{i:02} missing: {text}"
-        );
-    }
-    assert!(!text.contains("gcp-key"));
-    let all = body_str(&c.request("GET", "/v1/key/list/*", None, &[]).unwrap());
-    assert!(
-        all.contains("\"gcp-key\"") && all.contains("\"upstream-key\""),
-        "{all}"
-    );
+    let endpoint = format!("https://{}", node.addr);
+    // the stand-in pages at 10
+    let lifecycle = Lifecycle::one_node(&endpoint, &api_key, "gcp-key", 25);
+    keystore_lifecycle(&lifecycle, &SecretManager(g.state.clone()));
 
     // The 3 s token is renewed before it expires: no call is ever refused as unauthorized.
-    std::thread::sleep(Duration::from_millis(3200));
-    let r = c
-        .request("POST", "/v1/key/create/after-renewal", None, &[])
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", body_str(&r));
-    {
-        let s = g.state.lock().unwrap();
-        assert!(
-            s.tokens_issued >= 2,
-            "token not renewed: {}",
-            s.tokens_issued
-        );
-        assert_eq!(s.unauthorized, 0, "a call went out with an expired token");
-        assert!(s.rejected.is_empty(), "{:?}", s.rejected);
-    }
+    renewed_before_expiry(&endpoint, &api_key, "after-renewal", 3, tokens(&g));
 
-    // Delete: gone, then 404.
-    assert_eq!(
-        c.request("DELETE", "/v1/key/delete/gcp-key", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    assert!(!g.state.lock().unwrap().secrets.contains_key("gcp-key"));
-    assert_error(
-        &c.request("POST", "/v1/key/generate/gcp-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
-    );
-    assert_error(
-        &c.request("DELETE", "/v1/key/delete/gcp-key", None, &[])
-            .unwrap(),
-        404,
-        "key does not exist",
-    );
+    outage_behaviour(&endpoint, &api_key, "upstream-key", "page-000", || drop(g));
     let log = node.stderr_text();
     assert!(
         !log.contains(key_body(KEY)),
@@ -917,7 +776,7 @@ fn keys_live_in_the_stand_in_as_upstream_stores_them_and_tokens_are_renewed() {
 }
 
 #[test]
-fn a_wrong_key_and_an_outage_are_clear_errors() {
+fn a_wrong_key_is_a_clear_error() {
     let g = start_stand_in(3600);
     let config = kes::config::GcpConfig {
         endpoint: format!("http://127.0.0.1:{}", g.port),
@@ -996,53 +855,6 @@ fn a_wrong_key_and_an_outage_are_clear_errors() {
         "failed to read key",
     );
     assert!(!bad.stderr_text().contains(key_body(OTHER_KEY)));
-    drop(bad);
-
-    // An outage: cached keys keep working, others 502 at once, /v1/ready 504.
-    let node = kes_on(&path, KEY);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-    for name in ["hot", "cold"] {
-        let r = c
-            .request("POST", &format!("/v1/key/create/{name}"), None, &[])
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", body_str(&r));
-    }
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/hot", None, &[])
-            .unwrap()
-            .status,
-        200
-    );
-    assert_eq!(
-        c.request("GET", "/v1/ready", None, &[]).unwrap().status,
-        200
-    );
-    drop(g); // the service is gone
-    std::thread::sleep(Duration::from_millis(1200));
-    let started = Instant::now();
-    assert_eq!(
-        c.request("POST", "/v1/key/generate/hot", None, &[])
-            .unwrap()
-            .status,
-        200,
-        "cached keys keep working"
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/generate/cold", None, &[])
-            .unwrap(),
-        502,
-        "failed to read key",
-    );
-    assert_error(
-        &c.request("GET", "/v1/ready", None, &[]).unwrap(),
-        504,
-        "key store is not reachable",
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[test]
@@ -1087,10 +899,9 @@ fn google_application_credentials_names_a_service_account_file() {
         dir.path(),
         &[("GOOGLE_APPLICATION_CREDENTIALS", file.display().to_string())],
     );
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-    let record = create_generate_decrypt(&mut c, &g, "adc-sa-key");
-    kes::crypto::record::decode_record(&record).unwrap();
-    create_after_expiry(&mut c, &g, "adc-sa-later");
+    let endpoint = format!("https://{}", node.addr);
+    let backend = SecretManager(g.state.clone());
+    used_and_renewed(&endpoint, &api_key, "adc-sa-key", &backend, 2, tokens(&g));
     {
         let s = g.state.lock().unwrap();
         assert!(s.jwt_grants >= 2, "token not renewed: {}", s.jwt_grants);
@@ -1132,9 +943,9 @@ fn gclouds_authorized_user_file_uses_the_refresh_token_grant() {
     let adc = gcloud.join("application_default_credentials.json");
     std::fs::write(&adc, file(USER_REFRESH_TOKEN)).unwrap();
     let node = kes_with_env(&path, home.path(), &[]);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-    create_generate_decrypt(&mut c, &g, "adc-user-key");
-    create_after_expiry(&mut c, &g, "adc-user-later");
+    let endpoint = format!("https://{}", node.addr);
+    let backend = SecretManager(g.state.clone());
+    used_and_renewed(&endpoint, &api_key, "adc-user-key", &backend, 2, tokens(&g));
     {
         let s = g.state.lock().unwrap();
         assert!(
@@ -1196,7 +1007,7 @@ fn on_gce_and_gke_the_metadata_server_gives_the_tokens() {
     let mut answer = String::new();
     raw.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    g.state.lock().unwrap().rejected.clear();
+    g.state.lock().unwrap().seen.rejected.clear();
 
     let tls = tls_files();
     let (api_key, admin) = new_api_key();
@@ -1204,9 +1015,9 @@ fn on_gce_and_gke_the_metadata_server_gives_the_tokens() {
     let path = write_config_without_credentials(dir.path(), &tls, &admin, g.port, None);
     let host = format!("127.0.0.1:{}", g.port);
     let node = kes_with_env(&path, dir.path(), &[("GCE_METADATA_HOST", host.clone())]);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
-    create_generate_decrypt(&mut c, &g, "gce-key");
-    create_after_expiry(&mut c, &g, "gce-later");
+    let endpoint = format!("https://{}", node.addr);
+    let backend = SecretManager(g.state.clone());
+    used_and_renewed(&endpoint, &api_key, "gce-key", &backend, 2, tokens(&g));
     {
         let s = g.state.lock().unwrap();
         assert!(
@@ -1293,7 +1104,7 @@ fn off_gcp_the_error_names_what_was_tried_and_impostors_are_refused() {
     );
     {
         let s = g.state.lock().unwrap();
-        assert!(s.metadata_grants >= 1 && s.unauthorized == 0 && s.secrets.is_empty());
+        assert!(s.metadata_grants >= 1 && s.seen.unauthorized == 0 && s.secrets.is_empty());
     }
     assert!(!node.stderr_text().contains("ya29."));
     drop(node);
@@ -1336,12 +1147,14 @@ fn a_create_the_service_stored_before_it_failed_is_no_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &tls, &admin, g.port);
     let node = kes_on(&path, KEY);
-    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    let endpoint = format!("https://{}", node.addr);
+    let mut c = client_for(&endpoint, &api_key);
 
     // The create of the secret is stored, then answered 503: the retry meets 409, finds the
     // secret without a version and fills it.
     g.state.lock().unwrap().fail_after_store = vec!["create"];
-    create_generate_decrypt(&mut c, &g, "stored-then-503");
+    let backend = SecretManager(g.state.clone());
+    create_and_use(&endpoint, &api_key, "stored-then-503", &backend);
     // The add of version 1 is stored, then answered 503: the retry adds version 2, version 1
     // holds exactly our record, so the create succeeded.
     g.state.lock().unwrap().fail_after_store = vec!["add"];
@@ -1407,7 +1220,7 @@ fn a_create_the_service_stored_before_it_failed_is_no_duplicate() {
         .insert("empty".into(), Vec::new());
     store.create("empty", b"record").unwrap();
     assert_eq!(store.get("empty").unwrap().expose(), b"record");
-    let rejected = g.state.lock().unwrap().rejected.clone();
+    let rejected = g.state.lock().unwrap().seen.rejected.clone();
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert!(
         rejected.iter().all(|r| r.contains("-> 503")),

@@ -4,54 +4,8 @@
 
 use serde_yaml::Value;
 
-use super::keystore::KEYSTORE;
-use super::shape::Shape::{self, Leaf, List, Map, Names};
-
-const ROOT: Shape = Map(&[
-    ("version", Leaf),
-    ("address", Leaf),
-    ("admin", Map(&[("identity", Leaf)])),
-    (
-        "tls",
-        Map(&[
-            ("key", Leaf),
-            ("cert", Leaf),
-            ("password", Leaf),
-            ("auth", Leaf),
-            ("ca", Leaf),
-            (
-                "proxy",
-                Map(&[("identities", Leaf), ("header", Map(&[("cert", Leaf)]))]),
-            ),
-        ]),
-    ),
-    (
-        "api",
-        Names(&Map(&[("timeout", Leaf), ("skip_auth", Leaf)])),
-    ),
-    (
-        "policy",
-        Names(&Map(&[
-            ("allow", Leaf),
-            ("deny", Leaf),
-            ("identities", Leaf),
-        ])),
-    ),
-    (
-        "cache",
-        Map(&[(
-            "expiry",
-            Map(&[("any", Leaf), ("unused", Leaf), ("offline", Leaf)]),
-        )]),
-    ),
-    (
-        "log",
-        Map(&[("error", Leaf), ("audit", Leaf), ("audit_all", Leaf)]),
-    ),
-    ("keys", List(&Map(&[("name", Leaf)]))),
-    ("keystore", KEYSTORE),
-    ("compat", Map(&[("policy_patterns", Leaf)])),
-]);
+use super::shape::Shape::{self, List, Map, Names};
+use super::ROOT;
 
 /// One warning per key of `root` this server does not know.
 pub(crate) fn unknown_keys(root: &Value, warnings: &mut Vec<String>) {
@@ -171,6 +125,7 @@ pub(crate) fn identities(field: &str, ids: &[String], warnings: &mut Vec<String>
 
 #[cfg(test)]
 mod tests {
+    use super::super::keystore::KEYSTORE;
     use super::*;
 
     fn warnings_of(yaml: &str) -> Vec<String> {
@@ -374,18 +329,122 @@ mod tests {
                 super::super::parse(&yaml, &|_| None).unwrap_or_else(|e| panic!("{block}: {e}"));
             assert!(config.warnings.is_empty(), "{block}: {:?}", config.warnings);
             let root: Value = serde_yaml::from_str(&yaml).unwrap();
-            leaf_paths(&root["keystore"], "keystore", &mut used);
+            value_paths(&KEYSTORE, &root["keystore"], "keystore", &mut used);
         }
         let mut registered = std::collections::BTreeSet::new();
         shape_paths(&KEYSTORE, "keystore", &mut registered);
         assert_eq!(used, registered);
     }
 
-    fn leaf_paths(v: &Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
-        match v {
-            Value::Mapping(map) => {
+    /// Every top-level (non-keystore) key, route and policy entries and list items included.
+    const FULL_CONFIG: &str = "version: v1\naddress: 0.0.0.0:7373\nadmin: {identity: disabled}\n\
+        tls: {key: k.pem, cert: c.pem, password: pw, auth: on, ca: ca.pem, \
+        proxy: {identities: [aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa], header: {cert: X-Cert}}}\n\
+        api: {/v1/status: {timeout: 5s, skip_auth: true}}\n\
+        policy: {p: {allow: [/v1/status], deny: [/v1/key/delete/*], \
+        identities: [bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb]}}\n\
+        cache: {expiry: {any: 5m, unused: 1m, offline: 1h}}\nlog: {error: on, audit: off, audit_all: true}\n\
+        keys: [{name: k1}]\ncompat: {policy_patterns: glob}\nkeystore: {fs: {path: ./keys}}\n";
+
+    /// The top level's keys are registered in one place (`ROOT`, read by the parser through
+    /// `Node`): a config with every one parses without a warning (in debug builds, so every
+    /// test run, the parse panics if the parser reads a key `ROOT` does not list), uses
+    /// every registered key, and each key, given a mapping where a value belongs, makes the
+    /// parse fail naming it: the parser reads every key it registers.
+    #[test]
+    fn every_registered_top_level_key_is_parsed_and_every_parsed_key_is_registered() {
+        let config = super::super::parse(FULL_CONFIG, &|_| None).unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let root: Value = serde_yaml::from_str(FULL_CONFIG).unwrap();
+        let mut used = std::collections::BTreeSet::new();
+        value_paths(&ROOT, &root, "", &mut used);
+        let mut registered = std::collections::BTreeSet::new();
+        shape_paths(&ROOT, "", &mut registered);
+        used.retain(|p| !p.starts_with("keystore."));
+        registered.retain(|p| !p.starts_with("keystore."));
+        assert_eq!(used, registered);
+
+        let mut leaves = Vec::new();
+        concrete_leaves(&root, "", &mut leaves);
+        leaves.retain(|(path, _)| !path.starts_with("keystore."));
+        assert_eq!(leaves.len(), used.len(), "{leaves:?}");
+        for (path, at) in leaves {
+            let mut broken = root.clone();
+            let mut v = &mut broken;
+            for step in &at {
+                v = match step {
+                    Step::Key(k) => &mut v[k.as_str()],
+                    Step::Item(i) => &mut v[*i],
+                };
+            }
+            *v = serde_yaml::from_str("{not: a value}").unwrap();
+            let text = serde_yaml::to_string(&broken).unwrap();
+            let err = match super::super::parse(&text, &|_| None) {
+                Ok(_) => panic!("{path}: a mapping parses as its value: the parser never reads it"),
+                Err(e) => e.0,
+            };
+            assert!(err.starts_with(&format!("{path}: ")), "{path}: {err}");
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Key(String),
+        Item(usize),
+    }
+
+    /// Each scalar or list of `v` with its dotted path and the steps to it.
+    fn concrete_leaves(v: &Value, path: &str, out: &mut Vec<(String, Vec<Step>)>) {
+        fn go(v: &Value, path: &str, at: &mut Vec<Step>, out: &mut Vec<(String, Vec<Step>)>) {
+            match v {
+                Value::Mapping(map) => {
+                    for (k, v) in map {
+                        at.push(Step::Key(key_text(k)));
+                        go(v, &join(path, &key_text(k)), at, out);
+                        at.pop();
+                    }
+                }
+                Value::Sequence(items) if items.iter().any(Value::is_mapping) => {
+                    for (i, v) in items.iter().enumerate() {
+                        at.push(Step::Item(i));
+                        go(v, &format!("{path}[{i}]"), at, out);
+                        at.pop();
+                    }
+                }
+                _ => out.push((path.to_string(), at.clone())),
+            }
+        }
+        go(v, path, &mut Vec::new(), out);
+    }
+
+    /// The paths of `v`'s leaves in `shape`'s terms: a route or policy name is `*`, a list
+    /// item `[]`; a key `shape` does not list is a leaf (so it shows in a comparison).
+    fn value_paths(
+        shape: &Shape,
+        v: &Value,
+        path: &str,
+        out: &mut std::collections::BTreeSet<String>,
+    ) {
+        match (shape, v) {
+            (Map(_), Value::Mapping(map)) => {
                 for (k, v) in map {
-                    leaf_paths(v, &join(path, &key_text(k)), out);
+                    let key = key_text(k);
+                    match shape.field(&key) {
+                        Some(inner) => value_paths(inner, v, &join(path, &key), out),
+                        None => {
+                            out.insert(join(path, &key));
+                        }
+                    }
+                }
+            }
+            (Names(inner), Value::Mapping(map)) => {
+                for v in map.values() {
+                    value_paths(inner, v, &join(path, "*"), out);
+                }
+            }
+            (List(inner), Value::Sequence(items)) => {
+                for v in items {
+                    value_paths(inner, v, &format!("{path}[]"), out);
                 }
             }
             _ => {
@@ -401,9 +460,11 @@ mod tests {
                     shape_paths(shape.field(key).unwrap(), &join(path, key), out);
                 }
             }
+            Names(inner) => shape_paths(inner, &join(path, "*"), out),
+            List(inner) => shape_paths(inner, &format!("{path}[]"), out),
             // Blocks this build does not implement (`kes`) have no keys of ours.
             Shape::Any => {}
-            _ => {
+            Shape::Leaf => {
                 out.insert(path.to_string());
             }
         }

@@ -17,6 +17,9 @@ use serde_yaml::Value;
 use crate::auth::policy::{PatternSyntax, Policy};
 use crate::cache::Expiry;
 use crate::routes::{is_valid_name, AuthMode, RouteSettings, ROUTES};
+use keystore::KEYSTORE;
+use shape::Node;
+use shape::Shape::{self, Leaf, List, Map, Names};
 
 pub use duration::parse_go_duration;
 pub use keystore::{
@@ -102,6 +105,54 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// The config file's keys: the parser reads the file through this shape (in [`shape::Node`]),
+/// the lint reports every key it does not list.
+pub(crate) const ROOT: Shape = Map(&[
+    ("version", Leaf),
+    ("address", Leaf),
+    ("admin", Map(&[("identity", Leaf)])),
+    (
+        "tls",
+        Map(&[
+            ("key", Leaf),
+            ("cert", Leaf),
+            ("password", Leaf),
+            ("auth", Leaf),
+            ("ca", Leaf),
+            (
+                "proxy",
+                Map(&[("identities", Leaf), ("header", Map(&[("cert", Leaf)]))]),
+            ),
+        ]),
+    ),
+    (
+        "api",
+        Names(&Map(&[("timeout", Leaf), ("skip_auth", Leaf)])),
+    ),
+    (
+        "policy",
+        Names(&Map(&[
+            ("allow", Leaf),
+            ("deny", Leaf),
+            ("identities", Leaf),
+        ])),
+    ),
+    (
+        "cache",
+        Map(&[(
+            "expiry",
+            Map(&[("any", Leaf), ("unused", Leaf), ("offline", Leaf)]),
+        )]),
+    ),
+    (
+        "log",
+        Map(&[("error", Leaf), ("audit", Leaf), ("audit_all", Leaf)]),
+    ),
+    ("keys", List(&Map(&[("name", Leaf)]))),
+    ("keystore", KEYSTORE),
+    ("compat", Map(&[("policy_patterns", Leaf)])),
+]);
+
 /// Looks up environment variables; a function so tests need not touch the process env.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -117,6 +168,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let p = Parser { text, env };
     let mut warnings = Vec::new();
     lint::unknown_keys(&root, &mut warnings);
+    let root = Node::new(Some(&root), &ROOT);
 
     if let Some(v) = root.get("version") {
         let v = p.plain_string("version", v)?;
@@ -135,7 +187,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             }
         }
     };
-    let admin = match root.get("admin").and_then(|a| a.get("identity")) {
+    let admin = match root.child("admin").get("identity") {
         Some(v) => p.string("admin.identity", v)?,
         None => String::new(),
     };
@@ -144,8 +196,8 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     }
     lint::admin_identity(&admin, &mut warnings);
 
-    let tls_node = root.get("tls");
-    let field = |name: &str| tls_node.and_then(|t| t.get(name));
+    let tls_node = root.child("tls");
+    let field = |name: &str| tls_node.get(name);
     let key = p.opt_string("tls.key", field("key"))?.unwrap_or_default();
     let cert = p.opt_string("tls.cert", field("cert"))?.unwrap_or_default();
     if key.is_empty() {
@@ -169,15 +221,12 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             ))
         }
     };
-    let proxy = field("proxy");
-    let proxy_identities = match proxy.and_then(|x| x.get("identities")) {
+    let proxy = tls_node.child("proxy");
+    let proxy_identities = match proxy.get("identities") {
         Some(v) => p.string_list("tls.proxy.identities", v, true)?,
         None => Vec::new(),
     };
-    let proxy_cert_header = match proxy
-        .and_then(|x| x.get("header"))
-        .and_then(|h| h.get("cert"))
-    {
+    let proxy_cert_header = match proxy.child("header").get("cert") {
         Some(v) => p.string("tls.proxy.header.cert", v)?,
         None => String::new(),
     };
@@ -203,8 +252,10 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     };
 
     let mut routes = RouteSettings::default();
-    if let Some(Value::Mapping(api)) = root.get("api") {
-        for (k, v) in api {
+    let api = root.child("api");
+    if let Some(Value::Mapping(map)) = api.value() {
+        for (k, v) in map {
+            let route = api.entry(v);
             let Some(path) = k.as_str() else { continue };
             let Some(index) = ROUTES.iter().position(|r| r.path == path) else {
                 // Ignored, as upstream does, but said: a typo here silently drops a setting.
@@ -213,13 +264,13 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                 ));
                 continue;
             };
-            if let Some(t) = v.get("timeout") {
+            if let Some(t) = route.get("timeout") {
                 let d = p.duration(&format!("api.{path}.timeout"), t)?;
                 if !d.is_zero() {
                     routes.timeout[index] = d;
                 }
             }
-            if let Some(s) = v.get("skip_auth") {
+            if let Some(s) = route.get("skip_auth") {
                 if p.boolean(&format!("api.{path}.skip_auth"), s)? {
                     routes.auth[index] = AuthMode::Identify;
                     if let Some(what) = skip_auth_exposes(path) {
@@ -234,7 +285,8 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
 
     let mut policies = Vec::new();
     let mut seen_identities: HashSet<String> = HashSet::new();
-    if let Some(node) = root.get("policy") {
+    let policy = root.child("policy");
+    if let Some(node) = policy.value() {
         let Value::Mapping(map) = node else {
             return err("policy: expected a mapping of policy names to policies");
         };
@@ -247,7 +299,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                 return err(format!("policy.{name}: invalid policy name; expected 1–80 characters of [0-9A-Za-z_-], not starting or ending with '-'"));
             }
             let list = |field: &str, env: bool| -> Result<Vec<String>, ConfigError> {
-                match v.get(field) {
+                match policy.entry(v).get(field) {
                     Some(node) => p.string_list(&format!("policy.{name}.{field}"), node, env),
                     None => Ok(Vec::new()),
                 }
@@ -292,9 +344,9 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         }
     }
 
-    let expiry_node = root.get("cache").and_then(|c| c.get("expiry"));
+    let expiry_node = root.child("cache").child("expiry");
     let exp = |field: &str| -> Result<Option<Duration>, ConfigError> {
-        match expiry_node.and_then(|e| e.get(field)) {
+        match expiry_node.get(field) {
             Some(v) if !v.is_null() => Ok(Some(p.duration(&format!("cache.expiry.{field}"), v)?)),
             _ => Ok(None),
         }
@@ -308,26 +360,27 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     };
     let expiry_offline = exp("offline")?.unwrap_or(Duration::ZERO);
 
-    let log = root.get("log");
+    let log = root.child("log");
     let log_error = p
-        .opt_string("log.error", log.and_then(|l| l.get("error")))?
+        .opt_string("log.error", log.get("error"))?
         .unwrap_or_default();
     let log_audit = p
-        .opt_string("log.audit", log.and_then(|l| l.get("audit")))?
+        .opt_string("log.audit", log.get("audit"))?
         .unwrap_or_default();
 
-    let audit_all = match log.and_then(|l| l.get("audit_all")) {
+    let audit_all = match log.get("audit_all") {
         Some(v) => p.boolean("log.audit_all", v)?,
         None => false,
     };
 
     let mut keys = Vec::new();
-    if let Some(node) = root.get("keys") {
+    let keys_node = root.child("keys");
+    if let Some(node) = keys_node.value() {
         let Value::Sequence(items) = node else {
             return err("keys: expected a list of {name: <key name>}");
         };
         for (i, item) in items.iter().enumerate() {
-            let name = match item.get("name") {
+            let name = match keys_node.entry(item).get("name") {
                 Some(v) => p.string(&format!("keys[{i}].name"), v)?,
                 None => return err(format!("keys[{i}].name: missing")),
             };
@@ -343,7 +396,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         }
     }
 
-    let pattern_syntax = match root.get("compat").and_then(|c| c.get("policy_patterns")) {
+    let pattern_syntax = match root.child("compat").get("policy_patterns") {
         None => PatternSyntax::Prefix,
         Some(v) => match p.string("compat.policy_patterns", v)?.trim() {
             "" | "prefix" => PatternSyntax::Prefix,
@@ -406,7 +459,7 @@ pub fn parse_keystore_only(text: &str, env: EnvLookup<'_>) -> Result<KeystoreCon
     let root: Value =
         serde_yaml::from_str(text).map_err(|e| ConfigError(format!("invalid YAML: {e}")))?;
     let p = Parser { text, env };
-    keystore::parse_keystore(&p, root.get("keystore"))
+    keystore::parse_keystore(&p, Node::new(Some(&root), &ROOT).get("keystore"))
 }
 
 /// `address`: `[ip]:port` with an IP literal or an empty host.

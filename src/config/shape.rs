@@ -1,8 +1,8 @@
 //! The known layout of a config file, shared by the parser and the lint: the lint reports
-//! every key a [`Shape`] does not list, and the keystore parsers read their blocks through
-//! [`Node`], which only reads keys the block's shape lists. So the list of a block's keys
-//! lives in one place (its `Shape`, next to its parser), and a field the parser reads can
-//! never be reported as unknown.
+//! every key a [`Shape`] does not list, and the parsers (the top level's and the keystore
+//! blocks') read the config through [`Node`], which only reads keys the shape lists. So the
+//! list of a section's keys lives in one place (its `Shape`, next to its parser), and a
+//! field the parser reads can never be reported as unknown.
 
 use serde_yaml::Value;
 
@@ -54,6 +54,30 @@ impl<'v> Node<'v> {
     /// Whether the mapping is there and not null.
     pub(crate) fn is_set(&self) -> bool {
         self.value.is_some_and(|v| !v.is_null())
+    }
+
+    /// The value as written (`None` when absent).
+    pub(crate) fn value(&self) -> Option<&'v Value> {
+        self.value
+    }
+
+    /// `value`, one entry of this [`Shape::Names`] mapping or item of this [`Shape::List`],
+    /// read through the entries' shape.
+    pub(crate) fn entry(&self, value: &'v Value) -> Node<'v> {
+        let shape = match self.shape {
+            Shape::Names(inner) | Shape::List(inner) => inner,
+            _ => {
+                debug_assert!(
+                    false,
+                    "entries of a config value that has none in its Shape"
+                );
+                &Shape::Any
+            }
+        };
+        Node {
+            value: Some(value),
+            shape,
+        }
     }
 
     /// The value of `key` as written (`None` when absent; a null value is kept).

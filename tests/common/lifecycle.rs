@@ -5,14 +5,11 @@
 //! or a stand-in) and a kes server on it, implements [`Backend`] (reading and writing a
 //! record in the backend directly, the way upstream KES stores it), and calls
 //! [`keystore_lifecycle`]; later [`outage_behaviour`] with a closure that takes the backend
-//! away. Backend-specific checks (layouts beyond the record, token renewal, rejected calls)
-//! stay in that test, before or after.
-//!
-//! For the cloud keystores (not converted yet): AWS reads with `moto_py` (`get_secret_value`
-//! → `SecretString`, `None` on `ResourceNotFoundException`) and plants with `create_secret`,
-//! and passes `page_keys` 110 (moto pages `ListSecrets` at 100); GCP and Azure read and
-//! write their stand-in's state (the payload of version 1; the latest version of the
-//! secret) and pass their stand-in's page size plus some.
+//! away. Backends with expiring tokens check their renewal with [`relogin_after_revocation`]
+//! or [`renewed_before_expiry`]; tests about how a node gets its credentials (cloud identity
+//! chains) use the short [`create_and_use`] / [`used_and_renewed`]. Backend-specific checks
+//! (layouts beyond the record, paging details, rejected calls) stay in that test, before or
+//! after.
 
 use std::time::{Duration, Instant};
 
@@ -79,36 +76,8 @@ pub fn keystore_lifecycle(l: &Lifecycle, backend: &dyn Backend) -> String {
         400,
         "key already exists",
     );
-    let dek = w
-        .request(
-            "POST",
-            &format!("/v1/key/generate/{key}"),
-            Some(br#"{"context":"e30="}"#),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(dek.status, 200, "{}", body_str(&dek));
-    let body = format!(
-        r#"{{"ciphertext":"{}","context":"e30="}}"#,
-        json_str(&dek, "ciphertext")
-    );
-    let plain = r
-        .request(
-            "POST",
-            &format!("/v1/key/decrypt/{key}"),
-            Some(body.as_bytes()),
-            &[],
-        )
-        .unwrap();
-    assert_eq!(plain.status, 200, "{}", body_str(&plain));
-    assert_eq!(json_str(&plain, "plaintext"), json_str(&dek, "plaintext"));
-
-    // Stored as upstream stores it: the base64 of the protobuf record.
-    let record = backend
-        .record(key)
-        .unwrap_or_else(|| panic!("'{key}' is not in the backend"));
-    assert!(record.starts_with("CiQKI"), "{record}");
-    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
+    generate_and_decrypt(l.writer, l.reader, l.api_key, key);
+    let record = stored_record(backend, key);
 
     // A record upstream wrote is served.
     backend.plant(l.planted, &record);
@@ -166,6 +135,57 @@ pub fn keystore_lifecycle(l: &Lifecycle, backend: &dyn Backend) -> String {
     record
 }
 
+/// Generates a data key with a context at `writer` and decrypts it at `reader`: the same
+/// plaintext.
+pub fn generate_and_decrypt(writer: &str, reader: &str, api_key: &str, key: &str) {
+    let dek = client_for(writer, api_key)
+        .request(
+            "POST",
+            &format!("/v1/key/generate/{key}"),
+            Some(br#"{"context":"e30="}"#),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(dek.status, 200, "{}", body_str(&dek));
+    let body = format!(
+        r#"{{"ciphertext":"{}","context":"e30="}}"#,
+        json_str(&dek, "ciphertext")
+    );
+    let plain = client_for(reader, api_key)
+        .request(
+            "POST",
+            &format!("/v1/key/decrypt/{key}"),
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(plain.status, 200, "{}", body_str(&plain));
+    assert_eq!(json_str(&plain, "plaintext"), json_str(&dek, "plaintext"));
+}
+
+/// The record kes stored under `key`, checked to be stored as upstream stores it: the base64
+/// of the protobuf record, in the backend's layout ([`Backend::record`] asserts that).
+pub fn stored_record(backend: &dyn Backend, key: &str) -> String {
+    let record = backend
+        .record(key)
+        .unwrap_or_else(|| panic!("'{key}' is not in the backend"));
+    assert!(record.starts_with("CiQKI"), "{record}");
+    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
+    record
+}
+
+/// Creates `key` at `node`, generates and decrypts with it, and checks its record in the
+/// backend ([`stored_record`], returned): the short lifecycle, for a node whose way of
+/// getting credentials is what a test is about.
+pub fn create_and_use(node: &str, api_key: &str, key: &str, backend: &dyn Backend) -> String {
+    let created = client_for(node, api_key)
+        .request("POST", &format!("/v1/key/create/{key}"), None, &[])
+        .unwrap();
+    assert_eq!(created.status, 200, "{}", body_str(&created));
+    generate_and_decrypt(node, node, api_key, key);
+    stored_record(backend, key)
+}
+
 /// Revokes every token the backend issued (`revoke`) and checks that kes logs in again by
 /// itself: the next call succeeds after exactly one more login (`logins` counts them).
 pub fn relogin_after_revocation(
@@ -181,6 +201,67 @@ pub fn relogin_after_revocation(
         .unwrap();
     assert_eq!(r.status, 200, "{}", body_str(&r));
     assert_eq!(logins(), before + 1);
+}
+
+/// What a backend's token endpoint and API saw, for [`renewed_before_expiry`] (a stand-in
+/// keeps one).
+#[derive(Clone, Debug, Default)]
+pub struct Tokens {
+    /// Tokens issued so far.
+    pub issued: usize,
+    /// Calls refused for a missing, unknown or expired token.
+    pub unauthorized: usize,
+    /// The other calls the backend refused (its log of them).
+    pub rejected: Vec<String>,
+}
+
+/// Waits past the lifetime of the backend's tokens (`lifetime_secs`) and creates `key` at
+/// `node`: kes must have fetched a new token (more issued than before the wait) and never
+/// sent an expired one (no call refused as unauthorized, none refused at all).
+pub fn renewed_before_expiry(
+    node: &str,
+    api_key: &str,
+    key: &str,
+    lifetime_secs: u64,
+    tokens: impl Fn() -> Tokens,
+) {
+    let before = tokens().issued;
+    std::thread::sleep(Duration::from_millis(lifetime_secs * 1000 + 300));
+    let r = client_for(node, api_key)
+        .request("POST", &format!("/v1/key/create/{key}"), None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let after = tokens();
+    assert!(
+        after.issued > before,
+        "token not renewed: {} issued, {before} before the wait",
+        after.issued
+    );
+    assert_eq!(
+        after.unauthorized, 0,
+        "a call went out with an expired token"
+    );
+    assert!(after.rejected.is_empty(), "{:?}", after.rejected);
+}
+
+/// [`create_and_use`] `key` at `node`, then [`renewed_before_expiry`] (creating
+/// `<key>-later`): for a node whose way of getting credentials is what a test is about.
+pub fn used_and_renewed(
+    node: &str,
+    api_key: &str,
+    key: &str,
+    backend: &dyn Backend,
+    lifetime_secs: u64,
+    tokens: impl Fn() -> Tokens,
+) {
+    create_and_use(node, api_key, key, backend);
+    renewed_before_expiry(
+        node,
+        api_key,
+        &format!("{key}-later"),
+        lifetime_secs,
+        tokens,
+    );
 }
 
 /// Takes the keystore away under the kes server at `node` (`stop`) and checks what clients
