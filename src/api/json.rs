@@ -203,13 +203,22 @@ impl<'a> JsonWriter<'a> {
         JsonWriter { out, first: true }
     }
 
+    /// Writes `"name":`. Member names are our own identifiers (ASCII letters, digits, `_`,
+    /// `.`, `-`), which need no escaping: copied as they are.
     fn key(&mut self, name: &str) {
+        debug_assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')),
+            "member name {name:?} would need escaping"
+        );
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        write_string(self.out, name);
-        self.out.push(b':');
+        self.out.reserve(name.len() + 3);
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
     pub fn string(&mut self, name: &str, value: &str) -> &mut Self {
