@@ -4,11 +4,14 @@
 //! read per turn); code on a core uses it instead of `Instant::now()`. It is behind the real
 //! clock by at most the time the turn has run so far.
 //!
-//! Timers live in a binary heap ordered by deadline, with lazy deletion: a timer dropped
-//! before it fires (the usual case: a read timeout whose read completed) only frees its slot,
-//! and its heap entry is skipped when it reaches the top; the heap is rebuilt without stale
-//! entries once they outnumber the live ones. [`timeout`] polls its future first and arms its
-//! timer only if the future has to wait, so an operation that completes at once costs no
+//! Timers with a common duration (a connection's 500 ms idle check, its write timeout) go
+//! to a FIFO lane per duration: deadlines made from the cached clock plus the same duration
+//! arrive in order, so arming one is a push at the back and firing one a pop at the front —
+//! O(1). Other timers live in a binary heap ordered by deadline. Both use lazy deletion: a
+//! timer dropped before it fires (the usual case: a read timeout whose read completed) only
+//! frees its slot, and its entry is skipped when it reaches the front; stale entries are
+//! swept out once they outnumber the live timers. [`timeout`] polls its future first and arms
+//! its timer only if the future has to wait, so an operation that completes at once costs no
 //! timer at all.
 
 use std::cmp::Reverse;
@@ -21,8 +24,16 @@ use std::time::{Duration, Instant};
 
 use super::executor;
 
-/// Stale heap entries tolerated beyond twice the live timers before the heap is rebuilt.
+/// Stale entries tolerated beyond twice the live timers before they are swept out.
 const STALE_ENTRIES_SLACK: usize = 1024;
+/// Durations that get a FIFO lane of their own (the first ones seen); others use the heap.
+const LANES_MAX: usize = 8;
+
+/// Timers armed with one duration, in deadline order.
+struct Lane {
+    duration: Duration,
+    entries: std::collections::VecDeque<(Instant, u32, u32)>,
+}
 
 /// The executor's clock for this loop turn; outside an executor, the real clock.
 pub fn now() -> Instant {
@@ -39,6 +50,7 @@ struct TimerSlot {
 /// The executor's timers.
 #[derive(Default)]
 pub(crate) struct Timers {
+    lanes: Vec<Lane>,
     heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     slots: Vec<TimerSlot>,
     free: Vec<u32>,
@@ -46,7 +58,35 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    fn insert(&mut self, deadline: Instant, waker: Waker) -> (u32, u32) {
+    /// Entries in the lanes and the heap, live or stale.
+    fn entries(&self) -> usize {
+        self.heap.len() + self.lanes.iter().map(|l| l.entries.len()).sum::<usize>()
+    }
+
+    /// Queues an entry: in the lane of its duration if it keeps that lane in order.
+    fn queue(&mut self, now: Instant, entry: (Instant, u32, u32)) {
+        let duration = entry.0.saturating_duration_since(now);
+        let lane = match self.lanes.iter().position(|l| l.duration == duration) {
+            Some(i) => Some(i),
+            None if self.lanes.len() < LANES_MAX && !duration.is_zero() => {
+                self.lanes.push(Lane {
+                    duration,
+                    entries: Default::default(),
+                });
+                Some(self.lanes.len() - 1)
+            }
+            None => None,
+        };
+        if let Some(lane) = lane.map(|i| &mut self.lanes[i]) {
+            if lane.entries.back().is_none_or(|back| back.0 <= entry.0) {
+                lane.entries.push_back(entry);
+                return;
+            }
+        }
+        self.heap.push(Reverse(entry));
+    }
+
+    fn insert(&mut self, deadline: Instant, now: Instant, waker: Waker) -> (u32, u32) {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -64,7 +104,7 @@ impl Timers {
         slot.fired = false;
         slot.waker = Some(waker);
         let generation = slot.generation;
-        self.heap.push(Reverse((deadline, index, generation)));
+        self.queue(now, (deadline, index, generation));
         self.live += 1;
         (index, generation)
     }
@@ -80,10 +120,13 @@ impl Timers {
         let waker = slot.waker.take();
         self.free.push(index);
         self.live -= 1;
-        if self.heap.len() > 2 * self.live + STALE_ENTRIES_SLACK {
+        if self.entries() > 2 * self.live + STALE_ENTRIES_SLACK {
             let slots = &self.slots;
-            self.heap
-                .retain(|Reverse((_, i, g))| slots[*i as usize].generation == *g);
+            let live = |i: u32, g: u32| slots[i as usize].generation == g;
+            self.heap.retain(|Reverse((_, i, g))| live(*i, *g));
+            for lane in &mut self.lanes {
+                lane.entries.retain(|(_, i, g)| live(*i, *g));
+            }
         }
         waker
     }
@@ -103,32 +146,60 @@ impl Timers {
         false
     }
 
+    fn is_live(&self, i: u32, g: u32) -> bool {
+        let slot = &self.slots[i as usize];
+        slot.generation == g && slot.in_use && !slot.fired
+    }
+
     /// The earliest deadline of a live timer.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        let mut earliest = None;
+        for l in 0..self.lanes.len() {
+            while let Some(&(deadline, i, g)) = self.lanes[l].entries.front() {
+                if self.is_live(i, g) {
+                    earliest = Some(earliest.map_or(deadline, |e: Instant| e.min(deadline)));
+                    break;
+                }
+                self.lanes[l].entries.pop_front();
+            }
+        }
         while let Some(Reverse((deadline, i, g))) = self.heap.peek().copied() {
-            let slot = &self.slots[i as usize];
-            if slot.generation == g && slot.in_use && !slot.fired {
-                return Some(deadline);
+            if self.is_live(i, g) {
+                earliest = Some(earliest.map_or(deadline, |e: Instant| e.min(deadline)));
+                break;
             }
             self.heap.pop();
         }
-        None
+        earliest
+    }
+
+    fn fire_one(&mut self, i: u32, g: u32, due: &mut Vec<Waker>) {
+        if self.is_live(i, g) {
+            let slot = &mut self.slots[i as usize];
+            slot.fired = true;
+            if let Some(w) = slot.waker.take() {
+                due.push(w);
+            }
+        }
     }
 
     /// Marks every timer due at `now` fired; adds their wakers to `due`.
     pub(crate) fn fire(&mut self, now: Instant, due: &mut Vec<Waker>) {
+        for l in 0..self.lanes.len() {
+            while let Some(&(deadline, i, g)) = self.lanes[l].entries.front() {
+                if deadline > now {
+                    break;
+                }
+                self.lanes[l].entries.pop_front();
+                self.fire_one(i, g, due);
+            }
+        }
         while let Some(Reverse((deadline, i, g))) = self.heap.peek().copied() {
             if deadline > now {
                 break;
             }
             self.heap.pop();
-            let slot = &mut self.slots[i as usize];
-            if slot.generation == g && slot.in_use && !slot.fired {
-                slot.fired = true;
-                if let Some(w) = slot.waker.take() {
-                    due.push(w);
-                }
-            }
+            self.fire_one(i, g, due);
         }
     }
 }
@@ -185,7 +256,8 @@ impl Future for Sleep {
                 }
                 None if this.deadline <= rt.now.get() => true,
                 None => {
-                    this.entry = Some(timers.insert(this.deadline, cx.waker().clone()));
+                    this.entry =
+                        Some(timers.insert(this.deadline, rt.now.get(), cx.waker().clone()));
                     false
                 }
             }
@@ -295,6 +367,65 @@ mod tests {
     }
 
     #[test]
+    fn lanes_and_the_heap_fire_together_in_deadline_order() {
+        // More durations than lanes (the rest go to the heap), several timers per duration
+        // armed over several turns, some cancelled: the rest fire in deadline order.
+        let order = block_on(async {
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let mut tasks = Vec::new();
+            for round in 0..3u64 {
+                for ms in [40u64, 5, 25, 10, 35, 15, 30, 20, 45, 50, 12] {
+                    let order = order.clone();
+                    let cancelled = ms == 25 && round == 1;
+                    tasks.push(spawn_local(async move {
+                        let s = sleep(Duration::from_millis(ms));
+                        if cancelled {
+                            let _ = timeout(Duration::from_millis(1), s).await;
+                            return;
+                        }
+                        s.await;
+                        order.borrow_mut().push((ms + 60 * round, ms, round));
+                    }));
+                }
+                // The next round's timers are armed 60 ms later.
+                sleep(Duration::from_millis(60)).await;
+            }
+            for t in tasks {
+                t.await;
+            }
+            let lanes = crate::rt::executor::with(|rt| rt.timers.borrow().lanes.len()).unwrap();
+            assert_eq!(lanes, LANES_MAX);
+            let v = order.borrow().clone();
+            v
+        });
+        assert_eq!(order.len(), 32);
+        let deadlines: Vec<u64> = order.iter().map(|o| o.0).collect();
+        let mut sorted = deadlines.clone();
+        sorted.sort_unstable();
+        assert_eq!(deadlines, sorted, "{order:?}");
+        assert!(!order.iter().any(|&(_, ms, round)| ms == 25 && round == 1));
+    }
+
+    #[test]
+    fn stale_lane_entries_do_not_pile_up() {
+        block_on(async {
+            // The same duration over and over (a connection's read timeout that its read
+            // beats): one lane, swept like the heap.
+            for _ in 0..10_000 {
+                let mut s = sleep(Duration::from_millis(500));
+                assert!(futures_lite::future::poll_once(&mut s).await.is_none());
+            }
+            let (lanes, len) = crate::rt::executor::with(|rt| {
+                let t = rt.timers.borrow();
+                (t.lanes.len(), t.entries())
+            })
+            .unwrap();
+            assert_eq!(lanes, 1);
+            assert!(len <= STALE_ENTRIES_SLACK + 1, "{len} entries for 0 timers");
+        });
+    }
+
+    #[test]
     fn sleep_waits_at_least_its_duration() {
         let started = Instant::now();
         block_on(sleep(Duration::from_millis(15)));
@@ -331,10 +462,10 @@ mod tests {
                 // Arm it, then drop it before it fires.
                 assert!(futures_lite::future::poll_once(&mut s).await.is_none());
             }
-            let len = crate::rt::executor::with(|rt| rt.timers.borrow().heap.len()).unwrap();
+            let len = crate::rt::executor::with(|rt| rt.timers.borrow().entries()).unwrap();
             assert!(
                 len <= STALE_ENTRIES_SLACK + 1,
-                "{len} heap entries for 0 timers"
+                "{len} timer entries for 0 timers"
             );
         });
     }
