@@ -14,7 +14,8 @@
 //! * [`reactor`]: `mio::Poll` (epoll, edge-triggered): readiness of every registered socket,
 //!   the task waiting on each direction.
 //! * [`time`]: the cached clock ([`now`]: one clock read per loop turn), timers
-//!   ([`sleep`], [`timeout`]) in a heap with lazy deletion.
+//!   ([`sleep`], [`timeout`]) in FIFO lanes per common duration and a heap, with lazy
+//!   deletion.
 //! * [`uring`]: the io_uring backend: connected sockets' receives and sends through one ring
 //!   per executor, one kernel entry per loop turn; it waits on the epoll reactor too.
 //! * [`net`]: [`TcpListener`] (`SO_REUSEPORT`) and [`TcpStream`] (on the ring when the
