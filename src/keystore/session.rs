@@ -176,13 +176,21 @@ impl<T: Clone> Renewing<T> {
 
 /// A short-lived access token (the whole `Authorization` header value), renewed on demand.
 ///
-/// The token is renewed when half its lifetime has passed (as upstream's renewal loop does),
-/// so a token is never used close to its expiry; [`Session::invalidate`] drops a token the
-/// service rejected. Logins are serialized: concurrent callers wait for one login.
+/// The token is renewed when half its lifetime has passed (as upstream's renewal loop does).
+/// If that login fails, the old token keeps being used until shortly before it expires
+/// ([`TOKEN_EXPIRY_MARGIN_MIN`], or a tenth of its lifetime if longer), and the failure is
+/// shared for [`LOGIN_FAILURE_HOLD`] instead of retried by every request — so a login service
+/// that is down for a moment costs no request. [`Session::invalidate`] drops a token the
+/// service rejected. Logins are serialized: callers without a usable token wait for one login.
 #[derive(Default)]
 pub struct Session {
     current: Renewing<SecretVec>,
 }
+
+/// A token is not used closer than this to its expiry.
+pub const TOKEN_EXPIRY_MARGIN_MIN: Duration = Duration::from_secs(1);
+/// A failed login is answered to every caller for this long before the next attempt.
+pub const LOGIN_FAILURE_HOLD: Duration = Duration::from_secs(2);
 
 impl Session {
     /// The current token, logging in first when there is none or it is due for renewal.
@@ -191,14 +199,16 @@ impl Session {
         &self,
         login: impl FnOnce() -> Result<(SecretVec, Duration), StoreError>,
     ) -> Result<SecretVec, StoreError> {
-        self.current.get(Instant::now(), Duration::ZERO, || {
+        self.current.get(Instant::now(), LOGIN_FAILURE_HOLD, || {
             let (token, lifetime) = login()?;
-            let renew_at = Instant::now() + lifetime / 2;
+            let now = Instant::now();
+            let margin = (lifetime / 10)
+                .max(TOKEN_EXPIRY_MARGIN_MIN)
+                .min(lifetime / 2);
             Ok(Fresh {
                 value: token,
-                renew_at,
-                // A token due for renewal is not used: a failed login is an error.
-                valid_until: renew_at,
+                renew_at: now + lifetime / 2,
+                valid_until: now + lifetime - margin,
             })
         })
     }
@@ -504,6 +514,42 @@ mod tests {
             .get(Instant::now(), Duration::ZERO, || panic!("renewed already"))
             .unwrap();
         assert_eq!(v, 2);
+    }
+
+    #[test]
+    fn a_session_keeps_its_token_while_a_renewal_fails_and_not_past_its_expiry() {
+        use std::cell::Cell;
+        let session = Session::default();
+        let logins = Cell::new(0u32);
+        let token = |name: &str| SecretVec::new(name.as_bytes().to_vec());
+        let ok = |name: &'static str| {
+            logins.set(logins.get() + 1);
+            // 4 s: renewed after 2 s, used until 3 s (the 1 s margin).
+            Ok((token(name), Duration::from_secs(4)))
+        };
+        let down = || -> Result<(SecretVec, Duration), StoreError> {
+            logins.set(logins.get() + 1);
+            Err(StoreError::Unreachable("login service down".into()))
+        };
+        assert_eq!(session.token(|| ok("t1")).unwrap().expose(), b"t1");
+        assert_eq!(
+            session.token(|| ok("t2")).unwrap().expose(),
+            b"t1",
+            "not due"
+        );
+        std::thread::sleep(Duration::from_millis(2100));
+        // Due, the login fails, the token is still valid: it is used, and the failure is
+        // not retried by the next caller.
+        assert_eq!(session.token(down).unwrap().expose(), b"t1");
+        assert_eq!(session.token(down).unwrap().expose(), b"t1");
+        assert_eq!(logins.get(), 2);
+        std::thread::sleep(Duration::from_millis(1000));
+        // Past its margin: never used again (the held failure, or a new one, is the answer).
+        let e = session.token(down).unwrap_err();
+        assert!(e.to_string().contains("login service down"), "{e}");
+        // After the hold the next caller logs in.
+        std::thread::sleep(LOGIN_FAILURE_HOLD + Duration::from_millis(100));
+        assert_eq!(session.token(|| ok("t3")).unwrap().expose(), b"t3");
     }
 
     #[test]
