@@ -1,8 +1,11 @@
 //! TCP sockets on the executor's reactor: [`TcpListener`] (bound with `SO_REUSEPORT`, so
 //! every core listens on the same port and the kernel spreads connections over them) and
 //! [`TcpStream`] (futures-lite `AsyncRead`/`AsyncWrite`, plus `shutdown`, `set_nodelay`,
-//! `peer_addr`). A read or write makes its system call only while the socket is ready; the
-//! first `WouldBlock` parks the task until epoll reports the next edge.
+//! `peer_addr`). On epoll a read or write makes its system call only while the socket is
+//! ready; the first `WouldBlock` parks the task until epoll reports the next edge. When the
+//! executor runs io_uring, accepted sockets go on its ring instead ([`super::uring`]: reads
+//! from a receive queue the ring fills, writes queued and sent at the end of the turn);
+//! listeners and connecting sockets stay on epoll.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
