@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::azure_auth::Credentials;
 use super::gcp::query_escape;
-use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
-use super::session::Session;
+use super::http::{other, Endpoint, Reply, Retry, TlsFiles};
+use super::session::{call_with_token, json_headers, Session};
 use super::{KeyStore, StoreError};
 use crate::config::AzureConfig;
 use crate::secret::SecretVec;
@@ -168,24 +168,16 @@ impl AzureStore {
         } else {
             format!("{path}{sep}api-version={API_VERSION}")
         };
-        for fresh in [false, true] {
-            let auth = self.session.token(|| self.credentials.fetch(&self.retry))?;
-            let auth_text = std::str::from_utf8(auth.expose())
-                .map_err(|_| other("Azure: the access token is not text".into()))?;
-            let mut headers = vec![("Authorization", auth_text), ("Accept", "application/json")];
-            if !body.is_empty() {
-                headers.push(("Content-Type", "application/json"));
-            }
-            let reply = retrying(&self.retry, retryable_status, || {
-                self.endpoint.send(method, &path, &headers, body)
-            })?;
-            if reply.status == 401 && !fresh {
-                self.session.invalidate(&auth);
-                continue;
-            }
-            return Ok(reply);
-        }
-        unreachable!("the loop returns")
+        call_with_token(
+            "Azure",
+            &self.endpoint,
+            &self.session,
+            &self.retry,
+            || self.credentials.fetch(&self.retry),
+            "Authorization",
+            json_headers(body),
+            (method, &path, body),
+        )
     }
 
     fn put(&self, name: &str, body: &[u8]) -> Result<Result<(), KvError>, StoreError> {

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 use super::gcp_auth::Credentials;
-use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
-use super::session::Session;
+use super::http::{other, Endpoint, Reply, Retry, TlsFiles};
+use super::session::{call_with_token, json_headers, Session};
 use super::{KeyStore, StoreError};
 use crate::config::GcpConfig;
 use crate::secret::SecretVec;
@@ -132,24 +132,16 @@ impl GcpStore {
     /// One authorized call, repeated on 5xx/429; a 401 drops the cached token and tries once
     /// more with a fresh one.
     fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Reply, StoreError> {
-        for fresh in [false, true] {
-            let auth = self.session.token(|| self.credentials.fetch(&self.retry))?;
-            let auth_text = std::str::from_utf8(auth.expose())
-                .map_err(|_| other("GCP: the access token is not text".into()))?;
-            let mut headers = vec![("Authorization", auth_text), ("Accept", "application/json")];
-            if !body.is_empty() {
-                headers.push(("Content-Type", "application/json"));
-            }
-            let reply = retrying(&self.retry, retryable_status, || {
-                self.endpoint.send(method, path, &headers, body)
-            })?;
-            if reply.status == 401 && !fresh {
-                self.session.invalidate(&auth);
-                continue;
-            }
-            return Ok(reply);
-        }
-        unreachable!("the loop returns")
+        call_with_token(
+            "GCP",
+            &self.endpoint,
+            &self.session,
+            &self.retry,
+            || self.credentials.fetch(&self.retry),
+            "Authorization",
+            json_headers(body),
+            (method, path, body),
+        )
     }
 
     /// The record in version 1 of secret `name`; `None` when the secret has no version 1.

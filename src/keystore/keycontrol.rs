@@ -142,22 +142,13 @@ impl KeyControlStore {
     /// An authorized JSON `POST` to `/vault/1.0/<op>/`, repeated on 5xx/429; a 401 logs
     /// in again once.
     fn call(&self, op: &str, body: &[u8]) -> Result<Reply, StoreError> {
-        let path = format!("{}/vault/1.0/{op}/", self.svc.base);
-        let mut fresh = false;
-        loop {
-            let token = self.svc.session.token(|| self.login())?;
-            let auth = std::str::from_utf8(token.expose()).unwrap_or_default();
-            let headers = [("X-Vault-Auth", auth), ("Content-Type", "application/json")];
-            let reply = retrying(&self.svc.retry, retryable_status, || {
-                self.svc.endpoint.send("POST", &path, &headers, body)
-            })?;
-            if reply.status == 401 && !fresh {
-                self.svc.session.invalidate(&token);
-                fresh = true;
-                continue;
-            }
-            return Ok(reply);
-        }
+        let path = format!("/vault/1.0/{op}/");
+        self.svc.call(
+            SERVICE,
+            || self.login(),
+            "X-Vault-Auth",
+            ("POST", &path, Some(body)),
+        )
     }
 }
 

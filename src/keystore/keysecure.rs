@@ -126,27 +126,12 @@ impl KeySecureStore {
 
     /// An authorized call, repeated on 5xx/429; a 401 logs in again once.
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Reply, StoreError> {
-        let path = format!("{}{path}", self.svc.base);
-        let mut fresh = false;
-        loop {
-            let token = self.svc.session.token(|| self.login())?;
-            let auth = std::str::from_utf8(token.expose()).unwrap_or_default();
-            let mut headers = vec![("Authorization", auth)];
-            if body.is_some() {
-                headers.push(("Content-Type", "application/json"));
-            }
-            let reply = retrying(&self.svc.retry, retryable_status, || {
-                self.svc
-                    .endpoint
-                    .send(method, &path, &headers, body.unwrap_or_default())
-            })?;
-            if reply.status == 401 && !fresh {
-                self.svc.session.invalidate(&token);
-                fresh = true;
-                continue;
-            }
-            return Ok(reply);
-        }
+        self.svc.call(
+            SERVICE,
+            || self.login(),
+            "Authorization",
+            (method, path, body),
+        )
     }
 }
 

@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::http::{Endpoint, Reply, Retry, TlsFiles};
+use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
 use super::StoreError;
 use crate::secret::SecretVec;
 
@@ -47,6 +47,80 @@ impl Service {
             session: Session::default(),
             retry: Retry::DEFAULT,
         })
+    }
+}
+
+/// One call carrying the session's token in header `auth_header` (after `headers`' others),
+/// repeated on 5xx/429 as `retry` says; a 401 drops the token and the call is made once more
+/// with a fresh one (`login` is called when the session has no usable token). Shared by every
+/// keystore that logs in (Fortanix, CipherTrust, KeyControl, GCP, Azure).
+#[allow(clippy::too_many_arguments)]
+pub fn call_with_token(
+    service: &str,
+    endpoint: &Endpoint,
+    session: &Session,
+    retry: &Retry,
+    login: impl Fn() -> Result<(SecretVec, Duration), StoreError>,
+    auth_header: &'static str,
+    headers: &[(&str, &str)],
+    (method, path, body): (&str, &str, &[u8]),
+) -> Result<Reply, StoreError> {
+    for fresh in [false, true] {
+        let token = session.token(&login)?;
+        let auth = std::str::from_utf8(token.expose())
+            .map_err(|_| other(format!("{service}: the access token is not text")))?;
+        let mut all = Vec::with_capacity(headers.len() + 1);
+        all.push((auth_header, auth));
+        all.extend_from_slice(headers);
+        let reply = retrying(retry, retryable_status, || {
+            endpoint.send(method, path, &all, body)
+        })?;
+        if reply.status == 401 && !fresh {
+            session.invalidate(&token);
+            continue;
+        }
+        return Ok(reply);
+    }
+    unreachable!("the second attempt returns")
+}
+
+/// The `Content-Type` header of a JSON body, when there is one.
+pub const JSON_BODY: (&str, &str) = ("Content-Type", "application/json");
+
+/// The headers of a call to an OAuth2-protected JSON API (GCP, Azure): `Accept`, and the
+/// body's `Content-Type` when the body is not empty.
+pub fn json_headers(body: &[u8]) -> &'static [(&'static str, &'static str)] {
+    const ACCEPT: (&str, &str) = ("Accept", "application/json");
+    if body.is_empty() {
+        &[ACCEPT]
+    } else {
+        &[ACCEPT, JSON_BODY]
+    }
+}
+
+impl Service {
+    /// [`call_with_token`] on this service's endpoint, session and retry policy, at `path`
+    /// under the endpoint's base path, with `Authorization: <token>` (or `auth_header`) and
+    /// `Content-Type: application/json` when a body is given.
+    pub fn call(
+        &self,
+        service: &str,
+        login: impl Fn() -> Result<(SecretVec, Duration), StoreError>,
+        auth_header: &'static str,
+        (method, path, body): (&str, &str, Option<&[u8]>),
+    ) -> Result<Reply, StoreError> {
+        let path = format!("{}{path}", self.base);
+        let headers: &[(&str, &str)] = if body.is_some() { &[JSON_BODY] } else { &[] };
+        call_with_token(
+            service,
+            &self.endpoint,
+            &self.session,
+            &self.retry,
+            login,
+            auth_header,
+            headers,
+            (method, &path, body.unwrap_or_default()),
+        )
     }
 }
 
