@@ -13,11 +13,11 @@
 //! answers `ObjectIsBeingDeleted`, as Key Vault may) and pages lists with `nextLink`.
 
 mod common;
+mod standin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use common::lifecycle::{
 };
 use common::*;
 use simd_json::prelude::*;
+use standin::{Request, Response};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT_ID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
@@ -68,21 +69,12 @@ struct State {
     clock: i64,
 }
 
+/// The stand-in: Key Vault, the Entra ID token endpoint, IMDS and the App Service identity
+/// endpoint on one loopback port (`tests/standin` serves it), with its state.
 struct StandIn {
     port: u16,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _server: standin::StandIn,
 }
 
 impl State {
@@ -99,107 +91,39 @@ impl State {
 }
 
 fn start_stand_in(token_lifetime: u64) -> StandIn {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let state = Arc::new(Mutex::new(State {
         lifetime_secs: token_lifetime,
         ..State::default()
     }));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (st, sp) = (state.clone(), stop.clone());
-    let thread = std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if sp.load(Ordering::SeqCst) {
-                return;
-            }
-            let Ok(mut conn) = conn else { continue };
-            let (status, body) = match read_request(&mut conn) {
-                Some(req) => {
-                    let mut s = st.lock().unwrap();
-                    let (status, body) = handle(&mut s, &req, port);
-                    if status >= 400 && status != 404 && status != 409 {
-                        s.seen
-                            .rejected
-                            .push(format!("{} {} -> {status} {body}", req.method, req.path));
-                    }
-                    (status, body)
-                }
-                None => (400, "{}".to_string()),
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+    let port_cell = Arc::new(std::sync::OnceLock::<u16>::new());
+    let (st, pc) = (state.clone(), port_cell.clone());
+    let server = standin::StandIn::start(Arc::new(move |req: &Request| {
+        let port = *pc.get().expect("the port is known before any request");
+        // The handlers read the target as sent (path and query).
+        let req = Request {
+            path: req.target(),
+            query: req.query.clone(),
+            method: req.method.clone(),
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+        };
+        let mut s = st.lock().unwrap();
+        let (status, body) = handle(&mut s, &req, port);
+        if status >= 400 && status != 404 && status != 409 {
+            s.seen
+                .rejected
+                .push(format!("{} {} -> {status} {body}", req.method, req.path));
         }
-    });
+        Response {
+            content_type: "application/json; charset=utf-8",
+            ..Response::json(status, body)
+        }
+    }) as standin::Handler);
+    let _ = port_cell.set(server.port);
     StandIn {
-        port,
+        port: server.port,
         state,
-        stop,
-        thread: Some(thread),
-    }
-}
-
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn read_request(conn: &mut TcpStream) -> Option<Request> {
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    loop {
-        let n = conn.read(&mut tmp).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(head)) = req.parse(&buf) {
-            let headers: Vec<(String, String)> = req
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).to_string(),
-                    )
-                })
-                .collect();
-            let len: usize = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            let (method, path) = (req.method?.to_string(), req.path?.to_string());
-            while buf.len() < head + len {
-                let n = conn.read(&mut tmp).ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&tmp[..n]);
-            }
-            return Some(Request {
-                method,
-                path,
-                headers,
-                body: buf[head..head + len].to_vec(),
-            });
-        }
+        _server: server,
     }
 }
 

@@ -23,6 +23,15 @@ pub struct Request {
 }
 
 impl Request {
+    /// The request target as sent: the path, and `?query` when there is one.
+    pub fn target(&self) -> String {
+        if self.query.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}?{}", self.path, self.query)
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -44,6 +53,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Other header lines (`Name: value`).
+    pub headers: Vec<String>,
 }
 
 impl Response {
@@ -52,13 +63,21 @@ impl Response {
             status,
             content_type: "application/json",
             body: body.into().into_bytes(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a header line (`Name: value`).
+    pub fn with_header(mut self, line: impl Into<String>) -> Response {
+        self.headers.push(line.into());
+        self
     }
     pub fn text(status: u16, body: &str) -> Response {
         Response {
             status,
             content_type: "text/plain",
             body: body.as_bytes().to_vec(),
+            headers: Vec::new(),
         }
     }
     pub fn empty(status: u16) -> Response {
@@ -66,6 +85,7 @@ impl Response {
             status,
             content_type: "",
             body: Vec::new(),
+            headers: Vec::new(),
         }
     }
 }
@@ -217,6 +237,10 @@ fn serve<S: Read + Write + Timeout>(mut conn: S, handler: Handler) {
     let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", resp.status);
     if !resp.content_type.is_empty() {
         out.push_str(&format!("Content-Type: {}\r\n", resp.content_type));
+    }
+    for line in &resp.headers {
+        out.push_str(line);
+        out.push_str("\r\n");
     }
     out.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
     let mut bytes = out.into_bytes();
