@@ -5,10 +5,11 @@
 //! `HChaCha20(K, IV)` for ChaCha20 keys. The AEAD is AES-256-GCM or ChaCha20-Poly1305 (RFC 8439)
 //! with the 12-byte nonce `N`.
 //!
-//! All primitives come from `ring`. `K'` is copied into a scratch buffer that is wiped after
-//! use, and decrypted plaintexts only ever live in [`SecretVec`]s. What `ring` keeps on the
-//! stack while it works (the HMAC pad states, its HMAC output before we copy it, the expanded
-//! AEAD key schedule) is `ring`'s own and cannot be wiped from outside.
+//! The AEADs come from `ring`; the AES derivation is HMAC-SHA-256 on `sha2`'s compression
+//! function with the key's pad states computed once per key ([`super::hmac_sha256`]), wiped
+//! like the key. `K'` is written into a scratch buffer that is wiped after use, and decrypted
+//! plaintexts only ever live in [`SecretVec`]s. What `ring` keeps on the stack while it works
+//! (the expanded AEAD key schedule) is `ring`'s own and cannot be wiped from outside.
 
 use std::fmt;
 
@@ -19,6 +20,7 @@ use sha2::Digest as _;
 
 use super::envelope::{parse_envelope, Envelope};
 use super::hchacha::hchacha20_into;
+use super::hmac_sha256::HmacSha256Key;
 pub use super::key_type::KeyType;
 use crate::secret::{Secret, SecretVec};
 use crate::time::Timestamp;
@@ -91,6 +93,8 @@ fn random_secret(rng: &dyn SecureRandom) -> Result<Secret<32>, CryptoError> {
 pub struct SecretKey {
     kind: KeyType,
     key: Secret<32>,
+    /// `HMAC-SHA-256(key, ·)` ready to use: the AES key derivation of every ciphertext.
+    derive: HmacSha256Key,
 }
 
 impl fmt::Debug for SecretKey {
@@ -107,7 +111,8 @@ impl SecretKey {
     pub const CIPHERTEXT_OVERHEAD: usize = TAG_LEN + RANDOM_LEN;
 
     pub fn new(kind: KeyType, key: Secret<32>) -> SecretKey {
-        SecretKey { kind, key }
+        let derive = HmacSha256Key::new(key.expose());
+        SecretKey { kind, key, derive }
     }
 
     /// A new key of the given type from 32 bytes of `rng`.
@@ -134,7 +139,7 @@ impl SecretKey {
         let mut derived = Scratch([0u8; 32]);
         let algorithm = match kind {
             KeyType::Aes256 => {
-                hmac_sha256(self.key.expose(), iv, &mut derived.0);
+                self.derive.sign_short(iv, &mut derived.0);
                 &aead::AES_256_GCM
             }
             KeyType::ChaCha20 => {

@@ -6,14 +6,16 @@
 //! * [`envelope`]: recognition of the legacy MessagePack and JSON ciphertext envelopes (§5).
 //! * [`record`]: the key-at-rest encoding, current protobuf and legacy JSON (§10).
 //! * [`hchacha`]: HChaCha20, the ChaCha20 per-ciphertext key derivation.
+//! * [`hmac_sha256`]: HMAC-SHA-256 with precomputed pad states, the AES256 derivation.
 //!
-//! AEADs come from `ring`; HMAC-SHA-256 is assembled on `sha2`'s compression function so that
-//! every intermediate can be wiped. Secret material lives in [`crate::secret`] containers.
+//! AEADs come from `ring`; the per-ciphertext HMAC-SHA-256 is assembled on `sha2`'s compression
+//! function so that every intermediate can be wiped and the key's pad states are computed once. Secret material lives in [`crate::secret`] containers.
 //! Parsers never panic on any input.
 
 pub mod cipher;
 pub mod envelope;
 pub mod hchacha;
+pub mod hmac_sha256;
 pub mod key_type;
 pub mod record;
 pub mod rng;
