@@ -9,9 +9,10 @@
 //! * Fast key erasure (as in OpenBSD's arc4random and Linux's own CRNG): every refill first
 //!   replaces the key with fresh keystream, and bytes are wiped from the buffer as they are
 //!   handed out, so a later compromise of the state reveals nothing already produced.
-//! * Fresh OS entropy is mixed into the key every [`RESEED_BYTES`] of output or
-//!   [`RESEED_INTERVAL`], whichever comes first, bounding what a state compromise reveals
-//!   about future output.
+//! * Fresh OS entropy is mixed into the key before any keystream is made once
+//!   [`RESEED_BYTES`] of output or [`RESEED_INTERVAL`] have passed, whichever comes first,
+//!   bounding what a state compromise reveals about future output (at most one buffer,
+//!   512 bytes, made before the limit can be handed out after it).
 //! * One instance per core, never shared, never cloned; the process never forks.
 
 use std::time::{Duration, Instant};
@@ -110,13 +111,16 @@ impl CoreRng {
 
     /// Fills `dest` with random bytes.
     pub fn fill(&mut self, dest: &mut [u8]) -> Result<(), RngError> {
-        if self.since_seed >= RESEED_BYTES || self.seeded_at.elapsed() >= RESEED_INTERVAL {
-            self.reseed()?;
-        }
         let mut written = 0;
         while written < dest.len() {
             if self.pos == KEYSTREAM {
-                self.refill();
+                // The reseed check runs once per refill, not per call: one clock read per
+                // buffer of keystream instead of one per request.
+                if self.since_seed >= RESEED_BYTES || self.seeded_at.elapsed() >= RESEED_INTERVAL {
+                    self.reseed()?;
+                } else {
+                    self.refill();
+                }
             }
             let n = (dest.len() - written).min(KEYSTREAM - self.pos);
             dest[written..written + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
