@@ -42,11 +42,38 @@ impl Default for JsonParser {
     }
 }
 
+/// Bodies up to this size (the first value of them) are read by the crate's scalar reader
+/// ([`crate::crypto::envelope`]'s, the one secret bodies use): for the small bodies of the
+/// crypto routes (`{"context":"..."}`, a DEK's ciphertext: tens to hundreds of bytes) it costs
+/// a fraction of simd-json's setup. Larger bodies, and bodies whose wanted strings must be
+/// unescaped or that are not ASCII, go to simd-json.
+pub const SCALAR_BODY_BYTES_MAX: usize = 4 * 1024;
+
 impl JsonParser {
     /// Parses `body` (modified in place by simd-json) as a JSON object and returns, for each
     /// name in `names`, the string value of the last member whose name matches it
     /// case-insensitively. `null` and absent members give `None`.
     pub fn string_members<'a, const N: usize>(
+        &mut self,
+        body: &'a mut [u8],
+        names: [&str; N],
+    ) -> Result<[Option<&'a str>; N], BodyError> {
+        if body.len() <= SCALAR_BODY_BYTES_MAX {
+            if let Some(found) = scalar_string_members(body, names) {
+                let body: &'a [u8] = body;
+                return found.map(|ranges| {
+                    ranges.map(|r| {
+                        // The ranges cut ASCII input at quotes: always UTF-8.
+                        r.and_then(|(start, end)| std::str::from_utf8(&body[start..end]).ok())
+                    })
+                });
+            }
+        }
+        self.simd_string_members(body, names)
+    }
+
+    /// [`string_members`](Self::string_members) on simd-json, whatever the body's size.
+    pub fn simd_string_members<'a, const N: usize>(
         &mut self,
         body: &'a mut [u8],
         names: [&str; N],
@@ -90,6 +117,50 @@ impl JsonParser {
     }
 }
 
+/// The scalar reading of a small body's first value (what follows it is never looked at, as
+/// in Go): for each name, the byte range of the
+/// last matching member's string in `body` (`None`: absent or `null`). `None` overall when
+/// simd-json must decide instead: the body is not ASCII (simd-json refuses invalid UTF-8 where
+/// Go would not), or a wanted string holds escapes (simd-json unescapes in place).
+fn scalar_string_members<const N: usize>(
+    body: &[u8],
+    names: [&str; N],
+) -> Option<Result<[Option<(usize, usize)>; N], BodyError>> {
+    use crate::crypto::envelope::json::{decode_first_object, name_eq, Value};
+    if !body.is_ascii() {
+        return None;
+    }
+    let base = body.as_ptr() as usize;
+    let mut found: [Option<(usize, usize)>; N] = [None; N];
+    let mut type_error = false;
+    let mut escaped = false;
+    let decoded = decode_first_object(body, |name, value| {
+        let Some(slot) = names.iter().position(|n| name_eq(name.bytes(), n)) else {
+            return Ok(());
+        };
+        match value {
+            Value::Null => found[slot] = None,
+            Value::Str(s) => {
+                if s.bytes().as_ptr() != s.raw.as_ptr() || s.bytes().len() != s.raw.len() {
+                    escaped = true;
+                }
+                let start = s.raw.as_ptr() as usize - base;
+                found[slot] = Some((start, start + s.raw.len()));
+            }
+            // Go reports the type error after reading the whole value: keep going, so that a
+            // later syntax error wins as it does on simd-json.
+            Value::Other => type_error = true,
+        }
+        Ok(())
+    });
+    match decoded {
+        _ if escaped => None,
+        Err(()) => Some(Err(BodyError::Syntax)),
+        Ok(_) if type_error => Some(Err(BodyError::Type)),
+        Ok(_) => Some(Ok(found)),
+    }
+}
+
 /// Reads the named string members of a body that carries secrets (import's `key`, encrypt's
 /// `plaintext`). simd-json copies its input into internal buffers that it frees without
 /// wiping, so these bodies go through the crate's zero-copy Go-compatible decoder instead;
@@ -98,10 +169,10 @@ pub fn secret_members<const N: usize>(
     body: &[u8],
     names: [&str; N],
 ) -> Result<[Option<SecretVec>; N], BodyError> {
-    use crate::crypto::envelope::json::{decode_object, name_eq, Value};
+    use crate::crypto::envelope::json::{decode_first_object, name_eq, Value};
     let mut found: [Option<SecretVec>; N] = std::array::from_fn(|_| None);
     let mut type_error = false;
-    let decoded = decode_object(&body[..first_value_len(body)], |name, value| {
+    let decoded = decode_first_object(body, |name, value| {
         // Go matches the last member whose name folds to the field name.
         let Some(slot) = names.iter().position(|n| name_eq(name.bytes(), n)) else {
             return Ok(());
@@ -173,6 +244,9 @@ pub fn first_value_len(body: &[u8]) -> usize {
 /// Decodes a base64 member into `out` (cleared first). Go ignores CR and LF inside base64.
 pub fn decode_base64_into(text: &str, out: &mut Vec<u8>) -> Result<(), BodyError> {
     out.clear();
+    if text.is_empty() {
+        return Ok(()); // an empty context, the most common one
+    }
     if text.bytes().any(|b| b == b'\r' || b == b'\n') {
         let cleaned: Vec<u8> = text.bytes().filter(|&b| b != b'\r' && b != b'\n').collect();
         return BASE64
@@ -464,6 +538,44 @@ mod tests {
                 err,
                 "{input:?}"
             );
+        }
+    }
+
+    /// Small bodies are read by the scalar reader, large ones and the odd ones by simd-json:
+    /// both give the same answer for the same body.
+    #[test]
+    fn the_scalar_and_simd_readers_agree() {
+        fn owned(
+            r: Result<[Option<&str>; 2], BodyError>,
+        ) -> Result<[Option<String>; 2], BodyError> {
+            r.map(|v| v.map(|s| s.map(str::to_owned)))
+        }
+        let mut p = JsonParser::default();
+        let pad = " ".repeat(SCALAR_BODY_BYTES_MAX);
+        for input in [
+            r#"{"ciphertext":"YWJj","context":"ZGVm"}"#,
+            r#"{"context":""}"#,
+            r#"{}"#,
+            r#"null"#,
+            r#"{"CONTEXT":"a","Ciphertext":null,"context":"b"}"#,
+            r#"{"context":"a\/b","ciphertext":"\u0041"}"#,
+            r#"{"\u0063ontext":"x"}"#,
+            r#"{"other":{"a":[1,2.5e3,true,false,null,"s"]},"context":"y"}"#,
+            r#"{"context":5}"#,
+            r#"{"context":[],"x":}"#,
+            r#"{"context":"a" "#,
+            "{\"context\":\"caf\u{e9}\"}",
+            r#"{"context":"\t"}"#,
+        ] {
+            let mut small = input.as_bytes().to_vec();
+            let mut simd = small.clone();
+            let names = ["context", "ciphertext"];
+            let a = owned(p.string_members(&mut small, names));
+            let b = owned(p.simd_string_members(&mut simd, names));
+            assert_eq!(a, b, "{input}");
+            // The same body padded past the scalar limit goes to simd-json: same answer.
+            let mut large = format!("{pad}{input}").into_bytes();
+            assert_eq!(owned(p.string_members(&mut large, names)), a, "{input}");
         }
     }
 

@@ -360,6 +360,29 @@ pub(crate) mod json {
     /// error, any other top-level type, trailing data, or an error from `member`.
     pub(crate) fn decode_object<'a>(
         input: &'a [u8],
+        member: impl FnMut(JsonStr<'a>, Value<'a>) -> Result<(), ()>,
+    ) -> Result<bool, ()> {
+        decode_object_impl(input, Trailing::Refuse, member)
+    }
+
+    /// Like [`decode_object`], but like Go's `json.Decoder.Decode` it reads the first value
+    /// only: whatever follows it is never looked at.
+    pub(crate) fn decode_first_object<'a>(
+        input: &'a [u8],
+        member: impl FnMut(JsonStr<'a>, Value<'a>) -> Result<(), ()>,
+    ) -> Result<bool, ()> {
+        decode_object_impl(input, Trailing::Ignore, member)
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Trailing {
+        Refuse,
+        Ignore,
+    }
+
+    fn decode_object_impl<'a>(
+        input: &'a [u8],
+        trailing: Trailing,
         mut member: impl FnMut(JsonStr<'a>, Value<'a>) -> Result<(), ()>,
     ) -> Result<bool, ()> {
         let mut p = Parser { b: input, pos: 0 };
@@ -369,7 +392,7 @@ pub(crate) mod json {
             Some(b'n') => {
                 p.literal(b"null")?;
                 p.ws();
-                return if p.pos == input.len() {
+                return if trailing == Trailing::Ignore || p.pos == input.len() {
                     Ok(false)
                 } else {
                     Err(())
@@ -407,6 +430,9 @@ pub(crate) mod json {
                     _ => return Err(()),
                 }
             }
+        }
+        if trailing == Trailing::Ignore {
+            return Ok(true);
         }
         p.ws();
         if p.pos == input.len() {
@@ -508,6 +534,19 @@ pub(crate) mod json {
         fn string(&mut self) -> Result<JsonStr<'a>, ()> {
             self.expect(b'"')?;
             let start = self.pos;
+            // The common string (base64, a name): printable ASCII up to the closing quote,
+            // found with one vectorised search.
+            let rest = &self.b[start..];
+            if let Some(end) = memchr::memchr2(b'"', b'\\', rest) {
+                let raw = &rest[..end];
+                if rest[end] == b'"' && raw.iter().all(|&b| (0x20..0x80).contains(&b)) {
+                    self.pos = start + end + 1;
+                    return Ok(JsonStr {
+                        raw,
+                        value: StrBuf::Borrowed(raw),
+                    });
+                }
+            }
             let mut escaped = false;
             let mut non_ascii = false;
             loop {
