@@ -120,10 +120,13 @@ pub fn parse_head(
     }
     let input = &buf[skip..];
     let limit = opts.limits.head_bytes_max;
-    let mut headers = [httparse::EMPTY_HEADER; HEADERS_COUNT_MAX];
+    // Left uninitialised: httparse writes the ones it fills (64 headers would be 2 KiB of
+    // stores per request otherwise).
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; HEADERS_COUNT_MAX];
     let count_max = opts.limits.headers_count_max.min(HEADERS_COUNT_MAX);
-    let mut req = httparse::Request::new(&mut headers[..count_max]);
-    let status = match req.parse(input) {
+    let mut req = httparse::Request::new(&mut []);
+    let status = match req.parse_with_uninit_headers(input, &mut headers[..count_max]) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
         Err(httparse::Error::Version) => {
