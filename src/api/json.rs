@@ -117,6 +117,9 @@ impl JsonParser {
     }
 }
 
+/// Where a member's string value lies in the body: `start..end`.
+type Range = (usize, usize);
+
 /// The scalar reading of a small body's first value (what follows it is never looked at, as
 /// in Go): for each name, the byte range of the
 /// last matching member's string in `body` (`None`: absent or `null`). `None` overall when
@@ -125,13 +128,13 @@ impl JsonParser {
 fn scalar_string_members<const N: usize>(
     body: &[u8],
     names: [&str; N],
-) -> Option<Result<[Option<(usize, usize)>; N], BodyError>> {
+) -> Option<Result<[Option<Range>; N], BodyError>> {
     use crate::crypto::envelope::json::{decode_first_object, name_eq, Value};
     if !body.is_ascii() {
         return None;
     }
     let base = body.as_ptr() as usize;
-    let mut found: [Option<(usize, usize)>; N] = [None; N];
+    let mut found: [Option<Range>; N] = [None; N];
     let mut type_error = false;
     let mut escaped = false;
     let decoded = decode_first_object(body, |name, value| {
