@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use simd_json::prelude::*;
 
+use crate::crypto::envelope::json::{decode_first_object, name_eq, JsonStr, Value};
 use crate::secret::SecretVec;
 
 /// Why a request body could not be read. The API layer maps every variant to the route's
@@ -117,51 +118,64 @@ impl JsonParser {
     }
 }
 
-/// Where a member's string value lies in the body: `start..end`.
-type Range = (usize, usize);
-
-/// The scalar reading of a small body's first value (what follows it is never looked at, as
-/// in Go): for each name, the byte range of the
-/// last matching member's string in `body` (`None`: absent or `null`). `None` overall when
-/// simd-json must decide instead: the body is not ASCII (simd-json refuses invalid UTF-8 where
-/// Go would not), or a wanted string holds escapes (simd-json unescapes in place).
-fn scalar_string_members<const N: usize>(
-    body: &[u8],
+/// Reads the first value of `body` as a JSON object with Go's rules (what follows it is never
+/// looked at) and hands `apply` every member whose name matches one of `names` (Go's case
+/// folding): the name's index and the string, `None` for `null`, in document order, so the
+/// last duplicate wins. A wanted member of another type is reported after the whole value is
+/// read, so that a later syntax error wins as it does on simd-json.
+fn wanted_members<'a, const N: usize>(
+    body: &'a [u8],
     names: [&str; N],
-) -> Option<Result<[Option<Range>; N], BodyError>> {
-    use crate::crypto::envelope::json::{decode_first_object, name_eq, Value};
-    if !body.is_ascii() {
-        return None;
-    }
-    let base = body.as_ptr() as usize;
-    let mut found: [Option<Range>; N] = [None; N];
+    mut apply: impl FnMut(usize, Option<JsonStr<'a>>),
+) -> Result<(), BodyError> {
     let mut type_error = false;
-    let mut escaped = false;
     let decoded = decode_first_object(body, |name, value| {
         let Some(slot) = names.iter().position(|n| name_eq(name.bytes(), n)) else {
             return Ok(());
         };
         match value {
-            Value::Null => found[slot] = None,
-            Value::Str(s) => {
-                if s.bytes().as_ptr() != s.raw.as_ptr() || s.bytes().len() != s.raw.len() {
-                    escaped = true;
-                }
-                let start = s.raw.as_ptr() as usize - base;
-                found[slot] = Some((start, start + s.raw.len()));
-            }
-            // Go reports the type error after reading the whole value: keep going, so that a
-            // later syntax error wins as it does on simd-json.
+            Value::Null => apply(slot, None),
+            Value::Str(s) => apply(slot, Some(s)),
             Value::Other => type_error = true,
         }
         Ok(())
     });
     match decoded {
-        _ if escaped => None,
-        Err(()) => Some(Err(BodyError::Syntax)),
-        Ok(_) if type_error => Some(Err(BodyError::Type)),
-        Ok(_) => Some(Ok(found)),
+        Err(()) => Err(BodyError::Syntax),
+        Ok(_) if type_error => Err(BodyError::Type),
+        // `Ok(false)`: a top-level `null`, a no-op in Go.
+        Ok(_) => Ok(()),
     }
+}
+
+/// Where a member's string value lies in the body: `start..end`.
+type Range = (usize, usize);
+
+/// The scalar reading of a small body: for each name, the byte range of the last matching
+/// member's string in `body` (`None`: absent or `null`). `None` overall when simd-json must
+/// decide instead: the body is not ASCII (simd-json refuses invalid UTF-8 where Go would not),
+/// or a wanted string holds escapes (simd-json unescapes in place).
+fn scalar_string_members<const N: usize>(
+    body: &[u8],
+    names: [&str; N],
+) -> Option<Result<[Option<Range>; N], BodyError>> {
+    if !body.is_ascii() {
+        return None;
+    }
+    let base = body.as_ptr() as usize;
+    let mut found: [Option<Range>; N] = [None; N];
+    let mut escaped = false;
+    let read = wanted_members(body, names, |slot, value| {
+        found[slot] = value.map(|s| {
+            escaped |= !s.is_as_written();
+            let start = s.raw.as_ptr() as usize - base;
+            (start, start + s.raw.len())
+        });
+    });
+    if escaped {
+        return None;
+    }
+    Some(read.map(|()| found))
 }
 
 /// Reads the named string members of a body that carries secrets (import's `key`, encrypt's
@@ -172,30 +186,11 @@ pub fn secret_members<const N: usize>(
     body: &[u8],
     names: [&str; N],
 ) -> Result<[Option<SecretVec>; N], BodyError> {
-    use crate::crypto::envelope::json::{decode_first_object, name_eq, Value};
     let mut found: [Option<SecretVec>; N] = std::array::from_fn(|_| None);
-    let mut type_error = false;
-    let decoded = decode_first_object(body, |name, value| {
-        // Go matches the last member whose name folds to the field name.
-        let Some(slot) = names.iter().position(|n| name_eq(name.bytes(), n)) else {
-            return Ok(());
-        };
-        match value {
-            Value::Null => found[slot] = None,
-            Value::Str(s) => found[slot] = Some(SecretVec::new(s.bytes().to_vec())),
-            Value::Other => {
-                type_error = true;
-                return Err(());
-            }
-        }
-        Ok(())
-    });
-    match decoded {
-        // `Ok(false)`: a top-level `null`, a no-op in Go.
-        Ok(_) => Ok(found),
-        _ if type_error => Err(BodyError::Type),
-        _ => Err(BodyError::Syntax),
-    }
+    wanted_members(body, names, |slot, value| {
+        found[slot] = value.map(|s| SecretVec::new(s.bytes().to_vec()));
+    })?;
+    Ok(found)
 }
 
 /// How many bytes of `body` Go's `json.Decoder.Decode` consumes: leading whitespace and the

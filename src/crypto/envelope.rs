@@ -271,6 +271,11 @@ pub(crate) mod json {
     }
 
     impl JsonStr<'_> {
+        /// Whether the string is its raw bytes as written (no escapes, valid UTF-8).
+        pub(crate) fn is_as_written(&self) -> bool {
+            matches!(self.value, StrBuf::Borrowed(_))
+        }
+
         /// The unescaped string (UTF-8; invalid input replaced by U+FFFD like Go).
         pub(crate) fn bytes(&self) -> &[u8] {
             match &self.value {

@@ -9,8 +9,8 @@
 //! * [`hmac_sha256`]: HMAC-SHA-256 with precomputed pad states, the AES256 derivation.
 //!
 //! AEADs come from `ring`; the per-ciphertext HMAC-SHA-256 is assembled on `sha2`'s compression
-//! function so that every intermediate can be wiped and the key's pad states are computed once. Secret material lives in [`crate::secret`] containers.
-//! Parsers never panic on any input.
+//! function so that every intermediate can be wiped and the key's pad states are computed once.
+//! Secret material lives in [`crate::secret`] containers. Parsers never panic on any input.
 
 pub mod cipher;
 pub mod envelope;
