@@ -4,11 +4,13 @@
 //! starts it (environment variables, files on disk).
 //!
 //! The stand-in is strict: it checks method, path, `api-version`, headers and body shape,
-//! accepts only unexpired bearer tokens it issued, issues a token only for the configured
-//! client id and secret, or for a federated assertion equal to the token file's content at
-//! that moment, with the Key Vault scope; as IMDS only with `Metadata: true`, as the App
-//! Service endpoint only with the right `X-IDENTITY-HEADER`, both for the Key Vault resource
-//! and the expected identity. It keeps versions (a `PUT` on an existing secret adds one, as
+//! answers a call without a token with Key Vault's challenge (`401`, `WWW-Authenticate:
+//! Bearer authorization="…/<tenant>", resource="<its resource>"`), accepts only unexpired
+//! bearer tokens it issued for its own resource (a token for another audience is refused with
+//! `AKV10022`, as Key Vault does), issues a token only for the configured client id and
+//! secret, or for a federated assertion equal to the token file's content at that moment, for
+//! the scope asked; as IMDS only with `Metadata: true`, as the App Service endpoint only with
+//! the right `X-IDENTITY-HEADER`, both for the resource asked and the expected identity. It keeps versions (a `PUT` on an existing secret adds one, as
 //! Key Vault does), soft-deletes (a purge is needed, and the first purge after a delete
 //! answers `ObjectIsBeingDeleted`, as Key Vault may) and pages lists with `nextLink`.
 
@@ -51,7 +53,12 @@ struct State {
     /// Soft-deleted secrets → purge attempts so far.
     deleted: HashMap<String, u32>,
     lifetime_secs: u64,
-    tokens: HashMap<String, Instant>,
+    /// The audience this vault accepts and names in its challenge.
+    resource: String,
+    /// Calls without a token, answered with the challenge.
+    challenges: usize,
+    /// Token → (expiry, audience).
+    tokens: HashMap<String, (Instant, String)>,
     /// Tokens issued, calls refused as unauthorized, other calls refused.
     seen: Tokens,
     /// Tokens issued per way: client secret, federated assertion, IMDS, App Service.
@@ -78,6 +85,10 @@ struct StandIn {
 }
 
 impl State {
+    fn record_exists(&self, name: &str) -> bool {
+        self.secrets.contains_key(name)
+    }
+
     fn add_version(&mut self, name: &str, value: &str) {
         self.next_version += 1;
         self.clock += 1;
@@ -91,8 +102,14 @@ impl State {
 }
 
 fn start_stand_in(token_lifetime: u64) -> StandIn {
+    start_stand_in_for(token_lifetime, "https://vault.azure.net")
+}
+
+/// A stand-in of a vault whose resource (token audience) is `resource`.
+fn start_stand_in_for(token_lifetime: u64, resource: &str) -> StandIn {
     let state = Arc::new(Mutex::new(State {
         lifetime_secs: token_lifetime,
+        resource: resource.to_string(),
         ..State::default()
     }));
     let port_cell = Arc::new(std::sync::OnceLock::<u16>::new());
@@ -109,14 +126,26 @@ fn start_stand_in(token_lifetime: u64) -> StandIn {
         };
         let mut s = st.lock().unwrap();
         let (status, body) = handle(&mut s, &req, port);
-        if status >= 400 && status != 404 && status != 409 {
+        // A call without a token is how a client learns the challenge: not a rejection.
+        let challenge = status == 401 && req.header("authorization").is_none();
+        if status >= 400 && status != 404 && status != 409 && !challenge {
             s.seen
                 .rejected
                 .push(format!("{} {} -> {status} {body}", req.method, req.path));
         }
-        Response {
+        let vault_401 = status == 401 && body.contains("AKV100");
+        let response = Response {
             content_type: "application/json; charset=utf-8",
             ..Response::json(status, body)
+        };
+        if vault_401 {
+            // Key Vault's challenge: the tenant's authority and this vault's resource.
+            response.with_header(format!(
+                r#"WWW-Authenticate: Bearer authorization="https://login.microsoftonline.com/{TENANT}", resource="{}""#,
+                s.resource
+            ))
+        } else {
+            response
         }
     }) as standin::Handler);
     let _ = port_cell.set(server.port);
@@ -155,15 +184,23 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).to_string()
 }
 
-/// A token the stand-in accepts for `lifetime_secs`.
-fn issue(s: &mut State) -> String {
+/// A token for `audience`, valid for `lifetime_secs`.
+fn issue(s: &mut State, audience: &str) -> String {
     s.seen.issued += 1;
     let t = format!("eyJ0eXAi.az-token-{}", s.seen.issued);
     s.tokens.insert(
         t.clone(),
-        Instant::now() + Duration::from_secs(s.lifetime_secs),
+        (
+            Instant::now() + Duration::from_secs(s.lifetime_secs),
+            audience.to_string(),
+        ),
     );
     t
+}
+
+/// An audience Entra ID issues tokens for: an `https://` resource.
+fn audience_ok(resource: &str) -> bool {
+    resource.starts_with("https://") && !resource.ends_with('/') && resource.len() > 8
 }
 
 fn unix_now() -> u64 {
@@ -209,9 +246,8 @@ fn managed_identity(s: &mut State, req: &Request, imds: bool) -> (u16, String) {
         }
     }
     let version = if imds { "2018-02-01" } else { "2019-08-01" };
-    if params.get("api-version").map(String::as_str) != Some(version)
-        || params.get("resource").map(String::as_str) != Some("https://vault.azure.net")
-    {
+    let resource = params.get("resource").cloned().unwrap_or_default();
+    if params.get("api-version").map(String::as_str) != Some(version) || !audience_ok(&resource) {
         return bad(400, "invalid_request", "wrong api-version or resource");
     }
     if params.get("client_id") != s.mi_client_id.as_ref()
@@ -224,18 +260,18 @@ fn managed_identity(s: &mut State, req: &Request, imds: bool) -> (u16, String) {
     } else {
         s.app_service_grants += 1;
     }
-    let t = issue(s);
+    let t = issue(s, &resource);
     let (life, on) = (s.lifetime_secs, unix_now() + s.lifetime_secs);
     let id = s.mi_client_id.clone().unwrap_or_else(|| "system".into());
     // App Service gives the expiry only as `expires_on`; IMDS also as `expires_in`.
     let body = if imds {
         format!(
-            r#"{{"access_token":"{t}","client_id":"{id}","expires_in":"{life}","expires_on":"{on}","ext_expires_in":"{life}","not_before":"{}","resource":"https://vault.azure.net","token_type":"Bearer"}}"#,
+            r#"{{"access_token":"{t}","client_id":"{id}","expires_in":"{life}","expires_on":"{on}","ext_expires_in":"{life}","not_before":"{}","resource":"{resource}","token_type":"Bearer"}}"#,
             unix_now()
         )
     } else {
         format!(
-            r#"{{"access_token":"{t}","expires_on":"{on}","resource":"https://vault.azure.net","token_type":"Bearer","client_id":"{id}"}}"#
+            r#"{{"access_token":"{t}","expires_on":"{on}","resource":"{resource}","token_type":"Bearer","client_id":"{id}"}}"#
         )
     };
     (200, body)
@@ -261,9 +297,14 @@ fn token(s: &mut State, req: &Request) -> (u16, String) {
     }
     let federated = fields.contains_key("client_assertion");
     let expected = if federated { 5 } else { 4 };
+    let audience = fields
+        .get("scope")
+        .and_then(|s| s.strip_suffix("/.default"))
+        .unwrap_or_default()
+        .to_string();
     if fields.len() != expected
         || fields.get("grant_type").map(String::as_str) != Some("client_credentials")
-        || fields.get("scope").map(String::as_str) != Some("https://vault.azure.net/.default")
+        || !audience_ok(&audience)
     {
         return bad(400, "invalid_request", "AADSTS900144: wrong grant or scope");
     }
@@ -300,7 +341,7 @@ fn token(s: &mut State, req: &Request) -> (u16, String) {
     } else {
         s.secret_grants += 1;
     }
-    let t = issue(s);
+    let t = issue(s, &audience);
     let lifetime = s.lifetime_secs;
     (
         200,
@@ -336,7 +377,7 @@ fn handle(s: &mut State, req: &Request, port: u16) -> (u16, String) {
         .header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "))
     else {
-        s.seen.unauthorized += 1;
+        s.challenges += 1;
         return kverr(
             401,
             "Unauthorized",
@@ -345,7 +386,7 @@ fn handle(s: &mut State, req: &Request, port: u16) -> (u16, String) {
         );
     };
     match s.tokens.get(tok) {
-        Some(exp) if *exp > Instant::now() => {}
+        Some((exp, aud)) if *exp > Instant::now() && *aud == s.resource => {}
         _ => {
             s.seen.unauthorized += 1;
             return kverr(
@@ -689,6 +730,98 @@ fn a_wrong_secret_is_a_clear_error() {
         "failed to read key",
     );
     assert!(!bad.stderr_text().contains(wrong_secret));
+}
+
+/// Issue 21 item 6: a vault outside public Azure (here Azure China's resource) names its
+/// token audience in its challenge; kes asks Entra ID / IMDS for that audience, and the vault
+/// refuses a token for another one.
+#[test]
+fn a_sovereign_vault_gets_tokens_for_the_audience_its_challenge_names() {
+    const CHINA: &str = "https://vault.azure.cn";
+    let a = start_stand_in_for(3600, CHINA);
+    // The stand-in refuses a token for public Azure's vaults, as Key Vault does.
+    a.state.lock().unwrap().tokens.insert(
+        "public-token".into(),
+        (
+            Instant::now() + Duration::from_secs(60),
+            "https://vault.azure.net".into(),
+        ),
+    );
+    let target = format!("/secrets?{API_VERSION}");
+    let status = raw_get(a.port, &target, "Authorization: Bearer public-token\r\n");
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    {
+        let mut s = a.state.lock().unwrap();
+        s.seen.unauthorized = 0;
+        s.seen.rejected.clear();
+    }
+
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin, a.port);
+    let node = kes_on(&path, a.port, CLIENT_SECRET);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    let r = c
+        .request("POST", "/v1/key/create/cn-key", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let r = c
+        .request("POST", "/v1/key/generate/cn-key", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    {
+        let s = a.state.lock().unwrap();
+        assert!(s.record_exists("cn-key"));
+        assert_eq!(
+            s.seen.unauthorized, 0,
+            "a token for another audience was sent"
+        );
+        assert!(s.challenges >= 1, "kes never asked for the challenge");
+        assert!(s.tokens.values().filter(|(_, aud)| aud == CHINA).count() >= 1);
+    }
+
+    // Managed identity asks IMDS for the challenge's resource, too.
+    use kes::keystore::KeyStore;
+    let imds = format!("http://127.0.0.1:{}", a.port);
+    a.state.lock().unwrap().mi_client_id = Some(MI_CLIENT_ID.into());
+    let env = move |name: &str| (name == "AZURE_POD_IDENTITY_AUTHORITY_HOST").then(|| imds.clone());
+    let mi = kes::keystore::azure::AzureStore::new(
+        kes::config::AzureConfig {
+            endpoint: format!("http://127.0.0.1:{}", a.port),
+            authority_host: None,
+            auth: kes::config::AzureAuth::ManagedIdentity {
+                client_id: MI_CLIENT_ID.into(),
+            },
+        },
+        &env,
+    )
+    .unwrap();
+    mi.get("cn-key").unwrap();
+    assert_eq!(a.state.lock().unwrap().imds_grants, 1);
+
+    // Credentials of another tenant than the vault's are refused by name, before a login.
+    let other = kes::keystore::azure::AzureStore::new(
+        kes::config::AzureConfig {
+            endpoint: format!("http://127.0.0.1:{}", a.port),
+            authority_host: Some(format!("http://127.0.0.1:{}", a.port)),
+            auth: kes::config::AzureAuth::ClientCredentials {
+                tenant_id: "other-tenant".into(),
+                client_id: CLIENT_ID.into(),
+                client_secret: CLIENT_SECRET.into(),
+            },
+        },
+        &no_env,
+    )
+    .unwrap();
+    let e = other.get("cn-key").unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("asks for a token of tenant '{TENANT}'"))
+            && e.contains("for tenant 'other-tenant'")
+            && !e.contains(CLIENT_SECRET),
+        "{e}"
+    );
+    assert!(!node.stderr_text().contains("az-token-"));
 }
 
 #[test]
@@ -1051,4 +1184,22 @@ fn off_azure_the_error_names_what_was_tried() {
         ),
         "{err}"
     );
+}
+
+/// Records upstream KES wrote (the fs fixture), stored as upstream's Azure code stores them
+/// (a secret named after the key whose `value` is the record text), are served: upstream's
+/// ciphertexts decrypt through kes.
+#[test]
+fn records_upstream_wrote_are_served() {
+    let a = start_stand_in(3600);
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin, a.port);
+    let node = kes_on(&path, a.port, CLIENT_SECRET);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    let kv = KeyVault(a.state.clone());
+    let n =
+        standin::upstream::decrypts_upstream_vectors(&mut c, |name, record| kv.plant(name, record));
+    assert_eq!(n, 8);
 }

@@ -16,7 +16,7 @@ use common::lifecycle::{
 };
 use common::*;
 use standin::fortanix::{handle, start, Obj, State, API_KEY};
-use standin::{random_hex, StandIn};
+use standin::random_hex;
 
 const GROUP: &str = "4f4d3f0e-group-kes";
 
@@ -179,48 +179,26 @@ fn sessions_are_renewed_before_expiry_and_wrong_credentials_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &tls, &admin);
     let bad = kes_on(&path, &standin.url(), wrong);
-    let mut c = client_for(&format!("https://{}", bad.addr), &api_key);
-    assert_error(
-        &c.request("POST", "/v1/key/create/x", None, &[]).unwrap(),
-        502,
-        "failed to create key",
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/generate/x", None, &[]).unwrap(),
-        502,
-        "failed to read key",
-    );
-    assert!(!bad.stderr_text().contains(wrong));
+    standin::wrong_credentials_answer_502(&bad, &api_key, wrong);
 }
 
 #[test]
 fn https_with_the_blocks_ca() {
-    use kes::keystore::KeyStore;
     let state = Arc::new(Mutex::new(State {
         ttl: Duration::from_secs(3600),
         ..State::default()
     }));
-    let s = state.clone();
-    let (standin, ca_pem) = StandIn::start_tls(Arc::new(move |r| handle(&s, r)));
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    let store = |ca: Option<std::path::PathBuf>| {
-        kes::keystore::fortanix::FortanixStore::new(kes::config::FortanixConfig {
-            endpoint: standin.https_url(),
-            group_id: GROUP.into(),
-            api_key: API_KEY.into(),
-            tls_ca: ca,
-        })
-        .unwrap()
-    };
-    let trusted = store(Some(ca));
-    trusted.create("tls-key", b"v").unwrap();
-    assert_eq!(trusted.get("tls-key").unwrap().expose(), b"v");
-    assert_eq!(trusted.list("tls").unwrap(), vec!["tls-key".to_string()]);
-    // Without the block's CA the server's certificate is not trusted.
-    let err = store(None).get("tls-key").unwrap_err().to_string();
-    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    standin::trusts_only_the_blocks_ca(Arc::new(move |r| handle(&state, r)), |url, ca| {
+        Box::new(
+            kes::keystore::fortanix::FortanixStore::new(kes::config::FortanixConfig {
+                endpoint: url,
+                group_id: GROUP.into(),
+                api_key: API_KEY.into(),
+                tls_ca: ca,
+            })
+            .unwrap(),
+        )
+    });
 }
 
 #[test]
@@ -234,4 +212,23 @@ fn the_documented_fortanix_example_loads() {
     assert_eq!(f.api_key, "example-api-key");
     assert!(!f.group_id.is_empty());
     assert!(kes::keystore::fortanix::FortanixStore::new((*f).clone()).is_ok());
+}
+
+/// Records upstream KES wrote (the fs fixture), stored as upstream's Fortanix code stores
+/// them (an OPAQUE security object whose `value` is the record's bytes in base64), are served:
+/// upstream's ciphertexts decrypt through kes.
+#[test]
+fn records_upstream_wrote_are_served() {
+    let (standin, state) = start(Duration::from_secs(3600));
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin);
+    let node = kes_on(&path, &standin.url(), API_KEY);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    let dsm = Dsm(state.clone());
+    let n = standin::upstream::decrypts_upstream_vectors(&mut c, |name, record| {
+        dsm.plant(name, record)
+    });
+    assert_eq!(n, 8);
 }

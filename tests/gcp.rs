@@ -10,6 +10,14 @@
 //! claims (iss, aud, scope, iat/exp) are right, for a refresh-token grant with the
 //! authorized user's client id, secret and refresh token, or, as the metadata server, for a
 //! request with `Metadata-Flavor: Google` and the scope (it answers with that header too).
+//! As Google's STS it exchanges a subject token for a federated token (RFC 8693 form, the
+//! pool's audience, the subject token as the credential source holds it at that moment), as
+//! the IAM credentials API it sells the service account's token for a valid federated token
+//! (`generateAccessToken`, scope and lifetime checked), and it serves a URL-sourced subject
+//! token only with the header the credentials file names. Secret Manager takes a federated
+//! token only when the test grants the pool direct access. A destroyed version answers
+//! `400 FAILED_PRECONDITION`, as Secret Manager does; the `x-goog-user-project` of every call
+//! is recorded.
 
 mod common;
 mod standin;
@@ -90,6 +98,11 @@ ZSv444zOdiLAHJ2d/xoFe58=
 ";
 
 const PROJECT: &str = "kes-project";
+/// The workload identity pool provider of the `external_account` files.
+const AUDIENCE: &str =
+    "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/kes-pool/providers/kes-provider";
+/// The header value a URL-sourced subject token is served for.
+const SUBJECT_URL_KEY: &str = "subject-key-1";
 const PROJECT_NUMBER: &str = "123456789";
 const EMAIL: &str = "kes@kes-project.iam.gserviceaccount.com";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -121,6 +134,22 @@ struct State {
     destroyed: Vec<String>,
     /// The metadata server answers without `Metadata-Flavor: Google` (another cloud's).
     impostor: bool,
+    /// Payloads are answered in the URL-safe base64 alphabet.
+    url_safe_payloads: bool,
+    /// The `x-goog-user-project` of each Secret Manager call ("" when none).
+    user_projects: Vec<String>,
+    /// External account: the file whose content is the subject token the STS accepts.
+    subject_file: Option<std::path::PathBuf>,
+    /// External account: the subject token served at `/subject-token` (and then accepted).
+    subject_url_token: Option<String>,
+    /// Token exchanges at the STS and service-account tokens sold by IAM credentials.
+    sts_grants: usize,
+    iam_grants: usize,
+    /// Federated tokens from the STS; Secret Manager takes them only with `sts_direct_access`.
+    sts_tokens: HashMap<String, Instant>,
+    sts_direct_access: bool,
+    /// The scope the STS expects (cloud-platform when impersonating).
+    sts_scope: String,
 }
 
 /// The stand-in: Secret Manager, the OAuth2 token endpoint and the metadata server on one
@@ -149,6 +178,7 @@ fn now() -> u64 {
 fn start_stand_in(token_lifetime: u64) -> StandIn {
     let state = Arc::new(Mutex::new(State {
         lifetime_secs: token_lifetime,
+        sts_scope: SCOPE.into(),
         ..State::default()
     }));
     let public = public_key(KEY);
@@ -363,6 +393,20 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
         }
         return token(s, req, port, public);
     }
+    if req.path == "/sts/v1/token" {
+        return sts(s, req);
+    }
+    if req.path == format!("/iam/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken") {
+        return generate_access_token(s, req);
+    }
+    if req.path == "/subject-token" {
+        return match (&s.subject_url_token, req.header("x-subject-key")) {
+            (Some(t), Some(SUBJECT_URL_KEY)) if req.method == "GET" => {
+                (200, format!(r#"{{"id_token":"{t}","other":"x"}}"#))
+            }
+            _ => (403, "{}".into()),
+        };
+    }
     if req.path == "/" {
         return (404, "{}".into());
     }
@@ -373,13 +417,23 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
         s.seen.unauthorized += 1;
         return gerr(401, "UNAUTHENTICATED", "missing credentials");
     };
-    match s.tokens.get(tok) {
+    let federated = s.sts_direct_access && s.sts_tokens.get(tok).is_some();
+    match s.tokens.get(tok).or(if federated {
+        s.sts_tokens.get(tok)
+    } else {
+        None
+    }) {
         Some(exp) if *exp > Instant::now() => {}
         _ => {
             s.seen.unauthorized += 1;
             return gerr(401, "UNAUTHENTICATED", "invalid or expired token");
         }
     }
+    let project = req
+        .header("x-goog-user-project")
+        .unwrap_or_default()
+        .to_string();
+    s.user_projects.push(project);
     let json_body = || -> Option<simd_json::OwnedValue> {
         let mut b = req.body.clone();
         simd_json::to_owned_value(&mut b).ok()
@@ -550,7 +604,18 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
                 let Some(data) = s.secrets.get(id).and_then(|vs| vs.get(n - 1)) else {
                     return gerr(404, "NOT_FOUND", "Secret Version not found");
                 };
-                let d = base64::engine::general_purpose::STANDARD.encode(data);
+                if s.destroyed.contains(&format!("{id}/versions/{n}")) {
+                    return gerr(
+                        400,
+                        "FAILED_PRECONDITION",
+                        &format!("projects/{PROJECT_NUMBER}/secrets/{id}/versions/{n} is in DESTROYED state."),
+                    );
+                }
+                let d = if s.url_safe_payloads {
+                    base64::engine::general_purpose::URL_SAFE.encode(data)
+                } else {
+                    base64::engine::general_purpose::STANDARD.encode(data)
+                };
                 return (
                     200,
                     format!(
@@ -567,6 +632,109 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
             }
         }
     }
+}
+
+/// A form's fields; `None` when a field repeats.
+fn form_fields(body: &[u8]) -> Option<HashMap<String, String>> {
+    let form = String::from_utf8_lossy(body).to_string();
+    let mut fields = HashMap::new();
+    for pair in form.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if fields.insert(k.to_string(), url_decode(v)).is_some() {
+            return None;
+        }
+    }
+    Some(fields)
+}
+
+/// Google's STS (`POST /v1/token`, RFC 8693 token exchange), strict about every field.
+fn sts(s: &mut State, req: &Request) -> (u16, String) {
+    let bad = |why: &str| {
+        (
+            400,
+            format!(r#"{{"error":"invalid_grant","error_description":"{why}"}}"#),
+        )
+    };
+    if req.method != "POST"
+        || req.header("content-type") != Some("application/x-www-form-urlencoded")
+    {
+        return bad("wrong method or content type");
+    }
+    let Some(f) = form_fields(&req.body) else {
+        return bad("duplicate field");
+    };
+    let field = |k: &str| f.get(k).map(String::as_str);
+    let subject = match (&s.subject_file, &s.subject_url_token) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .ok()
+            .map(|t| t.trim().to_string()),
+        (None, t) => t.clone(),
+    };
+    if f.len() != 6
+        || field("grant_type") != Some("urn:ietf:params:oauth:grant-type:token-exchange")
+        || field("audience") != Some(AUDIENCE)
+        || field("requested_token_type") != Some("urn:ietf:params:oauth:token-type:access_token")
+        || field("subject_token_type") != Some("urn:ietf:params:oauth:token-type:jwt")
+        || field("scope") != Some(s.sts_scope.as_str())
+    {
+        return bad("The request is missing or has a wrong parameter.");
+    }
+    if subject.is_none() || field("subject_token") != subject.as_deref() {
+        return bad("The incoming token has expired or is invalid.");
+    }
+    s.sts_grants += 1;
+    s.seen.issued += 1;
+    let t = format!("ya29.sts-federated-{}", s.seen.issued);
+    s.sts_tokens.insert(
+        t.clone(),
+        Instant::now() + Duration::from_secs(s.lifetime_secs),
+    );
+    (
+        200,
+        format!(
+            r#"{{"access_token":"{t}","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":{}}}"#,
+            s.lifetime_secs
+        ),
+    )
+}
+
+/// IAM credentials `generateAccessToken` for the service account, paid with a federated token.
+fn generate_access_token(s: &mut State, req: &Request) -> (u16, String) {
+    let valid = req
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .and_then(|t| s.sts_tokens.get(t))
+        .is_some_and(|exp| *exp > Instant::now());
+    if !valid {
+        s.seen.unauthorized += 1;
+        return gerr(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
+    }
+    let body = req.json();
+    let ok = req.method == "POST"
+        && req.header("content-type") == Some("application/json")
+        && body.as_ref().is_some_and(|b| {
+            b.as_object().map(|o| o.len()) == Some(2)
+                && b.get("lifetime").and_then(|l| l.as_str()) == Some("3600s")
+                && b.get("scope")
+                    .and_then(|l| l.as_array())
+                    .is_some_and(|a| a.len() == 1 && a[0].as_str() == Some(SCOPE))
+        });
+    if !ok {
+        return gerr(400, "INVALID_ARGUMENT", "lifetime or scope");
+    }
+    s.iam_grants += 1;
+    // issue() answers `{"access_token":"<token>",…}`.
+    let (_, answer) = issue(s);
+    let token = answer.split('"').nth(3).unwrap().to_string();
+    let expire = kes::time::Timestamp::from_unix((now() + s.lifetime_secs) as i64, 0).to_rfc3339();
+    (
+        200,
+        format!(r#"{{"accessToken":"{token}","expireTime":"{expire}"}}"#),
+    )
 }
 
 fn write_config(
@@ -1043,18 +1211,19 @@ fn off_gcp_the_error_names_what_was_tried_and_impostors_are_refused() {
         )),
         "{err}"
     );
-    let external = dir.path().join("external.json");
+    // A credentials type kes cannot use (external_account is served: see below).
+    let other = dir.path().join("impersonated.json");
     std::fs::write(
-        &external,
-        r#"{"type":"external_account","audience":"//iam.googleapis.com/x","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"https://sts.googleapis.com/v1/token","credential_source":{"file":"/var/run/token"}}"#,
+        &other,
+        r#"{"type":"impersonated_service_account","service_account_impersonation_url":"https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/x@p.iam.gserviceaccount.com:generateAccessToken","source_credentials":{}}"#,
     )
     .unwrap();
     let err = kes_start_fails(&path, |cmd| {
         clean_cloud_env(cmd, home.path());
-        cmd.env("GOOGLE_APPLICATION_CREDENTIALS", &external);
+        cmd.env("GOOGLE_APPLICATION_CREDENTIALS", &other);
     });
     assert!(
-        err.contains("credentials of type 'external_account' are not supported"),
+        err.contains("credentials of type 'impersonated_service_account' are not supported"),
         "{err}"
     );
 }
@@ -1146,4 +1315,270 @@ fn a_create_the_service_stored_before_it_failed_is_no_duplicate() {
         rejected.iter().all(|r| r.contains("-> 503")),
         "{rejected:?}"
     );
+}
+
+/// An `external_account` file (workload identity federation) pointing at the stand-in's STS
+/// and IAM credentials endpoints; `source` is its `credential_source` JSON, `extra` more
+/// members (with a leading comma).
+fn external_account_file(
+    dir: &std::path::Path,
+    port: u16,
+    source: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let json = format!(
+        r#"{{"type":"external_account","audience":"{AUDIENCE}","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"http://127.0.0.1:{port}/sts/v1/token","credential_source":{source}{extra}}}"#
+    );
+    let path = dir.join("external-account.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+fn impersonation(port: u16) -> String {
+    format!(
+        r#","service_account_impersonation_url":"http://127.0.0.1:{port}/iam/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken""#
+    )
+}
+
+/// `kes server --config path --check` with only `vars` from the cloud variables.
+fn kes_check(
+    path: &std::path::Path,
+    home: &std::path::Path,
+    vars: &[(&str, String)],
+) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kes"));
+    cmd.args(["server", "--config", path.to_str().unwrap(), "--check"]);
+    clean_cloud_env(&mut cmd, home);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Issue 21 item 7: the MinIO Operator's GCP option mounts an `external_account` file; kes
+/// exchanges the (rotating) subject token file at the STS, buys the service account's token
+/// with it, and bills the file's quota project.
+#[test]
+fn an_external_account_file_exchanges_its_subject_token_and_impersonates() {
+    let g = start_stand_in(2);
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = dir.path().join("ksa-token");
+    std::fs::write(&subject, "eyJhbGciOi.subject-one.sig\n").unwrap();
+    g.state.lock().unwrap().subject_file = Some(subject.clone());
+    let source = format!(r#"{{"file":"{}"}}"#, subject.display());
+    let extra = format!(
+        r#"{}{}"#,
+        impersonation(g.port),
+        r#","quota_project_id":"kes-billing""#
+    );
+    let file = external_account_file(dir.path(), g.port, &source, &extra);
+    let path = write_config_without_credentials(dir.path(), &tls, &admin, g.port, None);
+    let vars = [("GOOGLE_APPLICATION_CREDENTIALS", file.display().to_string())];
+    let (ok, out) = kes_check(&path, dir.path(), &vars);
+    assert!(ok, "{out}");
+    let node = kes_with_env(&path, dir.path(), &vars);
+    let endpoint = format!("https://{}", node.addr);
+    let backend = SecretManager(g.state.clone());
+    used_and_renewed(&endpoint, &api_key, "wif-key", &backend, 2, tokens(&g));
+    // Kubernetes rotates the token file: the next exchange sends what it holds now.
+    std::fs::write(&subject, "eyJhbGciOi.subject-two.sig").unwrap();
+    let grants = g.state.lock().unwrap().sts_grants;
+    std::thread::sleep(Duration::from_millis(2100));
+    let mut c = client_for(&endpoint, &api_key);
+    // A key kes has not cached: the call needs a token.
+    let r = c
+        .request("POST", "/v1/key/create/wif-rotated", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    {
+        let s = g.state.lock().unwrap();
+        assert!(s.sts_grants > grants, "no exchange with the rotated token");
+        assert!(s.iam_grants >= 2, "{}", s.iam_grants);
+        assert_eq!(s.jwt_grants + s.refresh_grants + s.metadata_grants, 0);
+        assert!(!s.user_projects.is_empty());
+        assert!(
+            s.user_projects.iter().all(|p| p == "kes-billing"),
+            "{:?}",
+            s.user_projects
+        );
+    }
+    let log = node.stderr_text();
+    assert!(
+        log.contains(&format!(
+            "kes: keystore credentials: external account {AUDIENCE} (subject token file '{}') impersonating {EMAIL} from GOOGLE_APPLICATION_CREDENTIALS",
+            subject.display()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("subject-one") && !log.contains("subject-two"));
+    assert!(!log.contains("ya29."), "a token leaked into the log");
+}
+
+/// A URL-sourced subject token in a JSON answer, fetched with the file's headers, used
+/// directly (no impersonation: the pool has access to the secrets itself).
+#[test]
+fn a_url_sourced_subject_token_is_exchanged_for_direct_access() {
+    use kes::keystore::KeyStore;
+    let g = start_stand_in(3600);
+    {
+        let mut s = g.state.lock().unwrap();
+        s.subject_url_token = Some("eyJ.url-subject.sig".into());
+        s.sts_direct_access = true;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!(
+        r#"{{"url":"http://127.0.0.1:{}/subject-token","headers":{{"X-Subject-Key":"{SUBJECT_URL_KEY}"}},"format":{{"type":"json","subject_token_field_name":"id_token"}}}}"#,
+        g.port
+    );
+    let file = external_account_file(dir.path(), g.port, &source, "")
+        .display()
+        .to_string();
+    let config = kes::config::GcpConfig {
+        endpoint: format!("http://127.0.0.1:{}", g.port),
+        project_id: PROJECT.into(),
+        scopes: vec![SCOPE.into()],
+        token_uri: format!("http://127.0.0.1:{}/token", g.port),
+        credentials: None,
+    };
+    let env = move |name: &str| (name == "GOOGLE_APPLICATION_CREDENTIALS").then(|| file.clone());
+    let store = kes::keystore::gcp::GcpStore::new(config.clone(), &env).unwrap();
+    store.create("url-key", b"record").unwrap();
+    assert_eq!(store.get("url-key").unwrap().expose(), b"record");
+    {
+        let s = g.state.lock().unwrap();
+        assert_eq!((s.sts_grants, s.iam_grants), (1, 0));
+        assert!(s.user_projects.iter().all(String::is_empty));
+    }
+    // A subject token the STS refuses is a clear error, without the token.
+    g.state.lock().unwrap().subject_url_token = Some("eyJ.other".into());
+    g.state.lock().unwrap().sts_tokens.clear();
+    let fresh = kes::keystore::gcp::GcpStore::new(config, &env).unwrap();
+    g.state.lock().unwrap().subject_url_token = None;
+    let e = fresh.get("url-key").unwrap_err().to_string();
+    assert!(
+        e.contains("refused the subject token request: status 403"),
+        "{e}"
+    );
+}
+
+/// Subject tokens kes cannot get (executable, AWS, certificate) stop `--check` and the
+/// start with a clear message; a good file passes `--check`.
+#[test]
+fn external_accounts_kes_cannot_serve_fail_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files();
+    let (_, admin) = new_api_key();
+    let path = write_config_without_credentials(dir.path(), &tls, &admin, 1, None);
+    for (source, want) in [
+        (
+            r#"{"executable":{"command":"/usr/bin/token","timeout_millis":5000}}"#,
+            "executable-sourced subject tokens (credential_source.executable) are not supported",
+        ),
+        (
+            r#"{"environment_id":"aws1","region_url":"http://169.254.169.254/latest/meta-data/placement/availability-zone","regional_cred_verification_url":"https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"}"#,
+            "AWS-sourced subject tokens (credential_source.environment_id) are not supported",
+        ),
+        (
+            r#"{"file":"/t","url":"http://127.0.0.1:1/t"}"#,
+            "credential_source needs exactly one of 'file' and 'url'",
+        ),
+    ] {
+        let file = external_account_file(dir.path(), 1, source, "");
+        let vars = [("GOOGLE_APPLICATION_CREDENTIALS", file.display().to_string())];
+        let (ok, out) = kes_check(&path, dir.path(), &vars);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains(&format!(
+                "GOOGLE_APPLICATION_CREDENTIALS '{}'",
+                file.display()
+            )) && out.contains(want),
+            "{out}"
+        );
+        let err = kes_start_fails(&path, |cmd| {
+            clean_cloud_env(cmd, dir.path());
+            cmd.env("GOOGLE_APPLICATION_CREDENTIALS", file.display().to_string());
+        });
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+/// Google's JSON may carry bytes in either base64 alphabet; a file's quota project is billed
+/// (`x-goog-user-project`); a destroyed version 1 is an error, not a missing key.
+#[test]
+fn url_safe_payloads_quota_projects_and_destroyed_versions() {
+    use kes::keystore::{KeyStore, StoreError};
+    let g = start_stand_in(3600);
+    let dir = tempfile::tempdir().unwrap();
+    let sa = service_account_file(dir.path(), &format!("http://127.0.0.1:{}/token", g.port));
+    let json = std::fs::read_to_string(&sa)
+        .unwrap()
+        .replace(r#""type":"#, r#""quota_project_id":"kes-billing","type":"#);
+    std::fs::write(&sa, json).unwrap();
+    let file = sa.display().to_string();
+    let env = move |name: &str| (name == "GOOGLE_APPLICATION_CREDENTIALS").then(|| file.clone());
+    let store = kes::keystore::gcp::GcpStore::new(
+        kes::config::GcpConfig {
+            endpoint: format!("http://127.0.0.1:{}", g.port),
+            project_id: PROJECT.into(),
+            scopes: vec![SCOPE.into()],
+            token_uri: format!("http://127.0.0.1:{}/token", g.port),
+            credentials: None,
+        },
+        &env,
+    )
+    .unwrap();
+    // "??>" is "Pz8+" in the standard alphabet and "Pz8-" in the URL-safe one.
+    let value = b"??>??>record";
+    g.state.lock().unwrap().url_safe_payloads = true;
+    g.state
+        .lock()
+        .unwrap()
+        .secrets
+        .insert("url-safe".into(), vec![value.to_vec()]);
+    assert_eq!(store.get("url-safe").unwrap().expose(), value);
+    assert!(g
+        .state
+        .lock()
+        .unwrap()
+        .user_projects
+        .iter()
+        .all(|p| p == "kes-billing"));
+
+    g.state
+        .lock()
+        .unwrap()
+        .destroyed
+        .push("url-safe/versions/1".into());
+    let e = store.get("url-safe").unwrap_err();
+    assert!(!matches!(e, StoreError::NotFound), "{e}");
+    assert!(e.to_string().contains("FAILED_PRECONDITION"), "{e}");
+    // A create of that name does not overwrite it.
+    assert!(store.create("url-safe", b"new").is_err());
+    assert_eq!(g.state.lock().unwrap().secrets["url-safe"].len(), 1);
+}
+
+/// Records upstream KES wrote (the fs fixture), stored as upstream's GCP code stores them
+/// (version 1 of a secret named after the key, payload = the record's bytes), are served:
+/// upstream's ciphertexts decrypt through kes.
+#[test]
+fn records_upstream_wrote_are_served() {
+    let g = start_stand_in(3600);
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin, g.port);
+    let node = kes_on(&path, KEY);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    let sm = SecretManager(g.state.clone());
+    let n =
+        standin::upstream::decrypts_upstream_vectors(&mut c, |name, record| sm.plant(name, record));
+    assert_eq!(n, 8);
 }

@@ -3,7 +3,9 @@
 //!
 //! The stand-in is strict: login with username/password at `/vault/1.0/Login/<vault>/`,
 //! every other call a `POST` with a live `X-Vault-Auth` token, exact paths, content types
-//! and JSON body members (right `box_id`); lists are paged by `next_token`.
+//! and JSON body members (right `box_id`, else `404 {"error":"Box not found"}`); a missing
+//! secret is `404 {"error":"Secret not found"}`; `GetBox` describes the box; `Renew` (no
+//! body) trades a live token for a new one; lists are paged by `next_token`.
 
 mod common;
 mod standin;
@@ -33,6 +35,11 @@ struct State {
     tokens: HashMap<String, Instant>,
     ttl: Duration,
     logins: usize,
+    /// Tokens renewed, and whether renewals are refused (as for a revoked session).
+    renewals: usize,
+    renew_refused: bool,
+    /// `GetBox` calls answered.
+    box_reads: usize,
     rejected: Vec<String>,
 }
 
@@ -77,6 +84,23 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
     }
     if req.method != "POST" {
         return reject(st, req, 405, "method not allowed");
+    }
+    if req.path == "/vault/1.0/Renew/" {
+        if !req.body.is_empty() || st.renew_refused {
+            return reject(st, req, 401, "Unauthorized");
+        }
+        if !token_is_live(req, "x-vault-auth", "", &st.tokens, &mut st.rejected) {
+            return Response::json(401, r#"{"error":"Unauthorized"}"#);
+        }
+        let token = issue_token(&mut st.tokens, st.ttl, "", 20);
+        st.renewals += 1;
+        return Response::json(
+            200,
+            format!(
+                r#"{{"access_token":"{token}","expires_at":"{}"}}"#,
+                rfc3339_in(st.ttl.as_secs())
+            ),
+        );
     }
     let Some(v) = req
         .json()
@@ -124,6 +148,16 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
         return reject(st, req, 404, "Box not found");
     }
     match req.path.as_str() {
+        "/vault/1.0/GetBox/" if members == 1 => {
+            st.box_reads += 1;
+            Response::json(
+                200,
+                format!(
+                    r#"{{"box_id":"{BOX}","name":"{BOX}","secret_count":{}}}"#,
+                    st.secrets.len()
+                ),
+            )
+        }
         "/vault/1.0/CreateSecret/" => {
             let (Some(name), Some(data), 3) = (s("name"), s("secret_data"), members) else {
                 return reject(st, req, 400, "box_id, name, secret_data expected");
@@ -307,7 +341,7 @@ fn keys_live_in_the_standin_as_upstream_stores_them() {
 #[test]
 fn tokens_are_renewed_before_expiry_and_wrong_credentials_are_clear_errors() {
     use kes::keystore::KeyStore;
-    let (standin, state) = start(Duration::from_secs(2));
+    let (standin, state) = start(Duration::from_secs(6));
     let store = |password: &str| {
         kes::keystore::keycontrol::KeyControlStore::new(kes::config::KeyControlConfig {
             endpoint: standin.url(),
@@ -327,10 +361,22 @@ fn tokens_are_renewed_before_expiry_and_wrong_credentials_are_clear_errors() {
     ));
     assert_eq!(good.get("k").unwrap().expose(), b"v");
     assert_eq!(state.lock().unwrap().logins, 1);
-    // expires_at is whole seconds away: past half of it, the token is renewed.
-    std::thread::sleep(Duration::from_millis(1100));
+    // expires_at is 5 to 6 s away (whole seconds): past half of it, and well before its
+    // end, the token is renewed with the renew call, as upstream, not with a new login.
+    std::thread::sleep(Duration::from_millis(3100));
+    assert_eq!(good.get("k").unwrap().expose(), b"v");
+    assert_eq!(state.lock().unwrap().renewals, 1);
+    assert_eq!(state.lock().unwrap().logins, 1);
+    // A refused renewal: a new login.
+    state.lock().unwrap().renew_refused = true;
+    std::thread::sleep(Duration::from_millis(3100));
     assert_eq!(good.get("k").unwrap().expose(), b"v");
     assert_eq!(state.lock().unwrap().logins, 2);
+    {
+        let mut s = state.lock().unwrap();
+        s.renew_refused = false;
+        s.rejected.retain(|r| !r.contains("/Renew/"));
+    }
     assert_eq!(good.list("").unwrap(), vec!["k".to_string()]);
     good.delete("k").unwrap();
     assert!(matches!(
@@ -362,50 +408,28 @@ fn tokens_are_renewed_before_expiry_and_wrong_credentials_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &tls, &admin);
     let bad = kes_on(&path, &standin.url(), wrong);
-    let mut c = client_for(&format!("https://{}", bad.addr), &api_key);
-    assert_error(
-        &c.request("POST", "/v1/key/create/x", None, &[]).unwrap(),
-        502,
-        "failed to create key",
-    );
-    assert_error(
-        &c.request("POST", "/v1/key/generate/x", None, &[]).unwrap(),
-        502,
-        "failed to read key",
-    );
-    assert!(!bad.stderr_text().contains(wrong));
+    standin::wrong_credentials_answer_502(&bad, &api_key, wrong);
 }
 
 #[test]
 fn https_with_the_blocks_ca() {
-    use kes::keystore::KeyStore;
     let state = Arc::new(Mutex::new(State {
         ttl: Duration::from_secs(3600),
         ..State::default()
     }));
-    let s = state.clone();
-    let (standin, ca_pem) = StandIn::start_tls(Arc::new(move |r| handle(&s, r)));
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    let store = |ca: Option<std::path::PathBuf>| {
-        kes::keystore::keycontrol::KeyControlStore::new(kes::config::KeyControlConfig {
-            endpoint: standin.https_url(),
-            vault_id: VAULT.into(),
-            box_id: BOX.into(),
-            username: USER.into(),
-            password: PASSWORD.into(),
-            tls_ca: ca,
-        })
-        .unwrap()
-    };
-    let trusted = store(Some(ca));
-    trusted.create("tls-key", b"v").unwrap();
-    assert_eq!(trusted.get("tls-key").unwrap().expose(), b"v");
-    assert_eq!(trusted.list("tls").unwrap(), vec!["tls-key".to_string()]);
-    // Without the block's CA the server's certificate is not trusted.
-    let err = store(None).get("tls-key").unwrap_err().to_string();
-    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    standin::trusts_only_the_blocks_ca(Arc::new(move |r| handle(&state, r)), |url, ca| {
+        Box::new(
+            kes::keystore::keycontrol::KeyControlStore::new(kes::config::KeyControlConfig {
+                endpoint: url,
+                vault_id: VAULT.into(),
+                box_id: BOX.into(),
+                username: USER.into(),
+                password: PASSWORD.into(),
+                tls_ca: ca,
+            })
+            .unwrap(),
+        )
+    });
 }
 
 #[test]
@@ -430,4 +454,108 @@ fn the_documented_keycontrol_example_loads() {
         e.contains("keystore.entrust.keycontrol.box_id: missing"),
         "{e}"
     );
+}
+
+fn store_for(
+    standin: &StandIn,
+    box_id: &str,
+    password: &str,
+) -> kes::keystore::keycontrol::KeyControlStore {
+    kes::keystore::keycontrol::KeyControlStore::new(kes::config::KeyControlConfig {
+        endpoint: standin.url(),
+        vault_id: VAULT.into(),
+        box_id: box_id.into(),
+        username: USER.into(),
+        password: password.into(),
+        tls_ca: None,
+    })
+    .unwrap()
+}
+
+/// Issue 21 item 8: a 404 is a missing key only when KeyControl says "Secret not found"; a
+/// box that is not there is a configuration error (kes answers 502, not "key not found").
+#[test]
+fn a_wrong_box_is_a_configuration_error_not_a_missing_key() {
+    use kes::keystore::{KeyStore, StoreError};
+    let (standin, _state) = start(Duration::from_secs(3600));
+    let good = store_for(&standin, BOX, PASSWORD);
+    assert!(matches!(good.get("absent"), Err(StoreError::NotFound)));
+    assert!(matches!(good.delete("absent"), Err(StoreError::NotFound)));
+    good.create("present", b"v").unwrap();
+    let wrong = store_for(&standin, "no-such-box", PASSWORD);
+    for e in [
+        wrong.get("present").unwrap_err(),
+        wrong.delete("present").unwrap_err(),
+    ] {
+        assert!(!matches!(e, StoreError::NotFound), "{e}");
+        assert!(e.to_string().contains("Box not found"), "{e}");
+    }
+    assert!(!matches!(
+        wrong.create("present", b"v"),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(good.get("present").unwrap().expose(), b"v", "nothing lost");
+
+    // Through kes: 502, not 404.
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin);
+    let url = standin.url();
+    let node = bin_server_with(&["--config", path.to_str().unwrap()], move |cmd| {
+        cmd.env("KES_TEST_KC_ENDPOINT", url)
+            .env("KES_TEST_KC_PASSWORD", PASSWORD)
+            .env("KES_TEST_KC_BOX", "no-such-box");
+    });
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    assert_error(
+        &c.request("POST", "/v1/key/generate/present", None, &[])
+            .unwrap(),
+        502,
+        "failed to read key",
+    );
+}
+
+/// Readiness is upstream's probe: the session's token and `GetBox`, so wrong credentials
+/// or a wrong box are not ready.
+#[test]
+fn readiness_checks_the_credentials_and_the_box() {
+    use kes::keystore::KeyStore;
+    let (standin, state) = start(Duration::from_secs(3600));
+    store_for(&standin, BOX, PASSWORD).status().unwrap();
+    assert_eq!(state.lock().unwrap().box_reads, 1);
+    let e = store_for(&standin, BOX, "wrong-password-NOT-LOGGED")
+        .status()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("login failed with status 401") && !e.contains("NOT-LOGGED"),
+        "{e}"
+    );
+    let e = store_for(&standin, "no-such-box", PASSWORD)
+        .status()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("GetBox failed with status 404: Box not found"),
+        "{e}"
+    );
+}
+
+/// Records upstream KES wrote (the fs fixture), stored as upstream's KeyControl code stores
+/// them (`secret_data` = the record's bytes in base64), are served: upstream's ciphertexts
+/// decrypt through kes.
+#[test]
+fn records_upstream_wrote_are_served() {
+    let (standin, state) = start(Duration::from_secs(3600));
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &tls, &admin);
+    let node = kes_on(&path, &standin.url(), PASSWORD);
+    let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+    let kc = KeyControl(state.clone());
+    let n =
+        standin::upstream::decrypts_upstream_vectors(&mut c, |name, record| kc.plant(name, record));
+    assert_eq!(n, 8);
 }

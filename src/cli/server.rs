@@ -147,8 +147,9 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// `kes server --config FILE --check`: everything start-up validates (the config, its TLS
-/// files and CA, log levels, the keystore block), without opening the keystore, creating
-/// keys, binding or starting anything.
+/// files and CA, log levels, the keystore block and the credentials it would use, see
+/// [`crate::keystore::check`]), without contacting the keystore, creating keys, binding or
+/// starting anything.
 fn check(args: &ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let Some(path) = args.config.as_ref() else {
         return Err("--check needs --config <file>".into());
@@ -158,13 +159,7 @@ fn check(args: &ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     listen_addr(args.addr.as_deref(), config.address)?;
     settings_from(&config)?;
     log_levels(&config)?;
-    if let config::KeystoreConfig::Unsupported(name) = &config.keystore {
-        return Err(format!(
-            "keystore.{name}: this keystore is not supported (known: fs, vault, aws, gcp, \
-                 azure, fortanix, gemalto, entrust)"
-        )
-        .into());
-    }
+    crate::keystore::check(&config.keystore)?;
     println!("{}: configuration is valid", path.display());
     Ok(())
 }

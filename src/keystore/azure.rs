@@ -15,12 +15,17 @@
 //!   token never goes to another host) and takes the last path segment of each secret id.
 //!
 //! Auth: see [`super::azure_auth`] (client credentials, managed identity, or the default
-//! chain of environment, workload identity and managed identity). The token is cached in a
-//! [`Session`], renewed after half its lifetime and at once after a 401.
+//! chain of environment, workload identity and managed identity). Which audience and tenant
+//! the token is for comes from the vault's challenge ([`super::azure_challenge`]): the first
+//! call asks the vault without a token and keeps what its `401` names; a later `401` naming
+//! something else replaces it. The token is cached in a [`Session`], renewed after half its
+//! lifetime and at once after a 401.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::azure_auth::Credentials;
+use super::azure_challenge::{self, Challenge};
 use super::gcp::query_escape;
 use super::http::{other, Endpoint, Reply, Retry, TlsFiles};
 use super::session::{call_with_token, json_headers, Session};
@@ -45,6 +50,8 @@ pub struct AzureStore {
     endpoint: Endpoint,
     credentials: Credentials,
     session: Session,
+    /// What the vault's last challenge asked for (`None` until the first call).
+    challenge: Mutex<Option<Challenge>>,
     retry: Retry,
     /// Delay between purge / re-create attempts (200 ms + jitter, as upstream).
     delete_wait: Duration,
@@ -154,13 +161,52 @@ impl AzureStore {
             endpoint,
             credentials,
             session: Session::default(),
+            challenge: Mutex::new(None),
             retry: Retry::DEFAULT,
             delete_wait: Duration::from_millis(200),
         })
     }
 
+    /// The challenge in a `401` answer, checked against the vault's domain.
+    fn challenge_of(&self, reply: &Reply) -> Option<Result<Challenge, StoreError>> {
+        let c = azure_challenge::parse(reply.header("www-authenticate")?)?;
+        Some(
+            azure_challenge::verify(self.endpoint.host(), &c)
+                .map(|()| c)
+                .map_err(|e| other(format!("{SERVICE} at {}: {e}", self.config.endpoint))),
+        )
+    }
+
+    /// What the vault asks for: the kept challenge, or the one it answers a call without a
+    /// token with (a list of one secret, which changes nothing).
+    fn current_challenge(&self) -> Result<Challenge, StoreError> {
+        if let Some(c) = self
+            .challenge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(c);
+        }
+        let path = format!("/secrets?maxresults=1&api-version={API_VERSION}");
+        let reply = self.endpoint.send("GET", &path, &[], b"")?;
+        let c = match (reply.status, self.challenge_of(&reply)) {
+            (401, Some(c)) => c?,
+            (status, _) => {
+                return Err(other(format!(
+                    "{SERVICE} at {} answered a call without a token with status {status} and \
+                     no Bearer challenge (WWW-Authenticate): is the endpoint a Key Vault?",
+                    self.config.endpoint
+                )))
+            }
+        };
+        *self.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
     /// One authorized call to `path` (with its query, `api-version` appended), repeated on
-    /// 5xx/429; a 401 drops the cached token and tries once more with a fresh one.
+    /// 5xx/429; a 401 drops the cached token and tries once more with a fresh one, and a 401
+    /// whose challenge names another audience or tenant once more for that one.
     fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Reply, StoreError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let path = if path.contains("api-version=") {
@@ -168,16 +214,32 @@ impl AzureStore {
         } else {
             format!("{path}{sep}api-version={API_VERSION}")
         };
-        call_with_token(
-            "Azure",
-            &self.endpoint,
-            &self.session,
-            &self.retry,
-            || self.credentials.fetch(&self.retry),
-            "Authorization",
-            json_headers(body),
-            (method, &path, body),
-        )
+        let mut challenged = false;
+        loop {
+            let challenge = self.current_challenge()?;
+            let reply = call_with_token(
+                "Azure",
+                &self.endpoint,
+                &self.session,
+                &self.retry,
+                |_| self.credentials.fetch(&self.retry, &challenge),
+                "Authorization",
+                json_headers(body),
+                (method, &path, body),
+            )?;
+            if reply.status == 401 && !challenged {
+                if let Some(new) = self.challenge_of(&reply) {
+                    let new = new?;
+                    if new != challenge {
+                        *self.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+                        self.session.clear();
+                        challenged = true;
+                        continue;
+                    }
+                }
+            }
+            return Ok(reply);
+        }
     }
 
     fn put(&self, name: &str, body: &[u8]) -> Result<Result<(), KvError>, StoreError> {

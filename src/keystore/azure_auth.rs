@@ -1,5 +1,6 @@
-//! Where the Azure keystore gets its Microsoft Entra ID access tokens for Key Vault
-//! (resource `https://vault.azure.net`), as upstream configures its credential:
+//! Where the Azure keystore gets its Microsoft Entra ID access tokens for Key Vault (for the
+//! scope and tenant the vault's challenge names, see [`super::azure_challenge`]), as upstream
+//! configures its credential:
 //!
 //! * `credentials.{tenant_id, client_id, client_secret}`: the client-credentials grant at
 //!   `<authority>/<tenant>/oauth2/v2.0/token`;
@@ -30,6 +31,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::azure_challenge::Challenge;
 use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
 use super::session::{base_path, bearer_token, encode, oauth_error, read_credential_file};
 use super::StoreError;
@@ -46,9 +48,6 @@ pub const IMDS_URL: &str = "http://169.254.169.254";
 pub const AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 /// Largest federated token file read (a service-account token is about 1 KB).
 pub const TOKEN_FILE_BYTES_MAX: usize = 64 << 10;
-/// The Key Vault resource (managed identity) and scope (Entra ID v2.0).
-const RESOURCE: &str = "https://vault.azure.net";
-const SCOPE_FORM: &str = "scope=https%3A%2F%2Fvault.azure.net%2F.default";
 const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
 
 /// The credential in use and how to get a token with it.
@@ -81,6 +80,8 @@ enum Source {
 /// The Entra ID token endpoint of a tenant.
 struct Login {
     endpoint: Endpoint,
+    /// The configured tenant.
+    tenant: String,
     path: String,
     /// `<authority>/<tenant>/oauth2/v2.0/token`, for messages.
     url: String,
@@ -115,6 +116,7 @@ impl Login {
         );
         Ok(Login {
             endpoint,
+            tenant: tenant.to_string(),
             url: format!("{}/{}/oauth2/v2.0/token", authority, encode(tenant)),
             path,
         })
@@ -265,8 +267,14 @@ impl Credentials {
         }
     }
 
-    /// A fresh access token: the `Authorization` value and its lifetime.
-    pub fn fetch(&self, retry: &Retry) -> Result<(SecretVec, Duration), StoreError> {
+    /// A fresh access token for what the vault's challenge asks: the `Authorization` value
+    /// and its lifetime.
+    pub fn fetch(
+        &self,
+        retry: &Retry,
+        challenge: &Challenge,
+    ) -> Result<(SecretVec, Duration), StoreError> {
+        let scope_form = format!("scope={}", encode(&challenge.scope));
         match &self.source {
             Source::ClientSecret {
                 client_id,
@@ -276,7 +284,7 @@ impl Credentials {
                 let mut form = SecretVec::with_capacity(256);
                 form.as_mut_vec().extend_from_slice(
                     format!(
-                        "grant_type=client_credentials&client_id={}&{SCOPE_FORM}&client_secret=",
+                        "grant_type=client_credentials&client_id={}&{scope_form}&client_secret=",
                         encode(client_id)
                     )
                     .as_bytes(),
@@ -284,7 +292,7 @@ impl Credentials {
                 let secret_text = String::from_utf8_lossy(secret.expose());
                 form.as_mut_vec()
                     .extend_from_slice(encode(&secret_text).as_bytes());
-                self.grant(login, &form, &[secret.expose()], retry)
+                self.grant(login, challenge, &form, &[secret.expose()], retry)
             }
             Source::WorkloadIdentity {
                 client_id,
@@ -307,7 +315,7 @@ impl Credentials {
                 let mut form = SecretVec::with_capacity(text.len() + 320);
                 form.as_mut_vec().extend_from_slice(
                     format!(
-                        "grant_type=client_credentials&client_id={}&{SCOPE_FORM}\
+                        "grant_type=client_credentials&client_id={}&{scope_form}\
                          &client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
                          &client_assertion=",
                         encode(client_id)
@@ -315,14 +323,14 @@ impl Credentials {
                     .as_bytes(),
                 );
                 form.as_mut_vec().extend_from_slice(encode(text).as_bytes());
-                self.grant(login, &form, &[text.as_bytes()], retry)
+                self.grant(login, challenge, &form, &[text.as_bytes()], retry)
             }
             Source::ManagedIdentity { kind, client_id } => {
                 let user = client_id
                     .as_ref()
                     .map(|id| format!("&client_id={}", encode(id)))
                     .unwrap_or_default();
-                let resource = encode(RESOURCE);
+                let resource = encode(&challenge.resource);
                 let (reply, url, secrets): (Result<Reply, StoreError>, &str, Vec<&[u8]>) =
                     match kind {
                         Msi::Imds { endpoint, url } => {
@@ -384,10 +392,24 @@ impl Credentials {
     fn grant(
         &self,
         login: &Login,
+        challenge: &Challenge,
         form: &SecretVec,
         secrets: &[&[u8]],
         retry: &Retry,
     ) -> Result<(SecretVec, Duration), StoreError> {
+        // As the Azure SDK without additionally allowed tenants: a vault of another tenant
+        // cannot be served with these credentials.
+        if let Some(wanted) = challenge
+            .tenant
+            .as_ref()
+            .filter(|t| !t.eq_ignore_ascii_case(&login.tenant))
+        {
+            return Err(other(format!(
+                "Azure credentials ({}): the vault asks for a token of tenant '{wanted}', but \
+                 the credentials are for tenant '{}'",
+                self.origin, login.tenant
+            )));
+        }
         let reply = retrying(retry, retryable_status, || {
             login.endpoint.send(
                 "POST",
@@ -477,6 +499,11 @@ fn unsupported(i: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn public() -> Challenge {
+        crate::keystore::azure_challenge::parse(r#"Bearer resource="https://vault.azure.net""#)
+            .unwrap()
+    }
 
     fn config(auth: AzureAuth) -> AzureConfig {
         AzureConfig {
@@ -586,17 +613,17 @@ mod tests {
         ];
         let c = Credentials::resolve(&config(AzureAuth::Default), &env(&vars)).unwrap();
         std::fs::write(&file, vec![b'a'; TOKEN_FILE_BYTES_MAX + 1]).unwrap();
-        let e = c.fetch(&Retry::NONE).err().unwrap().to_string();
+        let e = c.fetch(&Retry::NONE, &public()).err().unwrap().to_string();
         assert!(
             e.contains(&format!("'{path}': larger than 65536 bytes")),
             "{e}"
         );
         std::fs::write(&file, " \n").unwrap();
-        let e = c.fetch(&Retry::NONE).err().unwrap().to_string();
+        let e = c.fetch(&Retry::NONE, &public()).err().unwrap().to_string();
         assert!(e.contains("is empty or not text"), "{e}");
         // Nothing listens at the authority: the error names it, not the assertion.
         std::fs::write(&file, "ASSERTION-SECRET").unwrap();
-        let e = c.fetch(&Retry::NONE).err().unwrap().to_string();
+        let e = c.fetch(&Retry::NONE, &public()).err().unwrap().to_string();
         assert!(
             e.contains("token endpoint http://127.0.0.1:1/t/oauth2/v2.0/token")
                 && !e.contains("ASSERTION-SECRET"),

@@ -18,7 +18,7 @@
 //! the service answers 401. (Upstream sends the API key itself on every call; DSM accepts
 //! both, and the stored objects are the same.) kes starts without calling the service.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 
@@ -102,7 +102,7 @@ impl FortanixStore {
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Reply, StoreError> {
         self.svc.call(
             SERVICE,
-            || self.login(),
+            |_| self.login(),
             "Authorization",
             (method, path, body),
         )
@@ -147,14 +147,7 @@ impl KeyStore for FortanixStore {
     }
 
     fn status(&self) -> Result<Duration, StoreError> {
-        let start = Instant::now();
-        let path = if self.svc.base.is_empty() {
-            "/"
-        } else {
-            &self.svc.base
-        };
-        self.svc.endpoint.send("GET", path, &[], b"")?;
-        Ok(start.elapsed())
+        self.svc.probe()
     }
 
     fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {

@@ -77,6 +77,23 @@ fn valid_secret_id(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A payload's `data`: base64 in either alphabet, padded or not, as Google's JSON decoders
+/// (proto3 JSON `bytes`) accept it.
+fn decode_payload(data: &str) -> Option<SecretVec> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let lenient =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let url_safe = data.bytes().any(|b| b == b'-' || b == b'_');
+    let engine = if url_safe {
+        GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient)
+    } else {
+        GeneralPurpose::new(&base64::alphabet::STANDARD, lenient)
+    };
+    let mut out = SecretVec::with_capacity(data.len());
+    engine.decode_vec(data, out.as_mut_vec()).ok()?;
+    Some(out)
+}
+
 /// Google's error JSON: `{"error": {"code": 404, "message": "…", "status": "NOT_FOUND"}}`.
 fn google_error(op: &str, reply: &Reply) -> StoreError {
     let mut body = reply.body.clone();
@@ -132,14 +149,18 @@ impl GcpStore {
     /// One authorized call, repeated on 5xx/429; a 401 drops the cached token and tries once
     /// more with a fresh one.
     fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Reply, StoreError> {
+        let mut headers = json_headers(body).to_vec();
+        if let Some(project) = self.credentials.quota_project() {
+            headers.push(("x-goog-user-project", project));
+        }
         call_with_token(
             "GCP",
             &self.endpoint,
             &self.session,
             &self.retry,
-            || self.credentials.fetch(&self.retry),
+            |_| self.credentials.fetch(&self.retry),
             "Authorization",
-            json_headers(body),
+            &headers,
             (method, path, body),
         )
     }
@@ -162,10 +183,8 @@ impl GcpStore {
             .and_then(|p| p.get("data"))
             .and_then(|d| d.as_str())
             .ok_or_else(|| other(format!("{SERVICE} access secret version: no payload")))?;
-        let mut out = SecretVec::with_capacity(data.len());
-        base64::engine::general_purpose::STANDARD
-            .decode_vec(data, out.as_mut_vec())
-            .map_err(|_| other(format!("{SERVICE}: payload data is not base64")))?;
+        let out = decode_payload(data)
+            .ok_or_else(|| other(format!("{SERVICE}: payload data is not base64")))?;
         if out.expose().len() > super::VALUE_BYTES_MAX {
             return Err(StoreError::TooLarge);
         }
@@ -348,6 +367,22 @@ impl KeyStore for GcpStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_in_either_base64_alphabet() {
+        let value = b"\xfb\xff\xfe record?>";
+        for engine in [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
+            let data = engine.encode(value);
+            assert_eq!(decode_payload(&data).unwrap().expose(), value, "{data}");
+        }
+        assert!(decode_payload("a+b_").is_none(), "mixed alphabets");
+        assert!(decode_payload("!!!!").is_none());
+    }
 
     #[test]
     fn secret_ids_and_query_escaping() {

@@ -7,7 +7,10 @@
 //!    `$CLOUDSDK_CONFIG/application_default_credentials.json` (default directory
 //!    `$HOME/.config/gcloud`) when present. A `service_account` file signs a JWT (RFC 7523),
 //!    an `authorized_user` file (`gcloud auth application-default login`) makes a
-//!    refresh-token grant; both at the file's `token_uri`, else the block's `token_uri`;
+//!    refresh-token grant; both at the file's `token_uri`, else the block's `token_uri`; an
+//!    `external_account` file (workload identity federation) exchanges a subject token at
+//!    Google's STS, see [`super::gcp_external`]. A file's `quota_project_id` is sent as
+//!    `x-goog-user-project` on every Secret Manager call, as Google's libraries do;
 //! 3. the metadata server (GCE, GKE workload identity, Cloud Run):
 //!    `GET http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token`
 //!    with `Metadata-Flavor: Google`; the answer must carry the same header (another cloud's
@@ -17,8 +20,8 @@
 //!    [`METADATA_CONNECT_TIMEOUT`], so kes off GCP fails fast and names what it tried.
 //!
 //! Files are read at start (a missing or malformed file stops kes with its path); nothing is
-//! fetched until the first keystore call. Other credential types (`external_account`,
-//! `impersonated_service_account`, …) are refused at start with their type.
+//! fetched until the first keystore call. Other credential types
+//! (`impersonated_service_account`, …) are refused at start with their type.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use ring::signature::RsaKeyPair;
 
+use super::gcp_external::ExternalAccount;
 use super::http::{other, retryable_status, retrying, Endpoint, Retry, TlsFiles};
 use super::session::{base_path, bearer_token, encode, oauth_error, read_credential_file};
 use super::StoreError;
@@ -50,6 +54,8 @@ pub struct Credentials {
     /// Where they came from, for messages: `keystore.gcp.secretmanager.credentials`,
     /// `GOOGLE_APPLICATION_CREDENTIALS '/etc/kes/sa.json'`, …
     origin: String,
+    /// The file's `quota_project_id`: the project billed for the calls.
+    quota_project: Option<String>,
 }
 
 enum Source {
@@ -66,6 +72,7 @@ enum Source {
         refresh_token: SecretVec,
         token: TokenEndpoint,
     },
+    External(Box<ExternalAccount>),
     Metadata {
         endpoint: Endpoint,
         path: String,
@@ -148,6 +155,7 @@ impl Credentials {
                     token: TokenEndpoint::parse(&config.token_uri, &format!("{BLOCK}.token_uri"))?,
                 },
                 origin: format!("{BLOCK}.credentials"),
+                quota_project: None,
             });
         }
         let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
@@ -198,6 +206,7 @@ impl Credentials {
                 tried,
             },
             origin: "the GCP metadata server".into(),
+            quota_project: None,
         })
     }
 
@@ -210,8 +219,14 @@ impl Credentials {
             Source::AuthorizedUser { client_id, .. } => {
                 format!("authorized user (client {client_id}) from {}", self.origin)
             }
+            Source::External(e) => format!("{} from {}", e.describe(), self.origin),
             Source::Metadata { url, .. } => format!("the GCP metadata server at {url}"),
         }
+    }
+
+    /// The project to bill (`x-goog-user-project`), when the credentials file names one.
+    pub fn quota_project(&self) -> Option<&str> {
+        self.quota_project.as_deref()
     }
 
     /// A fresh access token: the `Authorization` value and its lifetime.
@@ -256,6 +271,7 @@ impl Credentials {
                     retry,
                 )
             }
+            Source::External(e) => e.fetch(retry, &self.origin),
             Source::Metadata {
                 endpoint,
                 path,
@@ -371,16 +387,36 @@ fn from_file(path: &Path, origin: String, config: &GcpConfig) -> Result<Credenti
             refresh_token: SecretVec::new(field("refresh_token")?.into_bytes()),
             token: TokenEndpoint::parse(&token_uri, &format!("{origin}: token_uri"))?,
         },
+        "external_account" => Source::External(Box::new(ExternalAccount::from_json(
+            &v,
+            &origin,
+            &config.scopes,
+        )?)),
         other => {
             return Err(format!(
                 "{origin}: credentials of type '{}' are not supported (supported: \
-                 service_account, authorized_user; or leave GOOGLE_APPLICATION_CREDENTIALS unset \
+                 service_account, authorized_user, external_account; or leave GOOGLE_APPLICATION_CREDENTIALS unset \
                  to use the metadata server)",
                 other.chars().take(64).collect::<String>()
             ))
         }
     };
-    Ok(Credentials { source, origin })
+    let quota_project = v
+        .get("quota_project_id")
+        .and_then(|s| s.as_str())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    if let Some(q) = &quota_project {
+        if !q.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("{origin}: quota_project_id is not a project id"));
+        }
+    }
+    Ok(Credentials {
+        source,
+        origin,
+        quota_project,
+    })
 }
 
 /// The signed JWT bearer assertion (RFC 7523) for a token endpoint.
@@ -489,7 +525,11 @@ mod tests {
             .describe()
             .starts_with("authorized user (client cid) from gcloud's"));
         let other = dir.path().join("other.json");
-        std::fs::write(&other, r#"{"type":"external_account","audience":"x"}"#).unwrap();
+        std::fs::write(
+            &other,
+            r#"{"type":"impersonated_service_account","audience":"x"}"#,
+        )
+        .unwrap();
         let e = Credentials::resolve(
             &config(),
             &env(&[
@@ -503,7 +543,7 @@ mod tests {
         .err()
         .unwrap();
         assert!(
-            e.contains("type 'external_account' are not supported"),
+            e.contains("type 'impersonated_service_account' are not supported"),
             "{e}"
         );
         // A named file that is missing or malformed stops kes, with its path.

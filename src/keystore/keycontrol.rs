@@ -3,15 +3,20 @@
 //!
 //! * login: `POST /vault/1.0/Login/<vault_id>/` with `{"username","password"}` →
 //!   `{"access_token","expires_at"}` (RFC 3339; none = 5 minutes); calls carry
-//!   `X-Vault-Auth: <token>`, renewed by logging in again after half its lifetime and at
-//!   once when the service answers 401;
+//!   `X-Vault-Auth: <token>`. After half its lifetime the token is renewed with
+//!   `POST /vault/1.0/Renew/` (the current token, no body; same answer), and only when that
+//!   fails by logging in again, as upstream; a 401 logs in again at once;
 //! * one secret per key in box `box_id`: `POST /vault/1.0/CreateSecret/`
 //!   `{"box_id","name":<key name>,"secret_data":<base64 of the record>}` (200; 409 "Secret
 //!   already exists"), read with `POST /vault/1.0/CheckoutSecret/` `{"box_id","secret_id"}`
 //!   (→ `secret_data`, base64), deleted with `POST /vault/1.0/DeleteSecret/`, listed with
 //!   `POST /vault/1.0/ListSecretIds/` `{"box_id","max_items","next_token"}` paged by
 //!   `next_token`, expired secrets left out;
-//! * the status probe is a plain `GET` of the endpoint: any HTTP answer means reachable.
+//! * a `404` is a missing key only when its `error` says `Secret not found` (a `409` is an
+//!   existing key only with `Secret already exists`), as upstream: a box that is not there
+//!   is a configuration error, never "key not found";
+//! * the status probe is upstream's: `POST /vault/1.0/GetBox/` `{"box_id"}` with the
+//!   session's token, so readiness fails on wrong credentials or a wrong box.
 //!
 //! kes starts without calling the service (upstream logs in at start-up).
 
@@ -90,6 +95,29 @@ impl KeyControlStore {
         ))
     }
 
+    /// Renews `token` (still valid) when one is given, else or when that fails logs in.
+    fn renew_or_login(
+        &self,
+        token: Option<&SecretVec>,
+    ) -> Result<(SecretVec, Duration), StoreError> {
+        if let Some(token) = token {
+            let path = format!("{}/vault/1.0/Renew/", self.svc.base);
+            let auth = std::str::from_utf8(token.expose()).unwrap_or_default();
+            let renewed = retrying(&self.svc.retry, retryable_status, || {
+                self.svc
+                    .endpoint
+                    .send("POST", &path, &[("X-Vault-Auth", auth)], b"")
+            });
+            // Renewal refused or failed: a new login, as upstream.
+            if let Some(reply) = renewed.ok().filter(|r| r.status == 200) {
+                if let Ok(fresh) = self.token_answer(&reply, "renew") {
+                    return Ok(fresh);
+                }
+            }
+        }
+        self.login()
+    }
+
     /// Logs in with username and password.
     fn login(&self) -> Result<(SecretVec, Duration), StoreError> {
         let mut body = SecretVec::with_capacity(64);
@@ -115,16 +143,23 @@ impl KeyControlStore {
         if reply.status != 200 {
             return Err(self.fail("login", &reply));
         }
-        let mut raw = SecretVec::new(reply.body);
+        self.token_answer(&reply, "login")
+    }
+
+    /// `{"access_token","expires_at"}` of a login or renewal: the token and its lifetime.
+    fn token_answer(&self, reply: &Reply, what: &str) -> Result<(SecretVec, Duration), StoreError> {
+        let mut raw = SecretVec::new(reply.body.clone());
         let v = simd_json::to_owned_value(raw.as_mut_vec())
-            .map_err(|_| other(format!("{SERVICE} login: invalid JSON answer")))?;
+            .map_err(|_| other(format!("{SERVICE} {what}: invalid JSON answer")))?;
         use simd_json::prelude::*;
         let token = v
             .get("access_token")
             .and_then(|t| t.as_str())
             .unwrap_or_default();
-        if token.is_empty() {
-            return Err(other(format!("{SERVICE} login: the answer has no token")));
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(other(format!(
+                "{SERVICE} {what}: the answer has no usable token"
+            )));
         }
         let life = v
             .get("expires_at")
@@ -145,11 +180,23 @@ impl KeyControlStore {
         let path = format!("/vault/1.0/{op}/");
         self.svc.call(
             SERVICE,
-            || self.login(),
+            |previous| self.renew_or_login(previous),
             "X-Vault-Auth",
             ("POST", &path, Some(body)),
         )
     }
+}
+
+/// KeyControl's `error` for a secret that is not in the box.
+const SECRET_NOT_FOUND: &str = "Secret not found";
+
+/// Whether an error answer's `error` member is exactly `text` (upstream's test).
+fn says(reply: &Reply, text: &str) -> bool {
+    let mut body = reply.body.clone();
+    simd_json::to_owned_value(&mut body).is_ok_and(|v| {
+        use simd_json::prelude::*;
+        v.get("error").and_then(|e| e.as_str()) == Some(text)
+    })
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time (`2024-05-06T07:08:09.5Z`,
@@ -205,12 +252,11 @@ impl KeyStore for KeyControlStore {
 
     fn status(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
-        let path = if self.svc.base.is_empty() {
-            "/"
-        } else {
-            &self.svc.base
-        };
-        self.svc.endpoint.send("GET", path, &[], b"")?;
+        let body = box_json(&self.config.box_id, &[], None);
+        let reply = self.call("GetBox", body.expose())?;
+        if reply.status != 200 {
+            return Err(self.fail("GetBox", &reply));
+        }
         Ok(start.elapsed())
     }
 
@@ -223,7 +269,7 @@ impl KeyStore for KeyControlStore {
         let reply = self.call("CreateSecret", body.expose())?;
         match reply.status {
             200 | 201 => Ok(()),
-            409 => Err(StoreError::AlreadyExists),
+            409 if says(&reply, "Secret already exists") => Err(StoreError::AlreadyExists),
             _ => Err(self.fail("CreateSecret", &reply)),
         }
     }
@@ -233,7 +279,7 @@ impl KeyStore for KeyControlStore {
         let reply = self.call("CheckoutSecret", body.expose())?;
         match reply.status {
             200 => {}
-            404 => return Err(StoreError::NotFound),
+            404 if says(&reply, SECRET_NOT_FOUND) => return Err(StoreError::NotFound),
             _ => return Err(self.fail("CheckoutSecret", &reply)),
         }
         let mut raw = SecretVec::new(reply.body);
@@ -260,7 +306,7 @@ impl KeyStore for KeyControlStore {
         let reply = self.call("DeleteSecret", body.expose())?;
         match reply.status {
             200 | 204 => Ok(()),
-            404 => Err(StoreError::NotFound),
+            404 if says(&reply, SECRET_NOT_FOUND) => Err(StoreError::NotFound),
             _ => Err(self.fail("DeleteSecret", &reply)),
         }
     }

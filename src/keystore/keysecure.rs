@@ -17,7 +17,7 @@
 //! and kes starts without logging in: the first call logs in, so kes comes up while the
 //! service is down and reports it offline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::http::{other, retryable_status, retrying, Reply, Retry};
 use super::session::{describe, encode, Service};
@@ -128,7 +128,7 @@ impl KeySecureStore {
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Reply, StoreError> {
         self.svc.call(
             SERVICE,
-            || self.login(),
+            |_| self.login(),
             "Authorization",
             (method, path, body),
         )
@@ -141,14 +141,7 @@ impl KeyStore for KeySecureStore {
     }
 
     fn status(&self) -> Result<Duration, StoreError> {
-        let start = Instant::now();
-        let path = if self.svc.base.is_empty() {
-            "/"
-        } else {
-            &self.svc.base
-        };
-        self.svc.endpoint.send("GET", path, &[], b"")?;
-        Ok(start.elapsed())
+        self.svc.probe()
     }
 
     fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {

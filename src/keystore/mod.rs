@@ -15,10 +15,12 @@ use crate::secret::SecretVec;
 pub mod aws;
 pub mod azure;
 pub mod azure_auth;
+pub mod azure_challenge;
 pub mod fortanix;
 pub mod fs;
 pub mod gcp;
 pub mod gcp_auth;
+pub mod gcp_external;
 pub mod http;
 pub mod keycontrol;
 pub mod keysecure;
@@ -105,6 +107,17 @@ impl std::error::Error for StoreError {
 impl From<std::io::Error> for StoreError {
     fn from(err: std::io::Error) -> Self {
         StoreError::Io(err)
+    }
+}
+
+/// What `kes server --check` validates of the keystore block: all that opening it checks
+/// (endpoints, CA files, credential files and their kinds, the environment a cloud
+/// credential is chosen from), contacting nothing. The fs keystore is not opened: that would
+/// create its directory.
+pub fn check(config: &crate::config::KeystoreConfig) -> Result<(), String> {
+    match config {
+        crate::config::KeystoreConfig::Fs { .. } => Ok(()),
+        other => open(other).map(drop),
     }
 }
 

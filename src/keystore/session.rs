@@ -52,21 +52,22 @@ impl Service {
 
 /// One call carrying the session's token in header `auth_header` (after `headers`' others),
 /// repeated on 5xx/429 as `retry` says; a 401 drops the token and the call is made once more
-/// with a fresh one (`login` is called when the session has no usable token). Shared by every
-/// keystore that logs in (Fortanix, CipherTrust, KeyControl, GCP, Azure).
+/// with a fresh one (`login` is called when the session has no usable token, or one due for
+/// renewal, which it gets: see [`Session::token_renewing`]). Shared by every keystore that
+/// logs in (Fortanix, CipherTrust, KeyControl, GCP, Azure).
 #[allow(clippy::too_many_arguments)]
 pub fn call_with_token(
     service: &str,
     endpoint: &Endpoint,
     session: &Session,
     retry: &Retry,
-    login: impl Fn() -> Result<(SecretVec, Duration), StoreError>,
+    login: impl Fn(Option<&SecretVec>) -> Result<(SecretVec, Duration), StoreError>,
     auth_header: &'static str,
     headers: &[(&str, &str)],
     (method, path, body): (&str, &str, &[u8]),
 ) -> Result<Reply, StoreError> {
     for fresh in [false, true] {
-        let token = session.token(&login)?;
+        let token = session.token_renewing(&login)?;
         let auth = std::str::from_utf8(token.expose())
             .map_err(|_| other(format!("{service}: the access token is not text")))?;
         let mut all = Vec::with_capacity(headers.len() + 1);
@@ -99,13 +100,26 @@ pub fn json_headers(body: &[u8]) -> &'static [(&'static str, &'static str)] {
 }
 
 impl Service {
+    /// Upstream's reachability probe: a plain `GET` of the endpoint's path; any HTTP answer
+    /// means reachable. Returns the round trip.
+    pub fn probe(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        let path = if self.base.is_empty() {
+            "/"
+        } else {
+            &self.base
+        };
+        self.endpoint.send("GET", path, &[], b"")?;
+        Ok(start.elapsed())
+    }
+
     /// [`call_with_token`] on this service's endpoint, session and retry policy, at `path`
     /// under the endpoint's base path, with `Authorization: <token>` (or `auth_header`) and
     /// `Content-Type: application/json` when a body is given.
     pub fn call(
         &self,
         service: &str,
-        login: impl Fn() -> Result<(SecretVec, Duration), StoreError>,
+        login: impl Fn(Option<&SecretVec>) -> Result<(SecretVec, Duration), StoreError>,
         auth_header: &'static str,
         (method, path, body): (&str, &str, Option<&[u8]>),
     ) -> Result<Reply, StoreError> {
@@ -183,6 +197,17 @@ impl<T: Clone> Renewing<T> {
         failure_hold: Duration,
         renew: impl FnOnce() -> Result<Fresh<T>, StoreError>,
     ) -> Result<T, StoreError> {
+        self.get_renewing(now, failure_hold, |_| renew())
+    }
+
+    /// [`get`](Self::get), where `renew` is handed the value being replaced while that is
+    /// still valid (a service may renew a token it still accepts instead of a new login).
+    pub fn get_renewing(
+        &self,
+        now: Instant,
+        failure_hold: Duration,
+        renew: impl FnOnce(Option<&T>) -> Result<Fresh<T>, StoreError>,
+    ) -> Result<T, StoreError> {
         let valid = {
             let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
             match cur.as_ref() {
@@ -212,7 +237,7 @@ impl<T: Clone> Renewing<T> {
                 None => Err(failed.error()),
             };
         }
-        match renew() {
+        match renew(valid.as_ref()) {
             Ok(fresh) => {
                 let value = fresh.value.clone();
                 *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
@@ -273,24 +298,39 @@ impl Session {
         &self,
         login: impl FnOnce() -> Result<(SecretVec, Duration), StoreError>,
     ) -> Result<SecretVec, StoreError> {
-        self.current.get(Instant::now(), LOGIN_FAILURE_HOLD, || {
-            let (token, lifetime) = login()?;
-            let now = Instant::now();
-            let margin = (lifetime / 10)
-                .max(TOKEN_EXPIRY_MARGIN_MIN)
-                .min(lifetime / 2);
-            Ok(Fresh {
-                value: token,
-                renew_at: now + lifetime / 2,
-                valid_until: now + lifetime - margin,
+        self.token_renewing(|_| login())
+    }
+
+    /// [`token`](Self::token), where `login` is handed the token being replaced while that
+    /// is still valid (renewal at half its lifetime), `None` when there is none.
+    pub fn token_renewing(
+        &self,
+        login: impl FnOnce(Option<&SecretVec>) -> Result<(SecretVec, Duration), StoreError>,
+    ) -> Result<SecretVec, StoreError> {
+        self.current
+            .get_renewing(Instant::now(), LOGIN_FAILURE_HOLD, |previous| {
+                let (token, lifetime) = login(previous)?;
+                let now = Instant::now();
+                let margin = (lifetime / 10)
+                    .max(TOKEN_EXPIRY_MARGIN_MIN)
+                    .min(lifetime / 2);
+                Ok(Fresh {
+                    value: token,
+                    renew_at: now + lifetime / 2,
+                    valid_until: now + lifetime - margin,
+                })
             })
-        })
     }
 
     /// Forgets `stale` (a token the service answered 401 to), unless another caller has
     /// already replaced it.
     pub fn invalidate(&self, stale: &SecretVec) {
         self.current.invalidate(|t| t.expose() == stale.expose());
+    }
+
+    /// Forgets the token, whatever it is (it was for something the service no longer asks).
+    pub fn clear(&self) {
+        self.current.invalidate(|_| true);
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fortanix;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -338,4 +339,42 @@ pub fn bearer_is_live(
     rejected: &mut Vec<String>,
 ) -> bool {
     token_is_live(req, "authorization", "Bearer ", tokens, rejected)
+}
+
+/// Through a kes node started with a wrong login credential (`secret`): create and read
+/// answer 502, and the secret never reaches its log. Shared by the login-based keystores.
+pub fn wrong_credentials_answer_502(node: &crate::common::BinServer, api_key: &str, secret: &str) {
+    let mut c = crate::common::client_for(&format!("https://{}", node.addr), api_key);
+    crate::common::assert_error(
+        &c.request("POST", "/v1/key/create/x", None, &[]).unwrap(),
+        502,
+        "failed to create key",
+    );
+    crate::common::assert_error(
+        &c.request("POST", "/v1/key/generate/x", None, &[]).unwrap(),
+        502,
+        "failed to read key",
+    );
+    assert!(!node.stderr_text().contains(secret), "the secret leaked");
+}
+
+/// A store over `handler` served with TLS: `open(url, Some(ca))` (the block's CA) creates,
+/// reads and lists; without the CA the server's certificate is refused.
+pub fn trusts_only_the_blocks_ca(
+    handler: Handler,
+    open: impl Fn(String, Option<std::path::PathBuf>) -> Box<dyn kes::keystore::KeyStore>,
+) {
+    let (standin, ca_pem) = StandIn::start_tls(handler);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let trusted = open(standin.https_url(), Some(ca));
+    trusted.create("tls-key", b"v").unwrap();
+    assert_eq!(trusted.get("tls-key").unwrap().expose(), b"v");
+    assert_eq!(trusted.list("tls").unwrap(), vec!["tls-key".to_string()]);
+    let err = open(standin.https_url(), None)
+        .get("tls-key")
+        .unwrap_err()
+        .to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
