@@ -417,7 +417,7 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
         s.seen.unauthorized += 1;
         return gerr(401, "UNAUTHENTICATED", "missing credentials");
     };
-    let federated = s.sts_direct_access && s.sts_tokens.get(tok).is_some();
+    let federated = s.sts_direct_access && s.sts_tokens.contains_key(tok);
     match s.tokens.get(tok).or(if federated {
         s.sts_tokens.get(tok)
     } else {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::azure_auth::Credentials;
 use super::azure_challenge::{self, Challenge};
 use super::gcp::query_escape;
-use super::http::{other, Endpoint, Reply, Retry, TlsFiles};
+use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
 use super::session::{call_with_token, json_headers, Session};
 use super::{KeyStore, StoreError};
 use crate::config::AzureConfig;
@@ -189,7 +189,9 @@ impl AzureStore {
             return Ok(c);
         }
         let path = format!("/secrets?maxresults=1&api-version={API_VERSION}");
-        let reply = self.endpoint.send("GET", &path, &[], b"")?;
+        let reply = retrying(&self.retry, retryable_status, || {
+            self.endpoint.send("GET", &path, &[], b"")
+        })?;
         let c = match (reply.status, self.challenge_of(&reply)) {
             (401, Some(c)) => c?,
             (status, _) => {

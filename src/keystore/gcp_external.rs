@@ -366,8 +366,8 @@ impl ExternalAccount {
             );
         }
         form.as_mut_vec().extend_from_slice(b"&subject_token=");
-        form.as_mut_vec()
-            .extend_from_slice(encode(&subject_text).as_bytes());
+        let encoded = SecretVec::new(encode(&subject_text).into_bytes());
+        form.as_mut_vec().extend_from_slice(encoded.expose());
         let mut basic = SecretVec::with_capacity(128);
         if let Some((id, secret)) = &self.client {
             let mut pair = SecretVec::with_capacity(id.len() + secret.expose().len() + 1);
