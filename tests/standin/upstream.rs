@@ -64,16 +64,18 @@ pub fn fs_keys() -> Vec<UpstreamKey> {
     out
 }
 
-/// Plants every upstream record with `plant(name, record)`, then decrypts each of its
-/// vectors through the kes server `client` talks to; a wrong context must fail. Returns how
-/// many vectors were decrypted.
-pub fn decrypts_upstream_vectors(
-    client: &mut kes::client::Client,
-    plant: impl Fn(&str, &str),
-) -> usize {
+/// Plants every upstream record in `backend` (as upstream's code for that store keeps it),
+/// then decrypts each of its vectors through the kes server `node` (over that backend); a
+/// wrong context must fail. All of fs.json's vectors (8) are checked.
+pub fn upstream_records_are_served(
+    node: &crate::common::BinServer,
+    api_key: &str,
+    backend: &dyn crate::common::lifecycle::Backend,
+) {
+    let mut client = crate::common::client_for(&format!("https://{}", node.addr), api_key);
     let keys = fs_keys();
     for k in &keys {
-        plant(&k.name, &k.record);
+        backend.plant(&k.name, &k.record);
     }
     let mut n = 0;
     for k in &keys {
@@ -107,5 +109,5 @@ pub fn decrypts_upstream_vectors(
             n += 1;
         }
     }
-    n
+    assert_eq!(n, 8, "fs.json has four vectors for each of two keys");
 }
