@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use common::lifecycle::{
-    keystore_lifecycle, outage_behaviour, relogin_after_revocation, Backend, Lifecycle,
-};
+use common::lifecycle::{keystore_lifecycle, Backend, Lifecycle};
 use common::*;
 use standin::fortanix::{handle, start, Obj, State, API_KEY};
 use standin::random_hex;
@@ -107,23 +105,16 @@ fn keys_live_in_the_standin_as_upstream_stores_them() {
         "failed to read key",
     );
 
-    // An ended session: kes opens a new one with the API key and carries on.
-    relogin_after_revocation(
-        &endpoint,
+    // An ended session: kes opens a new one with the API key and carries on; then the
+    // outage.
+    standin::relogin_then_outage(
+        &node,
         &api_key,
         || state.lock().unwrap().tokens.clear(),
         || state.lock().unwrap().logins,
-    );
-    let rejected = state.lock().unwrap().rejected.clone();
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert!(rejected[0].contains("no live token"), "{rejected:?}");
-
-    outage_behaviour(&endpoint, &api_key, "upstream-key", "page-000", || {
-        standin.stop()
-    });
-    assert!(
-        !node.stderr_text().contains(API_KEY),
-        "the API key leaked into the log"
+        || state.lock().unwrap().rejected.clone(),
+        || standin.stop(),
+        API_KEY,
     );
 }
 
@@ -141,27 +132,17 @@ fn sessions_are_renewed_before_expiry_and_wrong_credentials_are_clear_errors() {
         .unwrap()
     };
     let good = store(API_KEY);
-    good.create("k", b"v").unwrap();
-    assert!(matches!(
-        good.create("k", b"v"),
-        Err(kes::keystore::StoreError::AlreadyExists)
-    ));
+    standin::created_once_and_read(&good);
     assert_eq!(
         state.lock().unwrap().objects["k"].group_id,
         "",
         "no group_id sent"
     );
-    assert_eq!(good.get("k").unwrap().expose(), b"v");
     assert_eq!(state.lock().unwrap().logins, 1);
     std::thread::sleep(Duration::from_millis(1100)); // past half the 2 s lifetime
     assert_eq!(good.get("k").unwrap().expose(), b"v");
     assert_eq!(state.lock().unwrap().logins, 2);
-    assert_eq!(good.list("").unwrap(), vec!["k".to_string()]);
-    good.delete("k").unwrap();
-    assert!(matches!(
-        good.get("k"),
-        Err(kes::keystore::StoreError::NotFound)
-    ));
+    standin::listed_then_deleted(&good);
     assert!(state.lock().unwrap().rejected.is_empty());
 
     let wrong = "d3Jvbmc6YXBpLWtleS1OT1QtVE8tQkUtTE9HR0VE";

@@ -15,9 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use common::lifecycle::{
-    keystore_lifecycle, outage_behaviour, relogin_after_revocation, Backend, Lifecycle,
-};
+use common::lifecycle::{keystore_lifecycle, Backend, Lifecycle};
 use common::*;
 use standin::{issue_token, q, token_is_live, Request, Response, StandIn};
 
@@ -318,23 +316,15 @@ fn keys_live_in_the_standin_as_upstream_stores_them() {
     assert!(all.contains("\"upstream-key\""), "{all}");
     assert!(!all.contains("expired-key"), "{all}");
 
-    // Revoked tokens: kes logs in again and carries on.
-    relogin_after_revocation(
-        &endpoint,
+    // Revoked tokens: kes logs in again and carries on; then the outage.
+    standin::relogin_then_outage(
+        &node,
         &api_key,
         || state.lock().unwrap().tokens.clear(),
         || state.lock().unwrap().logins,
-    );
-    let rejected = state.lock().unwrap().rejected.clone();
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert!(rejected[0].contains("no live token"), "{rejected:?}");
-
-    outage_behaviour(&endpoint, &api_key, "upstream-key", "page-000", || {
-        standin.stop()
-    });
-    assert!(
-        !node.stderr_text().contains(PASSWORD),
-        "the password leaked into the log"
+        || state.lock().unwrap().rejected.clone(),
+        || standin.stop(),
+        PASSWORD,
     );
 }
 
@@ -354,12 +344,7 @@ fn tokens_are_renewed_before_expiry_and_wrong_credentials_are_clear_errors() {
         .unwrap()
     };
     let good = store(PASSWORD);
-    good.create("k", b"v").unwrap();
-    assert!(matches!(
-        good.create("k", b"v"),
-        Err(kes::keystore::StoreError::AlreadyExists)
-    ));
-    assert_eq!(good.get("k").unwrap().expose(), b"v");
+    standin::created_once_and_read(&good);
     assert_eq!(state.lock().unwrap().logins, 1);
     // expires_at is 5 to 6 s away (whole seconds): past half of it, and well before its
     // end, the token is renewed with the renew call, as upstream, not with a new login.
@@ -377,12 +362,7 @@ fn tokens_are_renewed_before_expiry_and_wrong_credentials_are_clear_errors() {
         s.renew_refused = false;
         s.rejected.retain(|r| !r.contains("/Renew/"));
     }
-    assert_eq!(good.list("").unwrap(), vec!["k".to_string()]);
-    good.delete("k").unwrap();
-    assert!(matches!(
-        good.get("k"),
-        Err(kes::keystore::StoreError::NotFound)
-    ));
+    standin::listed_then_deleted(&good);
     assert!(matches!(
         good.delete("k"),
         Err(kes::keystore::StoreError::NotFound)

@@ -378,3 +378,55 @@ pub fn trusts_only_the_blocks_ca(
         .to_string();
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
+
+/// The end of a login-based keystore's lifecycle through `node`: revoked tokens (`revoke`)
+/// make kes log in again and carry on, and only that one call was refused (`rejected`);
+/// then the stand-in goes away (`stop`) and clients see the outage as
+/// [`crate::common::lifecycle::outage_behaviour`] says; `secret` never reaches the log.
+#[allow(clippy::too_many_arguments)]
+pub fn relogin_then_outage(
+    node: &crate::common::BinServer,
+    api_key: &str,
+    revoke: impl Fn(),
+    logins: impl Fn() -> usize,
+    rejected: impl Fn() -> Vec<String>,
+    stop: impl FnOnce(),
+    secret: &str,
+) {
+    let endpoint = format!("https://{}", node.addr);
+    crate::common::lifecycle::relogin_after_revocation(&endpoint, api_key, revoke, logins);
+    let rejected = rejected();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].contains("no live token"), "{rejected:?}");
+    crate::common::lifecycle::outage_behaviour(
+        &endpoint,
+        api_key,
+        "upstream-key",
+        "page-000",
+        stop,
+    );
+    assert!(
+        !node.stderr_text().contains(secret),
+        "the credential leaked into the log"
+    );
+}
+
+/// `k` = `v` created through `store`, a second create refused as existing, and read back.
+pub fn created_once_and_read(store: &dyn kes::keystore::KeyStore) {
+    store.create("k", b"v").unwrap();
+    assert!(matches!(
+        store.create("k", b"v"),
+        Err(kes::keystore::StoreError::AlreadyExists)
+    ));
+    assert_eq!(store.get("k").unwrap().expose(), b"v");
+}
+
+/// `k` (the only key) listed, deleted, and then missing.
+pub fn listed_then_deleted(store: &dyn kes::keystore::KeyStore) {
+    assert_eq!(store.list("").unwrap(), vec!["k".to_string()]);
+    store.delete("k").unwrap();
+    assert!(matches!(
+        store.get("k"),
+        Err(kes::keystore::StoreError::NotFound)
+    ));
+}
