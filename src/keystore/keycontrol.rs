@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 
 use super::http::{other, retryable_status, retrying, Reply};
-use super::session::{describe, encode, Service};
+use super::session::{describe, encode, secret_json, Service};
 use super::{KeyStore, StoreError};
 use crate::config::KeyControlConfig;
 use crate::secret::SecretVec;
@@ -46,32 +46,16 @@ pub struct KeyControlStore {
     svc: Service,
 }
 
-/// `{"box_id":…, <name>:<value>}`.
+/// `{"box_id":…, <name>:<value>…}`, with `base64_value` as a base64 member last.
 fn box_json(
     box_id: &str,
     pairs: &[(&str, &str)],
     base64_value: Option<(&str, &[u8])>,
 ) -> SecretVec {
-    let mut out = SecretVec::with_capacity(
-        64 + box_id.len()
-            + pairs
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 8)
-                .sum::<usize>()
-            + base64_value.map_or(0, |(_, v)| v.len() * 4 / 3 + 32),
-    );
-    {
-        let mut w = crate::api::json::JsonWriter::object(out.as_mut_vec());
-        w.string("box_id", box_id);
-        for (k, v) in pairs {
-            w.string(k, v);
-        }
-        if let Some((k, v)) = base64_value {
-            w.base64(k, v);
-        }
-        w.finish();
-    }
-    out
+    let mut all = Vec::with_capacity(pairs.len() + 1);
+    all.push(("box_id", box_id));
+    all.extend_from_slice(pairs);
+    secret_json(&all, base64_value)
 }
 
 impl KeyControlStore {

@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use super::http::{other, retryable_status, retrying, Reply, Retry};
-use super::session::{describe, encode, Service};
+use super::session::{describe, encode, secret_json, Service};
 use super::{KeyStore, StoreError};
 use crate::config::KeySecureConfig;
 use crate::secret::SecretVec;
@@ -37,21 +37,6 @@ const SERVICE: &str = "KeySecure";
 pub struct KeySecureStore {
     config: KeySecureConfig,
     svc: Service,
-}
-
-fn json(pairs: &[(&str, &str)]) -> SecretVec {
-    let mut out = SecretVec::with_capacity(
-        64 + pairs
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 8)
-            .sum::<usize>(),
-    );
-    let mut w = crate::api::json::JsonWriter::object(out.as_mut_vec());
-    for (k, v) in pairs {
-        w.string(k, v);
-    }
-    w.finish();
-    out
 }
 
 impl KeySecureStore {
@@ -83,11 +68,14 @@ impl KeySecureStore {
 
     /// Trades the refresh token for an access token.
     fn login(&self) -> Result<(SecretVec, Duration), StoreError> {
-        let body = json(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &self.config.token),
-            ("domain", &self.config.domain),
-        ]);
+        let body = secret_json(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &self.config.token),
+                ("domain", &self.config.domain),
+            ],
+            None,
+        );
         let path = format!("{}/api/v1/auth/tokens", self.svc.base);
         let reply = retrying(&self.svc.retry, retryable_status, || {
             self.svc.endpoint.send(
@@ -147,7 +135,10 @@ impl KeyStore for KeySecureStore {
     fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         let value =
             std::str::from_utf8(value).map_err(|_| other("key record is not text".into()))?;
-        let body = json(&[("dataType", "seed"), ("material", value), ("name", name)]);
+        let body = secret_json(
+            &[("dataType", "seed"), ("material", value), ("name", name)],
+            None,
+        );
         let reply = self.call("POST", "/api/v1/vault/secrets", Some(body.expose()))?;
         match reply.status {
             201 => Ok(()),

@@ -334,6 +334,29 @@ impl Session {
     }
 }
 
+/// A JSON object of string members (and `base64_value`, a member holding bytes in base64,
+/// last) in a zeroizing buffer: the request bodies that carry credentials or key records.
+pub fn secret_json(pairs: &[(&str, &str)], base64_value: Option<(&str, &[u8])>) -> SecretVec {
+    let mut out = SecretVec::with_capacity(
+        64 + pairs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>()
+            + base64_value.map_or(0, |(k, v)| k.len() + v.len() * 4 / 3 + 16),
+    );
+    {
+        let mut w = crate::api::json::JsonWriter::object(out.as_mut_vec());
+        for (k, v) in pairs {
+            w.string(k, v);
+        }
+        if let Some((k, v)) = base64_value {
+            w.base64(k, v);
+        }
+        w.finish();
+    }
+    out
+}
+
 /// The path of an endpoint URL without a trailing `/` (`https://h:1/x/` → `/x`; none → "").
 pub fn base_path(url: &str) -> String {
     let rest = url
