@@ -150,6 +150,8 @@ struct State {
     sts_direct_access: bool,
     /// The scope the STS expects (cloud-platform when impersonating).
     sts_scope: String,
+    /// The OAuth client the STS expects as HTTP Basic (a file's client_id/client_secret).
+    sts_client: Option<(String, String)>,
 }
 
 /// The stand-in: Secret Manager, the OAuth2 token endpoint and the metadata server on one
@@ -663,6 +665,16 @@ fn sts(s: &mut State, req: &Request) -> (u16, String) {
     let Some(f) = form_fields(&req.body) else {
         return bad("duplicate field");
     };
+    if let Some((id, secret)) = &s.sts_client {
+        let want = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        if req.header("authorization") != Some(&format!("Basic {want}")) {
+            return (
+                401,
+                r#"{"error":"invalid_client","error_description":"client authentication failed"}"#
+                    .into(),
+            );
+        }
+    }
     let field = |k: &str| f.get(k).map(String::as_str);
     let subject = match (&s.subject_file, &s.subject_url_token) {
         (Some(file), _) => std::fs::read_to_string(file)
@@ -1422,8 +1434,9 @@ fn an_external_account_file_exchanges_its_subject_token_and_impersonates() {
     assert!(!log.contains("ya29."), "a token leaked into the log");
 }
 
-/// A URL-sourced subject token in a JSON answer, fetched with the file's headers, used
-/// directly (no impersonation: the pool has access to the secrets itself).
+/// A URL-sourced subject token in a JSON answer, fetched with the file's headers, exchanged
+/// with the file's OAuth client as HTTP Basic, and used directly (no impersonation: the pool
+/// has access to the secrets itself).
 #[test]
 fn a_url_sourced_subject_token_is_exchanged_for_direct_access() {
     use kes::keystore::KeyStore;
@@ -1432,13 +1445,15 @@ fn a_url_sourced_subject_token_is_exchanged_for_direct_access() {
         let mut s = g.state.lock().unwrap();
         s.subject_url_token = Some("eyJ.url-subject.sig".into());
         s.sts_direct_access = true;
+        s.sts_client = Some(("sts-client".into(), "STS-CLIENT-SECRET".into()));
     }
     let dir = tempfile::tempdir().unwrap();
     let source = format!(
         r#"{{"url":"http://127.0.0.1:{}/subject-token","headers":{{"X-Subject-Key":"{SUBJECT_URL_KEY}"}},"format":{{"type":"json","subject_token_field_name":"id_token"}}}}"#,
         g.port
     );
-    let file = external_account_file(dir.path(), g.port, &source, "")
+    let client = r#","client_id":"sts-client","client_secret":"STS-CLIENT-SECRET""#;
+    let file = external_account_file(dir.path(), g.port, &source, client)
         .display()
         .to_string();
     let config = kes::config::GcpConfig {

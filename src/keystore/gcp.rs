@@ -23,8 +23,12 @@
 //! record is version 1: ours is destroyed and the create reports "already exists". A failed
 //! add deletes the secret only when it is still empty.
 //!
+//! A payload's base64 is read in either alphabet, padded or not (Google's JSON decoders accept
+//! both). A destroyed version 1 answers `400 FAILED_PRECONDITION`: an error, not a missing key.
+//!
 //! Auth: see [`super::gcp_auth`] (the block's service account, application default
-//! credentials, or the metadata server). The token is cached in a [`Session`], renewed after
+//! credentials, external accounts, or the metadata server); a credentials file's
+//! `quota_project_id` goes with every call as `x-goog-user-project`. The token is cached in a [`Session`], renewed after
 //! half its lifetime and at once after a 401.
 
 use std::time::{Duration, Instant};

@@ -375,11 +375,14 @@ impl ExternalAccount {
             pair.as_mut_vec().push(b':');
             pair.as_mut_vec().extend_from_slice(secret.expose());
             basic.as_mut_vec().extend_from_slice(b"Basic ");
-            basic.as_mut_vec().extend_from_slice(
-                base64::engine::general_purpose::STANDARD
-                    .encode(pair.expose())
-                    .as_bytes(),
-            );
+            // Encoded straight into the zeroizing buffer.
+            let start = basic.expose().len();
+            let n = base64::encoded_len(pair.expose().len(), true).unwrap_or(0);
+            basic.as_mut_vec().resize(start + n, 0);
+            let written = base64::engine::general_purpose::STANDARD
+                .encode_slice(pair.expose(), &mut basic.as_mut_vec()[start..])
+                .unwrap_or(0);
+            basic.as_mut_vec().truncate(start + written);
         }
         let basic_text = String::from_utf8_lossy(basic.expose());
         let mut headers = vec![
