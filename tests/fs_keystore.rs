@@ -151,17 +151,7 @@ fn records_written_by_upstream_kes_are_served() {
             "{name}: the file changed"
         );
     }
-    let list = body_str(
-        &client_for(&server.endpoint(), &api_key)
-            .request("GET", "/v1/key/list/*", None, &[])
-            .unwrap(),
-    );
-    for (name, _) in fixture.keys() {
-        assert!(
-            list.contains(&format!("\"{name}\"")),
-            "{name} not listed: {list}"
-        );
-    }
+    fixtures::assert_lists_keys(&server.endpoint(), &api_key, &fixture);
 }
 
 #[test]

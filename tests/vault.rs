@@ -438,14 +438,7 @@ fn upstream_records_are_served(fixture_name: &str, v2: bool) {
         fixtures::assert_serves_vectors(&n.endpoint(), &api_key, name, key);
         fixtures::assert_describes_as_upstream(&n.endpoint(), &api_key, name, key);
     }
-    let list = body_str(
-        &client_for(&n.endpoint(), &api_key)
-            .request("GET", "/v1/key/list/*", None, &[])
-            .unwrap(),
-    );
-    for (name, _) in fixture.keys() {
-        assert!(list.contains(&format!("\"{name}\"")), "{name}: {list}");
-    }
+    fixtures::assert_lists_keys(&n.endpoint(), &api_key, &fixture);
 }
 
 #[test]

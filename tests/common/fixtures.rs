@@ -265,6 +265,21 @@ pub fn assert_describes_as_upstream(endpoint: &str, api_key: &str, name: &str, k
     );
 }
 
+/// The server at `endpoint` lists every key of `fixture`.
+pub fn assert_lists_keys(endpoint: &str, api_key: &str, fixture: &Fixture) {
+    let r = client_for(endpoint, api_key)
+        .request("GET", "/v1/key/list/*", None, &[])
+        .unwrap();
+    let list = body_str(&r);
+    assert_eq!(r.status, 200, "{list}");
+    for (name, _) in fixture.keys() {
+        assert!(
+            list.contains(&format!("\"{name}\"")),
+            "{name} not listed: {list}"
+        );
+    }
+}
+
 /// The decrypt request for `v` with `context` (base64) or none.
 fn decrypt_body(v: &Vector, context: Option<&str>) -> String {
     match context {
