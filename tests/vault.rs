@@ -365,7 +365,6 @@ fn vault_node(port: u16, keystore_vault: &str) -> (TestServer, String) {
     let tail =
         format!("keystore:\n  vault:\n    endpoint: http://127.0.0.1:{port}\n{keystore_vault}");
     let mut n = node_with_cache(&tls, &admin, &tail, "5m", "5m");
-    std::mem::forget(tls); // the node reads its certificate at start only; keep it anyway
     n.api_key = api_key.clone();
     (n, api_key)
 }
@@ -433,10 +432,28 @@ fn upstream_records_are_served(fixture_name: &str, v2: bool) {
     for (name, key) in fixture.keys() {
         plant_value(bao.port, key, v2, name, key.vault_value());
     }
-    let (n, api_key) = vault_node(bao.port, &fixture_keystore(first, v2, ""));
+    let proxy = BaoProxy::start(bao.port, None);
+    let (n, api_key) = vault_node(proxy.standin.port, &fixture_keystore(first, v2, ""));
     for (name, key) in fixture.keys() {
         fixtures::assert_serves_vectors(&n.endpoint(), &api_key, name, key);
         fixtures::assert_describes_as_upstream(&n.endpoint(), &api_key, name, key);
+        // The key was read as upstream read it (its last read in OpenBao's audit log).
+        let read = key
+            .stored
+            .requests_openbao_received_from_kes
+            .iter()
+            .rev()
+            .find(|r| r.operation == "read")
+            .expect("upstream's read of the key");
+        let version = read
+            .request_data
+            .as_ref()
+            .and_then(|d| d.get("version"))
+            .and_then(|v| v.as_str())
+            .map_or(String::new(), |v| format!("?version={v}"));
+        let expected = format!("GET /v1/{}{version} []", read.path);
+        let seen = proxy.seen();
+        assert!(seen.contains(&expected), "{expected} not in {seen:?}");
     }
     fixtures::assert_lists_keys(&n.endpoint(), &api_key, &fixture);
 }
