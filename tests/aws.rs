@@ -791,3 +791,124 @@ fn without_any_source_kes_names_every_source_it_tried() {
         .stderr_text()
         .contains("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"));
 }
+
+/// Upstream's secrets (`../shared/fixtures/upstream-kes/aws-secretsmanager.json`), created in
+/// moto as upstream created them (`Name`, `SecretString`, `KmsKeyId` = the alias, no prefix),
+/// are served: every vector upstream made decrypts, a wrong context fails, and each key is
+/// described with upstream's creation time and creator.
+#[test]
+fn secrets_written_by_upstream_kes_are_served() {
+    let fixture = common::fixtures::load("aws-secretsmanager");
+    let alias = &fixture
+        .store_setup()
+        .kms_key
+        .as_ref()
+        .expect("store_setup.kms_key")
+        .alias;
+    let m = start_moto();
+    moto_py(
+        &m,
+        &format!(
+            "kms.create_alias(AliasName={alias:?}, TargetKeyId={:?})",
+            m.kms_key
+        ),
+    );
+    for (name, key) in fixture.keys() {
+        assert_eq!(key.kms_key_id(), alias);
+        moto_py(
+            &m,
+            &format!(
+                "sm.create_secret(Name={name:?}, SecretString={:?}, KmsKeyId={alias:?})",
+                key.secret_string()
+            ),
+        );
+    }
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = format!(
+        "      credentials:\n        accesskey: {}\n        secretkey: ${{KES_TEST_AWS_SECRET}}\n",
+        m.access_key
+    );
+    let path = write_config_with(dir.path(), &tls, &admin, m.port, alias, &credentials, "");
+    let node = kes_on(&path, &m.secret_key);
+    let endpoint = format!("https://{}", node.addr);
+    for (name, key) in fixture.keys() {
+        common::fixtures::assert_serves_vectors(&endpoint, &api_key, name, key);
+        common::fixtures::assert_describes_as_upstream(&endpoint, &api_key, name, key);
+    }
+}
+
+/// Issue 21 item 9: a delete does not read the secret's value first, so a secret scheduled
+/// for deletion (or one that cannot be decrypted) is deleted all the same, as upstream does;
+/// a missing one is still 404. Also under upstream's documented IAM policy, which grants no
+/// `DescribeSecret`.
+#[test]
+fn a_secret_scheduled_for_deletion_is_still_deleted() {
+    let m = start_moto();
+    // A second IAM user with upstream's documented policy only.
+    let minimal = moto_py(
+        &m,
+        "policy = json.dumps({'Version': '2012-10-17', 'Statement': [\
+           {'Effect': 'Allow', 'Action': ['secretsmanager:CreateSecret', 'secretsmanager:GetSecretValue', 'secretsmanager:DeleteSecret', 'secretsmanager:ListSecrets'], 'Resource': '*'},\
+           {'Effect': 'Allow', 'Action': ['kms:GenerateDataKey', 'kms:Decrypt'], 'Resource': '*'}]})\n\
+         iam.create_user(UserName='kes-minimal')\n\
+         iam.put_user_policy(UserName='kes-minimal', PolicyName='upstream', PolicyDocument=policy)\n\
+         k = iam.create_access_key(UserName='kes-minimal')['AccessKey']\n\
+         print(k['AccessKeyId'], k['SecretAccessKey'])",
+    );
+    let (min_ak, min_sk) = minimal.split_once(' ').unwrap();
+    // moto enforces it: DescribeSecret is denied to that user.
+    let denied = common::moto::py(
+        m.port,
+        min_ak,
+        min_sk,
+        "try:\n    sm.describe_secret(SecretId='x')\nexcept Exception as e:\n    print(type(e).__name__, e)",
+    );
+    assert!(denied.contains("AccessDenied"), "{denied}");
+
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    for (user, ak, sk) in [
+        ("kes", m.access_key.as_str(), m.secret_key.as_str()),
+        ("kes-minimal", min_ak, min_sk),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = format!(
+            "      credentials:\n        accesskey: {ak}\n        secretkey: ${{KES_TEST_AWS_SECRET}}\n"
+        );
+        let path = write_config_with(
+            dir.path(),
+            &tls,
+            &admin,
+            m.port,
+            &m.kms_key,
+            &credentials,
+            "",
+        );
+        let node = kes_on(&path, sk);
+        let mut c = client_for(&format!("https://{}", node.addr), &api_key);
+        let name = format!("scheduled-{user}");
+        assert_eq!(create_status(&mut c, &name), 200);
+        // Another client schedules it for deletion: it can no longer be read.
+        moto_py(
+            &m,
+            &format!("sm.delete_secret(SecretId={name:?}, RecoveryWindowInDays=7)"),
+        );
+        let r = c
+            .request("DELETE", &format!("/v1/key/delete/{name}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "{user}: {}", body_str(&r));
+        let left = moto_py(
+            &m,
+            &format!("print(len([s for s in sm.list_secrets(IncludePlannedDeletion=True)['SecretList'] if s['Name'] == {name:?}]))"),
+        );
+        assert_eq!(left, "0", "{user}: {name} is still in Secrets Manager");
+        assert_error(
+            &c.request("DELETE", "/v1/key/delete/never-created", None, &[])
+                .unwrap(),
+            404,
+            "key does not exist",
+        );
+    }
+}

@@ -125,6 +125,35 @@ fn an_upstream_keys_directory_works_unchanged() {
     );
 }
 
+/// The files upstream KES itself wrote (`../shared/fixtures/upstream-kes/fs.json`), written
+/// with their mode into a fresh directory: our server decrypts every ciphertext upstream made,
+/// describes each key as upstream did and leaves the files as they were.
+#[test]
+fn records_written_by_upstream_kes_are_served() {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = fixtures::load("fs");
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(keys.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, key) in fixture.keys() {
+        let file = keys.path().join(name);
+        std::fs::write(&file, key.file_bytes()).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(key.file_mode())).unwrap();
+    }
+    let (api_key, admin) = new_api_key();
+    let server = config_server(&tls, &admin, keys.path(), "");
+    for (name, key) in fixture.keys() {
+        fixtures::assert_serves_vectors(&server.endpoint(), &api_key, name, key);
+        fixtures::assert_describes_as_upstream(&server.endpoint(), &api_key, name, key);
+        assert_eq!(
+            std::fs::read(keys.path().join(name)).unwrap(),
+            key.file_bytes(),
+            "{name}: the file changed"
+        );
+    }
+    fixtures::assert_lists_keys(&server.endpoint(), &api_key, &fixture);
+}
+
 #[test]
 fn keys_survive_a_restart_of_the_binary() {
     let tls = tls_files();

@@ -4,16 +4,20 @@
 //! leader change. Migration to and from Vault: `tests/migrate.rs`.
 
 mod common;
+mod standin;
 
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::bao::{
     bao_at, bao_cli, bao_try, configure_kes_approle, require_bao, start_bao, vault_yaml,
     wait_bao_ready,
 };
+use common::fixtures;
 use common::lifecycle::{keystore_lifecycle, outage_behaviour, Backend, Lifecycle};
 use common::*;
+use standin::{Request, Response, StandIn};
 
 /// A node with short cache expiry (so deletions on other nodes become visible in tests).
 fn node(tls: &TlsFiles, admin: &str, yaml_tail: &str) -> TestServer {
@@ -348,4 +352,540 @@ fn a_raft_leader_change_during_load_loses_nothing() {
             body_str(&r)
         );
     }
+}
+
+// ---- Existing deployments switch over unchanged (records written by upstream KES itself,
+// ---- and the requests upstream sends).
+
+/// A node over OpenBao at `port` with `keystore_vault` as the body of `keystore.vault`
+/// (after `endpoint`), 5-minute caches, and the API key that is its admin.
+fn vault_node(port: u16, keystore_vault: &str) -> (TestServer, String) {
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let tail =
+        format!("keystore:\n  vault:\n    endpoint: http://127.0.0.1:{port}\n{keystore_vault}");
+    let mut n = node_with_cache(&tls, &admin, &tail, "5m", "5m");
+    n.api_key = api_key.clone();
+    (n, api_key)
+}
+
+/// The `keystore.vault` body for the mount, K/V version and prefix of a fixture key, with
+/// [`start_bao`]'s AppRole, and `extra` lines (indented 4 spaces).
+fn fixture_keystore(key: &fixtures::Key, v2: bool, extra: &str) -> String {
+    let prefix = key.vault_kv_path().rsplit_once('/').map_or("", |(p, _)| p);
+    format!(
+        "    engine: {}\n    version: {}\n    prefix: {prefix}\n    approle:\n      id: kes-role\n      secret: kes-secret\n{extra}",
+        key.vault_mount(),
+        if v2 { "v2" } else { "v1" }
+    )
+}
+
+/// Sets OpenBao up as upstream's fixture run had it: its mounts and its AppRole policy (given
+/// to [`start_bao`]'s AppRole beside [`KV_POLICY`]).
+fn fixture_store_setup(port: u16, fixture: &fixtures::Fixture) {
+    let setup = fixture.store_setup();
+    for (path, mount) in &setup.mount {
+        let path = path.trim_end_matches('/');
+        let mut args = vec![
+            "secrets".to_string(),
+            "enable".into(),
+            format!("-path={path}"),
+        ];
+        if mount.kind == "kv" {
+            args.push(format!("-version={}", if mount.is_kv_v2() { 2 } else { 1 }));
+        }
+        args.push(mount.kind.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        bao_cli(port, &args, None);
+    }
+    let policy = format!(
+        "{}{}",
+        common::bao::KV_POLICY,
+        setup.policy_hcl.as_deref().expect("store_setup.policy_hcl")
+    );
+    bao_cli(port, &["policy", "write", "kes", "-"], Some(&policy));
+}
+
+/// Writes `value` as the entry of key `name` at `<mount>/<kv_path's folder>/<name>` with the
+/// store's own CLI, as upstream wrote it (K/V v2: a new version; the first is version 1).
+fn plant_value(port: u16, key: &fixtures::Key, v2: bool, name: &str, value: &str) {
+    let folder = key.vault_kv_path().rsplit_once('/').map_or("", |(p, _)| p);
+    let data = format!("{name}={value}");
+    if v2 {
+        let mount = format!("-mount={}", key.vault_mount());
+        let path = format!("{folder}/{name}");
+        bao_cli(port, &["kv", "put", &mount, &path, &data], None);
+    } else {
+        let path = format!("{}/{folder}/{name}", key.vault_mount());
+        bao_cli(port, &["write", &path, &data], None);
+    }
+}
+
+/// Upstream's records, written into a fresh OpenBao with its own CLI as upstream wrote them,
+/// are served: every vector upstream made decrypts, a wrong context fails, and each key is
+/// described with upstream's creation time and creator.
+fn upstream_records_are_served(fixture_name: &str, v2: bool) {
+    let fixture = fixtures::load(fixture_name);
+    let bao = start_bao(0);
+    fixture_store_setup(bao.port, &fixture);
+    let first = fixture.keys().next().expect("a key").1;
+    for (name, key) in fixture.keys() {
+        plant_value(bao.port, key, v2, name, key.vault_value());
+    }
+    let proxy = BaoProxy::start(bao.port, None);
+    let (n, api_key) = vault_node(proxy.standin.port, &fixture_keystore(first, v2, ""));
+    for (name, key) in fixture.keys() {
+        fixtures::assert_serves_vectors(&n.endpoint(), &api_key, name, key);
+        fixtures::assert_describes_as_upstream(&n.endpoint(), &api_key, name, key);
+        // The key was read as upstream read it (its last read in OpenBao's audit log).
+        let read = key
+            .stored
+            .requests_openbao_received_from_kes
+            .iter()
+            .rev()
+            .find(|r| r.operation == "read")
+            .expect("upstream's read of the key");
+        let version = read
+            .request_data
+            .as_ref()
+            .and_then(|d| d.get("version"))
+            .and_then(|v| v.as_str())
+            .map_or(String::new(), |v| format!("?version={v}"));
+        let expected = format!("GET /v1/{}{version} []", read.path);
+        let seen = proxy.seen();
+        assert!(seen.contains(&expected), "{expected} not in {seen:?}");
+    }
+    fixtures::assert_lists_keys(&n.endpoint(), &api_key, &fixture);
+}
+
+#[test]
+fn records_written_by_upstream_kes_into_kv_v1_are_served() {
+    upstream_records_are_served("vault-kv1", false);
+}
+
+#[test]
+fn records_written_by_upstream_kes_into_kv_v2_are_served() {
+    upstream_records_are_served("vault-kv2", true);
+}
+
+/// Issue 21 item 3: upstream reads version 1 of a K/V v2 entry. When another writer adds a
+/// version 2 holding another record, nodes of both kinds must still serve version 1; when
+/// version 1 is deleted, the read fails (upstream: "entry exists but no secret key is
+/// present"), it does not turn into "key does not exist".
+#[test]
+fn kv_v2_serves_version_1_as_upstream_reads_it() {
+    let fixture = fixtures::load("vault-kv2");
+    let bao = start_bao(0);
+    fixture_store_setup(bao.port, &fixture);
+    let keys: Vec<(&str, &fixtures::Key)> = fixture.keys().collect();
+    let [(name1, key1), (name2, key2)] = keys[..] else {
+        panic!("vault-kv2 holds two keys")
+    };
+    plant_value(bao.port, key1, true, name1, key1.vault_value());
+    plant_value(bao.port, key2, true, name2, key2.vault_value());
+    // Another writer adds a version 2 to fixture-key-1, holding fixture-key-2's record.
+    plant_value(bao.port, key1, true, name1, key2.vault_value());
+    let (n, api_key) = vault_node(bao.port, &fixture_keystore(key1, true, ""));
+    fixtures::assert_serves_vectors(&n.endpoint(), &api_key, name1, key1);
+
+    // Version 1 of fixture-key-2 soft-deleted: a read error, not 404.
+    let mount = format!("-mount={}", key2.vault_mount());
+    bao_cli(
+        bao.port,
+        &["kv", "delete", "-versions=1", &mount, key2.vault_kv_path()],
+        None,
+    );
+    let mut c = client_for(&n.endpoint(), &api_key);
+    let r = c
+        .request("POST", &format!("/v1/key/generate/{name2}"), None, &[])
+        .unwrap();
+    assert_error(&r, 502, "failed to read key");
+    // Such an entry can still be deleted (all its versions, as upstream deletes).
+    let r = c
+        .request("DELETE", &format!("/v1/key/delete/{name2}"), None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let metadata = bao_try(
+        &format!("http://127.0.0.1:{}", bao.port),
+        None,
+        &["kv", "metadata", "get", &mount, key2.vault_kv_path()],
+        None,
+    );
+    assert!(
+        metadata.is_err(),
+        "{name2} is still in OpenBao: {metadata:?}"
+    );
+}
+
+/// Restores the fixture's transit key in OpenBao at `port` from its backup.
+fn restore_transit_key(port: u16, fixture: &fixtures::Fixture) {
+    let t = fixture.transit_key();
+    bao_cli(
+        port,
+        &[
+            "write",
+            &format!("transit/restore/{}", t.name),
+            &format!("backup={}", t.backup_as_read.data.backup),
+        ],
+        None,
+    );
+}
+
+/// Upstream's transit-wrapped records (`vault:v1:`, its transit key restored from the
+/// fixture's backup) are served, and so are plaintext records beside them (issue 21 item 4:
+/// upstream decrypts only values that start with `vault:v1:`, so transit can be turned on
+/// over an existing store). A key our node creates is stored as upstream stores it; after a
+/// rotation of the transit key, new keys are `vault:v2:` values, which our nodes read (upstream
+/// cannot) while the `vault:v1:` ones keep working.
+#[test]
+fn transit_serves_upstream_wrapped_records_and_plaintext_records_beside_them() {
+    let fixture = fixtures::load("vault-kv2-transit");
+    let plain = fixtures::load("vault-kv2");
+    let bao = start_bao(0);
+    fixture_store_setup(bao.port, &fixture);
+    restore_transit_key(bao.port, &fixture);
+    let transit_key = &fixture.transit_key().name;
+    let first = fixture.keys().next().expect("a key").1;
+    for (name, key) in fixture.keys() {
+        assert!(key.vault_value().starts_with("vault:v1:"));
+        plant_value(bao.port, key, true, name, key.vault_value());
+    }
+    // Plaintext records (written by upstream without transit) in the same mount.
+    for (name, key) in plain.keys() {
+        plant_value(
+            bao.port,
+            first,
+            true,
+            &format!("plain-{name}"),
+            key.vault_value(),
+        );
+    }
+    let transit = format!("    transit:\n      engine: transit\n      key: {transit_key}\n");
+    let (n, api_key) = vault_node(bao.port, &fixture_keystore(first, true, &transit));
+    for (name, key) in fixture.keys() {
+        fixtures::assert_serves_vectors(&n.endpoint(), &api_key, name, key);
+        fixtures::assert_describes_as_upstream(&n.endpoint(), &api_key, name, key);
+        // The fixture's record is what the stored value wraps.
+        assert_eq!(
+            key.transit_record_text(),
+            plain_record_of(bao.port, transit_key, key.vault_value())
+        );
+    }
+    for (name, key) in plain.keys() {
+        fixtures::assert_serves_vectors(&n.endpoint(), &api_key, &format!("plain-{name}"), key);
+    }
+
+    // A new key is stored as upstream stores it: `vault:v1:` of the record's base64.
+    let mut c = client_for(&n.endpoint(), &api_key);
+    let stored_value = |name: &str| {
+        bao_cli(
+            bao.port,
+            &[
+                "kv",
+                "get",
+                &format!("-mount={}", first.vault_mount()),
+                &format!("-field={name}"),
+                &format!("kes-fixtures/{name}"),
+            ],
+            None,
+        )
+    };
+    let r = c
+        .request("POST", "/v1/key/create/ours-v1", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let stored = stored_value("ours-v1");
+    assert!(stored.starts_with("vault:v1:"), "{stored}");
+    let record = plain_record_of(bao.port, transit_key, &stored);
+    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
+
+    // The transit key rotates: new keys are `vault:v2:`; all keys stay served.
+    bao_cli(
+        bao.port,
+        &["write", "-f", &format!("transit/keys/{transit_key}/rotate")],
+        None,
+    );
+    let r = c
+        .request("POST", "/v1/key/create/ours-v2", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    assert!(stored_value("ours-v2").starts_with("vault:v2:"));
+    let (fresh, fresh_key) = vault_node(bao.port, &fixture_keystore(first, true, &transit));
+    for name in ["ours-v1", "ours-v2", "fixture-key-1", "plain-fixture-key-1"] {
+        let r = client_for(&fresh.endpoint(), &fresh_key)
+            .request("POST", &format!("/v1/key/generate/{name}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "{name}: {}", body_str(&r));
+    }
+
+    // Without `transit`, a wrapped record is a read error (the log says why), not a key.
+    let (bare, bare_key) = vault_node(bao.port, &fixture_keystore(first, true, ""));
+    let r = client_for(&bare.endpoint(), &bare_key)
+        .request("POST", "/v1/key/generate/fixture-key-1", None, &[])
+        .unwrap();
+    assert_error(&r, 502, "failed to read key");
+}
+
+/// The record text a transit ciphertext wraps (transit's plaintext is the record's base64).
+fn plain_record_of(port: u16, transit_key: &str, ciphertext: &str) -> String {
+    let b64 = bao_cli(
+        port,
+        &[
+            "write",
+            "-field=plaintext",
+            &format!("transit/decrypt/{transit_key}"),
+            &format!("ciphertext={ciphertext}"),
+        ],
+        None,
+    );
+    String::from_utf8(B64.decode(b64).unwrap()).unwrap()
+}
+
+/// A proxy in front of OpenBao (a stand-in on loopback) that records each request as
+/// `METHOD target [namespace]`, refuses the `LIST` method as many proxies and load balancers
+/// do (405), and hands logins at `/v1/auth/kubernetes/login` to `login` when given.
+struct BaoProxy {
+    standin: StandIn,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+type Login = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+
+impl BaoProxy {
+    fn start(bao_port: u16, login: Option<Login>) -> BaoProxy {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let standin = StandIn::start(Arc::new(move |req: &Request| {
+            let ns = req.header("x-vault-namespace").unwrap_or("");
+            log.lock()
+                .unwrap()
+                .push(format!("{} {} [{ns}]", req.method, req.target()));
+            if req.method == "LIST" {
+                return Response::text(405, "method not allowed");
+            }
+            match &login {
+                Some(login) if req.path == "/v1/auth/kubernetes/login" => login(req),
+                _ => forward(bao_port, req),
+            }
+        }));
+        BaoProxy { standin, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Sends `req` to OpenBao on `port` (HTTP/1.0: the answer ends when the connection does) and
+/// returns its answer.
+fn forward(port: u16, req: &Request) -> Response {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("OpenBao");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!(
+        "{} {} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n",
+        req.method,
+        req.target(),
+        req.body.len()
+    );
+    for (name, value) in &req.headers {
+        if name.to_ascii_lowercase().starts_with("x-vault-")
+            || name.eq_ignore_ascii_case("content-type")
+        {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&req.body).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut r = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(at) = r.parse(&answer).expect("OpenBao's answer") else {
+        panic!("OpenBao's answer ended early")
+    };
+    Response::json(
+        r.code.expect("status"),
+        String::from_utf8_lossy(&answer[at..]).into_owned(),
+    )
+}
+
+/// Issue 21 item 5: keys are listed with `GET …?list=true`, as upstream lists them, which
+/// proxies and load balancers pass; Vault's own `LIST` method is refused by many.
+#[test]
+fn listing_passes_a_proxy_that_refuses_the_list_method() {
+    let bao = start_bao(0);
+    let proxy = BaoProxy::start(bao.port, None);
+    for v2 in [false, true] {
+        let prefix = if v2 { "listed-v2" } else { "listed-v1" };
+        let tail = vault_yaml(proxy.standin.port, v2, prefix);
+        let body = tail
+            .split_once("endpoint: ")
+            .unwrap()
+            .1
+            .split_once('\n')
+            .unwrap()
+            .1;
+        let (n, api_key) = vault_node(proxy.standin.port, body);
+        let mut c = client_for(&n.endpoint(), &api_key);
+        let r = c
+            .request("POST", "/v1/key/create/listed", None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", body_str(&r));
+        let r = c.request("GET", "/v1/key/list/*", None, &[]).unwrap();
+        assert_eq!(r.status, 200, "{}", body_str(&r));
+        assert!(body_str(&r).contains("\"listed\""), "{}", body_str(&r));
+        let expected = if v2 {
+            format!("GET /v1/secret/metadata/{prefix}?list=true []")
+        } else {
+            format!("GET /v1/kv/{prefix}?list=true []")
+        };
+        let seen = proxy.seen();
+        assert!(seen.contains(&expected), "{expected} not in {seen:?}");
+    }
+}
+
+/// Issue 21 item 1: with `keystore.vault.namespace` and no per-login namespace, upstream logs
+/// in inside that namespace (Vault Enterprise / HCP: `namespace: admin`), and keeps the keys
+/// there. OpenBao has namespaces since 2.3.
+#[test]
+fn the_login_goes_to_the_keystore_namespace_when_the_login_names_none() {
+    let bao = start_bao(0);
+    let ns = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec![args[0]];
+        let flag = "-namespace=admin";
+        let rest: Vec<&str> = args[1..].to_vec();
+        if args[0] == "secrets" || args[0] == "auth" || args[0] == "policy" {
+            all.push(rest[0]);
+            all.push(flag);
+            all.extend(&rest[1..]);
+        } else {
+            all.push(flag);
+            all.extend(rest);
+        }
+        bao_cli(bao.port, &all, stdin)
+    };
+    bao_cli(bao.port, &["namespace", "create", "admin"], None);
+    ns(&["secrets", "enable", "-path=kv", "-version=1", "kv"], None);
+    ns(&["auth", "enable", "approle"], None);
+    ns(
+        &["policy", "write", "kes", "-"],
+        Some(common::bao::KV_POLICY),
+    );
+    ns(
+        &["write", "auth/approle/role/kes", "token_policies=kes"],
+        None,
+    );
+    ns(
+        &[
+            "write",
+            "auth/approle/role/kes/role-id",
+            "role_id=admin-role",
+        ],
+        None,
+    );
+    ns(
+        &[
+            "write",
+            "auth/approle/role/kes/custom-secret-id",
+            "secret_id=admin-secret",
+        ],
+        None,
+    );
+    let proxy = BaoProxy::start(bao.port, None);
+    let (n, api_key) = vault_node(
+        proxy.standin.port,
+        "    engine: kv\n    namespace: admin\n    prefix: ns\n    approle:\n      id: admin-role\n      secret: admin-secret\n",
+    );
+    let mut c = client_for(&n.endpoint(), &api_key);
+    let r = c
+        .request("POST", "/v1/key/create/in-admin", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let r = c
+        .request("POST", "/v1/key/generate/in-admin", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    let seen = proxy.seen();
+    assert!(
+        seen.contains(&"POST /v1/auth/approle/login [admin]".to_string()),
+        "{seen:?}"
+    );
+    // The record is in the namespace.
+    let record = ns(&["read", "-field=in-admin", "kv/ns/in-admin"], None);
+    kes::crypto::record::decode_record(record.as_bytes()).unwrap();
+}
+
+/// Issue 21 item 2: a projected service-account token rotates (often hourly); like upstream,
+/// the JWT file is read again at every login. The stand-in login endpoint accepts only the
+/// file's current content and answers with a real OpenBao token whose lease (1 s) makes
+/// every call log in again; everything else goes to the real OpenBao.
+#[test]
+fn kubernetes_login_reads_the_rotated_service_account_token_again() {
+    let bao = start_bao(0);
+    let token = bao_cli(
+        bao.port,
+        &["token", "create", "-policy=kes", "-ttl=1h", "-field=token"],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_file = dir.path().join("token");
+    // As the kubelet does: a new file renamed over the old one.
+    let rotate = |content: &str| {
+        let tmp = dir.path().join("token.new");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, &jwt_file).unwrap();
+    };
+    rotate("sa-jwt-one");
+    let rejected = Arc::new(Mutex::new(Vec::new()));
+    let login: Login = {
+        let (jwt_file, rejected) = (jwt_file.clone(), rejected.clone());
+        Arc::new(move |req: &Request| {
+            let current = std::fs::read_to_string(&jwt_file).unwrap();
+            let body = req.json().expect("a JSON login");
+            use simd_json::prelude::*;
+            let jwt = body.get("jwt").and_then(|j| j.as_str()).unwrap_or("");
+            let role = body.get("role").and_then(|j| j.as_str()).unwrap_or("");
+            if jwt != current || role != "kes" {
+                rejected.lock().unwrap().push(jwt.to_string());
+                return Response::json(403, r#"{"errors":["permission denied"]}"#);
+            }
+            Response::json(
+                200,
+                format!(r#"{{"auth":{{"client_token":"{token}","lease_duration":1}}}}"#),
+            )
+        })
+    };
+    let proxy = BaoProxy::start(bao.port, Some(login));
+    let (n, api_key) = vault_node(
+        proxy.standin.port,
+        &format!(
+            "    engine: kv\n    prefix: k8s\n    kubernetes:\n      role: kes\n      jwt: {}\n",
+            jwt_file.display()
+        ),
+    );
+    let mut c = client_for(&n.endpoint(), &api_key);
+    let r = c
+        .request("POST", "/v1/key/create/before", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", body_str(&r));
+    rotate("sa-jwt-two");
+    let r = c
+        .request("POST", "/v1/key/create/after", None, &[])
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "login after the token rotated: {} (rejected: {:?})",
+        body_str(&r),
+        rejected.lock().unwrap()
+    );
+    assert!(rejected.lock().unwrap().is_empty());
+    let logins = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.starts_with("POST /v1/auth/kubernetes/login"))
+        .count();
+    assert!(logins >= 2, "{:?}", proxy.seen());
 }

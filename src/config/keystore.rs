@@ -672,8 +672,17 @@ pub enum VaultAuth {
         engine: String,
         namespace: String,
         role: String,
-        jwt: String,
+        jwt: KubernetesJwt,
     },
+}
+
+/// `keystore.vault.kubernetes.jwt`: the service-account token itself, or (when it contains a
+/// `/`, as upstream decides) the file that holds it, read again at every login because the
+/// kubelet rotates projected tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KubernetesJwt {
+    Token(String),
+    File(PathBuf),
 }
 
 impl std::fmt::Debug for VaultConfig {
@@ -771,20 +780,20 @@ fn parse_vault(p: &Parser<'_>, v: Node<'_>) -> Result<VaultConfig, ConfigError> 
         }
         (false, true) => {
             let k = kubernetes;
-            let mut jwt = s("keystore.vault.kubernetes.jwt", k.get("jwt"))?;
+            let jwt = s("keystore.vault.kubernetes.jwt", k.get("jwt"))?;
             if jwt.is_empty() {
                 return err("keystore.vault.kubernetes.jwt: missing");
             }
-            if jwt.contains('/') {
-                jwt = std::fs::read_to_string(&jwt)
-                    .map_err(|e| {
-                        ConfigError(format!(
-                            "keystore.vault.kubernetes.jwt: cannot read '{jwt}': {e}"
-                        ))
-                    })?
-                    .trim()
-                    .to_string();
-            }
+            let jwt = if jwt.contains('/') {
+                // Read now only to fail early; every login reads it again.
+                let path = PathBuf::from(jwt);
+                crate::keystore::token_file::read_token_file(&path).map_err(|e| {
+                    ConfigError(format!("keystore.vault.kubernetes.jwt: cannot read {e}"))
+                })?;
+                KubernetesJwt::File(path)
+            } else {
+                KubernetesJwt::Token(jwt)
+            };
             VaultAuth::Kubernetes {
                 engine: Some(s("keystore.vault.kubernetes.engine", k.get("engine"))?)
                     .filter(|e| !e.is_empty())

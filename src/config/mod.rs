@@ -24,7 +24,7 @@ use shape::Shape::{self, Leaf, List, Map, Names};
 pub use duration::parse_go_duration;
 pub use keystore::{
     AwsConfig, AwsCredentials, AzureAuth, AzureConfig, FortanixConfig, GcpConfig, GcpCredentials,
-    KeyControlConfig, KeySecureConfig, KeystoreConfig, VaultAuth, VaultConfig,
+    KeyControlConfig, KeySecureConfig, KeystoreConfig, KubernetesJwt, VaultAuth, VaultConfig,
 };
 
 impl std::fmt::Debug for TlsSettings {

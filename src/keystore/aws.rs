@@ -5,8 +5,10 @@
 //!   with `KmsKeyId` = `kmskey` when configured (else the account's default key);
 //! * read with `GetSecretValue` (`SecretString`, or `SecretBinary` for secrets written that
 //!   way), delete with `DeleteSecret` + `ForceDeleteWithoutRecovery` (no recovery window),
-//!   list with `ListSecrets` paged by `NextToken`; a delete reads the secret first, since a
-//!   forced delete of a missing secret succeeds at AWS and the API must answer 404;
+//!   list with `ListSecrets` paged by `NextToken`; a delete first looks the secret up with
+//!   `DescribeSecret` (or, where IAM denies that, `GetSecretValue`), since a forced delete of
+//!   a missing secret succeeds at AWS and the API must answer 404; a secret that cannot be
+//!   decrypted or is scheduled for deletion is deleted all the same, as upstream does;
 //! * the status probe is a plain `GET` of the endpoint: any HTTP answer means reachable.
 //!
 //! The JSON 1.1 protocol (`X-Amz-Target: secretsmanager.<Op>`) over the shared blocking
@@ -162,6 +164,12 @@ fn expired_token(code: &str) -> bool {
     matches!(code, "ExpiredTokenException" | "ExpiredToken")
 }
 
+/// The error codes of a call that IAM does not allow (Secrets Manager's JSON code; the XML
+/// one of IAM's own answer, as moto gives it).
+fn access_denied(code: &str) -> bool {
+    matches!(code, "AccessDeniedException" | "AccessDenied")
+}
+
 /// AWS's error code and message from a JSON (`__type`, `message`) or XML (`<Code>`) body.
 fn aws_error(reply: &Reply) -> AwsError {
     let text = String::from_utf8_lossy(&reply.body);
@@ -244,6 +252,30 @@ fn json(pairs: &[(&str, &str)], force_delete: bool) -> SecretVec {
     out
 }
 
+impl AwsStore {
+    /// Whether a secret named `name` exists, scheduled for deletion or not. `DescribeSecret`
+    /// reads metadata only (no KMS); where the IAM policy does not grant it (upstream's
+    /// documented policy grants only Create/Get/Delete/ListSecrets), `GetSecretValue` decides,
+    /// and any answer but "not found" (it cannot be decrypted, it is scheduled for deletion)
+    /// means the secret is there.
+    fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        let id = json(&[("SecretId", name)], false);
+        match self.json_call("DescribeSecret", id.expose())? {
+            Ok(_) => return Ok(true),
+            Err(e) if e.code == "ResourceNotFoundException" => return Ok(false),
+            Err(e) if access_denied(&e.code) => {}
+            Err(_) => return Ok(true),
+        }
+        match self.json_call("GetSecretValue", id.expose())? {
+            Ok(reply) => {
+                drop(SecretVec::new(reply.body)); // the value, wiped unread
+                Ok(true)
+            }
+            Err(e) => Ok(e.code != "ResourceNotFoundException"),
+        }
+    }
+}
+
 impl KeyStore for AwsStore {
     fn display_name(&self) -> String {
         format!("AWS SecretsManager: {}", self.config.endpoint)
@@ -305,9 +337,11 @@ impl KeyStore for AwsStore {
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
         // A forced DeleteSecret of a missing secret succeeds at AWS (and moto): look first
-        // for the 404 the API owes. GetSecretValue, not DescribeSecret, as upstream's
-        // documented IAM policy grants only Create/Get/Delete/ListSecrets.
-        self.get(name)?;
+        // for the 404 the API owes, without reading the value, so that a secret that cannot
+        // be decrypted or is scheduled for deletion is deleted all the same, as upstream does.
+        if !self.exists(name)? {
+            return Err(StoreError::NotFound);
+        }
         match self.json_call("DeleteSecret", json(&[("SecretId", name)], true).expose())? {
             Ok(_) => Ok(()),
             Err(e) if e.code == "ResourceNotFoundException" => Err(StoreError::NotFound),

@@ -27,6 +27,7 @@ pub mod keysecure;
 pub mod mem;
 pub mod session;
 pub mod sigv4;
+pub mod token_file;
 pub mod vault;
 
 pub use fs::FsStore;

@@ -1,11 +1,20 @@
 //! HashiCorp Vault / OpenBao K/V keystore (storage-and-config.md §4). Records live exactly
-//! where upstream KES puts them, so a Vault that upstream used works unchanged and back:
+//! where upstream KES puts them and are read as upstream reads them, so upstream nodes and
+//! ours can share one Vault while a deployment switches over:
 //!
 //! * K/V v1: `<engine>/<prefix>/<name>`, data `{"<name>": "<value>"}`;
 //! * K/V v2: `<engine>/data/<prefix>/<name>`, `{"data":{"<name>":"<value>"},"options":{"cas":0}}`,
-//!   listing via `<engine>/metadata/<prefix>`, delete via the metadata path.
+//!   read at `?version=1` (as upstream: a later version another writer adds is not used),
+//!   delete via the metadata path;
+//! * listing with `GET <engine>[/metadata]/<prefix>?list=true` (not the `LIST` method, which
+//!   many proxies refuse);
+//! * with `transit`, new records are stored as the transit ciphertext of their base64; on
+//!   read, only values that are transit ciphertexts (`vault:v<N>:`) are decrypted, any other
+//!   value is a plaintext record (so transit can be turned on over an existing store).
 //!
-//! Login with AppRole or Kubernetes; the token is renewed by logging in again before it
+//! Login with AppRole or Kubernetes in the login's own namespace, else in
+//! `keystore.vault.namespace` (`/` = the root); the Kubernetes JWT file is read again at every
+//! login (projected tokens rotate). The token is renewed by logging in again before it
 //! expires, and once more after a 403. Every call has a timeout and runs on the caller's
 //! (blocking-pool) thread, through the shared client in [`super::http`], one connection per call.
 
@@ -13,8 +22,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::http::{other, Endpoint, Reply, TlsFiles};
+use super::token_file::read_token_file;
 use super::{KeyStore, StoreError};
-use crate::config::{VaultAuth, VaultConfig};
+use crate::config::{KubernetesJwt, VaultAuth, VaultConfig};
 use crate::secret::SecretVec;
 
 /// Connect + read + write timeout of one Vault call.
@@ -93,7 +103,7 @@ impl VaultStore {
     }
 
     fn login(&self) -> Result<Token, StoreError> {
-        let (path, namespace, body) = match &self.config.auth {
+        let (path, login_namespace, body) = match &self.config.auth {
             VaultAuth::AppRole {
                 engine,
                 namespace,
@@ -109,12 +119,23 @@ impl VaultStore {
                 namespace,
                 role,
                 jwt,
-            } => (
-                format!("/v1/auth/{engine}/login"),
-                namespace.as_str(),
-                json_object(&[("role", role), ("jwt", jwt)]),
-            ),
+            } => {
+                let jwt = match jwt {
+                    KubernetesJwt::Token(t) => SecretVec::new(t.as_bytes().to_vec()),
+                    KubernetesJwt::File(path) => read_token_file(path).map_err(|e| {
+                        other(format!("Vault login: kubernetes.jwt: cannot read {e}"))
+                    })?,
+                };
+                let jwt = std::str::from_utf8(jwt.expose())
+                    .map_err(|_| other("Vault login: kubernetes.jwt is not text".into()))?;
+                (
+                    format!("/v1/auth/{engine}/login"),
+                    namespace.as_str(),
+                    json_object(&[("role", role), ("jwt", jwt)]),
+                )
+            }
         };
+        let namespace = login_namespace_or(login_namespace, &self.config.namespace);
         let reply = self.call("POST", &path, None, namespace, Some(body.expose()))?;
         if reply.status != 200 {
             return Err(other(format!(
@@ -174,6 +195,16 @@ impl VaultStore {
     }
 }
 
+/// The namespace a login goes to, as upstream: the login's own (`approle.namespace`,
+/// `kubernetes.namespace`; `/` = the root namespace) or else `keystore.vault.namespace`.
+fn login_namespace_or<'a>(login: &'a str, store: &'a str) -> &'a str {
+    if login.is_empty() {
+        store
+    } else {
+        login
+    }
+}
+
 /// `{"k":"v",…}` in a zeroizing buffer (values may be secrets).
 fn json_object(pairs: &[(&str, &str)]) -> SecretVec {
     let mut out = SecretVec::with_capacity(
@@ -188,6 +219,28 @@ fn json_object(pairs: &[(&str, &str)]) -> SecretVec {
     }
     w.finish();
     out
+}
+
+/// Whether a K/V v2 "not found" answer carries the entry's metadata (the version asked for
+/// was deleted or destroyed, but the entry exists).
+fn has_metadata(body: &[u8]) -> bool {
+    use simd_json::prelude::*;
+    simd_json::to_owned_value(&mut body.to_vec()).is_ok_and(|v| {
+        v.get("data")
+            .and_then(|d| d.get("metadata"))
+            .is_some_and(|m| m.is_object())
+    })
+}
+
+/// Whether a stored value is a transit ciphertext, `vault:v<version>:…`. A record is base64
+/// (or, from old releases, JSON) and never starts that way.
+fn is_transit_ciphertext(stored: &str) -> bool {
+    stored
+        .strip_prefix("vault:v")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(version, _)| {
+            !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// Vault's error text for logs (never contains a stored value).
@@ -236,9 +289,19 @@ impl VaultStore {
         Ok(SecretVec::new(ct.as_bytes().to_vec()))
     }
 
+    /// As upstream reads: a stored value that is a transit ciphertext (`vault:v<N>:`) is
+    /// decrypted with the transit key, any other value is the record itself, with or without
+    /// `transit` configured (so transit can be turned on over existing plaintext records).
     fn unwrap_record(&self, stored: &str) -> Result<SecretVec, StoreError> {
-        let Some((engine, key)) = &self.config.transit else {
+        if !is_transit_ciphertext(stored) {
             return Ok(SecretVec::new(stored.as_bytes().to_vec()));
+        }
+        let Some((engine, key)) = &self.config.transit else {
+            return Err(other(
+                "Vault: the stored key is encrypted with a transit key (vault:v…:) but \
+                 keystore.vault.transit is not configured"
+                    .into(),
+            ));
         };
         let reply = self.authed(
             "POST",
@@ -316,9 +379,22 @@ impl KeyStore for VaultStore {
     }
 
     fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
-        let reply = self.authed("GET", &self.path(name, false), None)?;
+        // K/V v2: version 1, as upstream reads, not the latest: nodes of both kinds on one
+        // store serve the same key even when another writer added a version.
+        let mut path = self.path(name, false);
+        if self.config.kv_v2 {
+            path.push_str("?version=1");
+        }
+        let reply = self.authed("GET", &path, None)?;
         match reply.status {
             200 => {}
+            404 if self.config.kv_v2 && has_metadata(&reply.body) => {
+                // The entry exists but its version 1 is deleted or destroyed.
+                return Err(other(format!(
+                    "Vault: version 1 of '{name}' is deleted or destroyed; \
+                     it holds the key that upstream KES reads"
+                )));
+            }
             404 => return Err(StoreError::NotFound),
             _ => return Err(other(vault_error(&reply))),
         }
@@ -340,9 +416,10 @@ impl KeyStore for VaultStore {
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
-        // Vault answers 204 whether or not the entry existed: check first for a 404.
-        let path = self.path(name, false);
-        if self.authed("GET", &path, None)?.status == 404 {
+        // Vault answers 204 whether or not the entry existed: check first for a 404. A K/V v2
+        // entry whose latest version is deleted answers 404 with its metadata: it exists.
+        let existing = self.authed("GET", &self.path(name, false), None)?;
+        if existing.status == 404 && !(self.config.kv_v2 && has_metadata(&existing.body)) {
             return Err(StoreError::NotFound);
         }
         let reply = self.authed("DELETE", &self.path(name, self.config.kv_v2), None)?;
@@ -354,7 +431,9 @@ impl KeyStore for VaultStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let reply = self.authed("LIST", &self.path("", true), None)?;
+        // `GET ?list=true`, as upstream sends it: proxies and load balancers pass it, where
+        // many refuse Vault's own `LIST` method.
+        let reply = self.authed("GET", &format!("{}?list=true", self.path("", true)), None)?;
         match reply.status {
             200 => {}
             404 => return Ok(Vec::new()),

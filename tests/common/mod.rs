@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bao;
+pub mod fixtures;
 pub mod lifecycle;
 pub mod moto;
 

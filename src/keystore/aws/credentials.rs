@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use super::super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
 use super::super::session::{self, Fresh, Renewing};
 use super::super::sigv4::Credentials;
+use super::super::token_file::{read_capped, read_token_file};
 use super::super::StoreError;
 use crate::config::AwsConfig;
 use crate::secret::SecretVec;
@@ -61,8 +62,6 @@ pub const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 pub const NO_EXPIRY_RENEW_AFTER: Duration = Duration::from_secs(60 * 60);
 /// After a failed renewal, no new attempt for this long (callers get the same outcome).
 pub const FAILED_RENEWAL_HOLD: Duration = Duration::from_secs(2);
-/// Largest web identity / container authorization token file read.
-pub const TOKEN_FILE_BYTES_MAX: u64 = 64 << 10;
 /// Largest shared credentials file read.
 pub const SHARED_FILE_BYTES_MAX: u64 = 1 << 20;
 /// Lifetime asked for an IMDSv2 session token (the maximum, 6 hours).
@@ -853,39 +852,6 @@ fn check_header_value(v: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// A token file's content without surrounding whitespace; at most [`TOKEN_FILE_BYTES_MAX`].
-fn read_token_file(path: &Path) -> Result<SecretVec, String> {
-    let raw = read_capped(path, TOKEN_FILE_BYTES_MAX)
-        .map_err(|e| format!("'{}': {e}", path.display()))?;
-    let bytes = raw.expose();
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    if start >= end {
-        return Err(format!("'{}' is empty", path.display()));
-    }
-    Ok(SecretVec::new(bytes[start..end].to_vec()))
-}
-
-/// A file's bytes, refused when larger than `bytes_max`. Errors do not name the file.
-fn read_capped(path: &Path, bytes_max: u64) -> Result<SecretVec, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut out = SecretVec::with_capacity(4096);
-    file.take(bytes_max + 1)
-        .read_to_end(out.as_mut_vec())
-        .map_err(|e| e.to_string())?;
-    if out.expose().len() as u64 > bytes_max {
-        return Err(format!("larger than {bytes_max} bytes"));
-    }
-    Ok(out)
-}
-
 /// `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token` of `[profile]` in an
 /// AWS shared credentials file (INI).
 fn shared_file_profile(text: &str, profile: &str) -> Option<Credentials> {
@@ -1329,16 +1295,7 @@ mod tests {
     }
 
     #[test]
-    fn token_files_are_trimmed_and_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t");
-        std::fs::write(&p, "  tok\n").unwrap();
-        assert_eq!(read_token_file(&p).unwrap().expose(), b"tok");
-        std::fs::write(&p, "\n").unwrap();
-        assert!(read_token_file(&p).unwrap_err().contains("empty"));
-        std::fs::write(&p, vec![b'a'; TOKEN_FILE_BYTES_MAX as usize + 1]).unwrap();
-        assert!(read_token_file(&p).unwrap_err().contains("larger than"));
-        assert!(read_token_file(&dir.path().join("none")).is_err());
+    fn header_values_have_no_line_breaks() {
         assert!(check_header_value(b"a\nb").is_err());
         assert!(check_header_value(b"Bearer x").is_ok());
     }
