@@ -11,11 +11,12 @@
 use std::time::{Duration, Instant};
 
 use super::audit::record;
-use super::conn::{ConnError, Timeouts};
+use super::error::ConnError;
 use super::log_stream::stream_log;
 use super::proxy;
 use super::slots::{Phase, Slot};
 use super::stream::{wipe, wipe_and_release, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX};
+use super::timeouts::Timeouts;
 use crate::api::{self, ApiError, Core, Peer, Reply, Request, Routed, ROUTES};
 use crate::auth::identity::IdentityError;
 use crate::http::{self, Framing, HttpError, ParseOptions, RequestHead};

@@ -23,13 +23,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::audit::record;
-use super::conn::{ConnError, Timeouts};
+use super::error::ConnError;
 use super::log_stream::LOG_STREAM_POLL;
 use super::proxy;
 use super::slots::{Phase, Slot};
 use super::stream::{
     wipe, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER, LINGER_BYTES_MAX,
 };
+use super::timeouts::Timeouts;
 use crate::api::settings::CoreSettings;
 use crate::api::{self, ApiError, Core, LogStream, Peer, Reply, Request, Routed, ROUTES};
 use crate::auth::identity::IdentityError;

@@ -6,8 +6,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::conn::Timeouts;
 use super::listener::{accept_loop, CONNECTIONS_PER_CORE_MAX};
+use super::timeouts::Timeouts;
 use crate::api::{Core, Shared};
 use crate::cache::sweep_period;
 use crate::rt::{Backend, BackendChoice};

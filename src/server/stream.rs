@@ -17,7 +17,7 @@ use crate::rt::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use rustls::ServerConnection;
 
-use super::conn::ConnError;
+use super::error::ConnError;
 
 /// Socket read size: one maximal TLS record plus header and tag.
 pub const NET_READ_BYTES: usize = 16 * 1024 + 512;
