@@ -70,6 +70,18 @@ impl SecretVec {
         &mut self.0
     }
 
+    /// Appends `bytes`. When the buffer must grow, the old allocation is wiped before it is
+    /// freed (growing through [`as_mut_vec`](Self::as_mut_vec) would leave a copy behind).
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let need = self.0.len() + bytes.len();
+        if need > self.0.capacity() {
+            let mut grown = Vec::with_capacity(need.max(self.0.capacity().saturating_mul(2)));
+            grown.extend_from_slice(&self.0);
+            drop(SecretVec(std::mem::replace(&mut self.0, grown)));
+        }
+        self.0.extend_from_slice(bytes);
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
