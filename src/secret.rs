@@ -49,7 +49,8 @@ impl<const N: usize> Clone for Secret<N> {
 ///
 /// The whole capacity is zeroized on drop, so bytes left behind by truncation are wiped too.
 /// Growing the buffer through `as_mut_vec` can reallocate and leave an unzeroized copy behind;
-/// reserve the final capacity up front where that matters.
+/// reserve the final capacity up front where that matters, or grow it with
+/// [`SecretVec::extend_from_slice`], which wipes the old allocation.
 #[derive(Default)]
 pub struct SecretVec(Vec<u8>);
 

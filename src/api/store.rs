@@ -187,7 +187,9 @@ pub async fn status(core: &Core) -> Result<Duration, bool> {
     let result = match blocking(move || store.status()).await {
         Ok(Ok(latency)) => Ok(latency),
         Ok(Err(StoreError::Unreachable(_))) => Err(true),
-        Ok(Err(_)) | Err(_) => Err(false),
+        // A full queue says nothing of the keystore: answered, not kept as the probe.
+        Err(CallFailed::Busy) => return Err(false),
+        Ok(Err(_)) | Err(CallFailed::Panicked) => Err(false),
     };
     core.last_probe
         .set(Some((std::time::Instant::now(), result)));
