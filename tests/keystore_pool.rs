@@ -96,12 +96,13 @@ fn a_full_pool_queue_answers_503_and_abandoned_calls_are_skipped() {
     let tls = tls_files();
     let keys = tempfile::tempdir().unwrap();
     let (admin_key, admin) = new_api_key();
-    // Route timeout 3 s: long enough that every request below reaches the pool first.
+    // Route timeout 5 s: long enough that every request below reaches the pool before the
+    // first of them gives up, even on a loaded machine.
     let yaml = config_yaml(
         &tls,
         &admin,
         keys.path(),
-        "api:\n  /v1/key/create/:\n    timeout: 3s\n",
+        "api:\n  /v1/key/create/:\n    timeout: 5s\n",
     );
     let config = kes::config::parse(&yaml, &|_| None).expect("config parses");
     let mut prepared = kes::cli::server::prepare_config(&config, Some("127.0.0.1:0"), Some(1))
