@@ -49,7 +49,8 @@ impl<const N: usize> Clone for Secret<N> {
 ///
 /// The whole capacity is zeroized on drop, so bytes left behind by truncation are wiped too.
 /// Growing the buffer through `as_mut_vec` can reallocate and leave an unzeroized copy behind;
-/// reserve the final capacity up front where that matters.
+/// reserve the final capacity up front where that matters, or grow it with
+/// [`SecretVec::extend_from_slice`], which wipes the old allocation.
 #[derive(Default)]
 pub struct SecretVec(Vec<u8>);
 
@@ -68,6 +69,18 @@ impl SecretVec {
 
     pub fn as_mut_vec(&mut self) -> &mut Vec<u8> {
         &mut self.0
+    }
+
+    /// Appends `bytes`. When the buffer must grow, the old allocation is wiped before it is
+    /// freed (growing through [`as_mut_vec`](Self::as_mut_vec) would leave a copy behind).
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let need = self.0.len() + bytes.len();
+        if need > self.0.capacity() {
+            let mut grown = Vec::with_capacity(need.max(self.0.capacity().saturating_mul(2)));
+            grown.extend_from_slice(&self.0);
+            drop(SecretVec(std::mem::replace(&mut self.0, grown)));
+        }
+        self.0.extend_from_slice(bytes);
     }
 
     pub fn len(&self) -> usize {

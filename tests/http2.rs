@@ -597,6 +597,90 @@ fn unauthorised_bodies_are_refused_from_the_head_and_limits_hold() {
     assert_eq!(c.responses(&[1])[&1].0, 413);
 }
 
+/// Issue 20 #4: the 301 "add a slash" redirect builds its `location` in one place for both
+/// protocols. Over h2 a `:path` can carry any byte: its query's control bytes (CR, LF, NUL,
+/// tab, DEL, space) come back percent-encoded (or the request is refused as malformed), never
+/// raw, so an h2-to-HTTP/1.1 proxy in front cannot be made to split the answer. A printable
+/// query comes back as sent (as Go does), the same over HTTP/1.1 and h2.
+#[test]
+fn redirect_locations_carry_no_control_bytes_over_either_protocol() {
+    let server = dev_server();
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    c.request_bytes(
+        &mut out,
+        1,
+        "GET",
+        "/v1/key/create?a=1\r\nset-cookie: x=1\0\t\x7f\nb",
+        None,
+    );
+    c.send(&out);
+    let f = c
+        .next_stream_frame()
+        .expect("an answer to the hostile redirect");
+    if f.header.kind == frame::kind::RST_STREAM {
+        // Refused as malformed (RFC 9113 §8.2.1): nothing was reflected either.
+        let code = u32::from_be_bytes(f.payload[..4].try_into().unwrap());
+        assert_eq!(code, ErrorCode::ProtocolError as u32);
+    } else {
+        assert_eq!(f.header.kind, frame::kind::HEADERS, "{:?}", f.header);
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        c.decoder
+            .decode(&f.payload, |name, value| {
+                fields.push((name.to_vec(), value.to_vec()));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        for (name, value) in &fields {
+            assert!(
+                !value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)),
+                "{} carries a raw control byte: {:?}",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(value)
+            );
+        }
+        let field = |n: &[u8]| {
+            fields
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(field(b":status").as_deref(), Some("301"));
+        assert_eq!(
+            field(b"location").as_deref(),
+            Some("/v1/key/create/?a=1%0D%0Aset-cookie:%20x=1%00%09%7F%0Ab")
+        );
+    }
+
+    // A printable query is kept as sent, and both protocols answer the same location.
+    let target = "/v1/key/create?a=1&b=%0D%0A&c=~'*";
+    let want = "/v1/key/create/?a=1&b=%0D%0A&c=~'*";
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    c.request_bytes(&mut out, 1, "GET", target, None);
+    c.send(&out);
+    let f = c.next_stream_frame().expect("an answer over h2");
+    assert_eq!(f.header.kind, frame::kind::HEADERS, "{:?}", f.header);
+    let mut location = None;
+    c.decoder
+        .decode(&f.payload, |name, value| {
+            if name == b"location" {
+                location = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert_eq!(location.as_deref(), Some(want));
+    let mut raw = raw_tls(server.addr, Some(&server.api_key)).unwrap();
+    raw.send(format!("GET {target} HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n").as_bytes());
+    let text = String::from_utf8_lossy(&raw.read_all(Duration::from_secs(5))).into_owned();
+    assert!(text.starts_with("HTTP/1.1 301 "), "{text}");
+    assert!(
+        text.lines().any(|l| l == format!("Location: {want}")),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_small_client_window_gets_the_answer_in_pieces() {
     let server = dev_server();

@@ -42,6 +42,9 @@ impl ApiError {
     pub const STORE_LIST: ApiError = fixed(502, "failed to list keys");
     pub const STORE_UNAVAILABLE: ApiError = fixed(502, "key store is unavailable");
     pub const STORE_UNREACHABLE: ApiError = fixed(504, "key store is not reachable");
+    /// The core's blocking-pool queue is full (`rt::blocking::POOL_QUEUE_JOBS_MAX` keystore
+    /// calls wait already): the client should retry later or elsewhere.
+    pub const STORE_BUSY: ApiError = fixed(503, "key store is busy");
     pub const BODY_TOO_LARGE: ApiError = fixed(413, "request body too large");
 
     pub fn invalid_key_name(name: &str) -> ApiError {

@@ -46,14 +46,36 @@ impl ErrorReports {
     }
 }
 
-/// Runs `f` on the current core's blocking pool. A panic inside `f` becomes `None`
-/// instead of tearing down the core.
-pub async fn blocking<F, R>(f: F) -> Option<R>
+/// Why a keystore call made through [`blocking`] has no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFailed {
+    /// The core's blocking-pool queue is full: answered [`ApiError::STORE_BUSY`].
+    Busy,
+    /// The call panicked (the core lives on).
+    Panicked,
+}
+
+/// Runs `f` on the current core's blocking pool. A panic inside `f` becomes
+/// [`CallFailed::Panicked`] instead of tearing down the core; a full queue is
+/// [`CallFailed::Busy`] at once. Dropping the future before a pool thread took `f` means
+/// `f` is never run.
+pub async fn blocking<F, R>(f: F) -> Result<R, CallFailed>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    crate::rt::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f)).ok()).await
+    match crate::rt::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f)).ok()) {
+        Ok(task) => task.await.ok_or(CallFailed::Panicked),
+        Err(crate::rt::blocking::PoolFull) => Err(CallFailed::Busy),
+    }
+}
+
+/// The error of a call that has no result: `busy` for a full queue, `failed` otherwise.
+fn no_result(e: CallFailed, failed: ApiError) -> ApiError {
+    match e {
+        CallFailed::Busy => ApiError::STORE_BUSY,
+        CallFailed::Panicked => failed,
+    }
 }
 
 /// The key named `name`, from this core's shard or, on a miss, from the keystore. `wait`
@@ -78,13 +100,13 @@ pub async fn key(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyVersio
     core.metrics
         .keystore_call(fetch_started.elapsed().as_nanos() as u64);
     let value: SecretVec = match fetched {
-        Some(Ok(v)) => v,
-        Some(Err(StoreError::NotFound)) => return Err(ApiError::KEY_NOT_FOUND),
-        Some(Err(e)) => {
+        Ok(Ok(v)) => v,
+        Ok(Err(StoreError::NotFound)) => return Err(ApiError::KEY_NOT_FOUND),
+        Ok(Err(e)) => {
             shared.store_errors.report(&shared.logs, "read key", &e);
             return Err(ApiError::STORE_READ);
         }
-        None => return Err(ApiError::STORE_READ),
+        Err(e) => return Err(no_result(e, ApiError::STORE_READ)),
     };
     let key = Rc::new(decode_record(value.expose()).map_err(|_| ApiError::STORE_READ)?);
     core.cache
@@ -98,14 +120,14 @@ pub async fn create(core: &Core, name: &str, record: SecretVec) -> Result<(), Ap
     let store = core.shared.keystore.clone();
     let owned = name.to_string();
     match blocking(move || store.create(&owned, record.expose())).await {
-        Some(Ok(())) => Ok(()),
-        Some(Err(StoreError::AlreadyExists)) => Err(ApiError::KEY_EXISTS),
-        Some(Err(e)) => {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(StoreError::AlreadyExists)) => Err(ApiError::KEY_EXISTS),
+        Ok(Err(e)) => {
             let shared = &core.shared;
             shared.store_errors.report(&shared.logs, "create key", &e);
             Err(ApiError::STORE_CREATE)
         }
-        None => Err(ApiError::STORE_CREATE),
+        Err(e) => Err(no_result(e, ApiError::STORE_CREATE)),
     }
 }
 
@@ -114,14 +136,14 @@ pub async fn delete(core: &Core, name: &str) -> Result<(), ApiError> {
     let store = core.shared.keystore.clone();
     let owned = name.to_string();
     match blocking(move || store.delete(&owned)).await {
-        Some(Ok(())) => {}
-        Some(Err(StoreError::NotFound)) => return Err(ApiError::KEY_NOT_FOUND),
-        Some(Err(e)) => {
+        Ok(Ok(())) => {}
+        Ok(Err(StoreError::NotFound)) => return Err(ApiError::KEY_NOT_FOUND),
+        Ok(Err(e)) => {
             let shared = &core.shared;
             shared.store_errors.report(&shared.logs, "delete key", &e);
             return Err(ApiError::STORE_DELETE);
         }
-        None => return Err(ApiError::STORE_DELETE),
+        Err(e) => return Err(no_result(e, ApiError::STORE_DELETE)),
     }
     core.shared.invalidations.publish(name);
     core.cache.borrow_mut().remove(name);
@@ -133,13 +155,13 @@ pub async fn list(core: &Core, prefix: &str) -> Result<Vec<String>, ApiError> {
     let store = core.shared.keystore.clone();
     let owned = prefix.to_string();
     match blocking(move || store.list(&owned)).await {
-        Some(Ok(names)) => Ok(names),
-        Some(Err(e)) => {
+        Ok(Ok(names)) => Ok(names),
+        Ok(Err(e)) => {
             let shared = &core.shared;
             shared.store_errors.report(&shared.logs, "list keys", &e);
             Err(ApiError::STORE_LIST)
         }
-        None => Err(ApiError::STORE_LIST),
+        Err(e) => Err(no_result(e, ApiError::STORE_LIST)),
     }
 }
 
@@ -163,9 +185,11 @@ pub async fn status(core: &Core) -> Result<Duration, bool> {
     }
     let store = core.shared.keystore.clone();
     let result = match blocking(move || store.status()).await {
-        Some(Ok(latency)) => Ok(latency),
-        Some(Err(StoreError::Unreachable(_))) => Err(true),
-        Some(Err(_)) | None => Err(false),
+        Ok(Ok(latency)) => Ok(latency),
+        Ok(Err(StoreError::Unreachable(_))) => Err(true),
+        // A full queue says nothing of the keystore: answered, not kept as the probe.
+        Err(CallFailed::Busy) => return Err(false),
+        Ok(Err(_)) | Err(CallFailed::Panicked) => Err(false),
     };
     core.last_probe
         .set(Some((std::time::Instant::now(), result)));

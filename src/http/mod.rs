@@ -14,7 +14,7 @@ pub use request::{
     parse_head, Framing, Limits, Method, ParseOptions, RequestHead, HEADERS_COUNT_MAX,
     HEAD_BYTES_MAX,
 };
-pub use response::{reason_phrase, write_continue, write_response};
+pub use response::{header_value_ok, reason_phrase, write_continue, write_response};
 
 /// Why a request cannot be served. Each variant has the status it is answered with; the
 /// connection is closed afterwards.

@@ -18,7 +18,6 @@ pub fn clean_path(path: &str) -> Option<String> {
 /// for `Location` headers, so that no byte of a request path reaches a response header
 /// unescaped (a decoded `%0d%0a` would otherwise split the response).
 pub fn escape_path(path: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in path.as_bytes() {
         let keep = b.is_ascii_alphanumeric()
             || matches!(
@@ -39,11 +38,38 @@ pub fn escape_path(path: &str, out: &mut String) {
         if keep {
             out.push(b as char);
         } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0x0f)] as char);
+            push_escaped(b, out);
         }
     }
+}
+
+/// The `Location` of a 301 (both HTTP/1.1 and h2 build it here): `path` escaped by
+/// [`escape_path`], then `?` and the request's raw query, kept as sent (as Go does) except
+/// for the bytes that may not appear in a request target on the wire (controls, space, DEL),
+/// which are percent-encoded. An HTTP/1.1 request line cannot carry those; an h2 `:path` can,
+/// and an h2-to-HTTP/1.1 proxy in front would otherwise write a CR LF of it into its answer.
+pub fn redirect_location(path: &str, query: &str) -> String {
+    let mut out = String::with_capacity(path.len() + query.len() + 1);
+    escape_path(path, &mut out);
+    if !query.is_empty() {
+        out.push('?');
+        for c in query.chars() {
+            if c <= ' ' || c == '\u{7f}' {
+                push_escaped(c as u8, &mut out);
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Appends `%XX` for `b`.
+fn push_escaped(b: u8, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 0x0f)] as char);
 }
 
 /// True if [`clean`] would leave `path` as it is: it starts with `/` and has no empty, `.`
@@ -100,6 +126,20 @@ mod tests {
         assert_eq!(esc("/x\r\nSet-Cookie: a=b"), "/x%0D%0ASet-Cookie:%20a=b");
         assert_eq!(esc("/$&+,:;=@"), "/$&+,:;=@");
         assert_eq!(esc("/\u{0}\u{7f}é\u{2028}"), "/%00%7F%C3%A9%E2%80%A8");
+    }
+
+    #[test]
+    fn redirect_locations_escape_the_query_controls_only() {
+        assert_eq!(redirect_location("/v1/key/create/", ""), "/v1/key/create/");
+        assert_eq!(
+            redirect_location("/v1/key/list/", "x=1&y=%0d%0a&z='*~\"<>é"),
+            "/v1/key/list/?x=1&y=%0d%0a&z='*~\"<>é"
+        );
+        assert_eq!(
+            redirect_location("/v1/key/create/", "a=1\r\nset-cookie: x\0\t\u{7f}"),
+            "/v1/key/create/?a=1%0D%0Aset-cookie:%20x%00%09%7F"
+        );
+        assert_eq!(redirect_location("/a b", "?"), "/a%20b??");
     }
 
     #[test]

@@ -41,8 +41,9 @@ fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// True if `value` may appear in a header field: no CR, LF or NUL (which would end the
-/// field early and let request bytes forge headers or a second response).
-fn header_value_ok(value: &str) -> bool {
+/// field early and let request bytes forge headers or a second response). Both the
+/// HTTP/1.1 writer ([`write_response`]) and the h2 one (`server::http2`) check with it.
+pub fn header_value_ok(value: &str) -> bool {
     !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 

@@ -23,6 +23,11 @@ use crate::secret::SecretVec;
 
 /// Largest response read from a keystore service.
 pub const RESPONSE_BYTES_MAX: usize = 4 << 20;
+/// Longest one exchange may take in all (connect, TLS handshake, request, the whole answer),
+/// whatever each read's and write's own timeout: a service that trickles its answer a byte
+/// every few seconds must not hold a blocking-pool thread for ever. Longer than every route
+/// timeout (10–15 s), so a slow answer a request still waits for is not cut short.
+pub const EXCHANGE_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Client TLS settings for an `https://` endpoint.
 #[derive(Clone, Debug, Default)]
@@ -45,6 +50,8 @@ pub struct Endpoint {
     timeout: Duration,
     /// TCP connect timeout (`timeout` unless [`Endpoint::with_connect_timeout`] set one).
     connect_timeout: Duration,
+    /// The whole exchange ([`EXCHANGE_DEADLINE`] unless [`Endpoint::with_deadline`] set one).
+    deadline: Duration,
 }
 
 /// Most response header fields kept in a [`Reply`].
@@ -143,12 +150,19 @@ impl Endpoint {
             tls,
             timeout,
             connect_timeout: timeout,
+            deadline: EXCHANGE_DEADLINE,
         })
     }
 
     /// The same endpoint with a TCP connect timeout of its own.
     pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Endpoint {
         self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// The same endpoint with an overall deadline of its own for each exchange.
+    pub fn with_deadline(mut self, deadline: Duration) -> Endpoint {
+        self.deadline = deadline;
         self
     }
 
@@ -186,17 +200,20 @@ impl Endpoint {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Reply, StoreError> {
+        let deadline = Instant::now() + self.deadline;
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .map_err(unreachable)?
             .next()
             .ok_or_else(|| unreachable(format!("cannot resolve {}", self.host)))?;
-        let tcp = TcpStream::connect_timeout(&addr, self.connect_timeout)
+        let tcp = TcpStream::connect_timeout(&addr, self.connect_timeout.min(self.deadline))
             .map_err(|e| unreachable(format!("{} at {}: {e}", self.service, self.host_header())))?;
-        tcp.set_read_timeout(Some(self.timeout))
-            .map_err(unreachable)?;
-        tcp.set_write_timeout(Some(self.timeout))
-            .map_err(unreachable)?;
+        let tcp = Deadlined {
+            tcp,
+            timeout: self.timeout,
+            deadline,
+        };
+        let failed = |e: std::io::Error| self.io_failure(e, deadline);
         let mut bytes = SecretVec::with_capacity(256 + body.len());
         {
             let b = bytes.as_mut_vec();
@@ -219,8 +236,9 @@ impl Endpoint {
         match &self.tls {
             None => {
                 let mut s = tcp;
-                s.write_all(bytes.expose()).map_err(unreachable)?;
-                self.read_all(&mut s, raw.as_mut_vec())?;
+                s.write_all(bytes.expose()).map_err(failed)?;
+                self.read_all(&mut s, &mut raw)
+                    .map_err(|e| e.into_store(failed))?;
             }
             Some(config) => {
                 let name = match self.host.parse::<std::net::IpAddr>() {
@@ -234,27 +252,45 @@ impl Endpoint {
                 let conn = rustls::ClientConnection::new(config.clone(), name)
                     .map_err(|e| other(format!("TLS: {e}")))?;
                 let mut s = rustls::StreamOwned::new(conn, tcp);
-                s.write_all(bytes.expose()).map_err(unreachable)?;
-                self.read_all(&mut s, raw.as_mut_vec())?;
+                s.write_all(bytes.expose()).map_err(failed)?;
+                self.read_all(&mut s, &mut raw)
+                    .map_err(|e| e.into_store(failed))?;
             }
         }
         self.parse_reply(raw.expose())
     }
 
-    fn read_all<R: Read>(&self, r: &mut R, out: &mut Vec<u8>) -> Result<(), StoreError> {
-        let mut tmp = [0u8; 8192];
+    /// Why an exchange failed on the network: past its deadline, the deadline says so.
+    fn io_failure(&self, e: std::io::Error, deadline: Instant) -> StoreError {
+        if Instant::now() >= deadline {
+            unreachable(format!(
+                "{} at {}: no complete answer within {} s",
+                self.service,
+                self.host_header(),
+                self.deadline.as_secs_f32()
+            ))
+        } else {
+            unreachable(e)
+        }
+    }
+
+    /// Reads the answer to its end. `out` grows without leaving copies behind (it carries
+    /// records and tokens), and so is the read buffer.
+    fn read_all<R: Read>(&self, r: &mut R, out: &mut SecretVec) -> Result<(), ReadFailed> {
+        let mut tmp = SecretVec::new(vec![0u8; 8192]);
+        let tmp = tmp.as_mut_vec();
         loop {
-            match r.read(&mut tmp) {
+            match r.read(tmp) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     if out.len() + n > RESPONSE_BYTES_MAX {
-                        return Err(other(format!("{} response too large", self.service)));
+                        return Err(ReadFailed::TooLarge(self.service));
                     }
                     out.extend_from_slice(&tmp[..n]);
                 }
                 // Servers close TLS connections without close_notify after Connection: close.
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(unreachable(e)),
+                Err(e) => return Err(ReadFailed::Io(e)),
             }
         }
     }
@@ -287,14 +323,16 @@ impl Endpoint {
                 && h.value.eq_ignore_ascii_case(b"chunked")
         });
         let body = if chunked {
+            // The payload is never longer than its chunked form: decoded into a buffer of
+            // that size, it never moves (no unwiped copy), and it is wiped on an error.
             let mut decoder = crate::http::ChunkedDecoder::default();
-            let mut body = Vec::new();
+            let mut body = SecretVec::with_capacity(raw.len() - head);
             decoder
-                .decode(&raw[head..], &mut body, RESPONSE_BYTES_MAX)
+                .decode(&raw[head..], body.as_mut_vec(), RESPONSE_BYTES_MAX)
                 .map_err(|_| {
                     unreachable(format!("malformed chunked response from {}", self.service))
                 })?;
-            body
+            std::mem::take(body.as_mut_vec())
         } else {
             raw[head..].to_vec()
         };
@@ -303,6 +341,59 @@ impl Endpoint {
             headers: fields,
             body,
         })
+    }
+}
+
+/// Why reading an answer stopped early.
+enum ReadFailed {
+    TooLarge(&'static str),
+    Io(std::io::Error),
+}
+
+impl ReadFailed {
+    fn into_store(self, io: impl FnOnce(std::io::Error) -> StoreError) -> StoreError {
+        match self {
+            ReadFailed::TooLarge(service) => other(format!("{service} response too large")),
+            ReadFailed::Io(e) => io(e),
+        }
+    }
+}
+
+/// The socket of one exchange: every read and write waits at most the endpoint's timeout
+/// and never past the exchange's deadline ([`EXCHANGE_DEADLINE`]), so a peer that sends (or
+/// reads) a byte every few seconds cannot stretch the exchange.
+struct Deadlined {
+    tcp: TcpStream,
+    timeout: Duration,
+    deadline: Instant,
+}
+
+impl Deadlined {
+    /// The wait allowed to the next read or write; `TimedOut` once the deadline passed.
+    fn wait(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        Ok(left.min(self.timeout))
+    }
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.set_read_timeout(Some(self.wait()?))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.set_write_timeout(Some(self.wait()?))?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
     }
 }
 
@@ -530,6 +621,59 @@ mod tests {
             took >= Duration::from_millis(250) && took < Duration::from_secs(3),
             "{took:?}"
         );
+    }
+
+    /// Issue 20 #8: a service that sends its answer a byte a second, each byte well within
+    /// the read timeout, is given up at the exchange's deadline, not when it stops sending.
+    #[test]
+    fn a_trickling_answer_fails_at_the_deadline() {
+        use std::net::TcpListener;
+        const TRICKLE_BYTES: usize = 30; // one a second: the server ends within ~30 s
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {TRICKLE_BYTES}\r\n\r\n");
+            if s.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for _ in 0..TRICKLE_BYTES {
+                std::thread::sleep(Duration::from_secs(1));
+                if s.write_all(b"x").is_err() {
+                    return; // the client gave up
+                }
+            }
+        });
+        let e = Endpoint::parse(
+            "Trickle",
+            "f",
+            &format!("http://127.0.0.1:{port}"),
+            &TlsFiles::default(),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .with_deadline(Duration::from_secs(3));
+        let started = Instant::now();
+        let result = e.send("GET", "/", &[], b"");
+        let took = started.elapsed();
+        let err = match result {
+            Ok(r) => panic!(
+                "the trickled answer was waited for to its end ({} bytes, {took:?})",
+                r.body.len()
+            ),
+            Err(err) => err,
+        };
+        assert!(matches!(err, StoreError::Unreachable(_)), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "Trickle at 127.0.0.1:{port}: no complete answer within 3 s"
+            )),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(20), "{took:?}");
+        server.join().unwrap();
     }
 
     #[test]

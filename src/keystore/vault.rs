@@ -143,8 +143,9 @@ impl VaultStore {
                 reply.status
             )));
         }
-        let mut body = reply.body;
-        let value = simd_json::to_owned_value(&mut body)
+        // The answer holds the token: wiped when dropped.
+        let mut body = SecretVec::new(reply.body);
+        let value = simd_json::to_owned_value(body.as_mut_vec())
             .map_err(|_| other("Vault login: invalid JSON".into()))?;
         use simd_json::prelude::*;
         let auth = value

@@ -5,19 +5,56 @@
 //! never touch a task's waker. Threads start on first use, up to the configured number, on
 //! the CPUs the process had before the core pinned itself; they inherit the core's signal
 //! mask (every signal the server waits for stays blocked).
+//!
+//! The queue holds at most [`POOL_QUEUE_JOBS_MAX`] jobs per core (configurable): a call
+//! beyond it is refused with [`PoolFull`]. A job whose [`BlockingTask`] was dropped before
+//! a thread took it (its request gave up at the route timeout) is skipped, never run, and
+//! makes room in a full queue.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use super::executor::{self, Config};
 
-type Job = Box<dyn FnOnce() + Send>;
-type Outcome<T> = Arc<Mutex<Option<std::thread::Result<T>>>>;
+/// Jobs that may wait in one core's blocking-pool queue (not counting those running); a
+/// call beyond it is refused at once ([`PoolFull`], answered 503) instead of queueing
+/// without limit behind a slow keystore.
+pub const POOL_QUEUE_JOBS_MAX: usize = 1024;
+
+/// The blocking pool's queue is full ([`POOL_QUEUE_JOBS_MAX`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolFull;
+
+/// What a job's [`BlockingTask`] and the job share: the result, and whether anyone still
+/// waits for it.
+struct JobSlot<T> {
+    result: Mutex<Option<std::thread::Result<T>>>,
+    abandoned: AtomicBool,
+}
+
+/// The part of a [`JobSlot`] the queue looks at, whatever the job's result type.
+trait Waited: Send + Sync {
+    fn abandoned(&self) -> bool;
+}
+
+impl<T: Send> Waited for JobSlot<T> {
+    fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
+    }
+}
+
+struct Job {
+    run: Box<dyn FnOnce() + Send>,
+    waited: Arc<dyn Waited>,
+}
+
+type Outcome<T> = Arc<JobSlot<T>>;
 
 struct Queue {
     jobs: VecDeque<Job>,
@@ -47,6 +84,7 @@ struct Waiting {
 pub(crate) struct BlockingPool {
     shared: Arc<PoolShared>,
     threads_max: usize,
+    queue_jobs_max: usize,
     name: String,
     cpus: Option<libc::cpu_set_t>,
     waiting: RefCell<Waiting>,
@@ -67,6 +105,7 @@ impl BlockingPool {
                 notifier,
             }),
             threads_max: config.blocking_threads.max(1),
+            queue_jobs_max: config.blocking_queue_jobs_max.max(1),
             name: config.name.clone(),
             cpus: config.blocking_cpus,
             waiting: RefCell::new(Waiting {
@@ -76,8 +115,17 @@ impl BlockingPool {
         }
     }
 
-    fn submit(&self, job: Job) {
+    /// Queues `job`, or refuses it when [`POOL_QUEUE_JOBS_MAX`] jobs that someone still
+    /// waits for are queued already.
+    fn submit(&self, job: Job) -> Result<(), PoolFull> {
         let mut q = lock(&self.shared.queue);
+        if q.jobs.len() >= self.queue_jobs_max {
+            // Jobs nobody waits for any more make room first.
+            q.jobs.retain(|j| !j.waited.abandoned());
+            if q.jobs.len() >= self.queue_jobs_max {
+                return Err(PoolFull);
+            }
+        }
         q.jobs.push_back(job);
         if q.idle_threads == 0 && q.threads < self.threads_max {
             let n = q.threads;
@@ -98,6 +146,7 @@ impl BlockingPool {
         } else {
             self.shared.work.notify_one();
         }
+        Ok(())
     }
 
     fn add_waiter(&self) -> (usize, u32) {
@@ -184,7 +233,10 @@ fn worker(shared: Arc<PoolShared>, cpus: Option<libc::cpu_set_t>) {
         }
         if let Some(job) = q.jobs.pop_front() {
             drop(q);
-            job();
+            // Nobody waits for it (its request gave up): skip it.
+            if !job.waited.abandoned() {
+                (job.run)();
+            }
             q = lock(&shared.queue);
             continue;
         }
@@ -195,33 +247,44 @@ fn worker(shared: Arc<PoolShared>, cpus: Option<libc::cpu_set_t>) {
 }
 
 /// Runs `f` on the current executor's blocking pool; the future completes with its result
-/// (a panic in `f` resumes in the awaiting task). Dropping the future does not stop `f`; its
-/// result is then dropped. Panics outside an executor.
-pub fn spawn_blocking<F, T>(f: F) -> BlockingTask<T>
+/// (a panic in `f` resumes in the awaiting task). `Err(PoolFull)` when the pool's queue is
+/// full. Dropping the future before a thread took `f` means `f` never runs; once it runs,
+/// dropping the future does not stop it (its result is then dropped). Panics outside an
+/// executor.
+pub fn spawn_blocking<F, T>(f: F) -> Result<BlockingTask<T>, PoolFull>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let outcome: Outcome<T> = Arc::new(Mutex::new(None));
+    let outcome: Outcome<T> = Arc::new(JobSlot {
+        result: Mutex::new(None),
+        abandoned: AtomicBool::new(false),
+    });
     let id = executor::with(|rt| {
         let id = rt.blocking.add_waiter();
         let out = outcome.clone();
         let shared = rt.blocking.shared.clone();
-        rt.blocking.submit(Box::new(move || {
-            let result = catch_unwind(AssertUnwindSafe(f));
-            *lock(&out) = Some(result);
-            lock(&shared.finished).push(id);
-            if let Err(e) = shared.notifier.wake() {
-                eprintln!("kes: cannot wake a core after a blocking call: {e}");
-            }
-        }));
-        id
+        let submitted = rt.blocking.submit(Job {
+            run: Box::new(move || {
+                let result = catch_unwind(AssertUnwindSafe(f));
+                *lock(&out.result) = Some(result);
+                lock(&shared.finished).push(id);
+                if let Err(e) = shared.notifier.wake() {
+                    eprintln!("kes: cannot wake a core after a blocking call: {e}");
+                }
+            }),
+            waited: outcome.clone(),
+        });
+        if submitted.is_err() {
+            rt.blocking.remove_waiter(id);
+        }
+        submitted.map(|()| id)
     })
-    .unwrap_or_else(|| panic!("rt::spawn_blocking called outside an executor"));
-    BlockingTask {
+    .unwrap_or_else(|| panic!("rt::spawn_blocking called outside an executor"))?;
+    Ok(BlockingTask {
         outcome,
         id: Some(id),
-    }
+    })
 }
 
 /// The result of a [`spawn_blocking`] call.
@@ -237,7 +300,7 @@ impl<T> Future for BlockingTask<T> {
         let Some(id) = self.id else {
             panic!("rt::BlockingTask polled after it completed");
         };
-        let taken = lock(&self.outcome).take();
+        let taken = lock(&self.outcome.result).take();
         match taken {
             Some(result) => {
                 executor::with(|rt| rt.blocking.remove_waiter(id));
@@ -258,6 +321,8 @@ impl<T> Future for BlockingTask<T> {
 impl<T> Drop for BlockingTask<T> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
+            // Not finished: a queued job is skipped from now on.
+            self.outcome.abandoned.store(true, Ordering::Release);
             executor::with(|rt| rt.blocking.remove_waiter(id));
         }
     }
@@ -283,8 +348,11 @@ mod tests {
             let slow = spawn_blocking(|| {
                 std::thread::sleep(Duration::from_millis(50));
                 std::thread::current().name().map(str::to_string)
-            });
-            let many: Vec<_> = (0..16u64).map(|i| spawn_blocking(move || i * i)).collect();
+            })
+            .expect("queued");
+            let many: Vec<_> = (0..16u64)
+                .map(|i| spawn_blocking(move || i * i).expect("queued"))
+                .collect();
             let mut sum = 0;
             for m in many {
                 sum += m.await;
@@ -300,8 +368,54 @@ mod tests {
     #[test]
     fn a_panic_comes_back_to_the_awaiting_task() {
         let r = std::panic::catch_unwind(|| {
-            block_on(async { spawn_blocking(|| -> u32 { panic!("boom") }).await })
+            block_on(async { spawn_blocking(|| -> u32 { panic!("boom") }).unwrap().await })
         });
         assert!(r.is_err());
+    }
+
+    /// One thread, two queue places: a third waiting job is refused; a queued job whose
+    /// task was dropped never runs and makes room.
+    #[test]
+    fn the_queue_is_bounded_and_abandoned_jobs_never_run() {
+        use std::sync::atomic::AtomicUsize;
+        let rt = crate::rt::executor::Runtime::new(Config {
+            blocking_threads: 1,
+            blocking_queue_jobs_max: 2,
+            ..Config::default()
+        })
+        .expect("an executor");
+        crate::rt::executor::run_on(rt, async {
+            let ran = Arc::new(AtomicUsize::new(0));
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let (started_tx, started) = std::sync::mpsc::channel::<()>();
+            let r = ran.clone();
+            let busy = spawn_blocking(move || {
+                let _ = started_tx.send(());
+                let _ = wait.recv_timeout(Duration::from_secs(30));
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .expect("queued");
+            started.recv_timeout(Duration::from_secs(30)).unwrap();
+            let job = |tag: usize| {
+                let r = ran.clone();
+                move || {
+                    r.fetch_add(tag, Ordering::SeqCst);
+                }
+            };
+            let abandoned = spawn_blocking(job(100)).expect("queued");
+            let kept = spawn_blocking(job(10)).expect("queued");
+            assert!(matches!(spawn_blocking(job(1000)), Err(PoolFull)));
+            drop(abandoned);
+            let after = spawn_blocking(job(10)).expect("the abandoned job made room");
+            release.send(()).unwrap();
+            busy.await;
+            kept.await;
+            after.await;
+            assert_eq!(
+                ran.load(Ordering::SeqCst),
+                21,
+                "only the jobs someone waits for ran"
+            );
+        });
     }
 }

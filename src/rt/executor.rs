@@ -36,6 +36,8 @@ const TASKS_INITIAL: usize = 1024;
 pub(crate) struct Config {
     /// Threads of the blocking pool (started on first use).
     pub blocking_threads: usize,
+    /// Jobs that may wait in the blocking pool's queue.
+    pub blocking_queue_jobs_max: usize,
     /// Thread-name prefix of the blocking pool.
     pub name: String,
     /// The CPU mask blocking threads run on (the process's mask before the core pinned
@@ -49,6 +51,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             blocking_threads: 4,
+            blocking_queue_jobs_max: super::blocking::POOL_QUEUE_JOBS_MAX,
             name: "kes-rt".into(),
             blocking_cpus: None,
             backend: Backend::Epoll,

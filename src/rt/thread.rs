@@ -15,6 +15,7 @@ pub struct Builder {
     name: String,
     cpu: Option<usize>,
     blocking_threads: usize,
+    blocking_queue_jobs_max: usize,
     backend: Backend,
 }
 
@@ -61,6 +62,7 @@ impl Builder {
             name: "kes-rt".into(),
             cpu: None,
             blocking_threads: 4,
+            blocking_queue_jobs_max: super::blocking::POOL_QUEUE_JOBS_MAX,
             backend: Backend::Epoll,
         }
     }
@@ -83,6 +85,13 @@ impl Builder {
         self
     }
 
+    /// Jobs that may wait in the blocking pool's queue (at least 1); more are refused
+    /// ([`super::blocking::PoolFull`]).
+    pub fn blocking_queue_jobs_max(mut self, jobs: usize) -> Builder {
+        self.blocking_queue_jobs_max = jobs.max(1);
+        self
+    }
+
     /// The I/O backend of the executor (`Backend::IoUring` must have been probed).
     pub fn backend(mut self, backend: Backend) -> Builder {
         self.backend = backend;
@@ -102,6 +111,7 @@ impl Builder {
             name,
             cpu,
             blocking_threads,
+            blocking_queue_jobs_max,
             backend,
         } = self;
         let handle = std::thread::Builder::new()
@@ -114,6 +124,7 @@ impl Builder {
                     }
                     Runtime::new(Config {
                         blocking_threads,
+                        blocking_queue_jobs_max,
                         name,
                         blocking_cpus: Some(blocking_cpus),
                         backend,

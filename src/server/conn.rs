@@ -4,63 +4,21 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::AsyncWriteExt;
 use rustls::{ServerConfig, ServerConnection};
 
+use super::error::ConnError;
 use super::http1::Http1;
 use super::slots::Slot;
 use super::stream::TlsStream;
+use super::timeouts::Timeouts;
 use crate::api::{Core, Peer};
 use crate::auth::identity::{identity_from_chain, IdentityError};
 use crate::rt::TcpStream;
 
 pub use super::http1::DISCARD_BODY_BYTES_MAX;
-
-/// Time limits of one connection.
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    /// Bounds the TLS handshake, the head of the first request (counted from the end of
-    /// the handshake), and the head of every later request once its first byte arrived.
-    pub header: Duration,
-    /// How long a kept-alive connection may sit between requests.
-    pub idle: Duration,
-    /// How long one write may wait for a client that does not read (HTTP/1.1), and how long
-    /// an HTTP/2 answer may wait for flow-control credit.
-    pub write: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            header: Duration::from_secs(5),
-            idle: Duration::from_secs(90),
-            write: super::stream::WRITE_TIMEOUT,
-        }
-    }
-}
-
-/// Why a connection ended early. Only used for logging and tests; never sent to the peer.
-#[derive(Debug)]
-pub enum ConnError {
-    Io(std::io::Error),
-    Tls(rustls::Error),
-    Timeout,
-    Closed,
-    /// Closed by the core to make room at the connection cap.
-    Evicted,
-}
-
-impl From<std::io::Error> for ConnError {
-    fn from(e: std::io::Error) -> Self {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            ConnError::Timeout
-        } else {
-            ConnError::Io(e)
-        }
-    }
-}
 
 /// The raw answer Go gives to plain HTTP on a TLS port.
 const PLAIN_HTTP_ANSWER: &[u8] =

@@ -11,11 +11,12 @@
 use std::time::{Duration, Instant};
 
 use super::audit::record;
-use super::conn::{ConnError, Timeouts};
+use super::error::ConnError;
 use super::log_stream::stream_log;
 use super::proxy;
 use super::slots::{Phase, Slot};
 use super::stream::{wipe, wipe_and_release, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX};
+use super::timeouts::Timeouts;
 use crate::api::{self, ApiError, Core, Peer, Reply, Request, Routed, ROUTES};
 use crate::auth::identity::IdentityError;
 use crate::http::{self, Framing, HttpError, ParseOptions, RequestHead};
@@ -386,15 +387,10 @@ impl Http1 {
         }
     }
 
-    /// A 301 to `path` (percent-encoded, so no request byte reaches the header raw) plus the
-    /// request's query.
+    /// A 301 to `path` plus the request's query ([`http::path::redirect_location`]: no
+    /// request byte reaches the header raw).
     fn redirect(&mut self, io: &mut TlsStream, path: &str, close: bool) {
-        let mut location = String::with_capacity(path.len() + self.head.query.len() + 1);
-        http::path::escape_path(path, &mut location);
-        if !self.head.query.is_empty() {
-            location.push('?');
-            location.push_str(&self.head.query);
-        }
+        let location = http::path::redirect_location(path, &self.head.query);
         http::write_response(
             io.queue(),
             301,

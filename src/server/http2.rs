@@ -23,13 +23,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::audit::record;
-use super::conn::{ConnError, Timeouts};
+use super::error::ConnError;
 use super::log_stream::LOG_STREAM_POLL;
 use super::proxy;
 use super::slots::{Phase, Slot};
 use super::stream::{
     wipe, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER, LINGER_BYTES_MAX,
 };
+use super::timeouts::Timeouts;
 use crate::api::settings::CoreSettings;
 use crate::api::{self, ApiError, Core, LogStream, Peer, Reply, Request, Routed, ROUTES};
 use crate::auth::identity::IdentityError;
@@ -1249,12 +1250,7 @@ fn begin(h2: &mut H2, run: &mut impl StartHandler, out: &mut Vec<u8>, index: usi
     s.work.out.clear();
     match s.target {
         Target::Redirect => {
-            let mut location = String::with_capacity(s.work.path.len() + s.work.query.len() + 1);
-            http::path::escape_path(&s.work.path, &mut location);
-            if !s.work.query.is_empty() {
-                location.push('?');
-                location.push_str(&s.work.query);
-            }
+            let location = http::path::redirect_location(&s.work.path, &s.work.query);
             answer(h2, out, index, 301, None, &[("location", &location)]);
         }
         Target::NotFound => {
@@ -1398,6 +1394,16 @@ fn answer(
     extra: &[(&str, &str)],
 ) {
     let s = &mut h2.streams[index];
+    // As over HTTP/1.1 (`http::write_response`): a header value with CR, LF or NUL is never
+    // written; the answer becomes a bare 500.
+    let safe = content_type.is_none_or(http::header_value_ok)
+        && extra.iter().all(|(_, value)| http::header_value_ok(value));
+    let (status, content_type, extra) = if safe {
+        (status, content_type, extra)
+    } else {
+        wipe(&mut s.work.out);
+        (500, None, &[][..])
+    };
     let encoder = &mut h2.encoder;
     let mark = frame::begin_headers(out);
     encoder.begin_block(out);

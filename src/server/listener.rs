@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
-use super::conn::{self, Timeouts};
+use super::conn;
 use super::memory::Trimmer;
 use super::slots::Slots;
+use super::timeouts::Timeouts;
 use crate::api::Core;
 use crate::rt::TcpListener;
 

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use super::conn::ConnError;
+use super::error::ConnError;
 use super::stream::TlsStream;
 use crate::api::{Core, LogStream};
 

@@ -5,10 +5,12 @@
 //! connection cap) → [`conn`] (handshake, identity) with [`tls`] → [`stream`] (the
 //! connection's byte stream) → [`http1`] or [`http2`] by ALPN (requests; [`proxy`] for forwarded certificates,
 //! [`log_stream`] for log subscribers) → [`audit`] (records of answered requests).
-//! [`memory`] gives memory back to the OS after bursts of connections.
+//! [`timeouts`] and [`error`] are shared by every layer of a connection (its time limits, why
+//! it ended). [`memory`] gives memory back to the OS after bursts of connections.
 
 pub mod audit;
 pub mod conn;
+pub mod error;
 pub mod http1;
 pub mod http2;
 pub mod legacy_pem;
@@ -19,6 +21,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod slots;
 pub mod stream;
+pub mod timeouts;
 pub mod tls;
 
 pub use runtime::{run, RunningServer, ServerError, ServerOptions};

@@ -6,14 +6,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::conn::Timeouts;
 use super::listener::{accept_loop, CONNECTIONS_PER_CORE_MAX};
+use super::timeouts::Timeouts;
 use crate::api::{Core, Shared};
 use crate::cache::sweep_period;
 use crate::rt::{Backend, BackendChoice};
 
 /// Threads per core for keystore calls (file I/O, network); they may block, cores may not.
-const BLOCKING_THREADS_PER_CORE: usize = 4;
+pub const BLOCKING_THREADS_PER_CORE: usize = 4;
 /// How long a core may take to start listening.
 const CORE_START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -25,6 +25,9 @@ pub struct ServerOptions {
     pub shared: Arc<Shared>,
     pub timeouts: Timeouts,
     pub connections_per_core_max: usize,
+    /// Keystore calls that may wait in one core's blocking-pool queue
+    /// ([`crate::rt::blocking::POOL_QUEUE_JOBS_MAX`]); beyond it a request gets 503.
+    pub blocking_queue_jobs_max: usize,
     /// The I/O backend asked for (`--io`); `None`: from `KES_IO_BACKEND`, else the default.
     pub io: Option<BackendChoice>,
 }
@@ -38,6 +41,7 @@ impl ServerOptions {
             shared,
             timeouts: Timeouts::default(),
             connections_per_core_max: CONNECTIONS_PER_CORE_MAX,
+            blocking_queue_jobs_max: crate::rt::blocking::POOL_QUEUE_JOBS_MAX,
             io: None,
         }
     }
@@ -127,11 +131,13 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
         let shared = options.shared.clone();
         let timeouts = options.timeouts;
         let connections_max = options.connections_per_core_max;
+        let queue_jobs_max = options.blocking_queue_jobs_max;
         let bind_addr = addr;
         let handle = crate::rt::Builder::new()
             .name(&format!("kes-core-{index}"))
             .pin_to_cpu(cpu)
             .blocking_threads(BLOCKING_THREADS_PER_CORE)
+            .blocking_queue_jobs_max(queue_jobs_max)
             .backend(backend)
             .spawn(move || async move {
                 let listener = match crate::rt::TcpListener::bind(bind_addr) {

@@ -17,7 +17,7 @@ use crate::rt::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use rustls::ServerConnection;
 
-use super::conn::ConnError;
+use super::error::ConnError;
 
 /// Socket read size: one maximal TLS record plus header and tag.
 pub const NET_READ_BYTES: usize = 16 * 1024 + 512;
@@ -76,6 +76,23 @@ pub fn wipe_and_shrink(buf: &mut Vec<u8>, default_bytes: usize) {
 pub fn wipe_and_release(buf: &mut Vec<u8>) {
     wipe(buf);
     *buf = Vec::new();
+}
+
+/// A reader with nothing to give yet (`WouldBlock`), for [`shrink_tls_input`].
+struct NothingYet;
+
+impl std::io::Read for NothingYet {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// Gives back what rustls's record buffer grew to while a body streamed in (up to a whole
+/// 16 KiB record plus its header): rustls shrinks that buffer to one 4 KiB read when it holds
+/// no partial record, but only when it is next asked to read. A read from [`NothingYet`]
+/// asks without reading anything (no byte consumed, no end of stream seen).
+fn shrink_tls_input(tls: &mut ServerConnection) {
+    let _ = tls.read_tls(&mut NothingYet);
 }
 
 /// Socket + rustls state + the plaintext buffers.
@@ -186,6 +203,7 @@ impl TlsStream {
         }
         self.net_out = Vec::new();
         self.net_in = Vec::with_capacity(IDLE_READ_BYTES);
+        shrink_tls_input(&mut self.tls);
     }
 
     /// Drops every plaintext byte received so far (peers that must not send anything).

@@ -1,0 +1,121 @@
+//! Secrets leave no copy behind in freed memory: a global allocator that, while a test
+//! thread arms it, looks into every block that thread frees for a marker the test planted
+//! in a secret (issue 20, #8: the keystore client's answer buffers).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kes::keystore::http::{Endpoint, TlsFiles};
+use kes::secret::SecretVec;
+
+/// What the tests plant in secrets (a token, a record).
+const MARKER: &[u8] = b"s.SECRET-TOKEN-4f1c9e2a7b";
+
+struct Scanning;
+
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Freed blocks that still held [`MARKER`].
+static LEFT_BEHIND: AtomicUsize = AtomicUsize::new(0);
+
+fn holds_marker(block: &[u8]) -> bool {
+    block.windows(MARKER.len()).any(|w| w == MARKER)
+}
+
+unsafe impl GlobalAlloc for Scanning {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc(layout) }
+    }
+    // `realloc` is the trait's default: alloc, copy, then `dealloc` of the old block, which
+    // is scanned like any other.
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if ARMED.try_with(|a| a.get()).unwrap_or(false) {
+            // SAFETY: the block is still ours until `System.dealloc` below.
+            let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+            if holds_marker(block) {
+                LEFT_BEHIND.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Scanning = Scanning;
+
+/// Runs `f` with this thread's frees scanned; returns how many freed blocks held the marker.
+fn freed_copies(f: impl FnOnce()) -> usize {
+    let before = LEFT_BEHIND.load(Ordering::SeqCst);
+    ARMED.with(|a| a.set(true));
+    f();
+    ARMED.with(|a| a.set(false));
+    LEFT_BEHIND.load(Ordering::SeqCst) - before
+}
+
+/// A loopback service that answers each of `answers` to one request, in order.
+fn service(answers: Vec<Vec<u8>>) -> (u16, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        for answer in answers {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(&answer);
+        }
+    });
+    (port, t)
+}
+
+/// A body of `n` bytes with the marker at its start (so that it is in the first bytes read
+/// and in every buffer that grows from there).
+fn secret_body(n: usize) -> Vec<u8> {
+    let mut body = MARKER.to_vec();
+    body.resize(n, b'x');
+    body
+}
+
+/// The keystore client's answers (a record, a token) are read into buffers that grow
+/// without leaving copies, and a chunked answer is decoded without one: once the caller
+/// wipes the body it got (as every keystore does), no freed block holds the secret.
+#[test]
+fn keystore_answers_leave_no_copy_behind() {
+    let long = secret_body(64 * 1024);
+    let mut plain =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", long.len()).into_bytes();
+    plain.extend_from_slice(&long);
+    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in long.chunks(1000) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (port, server) = service(vec![plain, chunked]);
+    let endpoint = Endpoint::parse(
+        "Test",
+        "f",
+        &format!("http://127.0.0.1:{port}"),
+        &TlsFiles::default(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    for what in ["Content-Length", "chunked"] {
+        let copies = freed_copies(|| {
+            let reply = endpoint.send("GET", "/", &[], b"").expect("an answer");
+            let body = SecretVec::new(reply.body);
+            assert_eq!(body.expose(), &long[..], "{what}");
+        });
+        assert_eq!(
+            copies, 0,
+            "a {what} answer left {copies} unwiped copies in freed memory"
+        );
+    }
+    server.join().unwrap();
+}
