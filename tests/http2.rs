@@ -1396,3 +1396,55 @@ fn streams_held_on_a_closed_window_pin_little_memory() {
     );
     drop((held, plain));
 }
+
+#[test]
+fn request_bodies_pin_at_most_the_connection_budget() {
+    // One authorised connection sends 40 bodies of ~1 MB that never end (held until the
+    // route timeout), keeping to the flow-control windows: the server's memory grows by the
+    // connection's body budget at most, not by what was sent. A separate process, so that
+    // its memory is the server's alone; prints the figure (`--nocapture`).
+    const STREAMS: u32 = 40;
+    let server = bin_server(&["--dev", "--cores", "1"]);
+    let admin = server.dev_api_key();
+    let pid = server.child.id();
+    let mut c = h2_connect(server.addr, &admin);
+    c.read_for(Duration::from_millis(300));
+    let rss_before = rss_anon(pid);
+    let chunk = vec![b'A'; 16384];
+    let block = request_block("POST", "/v1/key/encrypt/held", &[]);
+    let mut sent: i64 = 0;
+    'streams: for i in 0..STREAMS {
+        let id = 1 + 2 * i;
+        let mut out = Vec::new();
+        frame::write_headers(&mut out, id, &block, false, 16384);
+        c.send(&out);
+        for _ in 0..60 {
+            // 60 × 16 KiB: just under the 1 MB route limit.
+            let mut waited = 0;
+            while 65_535 + c.credit - sent < chunk.len() as i64 {
+                if waited == 3 {
+                    break 'streams; // no credit for 3 × 300 ms: the window stays shut
+                }
+                c.read_for(Duration::from_millis(300));
+                waited += 1;
+            }
+            let mut out = Vec::new();
+            frame::write_data(&mut out, id, &chunk, false);
+            c.send(&out);
+            sent += chunk.len() as i64;
+        }
+    }
+    c.read_for(Duration::from_millis(300));
+    let grown = rss_anon(pid) - rss_before;
+    eprintln!(
+        "one connection sent {} KiB of unfinished bodies; server memory grew by {} KiB",
+        sent / 1024,
+        grown / 1024
+    );
+    assert!(
+        grown < 2 * CONNECTION_BODY_BUDGET,
+        "{} KiB held for one connection ({} KiB of bodies sent)",
+        grown / 1024,
+        sent / 1024
+    );
+}

@@ -503,9 +503,10 @@ impl H2 {
         }
     }
 
-    /// While idle (no stream, no parked handler): gives back what a burst of streams grew.
+    /// While idle (no stream, no parked handler, no header block open): gives back what a
+    /// burst of streams grew.
     fn release_idle(&mut self) {
-        if self.streams.is_empty() {
+        if self.streams.is_empty() && self.continuation.is_none() {
             self.streams = Vec::new();
             self.pool = Vec::new();
             self.block = Vec::new();
@@ -1077,7 +1078,8 @@ fn on_data(
         }
         return Ok(());
     }
-    if let Some(limit) = s.body_limit {
+    // Only a body still awaited is kept (not one arriving after a 413 or 503).
+    if let Some(limit) = s.body_limit.filter(|_| s.state == StreamState::Body) {
         if s.work.body.len() + data.len() > limit {
             // Over the route's limit: 413, and the client is told to stop sending.
             let err = ApiError {
