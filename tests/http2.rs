@@ -956,6 +956,14 @@ impl H2Conn {
         None
     }
 
+    /// Sends a request without a body on stream `id` and returns the answer's status.
+    fn status_of(&mut self, id: u32, method: &str, path: &str) -> u16 {
+        let mut out = Vec::new();
+        self.request_bytes(&mut out, id, method, path, None);
+        self.send(&out);
+        self.responses(&[id])[&id].0
+    }
+
     /// Reads every frame that comes within `wait` (counting connection credit); a GOAWAY
     /// fails.
     fn read_for(&mut self, wait: Duration) {
@@ -1003,10 +1011,7 @@ fn header_values_with_cr_lf_or_nul_are_malformed() {
             String::from_utf8_lossy(field.1)
         );
     }
-    let mut out = Vec::new();
-    c.request_bytes(&mut out, 13, "GET", "/version", None);
-    c.send(&out);
-    assert_eq!(c.responses(&[13])[&13].0, 200);
+    assert_eq!(c.status_of(13, "GET", "/version"), 200);
 }
 
 #[test]
@@ -1015,50 +1020,30 @@ fn frames_on_closed_streams_get_stream_closed() {
     // client, is a stream error STREAM_CLOSED, whether or not the route reads a body.
     let server = dev_server();
     let mut c = h2_connect(server.addr, &server.api_key);
-    // Closed: answered, both sides ended; then DATA.
-    let mut out = Vec::new();
-    c.request_bytes(&mut out, 1, "GET", "/version", None);
-    c.send(&out);
-    assert_eq!(c.responses(&[1])[&1].0, 200);
-    let mut out = Vec::new();
-    frame::write_data(&mut out, 1, b"x", true);
-    c.send(&out);
-    assert_eq!(
-        c.reset_code(1),
-        Some(ErrorCode::StreamClosed.code()),
-        "DATA on closed stream 1"
-    );
-    // Half-closed by the client (END_STREAM on HEADERS), DATA right after.
-    let mut out = Vec::new();
-    c.request_bytes(&mut out, 3, "GET", "/version", None);
-    frame::write_data(&mut out, 3, b"x", true);
-    c.send(&out);
-    assert_eq!(
-        c.reset_code(3),
-        Some(ErrorCode::StreamClosed.code()),
-        "DATA after END_STREAM on stream 3"
-    );
-    // Reset by the client, then DATA.
-    let mut out = Vec::new();
-    frame::write_headers(
-        &mut out,
-        5,
-        &request_block("GET", "/version", &[]),
-        false,
-        16384,
-    );
-    frame::write_rst_stream(&mut out, 5, ErrorCode::Cancel);
-    frame::write_data(&mut out, 5, b"x", true);
-    c.send(&out);
-    assert_eq!(
-        c.reset_code(5),
-        Some(ErrorCode::StreamClosed.code()),
-        "DATA after the client's RST_STREAM on stream 5"
-    );
-    let mut out = Vec::new();
-    c.request_bytes(&mut out, 7, "GET", "/version", None);
-    c.send(&out);
-    assert_eq!(c.responses(&[7])[&7].0, 200);
+    // Closed: answered, both sides ended; half-closed by the client (END_STREAM on its
+    // HEADERS); reset by the client. Then DATA on each.
+    assert_eq!(c.status_of(1, "GET", "/version"), 200);
+    let mut half_closed = Vec::new();
+    c.request_bytes(&mut half_closed, 3, "GET", "/version", None);
+    let mut reset = Vec::new();
+    let block = request_block("GET", "/version", &[]);
+    frame::write_headers(&mut reset, 5, &block, false, 16384);
+    frame::write_rst_stream(&mut reset, 5, ErrorCode::Cancel);
+    let cases = [
+        (1, Vec::new(), "DATA on closed stream 1"),
+        (3, half_closed, "DATA after END_STREAM on stream 3"),
+        (5, reset, "DATA after the client's RST_STREAM on stream 5"),
+    ];
+    for (id, mut out, what) in cases {
+        frame::write_data(&mut out, id, b"x", true);
+        c.send(&out);
+        assert_eq!(
+            c.reset_code(id),
+            Some(ErrorCode::StreamClosed.code()),
+            "{what}"
+        );
+    }
+    assert_eq!(c.status_of(7, "GET", "/version"), 200);
 }
 
 #[test]
@@ -1097,10 +1082,7 @@ fn a_content_length_that_does_not_match_the_data_is_a_stream_error() {
             frames.iter().map(|d| d.len()).sum::<usize>()
         );
     }
-    let mut out = Vec::new();
-    c.request_bytes(&mut out, 13, "GET", "/version", None);
-    c.send(&out);
-    assert_eq!(c.responses(&[13])[&13].0, 200);
+    assert_eq!(c.status_of(13, "GET", "/version"), 200);
 }
 
 /// A keystore whose reads wait until the test opens its gate, so that handlers reading a key
@@ -1373,10 +1355,7 @@ fn streams_held_on_a_closed_window_pin_little_memory() {
     let plain: Vec<H2Conn> = (0..CONNECTIONS)
         .map(|_| {
             let mut c = h2_connect(server.addr, &stranger);
-            let mut out = Vec::new();
-            c.request_bytes(&mut out, 1, "GET", "/nothing-here", None);
-            c.send(&out);
-            assert_eq!(c.responses(&[1])[&1].0, 404);
+            assert_eq!(c.status_of(1, "GET", "/nothing-here"), 404);
             c
         })
         .collect();
