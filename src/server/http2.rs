@@ -1056,6 +1056,7 @@ fn on_data(
     };
     let s = &mut h2.streams[index];
     if s.remote_closed {
+        h2.count_control(now)?;
         reset_stream(h2, out, index, ErrorCode::StreamClosed);
         return Ok(());
     }
