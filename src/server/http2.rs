@@ -667,6 +667,7 @@ pub async fn serve(
             if !released && now >= idle_since + IDLE_RELEASE_AFTER {
                 h2.release_idle();
                 handlers.release_idle();
+                io.shrink_idle();
                 released = true;
             }
             slot.set_phase(
