@@ -259,6 +259,8 @@ struct H2Conn {
     input: Vec<u8>,
     encoder_scratch: Vec<u8>,
     decoder: hpack::Decoder,
+    /// Connection-level credit (WINDOW_UPDATE on stream 0) received so far.
+    credit: i64,
 }
 
 /// A frame the server sent.
@@ -295,6 +297,7 @@ fn h2_connect(addr: SocketAddr, api_key: &str) -> H2Conn {
         input: Vec::new(),
         encoder_scratch: Vec::new(),
         decoder: hpack::Decoder::new(4096, 1 << 20),
+        credit: 0,
     };
     let mut out = PREFACE.to_vec();
     frame::write_settings(&mut out, &[]);
@@ -323,6 +326,10 @@ impl H2Conn {
                 if self.input.len() >= total {
                     let payload = self.input[9..total].to_vec();
                     self.input.drain(..total);
+                    if header.kind == frame::kind::WINDOW_UPDATE && header.stream_id == 0 {
+                        let increment = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                        self.credit += i64::from(increment);
+                    }
                     return Some(Frame { header, payload });
                 }
             }
@@ -999,5 +1006,511 @@ fn idle_cores_sleep_until_work_or_shutdown_arrives() {
         stopped.elapsed() < Duration::from_secs(2),
         "idle connections held the shutdown for {:?}",
         stopped.elapsed()
+    );
+}
+
+/// A header block: the request's pseudo-headers, then `extra` fields, as literals.
+fn request_block(method: &str, path: &str, extra: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut block = Vec::new();
+    ENC.encode_field(&mut block, b":method", method.as_bytes());
+    ENC.encode_field(&mut block, b":scheme", b"https");
+    ENC.encode_field(&mut block, b":path", path.as_bytes());
+    for (name, value) in extra {
+        ENC.encode_field(&mut block, name, value);
+    }
+    block
+}
+
+impl H2Conn {
+    /// Reads until the server resets stream `id`; its error code, or `None` if nothing came
+    /// within the read timeout. Answer frames before the reset are skipped; a GOAWAY fails.
+    fn reset_code(&mut self, id: u32) -> Option<u32> {
+        while let Some(f) = self.next_frame() {
+            match f.header.kind {
+                frame::kind::RST_STREAM if f.header.stream_id == id => {
+                    return Some(u32::from_be_bytes(f.payload[..4].try_into().unwrap()))
+                }
+                frame::kind::GOAWAY => panic!(
+                    "GOAWAY (code {}) instead of a reset of stream {id}",
+                    u32::from_be_bytes(f.payload[4..8].try_into().unwrap())
+                ),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Sends a request without a body on stream `id` and returns the answer's status.
+    fn status_of(&mut self, id: u32, method: &str, path: &str) -> u16 {
+        let mut out = Vec::new();
+        self.request_bytes(&mut out, id, method, path, None);
+        self.send(&out);
+        self.responses(&[id])[&id].0
+    }
+
+    /// Reads every frame that comes within `wait` (counting connection credit); a GOAWAY
+    /// fails.
+    fn read_for(&mut self, wait: Duration) {
+        self.tls.sock.set_read_timeout(Some(wait)).unwrap();
+        while let Some(f) = self.next_frame() {
+            assert_ne!(f.header.kind, frame::kind::GOAWAY, "{:?}", f.payload);
+        }
+        self.tls
+            .sock
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+    }
+}
+
+#[test]
+fn header_values_with_cr_lf_or_nul_are_malformed() {
+    // RFC 9113 §8.2.1: a field value with CR, LF or NUL (or a name with characters no token
+    // has) makes the request malformed: RST_STREAM(PROTOCOL_ERROR), the connection lives on.
+    let server = dev_server();
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let bad: [(&[u8], &[u8]); 6] = [
+        (b"x-test", b"a\rb"),
+        (b"x-test", b"a\nb"),
+        (b"x-test", b"a\0b"),
+        (b"x-test", b"a\r\nset-cookie: x=1"),
+        (b":authority", b"kes\0"),
+        (b"x te", b"v"),
+    ];
+    for (i, field) in bad.iter().enumerate() {
+        let id = 1 + 2 * i as u32;
+        let mut out = Vec::new();
+        frame::write_headers(
+            &mut out,
+            id,
+            &request_block("GET", "/version", &[*field]),
+            true,
+            16384,
+        );
+        c.send(&out);
+        assert_eq!(
+            c.reset_code(id),
+            Some(ErrorCode::ProtocolError.code()),
+            "field {:?}: {:?} was not refused",
+            String::from_utf8_lossy(field.0),
+            String::from_utf8_lossy(field.1)
+        );
+    }
+    assert_eq!(c.status_of(13, "GET", "/version"), 200);
+}
+
+#[test]
+fn frames_on_closed_streams_get_stream_closed() {
+    // h2spec 5.1 #8, #11 and 6.1 #2: DATA on a stream that is closed, or half-closed by the
+    // client, is a stream error STREAM_CLOSED, whether or not the route reads a body.
+    let server = dev_server();
+    let mut c = h2_connect(server.addr, &server.api_key);
+    // Closed: answered, both sides ended; half-closed by the client (END_STREAM on its
+    // HEADERS); reset by the client. Then DATA on each.
+    assert_eq!(c.status_of(1, "GET", "/version"), 200);
+    let mut half_closed = Vec::new();
+    c.request_bytes(&mut half_closed, 3, "GET", "/version", None);
+    let mut reset = Vec::new();
+    let block = request_block("GET", "/version", &[]);
+    frame::write_headers(&mut reset, 5, &block, false, 16384);
+    frame::write_rst_stream(&mut reset, 5, ErrorCode::Cancel);
+    let cases = [
+        (1, Vec::new(), "DATA on closed stream 1"),
+        (3, half_closed, "DATA after END_STREAM on stream 3"),
+        (5, reset, "DATA after the client's RST_STREAM on stream 5"),
+    ];
+    for (id, mut out, what) in cases {
+        frame::write_data(&mut out, id, b"x", true);
+        c.send(&out);
+        assert_eq!(
+            c.reset_code(id),
+            Some(ErrorCode::StreamClosed.code()),
+            "{what}"
+        );
+    }
+    assert_eq!(c.status_of(7, "GET", "/version"), 200);
+}
+
+#[test]
+fn a_content_length_that_does_not_match_the_data_is_a_stream_error() {
+    // h2spec 8.1.2.6 #1, #2: content-length against one DATA frame, and against several; on
+    // a route that does not read a body (answered before the DATA comes) as on one that does.
+    let server = dev_server();
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let cases: [(&str, &str, &[&[u8]]); 6] = [
+        ("GET", "/version", &[b"test"]),
+        ("GET", "/version", &[b"test", b"test"]),
+        // As h2spec sends them: a 405, answered as the HEADERS arrive.
+        ("POST", "/version", &[b"test"]),
+        ("POST", "/version", &[b"test", b"test"]),
+        ("POST", "/v1/key/generate/cl", &[b"test"]),
+        ("POST", "/v1/key/generate/cl", &[b"{}", b"{}"]),
+    ];
+    for (i, (method, path, frames)) in cases.iter().enumerate() {
+        let id = 1 + 2 * i as u32;
+        let mut out = Vec::new();
+        let block = request_block(method, path, &[(b"content-length", b"1")]);
+        frame::write_headers(&mut out, id, &block, false, 16384);
+        if *method == "GET" {
+            c.send(&out);
+            out.clear();
+            assert_eq!(c.responses(&[id])[&id].0, 200);
+        }
+        for (j, data) in frames.iter().enumerate() {
+            frame::write_data(&mut out, id, data, j + 1 == frames.len());
+        }
+        c.send(&out);
+        assert_eq!(
+            c.reset_code(id),
+            Some(ErrorCode::ProtocolError.code()),
+            "{method} {path}: content-length 1 with DATA of {} bytes",
+            frames.iter().map(|d| d.len()).sum::<usize>()
+        );
+    }
+    assert_eq!(c.status_of(13, "GET", "/version"), 200);
+}
+
+/// A keystore whose reads wait until the test opens its gate, so that handlers reading a key
+/// stay parked (each waits at most 30 s).
+#[derive(Default)]
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn set(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.changed.notify_all();
+    }
+}
+
+struct GatedStore {
+    gate: Arc<Gate>,
+    inner: kes::keystore::mem::MemStore,
+}
+
+impl kes::keystore::KeyStore for GatedStore {
+    fn display_name(&self) -> String {
+        "Gated".into()
+    }
+    fn status(&self) -> Result<Duration, kes::keystore::StoreError> {
+        self.inner.status()
+    }
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), kes::keystore::StoreError> {
+        self.inner.create(name, value)
+    }
+    fn get(&self, name: &str) -> Result<kes::secret::SecretVec, kes::keystore::StoreError> {
+        let open = self.gate.open.lock().unwrap();
+        let _open = self
+            .gate
+            .changed
+            .wait_timeout_while(open, Duration::from_secs(30), |open| !*open)
+            .unwrap();
+        self.inner.get(name)
+    }
+    fn delete(&self, name: &str) -> Result<(), kes::keystore::StoreError> {
+        self.inner.delete(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, kes::keystore::StoreError> {
+        self.inner.list(prefix)
+    }
+}
+
+/// A dev server whose keystore reads wait for `gate`.
+fn gated_server(gate: &Arc<Gate>) -> TestServer {
+    let gate = gate.clone();
+    dev_server_with(move |o| {
+        Arc::get_mut(&mut o.shared)
+            .expect("the shared state is not shared yet")
+            .keystore = Arc::new(GatedStore {
+            gate,
+            inner: kes::keystore::mem::MemStore::new(),
+        });
+    })
+}
+
+#[test]
+fn a_second_reset_of_a_parked_stream_keeps_it_counted() {
+    // A stream whose handler waits on the keystore, reset twice by the client, still counts
+    // against the 250 concurrent streams until its handler finishes.
+    let gate = Arc::new(Gate::default());
+    let server = gated_server(&gate);
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    c.request_bytes(&mut out, 1, "GET", "/v1/key/describe/parked", None);
+    // 249 more streams whose bodies never come: 250 open.
+    let block = request_block("POST", "/v1/key/generate/waiting", &[]);
+    for i in 1..250u32 {
+        frame::write_headers(&mut out, 1 + 2 * i, &block, false, 16384);
+    }
+    frame::write_rst_stream(&mut out, 1, ErrorCode::Cancel);
+    frame::write_rst_stream(&mut out, 1, ErrorCode::Cancel);
+    c.request_bytes(&mut out, 501, "GET", "/version", None);
+    c.send(&out);
+    let mut seen = None;
+    while let Some(f) = c.next_stream_frame() {
+        if f.header.stream_id == 501
+            && matches!(
+                f.header.kind,
+                frame::kind::RST_STREAM | frame::kind::HEADERS
+            )
+        {
+            seen = Some(f);
+            break;
+        }
+    }
+    gate.set(true);
+    let f = seen.expect("no answer to stream 501");
+    assert_eq!(
+        f.header.kind,
+        frame::kind::RST_STREAM,
+        "stream 501 was served beside 249 open streams and a parked handler"
+    );
+    assert_eq!(
+        u32::from_be_bytes(f.payload[..4].try_into().unwrap()),
+        ErrorCode::RefusedStream.code()
+    );
+}
+
+/// Bodies the server lets one connection hold at once (`CONNECTION_BODY_BYTES_MAX`).
+const CONNECTION_BODY_BUDGET: i64 = 4 << 20;
+
+#[test]
+fn bodies_held_by_a_connection_stay_within_its_budget() {
+    let gate = Arc::new(Gate::default());
+    let server = gated_server(&gate);
+    // ~900 KB bodies (under the 1 MB route limit); their handlers wait on the keystore.
+    let body = format!(r#"{{"plaintext":"{}"}}"#, "A".repeat(899_996));
+    let body = body.as_bytes();
+    let send_body = |c: &mut H2Conn, id: u32| {
+        let mut out = Vec::new();
+        let block = request_block("POST", "/v1/key/encrypt/held", &[]);
+        frame::write_headers(&mut out, id, &block, false, 16384);
+        let chunks: Vec<&[u8]> = body.chunks(16384).collect();
+        for (j, chunk) in chunks.iter().enumerate() {
+            frame::write_data(&mut out, id, chunk, j + 1 == chunks.len());
+        }
+        let _ = c.tls.write_all(&out).and_then(|_| c.tls.flush());
+    };
+
+    // A client that keeps to its connection window: it may send what the server credits.
+    let mut c = h2_connect(server.addr, &server.api_key);
+    c.read_for(Duration::from_millis(500));
+    let mut sent = Vec::new();
+    for i in 0..6u32 {
+        let window = 65_535 + c.credit - (sent.len() * body.len()) as i64;
+        if window < body.len() as i64 {
+            break;
+        }
+        send_body(&mut c, 1 + 2 * i);
+        sent.push(1 + 2 * i);
+    }
+    // While the handlers wait, the bodies are held: no credit for them comes back.
+    c.read_for(Duration::from_secs(1));
+    let held = (sent.len() * body.len()) as i64;
+    let window = 65_535 + c.credit - held;
+    assert!(
+        held + window <= CONNECTION_BODY_BUDGET,
+        "the connection holds {held} bytes of bodies and was offered {window} more"
+    );
+    assert!(sent.len() >= 2, "only {} bodies fit", sent.len());
+
+    // Once the handlers are done with them, the credit comes back: the rest goes through.
+    gate.set(true);
+    let answers = c.responses(&sent);
+    assert!(answers.values().all(|(status, _)| *status == 404));
+    let started = Instant::now();
+    while 65_535 + c.credit - held < 2 * body.len() as i64 {
+        c.read_for(Duration::from_millis(200));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no credit came back for consumed bodies (window {})",
+            65_535 + c.credit - held
+        );
+    }
+    let more = [101, 103];
+    for id in more {
+        send_body(&mut c, id);
+    }
+    assert!(c
+        .responses(&more)
+        .values()
+        .all(|(status, _)| *status == 404));
+
+    // A client that ignores the window is stopped at the budget.
+    gate.set(false);
+    let mut c = h2_connect(server.addr, &server.api_key);
+    for i in 0..6u32 {
+        send_body(&mut c, 1 + 2 * i);
+    }
+    let code = c.goaway_code();
+    gate.set(true);
+    assert_eq!(code, Some(ErrorCode::FlowControlError.code()));
+}
+
+/// The server process's anonymous resident memory (`RssAnon`), in bytes.
+fn rss_anon(pid: u32) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// Live heap allocations of the server (`kes_system_mem_heap_objects`).
+fn heap_objects(server: &BinServer, api_key: &str) -> i64 {
+    let mut client = client_for(&format!("https://{}", server.addr), api_key);
+    let metrics = client.request("GET", "/v1/metrics", None, &[]).unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("kes_system_mem_heap_objects "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("kes_system_mem_heap_objects") as i64
+}
+
+/// Opens an unauthenticated connection that holds 250 streams on a zero window, each with
+/// the same 4000-byte `:path` (indexed once by HPACK, then one byte per stream); returns
+/// once all 250 (404) answers' HEADERS arrived.
+fn hold_streams_on_a_closed_window(addr: SocketAddr, api_key: &str) -> H2Conn {
+    let mut c = h2_connect(addr, api_key);
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(kes::http2::SETTINGS_INITIAL_WINDOW_SIZE, 0)]);
+    let mut first = vec![0x82, 0x87, 0x44, 0x7f, 0xa1, 0x1e]; // GET, https, :path indexed
+    first.push(b'/');
+    first.extend_from_slice(&[b'p'; 3999]);
+    frame::write_headers(&mut out, 1, &first, true, 16384);
+    for i in 1..250u32 {
+        frame::write_headers(&mut out, 1 + 2 * i, &[0x82, 0x87, 0x80 | 62], true, 16384);
+    }
+    c.send(&out);
+    let mut answered = 0;
+    while answered < 250 {
+        let f = c.next_stream_frame().expect("the answers' HEADERS");
+        assert_ne!(f.header.kind, frame::kind::RST_STREAM, "{f:?}");
+        if f.header.kind == frame::kind::HEADERS {
+            answered += 1;
+        }
+    }
+    c
+}
+
+#[test]
+fn streams_held_on_a_closed_window_pin_little_memory() {
+    // A separate process, so that its memory is the server's alone. Measured per connection
+    // over CONNECTIONS: while 250 streams wait on a zero window, and once they finished and
+    // the connection idles (then it holds no more heap objects than a connection that made
+    // one request). Prints the figures (`--nocapture`).
+    const CONNECTIONS: usize = 24;
+    let server = bin_server(&["--dev", "--cores", "1"]);
+    let admin = server.dev_api_key();
+    let (stranger, _) = new_api_key();
+    let pid = server.child.id();
+    // Warm-up: one attacking connection, to its end, so that the allocator's arena is grown.
+    drop(hold_streams_on_a_closed_window(server.addr, &stranger));
+    std::thread::sleep(Duration::from_millis(500));
+    let objects_before = heap_objects(&server, &admin);
+    let rss_before = rss_anon(pid);
+    let mut held: Vec<H2Conn> = (0..CONNECTIONS)
+        .map(|_| hold_streams_on_a_closed_window(server.addr, &stranger))
+        .collect();
+    let held_bytes = (rss_anon(pid) - rss_before) / CONNECTIONS as i64;
+    // The client opens its window: every answer goes out, the streams end.
+    for c in &mut held {
+        let mut out = Vec::new();
+        frame::write_settings(
+            &mut out,
+            &[(kes::http2::SETTINGS_INITIAL_WINDOW_SIZE, 65_535)],
+        );
+        c.send(&out);
+        let mut ended = 0;
+        while ended < 250 {
+            let f = c.next_stream_frame().expect("the answers' bodies");
+            if f.header.kind == frame::kind::DATA && f.header.flags & frame::flag::END_STREAM != 0 {
+                ended += 1;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let objects_after = heap_objects(&server, &admin);
+    let idle_objects = (objects_after - objects_before) / CONNECTIONS as i64;
+    // The same number of connections that made one request each, idle as long.
+    let plain: Vec<H2Conn> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut c = h2_connect(server.addr, &stranger);
+            assert_eq!(c.status_of(1, "GET", "/nothing-here"), 404);
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let plain_objects = (heap_objects(&server, &admin) - objects_after) / CONNECTIONS as i64;
+    eprintln!(
+        "per connection: {} KiB while 250 streams are held; {idle_objects} heap objects once \
+         idle (a connection after one request: {plain_objects})",
+        held_bytes / 1024
+    );
+    assert!(
+        held_bytes < 256 * 1024,
+        "{} KiB per connection while its streams are held",
+        held_bytes / 1024
+    );
+    assert!(
+        idle_objects <= plain_objects + 8,
+        "an idle connection keeps {idle_objects} heap objects after holding 250 streams, \
+         {plain_objects} after one request"
+    );
+    drop((held, plain));
+}
+
+#[test]
+fn request_bodies_pin_at_most_the_connection_budget() {
+    // One authorised connection sends 40 bodies of ~1 MB that never end (held until the
+    // route timeout), keeping to the flow-control windows: the server's memory grows by the
+    // connection's body budget at most, not by what was sent. A separate process, so that
+    // its memory is the server's alone; prints the figure (`--nocapture`).
+    const STREAMS: u32 = 40;
+    let server = bin_server(&["--dev", "--cores", "1"]);
+    let admin = server.dev_api_key();
+    let pid = server.child.id();
+    let mut c = h2_connect(server.addr, &admin);
+    c.read_for(Duration::from_millis(300));
+    let rss_before = rss_anon(pid);
+    let chunk = vec![b'A'; 16384];
+    let block = request_block("POST", "/v1/key/encrypt/held", &[]);
+    let mut sent: i64 = 0;
+    'streams: for i in 0..STREAMS {
+        let id = 1 + 2 * i;
+        let mut out = Vec::new();
+        frame::write_headers(&mut out, id, &block, false, 16384);
+        c.send(&out);
+        for _ in 0..60 {
+            // 60 × 16 KiB: just under the 1 MB route limit.
+            let mut waited = 0;
+            while 65_535 + c.credit - sent < chunk.len() as i64 {
+                if waited == 3 {
+                    break 'streams; // no credit for 3 × 300 ms: the window stays shut
+                }
+                c.read_for(Duration::from_millis(300));
+                waited += 1;
+            }
+            let mut out = Vec::new();
+            frame::write_data(&mut out, id, &chunk, false);
+            c.send(&out);
+            sent += chunk.len() as i64;
+        }
+    }
+    c.read_for(Duration::from_millis(300));
+    let grown = rss_anon(pid) - rss_before;
+    eprintln!(
+        "one connection sent {} KiB of unfinished bodies; server memory grew by {} KiB",
+        sent / 1024,
+        grown / 1024
+    );
+    assert!(
+        grown < 2 * CONNECTION_BODY_BUDGET,
+        "{} KiB held for one connection ({} KiB of bodies sent)",
+        grown / 1024,
+        sent / 1024
     );
 }

@@ -51,8 +51,18 @@ pub const FRAME_BYTES_MAX: u32 = 16_384;
 /// Receive window of every stream (SETTINGS_INITIAL_WINDOW_SIZE): a whole request body of
 /// the largest route limit fits, so bodies need no stream WINDOW_UPDATE.
 pub const STREAM_WINDOW_BYTES: u32 = 1 << 20;
-/// Receive window of the connection; replenished once half of it was consumed.
-pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// Request body bytes one connection may hold at once (DATA kept for its streams): the
+/// connection's receive window. Credit for a kept body comes back only once the body is
+/// released (its handler finished, or the stream ended); DATA that is dropped is credited at
+/// once. A client that sends beyond its window gets FLOW_CONTROL_ERROR.
+pub const CONNECTION_BODY_BYTES_MAX: u32 = 4 << 20;
+/// Connection credit is returned in WINDOW_UPDATEs of at least this much.
+const CREDIT_BATCH_BYTES: u32 = CONNECTION_BODY_BYTES_MAX / 4;
+/// A pooled request's body buffer keeps at most this capacity (larger ones are freed).
+const BODY_KEEP_BYTES: usize = 4 * 1024;
+/// A stream's decoded `:path`, query and method keep at most this capacity once its answer
+/// is written (a longer path is freed then, not pooled).
+const HEAD_KEEP_BYTES: usize = 256;
 /// Streams the client may reset (or get refused) per [`RESET_WINDOW`] before the
 /// connection is closed with ENHANCE_YOUR_CALM (rapid reset).
 pub const RESETS_PER_WINDOW_MAX: u32 = 200;
@@ -67,6 +77,8 @@ pub const QUEUED_OUTPUT_BYTES_MAX: usize = 4 << 20;
 const WINDOW_MAX: i64 = (1 << 31) - 1;
 /// A connection with streams open wakes this often to check their deadlines.
 const POLL_PERIOD: Duration = Duration::from_millis(500);
+/// A connection idle this long gives back the stream table and pooled buffers a burst grew.
+const IDLE_RELEASE_AFTER: Duration = Duration::from_millis(500);
 
 /// Why the connection ends with a GOAWAY.
 #[derive(Debug, Clone, Copy)]
@@ -108,16 +120,35 @@ struct Work {
     body: Vec<u8>,
     out: Vec<u8>,
     scratch: api::Scratch,
+    /// Connection window held by `body`, credited back when the body is released.
+    held: u32,
 }
 
 impl Work {
     fn wipe(&mut self) {
-        wipe_and_shrink(&mut self.body, 0);
+        self.release_body();
         wipe_and_shrink(&mut self.out, 0);
         self.scratch.wipe_and_shrink(BUFFER_KEEP_BYTES_MAX);
-        self.path.clear();
-        self.query.clear();
-        self.method_raw.clear();
+        self.release_head();
+    }
+
+    /// Wipes the body (freeing a large buffer); returns the connection window it held.
+    fn release_body(&mut self) -> u32 {
+        wipe(&mut self.body);
+        if self.body.capacity() > BODY_KEEP_BYTES {
+            self.body = Vec::new();
+        }
+        std::mem::take(&mut self.held)
+    }
+
+    /// Clears the decoded request head, freeing strings a long head grew.
+    fn release_head(&mut self) {
+        for s in [&mut self.path, &mut self.query, &mut self.method_raw] {
+            s.clear();
+            if s.capacity() > HEAD_KEEP_BYTES {
+                *s = String::new();
+            }
+        }
     }
 }
 
@@ -241,6 +272,14 @@ impl<F: Future<Output = Done>> Handlers<F> {
 
     fn parked(&self) -> usize {
         self.active.len()
+    }
+
+    /// With no handler parked: frees the slots a burst of parked handlers grew.
+    fn release_idle(&mut self) {
+        if self.active.is_empty() {
+            self.slots = Vec::new();
+            self.free = Vec::new();
+        }
     }
 }
 
@@ -369,8 +408,10 @@ struct H2 {
     /// Peer settings.
     peer_initial_window: i64,
     peer_max_frame: usize,
-    /// Flow control of the connection: what we may send, what we received unacknowledged.
+    /// Flow control of the connection: what we may send; what the client may still send;
+    /// credit due back to it (dropped DATA, released bodies) and not yet sent.
     send_window: i64,
+    recv_window: i64,
     recv_consumed: u32,
     /// Counters for the flood limits.
     resets: u32,
@@ -413,6 +454,7 @@ impl H2 {
             peer_initial_window: 65_535,
             peer_max_frame: 16_384,
             send_window: 65_535,
+            recv_window: i64::from(CONNECTION_BODY_BYTES_MAX),
             recv_consumed: 0,
             resets: 0,
             resets_since: now,
@@ -437,6 +479,7 @@ impl H2 {
     }
 
     fn give_back(&mut self, mut work: Work) {
+        self.recv_consumed += work.release_body();
         work.wipe();
         if self.pool.len() < CONCURRENT_STREAMS_MAX as usize {
             self.pool.push(work);
@@ -446,6 +489,29 @@ impl H2 {
     fn remove_stream(&mut self, index: usize) {
         let stream = self.streams.swap_remove(index);
         self.give_back(stream.work);
+    }
+
+    /// Closes stream `index` (reset by either side). A stream whose handler still runs stays,
+    /// counted against [`CONCURRENT_STREAMS_MAX`], until the handler finishes; its answer is
+    /// then dropped.
+    fn close_stream(&mut self, index: usize) {
+        let s = &mut self.streams[index];
+        if s.state == StreamState::Running {
+            s.remote_closed = true;
+            s.sent = usize::MAX; // nothing is to be sent
+        } else {
+            self.remove_stream(index);
+        }
+    }
+
+    /// While idle (no stream, no parked handler, no header block open): gives back what a
+    /// burst of streams grew.
+    fn release_idle(&mut self) {
+        if self.streams.is_empty() && self.continuation.is_none() {
+            self.streams = Vec::new();
+            self.pool = Vec::new();
+            self.block = Vec::new();
+        }
     }
 
     /// Counts a control frame; too many per window is a flood.
@@ -474,11 +540,11 @@ impl H2 {
         Ok(())
     }
 
-    /// Consumed `n` bytes of connection window (DATA, padding included).
-    fn consumed(&mut self, out: &mut Vec<u8>, n: u32) {
-        self.recv_consumed += n;
-        if self.recv_consumed >= CONNECTION_WINDOW_BYTES / 2 {
+    /// Sends the connection credit due back, once there is enough of it.
+    fn flush_credit(&mut self, out: &mut Vec<u8>) {
+        if self.recv_consumed >= CREDIT_BATCH_BYTES {
             frame::write_window_update(out, 0, self.recv_consumed);
+            self.recv_window += i64::from(self.recv_consumed);
             self.recv_consumed = 0;
         }
     }
@@ -518,7 +584,7 @@ pub async fn serve(
             ),
         ],
     );
-    frame::write_window_update(io.queue(), 0, CONNECTION_WINDOW_BYTES - 65_535);
+    frame::write_window_update(io.queue(), 0, CONNECTION_BODY_BYTES_MAX - 65_535);
     io.flush().await?;
 
     // The client preface, within the header timeout.
@@ -535,6 +601,8 @@ pub async fn serve(
     io.consume(PREFACE.len());
 
     let mut idle_since = crate::rt::now();
+    // Whether what bursts of streams grew was given back since the connection went idle.
+    let mut released = true;
     let mut log_lines: Vec<String> = Vec::new();
     // The connection task's waker, for handlers polled inline.
     let waker = futures_lite::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
@@ -566,6 +634,7 @@ pub async fn serve(
         }
         pump_logs(&mut h2, io.queue(), &mut log_lines);
         check_deadlines(&mut h2, io.queue(), now);
+        h2.flush_credit(io.queue());
         if core.shared.shutting_down() && !h2.goaway_sent {
             frame::write_goaway(io.queue(), h2.last_stream_id, ErrorCode::NoError, b"");
             h2.goaway_sent = true;
@@ -594,7 +663,14 @@ pub async fn serve(
         if busy {
             slot.set_busy();
             idle_since = now;
+            released = false;
         } else {
+            if !released && now >= idle_since + IDLE_RELEASE_AFTER {
+                h2.release_idle();
+                handlers.release_idle();
+                io.shrink_idle();
+                released = true;
+            }
             slot.set_phase(
                 if h2.requests == 0 {
                     Phase::Fresh
@@ -620,6 +696,8 @@ pub async fn serve(
         // timeout or the shutdown.
         let mut wake = if busy {
             limit.min(now + POLL_PERIOD)
+        } else if !released {
+            limit.min(idle_since + IDLE_RELEASE_AFTER)
         } else {
             limit
         };
@@ -718,6 +796,7 @@ pub async fn drive_in_memory(
         for d in done.drain(..) {
             finish(&mut h2, &mut out, d);
         }
+        h2.flush_credit(&mut out);
         on_output(i, &out);
         out.clear();
     }
@@ -750,6 +829,7 @@ fn process_input(
             return (pos, Err(ConnectionError(ErrorCode::EnhanceYourCalm)));
         }
     }
+    h2.flush_credit(out);
     (pos, Ok(()))
 }
 
@@ -856,13 +936,7 @@ fn handle_frame(
                 if h2.streams[index].state != StreamState::Log {
                     h2.count_reset(now)?;
                 }
-                if h2.streams[index].state == StreamState::Running {
-                    h2.streams[index].remote_closed = true;
-                    h2.streams[index].state = StreamState::Sending;
-                    h2.streams[index].sent = usize::MAX; // nothing is to be sent
-                } else {
-                    h2.remove_stream(index);
-                }
+                h2.close_stream(index);
             }
         }
         frame::kind::SETTINGS => {
@@ -934,7 +1008,7 @@ fn handle_frame(
                     let id = s.id;
                     frame::write_rst_stream(out, id, ErrorCode::FlowControlError);
                     if let Some(index) = h2.stream_index(id) {
-                        h2.remove_stream(index);
+                        h2.close_stream(index);
                     }
                     return Ok(());
                 }
@@ -966,41 +1040,49 @@ fn on_data(
     if id > h2.last_stream_id {
         return Err(ConnectionError(ErrorCode::ProtocolError)); // an idle stream
     }
-    h2.consumed(out, flow_bytes);
+    // The client may send what it was credited; what is not kept is credited back.
+    if i64::from(flow_bytes) > h2.recv_window {
+        return Err(ConnectionError(ErrorCode::FlowControlError));
+    }
+    h2.recv_window -= i64::from(flow_bytes);
+    h2.recv_consumed += flow_bytes;
     let end_stream = header.flags & frame::flag::END_STREAM != 0;
     if data.is_empty() && !end_stream {
         h2.count_control(now)?; // empty DATA frames are a known flood
     }
     let Some(index) = h2.stream_index(id) else {
-        return Ok(()); // a stream we already closed: dropped
+        // Ids only grow: one at or below the highest seen and not open is closed.
+        h2.count_control(now)?;
+        frame::write_rst_stream(out, id, ErrorCode::StreamClosed);
+        return Ok(());
     };
     let s = &mut h2.streams[index];
-    if s.state == StreamState::Draining {
-        s.received += data.len() as u64;
-        if end_stream {
-            h2.remove_stream(index);
-        } else if s.received > LINGER_BYTES_MAX as u64 {
-            frame::write_rst_stream(out, id, ErrorCode::NoError);
-            h2.remove_stream(index);
-        } else if flow_bytes > 0 && s.content_length.is_none() {
-            // Unknown length: keep the window open as it drains (known: granted at once).
-            frame::write_window_update(out, id, flow_bytes);
-        }
-        return Ok(());
-    }
     if s.remote_closed {
-        frame::write_rst_stream(out, id, ErrorCode::StreamClosed);
+        h2.count_control(now)?;
+        reset_stream(h2, out, index, ErrorCode::StreamClosed);
         return Ok(());
     }
     s.received += data.len() as u64;
     if s.content_length.is_some_and(|n| s.received > n)
         || (end_stream && s.content_length.is_some_and(|n| s.received != n))
     {
-        frame::write_rst_stream(out, id, ErrorCode::ProtocolError);
-        h2.remove_stream(index);
+        // Checked whether or not the body is read (RFC 9113 §8.1.1).
+        reset_stream(h2, out, index, ErrorCode::ProtocolError);
         return Ok(());
     }
-    if let Some(limit) = s.body_limit {
+    if s.state == StreamState::Draining {
+        if end_stream {
+            h2.remove_stream(index);
+        } else if s.received > LINGER_BYTES_MAX as u64 {
+            reset_stream(h2, out, index, ErrorCode::NoError);
+        } else if flow_bytes > 0 && s.content_length.is_none() {
+            // Unknown length: keep the window open as it drains (known: granted at once).
+            frame::write_window_update(out, id, flow_bytes);
+        }
+        return Ok(());
+    }
+    // Only a body still awaited is kept (not one arriving after a 413 or 503).
+    if let Some(limit) = s.body_limit.filter(|_| s.state == StreamState::Body) {
         if s.work.body.len() + data.len() > limit {
             // Over the route's limit: 413, and the client is told to stop sending.
             let err = ApiError {
@@ -1013,6 +1095,9 @@ fn on_data(
             return Ok(());
         }
         s.work.body.extend_from_slice(data);
+        // Kept: its credit comes back when the body is released.
+        s.work.held += data.len() as u32;
+        h2.recv_consumed -= data.len() as u32;
     }
     if end_stream {
         s.remote_closed = true;
@@ -1021,6 +1106,12 @@ fn on_data(
         }
     }
     Ok(())
+}
+
+/// Ends stream `index` with RST_STREAM(`code`) (see [`H2::close_stream`]).
+fn reset_stream(h2: &mut H2, out: &mut Vec<u8>, index: usize, code: ErrorCode) {
+    frame::write_rst_stream(out, h2.streams[index].id, code);
+    h2.close_stream(index);
 }
 
 /// A complete header block: decode it (always, to keep the HPACK table in step), then open a
@@ -1034,14 +1125,22 @@ fn end_of_block(
     now: Instant,
 ) -> Result<(), ConnectionError> {
     if let Some(index) = h2.stream_index(id) {
-        // Trailers: decoded and ignored.
+        // Trailers: checked, then ignored.
         let block = std::mem::take(&mut h2.block);
-        let r = h2.decoder.decode(&block, |_, _| Ok::<(), ()>(()));
+        let mut malformed = false;
+        let r = h2.decoder.decode(&block, |name, value| {
+            malformed |= name.starts_with(b":") || !valid_field(name, value);
+            Ok::<(), ()>(())
+        });
         h2.block = block;
         if let Err(e) = r {
             return Err(ConnectionError(
                 e.code().unwrap_or(ErrorCode::CompressionError),
             ));
+        }
+        if malformed {
+            reset_stream(h2, out, index, ErrorCode::ProtocolError);
+            return Ok(());
         }
         h2.streams[index].remote_closed = true;
         if h2.streams[index].state == StreamState::Body {
@@ -1179,8 +1278,8 @@ fn on_field(
     if pseudo.bad.is_some() {
         return;
     }
-    if name.iter().any(|b| b.is_ascii_uppercase()) {
-        pseudo.bad = Some("uppercase header name");
+    if !valid_field(name, value) {
+        pseudo.bad = Some("invalid character in a header field");
         return;
     }
     if let Some(p) = name.strip_prefix(b":") {
@@ -1242,6 +1341,17 @@ fn on_field(
         }
         _ => {}
     }
+}
+
+/// RFC 9113 §8.2.1: a name of visible ASCII without uppercase (a colon only first), a value
+/// without CR, LF or NUL; anything else makes the message malformed.
+fn valid_field(name: &[u8], value: &[u8]) -> bool {
+    let rest = name.strip_prefix(b":").unwrap_or(name);
+    !rest.is_empty()
+        && rest
+            .iter()
+            .all(|&b| (0x21..0x7f).contains(&b) && b != b':' && !b.is_ascii_uppercase())
+        && memchr::memchr3(b'\r', b'\n', 0, value).is_none()
 }
 
 /// The request is complete (or its body is not used): answer it, or run its handler.
@@ -1327,6 +1437,8 @@ fn finish(h2: &mut H2, out: &mut Vec<u8>, d: Done) {
 }
 
 fn finish_recorded(h2: &mut H2, out: &mut Vec<u8>, mut d: Done) {
+    // The handler is done with the body: its connection credit comes back.
+    h2.recv_consumed += d.work.release_body();
     let Some(index) = h2.stream_index(d.stream_id) else {
         h2.give_back(d.work);
         return;
@@ -1422,6 +1534,8 @@ fn answer(
     );
     let empty = s.work.out.is_empty();
     frame::finish_headers(out, mark, s.id, empty, h2.peer_max_frame as u32);
+    // Only the answer's body is needed from here on.
+    s.work.release_head();
     s.state = StreamState::Sending;
     s.sent = 0;
     if empty {
@@ -1454,9 +1568,8 @@ fn complete(h2: &mut H2, out: &mut Vec<u8>, index: usize) {
     if grant > 0 {
         frame::write_window_update(out, s.id, grant);
     }
-    // Bound what draining accepts from here on.
-    s.work.body.clear();
-    s.received = 0;
+    // The body (of a request answered early) is not needed: its credit comes back.
+    h2.recv_consumed += s.work.release_body();
 }
 
 /// Sends what flow control now allows of every stream waiting to send.
