@@ -143,7 +143,7 @@ pub fn run(args: KeyArgs) -> CliResult {
                 None,
             )?;
             if client.machine() {
-                print!("{}", String::from_utf8_lossy(&resp.body));
+                out!("{}", String::from_utf8_lossy(&resp.body));
             } else {
                 use simd_json::prelude::*;
                 let v = json_value(&resp.body)?;
@@ -151,10 +151,10 @@ pub fn run(args: KeyArgs) -> CliResult {
                 let date = crate::time::Timestamp::parse_rfc3339(&s("created_at"))
                     .map(|t| t.format_date_time())
                     .unwrap_or_default();
-                println!("Name      {}", s("name"));
-                println!("Algorithm {}", s("algorithm"));
-                println!("Date      {date}");
-                println!("Owner     {}", s("created_by"));
+                outln!("Name      {}", s("name"));
+                outln!("Algorithm {}", s("algorithm"));
+                outln!("Date      {date}");
+                outln!("Owner     {}", s("created_by"));
             }
         }
         KeyCommand::Ls { pattern, client } => {
@@ -190,12 +190,12 @@ pub fn run(args: KeyArgs) -> CliResult {
             let ct = json_field(&resp.body, "ciphertext")
                 .ok_or("no ciphertext in the server's answer")?;
             if client.machine() {
-                println!(
+                outln!(
                     "{}",
                     String::from_utf8_lossy(&json_body(&[("ciphertext", &ct)])).trim_end()
                 );
             } else {
-                println!("ciphertext: {ct}");
+                outln!("ciphertext: {ct}");
             }
         }
         KeyCommand::Decrypt {
@@ -220,12 +220,12 @@ pub fn run(args: KeyArgs) -> CliResult {
             let pt =
                 json_field(&resp.body, "plaintext").ok_or("no plaintext in the server's answer")?;
             if client.machine() {
-                println!(
+                outln!(
                     "{}",
                     String::from_utf8_lossy(&json_body(&[("plaintext", &pt)])).trim_end()
                 );
             } else {
-                println!("plaintext: {pt}");
+                outln!("plaintext: {pt}");
             }
         }
         KeyCommand::Dek {
@@ -252,14 +252,14 @@ pub fn run(args: KeyArgs) -> CliResult {
             let ct = json_field(&resp.body, "ciphertext")
                 .ok_or("no ciphertext in the server's answer")?;
             if client.machine() {
-                println!(
+                outln!(
                     "{}",
                     String::from_utf8_lossy(&json_body(&[("plaintext", &pt), ("ciphertext", &ct)]))
                         .trim_end()
                 );
             } else {
-                println!("plaintext : {pt}");
-                println!("ciphertext: {ct}");
+                outln!("plaintext : {pt}");
+                outln!("ciphertext: {ct}");
             }
         }
     }

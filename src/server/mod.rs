@@ -5,7 +5,8 @@
 //! connection cap) → [`conn`] (handshake, identity) with [`tls`] → [`stream`] (the
 //! connection's byte stream) → [`http1`] or [`http2`] by ALPN (requests; [`proxy`] for forwarded certificates,
 //! [`log_stream`] for log subscribers) → [`audit`] (records of answered requests).
-//! [`memory`] gives memory back to the OS after bursts of connections.
+//! [`memory`] gives memory back to the OS after bursts of connections; [`port`] makes sure
+//! no other process listens on our port.
 
 pub mod audit;
 pub mod conn;
@@ -15,6 +16,7 @@ pub mod legacy_pem;
 pub mod listener;
 pub mod log_stream;
 pub mod memory;
+pub mod port;
 pub mod proxy;
 pub mod runtime;
 pub mod slots;
