@@ -328,3 +328,362 @@ fn identity_cert_lets_curl_act_as_the_api_key_over_http1_and_http2() {
     assert_eq!(again.status.and_then(|s| s.code()), Some(1));
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
 }
+
+// ---- 7. A config's first start ------------------------------------------------------------
+
+fn repo_file(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// `kes` in `dir` with none of the example's variables set.
+fn kes_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = kes_cmd(None, args);
+    cmd.current_dir(dir)
+        .env_remove("KES_ADMIN_IDENTITY")
+        .env_remove("MINIO_KES_IDENTITY")
+        .envs(env.iter().copied());
+    cmd.output().expect("run kes")
+}
+
+#[test]
+fn the_example_config_names_everything_missing_at_once_then_starts_as_the_readme_says() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("server-config.yaml"),
+        repo_file("server-config.yaml"),
+    )
+    .unwrap();
+    let out = kes_in(
+        dir.path(),
+        &["server", "--config", "server-config.yaml", "--check"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needed in [
+        "invalid config file 'server-config.yaml'",
+        "'KES_ADMIN_IDENTITY'",
+        "'MINIO_KES_IDENTITY'",
+        "'./server.key'",
+        "'./server.cert'",
+        "kes identity new --key server.key --cert server.cert --ip 127.0.0.1 localhost",
+    ] {
+        assert!(err.contains(needed), "{needed} is not named in: {err}");
+    }
+
+    // The README's commands.
+    let made = kes_in(
+        dir.path(),
+        &[
+            "identity",
+            "new",
+            "--key",
+            "server.key",
+            "--cert",
+            "server.cert",
+            "--ip",
+            "127.0.0.1",
+            "localhost",
+        ],
+        &[],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let admin = kes_in(dir.path(), &["identity", "new"], &[]);
+    let admin = String::from_utf8_lossy(&admin.stdout).into_owned();
+    let field = |name: &str| -> String {
+        let start = admin.find(&format!("\"{name}\":\"")).unwrap_or_else(|| {
+            panic!("no {name} in the JSON of a piped `kes identity new`: {admin}")
+        }) + name.len()
+            + 4;
+        admin[start..]
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (api_key, identity) = (field("api_key"), field("identity"));
+    // MinIO's identity: another one (the admin cannot be given a policy).
+    let minio = kes_in(dir.path(), &["identity", "new"], &[]);
+    let minio = String::from_utf8_lossy(&minio.stdout).into_owned();
+    let minio_identity = minio
+        .split("\"identity\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no identity in {minio}"))
+        .to_string();
+    let port = free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = kes_cmd(
+        None,
+        &[
+            "server",
+            "--config",
+            "server-config.yaml",
+            "--addr",
+            &addr,
+            "--cores",
+            "1",
+        ],
+    );
+    server
+        .current_dir(dir.path())
+        .env("KES_ADMIN_IDENTITY", &identity)
+        .env("MINIO_KES_IDENTITY", &minio_identity)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = KillOnDrop(server.spawn().expect("start kes"));
+    let stdout = child.0.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the server ended before it was up"))
+            .unwrap_or_default();
+        if line.contains("Server is up and running") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let endpoint = format!("https://{addr}");
+    let created = kes_cmd(None, &["key", "create", "readme-key", "-k"])
+        .env("KES_SERVER", &endpoint)
+        .env("KES_API_KEY", &api_key)
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+}
+
+#[test]
+fn a_log_level_typo_names_the_config_file() {
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let (_, admin) = new_api_key();
+    let path = tls.dir.path().join("config.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}log:\n  error: INFOO\n",
+            config_yaml(&tls, &admin, keys.path(), "")
+        ),
+    )
+    .unwrap();
+    let run = kes_bounded(
+        None,
+        &["server", "--config", path.to_str().unwrap(), "--check"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.status.and_then(|s| s.code()), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "invalid config file '{}': log.error: 'INFOO' is not a log level",
+            path.display()
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+// ---- 9. Messages a first run meets --------------------------------------------------------
+
+#[test]
+fn first_run_messages_say_what_to_do() {
+    let s = dev_server();
+    let quick = Duration::from_secs(30);
+
+    // One prefix, not two.
+    let bad = kes_bounded(None, &["identity", "of", "kes:v1:AAAA"], quick);
+    assert_eq!(bad.status.and_then(|s| s.code()), Some(1));
+    assert_eq!(
+        bad.stderr.matches("invalid API key").count(),
+        1,
+        "{}",
+        bad.stderr
+    );
+
+    // A self-signed server without -k: what to do.
+    let unverified = kes_bounded(Some(&s), &["ls"], quick);
+    assert_eq!(unverified.status.and_then(|s| s.code()), Some(1));
+    assert!(
+        unverified.stderr.contains("UnknownIssuer")
+            && unverified.stderr.contains("-k")
+            && unverified.stderr.contains("SSL_CERT_FILE"),
+        "{}",
+        unverified.stderr
+    );
+
+    // No API key: the variable the dev banner exports.
+    let mut no_key = kes_cmd(None, &["ls", "-k"]);
+    no_key.env("KES_SERVER", s.endpoint());
+    let no_key = no_key.output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&no_key.stderr).contains("KES_API_KEY"),
+        "{}",
+        String::from_utf8_lossy(&no_key.stderr)
+    );
+
+    // Key names: the rule.
+    let name = kes_bounded(Some(&s), &["key", "create", "no spaces", "-k"], quick);
+    assert_eq!(name.status.and_then(|s| s.code()), Some(1));
+    assert!(
+        name.stderr
+            .contains("1 to 80 characters of A-Z, a-z, 0-9, '_' and '-'"),
+        "{}",
+        name.stderr
+    );
+
+    // `kes identity new` takes --json, and prints JSON when piped.
+    for args in [&["identity", "new", "--json"][..], &["identity", "new"][..]] {
+        let new = kes_bounded(None, args, quick);
+        assert!(
+            new.stdout.starts_with("{\"api_key\":\"kes:v1:")
+                && new.stdout.contains("\"identity\":\""),
+            "kes {args:?}: {}{}",
+            new.stdout,
+            new.stderr
+        );
+    }
+
+    // Examples on lines of their own.
+    let help = kes_bounded(None, &["identity", "new", "--help"], quick);
+    assert!(
+        help.stdout.lines().any(|l| l.trim()
+            == "kes identity new --key client.key --cert client.crt --ip 10.0.0.5 MinIO"),
+        "{}",
+        help.stdout
+    );
+
+    // `kes policy ls` (the README's command for a dev server) works there.
+    let policies = kes_bounded(Some(&s), &["policy", "ls", "-k"], quick);
+    assert!(
+        policies.status.is_some_and(|s| s.success()),
+        "{}",
+        policies.stderr
+    );
+}
+
+#[test]
+fn key_create_on_a_terminal_says_what_it_did() {
+    let found = Command::new("script").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "this test needs script(1) for a terminal (apt-get install bsdutils)"
+    );
+    let s = dev_server();
+    let command = format!("{} key create on-a-tty -k", env!("CARGO_BIN_EXE_kes"));
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("KES_SERVER", s.endpoint())
+        .env("KES_API_KEY", &s.api_key)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Created key 'on-a-tty'"), "{text:?}");
+}
+
+#[test]
+fn audit_events_on_stdout_are_text_lines_as_the_readme_says() {
+    let readme = repo_file("README.md");
+    assert!(
+        readme.contains("go to stdout as text lines"),
+        "README no longer describes the audit lines on stdout"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("stdout");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = kes_cmd(None, &["server", "--dev", "--addr", &addr, "--cores", "1"]);
+    server
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null());
+    let _child = KillOnDrop(server.spawn().expect("start kes"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    while !text(&out_path).contains("Server is up and running") {
+        assert!(Instant::now() < deadline, "no banner: {}", text(&out_path));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let banner = text(&out_path);
+    let api_key = banner
+        .lines()
+        .find(|l| l.starts_with("API Key"))
+        .and_then(|l| l.split_whitespace().last())
+        .expect("API key in the banner")
+        .to_string();
+    let mut c = client_for(&format!("https://{addr}"), &api_key);
+    assert_eq!(
+        c.request("POST", "/v1/key/create/audited", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    let line = loop {
+        if let Some(l) = text(&out_path)
+            .lines()
+            .find(|l| l.contains("audited"))
+            .map(str::to_string)
+        {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit line: {}",
+            text(&out_path)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        line.starts_with("time=") && line.contains("msg=\"secret key 'audited' created\""),
+        "{line}"
+    );
+}
+
+// ---- 5. The README's first lines ----------------------------------------------------------
+
+#[test]
+fn the_readmes_first_commands_put_kes_on_path_before_using_it() {
+    let readme = repo_file("README.md");
+    let mut blocks = readme
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap_or(""));
+    let first = blocks.next().expect("README starts with a sh block");
+    let trying = blocks.next().expect("the 'Trying it' block");
+    for block in [first, trying] {
+        let install = block.find("cargo install --path .");
+        for line in block
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+        {
+            for use_ in line
+                .split("&&")
+                .map(str::trim)
+                .filter(|c| c.starts_with("kes "))
+            {
+                let at = block.find(use_).unwrap_or(0);
+                assert!(
+                    install.is_some_and(|i| i < at),
+                    "`{use_}` runs before `cargo install --path .` puts kes on PATH:\n{block}"
+                );
+                // The subcommand exists.
+                let sub: Vec<&str> = use_.split_whitespace().skip(1).take(1).collect();
+                let help = kes_bounded(None, &[sub[0], "--help"], Duration::from_secs(30));
+                assert!(
+                    help.status.is_some_and(|s| s.success()),
+                    "kes {} --help: {}",
+                    sub[0],
+                    help.stderr
+                );
+            }
+        }
+    }
+}

@@ -26,9 +26,12 @@ pub struct IdentityArgs {
 pub enum IdentityCommand {
     /// Generate a new API key (and, with --key/--cert, a private key and certificate).
     ///
+    /// Prints JSON ({"api_key", "identity"[, "key", "cert"]}) with --json or when piped.
+    ///
     /// Examples:
     ///   kes identity new
     ///   kes identity new --key client.key --cert client.crt --ip 10.0.0.5 MinIO
+    #[command(verbatim_doc_comment)]
     New(NewArgs),
     /// Write the client certificate and private key of an API key, for curl-like clients.
     ///
@@ -39,6 +42,7 @@ pub enum IdentityCommand {
     /// Example:
     ///   kes identity cert --key client.key --cert client.crt
     ///   curl -k --cert client.crt --key client.key https://127.0.0.1:7373/v1/key/list/*
+    #[command(verbatim_doc_comment)]
     Cert(CertArgs),
     /// Print the identity of an API key or a certificate file.
     ///
@@ -96,6 +100,9 @@ pub struct NewArgs {
     pub force: bool,
     /// Certificate subject (common name); default: the identity.
     pub subject: Option<String>,
+    /// Print machine-readable JSON (the default when the output is not a terminal).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -163,9 +170,7 @@ fn print_identity(identity: &str) {
 /// `kes identity of <api-key|cert-file>`
 fn of(arg: &str) -> CliResult {
     let identity = if arg.starts_with("kes:v1:") {
-        ApiKey::parse(arg)
-            .map_err(|e| format!("invalid API key: {e}"))?
-            .identity()
+        ApiKey::parse(arg).map_err(|e| e.to_string())?.identity()
     } else {
         identity_of_pem_file(Path::new(arg))
             .map_err(|e| format!("cannot compute the identity of '{arg}': {e}"))?
@@ -239,6 +244,21 @@ fn new(args: NewArgs) -> CliResult {
         write_file(cert_path, cert_pem.as_bytes(), 0o644, args.force)?;
     }
     let text = api_key_text(&key);
+    if args.json || !tty() {
+        let mut line = format!(
+            "{{\"api_key\":{},\"identity\":\"{identity}\"",
+            json_string(&text)
+        );
+        if let (Some(k), Some(c)) = (&args.key, &args.cert) {
+            line.push_str(&format!(
+                ",\"key\":{},\"cert\":{}",
+                json_string(&k.display().to_string()),
+                json_string(&c.display().to_string())
+            ));
+        }
+        outln!("{line}}}");
+        return Ok(());
+    }
     outln!("Your API key:\n\n   {text}\n");
     outln!("Your Identity:\n\n   {identity}\n");
     if let (Some(k), Some(c)) = (&args.key, &args.cert) {
@@ -265,7 +285,7 @@ fn cert(args: CertArgs) -> CliResult {
             "no API key: give one as the argument or set MINIO_KES_API_KEY or KES_API_KEY",
         )?,
     };
-    let key = ApiKey::parse(text.trim()).map_err(|e| format!("invalid API key: {e}"))?;
+    let key = ApiKey::parse(text.trim()).map_err(|e| e.to_string())?;
     for p in [&args.key, &args.cert] {
         if p.exists() && !args.force {
             return Err(format!(

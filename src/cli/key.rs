@@ -108,9 +108,20 @@ fn check_base64(what: &str, value: &str) -> CliResult {
         .map_err(|_| format!("{what} is not valid base64").into())
 }
 
+/// A key name the server would refuse, refused here with the rule.
+fn check_name(name: &str) -> CliResult {
+    if crate::routes::is_valid_name(name) {
+        return Ok(());
+    }
+    Err(format!("invalid key name '{name}': {}", crate::routes::NAME_RULE).into())
+}
+
 pub fn run(args: KeyArgs) -> CliResult {
     match args.command {
         KeyCommand::Create { names, client } => {
+            for name in &names {
+                check_name(name)?;
+            }
             let mut c = client.client()?;
             for name in names {
                 call(
@@ -120,9 +131,13 @@ pub fn run(args: KeyArgs) -> CliResult {
                     None,
                 )
                 .map_err(|e| format!("failed to create key '{name}': {e}"))?;
+                if !client.machine() {
+                    outln!("Created key '{name}'");
+                }
             }
         }
         KeyCommand::Import { name, key, client } => {
+            check_name(&name)?;
             check_base64("the key", &key)?;
             let mut c = client.client()?;
             let body = json_body(&[("key", &key), ("cipher", "AES256")]);
@@ -133,6 +148,9 @@ pub fn run(args: KeyArgs) -> CliResult {
                 Some(&body),
             )
             .map_err(|e| format!("failed to import key '{name}': {e}"))?;
+            if !client.machine() {
+                outln!("Imported key '{name}'");
+            }
         }
         KeyCommand::Info { name, client } => {
             let mut c = client.client()?;

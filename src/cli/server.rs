@@ -235,7 +235,18 @@ const TLS_REFRESH: std::time::Duration = std::time::Duration::from_secs(15 * 60)
 fn load_config(path: &std::path::Path) -> Result<Config, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file '{}': {e}", path.display()))?;
-    let config = config::parse(&text, &|name| std::env::var(name).ok()).map_err(|e| {
+    let env = |name: &str| std::env::var(name).ok();
+    // Every missing variable and TLS file at once, not one per attempt.
+    let missing = config::inputs::missing(&text, &env);
+    if !missing.is_empty() {
+        return Err(format!(
+            "invalid config file '{}': {}",
+            path.display(),
+            config::inputs::describe(&missing)
+        )
+        .into());
+    }
+    let config = config::parse(&text, &env).map_err(|e| {
         // A typo often causes the error (a misspelled required field reads as missing).
         for w in config::unknown_key_warnings(&text) {
             errln!("warning: {w}");
