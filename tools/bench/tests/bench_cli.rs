@@ -197,7 +197,8 @@ fn kms_go_model_dials_when_requests_outnumber_idle_connections() {
     assert_eq!(code, 0, "{err}");
     assert_clean(&out);
 
-    let handshakes0 = handshakes(&s, "full") + handshakes(&s, "resumed");
+    let full0 = handshakes(&s, "full");
+    let handshakes0 = full0 + handshakes(&s, "resumed");
     let (code, out, err) = bench_args(
         &s,
         &[
@@ -214,14 +215,23 @@ fn kms_go_model_dials_when_requests_outnumber_idle_connections() {
     assert_eq!(code, 0, "{err}");
     assert_clean(&out);
     assert!(out.contains("\"client_model\":\"kms-go\""), "{out}");
-    let handshakes1 = handshakes(&s, "full") + handshakes(&s, "resumed");
+    let full1 = handshakes(&s, "full");
+    let handshakes1 = full1 + handshakes(&s, "resumed");
     let new = number(&out, "new_connections");
     assert!(
         number(&out, "new_per_1000") > 100.0,
         "64 requests in flight over 2 idle connections: {out}"
     );
-    // Resumption is on: after the first dials, new connections resume.
-    assert!(number(&out, "resumed") * 2.0 > new, "{out}");
+    // Resumption is on: a dial does a full handshake only while no ticket is left, and every
+    // connection leaves one before its request can dial again, so there are at most as many
+    // full handshakes as requests in flight (64), however the dials and tickets interleave
+    // on a busy machine (the metrics requests' own connections add one each).
+    let full = full1 - full0;
+    eprintln!("kms-go model: {new} dials, {full} full handshakes on the server: {out}");
+    assert!(
+        full <= 64 + 2,
+        "{full} full handshakes for {new} dials by 64 requests in flight: {out}"
+    );
     // Every dial reached the server (those still in their handshake at the end aside; the
     // setup connection and the metrics requests add a few).
     let served = (handshakes1 - handshakes0) as f64;
