@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn lists_every_unset_variable_and_absent_file() {
         let text = "admin:\n  identity: ${ADMIN}\ntls:\n  key: ./no-such.key\n  cert: ${CERT}\n\
-                    policy:\n  p:\n    allow: [\"/v1/status\"]\n    identities: [${ID}]\n\
+                    policy:\n  p:\n    allow: [\"/v1/status\"]\n    identities:\n    - ${ID}\n\
                     unknown: ${IGNORED}\n";
         let m = missing(text, &|_| None);
         let fields: Vec<String> = m.iter().map(|m| m.to_string()).collect();
@@ -192,7 +192,7 @@ mod tests {
             [
                 "admin.identity: referenced env. variable 'ADMIN' in line '2' not found",
                 "tls.cert: referenced env. variable 'CERT' in line '5' not found",
-                "policy.p.identities: referenced env. variable 'ID' in line '9' not found",
+                "policy.p.identities: referenced env. variable 'ID' in line '10' not found",
                 "tls.key: './no-such.key' (the server's private key) does not exist",
             ]
         );
