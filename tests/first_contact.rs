@@ -24,7 +24,7 @@ struct Run {
 fn kes_bounded(server: Option<&TestServer>, args: &[&str], timeout: Duration) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
-    let mut cmd = kes_cmd(server, args);
+    let mut cmd = kes_command(server, args);
     cmd.stdout(std::fs::File::create(&out_path).expect("stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("stderr file"));
     let mut child = cmd.spawn().expect("run kes");
@@ -45,27 +45,6 @@ fn kes_bounded(server: Option<&TestServer>, args: &[&str], timeout: Duration) ->
         stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
         stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
     }
-}
-
-fn kes_cmd(server: Option<&TestServer>, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kes"));
-    cmd.args(args).stdin(Stdio::null());
-    for var in [
-        "MINIO_KES_SERVER",
-        "KES_SERVER",
-        "MINIO_KMS_KES_ENDPOINT",
-        "MINIO_KES_API_KEY",
-        "KES_API_KEY",
-        "MINIO_KMS_KES_API_KEY",
-        "RUST_BACKTRACE",
-    ] {
-        cmd.env_remove(var);
-    }
-    if let Some(s) = server {
-        cmd.env("KES_SERVER", s.endpoint())
-            .env("KES_API_KEY", &s.api_key);
-    }
-    cmd
 }
 
 /// Admin requests on fresh connections (a new TLS connection each, as `kes ls` makes them):
@@ -208,7 +187,7 @@ fn commands_end_quietly_when_the_reader_of_their_output_goes_away() {
         &["identity", "new"],
     ];
     for args in cases {
-        let mut cmd = kes_cmd(Some(&s), args);
+        let mut cmd = kes_command(Some(&s), args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kes");
         // The reader goes away before the command writes anything (`| head -0`).
@@ -252,18 +231,21 @@ fn identity_cert_lets_curl_act_as_the_api_key_over_http1_and_http2() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = (dir.path().join("client.key"), dir.path().join("client.crt"));
     // The API key from the environment, as the dev banner exports it.
-    let run = kes_bounded(
-        Some(&s),
-        &[
-            "identity",
-            "cert",
-            "--key",
-            key.to_str().unwrap(),
-            "--cert",
-            cert.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
+    let write_cert = || {
+        kes_bounded(
+            Some(&s),
+            &[
+                "identity",
+                "cert",
+                "--key",
+                key.to_str().unwrap(),
+                "--cert",
+                cert.to_str().unwrap(),
+            ],
+            Duration::from_secs(30),
+        )
+    };
+    let run = write_cert();
     assert!(run.status.is_some_and(|s| s.success()), "{}", run.stderr);
     let mode =
         |p: &Path| std::os::unix::fs::PermissionsExt::mode(&p.metadata().unwrap().permissions());
@@ -313,18 +295,7 @@ fn identity_cert_lets_curl_act_as_the_api_key_over_http1_and_http2() {
         );
     }
     // Existing files are kept unless --force.
-    let again = kes_bounded(
-        Some(&s),
-        &[
-            "identity",
-            "cert",
-            "--key",
-            key.to_str().unwrap(),
-            "--cert",
-            cert.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    );
+    let again = write_cert();
     assert_eq!(again.status.and_then(|s| s.code()), Some(1));
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
 }
@@ -338,7 +309,7 @@ fn repo_file(name: &str) -> String {
 
 /// `kes` in `dir` with none of the example's variables set.
 fn kes_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = kes_cmd(None, args);
+    let mut cmd = kes_command(None, args);
     cmd.current_dir(dir)
         .env_remove("KES_ADMIN_IDENTITY")
         .env_remove("MINIO_KES_IDENTITY")
@@ -418,7 +389,7 @@ fn the_example_config_names_everything_missing_at_once_then_starts_as_the_readme
         .to_string();
     let port = free_port().to_string();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = kes_cmd(
+    let mut server = kes_command(
         None,
         &[
             "server",
@@ -450,7 +421,7 @@ fn the_example_config_names_everything_missing_at_once_then_starts_as_the_readme
     }
     std::thread::spawn(move || for _ in lines {});
     let endpoint = format!("https://{addr}");
-    let created = kes_cmd(None, &["key", "create", "readme-key", "-k"])
+    let created = kes_command(None, &["key", "create", "readme-key", "-k"])
         .env("KES_SERVER", &endpoint)
         .env("KES_API_KEY", &api_key)
         .output()
@@ -521,7 +492,7 @@ fn first_run_messages_say_what_to_do() {
     );
 
     // No API key: the variable the dev banner exports.
-    let mut no_key = kes_cmd(None, &["ls", "-k"]);
+    let mut no_key = kes_command(None, &["ls", "-k"]);
     no_key.env("KES_SERVER", s.endpoint());
     let no_key = no_key.output().unwrap();
     assert!(
@@ -601,7 +572,7 @@ fn audit_events_on_stdout_are_text_lines_as_the_readme_says() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("stdout");
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut server = kes_cmd(None, &["server", "--dev", "--addr", &addr, "--cores", "1"]);
+    let mut server = kes_command(None, &["server", "--dev", "--addr", &addr, "--cores", "1"]);
     server
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(Stdio::null());
