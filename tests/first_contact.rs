@@ -214,6 +214,31 @@ fn commands_end_quietly_when_the_reader_of_their_output_goes_away() {
     }
 }
 
+#[test]
+fn a_server_whose_stdout_reader_went_away_keeps_serving() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = kes_command(None, &["server", "--dev", "--addr", &addr, "--cores", "1"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = KillOnDrop(cmd.spawn().expect("start kes"));
+    drop(child.0.stdout.take()); // `kes server --dev | head -0`
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            panic!("the server ended when its stdout reader went away: {status:?}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (api_key, _) = new_api_key();
+    let mut c = client_for(&format!("https://{addr}"), &api_key);
+    let resp = c.request("GET", "/version", None, &[]).expect("an answer");
+    assert_eq!(resp.status, 200, "{}", body_str(&resp));
+    assert!(child.0.try_wait().expect("try_wait").is_none());
+}
+
 // ---- 6. An API key as a certificate for curl ----------------------------------------------
 
 fn require_curl() {

@@ -1,9 +1,19 @@
 //! Output of the commands. A reader that goes away (`kes metric --raw | head`, a pager that
-//! quits) ends the command quietly with exit code 0, as `cat` or `ls` do, instead of
-//! panicking with a backtrace; any other write failure (a full disk) is an error.
+//! quits) ends a client command quietly with exit code 0 instead of a panic with a backtrace;
+//! any other write failure (a full disk) is an error. The server keeps serving instead
+//! ([`server_mode`]): its banner and warnings are lost, as its log lines are.
 
 use std::fmt::Arguments;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by `kes server`: write failures are ignored.
+static SERVER: AtomicBool = AtomicBool::new(false);
+
+/// From now on, output that cannot be written is dropped instead of ending the process.
+pub fn server_mode() {
+    SERVER.store(true, Ordering::Relaxed);
+}
 
 /// Writes `args` to stdout (see the module doc for a closed pipe).
 pub fn stdout(args: Arguments<'_>) {
@@ -28,7 +38,10 @@ pub fn flush() {
     }
 }
 
-fn failed(e: io::Error, stream: &str) -> ! {
+fn failed(e: io::Error, stream: &str) {
+    if SERVER.load(Ordering::Relaxed) {
+        return;
+    }
     if e.kind() == io::ErrorKind::BrokenPipe {
         std::process::exit(0);
     }

@@ -65,6 +65,9 @@ pub struct Prepared {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if !args.check {
+        super::out::server_mode();
+    }
     // Before anything else, and above all before any thread exists (the log writer, keystore
     // helpers, the cores and their blocking pools, the health check): block the signals this
     // thread waits for. Threads inherit the mask, so none of them can take a SIGHUP's default
