@@ -96,6 +96,47 @@ fn a_second_server_on_a_port_in_use_refuses_to_start() {
 }
 
 #[test]
+fn of_two_servers_started_at_once_on_one_port_never_both_run() {
+    for round in 0..5 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let mut servers: Vec<(KillOnDrop, std::path::PathBuf)> = (0..2)
+            .map(|i| {
+                let out = dir.path().join(format!("out{i}"));
+                let mut cmd =
+                    kes_command(None, &["server", "--dev", "--addr", &addr, "--cores", "2"]);
+                cmd.stdout(std::fs::File::create(&out).unwrap())
+                    .stderr(Stdio::null());
+                (KillOnDrop(cmd.spawn().expect("start kes")), out)
+            })
+            .collect();
+        // Each one either says it is up or ends.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut up = 0;
+        for (child, out) in servers.iter_mut() {
+            loop {
+                let said_up = std::fs::read_to_string(&*out)
+                    .unwrap_or_default()
+                    .contains("Server is up and running");
+                if said_up {
+                    up += 1;
+                    break;
+                }
+                if child.0.try_wait().expect("try_wait").is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: a server neither started nor ended"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        assert!(up <= 1, "round {round}: two servers run on {addr}");
+    }
+}
+
+#[test]
 fn a_foreign_listener_on_the_port_is_refused_with_or_without_port_sharing() {
     use socket2::{Domain, Socket, Type};
     for share in [false, true] {
