@@ -254,6 +254,10 @@ pub fn route_request(method: Method, path: &str) -> Routed<'_> {
     Routed::NotFound
 }
 
+/// [`is_valid_name`]'s rule in words, for error messages.
+pub const NAME_RULE: &str = "a name is 1 to 80 characters of A-Z, a-z, 0-9, '_' and '-', \
+                             does not start or end with '-' and is not '_' alone";
+
 /// Name rules of http-api.md §3.1 (current): `[0-9A-Za-z_-]`, 1…80 bytes, `-` not first or
 /// last, `_` alone invalid.
 pub fn is_valid_name(name: &str) -> bool {

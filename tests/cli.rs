@@ -9,23 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn kes(server: Option<&TestServer>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kes"));
-    cmd.args(args);
-    for var in [
-        "MINIO_KES_SERVER",
-        "KES_SERVER",
-        "MINIO_KMS_KES_ENDPOINT",
-        "MINIO_KES_API_KEY",
-        "KES_API_KEY",
-        "MINIO_KMS_KES_API_KEY",
-    ] {
-        cmd.env_remove(var);
-    }
-    if let Some(s) = server {
-        cmd.env("KES_SERVER", s.endpoint())
-            .env("KES_API_KEY", &s.api_key);
-    }
-    cmd.output().expect("run kes")
+    kes_command(server, args).output().expect("run kes")
 }
 
 fn stdout(o: &Output) -> String {

@@ -1,7 +1,7 @@
 //! `kes ls`, `kes policy …`, `kes identity info|ls`, `kes status`, `kes log`, `kes metric`:
 //! read-only views of a server.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -117,12 +117,12 @@ pub fn policy(args: PolicyArgs) -> CliResult {
                 None,
             )?;
             if client.machine() {
-                print!("{}", String::from_utf8_lossy(&resp.body));
+                out!("{}", String::from_utf8_lossy(&resp.body));
             } else {
                 let v = json_value(&resp.body)?;
-                println!("Name       {}", str_field(&v, "name"));
-                println!("Date       {}", date(&v, "created_at"));
-                println!("Created by {}", str_field(&v, "created_by"));
+                outln!("Name       {}", str_field(&v, "name"));
+                outln!("Date       {}", date(&v, "created_at"));
+                outln!("Created by {}", str_field(&v, "created_by"));
             }
         }
         PolicyCommand::Ls { pattern, client } => {
@@ -139,16 +139,16 @@ pub fn policy(args: PolicyArgs) -> CliResult {
                 None,
             )?;
             if client.machine() {
-                print!("{}", String::from_utf8_lossy(&resp.body));
+                out!("{}", String::from_utf8_lossy(&resp.body));
             } else {
                 let v = json_value(&resp.body)?;
-                println!("Allow:");
+                outln!("Allow:");
                 for p in object_keys(&v, "allow") {
-                    println!("  · {p}");
+                    outln!("  · {p}");
                 }
-                println!("Deny:");
+                outln!("Deny:");
                 for p in object_keys(&v, "deny") {
-                    println!("  · {p}");
+                    outln!("  · {p}");
                 }
             }
         }
@@ -165,29 +165,29 @@ pub fn identity_info(identity: Option<String>, client: ClientArgs) -> CliResult 
     };
     let resp = call(&mut c, "GET", &path, None)?;
     if client.machine() {
-        print!("{}", String::from_utf8_lossy(&resp.body));
+        out!("{}", String::from_utf8_lossy(&resp.body));
         return Ok(());
     }
     use simd_json::prelude::*;
     let v = json_value(&resp.body)?;
     let admin = v.get("admin").and_then(|a| a.as_bool()).unwrap_or(false);
     let shown = identity.unwrap_or_else(|| str_field(&v, "identity"));
-    println!("Identity   {shown}");
-    println!("Created At {}", date(&v, "created_at"));
-    println!("Role       {}", if admin { "Admin" } else { "User" });
+    outln!("Identity   {shown}");
+    outln!("Created At {}", date(&v, "created_at"));
+    outln!("Role       {}", if admin { "Admin" } else { "User" });
     if !admin {
-        println!("Created By {}", str_field(&v, "created_by"));
+        outln!("Created By {}", str_field(&v, "created_by"));
         let policy = match v.get("policy") {
             Some(p) if p.is_str() => p.as_str().unwrap_or("").to_string(),
             Some(p) => str_field(p, "name"),
             None => String::new(),
         };
-        println!("Policy     {policy}");
+        outln!("Policy     {policy}");
         for p in object_keys(&v, "allow") {
-            println!("  allow · {p}");
+            outln!("  allow · {p}");
         }
         for p in object_keys(&v, "deny") {
-            println!("  deny  · {p}");
+            outln!("  deny  · {p}");
         }
     }
     Ok(())
@@ -240,9 +240,9 @@ pub fn status(args: StatusArgs) -> CliResult {
         None
     };
     if client_args.machine() {
-        print!("{}", String::from_utf8_lossy(&resp.body));
+        out!("{}", String::from_utf8_lossy(&resp.body));
         if let Some(a) = apis {
-            print!("{}", String::from_utf8_lossy(&a.body));
+            out!("{}", String::from_utf8_lossy(&a.body));
         }
         return Ok(());
     }
@@ -250,43 +250,46 @@ pub fn status(args: StatusArgs) -> CliResult {
     let v = json_value(&resp.body)?;
     let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
     let endpoint = c.endpoints().first().cloned().unwrap_or_default();
-    println!("● {endpoint}   ({} ms)", latency.as_millis());
+    outln!("● {endpoint}   ({} ms)", latency.as_millis());
     if !args.short {
-        println!("  Version    {}", str_field(&v, "version"));
-        println!(
+        outln!("  Version    {}", str_field(&v, "version"));
+        outln!(
             "  OS/Arch    {}/{}",
             str_field(&v, "os"),
             str_field(&v, "arch")
         );
-        println!("  Uptime     {}s", n("uptime"));
-        println!(
+        outln!("  Uptime     {}s", n("uptime"));
+        outln!(
             "  CPUs       {} used of {}",
             n("num_cpu_used"),
             n("num_cpu")
         );
-        println!("  Memory     {} MiB heap", n("mem_heap_used") / (1 << 20));
+        outln!("  Memory     {} MiB heap", n("mem_heap_used") / (1 << 20));
         if v.get("keystore_unreachable")
             .and_then(|x| x.as_bool())
             .unwrap_or(false)
         {
-            println!("  Keystore   unreachable");
+            outln!("  Keystore   unreachable");
         } else {
-            println!("  Keystore   {} ms", n("keystore_latency"));
+            outln!("  Keystore   {} ms", n("keystore_latency"));
         }
     }
     if let Some(a) = apis {
         let list = json_value(&a.body)?;
-        println!();
-        println!(
+        outln!();
+        outln!(
             "  {:<7} {:<30} {:>8} {:>8}",
-            "Method", "API", "Timeout", "Max body"
+            "Method",
+            "API",
+            "Timeout",
+            "Max body"
         );
         for route in list.as_array().map(|x| x.as_slice()).unwrap_or(&[]) {
             let m = route.get("method").and_then(|x| x.as_str()).unwrap_or("");
             let p = route.get("path").and_then(|x| x.as_str()).unwrap_or("");
             let t = route.get("timeout").and_then(|x| x.as_u64()).unwrap_or(0);
             let b = route.get("max_body").and_then(|x| x.as_u64()).unwrap_or(0);
-            println!("  {m:<7} {p:<30} {:>7}s {b:>8}", t);
+            outln!("  {m:<7} {p:<30} {:>7}s {b:>8}", t);
         }
     }
     Ok(())
@@ -321,7 +324,7 @@ pub fn log(args: LogArgs) -> CliResult {
             } else {
                 text.to_string()
             };
-            println!("{shown}");
+            outln!("{shown}");
         } else {
             use simd_json::prelude::*;
             if let Ok(v) = json_value(line) {
@@ -332,7 +335,7 @@ pub fn log(args: LogArgs) -> CliResult {
                         .map(|x| x.to_string().trim_matches('"').to_string())
                         .unwrap_or_default()
                 };
-                println!(
+                outln!(
                     "{}  {}  {}  {}  {}  {}ms",
                     str_field(&v, "time"),
                     f(res, "code"),
@@ -343,7 +346,7 @@ pub fn log(args: LogArgs) -> CliResult {
                 );
             }
         }
-        let _ = std::io::stdout().flush();
+        super::out::flush();
     })?;
     Ok(())
 }
@@ -354,9 +357,10 @@ pub struct MetricArgs {
     /// Refresh interval (Go duration, e.g. 5s).
     #[arg(long, default_value = "5s")]
     pub rate: String,
-    /// Stop after this many refreshes (0 = until interrupted).
-    #[arg(long, default_value_t = 0)]
-    pub count: u64,
+    /// Stop after this many refreshes (0 = until interrupted). Default: 1 with --raw or when
+    /// the output is not a terminal, else 0.
+    #[arg(long)]
+    pub count: Option<u64>,
     /// Print the raw Prometheus exposition instead of the summary.
     #[arg(long)]
     pub raw: bool,
@@ -374,6 +378,7 @@ pub fn metric(args: MetricArgs) -> CliResult {
         .max(Duration::from_millis(100));
     let mut c = args.client.client()?;
     let tty = std::io::stdout().is_terminal();
+    let count = args.count.unwrap_or(if args.raw || !tty { 1 } else { 0 });
     let mut previous: Option<(Instant, f64, f64, f64)> = None;
     let mut shown = 0;
     let path = if args.detail {
@@ -385,9 +390,10 @@ pub fn metric(args: MetricArgs) -> CliResult {
         let resp = call(&mut c, "GET", path, None)?;
         let text = String::from_utf8_lossy(&resp.body).into_owned();
         if args.raw {
-            print!("{text}");
+            out!("{text}");
+            super::out::flush();
             shown += 1;
-            if args.count > 0 && shown >= args.count {
+            if count > 0 && shown >= count {
                 return Ok(());
             }
             std::thread::sleep(rate);
@@ -407,21 +413,21 @@ pub fn metric(args: MetricArgs) -> CliResult {
         );
         let now = Instant::now();
         if tty {
-            print!("\x1b[2J\x1b[H");
+            out!("\x1b[2J\x1b[H");
         }
-        println!("Requests  OK {ok:.0}  4xx {err:.0}  5xx {fail:.0}");
+        outln!("Requests  OK {ok:.0}  4xx {err:.0}  5xx {fail:.0}");
         if let Some((t, o, e, f)) = previous {
             let dt = now.duration_since(t).as_secs_f64().max(1e-9);
-            println!(
+            outln!(
                 "Rate      {:.1} req/s  ({:.1} errors/s)",
                 (ok + err + fail - o - e - f) / dt,
                 (err + fail - e - f) / dt
             );
         }
-        println!("Uptime    {:.0}s", sum("kes_system_up_time"));
+        outln!("Uptime    {:.0}s", sum("kes_system_up_time"));
         previous = Some((now, ok, err, fail));
         shown += 1;
-        if args.count > 0 && shown >= args.count {
+        if count > 0 && shown >= count {
             return Ok(());
         }
         std::thread::sleep(rate);

@@ -182,11 +182,11 @@ pub fn print_names(header: &str, names: &[String], machine: bool) {
     if machine {
         let mut out = Vec::new();
         crate::api::json::write_string_array(&mut out, names.iter().map(String::as_str));
-        println!("{}", String::from_utf8_lossy(&out));
+        outln!("{}", String::from_utf8_lossy(&out));
     } else {
-        println!("{header}");
+        outln!("{header}");
         for n in names {
-            println!("{n}");
+            outln!("{n}");
         }
     }
 }

@@ -26,10 +26,24 @@ pub struct IdentityArgs {
 pub enum IdentityCommand {
     /// Generate a new API key (and, with --key/--cert, a private key and certificate).
     ///
+    /// Prints JSON ({"api_key", "identity"[, "key", "cert"]}) with --json or when piped.
+    ///
     /// Examples:
     ///   kes identity new
     ///   kes identity new --key client.key --cert client.crt --ip 10.0.0.5 MinIO
+    #[command(verbatim_doc_comment)]
     New(NewArgs),
+    /// Write the client certificate and private key of an API key, for curl-like clients.
+    ///
+    /// The same certificate MinIO's client and `kes` build from the key in memory (Ed25519,
+    /// CN = the identity, 90 days), so its identity is the API key's. The API key comes from
+    /// the argument, else $MINIO_KES_API_KEY / $KES_API_KEY.
+    ///
+    /// Example:
+    ///   kes identity cert --key client.key --cert client.crt
+    ///   curl -k --cert client.crt --key client.key https://127.0.0.1:7373/v1/key/list/*
+    #[command(verbatim_doc_comment)]
+    Cert(CertArgs),
     /// Print the identity of an API key or a certificate file.
     ///
     /// Example: kes identity of kes:v1:ACQpoGqx3rHHjT938Hfu5hVVQJHZWSqVI2Xp1KlYxFVw
@@ -86,11 +100,30 @@ pub struct NewArgs {
     pub force: bool,
     /// Certificate subject (common name); default: the identity.
     pub subject: Option<String>,
+    /// Print machine-readable JSON (the default when the output is not a terminal).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CertArgs {
+    /// The API key (kes:v1:…); default: $MINIO_KES_API_KEY, $KES_API_KEY.
+    pub api_key: Option<String>,
+    /// Write the private key (PKCS#8 PEM, mode 0600) to this file.
+    #[arg(long, value_name = "FILE", default_value = "client.key")]
+    pub key: PathBuf,
+    /// Write the certificate (PEM, mode 0644) to this file.
+    #[arg(long, value_name = "FILE", default_value = "client.crt")]
+    pub cert: PathBuf,
+    /// Overwrite existing files.
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 pub fn run(args: IdentityArgs) -> CliResult {
     match (args.command, args.key_or_file) {
         (Some(IdentityCommand::New(n)), _) => new(n),
+        (Some(IdentityCommand::Cert(c)), _) => cert(c),
         (None, None) => new_api_key(),
         (Some(IdentityCommand::Of { key_or_file }), _) => of(&key_or_file),
         (None, Some(arg)) => key_or_file(&arg),
@@ -116,32 +149,28 @@ fn new_api_key() -> CliResult {
     let key = ApiKey::generate().map_err(|e| format!("cannot generate an API key: {e}"))?;
     let text = api_key_text(&key);
     if tty() {
-        println!("Your API key:\n\n   {text}\n");
-        println!(
-            "This is the only time it is shown. Keep it secret and store it in a safe place.\n"
-        );
-        println!("Your Identity:\n\n   {}\n", key.identity());
-        println!("The identity is not a secret. It can be shared. Any client using the API key\nauthenticates with this identity. Compute it again with:\n\n   $ kes identity of <api-key>");
+        outln!("Your API key:\n\n   {text}\n");
+        outln!("This is the only time it is shown. Keep it secret and store it in a safe place.\n");
+        outln!("Your Identity:\n\n   {}\n", key.identity());
+        outln!("The identity is not a secret. It can be shared. Any client using the API key\nauthenticates with this identity. Compute it again with:\n\n   $ kes identity of <api-key>");
     } else {
-        print!("{text}");
+        out!("{text}");
     }
     Ok(())
 }
 
 fn print_identity(identity: &str) {
     if tty() {
-        println!("Identity:\n\n   {identity}");
+        outln!("Identity:\n\n   {identity}");
     } else {
-        print!("{identity}");
+        out!("{identity}");
     }
 }
 
 /// `kes identity of <api-key|cert-file>`
 fn of(arg: &str) -> CliResult {
     let identity = if arg.starts_with("kes:v1:") {
-        ApiKey::parse(arg)
-            .map_err(|e| format!("invalid API key: {e}"))?
-            .identity()
+        ApiKey::parse(arg).map_err(|e| e.to_string())?.identity()
     } else {
         identity_of_pem_file(Path::new(arg))
             .map_err(|e| format!("cannot compute the identity of '{arg}': {e}"))?
@@ -173,9 +202,9 @@ fn key_or_file(arg: &str) -> CliResult {
                 .map_err(|_| format!("'{arg}': not an Ed25519 private key"))?;
             let text = api_key_text(&key);
             if tty() {
-                println!("API key:\n\n   {text}");
+                outln!("API key:\n\n   {text}");
             } else {
-                print!("{text}");
+                out!("{text}");
             }
             Ok(())
         }
@@ -215,22 +244,87 @@ fn new(args: NewArgs) -> CliResult {
         write_file(cert_path, cert_pem.as_bytes(), 0o644, args.force)?;
     }
     let text = api_key_text(&key);
-    println!("Your API key:\n\n   {text}\n");
-    println!("Your Identity:\n\n   {identity}\n");
+    if args.json || !tty() {
+        let mut line = format!(
+            "{{\"api_key\":{},\"identity\":\"{identity}\"",
+            json_string(&text)
+        );
+        if let (Some(k), Some(c)) = (&args.key, &args.cert) {
+            line.push_str(&format!(
+                ",\"key\":{},\"cert\":{}",
+                json_string(&k.display().to_string()),
+                json_string(&c.display().to_string())
+            ));
+        }
+        outln!("{line}}}");
+        return Ok(());
+    }
+    outln!("Your API key:\n\n   {text}\n");
+    outln!("Your Identity:\n\n   {identity}\n");
     if let (Some(k), Some(c)) = (&args.key, &args.cert) {
-        println!(
+        outln!(
             "Private key:  {}\nCertificate:  {}\n",
             k.display(),
             c.display()
         );
-        println!(
+        outln!(
             "Compute the identity again with:\n\n   $ kes identity of {}",
             c.display()
         );
     } else {
-        println!("Compute the identity again with:\n\n   $ kes identity of <api-key>");
+        outln!("Compute the identity again with:\n\n   $ kes identity of <api-key>");
     }
     Ok(())
+}
+
+/// `kes identity cert`: the certificate an upstream client builds from an API key, on disk.
+fn cert(args: CertArgs) -> CliResult {
+    let text = match args.api_key {
+        Some(k) => k,
+        None => crate::client::first_env(crate::client::API_KEY_ENV).ok_or(
+            "no API key: give one as the argument or set MINIO_KES_API_KEY or KES_API_KEY",
+        )?,
+    };
+    let key = ApiKey::parse(text.trim()).map_err(|e| e.to_string())?;
+    for p in [&args.key, &args.cert] {
+        if p.exists() && !args.force {
+            return Err(format!(
+                "'{}' already exists; use --force to overwrite it",
+                p.display()
+            )
+            .into());
+        }
+    }
+    let (cert_der, _) = crate::auth::cert::client_cert_from_api_key(&key)
+        .map_err(|e| format!("cannot create the certificate: {e}"))?;
+    let cert_pem = crate::auth::cert::pem_encode_secret("CERTIFICATE", cert_der.as_ref());
+    let key_pem = crate::auth::cert::pem_encode_secret("PRIVATE KEY", key.pkcs8_der().expose());
+    write_file(&args.key, key_pem.expose(), 0o600, args.force)?;
+    write_file(&args.cert, cert_pem.expose(), 0o644, args.force)?;
+    let identity = key.identity().to_hex();
+    if tty() {
+        outln!("Private key:  {}", args.key.display());
+        outln!("Certificate:  {}", args.cert.display());
+        outln!("Identity:     {identity}\n");
+        outln!(
+            "For example:\n\n   $ curl -k --cert {} --key {} https://127.0.0.1:7373/v1/identity/self/describe",
+            args.cert.display(),
+            args.key.display()
+        );
+    } else {
+        outln!(
+            "{{\"identity\":\"{identity}\",\"key\":{},\"cert\":{}}}",
+            json_string(&args.key.display().to_string()),
+            json_string(&args.cert.display().to_string())
+        );
+    }
+    Ok(())
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = Vec::new();
+    crate::api::json::write_string(&mut out, s);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> CliResult {
@@ -264,7 +358,7 @@ fn prompt_password() -> Result<String, Box<dyn std::error::Error>> {
 }
 
 fn read_hidden(prompt: &str) -> Result<String, Box<dyn std::error::Error>> {
-    eprint!("{prompt}");
+    errout!("{prompt}");
     let fd = libc::STDIN_FILENO;
     // SAFETY: termios is plain data; we restore the saved settings below.
     let saved = unsafe {
@@ -283,7 +377,7 @@ fn read_hidden(prompt: &str) -> Result<String, Box<dyn std::error::Error>> {
     if let Some(saved) = saved {
         // SAFETY: restoring the settings read above.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
-        eprintln!();
+        errln!();
     }
     result?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())

@@ -108,9 +108,20 @@ fn check_base64(what: &str, value: &str) -> CliResult {
         .map_err(|_| format!("{what} is not valid base64").into())
 }
 
+/// A key name the server would refuse, refused here with the rule.
+fn check_name(name: &str) -> CliResult {
+    if crate::routes::is_valid_name(name) {
+        return Ok(());
+    }
+    Err(format!("invalid key name '{name}': {}", crate::routes::NAME_RULE).into())
+}
+
 pub fn run(args: KeyArgs) -> CliResult {
     match args.command {
         KeyCommand::Create { names, client } => {
+            for name in &names {
+                check_name(name)?;
+            }
             let mut c = client.client()?;
             for name in names {
                 call(
@@ -120,9 +131,13 @@ pub fn run(args: KeyArgs) -> CliResult {
                     None,
                 )
                 .map_err(|e| format!("failed to create key '{name}': {e}"))?;
+                if !client.machine() {
+                    outln!("Created key '{name}'");
+                }
             }
         }
         KeyCommand::Import { name, key, client } => {
+            check_name(&name)?;
             check_base64("the key", &key)?;
             let mut c = client.client()?;
             let body = json_body(&[("key", &key), ("cipher", "AES256")]);
@@ -133,6 +148,9 @@ pub fn run(args: KeyArgs) -> CliResult {
                 Some(&body),
             )
             .map_err(|e| format!("failed to import key '{name}': {e}"))?;
+            if !client.machine() {
+                outln!("Imported key '{name}'");
+            }
         }
         KeyCommand::Info { name, client } => {
             let mut c = client.client()?;
@@ -143,7 +161,7 @@ pub fn run(args: KeyArgs) -> CliResult {
                 None,
             )?;
             if client.machine() {
-                print!("{}", String::from_utf8_lossy(&resp.body));
+                out!("{}", String::from_utf8_lossy(&resp.body));
             } else {
                 use simd_json::prelude::*;
                 let v = json_value(&resp.body)?;
@@ -151,10 +169,10 @@ pub fn run(args: KeyArgs) -> CliResult {
                 let date = crate::time::Timestamp::parse_rfc3339(&s("created_at"))
                     .map(|t| t.format_date_time())
                     .unwrap_or_default();
-                println!("Name      {}", s("name"));
-                println!("Algorithm {}", s("algorithm"));
-                println!("Date      {date}");
-                println!("Owner     {}", s("created_by"));
+                outln!("Name      {}", s("name"));
+                outln!("Algorithm {}", s("algorithm"));
+                outln!("Date      {date}");
+                outln!("Owner     {}", s("created_by"));
             }
         }
         KeyCommand::Ls { pattern, client } => {
@@ -190,12 +208,12 @@ pub fn run(args: KeyArgs) -> CliResult {
             let ct = json_field(&resp.body, "ciphertext")
                 .ok_or("no ciphertext in the server's answer")?;
             if client.machine() {
-                println!(
+                outln!(
                     "{}",
                     String::from_utf8_lossy(&json_body(&[("ciphertext", &ct)])).trim_end()
                 );
             } else {
-                println!("ciphertext: {ct}");
+                outln!("ciphertext: {ct}");
             }
         }
         KeyCommand::Decrypt {
@@ -220,12 +238,12 @@ pub fn run(args: KeyArgs) -> CliResult {
             let pt =
                 json_field(&resp.body, "plaintext").ok_or("no plaintext in the server's answer")?;
             if client.machine() {
-                println!(
+                outln!(
                     "{}",
                     String::from_utf8_lossy(&json_body(&[("plaintext", &pt)])).trim_end()
                 );
             } else {
-                println!("plaintext: {pt}");
+                outln!("plaintext: {pt}");
             }
         }
         KeyCommand::Dek {
@@ -252,14 +270,14 @@ pub fn run(args: KeyArgs) -> CliResult {
             let ct = json_field(&resp.body, "ciphertext")
                 .ok_or("no ciphertext in the server's answer")?;
             if client.machine() {
-                println!(
+                outln!(
                     "{}",
                     String::from_utf8_lossy(&json_body(&[("plaintext", &pt), ("ciphertext", &ct)]))
                         .trim_end()
                 );
             } else {
-                println!("plaintext : {pt}");
-                println!("ciphertext: {ct}");
+                outln!("plaintext : {pt}");
+                outln!("ciphertext: {ct}");
             }
         }
     }

@@ -35,7 +35,7 @@ fn open(
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
     for w in crate::config::unknown_key_warnings(&text) {
-        eprintln!("warning: '{}': {w}", path.display());
+        errln!("warning: '{}': {w}", path.display());
     }
     let config = crate::config::parse_keystore_only(&text, &|n| std::env::var(n).ok())
         .map_err(|e| format!("'{}': {e}", path.display()))?;
@@ -126,11 +126,11 @@ pub fn run(args: MigrateArgs) -> CliResult {
             Err(e) => return Err(format!("cannot write key '{name}' to the target keystore: {e}; {migrated} keys migrated").into()),
         }
         if tty && migrated % 100 == 0 {
-            eprint!("\rMigrated {migrated} keys");
+            errout!("\rMigrated {migrated} keys");
         }
     }
     if tty {
-        eprint!("\r");
+        errout!("\r");
     }
     let mut notes = Vec::new();
     if skipped > 0 {
@@ -139,7 +139,7 @@ pub fn run(args: MigrateArgs) -> CliResult {
     if replaced > 0 {
         notes.push(format!("{replaced} already present, overwritten"));
     }
-    eprintln!(
+    errln!(
         "Migrated {migrated} keys{} in {:.1}s",
         if notes.is_empty() {
             String::new()

@@ -2,6 +2,9 @@
 //! own file; this layer parses arguments, calls library code and maps results to exit codes
 //! (0 success, 1 error with `Error: …` on stderr, 2 usage).
 
+#[macro_use]
+pub mod out;
+
 pub mod admin;
 pub mod common;
 pub mod identity;
@@ -74,14 +77,16 @@ pub fn main() -> i32 {
         Command::Metric(args) => admin::metric(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "kes", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kes", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             Ok(())
         }
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("Error: {e}");
+            errln!("Error: {e}");
             1
         }
     }

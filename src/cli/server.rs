@@ -65,6 +65,9 @@ pub struct Prepared {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if !args.check {
+        super::out::server_mode();
+    }
     // Before anything else, and above all before any thread exists (the log writer, keystore
     // helpers, the cores and their blocking pools, the health check): block the signals this
     // thread waits for. Threads inherit the mask, so none of them can take a SIGHUP's default
@@ -75,9 +78,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     raise_nofile_limit();
     if args.key.is_some() || args.cert.is_some() || args.auth.is_some() {
-        eprintln!(
-            "warning: --key, --cert and --auth are deprecated and ignored; use the config file"
-        );
+        errln!("warning: --key, --cert and --auth are deprecated and ignored; use the config file");
     }
     let mut started_config = None;
     let prepared = if args.dev {
@@ -100,7 +101,7 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     options.io = args.io;
     let running = server::run(options)?;
     if let Some(why) = &running.backend_fallback {
-        eprintln!("kes: --io auto: using epoll because {why}");
+        errln!("kes: --io auto: using epoll because {why}");
     }
     print_banner(
         &prepared.banner_keystore,
@@ -121,26 +122,26 @@ pub fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
                     };
                     match reload(path, &shared, Some(&baseline)) {
                         Ok(()) => {
-                            eprintln!("kes: configuration reloaded from {}", path.display())
+                            errln!("kes: configuration reloaded from {}", path.display())
                         }
                         Err(e) => {
-                            eprintln!("kes: reload failed, keeping the current configuration: {e}")
+                            errln!("kes: reload failed, keeping the current configuration: {e}")
                         }
                     }
                 }
-                _ => eprintln!("kes: SIGHUP ignored: --dev has no config file to reload"),
+                _ => errln!("kes: SIGHUP ignored: --dev has no config file to reload"),
             },
             signals::Event::Timeout => {
                 if let Some(path) = args.config.as_ref() {
                     if let Err(e) = reload(path, &shared, None) {
-                        eprintln!("kes: TLS refresh failed, keeping the current certificate: {e}");
+                        errln!("kes: TLS refresh failed, keeping the current certificate: {e}");
                     }
                 }
             }
             signals::Event::Stop => break,
         }
     }
-    eprintln!("kes: shutting down");
+    errln!("kes: shutting down");
     shared.shutdown.set();
     running.join();
     Ok(())
@@ -160,7 +161,7 @@ fn check(args: &ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     settings_from(&config)?;
     log_levels(&config)?;
     crate::keystore::check(&config.keystore)?;
-    println!("{}: configuration is valid", path.display());
+    outln!("{}: configuration is valid", path.display());
     Ok(())
 }
 
@@ -183,9 +184,10 @@ fn raise_nofile_limit() {
         };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
             let err = std::io::Error::last_os_error();
-            eprintln!(
+            errln!(
                 "warning: cannot raise the open-file limit from {} to {}: {err}",
-                lim.rlim_cur, lim.rlim_max
+                lim.rlim_cur,
+                lim.rlim_max
             );
         }
     }
@@ -231,10 +233,21 @@ const TLS_REFRESH: std::time::Duration = std::time::Duration::from_secs(15 * 60)
 fn load_config(path: &std::path::Path) -> Result<Config, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file '{}': {e}", path.display()))?;
-    let config = config::parse(&text, &|name| std::env::var(name).ok()).map_err(|e| {
+    let env = |name: &str| std::env::var(name).ok();
+    // Every missing variable and TLS file at once, not one per attempt.
+    let missing = config::inputs::missing(&text, &env);
+    if !missing.is_empty() {
+        return Err(format!(
+            "invalid config file '{}': {}",
+            path.display(),
+            config::inputs::describe(&missing)
+        )
+        .into());
+    }
+    let config = config::parse(&text, &env).map_err(|e| {
         // A typo often causes the error (a misspelled required field reads as missing).
         for w in config::unknown_key_warnings(&text) {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}");
         }
         format!("invalid config file '{}': {e}", path.display())
     })?;
@@ -243,7 +256,7 @@ fn load_config(path: &std::path::Path) -> Result<Config, Box<dyn std::error::Err
 
 fn print_warnings(config: &Config) {
     for w in &config.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
 }
 
@@ -286,7 +299,7 @@ pub fn reload(
     shared.logs.set_levels(audit, error);
     shared.settings.store(fresh);
     for setting in restart_needed(running, &config) {
-        eprintln!("kes: reload: '{setting}' changed; restart the server to apply it");
+        errln!("kes: reload: '{setting}' changed; restart the server to apply it");
     }
     Ok(())
 }
@@ -433,7 +446,7 @@ pub fn prepare_config(
     let (audit, error) = log_levels(config)?;
     let store = crate::keystore::open(&config.keystore)?;
     if let Some(credentials) = store.credentials() {
-        eprintln!("kes: keystore credentials: {credentials}");
+        errln!("kes: keystore credentials: {credentials}");
     }
     create_declared_keys(store.as_ref(), &config.keys, &config.admin)?;
     let display = store.display_name();
@@ -642,28 +655,28 @@ fn print_banner(
     if urls.is_empty() {
         urls.push(format!("https://{addr}"));
     }
-    println!(
+    outln!(
         "Version     {}    commit={}",
         crate::api::VERSION,
         crate::api::COMMIT
     );
-    println!(
+    outln!(
         "Runtime     {} cores (thread-per-core, I/O: {})   {}/{}",
         cores,
         backend,
         std::env::consts::OS,
         std::env::consts::ARCH
     );
-    println!("License     AGPLv3    https://www.gnu.org/licenses/agpl-3.0.html");
-    println!();
-    println!("KMS         {keystore}");
-    println!("API         {}", urls.join(", "));
-    println!();
-    println!("Admin       {admin}");
+    outln!("License     AGPLv3    https://www.gnu.org/licenses/agpl-3.0.html");
+    outln!();
+    outln!("KMS         {keystore}");
+    outln!("API         {}", urls.join(", "));
+    outln!();
+    outln!("Admin       {admin}");
     if let Some(key) = api_key {
-        println!("API Key     {key}");
-        println!();
-        println!(
+        outln!("API Key     {key}");
+        outln!();
+        outln!(
             "            export KES_SERVER=https://{}",
             if addr.ip().is_unspecified() {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
@@ -671,11 +684,11 @@ fn print_banner(
                 addr
             }
         );
-        println!("            export KES_API_KEY={key}");
+        outln!("            export KES_API_KEY={key}");
     }
     if mlock {
-        println!("MLock       enabled (all memory locked, core dumps disabled)");
+        outln!("MLock       enabled (all memory locked, core dumps disabled)");
     }
-    println!();
-    println!("=> Server is up and running");
+    outln!();
+    outln!("=> Server is up and running");
 }

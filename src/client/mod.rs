@@ -82,13 +82,13 @@ impl Credentials {
                 key: key.into(),
             }),
             (None, Some(_), None) => Err(ClientError::Config(
-                "no client certificate specified. Consider setting MINIO_KES_CERT_FILE".into(),
+                "no client certificate specified. Consider setting KES_CLIENT_CERT (or MINIO_KES_CERT_FILE)".into(),
             )),
             (None, None, Some(_)) => Err(ClientError::Config(
-                "no client private key specified. Consider setting MINIO_KES_KEY_FILE".into(),
+                "no client private key specified. Consider setting KES_CLIENT_KEY (or MINIO_KES_KEY_FILE)".into(),
             )),
             (None, None, None) => Err(ClientError::Config(
-                "no API key specified. Consider setting MINIO_KES_API_KEY".into(),
+                "no API key specified. Consider setting KES_API_KEY (or MINIO_KES_API_KEY)".into(),
             )),
         }
     }
@@ -285,10 +285,30 @@ fn io_error(endpoint: &str, e: io::Error) -> ClientError {
     ) {
         return ClientError::Timeout;
     }
-    if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-        return ClientError::Tls(e.to_string());
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return ClientError::Tls(with_hint(tls));
     }
     ClientError::Protocol(format!("{endpoint}: {e}"))
+}
+
+/// A TLS failure, with what to do where the cause is the usual one.
+fn with_hint(e: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "{e}: the server's certificate is not signed by a CA this client trusts; for a \
+             self-signed certificate (such as `kes server --dev`'s) use -k / --insecure, or \
+             set SSL_CERT_FILE to the CA certificate file"
+        ),
+        Error::InvalidCertificate(CertificateError::NotValidForName) => format!(
+            "{e}: the server's certificate does not name the host in the endpoint; use the \
+             host or IP it was issued for, or -k / --insecure"
+        ),
+        _ => e.to_string(),
+    }
 }
 
 /// A blocking HTTPS/1.1 client with one kept-alive connection per endpoint.

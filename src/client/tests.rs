@@ -316,7 +316,7 @@ fn credentials_rules() {
     let err = Credentials::resolve(Some(""), None, None).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no API key specified. Consider setting MINIO_KES_API_KEY"
+        "no API key specified. Consider setting KES_API_KEY (or MINIO_KES_API_KEY)"
     );
     let err = Credentials::resolve(Some("kes:v1:AAAA"), None, None).unwrap_err();
     assert!(!err.to_string().contains("AAAA"));

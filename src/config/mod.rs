@@ -3,6 +3,7 @@
 //! name the field and say what was expected; a config that fails never starts a server.
 
 pub mod duration;
+pub mod inputs;
 pub mod keystore;
 mod lint;
 mod shape;
@@ -367,6 +368,13 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let log_audit = p
         .opt_string("log.audit", log.get("audit"))?
         .unwrap_or_default();
+    for (field, v) in [("log.error", &log_error), ("log.audit", &log_audit)] {
+        if crate::log::Level::parse(v).is_none() {
+            return err(format!(
+                "{field}: '{v}' is not a log level; expected on, off, DEBUG, INFO, WARN or ERROR"
+            ));
+        }
+    }
 
     let audit_all = match log.get("audit_all") {
         Some(v) => p.boolean("log.audit_all", v)?,
@@ -385,7 +393,10 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
                 None => return err(format!("keys[{i}].name: missing")),
             };
             if !is_valid_name(&name) {
-                return err(format!("keys[{i}].name: '{name}' is not a valid key name"));
+                return err(format!(
+                    "keys[{i}].name: '{name}' is not a valid key name ({})",
+                    crate::routes::NAME_RULE
+                ));
             }
             if keys.contains(&name) {
                 return err(format!(

@@ -19,8 +19,11 @@ use super::executor;
 use super::reactor::{Direction, IoState};
 use super::uring::{Sock, Uring};
 
-/// Pending connections the kernel queues per listener (capped by `net.core.somaxconn`).
-pub const LISTEN_BACKLOG: i32 = 1024;
+/// Pending connections the kernel queues per listener: asked for 65 535, which the kernel
+/// caps at `net.core.somaxconn` (4096 by default) — what Go's listeners (upstream KES) ask
+/// for. A short queue overflows under a burst of connections while the core works through
+/// them, and the kernel then drops the SYNs of well-behaved clients (retried after 1, 3, 7 s).
+pub const LISTEN_BACKLOG: i32 = 65_535;
 
 fn register(source: &mut impl mio::event::Source) -> io::Result<Rc<IoState>> {
     executor::with(|rt| rt.reactor.register(source)).unwrap_or_else(|| {
@@ -83,6 +86,12 @@ impl TcpListener {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+impl std::os::fd::AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.io.as_raw_fd()
     }
 }
 

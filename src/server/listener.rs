@@ -143,6 +143,9 @@ pub async fn accept_loop(
             trimmer.observe(slots.open());
         })
         .detach();
+        // While connections keep queueing, the ones already accepted (their handshakes, their
+        // requests) run between slices of accepting ([`crate::rt::TIME_SLICE`]).
+        crate::rt::yield_if_needed().await;
     }
     drop(listener);
     let deadline = crate::rt::now() + SHUTDOWN_GRACE;

@@ -6,7 +6,8 @@
 //! connection's byte stream) → [`http1`] or [`http2`] by ALPN (requests; [`proxy`] for forwarded certificates,
 //! [`log_stream`] for log subscribers) → [`audit`] (records of answered requests).
 //! [`timeouts`] and [`error`] are shared by every layer of a connection (its time limits, why
-//! it ended). [`memory`] gives memory back to the OS after bursts of connections.
+//! it ended). [`memory`] gives memory back to the OS after bursts of connections; [`port`]
+//! makes sure no other process listens on our port.
 
 pub mod audit;
 pub mod conn;
@@ -17,6 +18,7 @@ pub mod legacy_pem;
 pub mod listener;
 pub mod log_stream;
 pub mod memory;
+pub mod port;
 pub mod proxy;
 pub mod runtime;
 pub mod slots;

@@ -125,9 +125,15 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
     assert!(!cpus.is_empty(), "the affinity mask names no CPU");
 
     let mut addr = options.addr;
+    // A server already listening there: refuse before joining its `SO_REUSEPORT` group.
+    if addr.port() != 0 {
+        refuse_foreign_listeners(addr, &[])?;
+    }
+    let mut inodes = Vec::with_capacity(cpus.len());
     let mut handles = Vec::with_capacity(cpus.len());
     for (index, &cpu) in cpus.iter().enumerate() {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, ServerError>>();
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<Result<(SocketAddr, u64), ServerError>>();
         let shared = options.shared.clone();
         let timeouts = options.timeouts;
         let connections_max = options.connections_per_core_max;
@@ -148,25 +154,45 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
                     }
                 };
                 let local = listener.local_addr().unwrap_or(bind_addr);
+                let inode = match super::port::inode_of(&listener) {
+                    Ok(inode) => inode,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ServerError::Bind(bind_addr, e.to_string())));
+                        return;
+                    }
+                };
                 let core = Rc::new(Core::new(shared));
                 spawn_cache_sweeper(core.clone());
-                let _ = ready_tx.send(Ok(local));
+                let _ = ready_tx.send(Ok((local, inode)));
                 accept_loop(listener, core, timeouts, connections_max).await;
             })
             .map_err(|e| ServerError::Executor(format!("core {index} (cpu {cpu}): {e}")))?;
         // Wait for this core before starting the next, so that port 0 resolves once and all
         // cores share the port the first one got.
         match ready_rx.recv_timeout(CORE_START_TIMEOUT) {
-            Ok(Ok(local)) => addr = local,
-            Ok(Err(e)) => return Err(e),
+            Ok(Ok((local, inode))) => {
+                addr = local;
+                inodes.push(inode);
+                handles.push(handle);
+            }
+            Ok(Err(e)) => {
+                handles.push(handle); // it has returned
+                return Err(stop_cores(&options.shared, handles, e));
+            }
             Err(_) => {
-                return Err(ServerError::Executor(format!(
+                // Not waited for: it may never get to its accept loop.
+                let e = ServerError::Executor(format!(
                     "core {index} (cpu {cpu}) did not start within {} s",
                     CORE_START_TIMEOUT.as_secs()
-                )))
+                ));
+                return Err(stop_cores(&options.shared, handles, e));
             }
         }
-        handles.push(handle);
+    }
+    // Another server that started at the same time: see `port` for why checking after every
+    // core listens is race-free. Our listeners close before the error is reported.
+    if let Err(e) = refuse_foreign_listeners(addr, &inodes) {
+        return Err(stop_cores(&options.shared, handles, e));
     }
     spawn_health_check(options.shared.clone());
     Ok(RunningServer {
@@ -176,6 +202,36 @@ pub fn run(options: ServerOptions) -> Result<RunningServer, ServerError> {
         backend_fallback: resolved.fallback,
         handles,
     })
+}
+
+/// `Err(Bind)` if a socket other than `ours` listens on `addr`'s port. Where the kernel's
+/// tables cannot be read (no `/proc`), says so on stderr and goes on.
+fn refuse_foreign_listeners(addr: SocketAddr, ours: &[u64]) -> Result<(), ServerError> {
+    match super::port::check(addr, ours) {
+        Ok(foreign) if foreign.is_empty() => Ok(()),
+        Ok(foreign) => Err(ServerError::Bind(addr, super::port::describe(&foreign))),
+        Err(e) => {
+            eprintln!(
+                "kes: cannot check that no other process listens on port {}: {e}",
+                addr.port()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Stops the cores started so far and waits for them (their listeners close), then gives
+/// back `err`.
+fn stop_cores(
+    shared: &Shared,
+    handles: Vec<crate::rt::JoinHandle<()>>,
+    err: ServerError,
+) -> ServerError {
+    shared.shutdown.set();
+    for h in handles {
+        let _ = h.join();
+    }
+    err
 }
 
 /// How often the keystore's health is checked (behaviour-notes.md §1.2).

@@ -119,7 +119,9 @@ impl TlsStream {
         TlsStream {
             stream,
             tls,
-            net_in: Vec::with_capacity(NET_READ_BYTES),
+            // A connection that has sent nothing yet holds a small buffer (a flood of silent
+            // connections costs little); it is full-sized after the first read.
+            net_in: Vec::with_capacity(IDLE_READ_BYTES),
             net_out: Vec::new(),
             plain_in: Vec::with_capacity(PLAIN_IN_BYTES_DEFAULT),
             plain_pos: 0,
@@ -251,9 +253,10 @@ impl TlsStream {
         fed
     }
 
-    /// The first bytes of a connection, before rustls sees them (plain-HTTP detection).
+    /// The first bytes of a connection, before rustls sees them (plain-HTTP detection): at
+    /// most [`IDLE_READ_BYTES`] (a ClientHello usually fits; the rest comes with the next read).
     pub async fn read_first(&mut self, deadline: Instant) -> Result<&[u8], ConnError> {
-        self.net_in.resize(NET_READ_BYTES, 0);
+        self.net_in.resize(IDLE_READ_BYTES, 0);
         let n = read_until(&mut self.stream, &mut self.net_in, deadline).await?;
         Ok(&self.net_in[..n])
     }

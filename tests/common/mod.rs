@@ -144,6 +144,29 @@ pub fn config_yaml(tls: &TlsFiles, admin: &str, keys_dir: &Path, extra: &str) ->
     )
 }
 
+/// `kes <args>` as a user runs it: none of the client variables from the test's own
+/// environment, and `server`'s endpoint and API key (if any) in `KES_SERVER`/`KES_API_KEY`.
+pub fn kes_command(server: Option<&TestServer>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kes"));
+    cmd.args(args).stdin(Stdio::null());
+    for var in [
+        "MINIO_KES_SERVER",
+        "KES_SERVER",
+        "MINIO_KMS_KES_ENDPOINT",
+        "MINIO_KES_API_KEY",
+        "KES_API_KEY",
+        "MINIO_KMS_KES_API_KEY",
+        "RUST_BACKTRACE",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(s) = server {
+        cmd.env("KES_SERVER", s.endpoint())
+            .env("KES_API_KEY", &s.api_key);
+    }
+    cmd
+}
+
 /// The `kes` binary as a child process; killed on drop.
 pub struct BinServer {
     pub child: Child,

@@ -546,6 +546,11 @@ impl Summary {
 }
 
 /// Prepares the key (and decrypt material), then runs the load.
+/// How long a run may go on past its run time for `--min-requests`.
+pub const MIN_REQUESTS_WAIT_MAX: Duration = Duration::from_secs(120);
+/// How often a run past its run time checks the answered requests.
+const MIN_REQUESTS_POLL: Duration = Duration::from_millis(20);
+
 pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
     let kms_go = args.client_model == ClientModel::KmsGo;
     if kms_go && args.new_connection {
@@ -747,14 +752,26 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
     }
 
     let mut last = (Instant::now(), 0u64);
-    while started.elapsed() < duration {
+    let wanted = |done: &AtomicU64| {
+        let elapsed = started.elapsed();
+        elapsed < duration
+            || (done.load(Ordering::Relaxed) < args.min_requests
+                && elapsed < duration + MIN_REQUESTS_WAIT_MAX)
+    };
+    while wanted(&done) {
         if threads.iter().any(|t| t.is_finished()) {
             // A load thread gave up (e.g. the server does not speak h2): report it now.
             break;
         }
+        let left = duration.saturating_sub(started.elapsed());
+        let pause = if left.is_zero() {
+            MIN_REQUESTS_POLL // past the run time: waiting for --min-requests
+        } else {
+            left
+        };
         std::thread::sleep(
             Duration::from_secs(1)
-                .min(duration.saturating_sub(started.elapsed()))
+                .min(pause)
                 .max(Duration::from_millis(1)),
         );
         if !args.quiet {

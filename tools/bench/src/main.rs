@@ -108,6 +108,10 @@ pub struct Args {
     /// Run time (Go duration: 10s, 1m).
     #[arg(short = 'd', long, default_value = "10s")]
     pub duration: String,
+    /// Keep running past the run time until at least N requests were answered (tests on a
+    /// busy machine), for at most `load::MIN_REQUESTS_WAIT_MAX` (120 s) more.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub min_requests: u64,
     /// Open loop: total requests per second (0 = closed loop).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
