@@ -24,11 +24,13 @@ use std::time::{Duration, Instant};
 
 use super::audit::record;
 use super::conn::{ConnError, Timeouts};
+use super::http1::IDLE_SHRINK_AFTER;
 use super::log_stream::LOG_STREAM_POLL;
 use super::proxy;
 use super::slots::{Phase, Slot};
 use super::stream::{
-    wipe, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER, LINGER_BYTES_MAX,
+    wipe, wipe_and_release, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER,
+    LINGER_BYTES_MAX,
 };
 use crate::api::settings::CoreSettings;
 use crate::api::{self, ApiError, Core, LogStream, Peer, Reply, Request, Routed, ROUTES};
@@ -62,6 +64,10 @@ pub const CONTROL_FRAMES_PER_WINDOW_MAX: u32 = 20_000;
 pub const CONTROL_WINDOW: Duration = Duration::from_secs(1);
 /// Output queued and not yet written beyond which the client is not reading.
 pub const QUEUED_OUTPUT_BYTES_MAX: usize = 4 << 20;
+/// An answer held back by the client's flow-control windows must get at least this many
+/// bytes out (or all it has left) per write timeout (`Timeouts::write`), else its stream is
+/// reset: a client that hands out a byte of credit now and then does not keep it alive.
+pub const SEND_PROGRESS_BYTES_MIN: usize = 16 * 1024;
 /// The largest flow-control window RFC 9113 allows.
 const WINDOW_MAX: i64 = (1 << 31) - 1;
 /// A connection with streams open wakes this often to check their deadlines.
@@ -148,9 +154,12 @@ struct Stream {
     /// Bytes of `work.out` already sent as DATA (state `Sending`).
     sent: usize,
     started_at: Instant,
-    /// When the stream last made progress on output (zero-window stalls), or since when it
-    /// drains (state `Draining`).
+    /// Since when the answer waits for flow-control credit — the start of the current
+    /// progress window, not moved by a trickle of credit — or since when it drains (state
+    /// `Draining`).
     stalled_since: Option<Instant>,
+    /// Bytes of the answer sent when the current progress window started.
+    progress_mark: usize,
     work: Work,
     settings: CoreSettings,
     log: Option<crate::log::Subscription>,
@@ -240,6 +249,13 @@ impl<F: Future<Output = Done>> Handlers<F> {
 
     fn parked(&self) -> usize {
         self.active.len()
+    }
+
+    /// With no handler parked: gives back every slot.
+    fn release_idle(&mut self) {
+        if self.active.is_empty() {
+            *self = Handlers::new();
+        }
     }
 }
 
@@ -364,6 +380,8 @@ struct H2 {
     last_stream_id: u32,
     /// A header block in progress: the stream id, END_STREAM of its HEADERS, the bytes.
     continuation: Option<(u32, bool)>,
+    /// When the open header block's HEADERS frame arrived (the header timeout runs from it).
+    block_started: Instant,
     block: Vec<u8>,
     /// Peer settings.
     peer_initial_window: i64,
@@ -408,6 +426,7 @@ impl H2 {
             encoder: hpack::Encoder::new(),
             last_stream_id: 0,
             continuation: None,
+            block_started: now,
             block: Vec::new(),
             peer_initial_window: 65_535,
             peer_max_frame: 16_384,
@@ -445,6 +464,27 @@ impl H2 {
     fn remove_stream(&mut self, index: usize) {
         let stream = self.streams.swap_remove(index);
         self.give_back(stream.work);
+    }
+
+    /// True while every open stream waits only on the client: its answer held back by the
+    /// client's flow-control windows, or the client still sending after it (draining).
+    fn waits_only_on_client(&self) -> bool {
+        self.streams.iter().all(|s| match s.state {
+            StreamState::Sending => s.stalled_since.is_some(),
+            StreamState::Draining => true,
+            StreamState::Body | StreamState::Running | StreamState::Log => false,
+        })
+    }
+
+    /// While idle (no stream open): gives back the buffers earlier requests grew, down to
+    /// the HPACK table's live entries (they are connection state).
+    fn release_idle_buffers(&mut self) {
+        debug_assert!(self.streams.is_empty());
+        self.streams = Vec::new();
+        self.pool = Vec::new(); // each `Work` wipes its buffers on drop
+        wipe_and_release(&mut self.block);
+        self.head = RequestHead::default();
+        self.decoder.shrink_while_idle();
     }
 
     /// Counts a control frame; too many per window is a flood.
@@ -534,6 +574,9 @@ pub async fn serve(
     io.consume(PREFACE.len());
 
     let mut idle_since = crate::rt::now();
+    // Whether the buffers were given back since the last request.
+    let mut shrunk = false;
+    let mut requests_seen = 0;
     let mut log_lines: Vec<String> = Vec::new();
     // The connection task's waker, for handlers polled inline.
     let waker = futures_lite::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
@@ -584,6 +627,10 @@ pub async fn serve(
 
         // 3. Done?
         let busy = !h2.streams.is_empty() || handlers.parked() > 0;
+        if h2.requests != requests_seen {
+            requests_seen = h2.requests;
+            shrunk = false;
+        }
         if h2.goaway_sent && !busy {
             return Ok(());
         }
@@ -591,7 +638,11 @@ pub async fn serve(
             return Ok(());
         }
         if busy {
-            slot.set_busy();
+            if handlers.parked() == 0 && h2.waits_only_on_client() {
+                slot.set_phase(Phase::Stalled, now);
+            } else {
+                slot.set_busy();
+            }
             idle_since = now;
         } else {
             slot.set_phase(
@@ -606,7 +657,7 @@ pub async fn serve(
 
         // 4. Wait for input, a parked handler or a timer.
         let limit = if h2.continuation.is_some() {
-            now + timeouts.header
+            h2.block_started + timeouts.header
         } else if busy {
             now + POLL_PERIOD
         } else if h2.requests == 0 {
@@ -619,6 +670,9 @@ pub async fn serve(
         // timeout or the shutdown.
         let mut wake = if busy {
             limit.min(now + POLL_PERIOD)
+        } else if !shrunk {
+            // Once idle a while, its buffers are given back.
+            limit.min(now + IDLE_SHRINK_AFTER)
         } else {
             limit
         };
@@ -659,6 +713,14 @@ pub async fn serve(
                 }
                 if crate::rt::now() >= limit && h2.continuation.is_some() {
                     return goaway_and_close(io, &h2, ErrorCode::ProtocolError).await;
+                }
+                if !busy && !shrunk && h2.continuation.is_none() && io.unread().is_empty() {
+                    h2.release_idle_buffers();
+                    handlers.release_idle();
+                    done = Vec::new();
+                    log_lines = Vec::new();
+                    io.shrink_idle();
+                    shrunk = true;
                 }
             }
         }
@@ -817,6 +879,7 @@ fn handle_frame(
                 end_of_block(h2, run, out, id, headers.end_stream, now)?;
             } else {
                 h2.continuation = Some((id, headers.end_stream));
+                h2.block_started = now;
             }
         }
         frame::kind::CONTINUATION => {
@@ -826,6 +889,9 @@ fn handle_frame(
             if h2.block.len() + payload.len() > HEADER_BLOCK_BYTES_MAX {
                 // A CONTINUATION flood: cut before decoding anything.
                 return Err(ConnectionError(ErrorCode::EnhanceYourCalm));
+            }
+            if payload.is_empty() {
+                h2.count_control(now)?; // empty ones add nothing to the block: a flood
             }
             h2.block.extend_from_slice(payload);
             if header.flags & frame::flag::END_HEADERS != 0 {
@@ -1154,6 +1220,7 @@ fn end_of_block(
         sent: 0,
         started_at: now,
         stalled_since: None,
+        progress_mark: 0,
         work,
         settings,
         log: None,
@@ -1474,12 +1541,14 @@ fn send_pending(h2: &mut H2, out: &mut Vec<u8>) {
             s.sent += n;
             s.send_window -= n as i64;
             h2.send_window -= n as i64;
-            s.stalled_since = None;
         }
         if s.sent >= total {
             complete(h2, out, i);
         } else {
-            s.stalled_since.get_or_insert_with(Instant::now);
+            if s.stalled_since.is_none() {
+                s.stalled_since = Some(Instant::now());
+                s.progress_mark = s.sent;
+            }
             i += 1;
         }
     }
@@ -1517,12 +1586,14 @@ fn pump_logs(h2: &mut H2, out: &mut Vec<u8>, lines: &mut Vec<String>) {
     }
 }
 
-/// Streams past their route timeout while the body still arrives, and answers stalled on
-/// closed windows for longer than the write timeout, are ended.
+/// Streams past their route timeout while the body still arrives, and answers waiting for
+/// flow-control credit that got less than [`SEND_PROGRESS_BYTES_MIN`] (or the rest of the
+/// answer) out within a write timeout, are ended.
 fn check_deadlines(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
     let mut i = 0;
     while i < h2.streams.len() {
-        let s = &h2.streams[i];
+        let write_timeout = h2.write_timeout;
+        let s = &mut h2.streams[i];
         let expired = match s.state {
             StreamState::Body => {
                 let t = match s.target {
@@ -1536,9 +1607,26 @@ fn check_deadlines(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
                 };
                 now.duration_since(s.started_at) > t
             }
-            StreamState::Sending => s
-                .stalled_since
-                .is_some_and(|t| now.duration_since(t) > h2.write_timeout),
+            StreamState::Sending => match s.stalled_since {
+                Some(t) if now.duration_since(t) > write_timeout => {
+                    let moved = s.sent.saturating_sub(s.progress_mark);
+                    let wanted = s
+                        .work
+                        .out
+                        .len()
+                        .saturating_sub(s.progress_mark)
+                        .min(SEND_PROGRESS_BYTES_MIN);
+                    if moved < wanted {
+                        true
+                    } else {
+                        // Enough got out: judge the next window.
+                        s.stalled_since = Some(now);
+                        s.progress_mark = s.sent;
+                        false
+                    }
+                }
+                _ => false,
+            },
             StreamState::Draining => s
                 .stalled_since
                 .is_some_and(|t| now.duration_since(t) > LINGER),
