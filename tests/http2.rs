@@ -337,8 +337,13 @@ impl H2Conn {
     }
 
     /// The next frame if one comes within `wait`; tells a quiet connection from a closed one.
+    /// A zero `wait` only takes what already arrived.
     fn poll_frame(&mut self, wait: Duration) -> Polled {
-        self.tls.sock.set_read_timeout(Some(wait)).unwrap();
+        if wait.is_zero() {
+            self.tls.sock.set_nonblocking(true).unwrap();
+        } else {
+            self.tls.sock.set_read_timeout(Some(wait)).unwrap();
+        }
         let polled = loop {
             if self.input.len() >= 9 {
                 let header = FrameHeader::parse(&self.input[..9]).unwrap();
@@ -364,6 +369,7 @@ impl H2Conn {
                 Err(_) => break Polled::Closed,
             }
         };
+        self.tls.sock.set_nonblocking(false).unwrap();
         self.tls
             .sock
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -854,6 +860,12 @@ fn an_answer_stalled_on_a_closed_window_is_reset_and_the_connection_lives() {
     );
     // Other streams on the connection still work (a window of 0 only blocks bodies, so ask
     // for an answer without one).
+    still_serves_with_the_window_open(&mut c);
+}
+
+/// After a stream was reset on a window of 0: with the window open again, stream 3 on the
+/// same connection gets its answer.
+fn still_serves_with_the_window_open(c: &mut H2Conn) {
     let mut out = Vec::new();
     frame::write_settings(
         &mut out,
@@ -922,14 +934,7 @@ fn an_answer_trickled_out_a_byte_at_a_time_is_reset_for_too_little_progress() {
     assert_eq!(reset, ErrorCode::Cancel.code());
     assert!(got > 0, "the trickle moved nothing");
     // The connection lives on.
-    let mut out = Vec::new();
-    frame::write_settings(
-        &mut out,
-        &[(kes::http2::SETTINGS_INITIAL_WINDOW_SIZE, 65_535)],
-    );
-    c.request_bytes(&mut out, 3, "GET", "/version", None);
-    c.send(&out);
-    assert_eq!(c.responses(&[3])[&3].0, 200);
+    still_serves_with_the_window_open(&mut c);
 }
 
 #[test]
@@ -1109,52 +1114,98 @@ fn idle_http2_connections_cost_at_most_32_kib_each() {
     }
 }
 
+/// What the attacker saw in [`stall_attack_figures`].
+#[derive(Default)]
+struct AttackTally {
+    resets: usize,
+    answers: usize,
+    closed: usize,
+}
+
+/// One attacker connection: its stalled stream and when it next gives 1 byte of credit.
+struct Attacker {
+    conn: Option<H2Conn>,
+    stream: u32,
+    due: Instant,
+}
+
+/// Gives 1 byte of credit to every attacker connection that is due (every 8 s each), reads
+/// what came back without waiting, and asks again (on a window of 0) when an answer ended.
+fn credit_due(attackers: &mut [Attacker], tally: &mut AttackTally) {
+    let now = Instant::now();
+    for a in attackers.iter_mut() {
+        let Some(c) = &mut a.conn else { continue };
+        if a.due > now {
+            continue;
+        }
+        a.due = now + Duration::from_secs(8);
+        let mut out = Vec::new();
+        frame::write_window_update(&mut out, a.stream, 1);
+        let _ = c.try_send(&out);
+        loop {
+            let ended = match c.poll_frame(Duration::ZERO) {
+                Polled::Frame(f) if f.header.kind == frame::kind::RST_STREAM => {
+                    tally.resets += 1;
+                    true
+                }
+                Polled::Frame(f) => {
+                    let end = f.header.kind == frame::kind::DATA
+                        && f.header.flags & frame::flag::END_STREAM != 0;
+                    tally.answers += usize::from(end);
+                    end
+                }
+                Polled::Nothing => break,
+                Polled::Closed => {
+                    tally.closed += 1;
+                    a.conn = None;
+                    break;
+                }
+            };
+            if ended {
+                a.stream += 2;
+                out.clear();
+                c.request_bytes(&mut out, a.stream, "GET", "/nothing-here", None);
+                let _ = c.try_send(&out);
+            }
+        }
+    }
+}
+
 /// Finding 1's attack against one build of kes (`binary`, else this one), `--cores 1` at the
 /// default cap: `count` connections, each with an answer stalled on a window of 0 and a
-/// 1-byte WINDOW_UPDATE every 8 s, for `secs`; meanwhile the admin asks for `/v1/status` on
-/// a new connection every 2 s. Prints the admin's answers, the server's peak RSS growth, the
-/// attacker streams reset and connections closed.
+/// 1-byte WINDOW_UPDATE every 8 s (from its first second on), asking again whenever an
+/// answer ends (completed or reset); once all are open, the admin
+/// asks for `/v1/status` on a new connection every 2 s for `secs`. Prints the admin's
+/// answers, the server's peak RSS growth, the attacker streams reset and connections closed.
 fn stall_attack_figures(binary: Option<&str>, count: usize, secs: u64) {
     let server = kes_server(binary, &["--dev", "--cores", "1"]);
     let api_key = server.dev_api_key();
     let (stranger, _) = new_api_key();
     let pid = server.child.id();
     let before = rss_kib(pid);
-    let mut attackers: Vec<Option<H2Conn>> = Vec::with_capacity(count);
-    for _ in 0..count {
-        attackers.push(h2_try_connect(server.addr, &stranger).ok().map(|mut c| {
+    let mut tally = AttackTally::default();
+    let mut attackers: Vec<Attacker> = Vec::with_capacity(count);
+    for i in 0..count {
+        let conn = h2_try_connect(server.addr, &stranger).ok().map(|mut c| {
             stalled_request(&mut c, "/nothing-here");
             c
-        }));
+        });
+        attackers.push(Attacker {
+            conn,
+            stream: 1,
+            due: Instant::now() + Duration::from_secs(1),
+        });
+        if i % 64 == 0 {
+            credit_due(&mut attackers, &mut tally);
+        }
     }
-    let opened = attackers.iter().flatten().count();
+    let opened = attackers.iter().filter(|a| a.conn.is_some()).count();
     let started = Instant::now();
-    let (mut peak, mut resets, mut closed) = (rss_kib(pid), 0usize, 0usize);
+    let mut peak = rss_kib(pid);
     let (mut asked, mut answered, mut slowest) = (0, 0, Duration::ZERO);
-    let mut next_credit = started;
     let mut next_admin = started;
     while started.elapsed() < Duration::from_secs(secs) {
-        if Instant::now() >= next_credit {
-            for slot in attackers.iter_mut() {
-                let Some(c) = slot else { continue };
-                let mut wu = Vec::new();
-                frame::write_window_update(&mut wu, 1, 1);
-                let _ = c.try_send(&wu);
-                loop {
-                    match c.poll_frame(Duration::from_micros(1)) {
-                        Polled::Frame(f) if f.header.kind == frame::kind::RST_STREAM => resets += 1,
-                        Polled::Frame(_) => {}
-                        Polled::Nothing => break,
-                        Polled::Closed => {
-                            closed += 1;
-                            *slot = None;
-                            break;
-                        }
-                    }
-                }
-            }
-            next_credit += Duration::from_secs(8);
-        }
+        credit_due(&mut attackers, &mut tally);
         if Instant::now() >= next_admin {
             asked += 1;
             let t = Instant::now();
@@ -1171,14 +1222,17 @@ fn stall_attack_figures(binary: Option<&str>, count: usize, secs: u64) {
             next_admin += Duration::from_secs(2);
         }
         peak = peak.max(rss_kib(pid));
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
-        "{}: {opened} attacker connections, {secs} s: admin answered {answered}/{asked} \
-         (slowest {slowest:?}); peak RSS +{} MiB; attacker streams reset {resets}, \
-         connections closed {closed}",
+        "{}: {opened} attacker connections, then {secs} s: admin answered {answered}/{asked} \
+         (slowest {slowest:?}); peak RSS +{} MiB; attacker streams reset {}, answers \
+         completed {}, connections closed {}",
         binary.unwrap_or("this build"),
         peak.saturating_sub(before) / 1024,
+        tally.resets,
+        tally.answers,
+        tally.closed,
     );
 }
 
