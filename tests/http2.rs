@@ -271,6 +271,11 @@ struct Frame {
 }
 
 fn h2_connect(addr: SocketAddr, api_key: &str) -> H2Conn {
+    h2_try_connect(addr, api_key).expect("HTTP/2 connection")
+}
+
+/// Like [`h2_connect`]; an error if the server refuses or drops the connection.
+fn h2_try_connect(addr: SocketAddr, api_key: &str) -> std::io::Result<H2Conn> {
     let mut config = (*kes::client::rustls_config(&kes::client::ClientConfig {
         endpoints: Vec::new(),
         credentials: Some(kes::client::Credentials::ApiKey(
@@ -283,13 +288,13 @@ fn h2_connect(addr: SocketAddr, api_key: &str) -> H2Conn {
     .unwrap())
     .clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
+        tls.conn.complete_io(&mut tls.sock)?;
     }
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
     let mut c = H2Conn {
@@ -301,25 +306,48 @@ fn h2_connect(addr: SocketAddr, api_key: &str) -> H2Conn {
     };
     let mut out = PREFACE.to_vec();
     frame::write_settings(&mut out, &[]);
-    c.send(&out);
+    c.try_send(&out)?;
     // The server's SETTINGS first; ACK it.
-    let f = c.next_frame().expect("server SETTINGS");
+    let f = c.next_frame().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "no SETTINGS from the server",
+        )
+    })?;
     assert_eq!(f.header.kind, frame::kind::SETTINGS);
     let mut ack = Vec::new();
     frame::write_settings_ack(&mut ack);
-    c.send(&ack);
-    c
+    c.try_send(&ack)?;
+    Ok(c)
+}
+
+/// What waiting a while for a frame gave.
+#[derive(Debug)]
+enum Polled {
+    Frame(Frame),
+    Nothing,
+    Closed,
 }
 
 impl H2Conn {
     fn send(&mut self, bytes: &[u8]) {
-        self.tls.write_all(bytes).unwrap();
-        self.tls.flush().unwrap();
+        self.try_send(bytes).unwrap();
     }
 
-    /// The next frame, or `None` if the connection closed or nothing came within 5 s.
-    fn next_frame(&mut self) -> Option<Frame> {
-        loop {
+    fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.tls.write_all(bytes)?;
+        self.tls.flush()
+    }
+
+    /// The next frame if one comes within `wait`; tells a quiet connection from a closed one.
+    /// A zero `wait` only takes what already arrived.
+    fn poll_frame(&mut self, wait: Duration) -> Polled {
+        if wait.is_zero() {
+            self.tls.sock.set_nonblocking(true).unwrap();
+        } else {
+            self.tls.sock.set_read_timeout(Some(wait)).unwrap();
+        }
+        let polled = loop {
             if self.input.len() >= 9 {
                 let header = FrameHeader::parse(&self.input[..9]).unwrap();
                 let total = 9 + header.length as usize;
@@ -330,14 +358,37 @@ impl H2Conn {
                         let increment = u32::from_be_bytes(payload[..4].try_into().unwrap());
                         self.credit += i64::from(increment);
                     }
-                    return Some(Frame { header, payload });
+                    break Polled::Frame(Frame { header, payload });
                 }
             }
             let mut buf = [0u8; 16384];
             match self.tls.read(&mut buf) {
-                Ok(0) | Err(_) => return None,
+                Ok(0) => break Polled::Closed,
                 Ok(n) => self.input.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break Polled::Nothing
+                }
+                Err(_) => break Polled::Closed,
             }
+        };
+        self.tls.sock.set_nonblocking(false).unwrap();
+        self.tls
+            .sock
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        polled
+    }
+
+    /// The next frame, or `None` if the connection closed or nothing came within 5 s.
+    fn next_frame(&mut self) -> Option<Frame> {
+        match self.poll_frame(Duration::from_secs(5)) {
+            Polled::Frame(f) => Some(f),
+            Polled::Nothing | Polled::Closed => None,
         }
     }
 
@@ -900,6 +951,12 @@ fn an_answer_stalled_on_a_closed_window_is_reset_and_the_connection_lives() {
     );
     // Other streams on the connection still work (a window of 0 only blocks bodies, so ask
     // for an answer without one).
+    still_serves_with_the_window_open(&mut c);
+}
+
+/// After a stream was reset on a window of 0: with the window open again, stream 3 on the
+/// same connection gets its answer.
+fn still_serves_with_the_window_open(c: &mut H2Conn) {
     let mut out = Vec::new();
     frame::write_settings(
         &mut out,
@@ -908,6 +965,397 @@ fn an_answer_stalled_on_a_closed_window_is_reset_and_the_connection_lives() {
     c.request_bytes(&mut out, 3, "GET", "/version", None);
     c.send(&out);
     assert_eq!(c.responses(&[3])[&3].0, 200);
+}
+
+/// A request whose answer waits on a stream window of 0: returns once its HEADERS arrived
+/// (the answer is then stalled in the server).
+fn stalled_request(c: &mut H2Conn, path: &str) {
+    let mut out = Vec::new();
+    frame::write_settings(&mut out, &[(kes::http2::SETTINGS_INITIAL_WINDOW_SIZE, 0)]);
+    c.request_bytes(&mut out, 1, "GET", path, None);
+    c.send(&out);
+    loop {
+        let f = c.next_stream_frame().expect("the answer's HEADERS");
+        if f.header.kind == frame::kind::HEADERS && f.header.stream_id == 1 {
+            return;
+        }
+    }
+}
+
+#[test]
+fn an_answer_trickled_out_a_byte_at_a_time_is_reset_for_too_little_progress() {
+    // A client that keeps its window at 0 and hands out one byte of credit now and then:
+    // every byte is progress, but far too little; the stream is judged by the bytes it got
+    // out per write timeout, not by whether any byte moved.
+    let server = dev_server_with(|o| o.timeouts.write = Duration::from_millis(1500));
+    let mut c = h2_connect(server.addr, &server.api_key);
+    stalled_request(&mut c, "/v1/status");
+    let started = Instant::now();
+    let mut got = 0usize;
+    let mut last_credit = started;
+    let reset = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "no reset after {:?}: {got} bytes trickled out",
+            started.elapsed()
+        );
+        // One byte of credit every 250 ms.
+        if last_credit.elapsed() >= Duration::from_millis(250) {
+            let mut wu = Vec::new();
+            frame::write_window_update(&mut wu, 1, 1);
+            c.send(&wu);
+            last_credit = Instant::now();
+        }
+        match c.poll_frame(Duration::from_millis(50)) {
+            Polled::Frame(f) if f.header.kind == frame::kind::DATA => {
+                got += f.payload.len();
+                assert_eq!(
+                    f.header.flags & frame::flag::END_STREAM,
+                    0,
+                    "the whole answer went out ({got} bytes) without a reset"
+                );
+            }
+            Polled::Frame(f) if f.header.kind == frame::kind::RST_STREAM => {
+                break u32::from_be_bytes(f.payload[..4].try_into().unwrap());
+            }
+            Polled::Frame(_) | Polled::Nothing => {}
+            Polled::Closed => panic!("the connection closed"),
+        }
+    };
+    assert_eq!(reset, ErrorCode::Cancel.code());
+    assert!(got > 0, "the trickle moved nothing");
+    // The connection lives on.
+    still_serves_with_the_window_open(&mut c);
+}
+
+#[test]
+fn stalled_answers_cannot_lock_the_admin_out_at_the_connection_cap() {
+    // Every connection the core may hold has an answer stalled on a window of 0, kept alive
+    // with 1-byte WINDOW_UPDATEs: they wait only on their clients, so a new connection
+    // evicts the one stalled longest instead of being dropped.
+    const CAP: usize = 16;
+    let server = dev_server_with(|o| o.connections_per_core_max = CAP);
+    let (stranger, _) = new_api_key();
+    let mut attackers: Vec<H2Conn> = (0..CAP)
+        .map(|_| {
+            let mut c = h2_connect(server.addr, &stranger);
+            stalled_request(&mut c, "/nothing-here");
+            c
+        })
+        .collect();
+    for c in &mut attackers {
+        let mut wu = Vec::new();
+        frame::write_window_update(&mut wu, 1, 1);
+        c.send(&wu);
+    }
+    let started = Instant::now();
+    let mut admin = h2_try_connect(server.addr, &server.api_key)
+        .unwrap_or_else(|e| panic!("the admin was locked out at the cap: {e}"));
+    let mut out = Vec::new();
+    admin.request_bytes(&mut out, 1, "GET", "/v1/status", None);
+    admin
+        .try_send(&out)
+        .unwrap_or_else(|e| panic!("the admin's connection was dropped: {e}"));
+    let answers = admin.responses(&[1]);
+    assert_eq!(answers[&1].0, 200);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    // The attacker stalled longest made room: its connection is closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match attackers[0].poll_frame(Duration::from_millis(200)) {
+            Polled::Closed => break,
+            Polled::Frame(f) if f.header.kind == frame::kind::GOAWAY => break,
+            Polled::Frame(_) | Polled::Nothing => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the oldest stalled connection was not evicted"
+        );
+    }
+}
+
+#[test]
+fn an_open_header_block_ends_at_the_header_timeout_and_empty_continuations_count() {
+    let server = dev_server_with(|o| o.timeouts.header = Duration::from_millis(1000));
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    c.request_bytes(&mut out, 1, "GET", "/version", None);
+    c.send(&out);
+    assert_eq!(c.responses(&[1])[&1].0, 200);
+    // HEADERS without END_HEADERS, then an empty CONTINUATION every 300 ms: the header
+    // timeout runs from the HEADERS frame, whatever follows it.
+    let header = |kind, flags| FrameHeader {
+        length: 0,
+        kind,
+        flags,
+        stream_id: 3,
+    };
+    let mut out = Vec::new();
+    header(frame::kind::HEADERS, 0).write(&mut out);
+    c.send(&out);
+    let started = Instant::now();
+    loop {
+        let mut out = Vec::new();
+        header(frame::kind::CONTINUATION, 0).write(&mut out);
+        if c.try_send(&out).is_err() {
+            break;
+        }
+        match c.poll_frame(Duration::from_millis(300)) {
+            Polled::Closed => break,
+            Polled::Frame(f) if f.header.kind == frame::kind::GOAWAY => break,
+            Polled::Frame(_) | Polled::Nothing => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "the header block is still open after {:?}",
+            started.elapsed()
+        );
+    }
+
+    // Empty CONTINUATION frames are control frames: a flood of them is cut.
+    let mut c = h2_connect(server.addr, &server.api_key);
+    let mut out = Vec::new();
+    header(frame::kind::HEADERS, 0).write(&mut out);
+    for _ in 0..=kes::server::http2::CONTROL_FRAMES_PER_WINDOW_MAX {
+        header(frame::kind::CONTINUATION, 0).write(&mut out);
+    }
+    let _ = c.try_send(&out);
+    assert_eq!(c.goaway_code(), Some(ErrorCode::EnhanceYourCalm.code()));
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// `kes server <args>` of this build, or of `binary` (another build, for before/after
+/// figures: the wrapper runs it with the arguments meant for this build's kes).
+fn kes_server(binary: Option<&str>, args: &[&str]) -> BinServer {
+    match binary {
+        Some(b) => bin_server_under(&["sh", "-c", "shift; exec \"$0\" \"$@\"", b], args),
+        None => bin_server(args),
+    }
+}
+
+/// Server memory per idle HTTP/2 connection (KiB), after one request on each of `count`
+/// connections and a pause past the idle shrink, on the I/O backend `io`.
+/// `binary`: another build of kes to measure instead of this one (before/after figures).
+fn idle_http2_kib_per_connection(binary: Option<&str>, io: &str, count: usize) -> f64 {
+    let server = kes_server(binary, &["--dev", "--cores", "1", "--io", io]);
+    let api_key = server.dev_api_key();
+    let request = |c: &mut H2Conn| {
+        let mut out = Vec::new();
+        c.request_bytes(&mut out, 1, "GET", "/v1/status", None);
+        c.send(&out);
+        assert_eq!(c.responses(&[1])[&1].0, 200);
+    };
+    // Warm up: the core's first connection sets up what every later one shares.
+    let mut warm = h2_connect(server.addr, &api_key);
+    request(&mut warm);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = server.child.id();
+    let before = rss_kib(pid);
+    let held: Vec<H2Conn> = (0..count)
+        .map(|_| {
+            let mut c = h2_connect(server.addr, &api_key);
+            request(&mut c);
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2000));
+    let after = rss_kib(pid);
+    drop(held);
+    after.saturating_sub(before) as f64 / count as f64
+}
+
+#[test]
+fn idle_http2_connections_cost_at_most_32_kib_each() {
+    // Measured as the issue did: `count` connections (1000 by default), one request each,
+    // then idle. KES_IDLE_H2_CONNECTIONS changes the count; KES_BEFORE_BIN=<path to another
+    // kes build> measures that one too, in the same run, for before/after figures.
+    let before_bin = std::env::var("KES_BEFORE_BIN").ok();
+    let count = std::env::var("KES_IDLE_H2_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let limit = raise_fd_limit();
+    assert!(
+        limit as usize > count + 200,
+        "this test needs an open-file limit above {} (ulimit -n is {limit})",
+        count + 200
+    );
+    let mut measured = Vec::new();
+    for io in ["epoll", "io_uring"] {
+        if let Some(b) = &before_bin {
+            let kib = idle_http2_kib_per_connection(Some(b), io, count);
+            eprintln!("{io}, {b}: {kib:.1} KiB per idle HTTP/2 connection ({count})");
+        }
+        let kib = idle_http2_kib_per_connection(None, io, count);
+        eprintln!("{io}: {kib:.1} KiB per idle HTTP/2 connection ({count} connections)");
+        measured.push((io, kib));
+    }
+    for (io, kib) in measured {
+        assert!(kib <= 32.0, "{io}: {kib:.1} KiB per idle HTTP/2 connection");
+    }
+}
+
+/// What the attacker saw in [`stall_attack_figures`].
+#[derive(Default)]
+struct AttackTally {
+    resets: usize,
+    closed: usize,
+}
+
+/// One attacker connection: its stalled stream, the answer's bytes it got, and when it next
+/// gives 1 byte of credit.
+struct Attacker {
+    conn: Option<H2Conn>,
+    stream: u32,
+    got: usize,
+    due: Instant,
+}
+
+/// Gives 1 byte of credit to every attacker connection that is due (every 8 s each) and
+/// reads what came back to each without waiting. An answer is never let finish: when all but
+/// its last 2 bytes arrived (or it was reset), the next request (on a window of 0) goes out
+/// and takes the credit from then on, so the connection always has an answer stalled.
+fn credit_due(attackers: &mut [Attacker], tally: &mut AttackTally) {
+    const BODY_BYTES: usize = "404 page not found\n".len();
+    let now = Instant::now();
+    for a in attackers.iter_mut() {
+        let Some(c) = &mut a.conn else { continue };
+        let mut out = Vec::new();
+        if a.due <= now {
+            a.due = now + Duration::from_secs(8);
+            frame::write_window_update(&mut out, a.stream, 1);
+            let _ = c.try_send(&out);
+        }
+        loop {
+            let next = match c.poll_frame(Duration::ZERO) {
+                Polled::Frame(f) if f.header.stream_id != a.stream => {
+                    tally.resets += usize::from(f.header.kind == frame::kind::RST_STREAM);
+                    false
+                }
+                Polled::Frame(f) if f.header.kind == frame::kind::RST_STREAM => {
+                    tally.resets += 1;
+                    true
+                }
+                Polled::Frame(f) if f.header.kind == frame::kind::DATA => {
+                    a.got += f.payload.len();
+                    a.got + 2 >= BODY_BYTES
+                }
+                Polled::Frame(_) => false,
+                Polled::Nothing => break,
+                Polled::Closed => {
+                    tally.closed += 1;
+                    a.conn = None;
+                    break;
+                }
+            };
+            if next {
+                a.stream += 2;
+                a.got = 0;
+                out.clear();
+                c.request_bytes(&mut out, a.stream, "GET", "/nothing-here", None);
+                let _ = c.try_send(&out);
+            }
+        }
+    }
+}
+
+/// Finding 1's attack against one build of kes (`binary`, else this one), `--cores 1` at the
+/// default cap: `count` connections, each with an answer stalled on a window of 0 and a
+/// 1-byte WINDOW_UPDATE every 8 s (from its first second on), asking again before an answer
+/// could end (see [`credit_due`]); once all are open, the admin
+/// asks for `/v1/status` on a new connection every 2 s for `secs`. Prints the admin's
+/// answers, the server's peak RSS growth, the attacker streams reset and connections closed.
+fn stall_attack_figures(binary: Option<&str>, count: usize, secs: u64) {
+    let server = kes_server(binary, &["--dev", "--cores", "1"]);
+    let api_key = server.dev_api_key();
+    let (stranger, _) = new_api_key();
+    let pid = server.child.id();
+    let before = rss_kib(pid);
+    let mut tally = AttackTally::default();
+    let mut attackers: Vec<Attacker> = Vec::with_capacity(count);
+    for i in 0..count {
+        let conn = h2_try_connect(server.addr, &stranger).ok().map(|mut c| {
+            stalled_request(&mut c, "/nothing-here");
+            c
+        });
+        attackers.push(Attacker {
+            conn,
+            stream: 1,
+            got: 0,
+            due: Instant::now() + Duration::from_secs(1),
+        });
+        if i % 64 == 0 {
+            credit_due(&mut attackers, &mut tally);
+        }
+    }
+    let opened = attackers.iter().filter(|a| a.conn.is_some()).count();
+    let started = Instant::now();
+    let mut peak = rss_kib(pid);
+    let (mut asked, mut answered, mut slowest) = (0, 0, Duration::ZERO);
+    let mut next_admin = started;
+    while started.elapsed() < Duration::from_secs(secs) {
+        credit_due(&mut attackers, &mut tally);
+        if Instant::now() >= next_admin {
+            asked += 1;
+            let t = Instant::now();
+            let ok = h2_try_connect(server.addr, &api_key).is_ok_and(|mut admin| {
+                let mut out = Vec::new();
+                admin.request_bytes(&mut out, 1, "GET", "/v1/status", None);
+                admin.try_send(&out).is_ok()
+                    && matches!(admin.poll_frame(Duration::from_secs(5)), Polled::Frame(_))
+            });
+            if ok {
+                answered += 1;
+                slowest = slowest.max(t.elapsed());
+            }
+            next_admin += Duration::from_secs(2);
+        }
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "{}: {opened} attacker connections, then {secs} s: admin answered {answered}/{asked} \
+         (slowest {slowest:?}); peak RSS +{} MiB; attacker streams reset {}, \
+         connections closed {}",
+        binary.unwrap_or("this build"),
+        peak.saturating_sub(before) / 1024,
+        tally.resets,
+        tally.closed,
+    );
+}
+
+#[test]
+#[ignore = "figures, not a check: minutes of 8192 connections"]
+fn stall_attack_at_the_default_cap_figures() {
+    // KES_ATTACK_CONNECTIONS (8192: one core's cap), KES_ATTACK_SECS (40),
+    // KES_BEFORE_BIN=<path to another kes build> runs the same attack against it first.
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let count = env("KES_ATTACK_CONNECTIONS", 8192) as usize;
+    let secs = env("KES_ATTACK_SECS", 40);
+    assert!(
+        raise_fd_limit() as usize > count + 200,
+        "this needs an open-file limit above {}",
+        count + 200
+    );
+    if let Ok(b) = std::env::var("KES_BEFORE_BIN") {
+        stall_attack_figures(Some(&b), count, secs);
+    }
+    stall_attack_figures(None, count, secs);
 }
 
 /// Context switches of the server's core threads (`kes-core-*`) so far.

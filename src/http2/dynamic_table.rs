@@ -1,8 +1,9 @@
 //! The HPACK dynamic table (RFC 7541 §2.3.2, §4): a FIFO of (name, value) entries whose size
 //! (name + value + 32 octets per entry) stays within a limit, oldest evicted first.
 //!
-//! Storage never allocates after construction: all entry bytes live in one byte buffer of
-//! twice the largest table size, appended at the end and released at the front; when an
+//! Storage never allocates after construction (nor after the first insert that follows a
+//! [`DynamicTable::shrink_to_fit`]): all entry bytes live in one byte buffer of twice the
+//! largest table size, appended at the end and released at the front; when an
 //! append would run past the end the live bytes are moved to the front (at most once per
 //! `capacity` octets inserted, so amortised O(1) per octet). Entries are (offset, lengths)
 //! records in a ring preallocated for the most entries the limit allows.
@@ -123,6 +124,9 @@ impl DynamicTable {
             return;
         }
         self.evict_to(self.limit_bytes - size);
+        if self.bytes.capacity() < self.capacity_bytes.saturating_mul(2) {
+            self.regrow();
+        }
         let add = name.len() + value.len();
         if self.bytes.len() + add > self.bytes.capacity() {
             self.compact();
@@ -139,6 +143,25 @@ impl DynamicTable {
     }
 
     /// Moves the live bytes (from the oldest entry on) to the front of the buffer.
+    /// Gives back the room the live entries do not use (for a connection gone idle); the
+    /// next insert takes it back.
+    pub fn shrink_to_fit(&mut self) {
+        self.compact();
+        self.bytes.shrink_to_fit();
+        self.entries.shrink_to_fit();
+    }
+
+    /// The room [`DynamicTable::new`] sets up, after a [`DynamicTable::shrink_to_fit`].
+    #[cold]
+    fn regrow(&mut self) {
+        let bytes = self.capacity_bytes.saturating_mul(2);
+        self.bytes
+            .reserve_exact(bytes.saturating_sub(self.bytes.len()));
+        let entries = self.capacity_bytes / ENTRY_OVERHEAD_BYTES + 1;
+        self.entries
+            .reserve_exact(entries.saturating_sub(self.entries.len()));
+    }
+
     fn compact(&mut self) {
         let Some(oldest) = self.entries.back() else {
             self.base += self.bytes.len() as u64;
@@ -175,6 +198,22 @@ mod tests {
         t.insert(&[b'x'; 70], b"");
         assert!(t.is_empty());
         assert_eq!(t.size_bytes(), 0);
+    }
+
+    #[test]
+    fn shrink_to_fit_keeps_the_entries_and_the_next_insert_regrows() {
+        let mut t = DynamicTable::new(100);
+        t.insert(b"aa", b"bb");
+        t.insert(b"cc", b"dd");
+        t.shrink_to_fit();
+        assert!(t.bytes.capacity() < 200);
+        assert_eq!(t.get(0), Some((&b"cc"[..], &b"dd"[..])));
+        assert_eq!(t.get(1), Some((&b"aa"[..], &b"bb"[..])));
+        t.insert(b"ee", b"ff"); // evicts aa
+        assert!(t.bytes.capacity() >= 200);
+        assert_eq!(t.get(0), Some((&b"ee"[..], &b"ff"[..])));
+        assert_eq!(t.get(1), Some((&b"cc"[..], &b"dd"[..])));
+        assert_eq!(t.size_bytes(), 72);
     }
 
     #[test]

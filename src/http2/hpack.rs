@@ -154,6 +154,12 @@ impl Decoder {
         }
     }
 
+    /// While the connection is idle: gives back the dynamic table's spare room (its entries
+    /// stay: they are connection state).
+    pub fn shrink_while_idle(&mut self) {
+        self.table.shrink_to_fit();
+    }
+
     /// The dynamic table, for inspection.
     pub fn table(&self) -> &DynamicTable {
         &self.table

@@ -28,7 +28,7 @@ pub const DISCARD_BODY_BYTES_MAX: usize = 64 * 1024;
 const FLUSH_BYTES: usize = 64 * 1024;
 /// A connection that has waited this long for its next request gives back its buffers
 /// (once; after that it sleeps until a request, its idle timeout or the shutdown).
-const IDLE_SHRINK_AFTER: Duration = Duration::from_millis(500);
+pub(super) const IDLE_SHRINK_AFTER: Duration = Duration::from_millis(500);
 /// Default capacity of the per-request body and output buffers.
 const REQUEST_BUFFER_BYTES: usize = 1024;
 

@@ -24,11 +24,13 @@ use std::time::{Duration, Instant};
 
 use super::audit::record;
 use super::error::ConnError;
+use super::http1::IDLE_SHRINK_AFTER;
 use super::log_stream::LOG_STREAM_POLL;
 use super::proxy;
 use super::slots::{Phase, Slot};
 use super::stream::{
-    wipe, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER, LINGER_BYTES_MAX,
+    wipe, wipe_and_release, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER,
+    LINGER_BYTES_MAX,
 };
 use super::timeouts::Timeouts;
 use crate::api::settings::CoreSettings;
@@ -73,12 +75,17 @@ pub const CONTROL_FRAMES_PER_WINDOW_MAX: u32 = 20_000;
 pub const CONTROL_WINDOW: Duration = Duration::from_secs(1);
 /// Output queued and not yet written beyond which the client is not reading.
 pub const QUEUED_OUTPUT_BYTES_MAX: usize = 4 << 20;
+/// An answer held back by the client's flow-control windows must get at least this many
+/// bytes out (or all it has left) per write timeout (`Timeouts::write`), else its stream is
+/// reset: a client that hands out a byte of credit now and then does not keep it alive.
+pub const SEND_PROGRESS_BYTES_MIN: usize = 16 * 1024;
 /// The largest flow-control window RFC 9113 allows.
 const WINDOW_MAX: i64 = (1 << 31) - 1;
 /// A connection with streams open wakes this often to check their deadlines.
 const POLL_PERIOD: Duration = Duration::from_millis(500);
-/// A connection idle this long gives back the stream table and pooled buffers a burst grew.
-const IDLE_RELEASE_AFTER: Duration = Duration::from_millis(500);
+/// A connection idle this long gives back the stream table, pooled buffers, handler slots,
+/// socket and TLS buffers and the HPACK table's spare room (as long as HTTP/1.1 waits).
+const IDLE_RELEASE_AFTER: Duration = IDLE_SHRINK_AFTER;
 
 /// Why the connection ends with a GOAWAY.
 #[derive(Debug, Clone, Copy)]
@@ -180,9 +187,12 @@ struct Stream {
     /// Bytes of `work.out` already sent as DATA (state `Sending`).
     sent: usize,
     started_at: Instant,
-    /// When the stream last made progress on output (zero-window stalls), or since when it
-    /// drains (state `Draining`).
+    /// Since when the answer waits for flow-control credit — the start of the current
+    /// progress window, not moved by a trickle of credit — or since when it drains (state
+    /// `Draining`).
     stalled_since: Option<Instant>,
+    /// Bytes of the answer sent when the current progress window started.
+    progress_mark: usize,
     work: Work,
     settings: CoreSettings,
     log: Option<crate::log::Subscription>,
@@ -274,11 +284,10 @@ impl<F: Future<Output = Done>> Handlers<F> {
         self.active.len()
     }
 
-    /// With no handler parked: frees the slots a burst of parked handlers grew.
+    /// With no handler parked: gives back every slot.
     fn release_idle(&mut self) {
         if self.active.is_empty() {
-            self.slots = Vec::new();
-            self.free = Vec::new();
+            *self = Handlers::new();
         }
     }
 }
@@ -404,6 +413,8 @@ struct H2 {
     last_stream_id: u32,
     /// A header block in progress: the stream id, END_STREAM of its HEADERS, the bytes.
     continuation: Option<(u32, bool)>,
+    /// When the open header block's HEADERS frame arrived (the header timeout runs from it).
+    block_started: Instant,
     block: Vec<u8>,
     /// Peer settings.
     peer_initial_window: i64,
@@ -450,6 +461,7 @@ impl H2 {
             encoder: hpack::Encoder::new(),
             last_stream_id: 0,
             continuation: None,
+            block_started: now,
             block: Vec::new(),
             peer_initial_window: 65_535,
             peer_max_frame: 16_384,
@@ -504,13 +516,25 @@ impl H2 {
         }
     }
 
-    /// While idle (no stream, no parked handler, no header block open): gives back what a
-    /// burst of streams grew.
+    /// True while every open stream waits only on the client: its answer held back by the
+    /// client's flow-control windows, or the client still sending after it (draining).
+    fn waits_only_on_client(&self) -> bool {
+        self.streams.iter().all(|s| match s.state {
+            StreamState::Sending => s.stalled_since.is_some(),
+            StreamState::Draining => true,
+            StreamState::Body | StreamState::Running | StreamState::Log => false,
+        })
+    }
+
+    /// While idle (no stream open, no header block open): gives back what a burst of
+    /// streams grew, down to the HPACK table's live entries (they are connection state).
     fn release_idle(&mut self) {
         if self.streams.is_empty() && self.continuation.is_none() {
             self.streams = Vec::new();
-            self.pool = Vec::new();
-            self.block = Vec::new();
+            self.pool = Vec::new(); // each `Work` wipes its buffers on drop
+            wipe_and_release(&mut self.block);
+            self.head = RequestHead::default();
+            self.decoder.shrink_while_idle();
         }
     }
 
@@ -661,13 +685,23 @@ pub async fn serve(
             return Ok(());
         }
         if busy {
-            slot.set_busy();
+            if handlers.parked() == 0 && h2.waits_only_on_client() {
+                slot.set_phase(Phase::Stalled, now);
+            } else {
+                slot.set_busy();
+            }
             idle_since = now;
             released = false;
         } else {
             if !released && now >= idle_since + IDLE_RELEASE_AFTER {
                 h2.release_idle();
                 handlers.release_idle();
+                if done.is_empty() {
+                    done = Vec::new();
+                }
+                if log_lines.is_empty() {
+                    log_lines = Vec::new();
+                }
                 io.shrink_idle();
                 released = true;
             }
@@ -683,7 +717,7 @@ pub async fn serve(
 
         // 4. Wait for input, a parked handler or a timer.
         let limit = if h2.continuation.is_some() {
-            now + timeouts.header
+            h2.block_started + timeouts.header
         } else if busy {
             now + POLL_PERIOD
         } else if h2.requests == 0 {
@@ -898,6 +932,7 @@ fn handle_frame(
                 end_of_block(h2, run, out, id, headers.end_stream, now)?;
             } else {
                 h2.continuation = Some((id, headers.end_stream));
+                h2.block_started = now;
             }
         }
         frame::kind::CONTINUATION => {
@@ -907,6 +942,9 @@ fn handle_frame(
             if h2.block.len() + payload.len() > HEADER_BLOCK_BYTES_MAX {
                 // A CONTINUATION flood: cut before decoding anything.
                 return Err(ConnectionError(ErrorCode::EnhanceYourCalm));
+            }
+            if payload.is_empty() {
+                h2.count_control(now)?; // empty ones add nothing to the block: a flood
             }
             h2.block.extend_from_slice(payload);
             if header.flags & frame::flag::END_HEADERS != 0 {
@@ -1254,6 +1292,7 @@ fn end_of_block(
         sent: 0,
         started_at: now,
         stalled_since: None,
+        progress_mark: 0,
         work,
         settings,
         log: None,
@@ -1593,12 +1632,14 @@ fn send_pending(h2: &mut H2, out: &mut Vec<u8>) {
             s.sent += n;
             s.send_window -= n as i64;
             h2.send_window -= n as i64;
-            s.stalled_since = None;
         }
         if s.sent >= total {
             complete(h2, out, i);
         } else {
-            s.stalled_since.get_or_insert_with(Instant::now);
+            if s.stalled_since.is_none() {
+                s.stalled_since = Some(Instant::now());
+                s.progress_mark = s.sent;
+            }
             i += 1;
         }
     }
@@ -1636,12 +1677,14 @@ fn pump_logs(h2: &mut H2, out: &mut Vec<u8>, lines: &mut Vec<String>) {
     }
 }
 
-/// Streams past their route timeout while the body still arrives, and answers stalled on
-/// closed windows for longer than the write timeout, are ended.
+/// Streams past their route timeout while the body still arrives, and answers waiting for
+/// flow-control credit that got less than [`SEND_PROGRESS_BYTES_MIN`] (or the rest of the
+/// answer) out within a write timeout, are ended.
 fn check_deadlines(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
     let mut i = 0;
     while i < h2.streams.len() {
-        let s = &h2.streams[i];
+        let write_timeout = h2.write_timeout;
+        let s = &mut h2.streams[i];
         let expired = match s.state {
             StreamState::Body => {
                 let t = match s.target {
@@ -1655,9 +1698,26 @@ fn check_deadlines(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
                 };
                 now.duration_since(s.started_at) > t
             }
-            StreamState::Sending => s
-                .stalled_since
-                .is_some_and(|t| now.duration_since(t) > h2.write_timeout),
+            StreamState::Sending => match s.stalled_since {
+                Some(t) if now.duration_since(t) > write_timeout => {
+                    let moved = s.sent.saturating_sub(s.progress_mark);
+                    let wanted = s
+                        .work
+                        .out
+                        .len()
+                        .saturating_sub(s.progress_mark)
+                        .min(SEND_PROGRESS_BYTES_MIN);
+                    if moved < wanted {
+                        true
+                    } else {
+                        // Enough got out: judge the next window.
+                        s.stalled_since = Some(now);
+                        s.progress_mark = s.sent;
+                        false
+                    }
+                }
+                _ => false,
+            },
             StreamState::Draining => s
                 .stalled_since
                 .is_some_and(|t| now.duration_since(t) > LINGER),

@@ -3,9 +3,11 @@
 //!
 //! At the cap a new connection does not simply get dropped: that would let anyone who opens
 //! enough silent connections lock everybody out, the admin included. Instead the oldest
-//! connection that has not yet sent a complete request (handshaking, or connected and
-//! silent) is closed to make room, and failing that the connection idle the longest between
-//! requests. Connections with a request in progress or a log stream are never evicted.
+//! connection that waits only on its client — one that has not yet sent a complete request
+//! (handshaking, or connected and silent), or one whose answers are all held back by its own
+//! HTTP/2 flow-control windows — is closed to make room, and failing that the connection idle
+//! the longest between requests. Connections with a request being read or handled, or a log
+//! stream, are never evicted.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -21,6 +23,9 @@ pub enum Phase {
     Fresh,
     /// Between requests (keep-alive).
     Idle,
+    /// Requests open, but every one waits only on the client: its answer is held back by the
+    /// client's flow-control windows (HTTP/2), or the client is still sending after it.
+    Stalled,
     /// A request is being read, handled or answered, or a log is being streamed.
     Busy,
 }
@@ -149,12 +154,12 @@ impl Slots {
         }
     }
 
-    /// The oldest fresh connection, else the longest idle one.
+    /// The connection fresh or stalled the longest, else the one idle the longest.
     fn victim(&self) -> Option<Rc<Slot>> {
         let entries = self.entries.borrow();
         let mut best: Option<&Rc<Slot>> = None;
         let rank = |s: &Slot| match s.phase.get() {
-            Phase::Fresh => Some(0u8),
+            Phase::Fresh | Phase::Stalled => Some(0u8),
             Phase::Idle => Some(1u8),
             Phase::Busy => None,
         };
@@ -216,6 +221,15 @@ mod tests {
         c.set_busy();
         // Everyone busy: refused.
         assert_eq!(slots.admit(at(7)).unwrap_err(), Full);
+        // A busy connection whose answers wait on its client becomes evictable; the one
+        // stalled longest goes first, before any idle one.
+        b.set_phase(Phase::Stalled, at(9));
+        c.set_phase(Phase::Stalled, at(8));
+        let d = slots.admit(at(10)).unwrap();
+        assert!(c.evicted.get() && !b.evicted.get());
+        d.set_phase(Phase::Idle, at(11));
+        let _e = slots.admit(at(12)).unwrap();
+        assert!(b.evicted.get() && !d.evicted.get());
         // Releasing an evicted slot twice changes nothing; a real release frees a place.
         slots.release(&fresh);
         assert_eq!(slots.open(), 3);

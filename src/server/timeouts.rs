@@ -10,8 +10,9 @@ pub struct Timeouts {
     pub header: Duration,
     /// How long a kept-alive connection may sit between requests.
     pub idle: Duration,
-    /// How long one write may wait for a client that does not read (HTTP/1.1), and how long
-    /// an HTTP/2 answer may wait for flow-control credit.
+    /// How long one write may wait for a client that does not read (HTTP/1.1), and the
+    /// window of time in which an HTTP/2 answer waiting for flow-control credit must get
+    /// [`super::http2::SEND_PROGRESS_BYTES_MIN`] (or the rest of it) out.
     pub write: Duration,
 }
 
