@@ -5,7 +5,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kes::keystore::http::{Endpoint, TlsFiles};
@@ -18,10 +17,10 @@ struct Scanning;
 
 thread_local! {
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// Freed blocks of this thread that still held [`MARKER`] (per thread: tests run in
+    /// parallel, and one test's copies must not fail another).
+    static LEFT_BEHIND: Cell<usize> = const { Cell::new(0) };
 }
-
-/// Freed blocks that still held [`MARKER`].
-static LEFT_BEHIND: AtomicUsize = AtomicUsize::new(0);
 
 fn holds_marker(block: &[u8]) -> bool {
     block.windows(MARKER.len()).any(|w| w == MARKER)
@@ -38,7 +37,7 @@ unsafe impl GlobalAlloc for Scanning {
             // SAFETY: the block is still ours until `System.dealloc` below.
             let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
             if holds_marker(block) {
-                LEFT_BEHIND.fetch_add(1, Ordering::SeqCst);
+                let _ = LEFT_BEHIND.try_with(|n| n.set(n.get() + 1));
             }
         }
         unsafe { System.dealloc(ptr, layout) }
@@ -50,11 +49,11 @@ static GLOBAL: Scanning = Scanning;
 
 /// Runs `f` with this thread's frees scanned; returns how many freed blocks held the marker.
 fn freed_copies(f: impl FnOnce()) -> usize {
-    let before = LEFT_BEHIND.load(Ordering::SeqCst);
+    let before = LEFT_BEHIND.with(Cell::get);
     ARMED.with(|a| a.set(true));
     f();
     ARMED.with(|a| a.set(false));
-    LEFT_BEHIND.load(Ordering::SeqCst) - before
+    LEFT_BEHIND.with(Cell::get) - before
 }
 
 /// A loopback service that answers each of `answers` to one request, in order.
@@ -118,4 +117,76 @@ fn keystore_answers_leave_no_copy_behind() {
         );
     }
     server.join().unwrap();
+}
+
+/// An HTTP/1.1 answer with a body.
+fn answer(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Vault's login answer, with the marker as its token.
+fn vault_login() -> Vec<u8> {
+    let token = std::str::from_utf8(MARKER).unwrap();
+    answer(
+        "200 OK",
+        &format!(
+            r#"{{"request_id":"r","auth":{{"client_token":"{token}","accessor":"a","policies":["kes"],"lease_duration":3600,"renewable":true}},"data":null}}"#
+        ),
+    )
+}
+
+/// The Vault token (issue 20 #8, "keystore tokens zeroized on drop"): from the login answer
+/// through the calls that carry it, a login again after a 403, to the store's drop, no freed
+/// block holds a copy of it.
+#[test]
+fn a_vault_token_leaves_no_copy_behind() {
+    use kes::config::{VaultAuth, VaultConfig};
+    use kes::keystore::vault::VaultStore;
+    use kes::keystore::KeyStore;
+    let record = answer("200 OK", r#"{"data":{"k":"record"}}"#);
+    let (port, server) = service(vec![
+        vault_login(),
+        record.clone(),
+        record.clone(),
+        answer("200 OK", r#"{"data":{"keys":["k"]}}"#),
+        answer("403 Forbidden", r#"{"errors":["permission denied"]}"#),
+        vault_login(),
+        record,
+    ]);
+    let config = VaultConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        engine: "kv".into(),
+        kv_v2: false,
+        namespace: String::new(),
+        prefix: String::new(),
+        auth: VaultAuth::AppRole {
+            engine: "approle".into(),
+            namespace: String::new(),
+            id: "role".into(),
+            secret: "secret".into(),
+        },
+        transit: None,
+        tls_key: None,
+        tls_cert: None,
+        tls_ca: None,
+        ping: Duration::from_secs(15),
+    };
+    let copies = freed_copies(|| {
+        let store = VaultStore::new(config).unwrap();
+        assert_eq!(store.get("k").unwrap().expose(), b"record");
+        assert_eq!(store.get("k").unwrap().expose(), b"record");
+        assert_eq!(store.list("").unwrap(), ["k"]);
+        // 403: logs in again and repeats the call.
+        assert_eq!(store.get("k").unwrap().expose(), b"record");
+        drop(store);
+    });
+    server.join().unwrap();
+    assert_eq!(
+        copies, 0,
+        "the Vault token left {copies} unwiped copies in freed memory"
+    );
 }
