@@ -190,3 +190,22 @@ fn a_vault_token_leaves_no_copy_behind() {
         "the Vault token left {copies} unwiped copies in freed memory"
     );
 }
+
+/// An OAuth2 token answer (GCP, Azure, Fortanix, CipherTrust, KeyControl): the access token
+/// is read into the `Authorization` value without a copy left behind, escaped or not.
+#[test]
+fn an_oauth2_token_answer_leaves_no_copy_behind() {
+    use kes::keystore::session::bearer_token;
+    let token = std::str::from_utf8(MARKER).unwrap();
+    let plain = format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":3599}}"#);
+    let escaped =
+        format!(r#"{{"token_type":"Bearer","access_token":"{token}\/x","expires_in":"60"}}"#);
+    for body in [plain, escaped] {
+        let copies = freed_copies(|| {
+            let (header, lifetime) = bearer_token(body.as_bytes(), "Test").unwrap();
+            assert!(header.expose().starts_with(b"Bearer s.SECRET"));
+            assert!(lifetime >= Duration::from_secs(60));
+        });
+        assert_eq!(copies, 0, "{body}: {copies} unwiped copies in freed memory");
+    }
+}
