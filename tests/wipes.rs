@@ -209,3 +209,33 @@ fn an_oauth2_token_answer_leaves_no_copy_behind() {
         assert_eq!(copies, 0, "{body}: {copies} unwiped copies in freed memory");
     }
 }
+
+/// A request whose header carries a long token (an Entra ID JWT is over 1 KiB): the request
+/// buffer grows without leaving a copy of it.
+#[test]
+fn a_token_in_a_request_header_leaves_no_copy_behind() {
+    let (port, server) = service(vec![answer("200 OK", "{}")]);
+    let endpoint = Endpoint::parse(
+        "Test",
+        "f",
+        &format!("http://127.0.0.1:{port}"),
+        &TlsFiles::default(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let long = secret_body(1500);
+    let header = format!("Bearer {}", std::str::from_utf8(&long).unwrap());
+    let copies = freed_copies(|| {
+        let headers = [
+            ("Authorization", header.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let reply = endpoint.send("POST", "/v1/keys", &headers, b"{}").unwrap();
+        assert_eq!(reply.status, 200);
+    });
+    server.join().unwrap();
+    assert_eq!(
+        copies, 0,
+        "the request left {copies} unwiped copies of its token in freed memory"
+    );
+}
