@@ -239,3 +239,78 @@ fn a_token_in_a_request_header_leaves_no_copy_behind() {
         "the request left {copies} unwiped copies of its token in freed memory"
     );
 }
+
+/// The login-based HSM stores (Fortanix DSM, CipherTrust/KeySecure, Entrust KeyControl):
+/// a login answer carrying the marker as the token, then a call with it (answered 404). No
+/// freed block holds a copy of the token once the call is done, nor of KeyControl's password
+/// (which the login body carries). The stores are dropped outside the scan: their configs
+/// hold the credentials as plain strings.
+#[test]
+fn hsm_store_logins_leave_no_copy_behind() {
+    use kes::config::{FortanixConfig, KeyControlConfig, KeySecureConfig};
+    use kes::keystore::fortanix::FortanixStore;
+    use kes::keystore::keycontrol::KeyControlStore;
+    use kes::keystore::keysecure::KeySecureStore;
+    use kes::keystore::{KeyStore, StoreError};
+    let token = std::str::from_utf8(MARKER).unwrap();
+    let not_found = answer("404 Not Found", r#"{"error":"Secret not found"}"#);
+    let logins = [
+        (
+            "Fortanix",
+            format!(r#"{{"access_token":"{token}","expires_in":600,"entity_id":"e"}}"#),
+        ),
+        (
+            "KeySecure",
+            format!(r#"{{"jwt":"{token}","duration":300,"token_type":"Bearer"}}"#),
+        ),
+        (
+            "KeyControl",
+            format!(r#"{{"access_token":"{token}","expires_at":"2099-01-01T00:00:00Z"}}"#),
+        ),
+    ];
+    for (which, login) in logins {
+        let (port, server) = service(vec![answer("200 OK", &login), not_found.clone()]);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let store: Box<dyn KeyStore> = match which {
+            "Fortanix" => Box::new(
+                FortanixStore::new(FortanixConfig {
+                    endpoint,
+                    group_id: String::new(),
+                    api_key: "api-key".into(),
+                    tls_ca: None,
+                })
+                .unwrap(),
+            ),
+            "KeySecure" => Box::new(
+                KeySecureStore::new(KeySecureConfig {
+                    endpoint,
+                    token: "refresh-token".into(),
+                    domain: String::new(),
+                    tls_ca: None,
+                })
+                .unwrap(),
+            ),
+            _ => Box::new(
+                KeyControlStore::new(KeyControlConfig {
+                    endpoint,
+                    vault_id: "v".into(),
+                    box_id: "b".into(),
+                    username: "kes".into(),
+                    password: format!("{token}{}", "x".repeat(100)),
+                    tls_ca: None,
+                })
+                .unwrap(),
+            ),
+        };
+        let copies = freed_copies(|| {
+            let e = store.get("k").err().unwrap();
+            assert!(matches!(e, StoreError::NotFound), "{which}: {e}");
+        });
+        drop(store);
+        server.join().unwrap();
+        assert_eq!(
+            copies, 0,
+            "{which}: {copies} unwiped copies in freed memory"
+        );
+    }
+}

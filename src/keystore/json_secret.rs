@@ -59,6 +59,14 @@ impl<'a> Member<'a> {
     }
 }
 
+/// `prefix` and `token` (`Bearer <token>`) in a zeroizing buffer of their exact size.
+pub(crate) fn header_value(prefix: &[u8], token: &[u8]) -> SecretVec {
+    let mut out = SecretVec::with_capacity(prefix.len() + token.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(token);
+    out
+}
+
 /// For each name in `names`, the value of the member of that exact name in the JSON object
 /// `answer` (the last one when it repeats; `None` when absent or `null`). `Err` when
 /// `answer` is not one JSON object.
