@@ -72,6 +72,18 @@ fn service(answers: Vec<Vec<u8>>) -> (u16, std::thread::JoinHandle<()>) {
     (port, t)
 }
 
+/// The keystore client's endpoint for the loopback service on `port`.
+fn loopback(port: u16) -> Endpoint {
+    Endpoint::parse(
+        "Test",
+        "f",
+        &format!("http://127.0.0.1:{port}"),
+        &TlsFiles::default(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
 /// A body of `n` bytes with the marker at its start (so that it is in the first bytes read
 /// and in every buffer that grows from there).
 fn secret_body(n: usize) -> Vec<u8> {
@@ -97,14 +109,7 @@ fn keystore_answers_leave_no_copy_behind() {
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
     let (port, server) = service(vec![plain, chunked]);
-    let endpoint = Endpoint::parse(
-        "Test",
-        "f",
-        &format!("http://127.0.0.1:{port}"),
-        &TlsFiles::default(),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let endpoint = loopback(port);
     for what in ["Content-Length", "chunked"] {
         let copies = freed_copies(|| {
             let reply = endpoint.send("GET", "/", &[], b"").expect("an answer");
@@ -215,14 +220,7 @@ fn an_oauth2_token_answer_leaves_no_copy_behind() {
 #[test]
 fn a_token_in_a_request_header_leaves_no_copy_behind() {
     let (port, server) = service(vec![answer("200 OK", "{}")]);
-    let endpoint = Endpoint::parse(
-        "Test",
-        "f",
-        &format!("http://127.0.0.1:{port}"),
-        &TlsFiles::default(),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let endpoint = loopback(port);
     let long = secret_body(1500);
     let header = format!("Bearer {}", std::str::from_utf8(&long).unwrap());
     let copies = freed_copies(|| {
