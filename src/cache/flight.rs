@@ -19,7 +19,43 @@ use crate::secret::SecretVec;
 enum Shared {
     Value(SecretVec),
     NotFound,
-    Failed(String),
+    Failed(Failure),
+}
+
+/// A failure handed to every waiter as the keystore gave it (a [`StoreError`] is not `Clone`):
+/// the same variant, and an I/O error's kind and text (not the `StoreError`'s own text, which
+/// would say `keystore I/O error:` twice once wrapped again).
+#[derive(Clone)]
+enum Failure {
+    AlreadyExists,
+    InvalidName,
+    TooLarge,
+    Unreachable(String),
+    Io(std::io::ErrorKind, String),
+}
+
+impl Failure {
+    fn of(e: &StoreError) -> Failure {
+        match e {
+            // Not a failure: `Shared::NotFound`; kept whole should a caller share it anyway.
+            StoreError::NotFound => Failure::Io(std::io::ErrorKind::NotFound, e.to_string()),
+            StoreError::AlreadyExists => Failure::AlreadyExists,
+            StoreError::InvalidName => Failure::InvalidName,
+            StoreError::TooLarge => Failure::TooLarge,
+            StoreError::Unreachable(why) => Failure::Unreachable(why.clone()),
+            StoreError::Io(io) => Failure::Io(io.kind(), io.to_string()),
+        }
+    }
+
+    fn error(self) -> StoreError {
+        match self {
+            Failure::AlreadyExists => StoreError::AlreadyExists,
+            Failure::InvalidName => StoreError::InvalidName,
+            Failure::TooLarge => StoreError::TooLarge,
+            Failure::Unreachable(why) => StoreError::Unreachable(why),
+            Failure::Io(kind, text) => StoreError::Io(std::io::Error::new(kind, text)),
+        }
+    }
 }
 
 struct Flight {
@@ -66,9 +102,10 @@ impl Leader<'_> {
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.finish(Shared::Failed(
+            self.finish(Shared::Failed(Failure::Io(
+                std::io::ErrorKind::Other,
                 "the keystore read this request waited for failed".into(),
-            ));
+            )));
         }
     }
 }
@@ -107,7 +144,7 @@ impl SingleFlight {
             let shared = match fetch() {
                 Ok(v) => Shared::Value(v),
                 Err(StoreError::NotFound) => Shared::NotFound,
-                Err(e) => Shared::Failed(e.to_string()),
+                Err(e) => Shared::Failed(Failure::of(&e)),
             };
             duty.finish(shared.clone());
             shared
@@ -140,7 +177,7 @@ impl SingleFlight {
         match result {
             Shared::Value(v) => Ok(v),
             Shared::NotFound => Err(StoreError::NotFound),
-            Shared::Failed(msg) => Err(StoreError::Io(std::io::Error::other(msg))),
+            Shared::Failed(failure) => Err(failure.error()),
         }
     }
 }
@@ -299,6 +336,57 @@ mod tests {
             let r = results.recv_timeout(Duration::from_secs(5)).unwrap();
             let e = r.unwrap_err().to_string();
             assert!(e.contains("vault is down"), "{e}");
+        }
+    }
+
+    /// A failure reaches the leader and every follower as the keystore gave it: the same
+    /// kind of error, its cause once (not `keystore I/O error: keystore I/O error: …`).
+    #[test]
+    fn a_failure_is_shared_as_it_was() {
+        let flights = Arc::new(SingleFlight::default());
+        let (release, leader) = blocked_leader(&flights, || {
+            Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "Vault answered 403",
+            )))
+        });
+        let results = followers(&flights, 2, Duration::ZERO);
+        wait_for_holders(&flights, "k", 2 + 2);
+        release.send(()).unwrap();
+        assert_eq!(
+            leader.join().unwrap().unwrap_err(),
+            "keystore I/O error: Vault answered 403"
+        );
+        for _ in 0..2 {
+            match results.recv_timeout(Duration::from_secs(5)).unwrap() {
+                Err(StoreError::Io(e)) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+                    assert_eq!(
+                        StoreError::Io(e).to_string(),
+                        "keystore I/O error: Vault answered 403"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // An unreachable keystore stays unreachable (the keystore is then offline).
+        let e = flights
+            .get("k", Duration::ZERO, || {
+                Err(StoreError::Unreachable("connection refused".into()))
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Unreachable(m) if m == "connection refused"),
+            "{e:?}"
+        );
+        for e in [
+            StoreError::AlreadyExists,
+            StoreError::InvalidName,
+            StoreError::TooLarge,
+        ] {
+            let want = e.to_string();
+            let got = flights.get("k", Duration::ZERO, || Err(e)).unwrap_err();
+            assert_eq!(got.to_string(), want);
         }
     }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::http::{other, retryable_status, retrying, Reply};
+use super::json_secret;
 use super::session::{describe, encode, Service};
 use super::{KeyStore, StoreError};
 use crate::config::FortanixConfig;
@@ -78,24 +79,21 @@ impl FortanixStore {
         if reply.status != 200 {
             return Err(self.fail("login", &reply));
         }
-        let mut raw = SecretVec::new(reply.body);
-        let v = simd_json::to_owned_value(raw.as_mut_vec())
+        // Read in place (simd-json would leave copies of the token in freed buffers).
+        let raw = SecretVec::new(reply.body);
+        let [token, life] = json_secret::members(raw.expose(), ["access_token", "expires_in"])
             .map_err(|_| other(format!("{SERVICE} login: invalid JSON answer")))?;
-        use simd_json::prelude::*;
-        let token = v
-            .get("access_token")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default();
-        if token.is_empty() {
-            return Err(other(format!("{SERVICE} login: the answer has no token")));
-        }
-        let life = v
-            .get("expires_in")
-            .and_then(|d| d.as_u64())
+        let token = token
+            .as_ref()
+            .and_then(|t| t.text())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| other(format!("{SERVICE} login: the answer has no token")))?;
+        let life = life
+            .and_then(|d| d.uint())
             .filter(|s| *s > 0)
             .map(Duration::from_secs)
             .unwrap_or(SESSION_DEFAULT);
-        Ok((SecretVec::new(format!("Bearer {token}").into_bytes()), life))
+        Ok((json_secret::header_value(b"Bearer ", token), life))
     }
 
     /// An authorized call, repeated on 5xx/429; a 401 logs in again once.

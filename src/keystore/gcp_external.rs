@@ -23,6 +23,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
+use super::json_secret;
 use super::session::{base_path, bearer_token, encode, oauth_error, read_credential_file};
 use super::StoreError;
 use crate::secret::SecretVec;
@@ -434,14 +435,14 @@ impl ExternalAccount {
                 oauth_error(&reply, &[federated.expose()])
             )));
         }
-        use simd_json::prelude::*;
-        let mut answer = SecretVec::new(reply.body);
-        let v = simd_json::to_owned_value(answer.as_mut_vec())
+        // Read in place (simd-json would leave copies of the token in freed buffers).
+        let answer = SecretVec::new(reply.body);
+        let [token, expire] = json_secret::members(answer.expose(), ["accessToken", "expireTime"])
             .map_err(|_| other(format!("GCP IAM credentials at {}: not JSON", i.url.url)))?;
-        let token = v
-            .get("accessToken")
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
+        let token = token
+            .as_ref()
+            .and_then(|t| t.text())
+            .filter(|t| !t.is_empty() && t.iter().all(u8::is_ascii_graphic))
             .ok_or_else(|| {
                 other(format!(
                     "GCP IAM credentials at {}: no usable accessToken in the answer",
@@ -449,16 +450,16 @@ impl ExternalAccount {
                 ))
             })?;
         let now = crate::time::Timestamp::now().seconds;
-        let life = v
-            .get("expireTime")
-            .and_then(|t| t.as_str())
+        let life = expire
+            .as_ref()
+            .and_then(|t| std::str::from_utf8(t.text()?).ok())
             .and_then(crate::time::Timestamp::parse_rfc3339)
             .map(|t| t.seconds.saturating_sub(now).max(0) as u64)
             .unwrap_or(300);
-        let mut header = SecretVec::with_capacity(token.len() + 7);
-        header.as_mut_vec().extend_from_slice(b"Bearer ");
-        header.as_mut_vec().extend_from_slice(token.as_bytes());
-        Ok((header, Duration::from_secs(life)))
+        Ok((
+            json_secret::header_value(b"Bearer ", token),
+            Duration::from_secs(life),
+        ))
     }
 
     fn send(

@@ -214,24 +214,39 @@ impl Endpoint {
             deadline,
         };
         let failed = |e: std::io::Error| self.io_failure(e, deadline);
-        let mut bytes = SecretVec::with_capacity(256 + body.len());
-        {
-            let b = bytes.as_mut_vec();
-            b.extend_from_slice(method.as_bytes());
-            b.push(b' ');
-            b.extend_from_slice(path.as_bytes());
-            b.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-            b.extend_from_slice(self.host_header().as_bytes());
-            b.extend_from_slice(b"\r\nConnection: close\r\n");
-            for (name, value) in headers {
-                b.extend_from_slice(name.as_bytes());
-                b.extend_from_slice(b": ");
-                b.extend_from_slice(value.as_bytes());
-                b.extend_from_slice(b"\r\n");
-            }
-            b.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-            b.extend_from_slice(body);
+        // Headers carry tokens: the buffer is sized for the whole request up front, and
+        // grows (should the size be off) through `SecretVec::extend_from_slice`, which
+        // wipes the allocation it leaves, never through the `Vec` (which would not).
+        let host = self.host_header();
+        let content_length = format!("Content-Length: {}\r\n\r\n", body.len());
+        let size = method.len()
+            + path.len()
+            + host.len()
+            + headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len() + 4)
+                .sum::<usize>()
+            + content_length.len()
+            + body.len()
+            + 64;
+        let mut bytes = SecretVec::with_capacity(size);
+        for piece in [
+            method.as_bytes(),
+            b" ",
+            path.as_bytes(),
+            b" HTTP/1.1\r\nHost: ",
+        ] {
+            bytes.extend_from_slice(piece);
         }
+        bytes.extend_from_slice(host.as_bytes());
+        bytes.extend_from_slice(b"\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            for piece in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                bytes.extend_from_slice(piece);
+            }
+        }
+        bytes.extend_from_slice(content_length.as_bytes());
+        bytes.extend_from_slice(body);
         let mut raw = SecretVec::with_capacity(4096);
         match &self.tls {
             None => {

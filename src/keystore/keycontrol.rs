@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 
 use super::http::{other, retryable_status, retrying, Reply};
+use super::json_secret;
 use super::session::{describe, encode, secret_json, Service};
 use super::{KeyStore, StoreError};
 use crate::config::KeyControlConfig;
@@ -94,7 +95,7 @@ impl KeyControlStore {
             });
             // Renewal refused or failed: a new login, as upstream.
             if let Some(reply) = renewed.ok().filter(|r| r.status == 200) {
-                if let Ok(fresh) = self.token_answer(&reply, "renew") {
+                if let Ok(fresh) = self.token_answer(reply, "renew") {
                     return Ok(fresh);
                 }
             }
@@ -104,7 +105,10 @@ impl KeyControlStore {
 
     /// Logs in with username and password.
     fn login(&self) -> Result<(SecretVec, Duration), StoreError> {
-        let mut body = SecretVec::with_capacity(64);
+        // Sized for the worst escaping (`\u00XX`): growing would leave the password behind.
+        let mut body = SecretVec::with_capacity(
+            64 + 6 * (self.config.username.len() + self.config.password.len()),
+        );
         {
             let mut w = crate::api::json::JsonWriter::object(body.as_mut_vec());
             w.string("username", &self.config.username)
@@ -127,27 +131,24 @@ impl KeyControlStore {
         if reply.status != 200 {
             return Err(self.fail("login", &reply));
         }
-        self.token_answer(&reply, "login")
+        self.token_answer(reply, "login")
     }
 
     /// `{"access_token","expires_at"}` of a login or renewal: the token and its lifetime.
-    fn token_answer(&self, reply: &Reply, what: &str) -> Result<(SecretVec, Duration), StoreError> {
-        let mut raw = SecretVec::new(reply.body.clone());
-        let v = simd_json::to_owned_value(raw.as_mut_vec())
-            .map_err(|_| other(format!("{SERVICE} {what}: invalid JSON answer")))?;
-        use simd_json::prelude::*;
-        let token = v
-            .get("access_token")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default();
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(other(format!(
-                "{SERVICE} {what}: the answer has no usable token"
-            )));
-        }
-        let life = v
-            .get("expires_at")
-            .and_then(|e| e.as_str())
+    fn token_answer(&self, reply: Reply, what: &str) -> Result<(SecretVec, Duration), StoreError> {
+        // Read in place (simd-json would leave copies of the token in freed buffers).
+        let raw = SecretVec::new(reply.body);
+        let [token, expires_at] =
+            json_secret::members(raw.expose(), ["access_token", "expires_at"])
+                .map_err(|_| other(format!("{SERVICE} {what}: invalid JSON answer")))?;
+        let token = token
+            .as_ref()
+            .and_then(|t| t.text())
+            .filter(|t| !t.is_empty() && t.iter().all(u8::is_ascii_graphic))
+            .ok_or_else(|| other(format!("{SERVICE} {what}: the answer has no usable token")))?;
+        let life = expires_at
+            .as_ref()
+            .and_then(|e| std::str::from_utf8(e.text()?).ok())
             .and_then(rfc3339_unix)
             .and_then(|at| {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
@@ -155,7 +156,7 @@ impl KeyControlStore {
             })
             .filter(|d| !d.is_zero())
             .unwrap_or(TOKEN_DEFAULT);
-        Ok((SecretVec::new(token.as_bytes().to_vec()), life))
+        Ok((SecretVec::new(token.to_vec()), life))
     }
 
     /// An authorized JSON `POST` to `/vault/1.0/<op>/`, repeated on 5xx/429; a 401 logs

@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use super::http::{other, retryable_status, retrying, Reply, Retry};
+use super::json_secret;
 use super::session::{describe, encode, secret_json, Service};
 use super::{KeyStore, StoreError};
 use crate::config::KeySecureConfig;
@@ -88,26 +89,29 @@ impl KeySecureStore {
         if reply.status != 200 {
             return Err(self.fail("login", &reply));
         }
-        let mut raw = SecretVec::new(reply.body);
-        let v = simd_json::to_owned_value(raw.as_mut_vec())
-            .map_err(|_| other(format!("{SERVICE} login: invalid JSON answer")))?;
-        use simd_json::prelude::*;
-        let jwt = v.get("jwt").and_then(|t| t.as_str()).unwrap_or_default();
-        if jwt.is_empty() {
-            return Err(other(format!("{SERVICE} login: the answer has no token")));
-        }
-        let kind = v.get("token_type").and_then(|t| t.as_str()).unwrap_or("");
-        if kind != "Bearer" {
+        // Read in place (simd-json would leave copies of the token in freed buffers).
+        let raw = SecretVec::new(reply.body);
+        let [jwt, kind, secs] =
+            json_secret::members(raw.expose(), ["jwt", "token_type", "duration"])
+                .map_err(|_| other(format!("{SERVICE} login: invalid JSON answer")))?;
+        let jwt = jwt
+            .as_ref()
+            .and_then(|t| t.text())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| other(format!("{SERVICE} login: the answer has no token")))?;
+        let kind = kind.as_ref().and_then(|t| t.text()).unwrap_or_default();
+        if kind != b"Bearer" {
             return Err(other(format!(
-                "{SERVICE} login: unexpected token type '{kind}'"
+                "{SERVICE} login: unexpected token type '{}'",
+                String::from_utf8_lossy(kind)
             )));
         }
-        let secs = v.get("duration").and_then(|d| d.as_u64()).unwrap_or(0);
+        let secs = secs.and_then(|d| d.uint()).unwrap_or(0);
         if secs == 0 {
             return Err(other(format!("{SERVICE} login: invalid token lifetime")));
         }
         Ok((
-            SecretVec::new(format!("Bearer {jwt}").into_bytes()),
+            json_secret::header_value(b"Bearer ", jwt),
             Duration::from_secs(secs),
         ))
     }

@@ -22,6 +22,7 @@ pub mod gcp;
 pub mod gcp_auth;
 pub mod gcp_external;
 pub mod http;
+pub(crate) mod json_secret;
 pub mod keycontrol;
 pub mod keysecure;
 pub mod mem;

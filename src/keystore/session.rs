@@ -422,43 +422,51 @@ pub fn describe(reply: &Reply, fields: &[&str], secrets: &[&str]) -> String {
 /// `Authorization` value (`Bearer <token>`) and the token's lifetime (300 s when the answer
 /// gives none). `source` names the sender in errors; the token never appears in one.
 pub fn bearer_token(body: &[u8], source: &str) -> Result<(SecretVec, Duration), StoreError> {
-    use simd_json::prelude::*;
-    let mut body = SecretVec::new(body.to_vec());
-    let v = simd_json::to_owned_value(body.as_mut_vec())
-        .map_err(|_| super::http::other(format!("{source}: the token answer is not JSON")))?;
-    let token = v
-        .get("access_token")
-        .and_then(|t| t.as_str())
+    // Read in place, not with simd-json (which copies the answer into buffers it frees
+    // unwiped): the token's only copy is the header built here.
+    let [token, kind, expires_in, expires_on] = super::json_secret::members(
+        body,
+        ["access_token", "token_type", "expires_in", "expires_on"],
+    )
+    .map_err(|_| super::http::other(format!("{source}: the token answer is not JSON")))?;
+    let token = token
+        .as_ref()
+        .and_then(|t| t.text())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| super::http::other(format!("{source}: the answer has no access_token")))?;
     // It goes into a header: visible ASCII only (a hostile answer must not add header lines).
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if !token.iter().all(u8::is_ascii_graphic) {
         return Err(super::http::other(format!(
             "{source}: the access_token has characters a header cannot carry"
         )));
     }
-    if let Some(kind) = v.get("token_type").and_then(|t| t.as_str()) {
-        if !kind.eq_ignore_ascii_case("bearer") {
+    if let Some(kind) = kind.as_ref().and_then(|t| t.text()) {
+        if !kind.eq_ignore_ascii_case(b"bearer") {
             return Err(super::http::other(format!(
                 "{source}: token_type '{}' is not Bearer",
-                kind.chars().take(32).collect::<String>()
+                String::from_utf8_lossy(kind)
+                    .chars()
+                    .take(32)
+                    .collect::<String>()
             )));
         }
     }
-    let number = |name: &str| {
-        v.get(name).and_then(|e| {
-            e.as_u64()
-                .or_else(|| e.as_str().and_then(|s| s.trim().parse().ok()))
+    let number = |member: Option<super::json_secret::Member<'_>>| {
+        member.and_then(|e| {
+            e.uint().or_else(|| {
+                let text = std::str::from_utf8(e.text()?).ok()?;
+                text.trim().parse().ok()
+            })
         })
     };
-    let lifetime_secs = match (number("expires_in"), number("expires_on")) {
+    let lifetime_secs = match (number(expires_in), number(expires_on)) {
         (Some(secs), _) => secs,
         (None, Some(at)) => at.saturating_sub(unix_now_secs()),
         (None, None) => 300,
     };
     let mut header = SecretVec::with_capacity(token.len() + 7);
     header.as_mut_vec().extend_from_slice(b"Bearer ");
-    header.as_mut_vec().extend_from_slice(token.as_bytes());
+    header.as_mut_vec().extend_from_slice(token);
     Ok((header, Duration::from_secs(lifetime_secs)))
 }
 

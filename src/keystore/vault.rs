@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::http::{other, Endpoint, Reply, TlsFiles};
+use super::json_secret;
 use super::token_file::read_token_file;
 use super::{KeyStore, StoreError};
 use crate::config::{KubernetesJwt, VaultAuth, VaultConfig};
@@ -31,7 +32,8 @@ use crate::secret::SecretVec;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Token {
-    value: String,
+    /// Wiped when dropped.
+    value: SecretVec,
     /// Log in again after this instant.
     renew_at: Instant,
 }
@@ -143,22 +145,10 @@ impl VaultStore {
                 reply.status
             )));
         }
-        // The answer holds the token: wiped when dropped.
-        let mut body = SecretVec::new(reply.body);
-        let value = simd_json::to_owned_value(body.as_mut_vec())
-            .map_err(|_| other("Vault login: invalid JSON".into()))?;
-        use simd_json::prelude::*;
-        let auth = value
-            .get("auth")
-            .ok_or_else(|| other("Vault login: no auth in the answer".into()))?;
-        let token = auth
-            .get("client_token")
-            .and_then(|t| t.as_str())
-            .ok_or_else(|| other("Vault login: no client_token".into()))?;
-        let ttl = auth
-            .get("lease_duration")
-            .and_then(|d| d.as_u64())
-            .unwrap_or(0);
+        // The answer holds the token: wiped when dropped, and read without simd-json (which
+        // copies its input into buffers it frees unwiped).
+        let body = SecretVec::new(reply.body);
+        let (value, ttl) = login_answer(body.expose())?;
         // Log in again when 80 % of the lease has passed (0 = no expiry: once an hour).
         let renew = if ttl == 0 {
             Duration::from_secs(3600)
@@ -166,12 +156,14 @@ impl VaultStore {
             Duration::from_secs(ttl * 4 / 5)
         };
         Ok(Token {
-            value: token.to_string(),
+            value,
             renew_at: Instant::now() + renew,
         })
     }
 
-    fn token(&self, force_login: bool) -> Result<String, StoreError> {
+    /// The token (a copy that is wiped when dropped), logging in first when there is none,
+    /// it is due for renewal, or `force_login`.
+    fn token(&self, force_login: bool) -> Result<SecretVec, StoreError> {
         let mut guard = self.token.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
             Some(t) if !force_login && Instant::now() < t.renew_at => Ok(t.value.clone()),
@@ -187,13 +179,52 @@ impl VaultStore {
     /// An authenticated call; logs in again once on 403 (token revoked or expired early).
     fn authed(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Reply, StoreError> {
         let token = self.token(false)?;
-        let reply = self.call(method, path, Some(&token), &self.config.namespace, body)?;
+        let reply = self.call(
+            method,
+            path,
+            Some(token_text(&token)?),
+            &self.config.namespace,
+            body,
+        )?;
         if reply.status == 403 {
             let token = self.token(true)?;
-            return self.call(method, path, Some(&token), &self.config.namespace, body);
+            return self.call(
+                method,
+                path,
+                Some(token_text(&token)?),
+                &self.config.namespace,
+                body,
+            );
         }
         Ok(reply)
     }
+}
+
+/// The token and its lease in seconds (0: none) from a login answer,
+/// `{"auth":{"client_token":"…","lease_duration":…}}`. The answer is read in place; the token's
+/// only copy is the one returned. It goes into a header: visible ASCII only (a hostile answer
+/// must not add header lines). Errors never quote the token.
+fn login_answer(body: &[u8]) -> Result<(SecretVec, u64), StoreError> {
+    let [auth] = json_secret::members(body, ["auth"])
+        .map_err(|_| other("Vault login: invalid JSON".into()))?;
+    let [token, ttl] = auth
+        .and_then(|a| a.members(["client_token", "lease_duration"]))
+        .ok_or_else(|| other("Vault login: no auth in the answer".into()))?;
+    let token = token
+        .and_then(|t| t.secret())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| other("Vault login: no client_token".into()))?;
+    if !token.expose().iter().all(u8::is_ascii_graphic) {
+        return Err(other(
+            "Vault login: the client_token has characters a header cannot carry".into(),
+        ));
+    }
+    Ok((token, ttl.and_then(|t| t.uint()).unwrap_or(0)))
+}
+
+/// A token as header text (login_answer let only visible ASCII in).
+fn token_text(token: &SecretVec) -> Result<&str, StoreError> {
+    std::str::from_utf8(token.expose()).map_err(|_| other("Vault: the token is not text".into()))
 }
 
 /// The namespace a login goes to, as upstream: the login's own (`approle.namespace`,
@@ -458,5 +489,37 @@ impl KeyStore for VaultStore {
             .unwrap_or_default();
         names.sort();
         Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_answers() {
+        let (token, ttl) = login_answer(
+            br#"{"auth":{"client_token":"hvs.TOK","lease_duration":2764800},"data":null}"#,
+        )
+        .unwrap();
+        assert_eq!((token.expose(), ttl), (&b"hvs.TOK"[..], 2764800));
+        let (_, ttl) = login_answer(br#"{"auth":{"client_token":"hvs.TOK"}}"#).unwrap();
+        assert_eq!(ttl, 0);
+        // Refused, without the token in the message.
+        for (body, why) in [
+            (&b"<html>"[..], "invalid JSON"),
+            (br#"{"auth":null}"#, "no auth"),
+            (br#"{"auth":"TOK"}"#, "no auth"),
+            (br#"{"auth":{"client_token":""}}"#, "no client_token"),
+            (br#"{"auth":{"client_token":7}}"#, "no client_token"),
+            (
+                br#"{"auth":{"client_token":"TOK\r\nX-Evil: 1"}}"#,
+                "a header cannot carry",
+            ),
+        ] {
+            let e = login_answer(body).err().unwrap().to_string();
+            assert!(e.contains("Vault login: ") && e.contains(why), "{e}");
+            assert!(!e.contains("TOK"), "{e}");
+        }
     }
 }
