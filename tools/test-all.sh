@@ -103,8 +103,8 @@ export FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 check "fuzz (every target, ${FUZZ_SECONDS}s each)" bash tools/fuzz.sh
 
 if [ "${DEPLOY_CHECKS:-0}" = 1 ]; then
-  check "container image (deploy/Dockerfile's runtime stage)" bash deploy/check-image.sh
-  check "systemd unit (deploy/kes.service)" bash deploy/check-service.sh
+  check "container image (deploy/Dockerfile's runtime stage)" python3 deploy/check-image.py
+  check "systemd unit (deploy/kes.service)" python3 deploy/check-service.py
   check "arm64 build and smoke test under qemu-user" bash tools/arm64-smoke.sh
 fi
 
