@@ -7,7 +7,8 @@
 # check's result and the real test totals per I/O backend; the exit status is 1 if anything
 # failed. A tool that cannot be installed stops the run at once with what is missing.
 #
-#   IO_BACKENDS="epoll io_uring"   the backends the integration suite runs on (default both)
+#   IO_BACKENDS="epoll io_uring"   the backends the integration suite runs on (default both;
+#                                  empty: none)
 #   FUZZ_SECONDS=10                seconds per fuzz target
 #   DEPLOY_CHECKS=1                also the image, service-file and arm64 checks (CI sets it;
 #                                  needs root, Debian's cross toolchain and qemu-user)
@@ -93,7 +94,7 @@ check "clippy" cargo clippy --workspace --all-targets -- -D warnings
 # the test machine, and the io_uring run fails with the reason where it does not).
 summaries=$(mktemp)
 trap 'rm -f "$summaries"' EXIT
-for backend in ${IO_BACKENDS:-epoll io_uring}; do
+for backend in ${IO_BACKENDS-epoll io_uring}; do
   check "tests (KES_IO_BACKEND=$backend)" env KES_IO_BACKEND="$backend" \
     TEST_SUMMARY_FILE="$summaries" bash tools/cargo-test-run.sh "$backend" \
     --workspace --lib --bins --tests
