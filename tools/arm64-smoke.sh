@@ -50,7 +50,7 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "${qemu[@]}" "$bin" server --dev --addr "127.0.0.1:$port" >"$work/server.out" 2>&1 &
 server=$!
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   grep -q 'kes:v1:' "$work/server.out" && break
   kill -0 "$server" 2>/dev/null || break
   sleep 0.2
