@@ -77,10 +77,11 @@ check() {
   local name=$1
   shift
   echo "== $name"
+  local start=$SECONDS
   if "$@"; then
-    results+=("ok      $name")
+    results+=("ok      $name ($((SECONDS - start)) s)")
   else
-    results+=("FAILED  $name")
+    results+=("FAILED  $name ($((SECONDS - start)) s)")
     failed=1
   fi
 }
