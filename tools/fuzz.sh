@@ -8,7 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-20}
 export RUSTC_BOOTSTRAP=1
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+# shellcheck source=tools/test-versions.sh
+. tools/test-versions.sh
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked || {
+    echo "fuzz: could not install cargo-fuzz $CARGO_FUZZ_VERSION" >&2
+    exit 1
+  }
+fi
 cd fuzz
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
