@@ -1499,14 +1499,9 @@ impl H2Conn {
     /// Reads every frame that comes within `wait` (counting connection credit); a GOAWAY
     /// fails.
     fn read_for(&mut self, wait: Duration) {
-        self.tls.sock.set_read_timeout(Some(wait)).unwrap();
-        while let Some(f) = self.next_frame() {
+        while let Polled::Frame(f) = self.poll_frame(wait) {
             assert_ne!(f.header.kind, frame::kind::GOAWAY, "{:?}", f.payload);
         }
-        self.tls
-            .sock
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
     }
 }
 

@@ -627,6 +627,9 @@ pub async fn serve(
     let mut idle_since = crate::rt::now();
     // Whether what bursts of streams grew was given back since the connection went idle.
     let mut released = true;
+    // Requests seen so far: one answered within a single turn never makes the connection
+    // look busy, but it may still have grown buffers.
+    let mut requests_seen = 0;
     let mut log_lines: Vec<String> = Vec::new();
     // The connection task's waker, for handlers polled inline.
     let waker = futures_lite::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
@@ -678,6 +681,11 @@ pub async fn serve(
 
         // 3. Done?
         let busy = !h2.streams.is_empty() || handlers.parked() > 0;
+        if h2.requests != requests_seen {
+            requests_seen = h2.requests;
+            idle_since = now;
+            released = false;
+        }
         if h2.goaway_sent && !busy {
             return Ok(());
         }
