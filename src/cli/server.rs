@@ -667,6 +667,11 @@ fn print_banner(
     println!("Admin       {admin}");
     if let Some(key) = api_key {
         println!("API Key     {key}");
+        // The same Ed25519 key in the MinKMS form (`MINIO_KMS_API_KEY`).
+        if let Ok(parsed) = crate::auth::apikey::ApiKey::parse(key) {
+            let k1 = parsed.to_k1_secret();
+            println!("MinKMS Key  {}", String::from_utf8_lossy(k1.expose()));
+        }
         println!();
         println!(
             "            export KES_SERVER=https://{}",

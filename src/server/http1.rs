@@ -293,6 +293,8 @@ impl Http1 {
                         peer,
                         body: &mut self.body,
                         scratch: &mut self.scratch,
+                        binary: self.head.binary,
+                        host: &self.head.host,
                     };
                     self.out.clear();
                     let authorized = authorized.unwrap_or(Err(ApiError::NOT_AUTHORIZED));
@@ -346,10 +348,7 @@ impl Http1 {
                         self.head.path = path;
                         return stream_log(core, io, which).await;
                     }
-                    let status = match &reply {
-                        Reply::Error(e) => e.status,
-                        _ => 200,
-                    };
+                    let status = reply.status();
                     let elapsed = started_at.elapsed();
                     core.metrics.request_finished(
                         index,
@@ -553,6 +552,14 @@ fn write_reply(queue: &mut Vec<u8>, reply: Reply, body: &mut Vec<u8>, close: boo
         Reply::Empty => http::write_response(queue, 200, None, &[], b"", close),
         Reply::Json => http::write_response(queue, 200, Some("application/json"), &[], body, close),
         Reply::Content(ct) => http::write_response(queue, 200, Some(ct), &[], body, close),
+        Reply::Binary(status) => http::write_response(
+            queue,
+            status,
+            Some("application/octet-stream"),
+            &[],
+            body,
+            close,
+        ),
         // Streams are answered by `stream_log` before this point; never reached.
         Reply::Stream(_) => http::write_response(queue, 500, None, &[], b"", true),
         Reply::Error(e) => {

@@ -103,6 +103,10 @@ enum Target {
 struct Work {
     path: String,
     query: String,
+    /// `:authority` (or `host`) as sent, for `/version`.
+    host: String,
+    /// `content-type` or `accept` is exactly `application/octet-stream`.
+    binary: bool,
     method_raw: String,
     body: Vec<u8>,
     out: Vec<u8>,
@@ -116,6 +120,8 @@ impl Work {
         self.scratch.wipe_and_shrink(BUFFER_KEEP_BYTES_MAX);
         self.path.clear();
         self.query.clear();
+        self.host.clear();
+        self.binary = false;
         self.method_raw.clear();
     }
 }
@@ -307,6 +313,8 @@ async fn run_handler(core: Rc<Core>, start: Start) -> Done {
             body,
             out,
             scratch,
+            host,
+            binary,
             ..
         } = &mut work;
         let argument = if route.has_argument {
@@ -322,6 +330,8 @@ async fn run_handler(core: Rc<Core>, start: Start) -> Done {
             peer,
             body,
             scratch,
+            binary: *binary,
+            host,
         };
         out.clear();
         let mut handler = std::pin::pin!(api::dispatch(&core, &mut req, out));
@@ -1197,7 +1207,10 @@ fn on_field(
                 work.method_raw.push_str(value);
             }
             b"scheme" if !pseudo.scheme => pseudo.scheme = true,
-            b"authority" => {}
+            b"authority" => {
+                work.host.clear();
+                work.host.push_str(value);
+            }
             b"path" if !pseudo.path => {
                 pseudo.path = true;
                 if !value.starts_with('/') {
@@ -1230,6 +1243,12 @@ fn on_field(
                 (Some(n), Some(m)) if n == m => {}
                 _ => pseudo.bad = Some("invalid content-length"),
             }
+        }
+        b"content-type" | b"accept" => {
+            work.binary |= value == http::request::BINARY_MEDIA_TYPE;
+        }
+        b"host" if work.host.is_empty() => {
+            work.host.push_str(&String::from_utf8_lossy(value));
         }
         b"x-forwarded-for" if head.forwarded_for.is_none() => {
             let first = value.split(|&b| b == b',').next().unwrap_or(b"");
@@ -1293,10 +1312,7 @@ fn begin(h2: &mut H2, run: &mut impl StartHandler, out: &mut Vec<u8>, index: usi
                 };
                 h2.core.metrics.request_finished(
                     route_index,
-                    match &d.reply {
-                        Reply::Error(e) => e.status,
-                        _ => 200,
-                    },
+                    d.reply.status(),
                     d.elapsed.as_nanos() as u64,
                     false,
                 );
@@ -1320,10 +1336,7 @@ fn begin(h2: &mut H2, run: &mut impl StartHandler, out: &mut Vec<u8>, index: usi
 
 /// A handler finished: metrics, audit, and the answer (unless the stream was reset).
 fn finish(h2: &mut H2, out: &mut Vec<u8>, d: Done) {
-    let status = match &d.reply {
-        Reply::Error(e) => e.status,
-        _ => 200,
-    };
+    let status = d.reply.status();
     h2.core
         .metrics
         .request_finished(d.route_index, status, d.elapsed.as_nanos() as u64, true);
@@ -1375,6 +1388,7 @@ fn finish_recorded(h2: &mut H2, out: &mut Vec<u8>, mut d: Done) {
                 Reply::Empty => (200, None),
                 Reply::Json => (200, Some("application/json")),
                 Reply::Content(ct) => (200, Some(*ct)),
+                Reply::Binary(status) => (*status, Some("application/octet-stream")),
                 Reply::Error(e) => {
                     s.work.out.clear();
                     api::json::write_error_body(&mut s.work.out, &e.message);
