@@ -76,6 +76,16 @@ pub struct Route {
 }
 
 impl Route {
+    /// The argument of a routed `path`: what follows the route's prefix; empty for exact
+    /// routes and for [`KMS_PATH_NO_ENCLAVE`], which is shorter than its route's prefix.
+    pub fn argument_of<'p>(&self, path: &'p str) -> &'p str {
+        if self.has_argument {
+            path.get(self.path.len()..).unwrap_or("")
+        } else {
+            ""
+        }
+    }
+
     /// POST is accepted as a synonym of PUT.
     pub fn accepts(&self, method: Method) -> bool {
         self.method == method || (self.method == Method::Put && method == Method::Post)

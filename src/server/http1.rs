@@ -280,11 +280,7 @@ impl Http1 {
                 (None, Target::Route(index)) => {
                     let route = &ROUTES[index];
                     let path = std::mem::take(&mut self.head.path);
-                    let argument = if route.has_argument {
-                        &path[route.path.len()..]
-                    } else {
-                        ""
-                    };
+                    let argument = route.argument_of(&path);
                     let mut req = Request {
                         settings: &settings,
                         route,

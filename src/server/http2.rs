@@ -317,11 +317,7 @@ async fn run_handler(core: Rc<Core>, start: Start) -> Done {
             binary,
             ..
         } = &mut work;
-        let argument = if route.has_argument {
-            &path[route.path.len()..]
-        } else {
-            ""
-        };
+        let argument = route.argument_of(path);
         let mut req = Request {
             settings: &settings,
             route,
