@@ -456,6 +456,20 @@ fn a_kes_api_ciphertext_decrypts_through_key_decrypt() {
     assert_eq!(page.iter().filter(|(n, _)| *n == 1).count(), 1);
     assert_eq!(pb::get_str(&page, 2), "list-b");
 
+    // A page holds at most LIST_PAGE_KEYS_MAX keys (101 keys created in one request).
+    let max = kes::api::minkms::LIST_PAGE_KEYS_MAX;
+    let body: Vec<u8> = (0..=max)
+        .flat_map(|i| frame(KEY_CREATE, &named(&format!("page-{i:03}"))))
+        .collect();
+    assert_eq!(kms.post(&body).ok_frames().len(), max + 1);
+    let mut m = Vec::new();
+    pb::bytes(&mut m, 1, b"page-");
+    pb::uint(&mut m, 3, 5000);
+    let f = kms.one(KEY_LIST, &m).ok_frames();
+    let page = pb::parse(&f[0].1);
+    assert_eq!(page.iter().filter(|(n, _)| *n == 1).count(), max);
+    assert_eq!(pb::get_str(&page, 2), format!("page-{max:03}"));
+
     // The one enclave.
     let f = kms.one(ENCLAVE_STATUS, &named("default")).ok_frames();
     assert_eq!(pb::get_str(&pb::parse(&f[0].1), 1), "default");
