@@ -253,15 +253,7 @@ pub enum Routed<'p> {
 pub fn route_request(method: Method, path: &str) -> Routed<'_> {
     // Before the table: `/v1/kms` would otherwise be redirected to `/v1/kms/`.
     if path == KMS_PATH_NO_ENCLAVE {
-        let index = index_of(Kms);
-        return if ROUTES[index].accepts(method) {
-            Routed::Route {
-                index,
-                argument: "",
-            }
-        } else {
-            Routed::WrongMethod { index }
-        };
+        return served_by(Kms, method);
     }
     for (index, r) in ROUTES.iter().enumerate() {
         let matched = if r.has_argument {
@@ -285,17 +277,22 @@ pub fn route_request(method: Method, path: &str) -> Routed<'_> {
         }
     }
     if path == METRICS_DETAIL_PATH {
-        let index = index_of(Metrics);
-        return if ROUTES[index].accepts(method) {
-            Routed::Route {
-                index,
-                argument: "",
-            }
-        } else {
-            Routed::WrongMethod { index }
-        };
+        return served_by(Metrics, method);
     }
     Routed::NotFound
+}
+
+/// A path beyond the table that route `id` serves with an empty argument.
+fn served_by(id: RouteId, method: Method) -> Routed<'static> {
+    let index = index_of(id);
+    if ROUTES[index].accepts(method) {
+        Routed::Route {
+            index,
+            argument: "",
+        }
+    } else {
+        Routed::WrongMethod { index }
+    }
 }
 
 /// Name rules of http-api.md §3.1 (current): `[0-9A-Za-z_-]`, 1…80 bytes, `-` not first or

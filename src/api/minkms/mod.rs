@@ -96,6 +96,21 @@ struct Caller<'a> {
 }
 
 impl Caller<'_> {
+    /// Decodes a key request and checks its name and the caller's right to run `command` on
+    /// that key.
+    fn key_request<'m>(
+        &self,
+        command: Command,
+        layout: KeyLayout,
+        message: &'m [u8],
+        path: &mut String,
+    ) -> Result<KeyRequest<'m>, ApiError> {
+        let m = KeyRequest::decode(layout, message)
+            .map_err(|e| ApiError::kms_bad_message(command.name(), e))?;
+        self.authorize(command, valid_name(m.name)?, path)?;
+        Ok(m)
+    }
+
     fn authorize(&self, command: Command, name: &str, path: &mut String) -> Result<(), ApiError> {
         if !self.enforce {
             return Ok(());
@@ -167,9 +182,8 @@ async fn serve_frames(
                 frame::put_frame(out, command, |_| {});
             }
             Command::KeyStatus => {
-                let m = KeyRequest::decode(KeyLayout::Status, f.message).map_err(bad)?;
-                let name = valid_name(m.name)?;
-                caller.authorize(command, name, &mut path)?;
+                let m = caller.key_request(command, KeyLayout::Status, f.message, &mut path)?;
+                let name = m.name;
                 let k = versioned_key(core, name, m.version, timeout).await?;
                 let created_by = created_by(&k);
                 frame::put_frame(out, command, |b| {
@@ -177,9 +191,8 @@ async fn serve_frames(
                 });
             }
             Command::KeyDelete => {
-                let m = KeyRequest::decode(KeyLayout::Delete, f.message).map_err(bad)?;
-                let name = valid_name(m.name)?;
-                caller.authorize(command, name, &mut path)?;
+                let m = caller.key_request(command, KeyLayout::Delete, f.message, &mut path)?;
+                let name = m.name;
                 if !(m.all_versions || m.version == 0 || m.version == KEY_VERSION) {
                     return Err(ApiError::KEY_NOT_FOUND);
                 }
@@ -187,9 +200,8 @@ async fn serve_frames(
                 frame::put_frame(out, command, |_| {});
             }
             Command::KeyEncrypt => {
-                let m = KeyRequest::decode(KeyLayout::Encrypt, f.message).map_err(bad)?;
-                let name = valid_name(m.name)?;
-                caller.authorize(command, name, &mut path)?;
+                let m = caller.key_request(command, KeyLayout::Encrypt, f.message, &mut path)?;
+                let name = m.name;
                 let k = versioned_key(core, name, m.version, timeout).await?;
                 encrypt_with(core, &k, m.data, m.associated_data, &mut scratch.output)?;
                 frame::put_frame(out, command, |b| {
@@ -197,17 +209,15 @@ async fn serve_frames(
                 });
             }
             Command::KeyDecrypt => {
-                let m = KeyRequest::decode(KeyLayout::Decrypt, f.message).map_err(bad)?;
-                let name = valid_name(m.name)?;
-                caller.authorize(command, name, &mut path)?;
+                let m = caller.key_request(command, KeyLayout::Decrypt, f.message, &mut path)?;
+                let name = m.name;
                 let k = versioned_key(core, name, m.version, timeout).await?;
                 decrypt_with(&k, m.data, m.associated_data, &mut scratch.output)?;
                 frame::put_frame(out, command, |b| message::put_decrypt(b, &scratch.output));
             }
             Command::KeyGenerate => {
-                let m = KeyRequest::decode(KeyLayout::Generate, f.message).map_err(bad)?;
-                let name = valid_name(m.name)?;
-                caller.authorize(command, name, &mut path)?;
+                let m = caller.key_request(command, KeyLayout::Generate, f.message, &mut path)?;
+                let name = m.name;
                 if !(m.length == 0 || m.length == DEK_LENGTH) {
                     return Err(ApiError::kms_invalid_length(m.length));
                 }
@@ -218,9 +228,8 @@ async fn serve_frames(
                 });
             }
             Command::KeyMac => {
-                let m = KeyRequest::decode(KeyLayout::Mac, f.message).map_err(bad)?;
-                let name = valid_name(m.name)?;
-                caller.authorize(command, name, &mut path)?;
+                let m = caller.key_request(command, KeyLayout::Mac, f.message, &mut path)?;
+                let name = m.name;
                 let k = versioned_key(core, name, m.version, timeout).await?;
                 let mut tag = mac_with(&k, m.data)?;
                 frame::put_frame(out, command, |b| message::put_mac(b, KEY_VERSION, &tag));
