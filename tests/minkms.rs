@@ -666,3 +666,22 @@ fn malformed_requests_get_clear_errors_and_version_speaks_both() {
         assert_eq!(pb::get_str(&v, 4), host);
     }
 }
+
+#[test]
+fn the_dev_banner_prints_the_admin_key_in_both_forms_with_one_identity() {
+    let server = bin_server(&["--dev"]);
+    let kes_key = server.dev_api_key();
+    let line = server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("MinKMS Key"))
+        .unwrap_or_else(|| panic!("no MinKMS key in banner: {:?}", server.stdout_lines));
+    let k1 = line.split_whitespace().last().unwrap();
+    assert!(k1.starts_with("k1:") && k1.len() == 46, "{k1}");
+    let identity = ApiKey::parse(&kes_key).unwrap().identity();
+    assert_eq!(h1_of_k1(k1), identity.to_h1());
+    // The k1 key is the admin on the wire too.
+    let dir = tempfile::tempdir().unwrap();
+    let kms = Kms::new(server.addr, k1, Wire::H1, dir.path());
+    assert_eq!(kms.one(KEY_CREATE, &named("banner")).ok_frames().len(), 1);
+}
