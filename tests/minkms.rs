@@ -569,12 +569,21 @@ fn policies_govern_commands_and_h1_identities_are_ours() {
         body.extend(frame(KEY_GENERATE, &generate_msg("other", 0, b"")));
         assert_eq!(minio.post(&body).error(), denied);
     }
-    // An identity without a policy is refused from the head, body unread (JSON, which
-    // kms-go reads as protojson).
-    let stranger = Kms::new(server.addr, &stranger_key, Wire::H1, dir.path());
-    let r = stranger.one(KEY_GENERATE, &generate_msg("minio-sse", 0, b""));
-    assert_eq!(r.status, 403);
-    assert_eq!(json_str_of(&r.body, "message"), denied.1);
+    // An identity without a policy is refused from the head, body unread: protobuf to a
+    // protobuf client, JSON (which kms-go reads as protojson) to others.
+    for wire in [Wire::H1, Wire::H2] {
+        let stranger = Kms::new(server.addr, &stranger_key, wire, dir.path());
+        let r = stranger.one(KEY_GENERATE, &generate_msg("minio-sse", 0, b""));
+        assert_eq!(r.error(), denied, "{wire:?}");
+        let r = stranger.send(
+            "POST",
+            "/v1/kms/default",
+            b"x",
+            &[("Content-Type", "text/plain")],
+        );
+        assert_eq!(r.status, 403);
+        assert_eq!(json_str_of(&r.body, "message"), denied.1);
+    }
 }
 
 fn json_str_of(body: &[u8], member: &str) -> String {

@@ -265,6 +265,16 @@ pub fn authorize_head(
     }
 }
 
+/// The reply to a request refused by [`authorize_head`]: on the MinKMS route a client that
+/// speaks protobuf gets a protobuf `ErrResponse` (body in `out`), everyone else JSON.
+pub fn refusal(route_index: usize, binary: bool, e: ApiError, out: &mut Vec<u8>) -> Reply {
+    if binary && ROUTES[route_index].id == RouteId::Kms {
+        minkms::error_reply(e, out)
+    } else {
+        Reply::Error(e)
+    }
+}
+
 /// Runs the handler for an authorised request, writing any body into `out`.
 pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Reply {
     use RouteId::*;

@@ -296,7 +296,7 @@ impl Http1 {
                     let authorized = authorized.unwrap_or(Err(ApiError::NOT_AUTHORIZED));
                     let authenticated = authorized.is_ok();
                     let reply = match authorized {
-                        Err(e) => Reply::Error(e),
+                        Err(e) => api::refusal(index, self.head.binary, e, &mut self.out),
                         Ok(()) => {
                             core.metrics.request_started(index);
                             let mut work =

@@ -1299,10 +1299,12 @@ fn begin(h2: &mut H2, run: &mut impl StartHandler, out: &mut Vec<u8>, index: usi
         Target::Route(route_index) => {
             if let Err(e) = s.authorized.clone() {
                 let now_elapsed = s.started_at.elapsed();
+                let mut work = std::mem::take(&mut s.work);
+                let reply = api::refusal(route_index, work.binary, e, &mut work.out);
                 let d = Done {
                     stream_id: s.id,
-                    work: std::mem::take(&mut s.work),
-                    reply: Reply::Error(e),
+                    work,
+                    reply,
                     route_index,
                     elapsed: now_elapsed,
                 };

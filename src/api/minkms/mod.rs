@@ -67,17 +67,21 @@ impl Command {
 pub async fn serve(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Reply {
     match serve_frames(core, req, out).await {
         Ok(()) => Reply::Binary(200),
+        Err(e) if req.binary => error_reply(e, out),
         Err(e) => {
             wipe(out);
-            let e = e.into_kms();
-            if req.binary {
-                message::put_error(out, &e.message);
-                Reply::Binary(e.status)
-            } else {
-                Reply::Error(e)
-            }
+            Reply::Error(e.into_kms())
         }
     }
+}
+
+/// `e` as kms-go reads it: its status and text in a protobuf `ErrResponse`, replacing
+/// (and wiping) whatever `out` held.
+pub fn error_reply(e: ApiError, out: &mut Vec<u8>) -> Reply {
+    wipe(out);
+    let e = e.into_kms();
+    message::put_error(out, &e.message);
+    Reply::Binary(e.status)
 }
 
 fn wipe(buf: &mut Vec<u8>) {
