@@ -10,6 +10,14 @@ use crate::http::Method;
 /// Request body limit of the routes that take a body ("1 MB" in the reference: decimal).
 pub const BODY_BYTES_MAX: usize = 1_000_000;
 
+/// Request body limit of the MinKMS route (`/v1/kms/{enclave}`): all of a request's
+/// command frames together ("1 MB", decimal, as the KES key routes).
+pub const KMS_BODY_BYTES_MAX: usize = 1_000_000;
+
+/// The MinKMS route without an enclave (kms-go sends it when the enclave is empty); served
+/// by the `/v1/kms/` route with an empty argument.
+pub const KMS_PATH_NO_ENCLAVE: &str = "/v1/kms";
+
 /// Our detailed metrics (`/v1/metrics` route, authorised as `/v1/metrics`).
 pub const METRICS_DETAIL_PATH: &str = "/v1/metrics/detail";
 
@@ -49,6 +57,8 @@ pub enum RouteId {
     IdentitySelfDescribe,
     LogError,
     LogAudit,
+    /// The MinKMS API (kms-go): command frames for the enclave in the argument.
+    Kms,
 }
 
 /// A route's static description; the effective timeout and auth mode can be overridden by
@@ -66,6 +76,16 @@ pub struct Route {
 }
 
 impl Route {
+    /// The argument of a routed `path`: what follows the route's prefix; empty for exact
+    /// routes and for [`KMS_PATH_NO_ENCLAVE`], which is shorter than its route's prefix.
+    pub fn argument_of<'p>(&self, path: &'p str) -> &'p str {
+        if self.has_argument {
+            path.get(self.path.len()..).unwrap_or("")
+        } else {
+            ""
+        }
+    }
+
     /// POST is accepted as a synonym of PUT.
     pub fn accepts(&self, method: Method) -> bool {
         self.method == method || (self.method == Method::Put && method == Method::Post)
@@ -96,8 +116,12 @@ use AuthMode::{Identify, Verify};
 use Method::{Delete, Get, Put};
 use RouteId::*;
 
-/// The 22 routes of http-api.md §1, in the spec's order.
-pub static ROUTES: [Route; 22] = [
+/// How many routes there are; per-route settings and metrics are arrays of this size.
+pub const ROUTE_COUNT: usize = 23;
+
+/// The 22 routes of http-api.md §1, in the spec's order, then the MinKMS route (issue 23;
+/// authorised per command in `api::minkms`, not by its path).
+pub static ROUTES: [Route; ROUTE_COUNT] = [
     route(Version, Get, "/version", 0, 10, AuthMode::None),
     route(Ready, Get, "/v1/ready", 0, 15, Verify),
     route(Status, Get, "/v1/status", 0, 15, Verify),
@@ -162,6 +186,14 @@ pub static ROUTES: [Route; 22] = [
     ),
     route(LogError, Get, "/v1/log/error", 0, 0, Verify),
     route(LogAudit, Get, "/v1/log/audit", 0, 0, Verify),
+    route(
+        Kms,
+        Method::Post,
+        "/v1/kms/",
+        KMS_BODY_BYTES_MAX,
+        15,
+        Verify,
+    ),
 ];
 
 /// The index of a route in [`ROUTES`]; per-route settings are arrays indexed by it.
@@ -172,14 +204,14 @@ pub fn index_of(id: RouteId) -> usize {
 /// Effective per-route settings after config overrides (`api.<route>.{timeout,skip_auth}`).
 #[derive(Clone, Debug)]
 pub struct RouteSettings {
-    pub timeout: [Duration; 22],
-    pub auth: [AuthMode; 22],
+    pub timeout: [Duration; ROUTE_COUNT],
+    pub auth: [AuthMode; ROUTE_COUNT],
 }
 
 impl Default for RouteSettings {
     fn default() -> Self {
-        let mut timeout = [Duration::ZERO; 22];
-        let mut auth = [AuthMode::None; 22];
+        let mut timeout = [Duration::ZERO; ROUTE_COUNT];
+        let mut auth = [AuthMode::None; ROUTE_COUNT];
         for (i, r) in ROUTES.iter().enumerate() {
             timeout[i] = r.timeout;
             auth[i] = r.auth;
@@ -216,9 +248,13 @@ pub enum Routed<'p> {
 /// only themselves, argument routes match their prefix; a slash-less argument route path is
 /// redirected).
 ///
-/// One path beyond the spec's table: [`METRICS_DETAIL_PATH`] is served by
-/// the metrics route (which tells the two apart by the request path).
+/// Two paths beyond the table: [`METRICS_DETAIL_PATH`] is served by the metrics route (which
+/// tells the two apart by the request path), [`KMS_PATH_NO_ENCLAVE`] by the MinKMS route.
 pub fn route_request(method: Method, path: &str) -> Routed<'_> {
+    // Before the table: `/v1/kms` would otherwise be redirected to `/v1/kms/`.
+    if path == KMS_PATH_NO_ENCLAVE {
+        return served_by(Kms, method);
+    }
     for (index, r) in ROUTES.iter().enumerate() {
         let matched = if r.has_argument {
             if let Some(argument) = path.strip_prefix(r.path) {
@@ -241,15 +277,7 @@ pub fn route_request(method: Method, path: &str) -> Routed<'_> {
         }
     }
     if path == METRICS_DETAIL_PATH {
-        let index = index_of(Metrics);
-        return if ROUTES[index].accepts(method) {
-            Routed::Route {
-                index,
-                argument: "",
-            }
-        } else {
-            Routed::WrongMethod { index }
-        };
+        return served_by(Metrics, method);
     }
     Routed::NotFound
 }
@@ -257,6 +285,19 @@ pub fn route_request(method: Method, path: &str) -> Routed<'_> {
 /// [`is_valid_name`]'s rule in words, for error messages.
 pub const NAME_RULE: &str = "a name is 1 to 80 characters of A-Z, a-z, 0-9, '_' and '-', \
                              does not start or end with '-' and is not '_' alone";
+
+/// A path beyond the table that route `id` serves with an empty argument.
+fn served_by(id: RouteId, method: Method) -> Routed<'static> {
+    let index = index_of(id);
+    if ROUTES[index].accepts(method) {
+        Routed::Route {
+            index,
+            argument: "",
+        }
+    } else {
+        Routed::WrongMethod { index }
+    }
+}
 
 /// Name rules of http-api.md §3.1 (current): `[0-9A-Za-z_-]`, 1…80 bytes, `-` not first or
 /// last, `_` alone invalid.
@@ -352,6 +393,25 @@ mod tests {
         assert_eq!(route_request(Get, "/v1/metrics/"), Routed::NotFound);
         assert_eq!(route_request(Get, "/v1/metrics/other"), Routed::NotFound);
         assert_eq!(route_request(Get, "/v1/nope"), Routed::NotFound);
+        // The MinKMS route, with and without an enclave.
+        assert_eq!(
+            route_request(Post, "/v1/kms"),
+            Routed::Route {
+                index: idx(Kms),
+                argument: ""
+            }
+        );
+        assert_eq!(
+            route_request(Post, "/v1/kms/default"),
+            Routed::Route {
+                index: idx(Kms),
+                argument: "default"
+            }
+        );
+        assert_eq!(
+            route_request(Get, "/v1/kms"),
+            Routed::WrongMethod { index: idx(Kms) }
+        );
         assert_eq!(route_request(Get, "/"), Routed::NotFound);
     }
 

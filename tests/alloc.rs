@@ -136,6 +136,8 @@ async fn round(
         peer: Peer::Identified(admin),
         body: b.body,
         scratch: b.scratch,
+        binary: false,
+        host: "",
     };
     api::authorize(generate, &req).unwrap();
     let reply = api::dispatch(core, &mut req, b.out).await;
@@ -162,6 +164,8 @@ async fn round(
         peer: Peer::Identified(admin),
         body: b.body,
         scratch: b.scratch,
+        binary: false,
+        host: "",
     };
     api::authorize(decrypt, &req).unwrap();
     let reply = api::dispatch(core, &mut req, b.out).await;

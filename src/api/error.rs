@@ -47,6 +47,77 @@ impl ApiError {
     pub const STORE_BUSY: ApiError = fixed(503, "key store is busy");
     pub const BODY_TOO_LARGE: ApiError = fixed(413, "request body too large");
 
+    // The MinKMS API's errors: kms-go (and MinIO through it) compares status and text.
+    pub const KMS_ACCESS_DENIED: ApiError = fixed(403, "access denied: insufficient permissions");
+    pub const KMS_KEY_EXISTS: ApiError = fixed(409, "key already exists");
+    pub const KMS_ENCLAVE_NOT_FOUND: ApiError = fixed(404, "enclave does not exist");
+    pub const KMS_INVALID_CIPHERTEXT: ApiError = fixed(400, "invalid ciphertext");
+    pub const KMS_NOT_BINARY: ApiError = fixed(
+        415,
+        "unsupported content type: commands are sent as application/octet-stream",
+    );
+    pub const KMS_NO_VERSIONS: ApiError = fixed(
+        501,
+        "key versions are not supported by this server: add_version is not implemented",
+    );
+    pub const KMS_NO_ENCLAVE_ADMIN: ApiError = fixed(
+        501,
+        "enclaves cannot be created or deleted: this server has one enclave, 'default'",
+    );
+
+    pub fn kms_bad_frames(reason: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            status: 400,
+            message: Cow::Owned(format!("invalid request: {reason}")),
+        }
+    }
+
+    pub fn kms_bad_message(command: &str, reason: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            status: 400,
+            message: Cow::Owned(format!("invalid {command} request: {reason}")),
+        }
+    }
+
+    pub fn kms_unknown_command(code: u16) -> ApiError {
+        ApiError {
+            status: 400,
+            message: Cow::Owned(format!(
+                "invalid command: {code} is not a command this server serves"
+            )),
+        }
+    }
+
+    pub fn kms_unsupported_type(kind: &str) -> ApiError {
+        ApiError {
+            status: 400,
+            message: Cow::Owned(format!("key type '{kind}' is not supported")),
+        }
+    }
+
+    pub fn kms_invalid_length(length: u32) -> ApiError {
+        ApiError {
+            status: 400,
+            message: Cow::Owned(format!(
+                "invalid key length {length}: data keys are 32 bytes"
+            )),
+        }
+    }
+
+    /// The MinKMS form of an error the key service gave: the statuses and texts kms-go's
+    /// errors carry where they differ from the KES API's.
+    pub fn into_kms(self) -> ApiError {
+        if self == ApiError::KEY_EXISTS {
+            ApiError::KMS_KEY_EXISTS
+        } else if self == ApiError::NOT_AUTHENTIC || self == ApiError::DECRYPT_FAILED {
+            ApiError::KMS_INVALID_CIPHERTEXT
+        } else if self == ApiError::NOT_AUTHORIZED {
+            ApiError::KMS_ACCESS_DENIED
+        } else {
+            self
+        }
+    }
+
     pub fn invalid_key_name(name: &str) -> ApiError {
         ApiError {
             status: 400,

@@ -29,14 +29,7 @@ fn creator(req: &Request<'_>) -> String {
 
 pub async fn create(core: &Core, req: &mut Request<'_>) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
-    let key = KeyVersion::generate(
-        core.shared.key_type,
-        &creator(req),
-        Timestamp::now(),
-        &core.rng,
-    )
-    .map_err(|_| ApiError::GENERATE_FAILED)?;
-    store::create(core, name, record::encode_record(&key)).await?;
+    create_key(core, name, core.shared.key_type, &creator(req)).await?;
     Ok(Reply::Empty)
 }
 
@@ -59,11 +52,7 @@ pub async fn import(core: &Core, req: &mut Request<'_>) -> Result<Reply, ApiErro
         decode_base64_secret(text.expose()).map_err(|_| ApiError::INVALID_IMPORT_BODY)?;
     let kind =
         KeyType::from_name(&cipher).ok_or_else(|| ApiError::unsupported_algorithm(&cipher))?;
-    let secret = Secret::<32>::from_slice(material.expose())
-        .ok_or_else(|| ApiError::invalid_key_size(&cipher))?;
-    let key = KeyVersion::import(kind, secret, &creator(req), Timestamp::now(), &core.rng)
-        .map_err(|_| ApiError::CREATE_INTERNAL)?;
-    store::create(core, name, record::encode_record(&key)).await?;
+    import_key(core, name, kind, material.expose(), &creator(req)).await?;
     Ok(Reply::Empty)
 }
 
@@ -128,19 +117,11 @@ pub async fn generate(
             .map_err(|_| ApiError::INVALID_BODY)?;
     }
     let key = store::key(core, name, req.timeout()).await?;
-
-    // One RNG draw per request: the DEK and the ciphertext's IV and nonce.
-    let mut random = Secret::new([0u8; DEK_BYTES + 28]);
-    fill_random(core, &mut random)?;
-    let (dek, iv_nonce) = random.expose().split_at(DEK_BYTES);
-    let iv_nonce: &[u8; 28] = iv_nonce.try_into().map_err(|_| ApiError::GENERATE_FAILED)?;
     let ciphertext = &mut req.scratch.output;
-    ciphertext.clear();
-    key.key
-        .seal_into(dek, &req.scratch.context, iv_nonce, ciphertext)
-        .map_err(|_| ApiError::GENERATE_FAILED)?;
+    let dek = new_dek(core, &key, &req.scratch.context, ciphertext)?;
     let mut w = JsonWriter::object(out);
-    w.base64("plaintext", dek).base64("ciphertext", ciphertext);
+    w.base64("plaintext", dek.plaintext())
+        .base64("ciphertext", ciphertext);
     w.finish();
     Ok(Reply::Json)
 }
@@ -168,18 +149,14 @@ pub async fn encrypt(
     let ctx = std::str::from_utf8(ctx.expose()).map_err(|_| ApiError::INVALID_BODY)?;
     decode_base64_into(ctx, &mut req.scratch.context).map_err(|_| ApiError::INVALID_BODY)?;
     let key = store::key(core, name, req.timeout()).await?;
-    let mut random = Secret::new([0u8; 28]);
-    fill_random(core, &mut random)?;
     let ciphertext = &mut req.scratch.output;
-    ciphertext.clear();
-    key.key
-        .seal_into(
-            plaintext.expose(),
-            &req.scratch.context,
-            random.expose(),
-            ciphertext,
-        )
-        .map_err(|_| ApiError::ENCRYPT_FAILED)?;
+    encrypt_with(
+        core,
+        &key,
+        plaintext.expose(),
+        &req.scratch.context,
+        ciphertext,
+    )?;
     let mut w = JsonWriter::object(out);
     w.base64("ciphertext", ciphertext);
     w.finish();
@@ -204,11 +181,7 @@ pub async fn decrypt(
     }
     let key = store::key(core, name, req.timeout()).await?;
     let scratch = &mut *req.scratch;
-    key.decrypt_into(&scratch.data, &scratch.context, &mut scratch.output)
-        .map_err(|e| match e {
-            crate::crypto::CryptoError::NotAuthentic => ApiError::NOT_AUTHENTIC,
-            _ => ApiError::DECRYPT_FAILED,
-        })?;
+    decrypt_with(&key, &scratch.data, &scratch.context, &mut scratch.output)?;
     let mut w = JsonWriter::object(out);
     w.base64("plaintext", &scratch.output);
     w.finish();
@@ -230,10 +203,105 @@ pub async fn hmac(
             .map_err(|_| ApiError::INVALID_BODY)?;
     }
     let key = store::key(core, name, req.timeout()).await?;
-    let hmac_key = key.hmac.as_ref().ok_or(ApiError::NO_HMAC)?;
-    let tag = hmac_key.sign(&req.scratch.data);
+    let tag = mac_with(&key, &req.scratch.data)?;
     let mut w = JsonWriter::object(out);
     w.base64("hmac", &tag);
     w.finish();
     Ok(Reply::Json)
+}
+
+// The key service: what both APIs (the KES JSON routes above and the MinKMS commands in
+// `super::minkms`) call, so that key creation, DEKs and the ciphers live in one place.
+
+/// Creates key `name`: a new random key of type `kind`.
+pub async fn create_key(
+    core: &Core,
+    name: &str,
+    kind: KeyType,
+    creator: &str,
+) -> Result<(), ApiError> {
+    let key = KeyVersion::generate(kind, creator, Timestamp::now(), &core.rng)
+        .map_err(|_| ApiError::GENERATE_FAILED)?;
+    store::create(core, name, record::encode_record(&key)).await
+}
+
+/// Creates key `name` of type `kind` from the 32 bytes of `material`.
+pub async fn import_key(
+    core: &Core,
+    name: &str,
+    kind: KeyType,
+    material: &[u8],
+    creator: &str,
+) -> Result<(), ApiError> {
+    let secret = Secret::<32>::from_slice(material)
+        .ok_or_else(|| ApiError::invalid_key_size(kind.as_str()))?;
+    let key = KeyVersion::import(kind, secret, creator, Timestamp::now(), &core.rng)
+        .map_err(|_| ApiError::CREATE_INTERNAL)?;
+    store::create(core, name, record::encode_record(&key)).await
+}
+
+/// A new data encryption key: its plaintext (wiped on drop) — its ciphertext went to the
+/// caller's buffer.
+pub struct Dek(Secret<{ DEK_BYTES + 28 }>);
+
+impl Dek {
+    pub fn plaintext(&self) -> &[u8] {
+        &self.0.expose()[..DEK_BYTES]
+    }
+}
+
+/// Makes a DEK and seals it under `key` with `context` as associated data into
+/// `ciphertext` (cleared first).
+pub fn new_dek(
+    core: &Core,
+    key: &KeyVersion,
+    context: &[u8],
+    ciphertext: &mut Vec<u8>,
+) -> Result<Dek, ApiError> {
+    // One RNG draw per request: the DEK and the ciphertext's IV and nonce.
+    let mut random = Secret::new([0u8; DEK_BYTES + 28]);
+    fill_random(core, &mut random)?;
+    let (dek, iv_nonce) = random.expose().split_at(DEK_BYTES);
+    let iv_nonce: &[u8; 28] = iv_nonce.try_into().map_err(|_| ApiError::GENERATE_FAILED)?;
+    ciphertext.clear();
+    key.key
+        .seal_into(dek, context, iv_nonce, ciphertext)
+        .map_err(|_| ApiError::GENERATE_FAILED)?;
+    Ok(Dek(random))
+}
+
+/// Seals `plaintext` under `key` into `ciphertext` (cleared first).
+pub fn encrypt_with(
+    core: &Core,
+    key: &KeyVersion,
+    plaintext: &[u8],
+    context: &[u8],
+    ciphertext: &mut Vec<u8>,
+) -> Result<(), ApiError> {
+    let mut random = Secret::new([0u8; 28]);
+    fill_random(core, &mut random)?;
+    ciphertext.clear();
+    key.key
+        .seal_into(plaintext, context, random.expose(), ciphertext)
+        .map_err(|_| ApiError::ENCRYPT_FAILED)
+}
+
+/// Opens any ciphertext format the KES API has produced into `plaintext`.
+pub fn decrypt_with(
+    key: &KeyVersion,
+    ciphertext: &[u8],
+    context: &[u8],
+    plaintext: &mut Vec<u8>,
+) -> Result<(), ApiError> {
+    key.decrypt_into(ciphertext, context, plaintext)
+        .map_err(|e| match e {
+            crate::crypto::CryptoError::NotAuthentic => ApiError::NOT_AUTHENTIC,
+            _ => ApiError::DECRYPT_FAILED,
+        })
+}
+
+/// HMAC-SHA-256 of `message` under the key's HMAC key.
+pub fn mac_with(key: &KeyVersion, message: &[u8]) -> Result<[u8; 32], ApiError> {
+    let hmac_key = key.hmac.as_ref().ok_or(ApiError::NO_HMAC)?;
+    Ok(hmac_key.sign(message))
 }

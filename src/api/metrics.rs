@@ -23,7 +23,7 @@ pub const DETAIL_PATH: &str = crate::routes::METRICS_DETAIL_PATH;
 pub const CODES: [u16; 18] = [
     200, 301, 400, 403, 404, 405, 406, 408, 409, 413, 431, 500, 501, 502, 503, 504, 505, 0,
 ];
-const ROUTE_COUNT: usize = 22;
+use crate::routes::ROUTE_COUNT;
 /// Upstream's latency buckets, in seconds.
 pub const UPSTREAM_BUCKETS_S: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0];
 /// Our latency buckets, in microseconds: where a server that answers in microseconds lives.

@@ -9,6 +9,8 @@ pub mod identity;
 pub mod json;
 pub mod key;
 pub mod metrics;
+pub mod minkms;
+pub mod proto;
 /// The route table lives in [`crate::routes`] (below both the API and the config); this
 /// alias keeps the API's paths.
 pub use crate::routes as router;
@@ -160,6 +162,11 @@ pub struct Request<'a> {
     /// in place (simd-json does).
     pub body: &'a mut Vec<u8>,
     pub scratch: &'a mut Scratch,
+    /// The head's `Content-Type` or `Accept` is exactly `application/octet-stream`: the
+    /// MinKMS API answers protobuf (else protojson / the KES API's JSON).
+    pub binary: bool,
+    /// The `Host` header (HTTP/2: `:authority`) as the client wrote it; empty if absent.
+    pub host: &'a str,
 }
 
 impl Request<'_> {
@@ -178,6 +185,9 @@ pub enum Reply {
     Json,
     /// 200 with this content type, body in the buffer.
     Content(&'static str),
+    /// This status, `Content-Type: application/octet-stream`, body in the buffer (MinKMS
+    /// answers and their protobuf errors).
+    Binary(u16),
     /// 200 ND-JSON stream of log lines until the client leaves.
     Stream(LogStream),
     Error(ApiError),
@@ -188,6 +198,17 @@ pub enum Reply {
 pub enum LogStream {
     Audit,
     Error,
+}
+
+impl Reply {
+    /// The HTTP status this reply answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Reply::Error(e) => e.status,
+            Reply::Binary(status) => *status,
+            _ => 200,
+        }
+    }
 }
 
 impl From<ApiError> for Reply {
@@ -224,6 +245,16 @@ pub fn authorize_head(
             // The detailed metrics are authorised as `/v1/metrics` itself.
             let path = match ROUTES[route_index].id {
                 RouteId::Metrics => ROUTES[route_index].path,
+                // Each MinKMS command is authorised as the KES route it stands for, once the
+                // body is read (`minkms::authorize`); from the head: only identities that
+                // may do something (the admin or one with a policy) get their body read.
+                RouteId::Kms => {
+                    let policies = &settings.policies;
+                    if policies.is_admin(&identity) || policies.policy_of(&identity).is_some() {
+                        return Ok(());
+                    }
+                    return Err(ApiError::KMS_ACCESS_DENIED);
+                }
                 _ => path,
             };
             match settings.policies.decide(&identity, path) {
@@ -234,11 +265,21 @@ pub fn authorize_head(
     }
 }
 
+/// The reply to a request refused by [`authorize_head`]: on the MinKMS route a client that
+/// speaks protobuf gets a protobuf `ErrResponse` (body in `out`), everyone else JSON.
+pub fn refusal(route_index: usize, binary: bool, e: ApiError, out: &mut Vec<u8>) -> Reply {
+    if binary && ROUTES[route_index].id == RouteId::Kms {
+        minkms::error_reply(e, out)
+    } else {
+        Reply::Error(e)
+    }
+}
+
 /// Runs the handler for an authorised request, writing any body into `out`.
 pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Reply {
     use RouteId::*;
     let result = match req.route.id {
-        Version => system::version(out),
+        Version => system::version(req, out),
         Ready => system::ready(core).await,
         Status => system::status(core, out).await,
         Metrics => system::metrics(core, req, out),
@@ -260,6 +301,7 @@ pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> 
         IdentitySelfDescribe => identity::describe_self(core, req, out),
         LogError => Ok(Reply::Stream(LogStream::Error)),
         LogAudit => Ok(Reply::Stream(LogStream::Audit)),
+        Kms => return minkms::serve(core, req, out).await,
     };
     result.unwrap_or_else(Reply::Error)
 }

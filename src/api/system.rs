@@ -4,9 +4,26 @@
 use super::json::JsonWriter;
 use super::{store, ApiError, Core, Reply, Request, COMMIT, ROUTES, VERSION};
 
-pub fn version(out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+/// `GET /version` for both APIs: the KES API's JSON (`version`, `commit`) with the MinKMS
+/// `VersionResponse` members beside them (`api_version`, `host`: MinIO keys its KMS status by
+/// `host`), which KES clients ignore and kms-go's protojson reads; protobuf for a client that
+/// sends or accepts exactly `application/octet-stream`.
+pub fn version(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
+    if req.binary {
+        super::minkms::message::put_version(
+            out,
+            VERSION,
+            COMMIT,
+            super::minkms::API_VERSION,
+            req.host,
+        );
+        return Ok(Reply::Binary(200));
+    }
     let mut w = JsonWriter::object(out);
-    w.string("version", VERSION).string("commit", COMMIT);
+    w.string("version", VERSION)
+        .string("commit", COMMIT)
+        .string("api_version", super::minkms::API_VERSION)
+        .string("host", req.host);
     w.finish();
     Ok(Reply::Json)
 }
@@ -114,7 +131,11 @@ pub async fn status(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
 pub fn api(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
     let routes = &req.settings.routes;
     out.push(b'[');
+    // The KES API's routes only (what upstream lists); the MinKMS route is not one of them.
     for (i, route) in ROUTES.iter().enumerate() {
+        if route.id == super::RouteId::Kms {
+            continue;
+        }
         if i > 0 {
             out.push(b',');
         }

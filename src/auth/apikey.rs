@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -15,6 +15,12 @@ pub const PREFIX: &str = "kes:v1:";
 
 /// Length of the text form: prefix + 44 base64 characters.
 pub const TEXT_LEN: usize = 51;
+
+/// The prefix of the MinKMS form of an Ed25519 API key (kms-go, `aead.dev/mtls`).
+pub const K1_PREFIX: &str = "k1:";
+
+/// Length of the MinKMS form: prefix + 43 unpadded base64url characters of the seed.
+pub const K1_TEXT_LEN: usize = 46;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); followed by the 32-byte key.
 pub const ED25519_SPKI_PREFIX: [u8; 12] = [
@@ -65,8 +71,12 @@ impl fmt::Display for ApiKeyError {
 impl std::error::Error for ApiKeyError {}
 
 impl ApiKey {
-    /// Parses `[kes:v1:]<base64 of 0x00 || seed>`.
+    /// Parses `[kes:v1:]<base64 of 0x00 || seed>`, or the MinKMS form
+    /// `k1:<unpadded base64url of seed>` of the same Ed25519 key (same identity).
     pub fn parse(s: &str) -> Result<ApiKey, ApiKeyError> {
+        if let Some(text) = s.strip_prefix(K1_PREFIX) {
+            return Self::parse_k1(text);
+        }
         let s = s.strip_prefix(PREFIX).unwrap_or(s);
         // Reserve the decoder's full estimate up front so the buffer never reallocates and
         // leaves an unzeroized copy behind.
@@ -133,6 +143,38 @@ impl ApiKey {
         out
     }
 
+    fn parse_k1(text: &str) -> Result<ApiKey, ApiKeyError> {
+        if text.len() != K1_TEXT_LEN - K1_PREFIX.len() {
+            return Err(ApiKeyError::InvalidLength);
+        }
+        let mut tmp = [0u8; 32];
+        let decoded = URL_SAFE_NO_PAD.decode_slice(text, &mut tmp);
+        let key = match decoded {
+            Ok(32) => Ok(ApiKey {
+                seed: Secret::new(tmp),
+            }),
+            Ok(_) => Err(ApiKeyError::InvalidLength),
+            Err(_) => Err(ApiKeyError::InvalidBase64),
+        };
+        // `Secret::new` took a copy; wipe the stack original.
+        // SAFETY: `tmp` is our own stack array of exactly 32 bytes.
+        unsafe { memsec::memzero(tmp.as_mut_ptr(), tmp.len()) };
+        key
+    }
+
+    /// The MinKMS text form `k1:` + 43 unpadded base64url characters of the seed (what kms-go
+    /// and `MINIO_KMS_API_KEY` take), in a zeroizing buffer.
+    pub fn to_k1_secret(&self) -> SecretVec {
+        let mut out = SecretVec::with_capacity(K1_TEXT_LEN);
+        let v = out.as_mut_vec();
+        v.extend_from_slice(K1_PREFIX.as_bytes());
+        v.resize(K1_TEXT_LEN, 0);
+        let written = URL_SAFE_NO_PAD.encode_slice(self.seed.expose(), &mut v[K1_PREFIX.len()..]);
+        // 32 bytes always encode to exactly 43 characters, which fit.
+        debug_assert_eq!(written.ok(), Some(43));
+        out
+    }
+
     /// The Ed25519 key pair for signing.
     pub fn key_pair(&self) -> Result<Ed25519KeyPair, ApiKeyError> {
         Ed25519KeyPair::from_seed_unchecked(self.seed.expose())
@@ -179,6 +221,24 @@ mod tests {
     const V1_ID: &str = "ea9826089311fe44d7590408ede9150f7c637b6cab0a91ee6fe1aa5d9fb366f6";
     const V2: &str = "kes:v1:AAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f";
     const V2_ID: &str = "a050837d85070582ccf7394b0988847cc312cb88259b894899f6f239cf1791a5";
+
+    #[test]
+    fn k1_form_is_the_same_key() {
+        let k = ApiKey::parse(V2).unwrap();
+        let k1 = k.to_k1_secret();
+        let text = std::str::from_utf8(k1.expose()).unwrap();
+        assert_eq!(text, "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8");
+        let back = ApiKey::parse(text).unwrap();
+        assert_eq!(back.identity().to_hex(), V2_ID);
+        assert_eq!(
+            ApiKey::parse("k1:AAEC").map(|_| ()),
+            Err(ApiKeyError::InvalidLength)
+        );
+        assert_eq!(
+            ApiKey::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+").map(|_| ()),
+            Err(ApiKeyError::InvalidBase64)
+        );
+    }
 
     #[test]
     fn vectors() {

@@ -60,6 +60,43 @@ impl Identity {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// The MinKMS (kms-go, `aead.dev/mtls`) form of the same hash: `h1:` + unpadded
+    /// base64url of the 32 bytes.
+    pub fn to_h1(&self) -> String {
+        use base64::Engine;
+        let mut s = String::with_capacity(H1_PREFIX.len() + 43);
+        s.push_str(H1_PREFIX);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(self.0, &mut s);
+        s
+    }
+
+    /// Parses the `h1:` form (exactly 43 unpadded base64url characters after the prefix).
+    pub fn from_h1(s: &str) -> Option<Identity> {
+        use base64::Engine;
+        let text = s.strip_prefix(H1_PREFIX)?;
+        if text.len() != 43 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode_slice(text, &mut out)
+            .ok()?;
+        (n == 32).then_some(Identity(out))
+    }
+}
+
+/// The prefix of an identity in the MinKMS form.
+pub const H1_PREFIX: &str = "h1:";
+
+/// An identity as the config may write it, in the form the policies compare: an `h1:`
+/// identity becomes its 64 hex characters; anything else is kept as written (the config's
+/// checks judge it).
+pub fn normalize(identity: String) -> String {
+    match Identity::from_h1(identity.trim()) {
+        Some(id) => id.to_hex(),
+        None => identity,
+    }
 }
 
 impl fmt::Display for Identity {
@@ -221,6 +258,22 @@ mod tests {
         assert_eq!(Identity::from_hex(&hex.to_uppercase()), None);
         assert_eq!(Identity::from_hex("abc"), None);
         assert_eq!(id.as_bytes(), &Identity::from_bytes(*id.as_bytes()).0);
+    }
+
+    #[test]
+    fn h1_form() {
+        let id = Identity::from_spki_der(b"abc");
+        let h1 = id.to_h1();
+        assert_eq!(h1, "h1:ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+        assert_eq!(Identity::from_h1(&h1), Some(id));
+        assert_eq!(normalize(h1.clone()), id.to_hex());
+        assert_eq!(normalize("disabled".into()), "disabled");
+        assert_eq!(Identity::from_h1(&h1[..h1.len() - 1]), None);
+        assert_eq!(Identity::from_h1(&id.to_hex()), None);
+        assert_eq!(
+            Identity::from_h1("h1:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0"),
+            None
+        );
     }
 
     #[test]

@@ -675,6 +675,11 @@ fn print_banner(
     outln!("Admin       {admin}");
     if let Some(key) = api_key {
         outln!("API Key     {key}");
+        // The same Ed25519 key in the MinKMS form (`MINIO_KMS_API_KEY`).
+        if let Ok(parsed) = crate::auth::apikey::ApiKey::parse(key) {
+            let k1 = parsed.to_k1_secret();
+            outln!("MinKMS Key  {}", String::from_utf8_lossy(k1.expose()));
+        }
         outln!();
         outln!(
             "            export KES_SERVER=https://{}",

@@ -189,7 +189,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         }
     };
     let admin = match root.child("admin").get("identity") {
-        Some(v) => p.string("admin.identity", v)?,
+        Some(v) => crate::auth::identity::normalize(p.string("admin.identity", v)?),
         None => String::new(),
     };
     if admin.trim().is_empty() {
@@ -224,7 +224,11 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     };
     let proxy = tls_node.child("proxy");
     let proxy_identities = match proxy.get("identities") {
-        Some(v) => p.string_list("tls.proxy.identities", v, true)?,
+        Some(v) => p
+            .string_list("tls.proxy.identities", v, true)?
+            .into_iter()
+            .map(crate::auth::identity::normalize)
+            .collect(),
         None => Vec::new(),
     };
     let proxy_cert_header = match proxy.child("header").get("cert") {
@@ -307,7 +311,10 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             };
             let allow = list("allow", false)?;
             let deny = list("deny", false)?;
-            let identities = list("identities", true)?;
+            let identities: Vec<String> = list("identities", true)?
+                .into_iter()
+                .map(crate::auth::identity::normalize)
+                .collect();
             lint::identities(
                 &format!("policy.{name}.identities"),
                 &identities,

@@ -91,7 +91,15 @@ pub struct RequestHead {
     pub cert_header_count: usize,
     /// First element of `X-Forwarded-For`.
     pub forwarded_for: Option<String>,
+    /// `Content-Type` or `Accept` is exactly `application/octet-stream` (the MinKMS API's
+    /// protobuf).
+    pub binary: bool,
+    /// The `Host` header as sent (empty if absent).
+    pub host: String,
 }
+
+/// The media type of the MinKMS API's protobuf bodies.
+pub const BINARY_MEDIA_TYPE: &[u8] = b"application/octet-stream";
 
 /// Parser options.
 #[derive(Clone, Copy, Debug, Default)]
@@ -168,6 +176,8 @@ pub fn parse_head(
     head.forwarded_cert = None;
     head.cert_header_count = 0;
     head.forwarded_for = None;
+    head.binary = false;
+    head.host.clear();
 
     // Origin form; absolute form is reduced to its path.
     let origin = if target.starts_with('/') {
@@ -229,6 +239,12 @@ pub fn parse_head(
         } else if name.eq_ignore_ascii_case("expect") {
             if value.eq_ignore_ascii_case(b"100-continue") {
                 head.expect_continue = true;
+            }
+        } else if name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("accept") {
+            head.binary |= value == BINARY_MEDIA_TYPE;
+        } else if name.eq_ignore_ascii_case("host") {
+            if head.host.is_empty() {
+                head.host.push_str(&String::from_utf8_lossy(value));
             }
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             if head.forwarded_for.is_none() {

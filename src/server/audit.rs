@@ -21,10 +21,7 @@ pub fn record(
     elapsed: Duration,
 ) {
     use crate::api::RouteId;
-    let status = match reply {
-        Reply::Error(e) => e.status,
-        _ => 200,
-    };
+    let status = reply.status();
     let route = &ROUTES[route_index];
     let audited = settings.audit_all
         || (status == 200

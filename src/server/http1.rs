@@ -281,11 +281,7 @@ impl Http1 {
                 (None, Target::Route(index)) => {
                     let route = &ROUTES[index];
                     let path = std::mem::take(&mut self.head.path);
-                    let argument = if route.has_argument {
-                        &path[route.path.len()..]
-                    } else {
-                        ""
-                    };
+                    let argument = route.argument_of(&path);
                     let mut req = Request {
                         settings: &settings,
                         route,
@@ -294,12 +290,14 @@ impl Http1 {
                         peer,
                         body: &mut self.body,
                         scratch: &mut self.scratch,
+                        binary: self.head.binary,
+                        host: &self.head.host,
                     };
                     self.out.clear();
                     let authorized = authorized.unwrap_or(Err(ApiError::NOT_AUTHORIZED));
                     let authenticated = authorized.is_ok();
                     let reply = match authorized {
-                        Err(e) => Reply::Error(e),
+                        Err(e) => api::refusal(index, self.head.binary, e, &mut self.out),
                         Ok(()) => {
                             core.metrics.request_started(index);
                             let mut work =
@@ -347,10 +345,7 @@ impl Http1 {
                         self.head.path = path;
                         return stream_log(core, io, which).await;
                     }
-                    let status = match &reply {
-                        Reply::Error(e) => e.status,
-                        _ => 200,
-                    };
+                    let status = reply.status();
                     let elapsed = started_at.elapsed();
                     core.metrics.request_finished(
                         index,
@@ -549,6 +544,14 @@ fn write_reply(queue: &mut Vec<u8>, reply: Reply, body: &mut Vec<u8>, close: boo
         Reply::Empty => http::write_response(queue, 200, None, &[], b"", close),
         Reply::Json => http::write_response(queue, 200, Some("application/json"), &[], body, close),
         Reply::Content(ct) => http::write_response(queue, 200, Some(ct), &[], body, close),
+        Reply::Binary(status) => http::write_response(
+            queue,
+            status,
+            Some("application/octet-stream"),
+            &[],
+            body,
+            close,
+        ),
         // Streams are answered by `stream_log` before this point; never reached.
         Reply::Stream(_) => http::write_response(queue, 500, None, &[], b"", true),
         Reply::Error(e) => {

@@ -123,6 +123,10 @@ enum Target {
 struct Work {
     path: String,
     query: String,
+    /// `:authority` (or `host`) as sent, for `/version`.
+    host: String,
+    /// `content-type` or `accept` is exactly `application/octet-stream`.
+    binary: bool,
     method_raw: String,
     body: Vec<u8>,
     out: Vec<u8>,
@@ -150,7 +154,13 @@ impl Work {
 
     /// Clears the decoded request head, freeing strings a long head grew.
     fn release_head(&mut self) {
-        for s in [&mut self.path, &mut self.query, &mut self.method_raw] {
+        self.binary = false;
+        for s in [
+            &mut self.path,
+            &mut self.query,
+            &mut self.method_raw,
+            &mut self.host,
+        ] {
             s.clear();
             if s.capacity() > HEAD_KEEP_BYTES {
                 *s = String::new();
@@ -356,13 +366,11 @@ async fn run_handler(core: Rc<Core>, start: Start) -> Done {
             body,
             out,
             scratch,
+            host,
+            binary,
             ..
         } = &mut work;
-        let argument = if route.has_argument {
-            &path[route.path.len()..]
-        } else {
-            ""
-        };
+        let argument = route.argument_of(path);
         let mut req = Request {
             settings: &settings,
             route,
@@ -371,6 +379,8 @@ async fn run_handler(core: Rc<Core>, start: Start) -> Done {
             peer,
             body,
             scratch,
+            binary: *binary,
+            host,
         };
         out.clear();
         let mut handler = std::pin::pin!(api::dispatch(&core, &mut req, out));
@@ -1344,7 +1354,10 @@ fn on_field(
                 work.method_raw.push_str(value);
             }
             b"scheme" if !pseudo.scheme => pseudo.scheme = true,
-            b"authority" => {}
+            b"authority" => {
+                work.host.clear();
+                work.host.push_str(value);
+            }
             b"path" if !pseudo.path => {
                 pseudo.path = true;
                 if !value.starts_with('/') {
@@ -1377,6 +1390,12 @@ fn on_field(
                 (Some(n), Some(m)) if n == m => {}
                 _ => pseudo.bad = Some("invalid content-length"),
             }
+        }
+        b"content-type" | b"accept" => {
+            work.binary |= value == http::request::BINARY_MEDIA_TYPE;
+        }
+        b"host" if work.host.is_empty() => {
+            work.host.push_str(&String::from_utf8_lossy(value));
         }
         b"x-forwarded-for" if head.forwarded_for.is_none() => {
             let first = value.split(|&b| b == b',').next().unwrap_or(b"");
@@ -1437,19 +1456,18 @@ fn begin(h2: &mut H2, run: &mut impl StartHandler, out: &mut Vec<u8>, index: usi
         Target::Route(route_index) => {
             if let Err(e) = s.authorized.clone() {
                 let now_elapsed = s.started_at.elapsed();
+                let mut work = std::mem::take(&mut s.work);
+                let reply = api::refusal(route_index, work.binary, e, &mut work.out);
                 let d = Done {
                     stream_id: s.id,
-                    work: std::mem::take(&mut s.work),
-                    reply: Reply::Error(e),
+                    work,
+                    reply,
                     route_index,
                     elapsed: now_elapsed,
                 };
                 h2.core.metrics.request_finished(
                     route_index,
-                    match &d.reply {
-                        Reply::Error(e) => e.status,
-                        _ => 200,
-                    },
+                    d.reply.status(),
                     d.elapsed.as_nanos() as u64,
                     false,
                 );
@@ -1473,10 +1491,7 @@ fn begin(h2: &mut H2, run: &mut impl StartHandler, out: &mut Vec<u8>, index: usi
 
 /// A handler finished: metrics, audit, and the answer (unless the stream was reset).
 fn finish(h2: &mut H2, out: &mut Vec<u8>, d: Done) {
-    let status = match &d.reply {
-        Reply::Error(e) => e.status,
-        _ => 200,
-    };
+    let status = d.reply.status();
     h2.core
         .metrics
         .request_finished(d.route_index, status, d.elapsed.as_nanos() as u64, true);
@@ -1530,6 +1545,7 @@ fn finish_recorded(h2: &mut H2, out: &mut Vec<u8>, mut d: Done) {
                 Reply::Empty => (200, None),
                 Reply::Json => (200, Some("application/json")),
                 Reply::Content(ct) => (200, Some(*ct)),
+                Reply::Binary(status) => (*status, Some("application/octet-stream")),
                 Reply::Error(e) => {
                     s.work.out.clear();
                     api::json::write_error_body(&mut s.work.out, &e.message);

@@ -1,0 +1,372 @@
+//! The MinKMS API (what `github.com/minio/kms-go/kms` speaks) over the same key service as
+//! the KES API: `POST /v1/kms/{enclave}` with one or more command frames ([`frame`]) of
+//! protobuf messages ([`message`]), answered 200 with one frame per command in order, or
+//! one error for the whole request.
+//!
+//! Phase 1 (issue 23): every key is version 1; there is one enclave, `default` (or none),
+//! mapped onto the server's one key namespace. Each command is authorised as the KES route
+//! it stands for ([`Command::policy_path`]), so one policy governs both APIs.
+
+pub mod frame;
+pub mod message;
+
+use super::key::{self, create_key, decrypt_with, encrypt_with, import_key, mac_with, new_dek};
+use super::router::{is_valid_name, is_valid_pattern};
+use super::{store, ApiError, AuthMode, Core, Peer, Reply, Request, RouteId};
+use crate::auth::identity::Identity;
+use crate::auth::Decision;
+use crate::crypto::{KeyType, KeyVersion};
+pub use frame::{Command, FRAMES_PER_REQUEST_MAX};
+use message::{KeyLayout, KeyRequest, KeyStatus};
+
+/// `api_version` of `GET /version`.
+pub const API_VERSION: &str = "v1";
+
+/// The one enclave: the server's key namespace. An empty enclave means the same.
+pub const DEFAULT_ENCLAVE: &str = "default";
+
+/// The only key version there is in phase 1; version 0 in a request means "latest" (= 1).
+pub const KEY_VERSION: u32 = 1;
+
+/// DEK length MinIO asks for (and the only one served): [`key::DEK_BYTES`].
+const DEK_LENGTH: u32 = key::DEK_BYTES as u32;
+
+/// Keys in one KEY:LIST answer when the request's `limit` is 0 or larger; `continue_at`
+/// names the next key when there are more.
+pub const LIST_PAGE_KEYS_MAX: usize = 100;
+
+impl Command {
+    /// The KES API path whose policy rule governs this command on `name` (KEY:LIST: on the
+    /// list pattern `name*`). `None`: cluster-level, the admin's alone.
+    fn policy_path(self, name: &str, path: &mut String) -> Option<()> {
+        let route = match self {
+            Command::KeyCreate => "/v1/key/create/",
+            Command::KeyImport => "/v1/key/import/",
+            Command::KeyStatus => "/v1/key/describe/",
+            Command::KeyDelete => "/v1/key/delete/",
+            Command::KeyEncrypt => "/v1/key/encrypt/",
+            Command::KeyDecrypt => "/v1/key/decrypt/",
+            Command::KeyGenerate => "/v1/key/generate/",
+            Command::KeyMac => "/v1/key/hmac/",
+            Command::KeyList => "/v1/key/list/",
+            Command::EnclaveStatus | Command::EnclaveList => return None,
+        };
+        path.clear();
+        path.push_str(route);
+        path.push_str(name);
+        if self == Command::KeyList {
+            path.push('*');
+        }
+        Some(())
+    }
+}
+
+/// Serves one request of command frames. Errors wipe what was already answered and come
+/// back as protobuf `ErrResponse` (or JSON `{"message"}` to a client that did not send
+/// `application/octet-stream`, which kms-go reads as protojson).
+pub async fn serve(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> Reply {
+    match serve_frames(core, req, out).await {
+        Ok(()) => Reply::Binary(200),
+        Err(e) if req.binary => error_reply(e, out),
+        Err(e) => {
+            wipe(out);
+            Reply::Error(e.into_kms())
+        }
+    }
+}
+
+/// `e` as kms-go reads it: its status and text in a protobuf `ErrResponse`, replacing
+/// (and wiping) whatever `out` held.
+pub fn error_reply(e: ApiError, out: &mut Vec<u8>) -> Reply {
+    wipe(out);
+    let e = e.into_kms();
+    message::put_error(out, &e.message);
+    Reply::Binary(e.status)
+}
+
+fn wipe(buf: &mut Vec<u8>) {
+    // SAFETY: zeroing the initialised part of our own buffer.
+    unsafe { memsec::memzero(buf.as_mut_ptr(), buf.len()) };
+    buf.clear();
+}
+
+/// Who may do what: the route's auth mode (`api./v1/kms/.skip_auth` turns checks off) and
+/// the caller.
+struct Caller<'a> {
+    enforce: bool,
+    identity: Option<Identity>,
+    settings: &'a super::settings::Settings,
+    creator: String,
+}
+
+impl Caller<'_> {
+    /// Decodes a key request and checks its name and the caller's right to run `command` on
+    /// that key.
+    fn key_request<'m>(
+        &self,
+        command: Command,
+        layout: KeyLayout,
+        message: &'m [u8],
+        path: &mut String,
+    ) -> Result<KeyRequest<'m>, ApiError> {
+        let m = KeyRequest::decode(layout, message)
+            .map_err(|e| ApiError::kms_bad_message(command.name(), e))?;
+        self.authorize(command, valid_name(m.name)?, path)?;
+        Ok(m)
+    }
+
+    fn authorize(&self, command: Command, name: &str, path: &mut String) -> Result<(), ApiError> {
+        if !self.enforce {
+            return Ok(());
+        }
+        let Some(identity) = self.identity else {
+            return Err(ApiError::KMS_ACCESS_DENIED);
+        };
+        let policies = &self.settings.policies;
+        let allowed = match command.policy_path(name, path) {
+            Some(()) => policies.decide(&identity, path) == Decision::Allow,
+            None => policies.is_admin(&identity),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::KMS_ACCESS_DENIED)
+        }
+    }
+}
+
+async fn serve_frames(
+    core: &Core,
+    req: &mut Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), ApiError> {
+    if !req.binary {
+        return Err(ApiError::KMS_NOT_BINARY);
+    }
+    if !(req.argument.is_empty() || req.argument == DEFAULT_ENCLAVE) {
+        return Err(ApiError::KMS_ENCLAVE_NOT_FOUND);
+    }
+    let timeout = req.timeout();
+    let index = super::router::index_of(RouteId::Kms);
+    let identity = match req.peer {
+        Peer::Identified(identity) => Some(identity),
+        Peer::Unidentified(_) => None,
+    };
+    let caller = Caller {
+        enforce: req.settings.routes.auth[index] == AuthMode::Verify,
+        identity,
+        settings: req.settings,
+        creator: identity.map(|i| i.to_hex()).unwrap_or_default(),
+    };
+    let frames = frame::split(req.body).map_err(ApiError::kms_bad_frames)?;
+    let scratch = &mut *req.scratch;
+    let mut path = String::with_capacity(128);
+    for f in frames {
+        let command =
+            Command::from_code(f.code).ok_or_else(|| ApiError::kms_unknown_command(f.code))?;
+        let bad = |e| ApiError::kms_bad_message(command.name(), e);
+        match command {
+            Command::KeyCreate => {
+                let m = message::CreateKey::decode(f.message).map_err(bad)?;
+                let name = valid_name(m.name)?;
+                caller.authorize(command, name, &mut path)?;
+                if m.add_version {
+                    return Err(ApiError::KMS_NO_VERSIONS);
+                }
+                let kind = key_type(m.kind, core)?;
+                create_key(core, name, kind, &caller.creator).await?;
+                frame::put_frame(out, command, |_| {});
+            }
+            Command::KeyImport => {
+                let m = message::ImportKey::decode(f.message).map_err(bad)?;
+                let name = valid_name(m.name)?;
+                caller.authorize(command, name, &mut path)?;
+                let kind = key_type(m.kind, core)?;
+                import_key(core, name, kind, m.key, &caller.creator).await?;
+                frame::put_frame(out, command, |_| {});
+            }
+            Command::KeyStatus => {
+                let m = caller.key_request(command, KeyLayout::Status, f.message, &mut path)?;
+                let name = m.name;
+                let k = versioned_key(core, name, m.version, timeout).await?;
+                let created_by = created_by(&k);
+                frame::put_frame(out, command, |b| {
+                    message::put_key_status(b, &status_of(name, &k, &created_by))
+                });
+            }
+            Command::KeyDelete => {
+                let m = caller.key_request(command, KeyLayout::Delete, f.message, &mut path)?;
+                let name = m.name;
+                if !(m.all_versions || m.version == 0 || m.version == KEY_VERSION) {
+                    return Err(ApiError::KEY_NOT_FOUND);
+                }
+                store::delete(core, name).await?;
+                frame::put_frame(out, command, |_| {});
+            }
+            Command::KeyEncrypt => {
+                let m = caller.key_request(command, KeyLayout::Encrypt, f.message, &mut path)?;
+                let name = m.name;
+                let k = versioned_key(core, name, m.version, timeout).await?;
+                encrypt_with(core, &k, m.data, m.associated_data, &mut scratch.output)?;
+                frame::put_frame(out, command, |b| {
+                    message::put_encrypt(b, KEY_VERSION, &scratch.output)
+                });
+            }
+            Command::KeyDecrypt => {
+                let m = caller.key_request(command, KeyLayout::Decrypt, f.message, &mut path)?;
+                let name = m.name;
+                let k = versioned_key(core, name, m.version, timeout).await?;
+                decrypt_with(&k, m.data, m.associated_data, &mut scratch.output)?;
+                frame::put_frame(out, command, |b| message::put_decrypt(b, &scratch.output));
+            }
+            Command::KeyGenerate => {
+                let m = caller.key_request(command, KeyLayout::Generate, f.message, &mut path)?;
+                let name = m.name;
+                if !(m.length == 0 || m.length == DEK_LENGTH) {
+                    return Err(ApiError::kms_invalid_length(m.length));
+                }
+                let k = versioned_key(core, name, m.version, timeout).await?;
+                let dek = new_dek(core, &k, m.associated_data, &mut scratch.output)?;
+                frame::put_frame(out, command, |b| {
+                    message::put_generate(b, KEY_VERSION, dek.plaintext(), &scratch.output)
+                });
+            }
+            Command::KeyMac => {
+                let m = caller.key_request(command, KeyLayout::Mac, f.message, &mut path)?;
+                let name = m.name;
+                let k = versioned_key(core, name, m.version, timeout).await?;
+                let mut tag = mac_with(&k, m.data)?;
+                frame::put_frame(out, command, |b| message::put_mac(b, KEY_VERSION, &tag));
+                // SAFETY: wiping our own stack copy of the tag.
+                unsafe { memsec::memzero(tag.as_mut_ptr(), tag.len()) };
+            }
+            Command::KeyList => {
+                let m = message::List::decode(f.message).map_err(bad)?;
+                let mut pattern = String::with_capacity(m.prefix.len() + 1);
+                pattern.push_str(m.prefix);
+                pattern.push('*');
+                if !is_valid_pattern(&pattern) {
+                    return Err(ApiError::invalid_pattern(m.prefix));
+                }
+                caller.authorize(command, m.prefix, &mut path)?;
+                list(core, &m, timeout, out).await?;
+            }
+            Command::EnclaveStatus => {
+                let name = message::decode_enclave_name(f.message).map_err(bad)?;
+                caller.authorize(command, name, &mut path)?;
+                if name != DEFAULT_ENCLAVE {
+                    return Err(ApiError::KMS_ENCLAVE_NOT_FOUND);
+                }
+                frame::put_frame(out, command, |b| {
+                    message::put_enclave_status(b, DEFAULT_ENCLAVE)
+                });
+            }
+            Command::EnclaveList => {
+                let m = message::List::decode(f.message).map_err(bad)?;
+                caller.authorize(command, "", &mut path)?;
+                let listed =
+                    DEFAULT_ENCLAVE.starts_with(m.prefix) && m.continue_at <= DEFAULT_ENCLAVE;
+                frame::put_frame(out, command, |b| {
+                    if listed {
+                        message::put_enclave_entry(b, DEFAULT_ENCLAVE);
+                    }
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn valid_name(name: &str) -> Result<&str, ApiError> {
+    if is_valid_name(name) {
+        Ok(name)
+    } else {
+        Err(ApiError::invalid_key_name(name))
+    }
+}
+
+/// The type a KEY:CREATE / KEY:IMPORT names: `AES256` or `ChaCha20` exactly, or empty for
+/// the server's key type.
+fn key_type(name: &str, core: &Core) -> Result<KeyType, ApiError> {
+    match name {
+        "" => Ok(core.shared.key_type),
+        "AES256" => Ok(KeyType::Aes256),
+        "ChaCha20" => Ok(KeyType::ChaCha20),
+        other => Err(ApiError::kms_unsupported_type(other)),
+    }
+}
+
+/// The key `name` at `version`: 0 (latest) and 1 are the key; any other version does not
+/// exist in phase 1.
+async fn versioned_key(
+    core: &Core,
+    name: &str,
+    version: u32,
+    timeout: std::time::Duration,
+) -> Result<std::rc::Rc<KeyVersion>, ApiError> {
+    if version > KEY_VERSION {
+        return Err(ApiError::KEY_NOT_FOUND);
+    }
+    store::key(core, name, timeout).await
+}
+
+/// The creator in the `h1:` form kms-go parses; a key without a (hex) creator shows the
+/// zero identity, which kms-go accepts and which matches no key.
+fn created_by(k: &KeyVersion) -> String {
+    k.created_by
+        .as_deref()
+        .and_then(Identity::from_hex)
+        .unwrap_or(Identity::from_bytes([0; 32]))
+        .to_h1()
+}
+
+fn status_of<'a>(name: &'a str, k: &KeyVersion, created_by: &'a str) -> KeyStatus<'a> {
+    KeyStatus {
+        name,
+        version: KEY_VERSION,
+        kind: k.key.kind().as_str(),
+        created_at: k.created_at,
+        created_by,
+    }
+}
+
+/// KEY:LIST: the keys from `continue_at` on with the prefix, at most a page, each with its
+/// type and creator (keys deleted meanwhile are left out).
+async fn list(
+    core: &Core,
+    m: &message::List<'_>,
+    timeout: std::time::Duration,
+    out: &mut Vec<u8>,
+) -> Result<(), ApiError> {
+    let limit = match m.limit as usize {
+        0 => LIST_PAGE_KEYS_MAX,
+        n => n.min(LIST_PAGE_KEYS_MAX),
+    };
+    let names = store::list(core, m.prefix).await?;
+    let mut names = names
+        .iter()
+        .filter(|n| n.as_str() >= m.continue_at && is_valid_name(n));
+    let mut entries = Vec::with_capacity(limit.min(16));
+    let mut continue_at = "";
+    for name in names.by_ref() {
+        if entries.len() == limit {
+            continue_at = name.as_str();
+            break;
+        }
+        match store::key(core, name, timeout).await {
+            Ok(k) => {
+                let by = created_by(&k);
+                entries.push((name.as_str(), k, by));
+            }
+            Err(e) if e == ApiError::KEY_NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    frame::put_frame(out, Command::KeyList, |b| {
+        for (name, k, by) in &entries {
+            message::put_list_entry(b, &status_of(name, k, by));
+        }
+        message::put_continue_at(b, continue_at);
+    });
+    Ok(())
+}

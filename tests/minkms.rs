@@ -1,0 +1,696 @@
+//! The MinKMS API (kms-go's `kms.Client`, what MinIO speaks with `MINIO_KMS_SERVER`) against
+//! a real server on loopback, over HTTP/1.1 (the crate's client) and HTTP/2 (curl). The
+//! client side here is written from the wire facts alone: frames
+//! `[u16 BE command][u32 BE length][protobuf]`, kms-go's field numbers, its error texts.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use common::*;
+use kes::auth::apikey::ApiKey;
+use sha2::Digest;
+
+// Command codes (kms-go `cmds`).
+const ENCLAVE_STATUS: u16 = 103;
+const ENCLAVE_LIST: u16 = 104;
+const KEY_CREATE: u16 = 201;
+const KEY_DELETE: u16 = 202;
+const KEY_STATUS: u16 = 204;
+const KEY_ENCRYPT: u16 = 205;
+const KEY_DECRYPT: u16 = 206;
+const KEY_GENERATE: u16 = 207;
+const KEY_LIST: u16 = 208;
+const KEY_MAC: u16 = 210;
+
+const OCTET: &str = "application/octet-stream";
+
+/// A minimal protobuf writer/reader of our own, from the wire format.
+mod pb {
+    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    pub fn bytes(out: &mut Vec<u8>, field: u32, v: &[u8]) {
+        varint(out, u64::from(field) << 3 | 2);
+        varint(out, v.len() as u64);
+        out.extend_from_slice(v);
+    }
+
+    pub fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
+        varint(out, u64::from(field) << 3);
+        varint(out, v);
+    }
+
+    fn read_varint(b: &[u8], at: &mut usize) -> u64 {
+        let mut v = 0;
+        let mut shift = 0;
+        loop {
+            let byte = b[*at];
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    /// (field, varint or bytes) in order.
+    pub fn parse(b: &[u8]) -> Vec<(u32, Result<u64, Vec<u8>>)> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at < b.len() {
+            let tag = read_varint(b, &mut at);
+            let field = (tag >> 3) as u32;
+            match tag & 7 {
+                0 => out.push((field, Ok(read_varint(b, &mut at)))),
+                2 => {
+                    let n = read_varint(b, &mut at) as usize;
+                    out.push((field, Err(b[at..at + n].to_vec())));
+                    at += n;
+                }
+                t => panic!("unexpected wire type {t}"),
+            }
+        }
+        out
+    }
+
+    pub fn get_bytes(m: &[(u32, Result<u64, Vec<u8>>)], field: u32) -> Vec<u8> {
+        m.iter()
+            .find_map(|(f, v)| (*f == field).then(|| v.clone().err()).flatten())
+            .unwrap_or_default()
+    }
+
+    pub fn get_uint(m: &[(u32, Result<u64, Vec<u8>>)], field: u32) -> u64 {
+        m.iter()
+            .find_map(|(f, v)| (*f == field).then(|| v.clone().ok()).flatten())
+            .unwrap_or(0)
+    }
+
+    pub fn get_str(m: &[(u32, Result<u64, Vec<u8>>)], field: u32) -> String {
+        String::from_utf8(get_bytes(m, field)).unwrap()
+    }
+}
+
+fn frame(command: u16, message: &[u8]) -> Vec<u8> {
+    let mut f = command.to_be_bytes().to_vec();
+    f.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    f.extend_from_slice(message);
+    f
+}
+
+/// Splits an answer into its frames; the answer must be exactly frames.
+fn frames(body: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let cmd = u16::from_be_bytes([body[at], body[at + 1]]);
+        let n = u32::from_be_bytes(body[at + 2..at + 6].try_into().unwrap()) as usize;
+        out.push((cmd, body[at + 6..at + 6 + n].to_vec()));
+        at += 6 + n;
+    }
+    assert_eq!(at, body.len(), "answer is not exactly frames");
+    out
+}
+
+fn named(name: &str) -> Vec<u8> {
+    let mut m = Vec::new();
+    pb::bytes(&mut m, 1, name.as_bytes());
+    m
+}
+
+fn generate_msg(name: &str, version: u64, ad: &[u8]) -> Vec<u8> {
+    let mut m = named(name);
+    pb::uint(&mut m, 2, version);
+    pb::bytes(&mut m, 3, ad);
+    pb::uint(&mut m, 4, 32);
+    m
+}
+
+fn decrypt_msg(name: &str, version: u64, ciphertext: &[u8], ad: &[u8]) -> Vec<u8> {
+    let mut m = named(name);
+    pb::uint(&mut m, 2, version);
+    pb::bytes(&mut m, 3, ciphertext);
+    pb::bytes(&mut m, 4, ad);
+    m
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Wire {
+    H1,
+    H2,
+}
+
+/// An answer: status, content type, content length header, body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    content_type: String,
+    content_length: Option<usize>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The protobuf `ErrResponse` message (field 1).
+    fn error(&self) -> (u16, String) {
+        assert_eq!(self.content_type, OCTET, "{self:?}");
+        (self.status, pb::get_str(&pb::parse(&self.body), 1))
+    }
+
+    fn ok_frames(&self) -> Vec<(u16, Vec<u8>)> {
+        assert_eq!(
+            self.status,
+            200,
+            "{:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.content_type, OCTET);
+        assert_eq!(self.content_length, Some(self.body.len()));
+        frames(&self.body)
+    }
+}
+
+/// A client of one server with one API key, over one of the two protocols.
+struct Kms<'a> {
+    addr: std::net::SocketAddr,
+    key: &'a str,
+    wire: Wire,
+    dir: PathBuf,
+}
+
+impl<'a> Kms<'a> {
+    fn new(addr: std::net::SocketAddr, key: &'a str, wire: Wire, dir: &Path) -> Self {
+        let dir = dir.join(format!("{:?}-{}", wire, &key[key.len() - 8..]));
+        std::fs::create_dir_all(&dir).unwrap();
+        let parsed = ApiKey::parse(key).unwrap();
+        let (cert, private) = kes::auth::cert::client_cert_from_api_key(&parsed).unwrap();
+        std::fs::write(dir.join("client.crt"), pem("CERTIFICATE", &cert)).unwrap();
+        std::fs::write(
+            dir.join("client.key"),
+            pem("PRIVATE KEY", private.secret_der()),
+        )
+        .unwrap();
+        Kms {
+            addr,
+            key,
+            wire,
+            dir,
+        }
+    }
+
+    fn send(&self, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Answer {
+        match self.wire {
+            Wire::H1 => {
+                let mut c = client_for(&format!("https://{}", self.addr), self.key);
+                let body = (!body.is_empty()).then_some(body);
+                let r = c.request(method, path, body, headers).unwrap();
+                Answer {
+                    status: r.status,
+                    content_type: r.header("content-type").unwrap_or("").to_string(),
+                    content_length: r.header("content-length").and_then(|v| v.parse().ok()),
+                    body: r.body,
+                }
+            }
+            Wire::H2 => {
+                let input = self.dir.join("in");
+                let output = self.dir.join("out");
+                let head = self.dir.join("head");
+                std::fs::write(&input, body).unwrap();
+                let mut cmd = Command::new("curl");
+                cmd.args(["-sSk", "--http2", "-X", method, "--max-time", "10"])
+                    .arg("--cert")
+                    .arg(self.dir.join("client.crt"))
+                    .arg("--key")
+                    .arg(self.dir.join("client.key"))
+                    .arg("-o")
+                    .arg(&output)
+                    .arg("-D")
+                    .arg(&head)
+                    .args(["-w", "%{http_version}"]);
+                for (n, v) in headers {
+                    cmd.args(["-H", &format!("{n}: {v}")]);
+                }
+                if !body.is_empty() {
+                    cmd.arg("--data-binary")
+                        .arg(format!("@{}", input.display()));
+                }
+                let out = cmd
+                    .arg(format!("https://{}{}", self.addr, path))
+                    .output()
+                    .expect("run curl");
+                assert_eq!(String::from_utf8_lossy(&out.stdout), "2", "{out:?}");
+                let head = std::fs::read_to_string(head).unwrap();
+                let mut lines = head.lines();
+                let status = lines
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap();
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    })
+                };
+                Answer {
+                    status,
+                    content_type: header("content-type").unwrap_or_default(),
+                    content_length: header("content-length").and_then(|v| v.parse().ok()),
+                    body: std::fs::read(output).unwrap_or_default(),
+                }
+            }
+        }
+    }
+
+    fn post(&self, body: &[u8]) -> Answer {
+        self.send(
+            "POST",
+            "/v1/kms/default",
+            body,
+            &[("Content-Type", OCTET), ("Accept", "application/*")],
+        )
+    }
+
+    fn one(&self, command: u16, message: &[u8]) -> Answer {
+        self.post(&frame(command, message))
+    }
+}
+
+fn need_curl() {
+    let found = Command::new("curl").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "this test needs `curl` with HTTP/2; tools/test-all.sh installs it"
+    );
+}
+
+#[test]
+fn create_generate_decrypt_round_trip_and_key_errors_over_h1_and_h2() {
+    need_curl();
+    let server = dev_server();
+    let dir = tempfile::tempdir().unwrap();
+    for wire in [Wire::H1, Wire::H2] {
+        let kms = Kms::new(server.addr, &server.api_key, wire, dir.path());
+        let name = format!("minio-{wire:?}").to_lowercase();
+
+        // KEY:GENERATE on a missing key: what makes MinIO create MINIO_KMS_SSE_KEY.
+        let ad = br#"{"bucket":"object"}"#;
+        let r = kms.one(KEY_GENERATE, &generate_msg(&name, 0, ad));
+        assert_eq!(r.error(), (404, "key does not exist".into()), "{wire:?}");
+
+        let r = kms.one(KEY_CREATE, &named(&name));
+        assert_eq!(r.ok_frames(), vec![(KEY_CREATE, Vec::new())]);
+        let r = kms.one(KEY_CREATE, &named(&name));
+        assert_eq!(r.error(), (409, "key already exists".into()));
+
+        // Two GENERATE frames in one request: two answers, in order, each version 1.
+        let mut body = frame(KEY_GENERATE, &generate_msg(&name, 0, ad));
+        body.extend(frame(KEY_GENERATE, &generate_msg(&name, 1, b"")));
+        let answers = kms.post(&body).ok_frames();
+        assert_eq!(answers.len(), 2);
+        let mut deks = Vec::new();
+        for (cmd, msg) in &answers {
+            assert_eq!(*cmd, KEY_GENERATE);
+            let m = pb::parse(msg);
+            assert_eq!(pb::get_uint(&m, 1), 1, "version");
+            let plaintext = pb::get_bytes(&m, 2);
+            assert_eq!(plaintext.len(), 32);
+            deks.push((plaintext, pb::get_bytes(&m, 3)));
+        }
+        assert_ne!(deks[0].0, deks[1].0);
+
+        // KEY:DECRYPT as MinIO sends it (version 1, the one GENERATE named) and with 0.
+        for version in [1, 0] {
+            let r = kms.one(KEY_DECRYPT, &decrypt_msg(&name, version, &deks[0].1, ad));
+            let f = r.ok_frames();
+            assert_eq!(f[0].0, KEY_DECRYPT);
+            assert_eq!(pb::get_bytes(&pb::parse(&f[0].1), 1), deks[0].0);
+        }
+        // Wrong associated data, a mangled ciphertext, a version that does not exist.
+        let r = kms.one(KEY_DECRYPT, &decrypt_msg(&name, 1, &deks[0].1, b"other"));
+        assert_eq!(r.error(), (400, "invalid ciphertext".into()));
+        let r = kms.one(KEY_DECRYPT, &decrypt_msg(&name, 1, b"garbage", ad));
+        assert_eq!(r.error(), (400, "invalid ciphertext".into()));
+        let r = kms.one(KEY_DECRYPT, &decrypt_msg(&name, 2, &deks[0].1, ad));
+        assert_eq!(r.error(), (404, "key does not exist".into()));
+
+        // KEY:ENCRYPT → KEY:DECRYPT, KEY:MAC, KEY:STATUS, KEY:DELETE.
+        let mut m = named(&name);
+        pb::bytes(&mut m, 3, b"secret");
+        pb::bytes(&mut m, 4, ad);
+        let f = kms.one(KEY_ENCRYPT, &m).ok_frames();
+        let enc = pb::parse(&f[0].1);
+        assert_eq!(pb::get_uint(&enc, 1), 1);
+        let r = kms.one(
+            KEY_DECRYPT,
+            &decrypt_msg(&name, 1, &pb::get_bytes(&enc, 2), ad),
+        );
+        assert_eq!(pb::get_bytes(&pb::parse(&r.ok_frames()[0].1), 1), b"secret");
+        let mut m = named(&name);
+        pb::bytes(&mut m, 3, b"message");
+        let f = kms.one(KEY_MAC, &m).ok_frames();
+        assert_eq!(pb::get_bytes(&pb::parse(&f[0].1), 2).len(), 32);
+        let f = kms.one(KEY_STATUS, &named(&name)).ok_frames();
+        let s = pb::parse(&f[0].1);
+        assert_eq!(pb::get_str(&s, 1), name);
+        assert_eq!(pb::get_uint(&s, 2), 1);
+        assert_eq!(pb::get_str(&s, 3), "AES256");
+        let admin = ApiKey::parse(&server.api_key).unwrap().identity();
+        assert_eq!(pb::get_str(&s, 5), admin.to_h1());
+        assert_eq!(
+            kms.one(KEY_DELETE, &named(&name)).ok_frames()[0].0,
+            KEY_DELETE
+        );
+        let r = kms.one(KEY_STATUS, &named(&name));
+        assert_eq!(r.error(), (404, "key does not exist".into()));
+    }
+}
+
+#[test]
+fn a_kes_api_ciphertext_decrypts_through_key_decrypt() {
+    let server = dev_server();
+    let mut c = server.client();
+    assert_eq!(
+        c.request("POST", "/v1/key/create/migrated", None, &[])
+            .unwrap()
+            .status,
+        200
+    );
+    let context = br#"{"minio":"bucket/object"}"#;
+    let body = format!(r#"{{"context":"{}"}}"#, B64.encode(context));
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/generate/migrated",
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let plaintext = B64.decode(json_str(&r, "plaintext")).unwrap();
+    let ciphertext = B64.decode(json_str(&r, "ciphertext")).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kms = Kms::new(server.addr, &server.api_key, Wire::H1, dir.path());
+    let r = kms.one(
+        KEY_DECRYPT,
+        &decrypt_msg("migrated", 1, &ciphertext, context),
+    );
+    assert_eq!(pb::get_bytes(&pb::parse(&r.ok_frames()[0].1), 1), plaintext);
+
+    // And the other way: a MinKMS DEK decrypts through the KES API.
+    let f = kms
+        .one(KEY_GENERATE, &generate_msg("migrated", 0, context))
+        .ok_frames();
+    let g = pb::parse(&f[0].1);
+    let body = format!(
+        r#"{{"ciphertext":"{}","context":"{}"}}"#,
+        B64.encode(pb::get_bytes(&g, 3)),
+        B64.encode(context)
+    );
+    let r = c
+        .request(
+            "POST",
+            "/v1/key/decrypt/migrated",
+            Some(body.as_bytes()),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        B64.decode(json_str(&r, "plaintext")).unwrap(),
+        pb::get_bytes(&g, 2)
+    );
+
+    // KEY:LIST: every entry typed and with a creator kms-go parses; the page is in order.
+    for n in ["list-a", "list-b"] {
+        assert_eq!(kms.one(KEY_CREATE, &named(n)).ok_frames().len(), 1);
+    }
+    let mut m = Vec::new();
+    pb::bytes(&mut m, 1, b"list-");
+    let f = kms.one(KEY_LIST, &m).ok_frames();
+    let entries: Vec<_> = pb::parse(&f[0].1)
+        .into_iter()
+        .filter(|(n, _)| *n == 1)
+        .map(|(_, v)| pb::parse(&v.unwrap_err()))
+        .collect();
+    let names: Vec<String> = entries.iter().map(|e| pb::get_str(e, 1)).collect();
+    assert_eq!(names, ["list-a", "list-b"]);
+    for e in &entries {
+        assert_eq!(pb::get_str(e, 3), "AES256");
+        assert!(pb::get_str(e, 5).starts_with("h1:"));
+        assert_eq!(pb::get_uint(e, 2), 1);
+    }
+    // A limit of one: one entry and where to continue.
+    let mut m = Vec::new();
+    pb::bytes(&mut m, 1, b"list-");
+    pb::uint(&mut m, 3, 1);
+    let f = kms.one(KEY_LIST, &m).ok_frames();
+    let page = pb::parse(&f[0].1);
+    assert_eq!(page.iter().filter(|(n, _)| *n == 1).count(), 1);
+    assert_eq!(pb::get_str(&page, 2), "list-b");
+
+    // A page holds at most LIST_PAGE_KEYS_MAX keys (101 keys created in one request).
+    let max = kes::api::minkms::LIST_PAGE_KEYS_MAX;
+    let body: Vec<u8> = (0..=max)
+        .flat_map(|i| frame(KEY_CREATE, &named(&format!("page-{i:03}"))))
+        .collect();
+    assert_eq!(kms.post(&body).ok_frames().len(), max + 1);
+    let mut m = Vec::new();
+    pb::bytes(&mut m, 1, b"page-");
+    pb::uint(&mut m, 3, 5000);
+    let f = kms.one(KEY_LIST, &m).ok_frames();
+    let page = pb::parse(&f[0].1);
+    assert_eq!(page.iter().filter(|(n, _)| *n == 1).count(), max);
+    assert_eq!(pb::get_str(&page, 2), format!("page-{max:03}"));
+
+    // The one enclave.
+    let f = kms.one(ENCLAVE_STATUS, &named("default")).ok_frames();
+    assert_eq!(pb::get_str(&pb::parse(&f[0].1), 1), "default");
+    let f = kms.one(ENCLAVE_LIST, &[]).ok_frames();
+    assert_eq!(pb::parse(&f[0].1).len(), 1);
+    let r = kms.one(ENCLAVE_STATUS, &named("tenant"));
+    assert_eq!(r.error(), (404, "enclave does not exist".into()));
+}
+
+/// The identity kms-go gives a `k1:` key, computed here from the wire facts: `h1:` +
+/// unpadded base64url of SHA-256 over the Ed25519 SubjectPublicKeyInfo.
+fn h1_of_k1(k1: &str) -> String {
+    use ring::signature::KeyPair;
+    let seed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(k1.strip_prefix("k1:").unwrap())
+        .unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let hash = sha2::Sha256::digest(&spki);
+    format!(
+        "h1:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash)
+    )
+}
+
+#[test]
+fn policies_govern_commands_and_h1_identities_are_ours() {
+    // A k1 key (MINIO_KMS_API_KEY) whose identity the config names in the h1: form.
+    let k1 = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let h1 = h1_of_k1(k1);
+    let (admin_key, admin) = new_api_key();
+    let (stranger_key, _) = new_api_key();
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "policy:\n  minio:\n    allow:\n    - /v1/key/generate/minio-*\n    - /v1/key/decrypt/minio-*\n    - /v1/key/list/*\n    identities:\n    - {h1}\n"
+    );
+    let server = config_server(&tls, &admin, keys.path(), &extra);
+    let endpoint = format!("https://{}", server.addr);
+
+    // The identity the server computes for the k1 key's certificate is the h1 one.
+    let r = client_for(&endpoint, k1)
+        .request("GET", "/v1/identity/self/describe", None, &[])
+        .unwrap();
+    let hex = json_str(&r, "identity");
+    let id = kes::auth::identity::Identity::from_hex(&hex).unwrap();
+    assert_eq!(id.to_h1(), h1);
+    assert_eq!(json_str(&r, "policy"), "minio");
+
+    let dir = tempfile::tempdir().unwrap();
+    let admin_kms = Kms::new(server.addr, &admin_key, Wire::H1, dir.path());
+    assert_eq!(
+        admin_kms
+            .one(KEY_CREATE, &named("minio-sse"))
+            .ok_frames()
+            .len(),
+        1
+    );
+    assert_eq!(
+        admin_kms.one(KEY_CREATE, &named("other")).ok_frames().len(),
+        1
+    );
+
+    let denied = (403, "access denied: insufficient permissions".to_string());
+    for wire in [Wire::H1, Wire::H2] {
+        if wire == Wire::H2 {
+            need_curl();
+        }
+        let minio = Kms::new(server.addr, k1, wire, dir.path());
+        let f = minio
+            .one(KEY_GENERATE, &generate_msg("minio-sse", 0, b""))
+            .ok_frames();
+        let ct = pb::get_bytes(&pb::parse(&f[0].1), 3);
+        assert_eq!(
+            minio
+                .one(KEY_DECRYPT, &decrypt_msg("minio-sse", 1, &ct, b""))
+                .ok_frames()
+                .len(),
+            1
+        );
+        assert_eq!(minio.one(KEY_LIST, &[]).ok_frames().len(), 1);
+        // Not in the policy: create, another key, status, the enclave (admin only).
+        assert_eq!(minio.one(KEY_CREATE, &named("minio-new")).error(), denied);
+        assert_eq!(
+            minio
+                .one(KEY_GENERATE, &generate_msg("other", 0, b""))
+                .error(),
+            denied
+        );
+        assert_eq!(minio.one(KEY_STATUS, &named("minio-sse")).error(), denied);
+        assert_eq!(minio.one(ENCLAVE_STATUS, &named("default")).error(), denied);
+        // One denied frame fails the whole request and answers nothing else.
+        let mut body = frame(KEY_GENERATE, &generate_msg("minio-sse", 0, b""));
+        body.extend(frame(KEY_GENERATE, &generate_msg("other", 0, b"")));
+        assert_eq!(minio.post(&body).error(), denied);
+    }
+    // An identity without a policy is refused from the head, body unread: protobuf to a
+    // protobuf client, JSON (which kms-go reads as protojson) to others.
+    for wire in [Wire::H1, Wire::H2] {
+        let stranger = Kms::new(server.addr, &stranger_key, wire, dir.path());
+        let r = stranger.one(KEY_GENERATE, &generate_msg("minio-sse", 0, b""));
+        assert_eq!(r.error(), denied, "{wire:?}");
+        let r = stranger.send(
+            "POST",
+            "/v1/kms/default",
+            b"x",
+            &[("Content-Type", "text/plain")],
+        );
+        assert_eq!(r.status, 403);
+        assert_eq!(json_str_of(&r.body, "message"), denied.1);
+    }
+}
+
+fn json_str_of(body: &[u8], member: &str) -> String {
+    let r = kes::client::Response {
+        status: 200,
+        headers: Vec::new(),
+        body: body.to_vec(),
+    };
+    json_str(&r, member)
+}
+
+#[test]
+fn malformed_requests_get_clear_errors_and_version_speaks_both() {
+    need_curl();
+    let server = dev_server();
+    let dir = tempfile::tempdir().unwrap();
+    for wire in [Wire::H1, Wire::H2] {
+        let kms = Kms::new(server.addr, &server.api_key, wire, dir.path());
+        assert_eq!(
+            kms.one(KEY_CREATE, &named("k")).status,
+            if wire == Wire::H1 { 200 } else { 409 }
+        );
+        let bad = |body: &[u8]| {
+            let (status, message) = kms.post(body).error();
+            assert_eq!(status, 400, "{message}");
+            message
+        };
+        assert!(bad(&[0, 201, 0]).contains("truncated header at byte 0"));
+        assert!(bad(&[0, 206, 0, 0, 0, 9, 1]).contains("declares 9 bytes, 1 follow"));
+        let mut two = frame(KEY_STATUS, &named("k"));
+        two.extend_from_slice(&[0, 204]);
+        assert!(bad(&two).contains("truncated header at byte"));
+        assert!(bad(&frame(999, &[])).contains("999 is not a command"));
+        assert!(bad(&frame(KEY_GENERATE, &[0x0a, 5, b'k']))
+            .starts_with("invalid KEY:GENERATE request: message is truncated"));
+        assert!(bad(&frame(KEY_GENERATE, &[0x0a, 1, 0xff])).contains("not valid UTF-8"));
+        assert!(bad(&frame(KEY_GENERATE, &[0x08, 1])).contains("wrong wire type"));
+        assert!(bad(&frame(KEY_CREATE, &named("a/b"))).contains("invalid characters"));
+        let mut long = generate_msg("k", 0, b"");
+        pb::uint(&mut long, 4, 64);
+        assert!(bad(&frame(KEY_GENERATE, &long)).contains("data keys are 32 bytes"));
+        let many = frame(KEY_STATUS, &named("k")).repeat(1001);
+        assert!(bad(&many).contains("too many commands"));
+        let many = frame(KEY_STATUS, &named("k")).repeat(1000);
+        assert_eq!(kms.post(&many).ok_frames().len(), 1000);
+        // Rotation is not in phase 1.
+        let mut rotate = named("k");
+        pb::uint(&mut rotate, 3, 1);
+        assert_eq!(kms.one(KEY_CREATE, &rotate).error().0, 501);
+        // An unknown enclave; no enclave at all is the default one.
+        let r = kms.send(
+            "POST",
+            "/v1/kms/tenant",
+            &frame(KEY_STATUS, &named("k")),
+            &[("Content-Type", OCTET)],
+        );
+        assert_eq!(r.error(), (404, "enclave does not exist".into()));
+        let r = kms.send(
+            "POST",
+            "/v1/kms",
+            &frame(KEY_STATUS, &named("k")),
+            &[("Content-Type", OCTET)],
+        );
+        assert_eq!(r.ok_frames().len(), 1);
+        // Not protobuf: 415 as JSON; an oversized body: 413.
+        let r = kms.send(
+            "POST",
+            "/v1/kms/default",
+            &frame(KEY_STATUS, &named("k")),
+            &[("Content-Type", "application/json")],
+        );
+        assert_eq!(r.status, 415);
+        assert!(json_str_of(&r.body, "message").contains("application/octet-stream"));
+        let r = kms.post(&vec![0u8; kes::routes::KMS_BODY_BYTES_MAX + 1]);
+        assert_eq!(r.status, 413);
+
+        // /version: protojson-compatible JSON by default, protobuf for octet-stream; the
+        // host is the one the client used.
+        let host = server.addr.to_string();
+        let r = kms.send("GET", "/version", &[], &[("Accept", "application/*")]);
+        assert_eq!(r.status, 200);
+        assert_eq!(json_str_of(&r.body, "version"), env!("CARGO_PKG_VERSION"));
+        assert_eq!(json_str_of(&r.body, "api_version"), "v1");
+        assert_eq!(json_str_of(&r.body, "host"), host);
+        let r = kms.send("GET", "/version", &[], &[("Accept", OCTET)]);
+        assert_eq!(r.content_type, OCTET);
+        let v = pb::parse(&r.body);
+        assert_eq!(pb::get_str(&v, 1), env!("CARGO_PKG_VERSION"));
+        assert_eq!(pb::get_str(&v, 4), host);
+    }
+}
+
+#[test]
+fn the_dev_banner_prints_the_admin_key_in_both_forms_with_one_identity() {
+    let server = bin_server(&["--dev"]);
+    let kes_key = server.dev_api_key();
+    let line = server
+        .stdout_lines
+        .iter()
+        .find(|l| l.starts_with("MinKMS Key"))
+        .unwrap_or_else(|| panic!("no MinKMS key in banner: {:?}", server.stdout_lines));
+    let k1 = line.split_whitespace().last().unwrap();
+    assert!(k1.starts_with("k1:") && k1.len() == 46, "{k1}");
+    let identity = ApiKey::parse(&kes_key).unwrap().identity();
+    assert_eq!(h1_of_k1(k1), identity.to_h1());
+    // The k1 key is the admin on the wire too.
+    let dir = tempfile::tempdir().unwrap();
+    let kms = Kms::new(server.addr, k1, Wire::H1, dir.path());
+    assert_eq!(kms.one(KEY_CREATE, &named("banner")).ok_frames().len(), 1);
+}
