@@ -25,11 +25,16 @@ cargo fuzz build -O
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   echo "== fuzz $t (${SECONDS_PER_TARGET}s)"
+  set +e
   cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
-    | grep -E "^(stat::number_of_executed_units|stat::new_units_added|==|SUMMARY|Done)" || true
-  if ls "artifacts/$t"/crash-* >/dev/null 2>&1 || ls "artifacts/$t"/oom-* >/dev/null 2>&1; then
-    echo "fuzz target $t found a crash: see fuzz/artifacts/$t" >&2
+    | grep -E "^(stat::number_of_executed_units|stat::new_units_added|==|SUMMARY|Done)"
+  run_status=${PIPESTATUS[0]}
+  set -e
+  # libFuzzer exits non-zero on a crash, leak, timeout or OOM (and writes the input to
+  # artifacts/); a target that did not build or run fails the same way.
+  if [ "$run_status" -ne 0 ] || compgen -G "artifacts/$t/*-*" >/dev/null; then
+    echo "fuzz target $t failed (exit $run_status): see fuzz/artifacts/$t" >&2
     exit 1
   fi
 done

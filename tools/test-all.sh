@@ -87,6 +87,7 @@ check() {
 }
 
 check "test summary self-test" bash tools/test-summary-selftest.sh
+check "fuzz.sh self-test" bash tools/fuzz-selftest.sh
 check "format" cargo fmt --all -- --check
 check "clippy" cargo clippy --workspace --all-targets -- -D warnings
 
