@@ -9,7 +9,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::{answer, StreamState, Target, Work, H2};
+use super::send::answer;
+use super::{StreamState, Target, Work, H2};
 use crate::api::settings::CoreSettings;
 use crate::api::{self, ApiError, Core, LogStream, Peer, Reply, Request, ROUTES};
 use crate::http;
