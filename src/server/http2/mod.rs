@@ -27,8 +27,7 @@ use super::log_stream::LOG_STREAM_POLL;
 use super::proxy;
 use super::slots::{Phase, Slot};
 use super::stream::{
-    wipe, wipe_and_release, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER,
-    LINGER_BYTES_MAX,
+    wipe, wipe_and_release, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER_BYTES_MAX,
 };
 use super::timeouts::Timeouts;
 use crate::api::settings::CoreSettings;
@@ -38,10 +37,12 @@ use crate::http::{self, Method, RequestHead};
 use crate::http2::frame::{self, FrameHeader};
 use crate::http2::{hpack, ErrorCode, PREFACE};
 
+mod flow;
 #[macro_use]
 mod handlers;
 mod send;
 
+use flow::{check_deadlines, WINDOW_MAX};
 use handlers::{begin, finish, run_handler, Done, Handlers, Runner, Start, StartHandler};
 use send::{answer, pump_logs, send_pending};
 
@@ -63,8 +64,6 @@ pub const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 /// released (its handler finished, or the stream ended); DATA that is dropped is credited at
 /// once. A client that sends beyond its window gets FLOW_CONTROL_ERROR.
 pub const CONNECTION_BODY_BYTES_MAX: u32 = 4 << 20;
-/// Connection credit is returned in WINDOW_UPDATEs of at least this much.
-const CREDIT_BATCH_BYTES: u32 = CONNECTION_BODY_BYTES_MAX / 4;
 /// A pooled request's body buffer keeps at most this capacity (larger ones are freed).
 const BODY_KEEP_BYTES: usize = 4 * 1024;
 /// A stream's decoded `:path`, query and method keep at most this capacity once its answer
@@ -84,8 +83,6 @@ pub const QUEUED_OUTPUT_BYTES_MAX: usize = 4 << 20;
 /// bytes out (or all it has left) per write timeout (`Timeouts::write`), else its stream is
 /// reset: a client that hands out a byte of credit now and then does not keep it alive.
 pub const SEND_PROGRESS_BYTES_MIN: usize = 16 * 1024;
-/// The largest flow-control window RFC 9113 allows.
-const WINDOW_MAX: i64 = (1 << 31) - 1;
 /// A connection with streams open wakes this often to check their deadlines.
 const POLL_PERIOD: Duration = Duration::from_millis(500);
 /// A connection idle this long gives back the stream table, pooled buffers, handler slots,
@@ -367,15 +364,6 @@ impl H2 {
             return Err(ConnectionError(ErrorCode::EnhanceYourCalm));
         }
         Ok(())
-    }
-
-    /// Sends the connection credit due back, once there is enough of it.
-    fn flush_credit(&mut self, out: &mut Vec<u8>) {
-        if self.recv_consumed >= CREDIT_BATCH_BYTES {
-            frame::write_window_update(out, 0, self.recv_consumed);
-            self.recv_window += i64::from(self.recv_consumed);
-            self.recv_consumed = 0;
-        }
     }
 }
 
@@ -1196,75 +1184,4 @@ fn valid_field(name: &[u8], value: &[u8]) -> bool {
             .iter()
             .all(|&b| (0x21..0x7f).contains(&b) && b != b':' && !b.is_ascii_uppercase())
         && memchr::memchr3(b'\r', b'\n', 0, value).is_none()
-}
-
-/// Streams past their route timeout while the body still arrives, and answers waiting for
-/// flow-control credit that got less than [`SEND_PROGRESS_BYTES_MIN`] (or the rest of the
-/// answer) out within a write timeout, are ended.
-fn check_deadlines(h2: &mut H2, out: &mut Vec<u8>, now: Instant) {
-    let mut i = 0;
-    while i < h2.streams.len() {
-        let write_timeout = h2.write_timeout;
-        let s = &mut h2.streams[i];
-        let expired = match s.state {
-            StreamState::Body => {
-                let t = match s.target {
-                    Target::Route(r) => s.settings.routes.timeout[r],
-                    _ => Duration::ZERO,
-                };
-                let t = if t.is_zero() {
-                    Duration::from_secs(15)
-                } else {
-                    t
-                };
-                now.duration_since(s.started_at) > t
-            }
-            StreamState::Sending => match s.stalled_since {
-                Some(t) if now.duration_since(t) > write_timeout => {
-                    let moved = s.sent.saturating_sub(s.progress_mark);
-                    let wanted = s
-                        .work
-                        .out
-                        .len()
-                        .saturating_sub(s.progress_mark)
-                        .min(SEND_PROGRESS_BYTES_MIN);
-                    if moved < wanted {
-                        true
-                    } else {
-                        // Enough got out: judge the next window.
-                        s.stalled_since = Some(now);
-                        s.progress_mark = s.sent;
-                        false
-                    }
-                }
-                _ => false,
-            },
-            StreamState::Draining => s
-                .stalled_since
-                .is_some_and(|t| now.duration_since(t) > LINGER),
-            _ => false,
-        };
-        if expired {
-            let id = s.id;
-            if s.state == StreamState::Body {
-                let e = ApiError {
-                    status: 503,
-                    message: "request timeout exceeded".into(),
-                };
-                let s = &mut h2.streams[i];
-                s.work.out.clear();
-                api::json::write_error_body(&mut s.work.out, &e.message);
-                answer(h2, out, i, 503, Some("application/json"), &[]);
-            } else {
-                let code = match s.state {
-                    StreamState::Draining => ErrorCode::NoError,
-                    _ => ErrorCode::Cancel,
-                };
-                frame::write_rst_stream(out, id, code);
-                h2.remove_stream(i);
-            }
-            continue;
-        }
-        i += 1;
-    }
 }
