@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use super::send::answer;
-use super::{StreamState, Target, CONNECTION_BODY_BYTES_MAX, H2, SEND_PROGRESS_BYTES_MIN};
+use super::streams::{StreamState, Target};
+use super::{CONNECTION_BODY_BYTES_MAX, H2, SEND_PROGRESS_BYTES_MIN};
 use crate::api::{self, ApiError};
 use crate::http2::{frame, ErrorCode};
 use crate::server::stream::LINGER;

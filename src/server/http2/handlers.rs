@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::send::answer;
-use super::{StreamState, Target, Work, H2};
+use super::streams::{StreamState, Target, Work};
+use super::H2;
 use crate::api::settings::CoreSettings;
 use crate::api::{self, ApiError, Core, LogStream, Peer, Reply, Request, ROUTES};
 use crate::http;

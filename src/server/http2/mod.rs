@@ -26,11 +26,8 @@ use super::http1::IDLE_SHRINK_AFTER;
 use super::log_stream::LOG_STREAM_POLL;
 use super::proxy;
 use super::slots::{Phase, Slot};
-use super::stream::{
-    wipe, wipe_and_release, wipe_and_shrink, TlsStream, BUFFER_KEEP_BYTES_MAX, LINGER_BYTES_MAX,
-};
+use super::stream::{wipe_and_release, TlsStream, LINGER_BYTES_MAX};
 use super::timeouts::Timeouts;
-use crate::api::settings::CoreSettings;
 use crate::api::{self, ApiError, Core, Peer, Routed, ROUTES};
 use crate::auth::identity::IdentityError;
 use crate::http::{self, Method, RequestHead};
@@ -41,10 +38,12 @@ mod flow;
 #[macro_use]
 mod handlers;
 mod send;
+mod streams;
 
 use flow::{check_deadlines, WINDOW_MAX};
 use handlers::{begin, finish, run_handler, Done, Handlers, Runner, Start, StartHandler};
 use send::{answer, pump_logs, send_pending};
+use streams::{reset_stream, Stream, StreamState, Target, Work};
 
 /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; Go's default).
 pub const CONCURRENT_STREAMS_MAX: u32 = 250;
@@ -92,113 +91,6 @@ const IDLE_RELEASE_AFTER: Duration = IDLE_SHRINK_AFTER;
 /// Why the connection ends with a GOAWAY.
 #[derive(Debug, Clone, Copy)]
 struct ConnectionError(ErrorCode);
-
-/// What a stream is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StreamState {
-    /// Receiving the request body (END_STREAM not yet seen).
-    Body,
-    /// The handler runs.
-    Running,
-    /// Answer headers sent; body bytes left waiting for flow-control credit.
-    Sending,
-    /// A log stream (`/v1/log/*`): DATA frames until the client leaves.
-    Log,
-    /// Answered while the client was still sending: what it sends is dropped (window
-    /// replenished) until its END_STREAM, for at most [`LINGER`] and [`LINGER_BYTES_MAX`],
-    /// so that clients which only read the answer after sending (curl) get it.
-    Draining,
-}
-
-/// The routing decision, detached from the borrowed path.
-#[derive(Clone, Copy, Debug)]
-enum Target {
-    Route(usize),
-    Redirect,
-    WrongMethod(usize),
-    NotFound,
-}
-
-/// Per-request buffers, pooled per connection so that a request allocates nothing once the
-/// connection is warm.
-#[derive(Default)]
-struct Work {
-    path: String,
-    query: String,
-    method_raw: String,
-    body: Vec<u8>,
-    out: Vec<u8>,
-    scratch: api::Scratch,
-    /// Connection window held by `body`, credited back when the body is released.
-    held: u32,
-}
-
-impl Work {
-    fn wipe(&mut self) {
-        self.release_body();
-        wipe_and_shrink(&mut self.out, 0);
-        self.scratch.wipe_and_shrink(BUFFER_KEEP_BYTES_MAX);
-        self.release_head();
-    }
-
-    /// Wipes the body (freeing a large buffer); returns the connection window it held.
-    fn release_body(&mut self) -> u32 {
-        wipe(&mut self.body);
-        if self.body.capacity() > BODY_KEEP_BYTES {
-            self.body = Vec::new();
-        }
-        std::mem::take(&mut self.held)
-    }
-
-    /// Clears the decoded request head, freeing strings a long head grew.
-    fn release_head(&mut self) {
-        for s in [&mut self.path, &mut self.query, &mut self.method_raw] {
-            s.clear();
-            if s.capacity() > HEAD_KEEP_BYTES {
-                *s = String::new();
-            }
-        }
-    }
-}
-
-impl Drop for Work {
-    fn drop(&mut self) {
-        wipe(&mut self.body);
-        wipe(&mut self.out);
-        self.scratch.wipe();
-    }
-}
-
-struct Stream {
-    id: u32,
-    state: StreamState,
-    target: Target,
-    /// The authorisation decision for a route, taken from the header block.
-    authorized: Result<(), ApiError>,
-    peer: Peer,
-    /// The client's address for logs (the TCP peer, or a proxy's X-Forwarded-For).
-    ip: Option<std::net::IpAddr>,
-    /// The route's body limit when the body is kept; `None`: DATA is dropped.
-    body_limit: Option<usize>,
-    /// `content-length` of the request, checked against the DATA received.
-    content_length: Option<u64>,
-    received: u64,
-    /// The client ended its side.
-    remote_closed: bool,
-    send_window: i64,
-    /// Bytes of `work.out` already sent as DATA (state `Sending`).
-    sent: usize,
-    started_at: Instant,
-    /// Since when the answer waits for flow-control credit — the start of the current
-    /// progress window, not moved by a trickle of credit — or since when it drains (state
-    /// `Draining`).
-    stalled_since: Option<Instant>,
-    /// Bytes of the answer sent when the current progress window started.
-    progress_mark: usize,
-    work: Work,
-    settings: CoreSettings,
-    log: Option<crate::log::Subscription>,
-}
 
 /// The connection's HTTP/2 state apart from the handlers.
 struct H2 {
@@ -278,54 +170,6 @@ impl H2 {
             requests: 0,
             head: RequestHead::default(),
         }
-    }
-
-    fn stream_mut(&mut self, id: u32) -> Option<&mut Stream> {
-        self.streams.iter_mut().find(|s| s.id == id)
-    }
-
-    fn stream_index(&self, id: u32) -> Option<usize> {
-        self.streams.iter().position(|s| s.id == id)
-    }
-
-    fn take_work(&mut self) -> Work {
-        self.pool.pop().unwrap_or_default()
-    }
-
-    fn give_back(&mut self, mut work: Work) {
-        self.recv_consumed += work.release_body();
-        work.wipe();
-        if self.pool.len() < CONCURRENT_STREAMS_MAX as usize {
-            self.pool.push(work);
-        }
-    }
-
-    fn remove_stream(&mut self, index: usize) {
-        let stream = self.streams.swap_remove(index);
-        self.give_back(stream.work);
-    }
-
-    /// Closes stream `index` (reset by either side). A stream whose handler still runs stays,
-    /// counted against [`CONCURRENT_STREAMS_MAX`], until the handler finishes; its answer is
-    /// then dropped.
-    fn close_stream(&mut self, index: usize) {
-        let s = &mut self.streams[index];
-        if s.state == StreamState::Running {
-            s.remote_closed = true;
-            s.sent = usize::MAX; // nothing is to be sent
-        } else {
-            self.remove_stream(index);
-        }
-    }
-
-    /// True while every open stream waits only on the client: its answer held back by the
-    /// client's flow-control windows, or the client still sending after it (draining).
-    fn waits_only_on_client(&self) -> bool {
-        self.streams.iter().all(|s| match s.state {
-            StreamState::Sending => s.stalled_since.is_some(),
-            StreamState::Draining => true,
-            StreamState::Body | StreamState::Running | StreamState::Log => false,
-        })
     }
 
     /// While idle (no stream open, no header block open): gives back what a burst of
@@ -937,12 +781,6 @@ fn on_data(
         }
     }
     Ok(())
-}
-
-/// Ends stream `index` with RST_STREAM(`code`) (see [`H2::close_stream`]).
-fn reset_stream(h2: &mut H2, out: &mut Vec<u8>, index: usize, code: ErrorCode) {
-    frame::write_rst_stream(out, h2.streams[index].id, code);
-    h2.close_stream(index);
 }
 
 /// A complete header block: decode it (always, to keep the HPACK table in step), then open a

@@ -5,7 +5,8 @@
 
 use std::time::Instant;
 
-use super::{StreamState, H2};
+use super::streams::StreamState;
+use super::H2;
 use crate::api;
 use crate::http;
 use crate::http2::{frame, ErrorCode};
