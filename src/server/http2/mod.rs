@@ -15,6 +15,15 @@
 //! (CONTINUATION floods), the HPACK table and decoded header list (HPACK bombs), control
 //! frames per second and queued output (SETTINGS/PING floods), flow-control stalls, and the
 //! header and idle timeouts of HTTP/1.1.
+//!
+//! The request path, file by file: [`serve`] here (the loop: read, handle every frame, write
+//! the answers, wait) → `recv.rs` (the frames of a read, each by type; DATA within the
+//! connection's receive window) → `headers.rs` (a complete header block: decoded, validated,
+//! routed and authorised, a stream opened) → `handlers.rs` (the answer given at once, or the
+//! handler started in a slot; finished into metrics, audit and the answer) → `send.rs`
+//! (HEADERS, then DATA within the client's windows). Beside the path: `streams.rs` (the
+//! stream table, stream state, closing and removing streams) and `flow.rs` (receive credit
+//! given back, stream deadlines and the send-progress window).
 
 use std::future::Future;
 use std::rc::Rc;
