@@ -300,7 +300,7 @@ pub(super) fn finish(h2: &mut H2, out: &mut Vec<u8>, d: Done) {
     finish_recorded(h2, out, d);
 }
 
-pub(super) fn finish_recorded(h2: &mut H2, out: &mut Vec<u8>, mut d: Done) {
+fn finish_recorded(h2: &mut H2, out: &mut Vec<u8>, mut d: Done) {
     // The handler is done with the body: its connection credit comes back.
     h2.recv_consumed += d.work.release_body();
     let Some(index) = h2.stream_index(d.stream_id) else {

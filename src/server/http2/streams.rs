@@ -55,7 +55,7 @@ pub(super) struct Work {
 }
 
 impl Work {
-    pub(super) fn wipe(&mut self) {
+    fn wipe(&mut self) {
         self.release_body();
         wipe_and_shrink(&mut self.out, 0);
         self.scratch.wipe_and_shrink(BUFFER_KEEP_BYTES_MAX);
