@@ -56,17 +56,20 @@ fn freed_copies(f: impl FnOnce()) -> usize {
     LEFT_BEHIND.with(Cell::get) - before
 }
 
-/// A loopback service that answers each of `answers` to one request, in order.
+/// A loopback service that answers each of `answers` to one request, in order. It wipes each
+/// answer once sent: a copy of the marker it freed unwiped could be handed to the test thread
+/// again as a new block's uninitialised part, and counted there.
 fn service(answers: Vec<Vec<u8>>) -> (u16, std::thread::JoinHandle<()>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let t = std::thread::spawn(move || {
         for answer in answers {
+            let answer = SecretVec::new(answer);
             let (mut s, _) = l.accept().unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
-            let _ = s.write_all(&answer);
+            let _ = s.write_all(answer.expose());
         }
     });
     (port, t)
@@ -122,6 +125,16 @@ fn keystore_answers_leave_no_copy_behind() {
         );
     }
     server.join().unwrap();
+}
+
+/// `parts` joined into a buffer of their exact size: no freed block of the test thread keeps a
+/// copy of a marker among them.
+fn joined(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
 }
 
 /// An HTTP/1.1 answer with a body.
@@ -352,5 +365,69 @@ fn a_gcp_impersonated_token_leaves_no_copy_behind() {
     assert_eq!(
         copies, 0,
         "the impersonated token left {copies} unwiped copies in freed memory"
+    );
+}
+
+/// AWS temporary credentials from a container credentials answer (ECS, EKS Pod Identity), the
+/// marker as the secret key, then as the session token (escaped, as JSON may carry it): a
+/// Secrets Manager call signed with them (answered "not found"), then the store's drop. No
+/// freed block holds a copy of either: not the answer, not the signing key's `AWS4<secret>`,
+/// not the canonical request that carries the token.
+#[test]
+fn aws_container_credentials_leave_no_copy_behind() {
+    use kes::config::AwsConfig;
+    use kes::keystore::aws::AwsStore;
+    use kes::keystore::{KeyStore, StoreError};
+    let marker = std::str::from_utf8(MARKER).unwrap();
+    let padding = "T".repeat(600);
+    let key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    let mut left = Vec::new();
+    for (which, secret_key, token) in [
+        ("secret key", marker, ["IQoJb3JpZ2luX2VjEXAMPLE", "", ""]),
+        ("session token", key, [marker, "\\/", padding.as_str()]),
+    ] {
+        let body = joined(&[
+            r#"{"RoleArn":"arn:aws:iam::1:role/kes","AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":""#,
+            secret_key,
+            r#"","Token":""#,
+            token[0],
+            token[1],
+            token[2],
+            r#"","Expiration":"2099-01-01T00:00:00Z"}"#,
+        ]);
+        let length = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        let body = SecretVec::new(body);
+        let (port, server) = service(vec![
+            joined(&[&length, std::str::from_utf8(body.expose()).unwrap()]),
+            answer(
+                "400 Bad Request",
+                r#"{"__type":"ResourceNotFoundException","Message":"Secrets Manager can't find the specified secret."}"#,
+            ),
+        ]);
+        let url = format!("http://127.0.0.1:{port}");
+        let env = |name: &str| match name {
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI" => Some(format!("{url}/v2/credentials/x")),
+            "AWS_EC2_METADATA_DISABLED" => Some("true".into()),
+            _ => None,
+        };
+        let config = AwsConfig {
+            endpoint: url.clone(),
+            region: "us-east-1".into(),
+            kms_key: String::new(),
+            credentials: None,
+        };
+        let copies = freed_copies(|| {
+            let store = AwsStore::new(config, &env).unwrap();
+            assert_eq!(store.credentials_source(), "container credentials");
+            let e = store.get("k").err().unwrap();
+            assert!(matches!(e, StoreError::NotFound), "{which}: {e}");
+            drop(store);
+        });
+        server.join().unwrap();
+        left.push((which, copies));
+    }
+    assert!(
+        left.iter().all(|(_, copies)| *copies == 0),
+        "unwiped copies in freed memory: {left:?}"
     );
 }
