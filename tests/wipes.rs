@@ -22,8 +22,14 @@ thread_local! {
     static LEFT_BEHIND: Cell<usize> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// What this thread's scan looks for: [`MARKER`] unless a test plants another secret.
+    static PLANTED: Cell<&'static [u8]> = const { Cell::new(MARKER) };
+}
+
 fn holds_marker(block: &[u8]) -> bool {
-    block.windows(MARKER.len()).any(|w| w == MARKER)
+    let marker = PLANTED.try_with(Cell::get).unwrap_or(MARKER);
+    block.windows(marker.len()).any(|w| w == marker)
 }
 
 unsafe impl GlobalAlloc for Scanning {
@@ -429,5 +435,185 @@ fn aws_container_credentials_leave_no_copy_behind() {
     assert!(
         left.iter().all(|(_, copies)| *copies == 0),
         "unwiped copies in freed memory: {left:?}"
+    );
+}
+
+/// A test-only service-account key (RSA 2048, PKCS#8; tests/gcp.rs's `KEY`).
+const GCP_KEY: &str = r"-----BEGIN PRIVATE KEY-----
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQC0mddsgjG3KOCr
+31hGOCxL/pQ1DGfg0tlxyCKvvzHFV7v0BcWuM6UHgfsa009LDfRKeWmfUEp8+pAo
+X2bpz5K7A/fUWv+N5x3c4O9Cupt03J8CLfSDLMuz3R71SKuB6441piKkr0Rl+v8z
+k3JuDLByAysJUr+3W/idiH42Fp2kKEn8kwyV1Azske3g6O46OsJpz+u9SVH5sd0g
+dYbpx71JHaTNO4D43KuU6AtSW1oI6F/AJHSW93z1wF3zTkVx7Gf6R8GZLJtyinc+
+/GCS4dG116uVRJkS2qJGoxs3UadsLh/WYOZdpT1mGFEIs4iRpNan+2c3vtcbDNfL
+uvi+n+X7AgMBAAECggEADzAm6UWzt6MU7e9dBZ7Avu1cem+eJs6kociCfkQ2g9Gi
+iV2Y59MJDG4Wd4WQ1A+K3V6DjvXaJdOOnw6S4ZPm05p8U5wJhN4MaWBzTqnR3AyX
+xL+nogZ45Rnx+g/P+J+eOI3NuQrSVj87ChPa2j1v806n5mNSozF1YY4yiwrw2/ax
+Cq6jIAApTRHDb6yyg8VSg0vGQCEsh9OZqIKMH41+oTvHbg+DEefW+bof/9d3hMNr
+QSuj3RSOzvvThxjig+N1HR9TVDJElaulWCmbQWXcWXwrJHTSw3zhT+JT93EPWCpo
+Y9V4IbFbf38l5A7qMCAqlBSMVG03PgJeN5r+dhMElQKBgQDwPvoyFZb4TM07eNUc
+xiT6y/YEdJ/A7ubkJueCUNYoa9M43Gzy9gB0zx7kzVQrxL4s/742UtDUxZGMCEdM
+HXBNSbWnuKxtyewjbPg1e2+pUHWQQzuuyEOScjgEUMU/Vb2UmDXhmZHuRvmlcC6D
+4JMXZQKzmwTQHbIdf2Jhd5CBNQKBgQDAcZlre6ZvQd67HlWgbcCgdIWk3f9NgZoE
+R6Xo0RIuBGeJgzEE5kaEONtZArISFaxGpohVsGz8JEM7xwK3/Nx8BLznzfyNz0C1
+ye/CElq8gPMQ6QRIizddRSRVFRalkyRF7kKdsIVse9LrFME0NNma1aw0k8KQ4mLS
+i6U0UPRgbwKBgAacBPAZzfR40HCha2OGRAAuWk9XEgoRyIJgW6AnLy0fgkkfL1Qj
+1nFgPV5YE8e8eursAkSmVJ517QIoPCXo7W0C6R97IitHEdsLpWx7P+AtmX5lix/M
+3KcLw2TDABo09qk+4sSZH/2pMDcP9gekxwcuvTtJuYEsP/k1xvQdgPk9AoGAWuBK
+Nrt5aOiOKYa1oMCzShI8WhKLUSp2dLbw3fR8xUZHLmTJbSrg+edvjaT8OhYJ+IMD
+tpNNo/Pr2/qqif/ajqYeHsjjDoRkZnQpyFeqiYHLRp0C7M7xIhZYheUjgKTvaCaP
+Rq/pEcWXYHO4mNKsP7XPUDTGmGyPhiVzqjTgcfkCgYBHrCo86moXMEOYk2nsVkTo
+gBL00GY6rAfwW29Tvwg3XtmdyHiB/gx9fHTWafZwABsUhuqskD1DoAlJttWvL2AJ
+k++Ios63s5DkfgSJQg8bwo0XtZ4PFoEWhvcUZ4kpTf9F278kNZDfsvuMLMMdEZFq
+1xN6Y4EQeRQOs6OZZ/REcA==
+-----END PRIVATE KEY-----
+";
+
+/// Runs `f` with this thread's frees scanned for `planted` instead of [`MARKER`].
+fn freed_copies_of(planted: &'static [u8], f: impl FnOnce()) -> usize {
+    PLANTED.with(|p| p.set(planted));
+    let copies = freed_copies(f);
+    PLANTED.with(|p| p.set(MARKER));
+    copies
+}
+
+/// The GCP keystore's config, with the token endpoint on the loopback `port`.
+fn gcp_config(port: u16) -> kes::config::GcpConfig {
+    kes::config::GcpConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        project_id: "p".into(),
+        scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+        token_uri: format!("http://127.0.0.1:{port}/token"),
+        credentials: None,
+    }
+}
+
+/// A GCP credentials file (`GOOGLE_APPLICATION_CREDENTIALS`) read, a token fetched with it,
+/// the credentials dropped: the freed blocks that held `planted`.
+fn gcp_file_copies(file: Vec<u8>, planted: &'static [u8]) -> usize {
+    use kes::keystore::gcp_auth::Credentials;
+    use kes::keystore::http::Retry;
+    let (port, server) = service(vec![answer(
+        "200 OK",
+        r#"{"access_token":"ya29.federated","expires_in":3599,"token_type":"Bearer"}"#,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials.json");
+    // The test's own copy is wiped: only the keystore's count.
+    let file = SecretVec::new(file);
+    std::fs::write(&path, file.expose()).unwrap();
+    drop(file);
+    let config = gcp_config(port);
+    let env =
+        |name: &str| (name == "GOOGLE_APPLICATION_CREDENTIALS").then(|| path.display().to_string());
+    let copies = freed_copies_of(planted, || {
+        let credentials = Credentials::resolve(&config, &env).unwrap();
+        let (header, _) = credentials.fetch(&Retry::NONE).unwrap();
+        assert_eq!(header.expose(), b"Bearer ya29.federated");
+        drop(credentials);
+    });
+    server.join().unwrap();
+    copies
+}
+
+/// A GCP service-account file: its private key (PEM, escaped in JSON as such files have it)
+/// goes to the RSA key and signs a JWT. No freed block holds a piece of the PEM's base64 text
+/// nor of the DER it decodes to. (What ring's `RsaKeyPair` keeps is its own.)
+#[test]
+fn a_gcp_service_account_key_leaves_no_copy_behind() {
+    use base64::Engine;
+    let body: String = GCP_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = SecretVec::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(&body)
+            .unwrap(),
+    );
+    // 32 bytes of the private exponent's region (the DER), 32 characters of a PEM line.
+    let der_piece: &'static [u8] = Box::leak(der.expose()[600..632].to_vec().into_boxed_slice());
+    let pem_piece: &'static [u8] = Box::leak(body.as_bytes()[640..672].to_vec().into_boxed_slice());
+    drop(der);
+    let escaped = GCP_KEY.replace('\n', "\\n");
+    let file = joined(&[
+        r#"{"type":"service_account","project_id":"p","private_key_id":"k1","private_key":""#,
+        &escaped,
+        r#"","client_email":"kes@p.iam.gserviceaccount.com","client_id":"1"}"#,
+    ]);
+    let mut left = Vec::new();
+    for (what, planted) in [("PEM text", pem_piece), ("DER", der_piece)] {
+        left.push((what, gcp_file_copies(file.clone(), planted)));
+    }
+    drop(SecretVec::new(escaped.into_bytes()));
+    drop(SecretVec::new(file));
+    assert!(
+        left.iter().all(|(_, copies)| *copies == 0),
+        "unwiped copies of the private key in freed memory: {left:?}"
+    );
+}
+
+/// A gcloud `authorized_user` file: the client secret, then the refresh token, is the
+/// marker; a refresh-token grant made with them. No freed block holds a copy of either.
+#[test]
+fn gcp_authorized_user_secrets_leave_no_copy_behind() {
+    let marker = std::str::from_utf8(MARKER).unwrap();
+    let mut left = Vec::new();
+    // A file over 4 KiB (blanks after the object) is read without growing its buffer.
+    let blanks = " ".repeat(8 << 10);
+    for (what, client_secret, refresh_token, padding) in [
+        ("client secret", marker, "1//0refresh", ""),
+        ("refresh token", "d-FL95Q19q7MQmFpd7hHD0Ty", marker, ""),
+        ("8 KiB file", marker, "1//0refresh", blanks.as_str()),
+    ] {
+        let file = joined(&[
+            r#"{"type":"authorized_user","client_id":"764086051850.apps.googleusercontent.com","client_secret":""#,
+            client_secret,
+            r#"","refresh_token":""#,
+            refresh_token,
+            r#""}"#,
+            padding,
+        ]);
+        left.push((what, gcp_file_copies(file, MARKER)));
+    }
+    assert!(
+        left.iter().all(|(_, copies)| *copies == 0),
+        "unwiped copies in freed memory: {left:?}"
+    );
+}
+
+/// GCP workload identity federation with a JSON-format subject token file
+/// (`credential_source.format.type: json`): the marker as the token, exchanged at the STS.
+/// No freed block holds a copy of it.
+#[test]
+fn a_gcp_json_subject_token_leaves_no_copy_behind() {
+    use kes::keystore::gcp_external::ExternalAccount;
+    use kes::keystore::http::Retry;
+    let marker = std::str::from_utf8(MARKER).unwrap();
+    let (port, server) = service(vec![answer(
+        "200 OK",
+        r#"{"access_token":"federated","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":3600}"#,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let subject = dir.path().join("subject-token.json");
+    let token = SecretVec::new(joined(&[r#"{"id_token":""#, marker, r#"","expires":1}"#]));
+    std::fs::write(&subject, token.expose()).unwrap();
+    drop(token);
+    let mut json = format!(
+        r#"{{"type":"external_account","audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"http://127.0.0.1:{port}/v1/token","credential_source":{{"file":"{}","format":{{"type":"json","subject_token_field_name":"id_token"}}}}}}"#,
+        subject.display()
+    )
+    .into_bytes();
+    let value = simd_json::to_owned_value(&mut json).unwrap();
+    let scopes = ["https://www.googleapis.com/auth/cloud-platform".to_string()];
+    let account = ExternalAccount::from_json(&value, "test", &scopes).unwrap();
+    let copies = freed_copies(|| {
+        let (header, _) = account.fetch(&Retry::NONE, "test").unwrap();
+        assert_eq!(header.expose(), b"Bearer federated");
+    });
+    server.join().unwrap();
+    assert_eq!(
+        copies, 0,
+        "the subject token left {copies} unwiped copies in freed memory"
     );
 }

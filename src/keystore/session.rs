@@ -528,7 +528,13 @@ pub fn read_credential_file(
 ) -> Result<SecretVec, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| format!("{what}: cannot open: {e}"))?;
-    let mut out = SecretVec::with_capacity(4096);
+    // Sized once (one byte more, so that `read_to_end` sees the end without growing it): a
+    // grown buffer would leave an unwiped copy of the secrets read so far.
+    let size = file
+        .metadata()
+        .map_or(4096, |m| m.len())
+        .min(bytes_max as u64) as usize;
+    let mut out = SecretVec::with_capacity(size + 1);
     file.take(bytes_max as u64 + 1)
         .read_to_end(out.as_mut_vec())
         .map_err(|e| format!("{what}: cannot read: {e}"))?;
