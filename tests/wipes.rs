@@ -260,8 +260,7 @@ fn a_token_in_a_request_header_leaves_no_copy_behind() {
 /// The login-based HSM stores (Fortanix DSM, CipherTrust/KeySecure, Entrust KeyControl):
 /// a login answer carrying the marker as the token, then a call with it (answered 404). No
 /// freed block holds a copy of the token once the call is done, nor of KeyControl's password
-/// (which the login body carries). The stores are dropped outside the scan: their configs
-/// hold the credentials as plain strings.
+/// (which the login body carries), nor once the store is dropped.
 #[test]
 fn hsm_store_logins_leave_no_copy_behind() {
     use kes::config::{FortanixConfig, KeyControlConfig, KeySecureConfig};
@@ -313,7 +312,7 @@ fn hsm_store_logins_leave_no_copy_behind() {
                     vault_id: "v".into(),
                     box_id: "b".into(),
                     username: "kes".into(),
-                    password: format!("{token}{}", "x".repeat(100)),
+                    password: config_secret(&[token, &"x".repeat(100)]),
                     tls_ca: None,
                 })
                 .unwrap(),
@@ -322,8 +321,8 @@ fn hsm_store_logins_leave_no_copy_behind() {
         let copies = freed_copies(|| {
             let e = store.get("k").err().unwrap();
             assert!(matches!(e, StoreError::NotFound), "{which}: {e}");
+            drop(store);
         });
-        drop(store);
         server.join().unwrap();
         assert_eq!(
             copies, 0,
@@ -615,5 +614,171 @@ fn a_gcp_json_subject_token_leaves_no_copy_behind() {
     assert_eq!(
         copies, 0,
         "the subject token left {copies} unwiped copies in freed memory"
+    );
+}
+
+/// A config secret made of `parts`, in a buffer of its exact size (no unwiped copy of it is
+/// left in the test thread's freed memory).
+fn config_secret(parts: &[&str]) -> kes::secret::SecretString {
+    kes::secret::SecretString::new(String::from_utf8(joined(parts)).unwrap())
+}
+
+/// The keystore credentials a config holds (Vault's AppRole secret and inline Kubernetes
+/// JWT, Fortanix's API key, KeySecure's refresh token, KeyControl's password, AWS's static
+/// secret key and session token), each the marker in turn: the store built from the config,
+/// used once (a login, then a call), then dropped with the config. No freed block holds a
+/// copy of the secret.
+#[test]
+fn config_secrets_leave_no_copy_behind() {
+    use kes::config::{
+        AwsConfig, AwsCredentials, FortanixConfig, KeyControlConfig, KeySecureConfig,
+        KubernetesJwt, VaultAuth, VaultConfig,
+    };
+    use kes::keystore::aws::AwsStore;
+    use kes::keystore::fortanix::FortanixStore;
+    use kes::keystore::keycontrol::KeyControlStore;
+    use kes::keystore::keysecure::KeySecureStore;
+    use kes::keystore::vault::VaultStore;
+    use kes::keystore::{KeyStore, StoreError};
+    let marker = std::str::from_utf8(MARKER).unwrap();
+    let not_found = answer("404 Not Found", r#"{"error":"Secret not found"}"#);
+    let vault_login = answer(
+        "200 OK",
+        r#"{"auth":{"client_token":"s.other","lease_duration":3600,"renewable":true}}"#,
+    );
+    let stores = [
+        "Vault AppRole secret",
+        "Vault Kubernetes JWT",
+        "Fortanix API key",
+        "KeySecure token",
+        "KeyControl password",
+        "AWS secret key",
+        "AWS session token",
+    ];
+    let mut left = Vec::new();
+    for which in stores {
+        let answers = match which {
+            w if w.starts_with("Vault") => vec![vault_login.clone(), not_found.clone()],
+            "Fortanix API key" => vec![
+                answer(
+                    "200 OK",
+                    r#"{"access_token":"t","expires_in":600,"entity_id":"e"}"#,
+                ),
+                not_found.clone(),
+            ],
+            "KeySecure token" => vec![
+                answer(
+                    "200 OK",
+                    r#"{"jwt":"t","duration":300,"token_type":"Bearer"}"#,
+                ),
+                not_found.clone(),
+            ],
+            "KeyControl password" => vec![
+                answer(
+                    "200 OK",
+                    r#"{"access_token":"t","expires_at":"2099-01-01T00:00:00Z"}"#,
+                ),
+                not_found.clone(),
+            ],
+            _ => vec![answer(
+                "400 Bad Request",
+                r#"{"__type":"ResourceNotFoundException","Message":"not found"}"#,
+            )],
+        };
+        let (port, server) = service(answers);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let secret = || config_secret(&[marker]);
+        let vault = |auth| VaultConfig {
+            endpoint: endpoint.clone(),
+            engine: "kv".into(),
+            kv_v2: false,
+            namespace: String::new(),
+            prefix: String::new(),
+            auth,
+            transit: None,
+            tls_key: None,
+            tls_cert: None,
+            tls_ca: None,
+            ping: Duration::from_secs(15),
+        };
+        let aws = |secret_key, session_token| AwsConfig {
+            endpoint: endpoint.clone(),
+            region: "us-east-1".into(),
+            kms_key: String::new(),
+            credentials: Some(AwsCredentials {
+                access_key: "AKIDEXAMPLE".into(),
+                secret_key,
+                session_token,
+            }),
+        };
+        let build: Box<dyn FnOnce() -> Box<dyn KeyStore>> = match which {
+            "Vault AppRole secret" => {
+                let c = vault(VaultAuth::AppRole {
+                    engine: "approle".into(),
+                    namespace: String::new(),
+                    id: "role".into(),
+                    secret: secret(),
+                });
+                Box::new(move || Box::new(VaultStore::new(c).unwrap()))
+            }
+            "Vault Kubernetes JWT" => {
+                let c = vault(VaultAuth::Kubernetes {
+                    engine: "kubernetes".into(),
+                    namespace: String::new(),
+                    role: "kes".into(),
+                    jwt: KubernetesJwt::Token(secret()),
+                });
+                Box::new(move || Box::new(VaultStore::new(c).unwrap()))
+            }
+            "Fortanix API key" => {
+                let c = FortanixConfig {
+                    endpoint: endpoint.clone(),
+                    group_id: String::new(),
+                    api_key: secret(),
+                    tls_ca: None,
+                };
+                Box::new(move || Box::new(FortanixStore::new(c).unwrap()))
+            }
+            "KeySecure token" => {
+                let c = KeySecureConfig {
+                    endpoint: endpoint.clone(),
+                    token: secret(),
+                    domain: String::new(),
+                    tls_ca: None,
+                };
+                Box::new(move || Box::new(KeySecureStore::new(c).unwrap()))
+            }
+            "KeyControl password" => {
+                let c = KeyControlConfig {
+                    endpoint: endpoint.clone(),
+                    vault_id: "v".into(),
+                    box_id: "b".into(),
+                    username: "kes".into(),
+                    password: secret(),
+                    tls_ca: None,
+                };
+                Box::new(move || Box::new(KeyControlStore::new(c).unwrap()))
+            }
+            "AWS secret key" => {
+                let c = aws(secret(), Default::default());
+                Box::new(move || Box::new(AwsStore::new(c, &|_| None).unwrap()))
+            }
+            _ => {
+                let c = aws("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(), secret());
+                Box::new(move || Box::new(AwsStore::new(c, &|_| None).unwrap()))
+            }
+        };
+        let copies = freed_copies(|| {
+            let store = build();
+            let e = store.get("k").err().unwrap();
+            assert!(matches!(e, StoreError::NotFound), "{which}: {e}");
+            drop(store);
+        });
+        server.join().unwrap();
+        left.push((which, copies));
+    }
+    assert!(
+        left.iter().all(|(_, copies)| *copies == 0),
+        "unwiped copies of config secrets in freed memory: {left:?}"
     );
 }

@@ -340,7 +340,8 @@ pub fn secret_json(pairs: &[(&str, &str)], base64_value: Option<(&str, &[u8])>) 
     let mut out = SecretVec::with_capacity(
         64 + pairs
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 8)
+            // Sized for the worst escaping (`\u00XX`): growing would leave a copy behind.
+            .map(|(k, v)| k.len() + 6 * v.len() + 8)
             .sum::<usize>()
             + base64_value.map_or(0, |(k, v)| k.len() + v.len() * 4 / 3 + 16),
     );

@@ -196,8 +196,8 @@ impl Provider {
                 "the config's credentials",
                 Credentials {
                     access_key: c.access_key.clone(),
-                    secret_key: SecretVec::new(c.secret_key.as_bytes().to_vec()),
-                    session_token: SecretVec::new(c.session_token.as_bytes().to_vec()),
+                    secret_key: SecretVec::new(c.secret_key.expose().as_bytes().to_vec()),
+                    session_token: SecretVec::new(c.session_token.expose().as_bytes().to_vec()),
                 },
             );
         }
