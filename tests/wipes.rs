@@ -782,3 +782,65 @@ fn config_secrets_leave_no_copy_behind() {
         "unwiped copies of config secrets in freed memory: {left:?}"
     );
 }
+
+/// AWS web identity (EKS IRSA): the marker as the token in `AWS_WEB_IDENTITY_TOKEN_FILE`
+/// (once short, once in a file over 4 KiB), traded at STS, then a Secrets Manager call signed
+/// with the credentials STS answered, then the store's drop. No freed block holds a copy of
+/// the token.
+#[test]
+fn an_aws_web_identity_token_leaves_no_copy_behind() {
+    use kes::config::AwsConfig;
+    use kes::keystore::aws::AwsStore;
+    use kes::keystore::{KeyStore, StoreError};
+    let marker = std::str::from_utf8(MARKER).unwrap();
+    let sts = answer(
+        "200 OK",
+        "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>\
+         <AccessKeyId>ASIAEXAMPLE</AccessKeyId><SecretAccessKey>wJalrXUtnFEMI/K7MDENG</SecretAccessKey>\
+         <SessionToken>IQoJb3JpZ2luX2VjEXAMPLE</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration>\
+         </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>",
+    );
+    let blanks = "\n".repeat(6 << 10);
+    let mut left = Vec::new();
+    for (which, padding) in [("token file", ""), ("6 KiB token file", blanks.as_str())] {
+        let (port, server) = service(vec![
+            sts.clone(),
+            answer(
+                "400 Bad Request",
+                r#"{"__type":"ResourceNotFoundException","Message":"not found"}"#,
+            ),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        let token = SecretVec::new(joined(&["eyJhbGciOiJSUzI1NiJ9.", marker, ".sig", padding]));
+        std::fs::write(&token_file, token.expose()).unwrap();
+        drop(token);
+        let url = format!("http://127.0.0.1:{port}");
+        let env = |name: &str| match name {
+            "AWS_WEB_IDENTITY_TOKEN_FILE" => Some(token_file.display().to_string()),
+            "AWS_ROLE_ARN" => Some("arn:aws:iam::1:role/kes".into()),
+            "AWS_ROLE_SESSION_NAME" => Some("kes".into()),
+            "AWS_ENDPOINT_URL_STS" => Some(url.clone()),
+            _ => None,
+        };
+        let config = AwsConfig {
+            endpoint: url.clone(),
+            region: "us-east-1".into(),
+            kms_key: String::new(),
+            credentials: None,
+        };
+        let copies = freed_copies(|| {
+            let store = AwsStore::new(config, &env).unwrap();
+            assert_eq!(store.credentials_source(), "web identity");
+            let e = store.get("k").err().unwrap();
+            assert!(matches!(e, StoreError::NotFound), "{which}: {e}");
+            drop(store);
+        });
+        server.join().unwrap();
+        left.push((which, copies));
+    }
+    assert!(
+        left.iter().all(|(_, copies)| *copies == 0),
+        "unwiped copies of the web identity token in freed memory: {left:?}"
+    );
+}

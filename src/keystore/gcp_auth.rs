@@ -32,7 +32,9 @@ use ring::signature::RsaKeyPair;
 use super::gcp_external::ExternalAccount;
 use super::http::{other, retryable_status, retrying, Endpoint, Retry, TlsFiles};
 use super::json_secret;
-use super::session::{base_path, bearer_token, encode, oauth_error, read_credential_file};
+use super::session::{
+    base_path, bearer_token, encode, encode_into, oauth_error, read_credential_file,
+};
 use super::StoreError;
 use crate::config::GcpConfig;
 use crate::secret::SecretVec;
@@ -145,21 +147,6 @@ fn rsa_key(pem: &[u8], field: &str) -> Result<RsaKeyPair, String> {
         .map_err(|_| not_pem())?;
     der.as_mut_vec().truncate(n);
     RsaKeyPair::from_pkcs8(der.expose()).map_err(|e| format!("{field}: not an RSA key: {e}"))
-}
-
-/// `application/x-www-form-urlencoded` encoding of `value` appended to `out`, whose capacity
-/// must hold three bytes per byte of `value` (no reallocation: `out` holds secrets).
-fn encode_into(out: &mut SecretVec, value: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let out = out.as_mut_vec();
-    debug_assert!(out.capacity() - out.len() >= 3 * value.len());
-    for &b in value {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
-    }
 }
 
 impl Credentials {

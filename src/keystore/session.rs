@@ -384,6 +384,21 @@ pub fn encode(name: &str) -> String {
     out
 }
 
+/// `application/x-www-form-urlencoded` encoding of `value` appended to `out`, whose capacity
+/// must hold three bytes per byte of `value` (no reallocation: `out` holds secrets).
+pub fn encode_into(out: &mut SecretVec, value: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let out = out.as_mut_vec();
+    debug_assert!(out.capacity() - out.len() >= 3 * value.len());
+    for &b in value {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
 /// A short description of a failed answer for logs: the JSON members named in `fields`
 /// (the first present), else the body text; at most 200 characters, with every secret in
 /// `secrets` replaced by `<redacted>`.

@@ -479,17 +479,23 @@ impl WebIdentity {
         };
         let token = read_token_file(&self.token_file)
             .map_err(|e| other(format!("web identity: AWS_WEB_IDENTITY_TOKEN_FILE: {e}")))?;
-        let token_text = String::from_utf8_lossy(token.expose()).into_owned();
-        let mut body = SecretVec::with_capacity(256 + 3 * token.expose().len());
+        // Borrowed, for redaction only; the token is encoded straight into the wiped form,
+        // sized once (a plain copy or a grown buffer would leave it behind).
+        let token_text = std::str::from_utf8(token.expose()).unwrap_or_default();
+        let role_arn = session::encode(&self.role_arn);
+        let session_name = session::encode(&self.session_name);
+        let mut body = SecretVec::with_capacity(
+            128 + role_arn.len() + session_name.len() + 3 * token.expose().len(),
+        );
         {
             let b = body.as_mut_vec();
             b.extend_from_slice(b"Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=");
-            b.extend_from_slice(session::encode(&self.role_arn).as_bytes());
+            b.extend_from_slice(role_arn.as_bytes());
             b.extend_from_slice(b"&RoleSessionName=");
-            b.extend_from_slice(session::encode(&self.session_name).as_bytes());
+            b.extend_from_slice(session_name.as_bytes());
             b.extend_from_slice(b"&WebIdentityToken=");
-            b.extend_from_slice(session::encode(&token_text).as_bytes());
         }
+        session::encode_into(&mut body, token.expose());
         let reply = retrying(&Retry::DEFAULT, sts_retryable, || {
             self.sts.send(
                 "POST",
@@ -504,7 +510,7 @@ impl WebIdentity {
         .map_err(|e| fail(reason(&e)))?;
         if reply.status != 200 {
             let e = super::aws_error(&reply);
-            let message = redact(&e.message, &[&token_text]);
+            let message = redact(&e.message, &[token_text]);
             return Err(fail(format!(
                 "status {}: {} {message}",
                 reply.status, e.code
