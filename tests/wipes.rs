@@ -520,11 +520,9 @@ fn gcp_file_copies(file: Vec<u8>, planted: &'static [u8]) -> usize {
     copies
 }
 
-/// A GCP service-account file: its private key (PEM, escaped in JSON as such files have it)
-/// goes to the RSA key and signs a JWT. No freed block holds a piece of the PEM's base64 text
-/// nor of the DER it decodes to. (What ring's `RsaKeyPair` keeps is its own.)
-#[test]
-fn a_gcp_service_account_key_leaves_no_copy_behind() {
+/// 32 characters of a PEM line of [`GCP_KEY`] and 32 bytes of its DER (the private exponent's
+/// region), to look for in freed blocks.
+fn key_pieces() -> (&'static [u8], &'static [u8]) {
     use base64::Engine;
     let body: String = GCP_KEY
         .lines()
@@ -535,10 +533,18 @@ fn a_gcp_service_account_key_leaves_no_copy_behind() {
             .decode(&body)
             .unwrap(),
     );
-    // 32 bytes of the private exponent's region (the DER), 32 characters of a PEM line.
     let der_piece: &'static [u8] = Box::leak(der.expose()[600..632].to_vec().into_boxed_slice());
     let pem_piece: &'static [u8] = Box::leak(body.as_bytes()[640..672].to_vec().into_boxed_slice());
-    drop(der);
+    drop(SecretVec::new(body.into_bytes()));
+    (pem_piece, der_piece)
+}
+
+/// A GCP service-account file: its private key (PEM, escaped in JSON as such files have it)
+/// goes to the RSA key and signs a JWT. No freed block holds a piece of the PEM's base64 text
+/// nor of the DER it decodes to. (What ring's `RsaKeyPair` keeps is its own.)
+#[test]
+fn a_gcp_service_account_key_leaves_no_copy_behind() {
+    let (pem_piece, der_piece) = key_pieces();
     let escaped = GCP_KEY.replace('\n', "\\n");
     let file = joined(&[
         r#"{"type":"service_account","project_id":"p","private_key_id":"k1","private_key":""#,
@@ -847,5 +853,71 @@ fn an_aws_web_identity_token_leaves_no_copy_behind() {
     assert!(
         left.iter().all(|(_, copies)| *copies == 0),
         "unwiped copies of the web identity token in freed memory: {left:?}"
+    );
+}
+
+/// The GCP block's inline service-account key (`credentials.private_key`) and Azure's `client_secret` (the marker): the
+/// credentials built from the config, a token fetched with them, then both dropped. No freed
+/// block holds a piece of the key (PEM text, DER) nor a copy of the client secret.
+#[test]
+fn gcp_and_azure_config_secrets_leave_no_copy_behind() {
+    use kes::config::{AzureAuth, AzureConfig, GcpCredentials};
+    use kes::keystore::azure_challenge::Challenge;
+    use kes::keystore::http::Retry;
+    use kes::keystore::{azure_auth, gcp_auth};
+    let token = || {
+        answer(
+            "200 OK",
+            r#"{"access_token":"ya29.t","expires_in":3599,"token_type":"Bearer"}"#,
+        )
+    };
+    let (pem_piece, der_piece) = key_pieces();
+    let mut left = Vec::new();
+    for (what, planted) in [("GCP PEM text", pem_piece), ("GCP DER", der_piece)] {
+        let (port, server) = service(vec![token()]);
+        let mut config = gcp_config(port);
+        config.credentials = Some(GcpCredentials {
+            client_email: "kes@p.iam.gserviceaccount.com".into(),
+            client_id: "1".into(),
+            private_key_id: "k1".into(),
+            private_key: config_secret(&[GCP_KEY]),
+        });
+        let copies = freed_copies_of(planted, || {
+            let c = gcp_auth::Credentials::resolve(&config, &|_| None).unwrap();
+            let (header, _) = c.fetch(&Retry::NONE).unwrap();
+            assert_eq!(header.expose(), b"Bearer ya29.t");
+            drop(c);
+            drop(config);
+        });
+        server.join().unwrap();
+        left.push((what, copies));
+    }
+    let (port, server) = service(vec![token()]);
+    let config = AzureConfig {
+        endpoint: "https://v.vault.azure.net".into(),
+        authority_host: Some(format!("http://127.0.0.1:{port}")),
+        auth: AzureAuth::ClientCredentials {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            client_secret: config_secret(&[std::str::from_utf8(MARKER).unwrap()]),
+        },
+    };
+    let challenge = Challenge {
+        scope: "https://vault.azure.net/.default".into(),
+        resource: "https://vault.azure.net".into(),
+        tenant: None,
+    };
+    let copies = freed_copies(|| {
+        let c = azure_auth::Credentials::resolve(&config, &|_| None).unwrap();
+        let (header, _) = c.fetch(&Retry::NONE, &challenge).unwrap();
+        assert_eq!(header.expose(), b"Bearer ya29.t");
+        drop(c);
+        drop(config);
+    });
+    server.join().unwrap();
+    left.push(("Azure client secret", copies));
+    assert!(
+        left.iter().all(|(_, copies)| *copies == 0),
+        "unwiped copies of config secrets in freed memory: {left:?}"
     );
 }

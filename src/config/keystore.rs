@@ -382,7 +382,7 @@ pub struct GcpCredentials {
     pub client_id: String,
     pub private_key_id: String,
     /// PKCS#8 PEM (a `\n` written as two characters is read as a newline, as upstream does).
-    pub private_key: String,
+    pub private_key: SecretString,
 }
 
 impl std::fmt::Debug for GcpConfig {
@@ -474,7 +474,7 @@ fn parse_gcp(p: &Parser<'_>, v: Node<'_>) -> Result<GcpConfig, ConfigError> {
         client_email: field("client_email")?,
         client_id: field("client_id")?,
         private_key_id: field("private_key_id")?,
-        private_key: field("private_key")?.replace("\\n", "\n"),
+        private_key: pem_lines(field("private_key")?),
     };
     let credentials = if creds.client_email.is_empty()
         && creds.client_id.is_empty()
@@ -484,10 +484,10 @@ fn parse_gcp(p: &Parser<'_>, v: Node<'_>) -> Result<GcpConfig, ConfigError> {
         None
     } else {
         for (name, value) in [
-            ("client_email", &creds.client_email),
+            ("client_email", creds.client_email.as_str()),
             ("client_id", &creds.client_id),
             ("private_key_id", &creds.private_key_id),
-            ("private_key", &creds.private_key),
+            ("private_key", creds.private_key.expose()),
         ] {
             if value.is_empty() {
                 return err(format!(
@@ -504,6 +504,21 @@ fn parse_gcp(p: &Parser<'_>, v: Node<'_>) -> Result<GcpConfig, ConfigError> {
         token_uri,
         credentials,
     })
+}
+
+/// A PEM whose line breaks are written `\n` (as in a service-account JSON file) with real
+/// line breaks, built in a string sized once; both are zeroizing.
+fn pem_lines(pem: String) -> SecretString {
+    let pem = SecretString::new(pem);
+    let mut out = String::with_capacity(pem.len());
+    let mut rest = pem.expose();
+    while let Some(i) = rest.find("\\n") {
+        out.push_str(&rest[..i]);
+        out.push('\n');
+        rest = &rest[i + 2..];
+    }
+    out.push_str(rest);
+    SecretString::new(out)
 }
 
 /// `keystore.azure.keyvault` (Azure Key Vault secrets).
@@ -524,7 +539,7 @@ pub enum AzureAuth {
     ClientCredentials {
         tenant_id: String,
         client_id: String,
-        client_secret: String,
+        client_secret: SecretString,
     },
     /// `managed_identity.{client_id}`: a user-assigned managed identity (required, as
     /// upstream).
@@ -616,7 +631,7 @@ fn parse_azure(p: &Parser<'_>, v: Node<'_>) -> Result<AzureConfig, ConfigError> 
             AzureAuth::ClientCredentials {
                 tenant_id,
                 client_id,
-                client_secret,
+                client_secret: SecretString::new(client_secret),
             }
         }
         (false, true) => {
@@ -943,6 +958,14 @@ mod tests {
                 "aws: {{secretsmanager: {{region: us-east-1, credentials: {{accesskey: AK, \
                  secretkey: {S}, token: {S}-token}}}}}}"
             ),
+            format!(
+                "gcp: {{secretmanager: {{project_id: p, credentials: {{client_email: e, \
+                 client_id: i, private_key_id: k, private_key: {S}}}}}}}"
+            ),
+            format!(
+                "azure: {{keyvault: {{endpoint: https://v, credentials: {{tenant_id: t, \
+                 client_id: c, client_secret: {S}}}}}}}"
+            ),
         ] {
             let config =
                 super::super::parse_keystore_only(&format!("keystore: {{{block}}}"), &|_| None)
@@ -951,5 +974,12 @@ mod tests {
             assert!(!debug.contains(S), "{debug}");
             assert!(debug.contains("redacted"), "{debug}");
         }
+    }
+
+    #[test]
+    fn a_pem_with_escaped_line_breaks_gets_real_ones() {
+        let pem = super::pem_lines("-----BEGIN X-----\\nAAAA\\nBB\\n-----END X-----".into());
+        assert_eq!(pem.expose(), "-----BEGIN X-----\nAAAA\nBB\n-----END X-----");
+        assert_eq!(super::pem_lines("a\nb".into()).expose(), "a\nb");
     }
 }

@@ -164,7 +164,7 @@ impl Credentials {
                     email: c.client_email.clone(),
                     key_id: c.private_key_id.clone(),
                     key: Box::new(rsa_key(
-                        c.private_key.as_bytes(),
+                        c.private_key.expose().as_bytes(),
                         &format!("{BLOCK}.credentials.private_key"),
                     )?),
                     scopes,
