@@ -86,6 +86,14 @@ fn service(answers: Vec<Vec<u8>>) -> (u16, std::thread::JoinHandle<()>) {
     (port, t)
 }
 
+/// A GCP `external_account` credentials file's `json`, read.
+fn external_account(json: String) -> kes::keystore::gcp_external::ExternalAccount {
+    let mut json = json.into_bytes();
+    let value = simd_json::to_owned_value(&mut json).unwrap();
+    let scopes = ["https://www.googleapis.com/auth/cloud-platform".to_string()];
+    kes::keystore::gcp_external::ExternalAccount::from_json(&value, "test", &scopes).unwrap()
+}
+
 /// The keystore client's endpoint for the loopback service on `port`.
 fn loopback(port: u16) -> Endpoint {
     Endpoint::parse(
@@ -341,7 +349,6 @@ fn hsm_store_logins_leave_no_copy_behind() {
 /// freed block holds a copy of it once the `Authorization` value is dropped.
 #[test]
 fn a_gcp_impersonated_token_leaves_no_copy_behind() {
-    use kes::keystore::gcp_external::ExternalAccount;
     use kes::keystore::http::Retry;
     let token = std::str::from_utf8(MARKER).unwrap();
     let (port, server) = service(vec![
@@ -357,14 +364,11 @@ fn a_gcp_impersonated_token_leaves_no_copy_behind() {
     let dir = tempfile::tempdir().unwrap();
     let subject = dir.path().join("subject-token");
     std::fs::write(&subject, "subject-jwt").unwrap();
-    let mut json = format!(
+    let json = format!(
         r#"{{"type":"external_account","audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"http://127.0.0.1:{port}/v1/token","service_account_impersonation_url":"http://127.0.0.1:{port}/v1/projects/-/serviceAccounts/kes@p.iam.gserviceaccount.com:generateAccessToken","credential_source":{{"file":"{}"}}}}"#,
         subject.display()
-    )
-    .into_bytes();
-    let value = simd_json::to_owned_value(&mut json).unwrap();
-    let scopes = ["https://www.googleapis.com/auth/cloud-platform".to_string()];
-    let account = ExternalAccount::from_json(&value, "test", &scopes).unwrap();
+    );
+    let account = external_account(json);
     let copies = freed_copies(|| {
         let (header, _) = account.fetch(&Retry::NONE, "test").unwrap();
         // (Not compared with a copy of the marker made here: that copy would count.)
@@ -378,6 +382,36 @@ fn a_gcp_impersonated_token_leaves_no_copy_behind() {
     );
 }
 
+/// The freed blocks holding the marker while an AWS store on the loopback `url` (credentials
+/// from `env`, which must come from `source`) is built, makes one call (answered "not
+/// found") and is dropped.
+fn aws_call_copies(url: &str, env: &dyn Fn(&str) -> Option<String>, source: &str) -> usize {
+    use kes::config::AwsConfig;
+    use kes::keystore::aws::AwsStore;
+    use kes::keystore::{KeyStore, StoreError};
+    let config = AwsConfig {
+        endpoint: url.to_string(),
+        region: "us-east-1".into(),
+        kms_key: String::new(),
+        credentials: None,
+    };
+    freed_copies(|| {
+        let store = AwsStore::new(config, env).unwrap();
+        assert_eq!(store.credentials_source(), source);
+        let e = store.get("k").err().unwrap();
+        assert!(matches!(e, StoreError::NotFound), "{source}: {e}");
+        drop(store);
+    })
+}
+
+/// Fails unless every count in `left` (a case and its freed copies) is 0.
+fn assert_none_left(what: &str, left: &[(&str, usize)]) {
+    assert!(
+        left.iter().all(|(_, copies)| *copies == 0),
+        "{what}: {left:?}"
+    );
+}
+
 /// AWS temporary credentials from a container credentials answer (ECS, EKS Pod Identity), the
 /// marker as the secret key, then as the session token (escaped, as JSON may carry it): a
 /// Secrets Manager call signed with them (answered "not found"), then the store's drop. No
@@ -385,9 +419,6 @@ fn a_gcp_impersonated_token_leaves_no_copy_behind() {
 /// not the canonical request that carries the token.
 #[test]
 fn aws_container_credentials_leave_no_copy_behind() {
-    use kes::config::AwsConfig;
-    use kes::keystore::aws::AwsStore;
-    use kes::keystore::{KeyStore, StoreError};
     let marker = std::str::from_utf8(MARKER).unwrap();
     let padding = "T".repeat(600);
     let key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
@@ -420,58 +451,15 @@ fn aws_container_credentials_leave_no_copy_behind() {
             "AWS_EC2_METADATA_DISABLED" => Some("true".into()),
             _ => None,
         };
-        let config = AwsConfig {
-            endpoint: url.clone(),
-            region: "us-east-1".into(),
-            kms_key: String::new(),
-            credentials: None,
-        };
-        let copies = freed_copies(|| {
-            let store = AwsStore::new(config, &env).unwrap();
-            assert_eq!(store.credentials_source(), "container credentials");
-            let e = store.get("k").err().unwrap();
-            assert!(matches!(e, StoreError::NotFound), "{which}: {e}");
-            drop(store);
-        });
+        let copies = aws_call_copies(&url, &env, "container credentials");
         server.join().unwrap();
         left.push((which, copies));
     }
-    assert!(
-        left.iter().all(|(_, copies)| *copies == 0),
-        "unwiped copies in freed memory: {left:?}"
-    );
+    assert_none_left("unwiped copies in freed memory", &left);
 }
 
-/// A test-only service-account key (RSA 2048, PKCS#8; tests/gcp.rs's `KEY`).
-const GCP_KEY: &str = r"-----BEGIN PRIVATE KEY-----
-MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQC0mddsgjG3KOCr
-31hGOCxL/pQ1DGfg0tlxyCKvvzHFV7v0BcWuM6UHgfsa009LDfRKeWmfUEp8+pAo
-X2bpz5K7A/fUWv+N5x3c4O9Cupt03J8CLfSDLMuz3R71SKuB6441piKkr0Rl+v8z
-k3JuDLByAysJUr+3W/idiH42Fp2kKEn8kwyV1Azske3g6O46OsJpz+u9SVH5sd0g
-dYbpx71JHaTNO4D43KuU6AtSW1oI6F/AJHSW93z1wF3zTkVx7Gf6R8GZLJtyinc+
-/GCS4dG116uVRJkS2qJGoxs3UadsLh/WYOZdpT1mGFEIs4iRpNan+2c3vtcbDNfL
-uvi+n+X7AgMBAAECggEADzAm6UWzt6MU7e9dBZ7Avu1cem+eJs6kociCfkQ2g9Gi
-iV2Y59MJDG4Wd4WQ1A+K3V6DjvXaJdOOnw6S4ZPm05p8U5wJhN4MaWBzTqnR3AyX
-xL+nogZ45Rnx+g/P+J+eOI3NuQrSVj87ChPa2j1v806n5mNSozF1YY4yiwrw2/ax
-Cq6jIAApTRHDb6yyg8VSg0vGQCEsh9OZqIKMH41+oTvHbg+DEefW+bof/9d3hMNr
-QSuj3RSOzvvThxjig+N1HR9TVDJElaulWCmbQWXcWXwrJHTSw3zhT+JT93EPWCpo
-Y9V4IbFbf38l5A7qMCAqlBSMVG03PgJeN5r+dhMElQKBgQDwPvoyFZb4TM07eNUc
-xiT6y/YEdJ/A7ubkJueCUNYoa9M43Gzy9gB0zx7kzVQrxL4s/742UtDUxZGMCEdM
-HXBNSbWnuKxtyewjbPg1e2+pUHWQQzuuyEOScjgEUMU/Vb2UmDXhmZHuRvmlcC6D
-4JMXZQKzmwTQHbIdf2Jhd5CBNQKBgQDAcZlre6ZvQd67HlWgbcCgdIWk3f9NgZoE
-R6Xo0RIuBGeJgzEE5kaEONtZArISFaxGpohVsGz8JEM7xwK3/Nx8BLznzfyNz0C1
-ye/CElq8gPMQ6QRIizddRSRVFRalkyRF7kKdsIVse9LrFME0NNma1aw0k8KQ4mLS
-i6U0UPRgbwKBgAacBPAZzfR40HCha2OGRAAuWk9XEgoRyIJgW6AnLy0fgkkfL1Qj
-1nFgPV5YE8e8eursAkSmVJ517QIoPCXo7W0C6R97IitHEdsLpWx7P+AtmX5lix/M
-3KcLw2TDABo09qk+4sSZH/2pMDcP9gekxwcuvTtJuYEsP/k1xvQdgPk9AoGAWuBK
-Nrt5aOiOKYa1oMCzShI8WhKLUSp2dLbw3fR8xUZHLmTJbSrg+edvjaT8OhYJ+IMD
-tpNNo/Pr2/qqif/ajqYeHsjjDoRkZnQpyFeqiYHLRp0C7M7xIhZYheUjgKTvaCaP
-Rq/pEcWXYHO4mNKsP7XPUDTGmGyPhiVzqjTgcfkCgYBHrCo86moXMEOYk2nsVkTo
-gBL00GY6rAfwW29Tvwg3XtmdyHiB/gx9fHTWafZwABsUhuqskD1DoAlJttWvL2AJ
-k++Ios63s5DkfgSJQg8bwo0XtZ4PFoEWhvcUZ4kpTf9F278kNZDfsvuMLMMdEZFq
-1xN6Y4EQeRQOs6OZZ/REcA==
------END PRIVATE KEY-----
-";
+/// A test-only service-account key (RSA 2048, PKCS#8), tests/gcp.rs's `KEY`.
+const GCP_KEY: &str = include_str!("common/gcp_test_key.pem");
 
 /// Runs `f` with this thread's frees scanned for `planted` instead of [`MARKER`].
 fn freed_copies_of(planted: &'static [u8], f: impl FnOnce()) -> usize {
@@ -557,10 +545,7 @@ fn a_gcp_service_account_key_leaves_no_copy_behind() {
     }
     drop(SecretVec::new(escaped.into_bytes()));
     drop(SecretVec::new(file));
-    assert!(
-        left.iter().all(|(_, copies)| *copies == 0),
-        "unwiped copies of the private key in freed memory: {left:?}"
-    );
+    assert_none_left("unwiped copies of the private key in freed memory", &left);
 }
 
 /// A gcloud `authorized_user` file: the client secret, then the refresh token, is the
@@ -586,10 +571,7 @@ fn gcp_authorized_user_secrets_leave_no_copy_behind() {
         ]);
         left.push((what, gcp_file_copies(file, MARKER)));
     }
-    assert!(
-        left.iter().all(|(_, copies)| *copies == 0),
-        "unwiped copies in freed memory: {left:?}"
-    );
+    assert_none_left("unwiped copies in freed memory", &left);
 }
 
 /// GCP workload identity federation with a JSON-format subject token file
@@ -597,7 +579,6 @@ fn gcp_authorized_user_secrets_leave_no_copy_behind() {
 /// No freed block holds a copy of it.
 #[test]
 fn a_gcp_json_subject_token_leaves_no_copy_behind() {
-    use kes::keystore::gcp_external::ExternalAccount;
     use kes::keystore::http::Retry;
     let marker = std::str::from_utf8(MARKER).unwrap();
     let (port, server) = service(vec![answer(
@@ -609,14 +590,11 @@ fn a_gcp_json_subject_token_leaves_no_copy_behind() {
     let token = SecretVec::new(joined(&[r#"{"id_token":""#, marker, r#"","expires":1}"#]));
     std::fs::write(&subject, token.expose()).unwrap();
     drop(token);
-    let mut json = format!(
+    let json = format!(
         r#"{{"type":"external_account","audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"http://127.0.0.1:{port}/v1/token","credential_source":{{"file":"{}","format":{{"type":"json","subject_token_field_name":"id_token"}}}}}}"#,
         subject.display()
-    )
-    .into_bytes();
-    let value = simd_json::to_owned_value(&mut json).unwrap();
-    let scopes = ["https://www.googleapis.com/auth/cloud-platform".to_string()];
-    let account = ExternalAccount::from_json(&value, "test", &scopes).unwrap();
+    );
+    let account = external_account(json);
     let copies = freed_copies(|| {
         let (header, _) = account.fetch(&Retry::NONE, "test").unwrap();
         assert_eq!(header.expose(), b"Bearer federated");
@@ -788,10 +766,7 @@ fn config_secrets_leave_no_copy_behind() {
         server.join().unwrap();
         left.push((which, copies));
     }
-    assert!(
-        left.iter().all(|(_, copies)| *copies == 0),
-        "unwiped copies of config secrets in freed memory: {left:?}"
-    );
+    assert_none_left("unwiped copies of config secrets in freed memory", &left);
 }
 
 /// AWS web identity (EKS IRSA): the marker as the token in `AWS_WEB_IDENTITY_TOKEN_FILE`
@@ -800,9 +775,6 @@ fn config_secrets_leave_no_copy_behind() {
 /// the token.
 #[test]
 fn an_aws_web_identity_token_leaves_no_copy_behind() {
-    use kes::config::AwsConfig;
-    use kes::keystore::aws::AwsStore;
-    use kes::keystore::{KeyStore, StoreError};
     let marker = std::str::from_utf8(MARKER).unwrap();
     let sts = answer(
         "200 OK",
@@ -834,31 +806,20 @@ fn an_aws_web_identity_token_leaves_no_copy_behind() {
             "AWS_ENDPOINT_URL_STS" => Some(url.clone()),
             _ => None,
         };
-        let config = AwsConfig {
-            endpoint: url.clone(),
-            region: "us-east-1".into(),
-            kms_key: String::new(),
-            credentials: None,
-        };
-        let copies = freed_copies(|| {
-            let store = AwsStore::new(config, &env).unwrap();
-            assert_eq!(store.credentials_source(), "web identity");
-            let e = store.get("k").err().unwrap();
-            assert!(matches!(e, StoreError::NotFound), "{which}: {e}");
-            drop(store);
-        });
+        let copies = aws_call_copies(&url, &env, "web identity");
         server.join().unwrap();
         left.push((which, copies));
     }
-    assert!(
-        left.iter().all(|(_, copies)| *copies == 0),
-        "unwiped copies of the web identity token in freed memory: {left:?}"
+    assert_none_left(
+        "unwiped copies of the web identity token in freed memory",
+        &left,
     );
 }
 
-/// The GCP block's inline service-account key (`credentials.private_key`) and Azure's `client_secret` (the marker): the
-/// credentials built from the config, a token fetched with them, then both dropped. No freed
-/// block holds a piece of the key (PEM text, DER) nor a copy of the client secret.
+/// The GCP block's inline service-account key (`credentials.private_key`) and Azure's
+/// `client_secret` (the marker): the credentials built from the config, a token fetched with
+/// them, then both dropped. No freed block holds a piece of the key (PEM text, DER) nor a copy
+/// of the client secret.
 #[test]
 fn gcp_and_azure_config_secrets_leave_no_copy_behind() {
     use kes::config::{AzureAuth, AzureConfig, GcpCredentials};
@@ -916,8 +877,5 @@ fn gcp_and_azure_config_secrets_leave_no_copy_behind() {
     });
     server.join().unwrap();
     left.push(("Azure client secret", copies));
-    assert!(
-        left.iter().all(|(_, copies)| *copies == 0),
-        "unwiped copies of config secrets in freed memory: {left:?}"
-    );
+    assert_none_left("unwiped copies of config secrets in freed memory", &left);
 }

@@ -57,19 +57,7 @@ fn final_block(message: &[u8], prefix_bytes: usize, block: &mut [u8; BLOCK_BYTES
 impl HmacSha256Key {
     /// The pad states of a 32-byte key (shorter than a block, so used as it is).
     pub fn new(key: &[u8; 32]) -> HmacSha256Key {
-        let mut block = [0u8; BLOCK_BYTES];
-        let mut this = HmacSha256Key {
-            inner: SHA256_IV,
-            outer: SHA256_IV,
-        };
-        block[..32].copy_from_slice(key);
-        block.iter_mut().for_each(|b| *b ^= 0x36);
-        compress(&mut this.inner, &block);
-        // Turn K ⊕ ipad into K ⊕ opad in place (0x36 ⊕ 0x5c = 0x6a).
-        block.iter_mut().for_each(|b| *b ^= 0x36 ^ 0x5c);
-        compress(&mut this.outer, &block);
-        wipe_block(&mut block);
-        this
+        HmacSha256Key::from_key(key)
     }
 
     /// HMAC-SHA-256 of a message shorter than 56 bytes (one block each way): the AES key
@@ -147,6 +135,7 @@ impl HmacSha256Key {
         };
         block.iter_mut().for_each(|b| *b ^= 0x36);
         compress(&mut this.inner, &block);
+        // Turn K ⊕ ipad into K ⊕ opad in place (0x36 ⊕ 0x5c = 0x6a).
         block.iter_mut().for_each(|b| *b ^= 0x36 ^ 0x5c);
         compress(&mut this.outer, &block);
         wipe_block(&mut block);
