@@ -112,6 +112,58 @@ impl Clone for SecretVec {
     }
 }
 
+/// A secret text (a password, an API key, a token from the config): a [`SecretVec`] that
+/// holds valid UTF-8, zeroized on drop, `<redacted>` in `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretString(SecretVec);
+
+impl SecretString {
+    /// Takes `text`'s allocation as it is (no copy is made).
+    pub fn new(text: String) -> Self {
+        SecretString(SecretVec::new(text.into_bytes()))
+    }
+
+    /// The text. Callers must not copy it into non-zeroizing storage.
+    pub fn expose(&self) -> &str {
+        // Always UTF-8: only `new` makes one, from a `String`.
+        std::str::from_utf8(self.0.expose()).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(text: String) -> Self {
+        SecretString::new(text)
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(text: &str) -> Self {
+        SecretString::new(text.to_string())
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl PartialEq for SecretVec {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for SecretVec {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +174,8 @@ mod tests {
         assert_eq!(format!("{s:?}"), "<redacted>");
         let v = SecretVec::new(b"top secret".to_vec());
         assert_eq!(format!("{v:?}"), "<redacted 10 bytes>");
+        let t = SecretString::from("hunter2");
+        assert_eq!(format!("{t:?}"), "<redacted>");
+        assert_eq!(t.expose(), "hunter2");
     }
 }

@@ -171,7 +171,7 @@ fn invalid_credentials_are_clear_errors() {
             credentials: Some(kes::config::AwsCredentials {
                 access_key: ak.into(),
                 secret_key: sk.into(),
-                session_token: String::new(),
+                session_token: Default::default(),
             }),
         };
         kes::keystore::aws::AwsStore::new(config, &|_| None).unwrap()

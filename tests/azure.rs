@@ -837,7 +837,7 @@ fn the_documented_azure_example_loads() {
     let kes::config::AzureAuth::ClientCredentials { client_secret, .. } = az.auth else {
         panic!("not client credentials");
     };
-    assert_eq!(client_secret, "example-secret");
+    assert_eq!(client_secret.expose(), "example-secret");
 }
 
 fn no_env(_: &str) -> Option<String> {

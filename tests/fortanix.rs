@@ -190,7 +190,7 @@ fn the_documented_fortanix_example_loads() {
         panic!("not the fortanix keystore");
     };
     assert_eq!(f.endpoint, "https://sdkms.fortanix.com");
-    assert_eq!(f.api_key, "example-api-key");
+    assert_eq!(f.api_key.expose(), "example-api-key");
     assert!(!f.group_id.is_empty());
     assert!(kes::keystore::fortanix::FortanixStore::new((*f).clone()).is_ok());
 }

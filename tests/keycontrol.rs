@@ -424,7 +424,7 @@ fn the_documented_keycontrol_example_loads() {
         panic!("not the keycontrol keystore");
     };
     assert_eq!(k.endpoint, "https://keycontrol.example.com");
-    assert_eq!(k.password, "example-password");
+    assert_eq!(k.password.expose(), "example-password");
     assert!(!k.vault_id.is_empty() && !k.box_id.is_empty());
     assert!(kes::keystore::keycontrol::KeyControlStore::new((*k).clone()).is_ok());
     // A missing field is named.

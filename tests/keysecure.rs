@@ -349,7 +349,7 @@ fn the_documented_keysecure_example_loads() {
         panic!("not the keysecure keystore");
     };
     assert_eq!(ks.endpoint, "https://ciphertrust.example.com");
-    assert_eq!(ks.token, "example-refresh-token");
+    assert_eq!(ks.token.expose(), "example-refresh-token");
     assert_eq!(
         ks.tls_ca.as_deref().and_then(|p| p.to_str()),
         Some("./ciphertrust-ca.pem")

@@ -8,6 +8,7 @@ use serde_yaml::Value;
 use super::shape::Node;
 use super::shape::Shape::{self, Any, Leaf, List, Map};
 use super::{err, ConfigError, Parser};
+use crate::secret::SecretString;
 
 // The keys of each keystore block: one list per block, next to its parser, which reads the
 // block only through it ([`Node`]), and which the lint checks configs against (an unknown
@@ -65,8 +66,8 @@ pub struct AwsConfig {
 #[derive(Clone, PartialEq, Eq)]
 pub struct AwsCredentials {
     pub access_key: String,
-    pub secret_key: String,
-    pub session_token: String,
+    pub secret_key: SecretString,
+    pub session_token: SecretString,
 }
 
 impl std::fmt::Debug for AwsConfig {
@@ -138,8 +139,8 @@ fn parse_aws(p: &Parser<'_>, v: Node<'_>) -> Result<AwsConfig, ConfigError> {
     } else {
         Some(AwsCredentials {
             access_key,
-            secret_key,
-            session_token,
+            secret_key: SecretString::new(secret_key),
+            session_token: SecretString::new(session_token),
         })
     };
     Ok(AwsConfig {
@@ -164,7 +165,7 @@ pub struct KeySecureConfig {
     /// `https://host[:port]` of the CipherTrust Manager.
     pub endpoint: String,
     /// `credentials.token`: the refresh token that buys short-lived access tokens.
-    pub token: String,
+    pub token: SecretString,
     /// `credentials.domain`: the domain the token belongs to ("" = root domain).
     pub domain: String,
     /// `tls.ca`: CA certificate(s) of the server; `None` = the system CA bundle.
@@ -220,7 +221,7 @@ fn parse_keysecure(p: &Parser<'_>, v: Node<'_>) -> Result<KeySecureConfig, Confi
     let ca = text(p, &format!("{B}.tls.ca"), ks.child("tls").get("ca"))?;
     Ok(KeySecureConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
-        token,
+        token: SecretString::new(token),
         domain,
         tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
     })
@@ -233,7 +234,7 @@ pub struct FortanixConfig {
     /// `group_id`: the group new security objects are created in ("" = the app's default).
     pub group_id: String,
     /// `credentials.key`: the application's API key.
-    pub api_key: String,
+    pub api_key: SecretString,
     /// `tls.ca`: CA certificate(s) of the server; `None` = the system CA bundle.
     pub tls_ca: Option<PathBuf>,
 }
@@ -284,7 +285,7 @@ fn parse_fortanix(p: &Parser<'_>, v: Node<'_>) -> Result<FortanixConfig, ConfigE
     Ok(FortanixConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
         group_id: text(p, &format!("{B}.group_id"), b.get("group_id"))?,
-        api_key,
+        api_key: SecretString::new(api_key),
         tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
     })
 }
@@ -298,7 +299,7 @@ pub struct KeyControlConfig {
     /// `box_id`: the ID or name of the box inside the vault.
     pub box_id: String,
     pub username: String,
-    pub password: String,
+    pub password: SecretString,
     /// `tls.ca`: CA certificate(s) of the server; `None` = the system CA bundle.
     pub tls_ca: Option<PathBuf>,
 }
@@ -352,7 +353,7 @@ fn parse_keycontrol(p: &Parser<'_>, v: Node<'_>) -> Result<KeyControlConfig, Con
         vault_id: required("vault_id", b.get("vault_id"))?,
         box_id: required("box_id", b.get("box_id"))?,
         username: required("credentials.username", c.get("username"))?,
-        password: required("credentials.password", c.get("password"))?,
+        password: SecretString::new(required("credentials.password", c.get("password"))?),
         tls_ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
     })
 }
@@ -381,7 +382,7 @@ pub struct GcpCredentials {
     pub client_id: String,
     pub private_key_id: String,
     /// PKCS#8 PEM (a `\n` written as two characters is read as a newline, as upstream does).
-    pub private_key: String,
+    pub private_key: SecretString,
 }
 
 impl std::fmt::Debug for GcpConfig {
@@ -473,7 +474,7 @@ fn parse_gcp(p: &Parser<'_>, v: Node<'_>) -> Result<GcpConfig, ConfigError> {
         client_email: field("client_email")?,
         client_id: field("client_id")?,
         private_key_id: field("private_key_id")?,
-        private_key: field("private_key")?.replace("\\n", "\n"),
+        private_key: pem_lines(field("private_key")?),
     };
     let credentials = if creds.client_email.is_empty()
         && creds.client_id.is_empty()
@@ -483,10 +484,10 @@ fn parse_gcp(p: &Parser<'_>, v: Node<'_>) -> Result<GcpConfig, ConfigError> {
         None
     } else {
         for (name, value) in [
-            ("client_email", &creds.client_email),
+            ("client_email", creds.client_email.as_str()),
             ("client_id", &creds.client_id),
             ("private_key_id", &creds.private_key_id),
-            ("private_key", &creds.private_key),
+            ("private_key", creds.private_key.expose()),
         ] {
             if value.is_empty() {
                 return err(format!(
@@ -503,6 +504,21 @@ fn parse_gcp(p: &Parser<'_>, v: Node<'_>) -> Result<GcpConfig, ConfigError> {
         token_uri,
         credentials,
     })
+}
+
+/// A PEM whose line breaks are written `\n` (as in a service-account JSON file) with real
+/// line breaks, built in a string sized once; both are zeroizing.
+fn pem_lines(pem: String) -> SecretString {
+    let pem = SecretString::new(pem);
+    let mut out = String::with_capacity(pem.len());
+    let mut rest = pem.expose();
+    while let Some(i) = rest.find("\\n") {
+        out.push_str(&rest[..i]);
+        out.push('\n');
+        rest = &rest[i + 2..];
+    }
+    out.push_str(rest);
+    SecretString::new(out)
 }
 
 /// `keystore.azure.keyvault` (Azure Key Vault secrets).
@@ -523,7 +539,7 @@ pub enum AzureAuth {
     ClientCredentials {
         tenant_id: String,
         client_id: String,
-        client_secret: String,
+        client_secret: SecretString,
     },
     /// `managed_identity.{client_id}`: a user-assigned managed identity (required, as
     /// upstream).
@@ -615,7 +631,7 @@ fn parse_azure(p: &Parser<'_>, v: Node<'_>) -> Result<AzureConfig, ConfigError> 
             AzureAuth::ClientCredentials {
                 tenant_id,
                 client_id,
-                client_secret,
+                client_secret: SecretString::new(client_secret),
             }
         }
         (false, true) => {
@@ -666,7 +682,7 @@ pub enum VaultAuth {
         engine: String,
         namespace: String,
         id: String,
-        secret: String,
+        secret: SecretString,
     },
     Kubernetes {
         engine: String,
@@ -681,7 +697,7 @@ pub enum VaultAuth {
 /// kubelet rotates projected tokens.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KubernetesJwt {
-    Token(String),
+    Token(SecretString),
     File(PathBuf),
 }
 
@@ -775,7 +791,7 @@ fn parse_vault(p: &Parser<'_>, v: Node<'_>) -> Result<VaultConfig, ConfigError> 
                     .unwrap_or_else(|| "approle".into()),
                 namespace: s("keystore.vault.approle.namespace", a.get("namespace"))?,
                 id,
-                secret,
+                secret: SecretString::new(secret),
             }
         }
         (false, true) => {
@@ -792,7 +808,7 @@ fn parse_vault(p: &Parser<'_>, v: Node<'_>) -> Result<VaultConfig, ConfigError> 
                 })?;
                 KubernetesJwt::File(path)
             } else {
-                KubernetesJwt::Token(jwt)
+                KubernetesJwt::Token(SecretString::new(jwt))
             };
             VaultAuth::Kubernetes {
                 engine: Some(s("keystore.vault.kubernetes.engine", k.get("engine"))?)
@@ -917,5 +933,53 @@ pub(crate) fn parse_keystore(
             "keystore: more than once keystore specified ({})",
             present.join(", ")
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The keystore credentials a config holds are zeroizing secrets that `Debug` (which the
+    /// `--check` output and error paths may print) never shows.
+    #[test]
+    fn debug_never_prints_a_keystore_secret() {
+        const S: &str = "S3CRET-in-the-config";
+        for block in [
+            format!("vault: {{endpoint: https://v, approle: {{id: r, secret: {S}}}}}"),
+            format!("vault: {{endpoint: https://v, kubernetes: {{role: kes, jwt: {S}}}}}"),
+            format!("fortanix: {{sdkms: {{endpoint: https://f, credentials: {{key: {S}}}}}}}"),
+            format!(
+                "gemalto: {{keysecure: {{endpoint: https://cm, credentials: {{token: {S}}}}}}}"
+            ),
+            format!(
+                "entrust: {{keycontrol: {{endpoint: https://kc, vault_id: v, box_id: b, \
+                 credentials: {{username: u, password: {S}}}}}}}"
+            ),
+            format!(
+                "aws: {{secretsmanager: {{region: us-east-1, credentials: {{accesskey: AK, \
+                 secretkey: {S}, token: {S}-token}}}}}}"
+            ),
+            format!(
+                "gcp: {{secretmanager: {{project_id: p, credentials: {{client_email: e, \
+                 client_id: i, private_key_id: k, private_key: {S}}}}}}}"
+            ),
+            format!(
+                "azure: {{keyvault: {{endpoint: https://v, credentials: {{tenant_id: t, \
+                 client_id: c, client_secret: {S}}}}}}}"
+            ),
+        ] {
+            let config =
+                super::super::parse_keystore_only(&format!("keystore: {{{block}}}"), &|_| None)
+                    .unwrap_or_else(|e| panic!("{block}: {e}"));
+            let debug = format!("{config:?}");
+            assert!(!debug.contains(S), "{debug}");
+            assert!(debug.contains("redacted"), "{debug}");
+        }
+    }
+
+    #[test]
+    fn a_pem_with_escaped_line_breaks_gets_real_ones() {
+        let pem = super::pem_lines("-----BEGIN X-----\\nAAAA\\nBB\\n-----END X-----".into());
+        assert_eq!(pem.expose(), "-----BEGIN X-----\nAAAA\nBB\n-----END X-----");
+        assert_eq!(super::pem_lines("a\nb".into()).expose(), "a\nb");
     }
 }

@@ -57,19 +57,7 @@ fn final_block(message: &[u8], prefix_bytes: usize, block: &mut [u8; BLOCK_BYTES
 impl HmacSha256Key {
     /// The pad states of a 32-byte key (shorter than a block, so used as it is).
     pub fn new(key: &[u8; 32]) -> HmacSha256Key {
-        let mut block = [0u8; BLOCK_BYTES];
-        let mut this = HmacSha256Key {
-            inner: SHA256_IV,
-            outer: SHA256_IV,
-        };
-        block[..32].copy_from_slice(key);
-        block.iter_mut().for_each(|b| *b ^= 0x36);
-        compress(&mut this.inner, &block);
-        // Turn K ⊕ ipad into K ⊕ opad in place (0x36 ⊕ 0x5c = 0x6a).
-        block.iter_mut().for_each(|b| *b ^= 0x36 ^ 0x5c);
-        compress(&mut this.outer, &block);
-        wipe_block(&mut block);
-        this
+        HmacSha256Key::from_key(key)
     }
 
     /// HMAC-SHA-256 of a message shorter than 56 bytes (one block each way): the AES key
@@ -94,6 +82,73 @@ impl HmacSha256Key {
         }
         wipe_words(&mut state);
         wipe_block(&mut block);
+    }
+}
+
+/// SHA-256 of the `prefix_bytes` already absorbed into `state` followed by `message`, into
+/// `out`; `state` and the padded blocks are wiped.
+fn finish(mut state: [u32; 8], prefix_bytes: usize, message: &[u8], out: &mut [u8; 32]) {
+    let mut block = [0u8; BLOCK_BYTES];
+    let whole = message.len() - message.len() % BLOCK_BYTES;
+    for chunk in message[..whole].chunks_exact(BLOCK_BYTES) {
+        block.copy_from_slice(chunk);
+        compress(&mut state, &block);
+    }
+    let tail = &message[whole..];
+    let total = prefix_bytes + message.len();
+    if tail.len() < BLOCK_BYTES - 8 {
+        final_block(tail, total - tail.len(), &mut block);
+    } else {
+        // The padding takes a second block.
+        block.fill(0);
+        block[..tail.len()].copy_from_slice(tail);
+        block[tail.len()] = 0x80;
+        compress(&mut state, &block);
+        block.fill(0);
+        block[BLOCK_BYTES - 8..].copy_from_slice(&((total as u64) * 8).to_be_bytes());
+    }
+    compress(&mut state, &block);
+    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    wipe_words(&mut state);
+    wipe_block(&mut block);
+}
+
+impl HmacSha256Key {
+    /// The pad states of a key of any length (one longer than a block is hashed first, as
+    /// RFC 2104 says); every copy of the key made here is wiped.
+    pub fn from_key(key: &[u8]) -> HmacSha256Key {
+        let mut block = [0u8; BLOCK_BYTES];
+        if key.len() > BLOCK_BYTES {
+            let mut hashed = [0u8; 32];
+            finish(SHA256_IV, 0, key, &mut hashed);
+            block[..32].copy_from_slice(&hashed);
+            // SAFETY: the pointer and length describe exactly our own array.
+            unsafe { memsec::memzero(hashed.as_mut_ptr(), 32) };
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let mut this = HmacSha256Key {
+            inner: SHA256_IV,
+            outer: SHA256_IV,
+        };
+        block.iter_mut().for_each(|b| *b ^= 0x36);
+        compress(&mut this.inner, &block);
+        // Turn K ⊕ ipad into K ⊕ opad in place (0x36 ⊕ 0x5c = 0x6a).
+        block.iter_mut().for_each(|b| *b ^= 0x36 ^ 0x5c);
+        compress(&mut this.outer, &block);
+        wipe_block(&mut block);
+        this
+    }
+
+    /// HMAC-SHA-256 of a message of any length into `out`; the intermediates are wiped.
+    pub fn sign(&self, message: &[u8], out: &mut [u8; 32]) {
+        let mut inner = [0u8; 32];
+        finish(self.inner, BLOCK_BYTES, message, &mut inner);
+        finish(self.outer, BLOCK_BYTES, &inner, out);
+        // SAFETY: the pointer and length describe exactly our own array.
+        unsafe { memsec::memzero(inner.as_mut_ptr(), 32) };
     }
 }
 
@@ -150,6 +205,28 @@ mod tests {
                 let mut again = [0u8; 32];
                 k.clone().sign_short(&message, &mut again);
                 assert_eq!(again, out);
+            }
+        }
+    }
+
+    #[test]
+    fn any_key_and_message_length_matches_ring() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        };
+        for key_len in [0, 1, 31, 32, 44, 63, 64, 65, 100, 200] {
+            let key: Vec<u8> = (0..key_len).map(|_| next()).collect();
+            let k = HmacSha256Key::from_key(&key);
+            for len in (0..140).chain([191, 192, 256, 1000]) {
+                let message: Vec<u8> = (0..len).map(|_| next()).collect();
+                let want = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), &message);
+                let mut out = [0u8; 32];
+                k.sign(&message, &mut out);
+                assert_eq!(&out[..], want.as_ref(), "key {key_len}, message {len}");
             }
         }
     }

@@ -100,8 +100,8 @@ impl AwsStore {
                 ("X-Amz-Date", &date),
                 ("X-Amz-Target", &target),
             ];
-            if !credentials.session_token.is_empty() {
-                headers.push(("X-Amz-Security-Token", &credentials.session_token));
+            if let Some(token) = credentials.session_token() {
+                headers.push(("X-Amz-Security-Token", token));
             }
             let auth = sigv4::authorization(
                 "POST",

@@ -33,7 +33,9 @@ use std::time::Duration;
 
 use super::azure_challenge::Challenge;
 use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
-use super::session::{base_path, bearer_token, encode, oauth_error, read_credential_file};
+use super::session::{
+    base_path, bearer_token, encode, encode_into, oauth_error, read_credential_file,
+};
 use super::StoreError;
 use crate::config::{AzureAuth, AzureConfig};
 use crate::secret::SecretVec;
@@ -165,7 +167,7 @@ impl Credentials {
             } => Ok(Credentials {
                 source: Source::ClientSecret {
                     client_id: client_id.clone(),
-                    secret: SecretVec::new(client_secret.clone().into_bytes()),
+                    secret: SecretVec::new(client_secret.expose().as_bytes().to_vec()),
                     login: Login::new(&authority, tenant_id, &authority_field)?,
                 },
                 origin: format!("{BLOCK}.credentials"),
@@ -281,17 +283,15 @@ impl Credentials {
                 secret,
                 login,
             } => {
-                let mut form = SecretVec::with_capacity(256);
-                form.as_mut_vec().extend_from_slice(
-                    format!(
-                        "grant_type=client_credentials&client_id={}&{scope_form}&client_secret=",
-                        encode(client_id)
-                    )
-                    .as_bytes(),
+                // The secret is encoded straight into the wiped form, sized once (a plain
+                // copy or a grown buffer would leave it behind).
+                let head = format!(
+                    "grant_type=client_credentials&client_id={}&{scope_form}&client_secret=",
+                    encode(client_id)
                 );
-                let secret_text = String::from_utf8_lossy(secret.expose());
-                form.as_mut_vec()
-                    .extend_from_slice(encode(&secret_text).as_bytes());
+                let mut form = SecretVec::with_capacity(head.len() + 3 * secret.len());
+                form.as_mut_vec().extend_from_slice(head.as_bytes());
+                encode_into(&mut form, secret.expose());
                 self.grant(login, challenge, &form, &[secret.expose()], retry)
             }
             Source::WorkloadIdentity {

@@ -62,14 +62,15 @@ impl FortanixStore {
         other(format!(
             "{SERVICE} {what} failed with status {}: {}",
             reply.status,
-            describe(reply, &["message"], &[&self.config.api_key])
+            describe(reply, &["message"], &[self.config.api_key.expose()])
         ))
     }
 
     /// Trades the API key for a session bearer token.
     fn login(&self) -> Result<(SecretVec, Duration), StoreError> {
         let path = format!("{}/sys/v1/session/auth", self.svc.base);
-        let basic = SecretVec::new(format!("Basic {}", self.config.api_key).into_bytes());
+        // Sized once (`format!` grows its string, leaving copies of the key behind).
+        let basic = json_secret::header_value(b"Basic ", self.config.api_key.expose().as_bytes());
         let auth = std::str::from_utf8(basic.expose()).unwrap_or_default();
         let reply = retrying(&self.svc.retry, retryable_status, || {
             self.svc

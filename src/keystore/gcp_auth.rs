@@ -31,7 +31,10 @@ use ring::signature::RsaKeyPair;
 
 use super::gcp_external::ExternalAccount;
 use super::http::{other, retryable_status, retrying, Endpoint, Retry, TlsFiles};
-use super::session::{base_path, bearer_token, encode, oauth_error, read_credential_file};
+use super::json_secret;
+use super::session::{
+    base_path, bearer_token, encode, encode_into, oauth_error, read_credential_file,
+};
 use super::StoreError;
 use crate::config::GcpConfig;
 use crate::secret::SecretVec;
@@ -122,15 +125,28 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// An RSA key from a PKCS#8 PEM; `field` names it in errors (never the key).
-fn rsa_key(pem: &str, field: &str) -> Result<RsaKeyPair, String> {
-    use rustls_pki_types::pem::PemObject;
-    let der =
-        rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
-            format!("{field}: not a PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----)")
-        })?;
-    RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
-        .map_err(|e| format!("{field}: not an RSA key: {e}"))
+/// An RSA key from a PKCS#8 PEM; `field` names it in errors (never the key). The base64 text
+/// and the DER are decoded into buffers sized once and wiped (a PEM parser's growing buffers
+/// would leave copies). What ring's `RsaKeyPair` keeps (the private key's CRT components, in
+/// allocations of its own) lives as long as the store and is not wiped by ring on drop.
+fn rsa_key(pem: &[u8], field: &str) -> Result<RsaKeyPair, String> {
+    const BEGIN: &[u8] = b"-----BEGIN PRIVATE KEY-----";
+    const END: &[u8] = b"-----END PRIVATE KEY-----";
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let not_pem = || format!("{field}: not a PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----)");
+    let start = find(pem, BEGIN).ok_or_else(not_pem)? + BEGIN.len();
+    let len = find(&pem[start..], END).ok_or_else(not_pem)?;
+    let body = &pem[start..start + len];
+    let mut text = SecretVec::with_capacity(body.len());
+    for &b in body.iter().filter(|b| !b.is_ascii_whitespace()) {
+        text.as_mut_vec().push(b); // within the capacity: no reallocation
+    }
+    let mut der = SecretVec::new(vec![0; text.len() / 4 * 3 + 3]);
+    let n = base64::engine::general_purpose::STANDARD
+        .decode_slice(text.expose(), der.as_mut_vec())
+        .map_err(|_| not_pem())?;
+    der.as_mut_vec().truncate(n);
+    RsaKeyPair::from_pkcs8(der.expose()).map_err(|e| format!("{field}: not an RSA key: {e}"))
 }
 
 impl Credentials {
@@ -148,7 +164,7 @@ impl Credentials {
                     email: c.client_email.clone(),
                     key_id: c.private_key_id.clone(),
                     key: Box::new(rsa_key(
-                        &c.private_key,
+                        c.private_key.expose().as_bytes(),
                         &format!("{BLOCK}.credentials.private_key"),
                     )?),
                     scopes,
@@ -253,17 +269,18 @@ impl Credentials {
                 refresh_token,
                 token,
             } => {
-                let text = |s: &SecretVec| String::from_utf8_lossy(s.expose()).into_owned();
-                let mut form = SecretVec::with_capacity(512);
-                form.as_mut_vec().extend_from_slice(
-                    format!(
-                        "grant_type=refresh_token&client_id={}&client_secret={}&refresh_token={}",
-                        encode(client_id),
-                        encode(&text(client_secret)),
-                        encode(&text(refresh_token))
-                    )
-                    .as_bytes(),
+                // Encoded straight into the wiped form, sized once.
+                let client_id = encode(client_id);
+                let mut form = SecretVec::with_capacity(
+                    64 + client_id.len() + 3 * (client_secret.len() + refresh_token.len()),
                 );
+                form.as_mut_vec()
+                    .extend_from_slice(b"grant_type=refresh_token&client_id=");
+                form.as_mut_vec().extend_from_slice(client_id.as_bytes());
+                form.as_mut_vec().extend_from_slice(b"&client_secret=");
+                encode_into(&mut form, client_secret.expose());
+                form.as_mut_vec().extend_from_slice(b"&refresh_token=");
+                encode_into(&mut form, refresh_token.expose());
                 self.token_grant(
                     token,
                     &form,
@@ -346,52 +363,69 @@ impl Credentials {
     }
 }
 
-/// Reads an application-default-credentials file.
+/// Reads an application-default-credentials file. Read in place ([`json_secret`]): the
+/// private key, the client secret and the refresh token are copied only into wiped buffers
+/// (an `external_account` file, which holds none of them, is handed to simd-json).
 fn from_file(path: &Path, origin: String, config: &GcpConfig) -> Result<Credentials, String> {
-    use simd_json::prelude::*;
-    let mut bytes = read_credential_file(path, CREDENTIALS_FILE_BYTES_MAX, &origin)?;
-    let v = simd_json::to_owned_value(bytes.as_mut_vec())
+    let bytes = read_credential_file(path, CREDENTIALS_FILE_BYTES_MAX, &origin)?;
+    let [kind, token_uri, client_email, private_key_id, private_key, client_id, client_secret, refresh_token, quota_project_id] =
+        json_secret::members(
+            bytes.expose(),
+            [
+                "type",
+                "token_uri",
+                "client_email",
+                "private_key_id",
+                "private_key",
+                "client_id",
+                "client_secret",
+                "refresh_token",
+                "quota_project_id",
+            ],
+        )
         .map_err(|_| format!("{origin}: not a JSON credentials file"))?;
-    let field = |name: &str| -> Result<String, String> {
-        v.get(name)
-            .and_then(|s| s.as_str())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| format!("{origin}: '{name}' is missing"))
+    // A string member's text (non-strings count as absent, as simd-json's `as_str` read them).
+    let text = |m: &Option<json_secret::Member<'_>>| {
+        m.as_ref()
+            .and_then(|m| m.text())
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .filter(|t| !t.is_empty())
     };
-    let kind = field("type")?;
-    let token_uri = v
-        .get("token_uri")
-        .and_then(|s| s.as_str())
-        .filter(|s| !s.is_empty())
-        .unwrap_or(&config.token_uri)
-        .to_string();
+    let missing = |name: &str| format!("{origin}: '{name}' is missing");
+    let secret = |m: Option<json_secret::Member<'_>>, name: &str| {
+        m.and_then(|m| m.secret())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| missing(name))
+    };
+    let kind = text(&kind).ok_or_else(|| missing("type"))?;
+    let token_uri = text(&token_uri).unwrap_or_else(|| config.token_uri.clone());
     let source = match kind.as_str() {
         "service_account" => Source::ServiceAccount {
-            email: field("client_email")?,
-            key_id: v
-                .get("private_key_id")
-                .and_then(|s| s.as_str())
-                .unwrap_or_default()
-                .to_string(),
+            email: text(&client_email).ok_or_else(|| missing("client_email"))?,
+            key_id: text(&private_key_id).unwrap_or_default(),
             key: Box::new(rsa_key(
-                &field("private_key")?,
+                secret(private_key, "private_key")?.expose(),
                 &format!("{origin}: private_key"),
             )?),
             scopes: config.scopes.join(" "),
             token: TokenEndpoint::parse(&token_uri, &format!("{origin}: token_uri"))?,
         },
         "authorized_user" => Source::AuthorizedUser {
-            client_id: field("client_id")?,
-            client_secret: SecretVec::new(field("client_secret")?.into_bytes()),
-            refresh_token: SecretVec::new(field("refresh_token")?.into_bytes()),
+            client_id: text(&client_id).ok_or_else(|| missing("client_id"))?,
+            client_secret: secret(client_secret, "client_secret")?,
+            refresh_token: secret(refresh_token, "refresh_token")?,
             token: TokenEndpoint::parse(&token_uri, &format!("{origin}: token_uri"))?,
         },
-        "external_account" => Source::External(Box::new(ExternalAccount::from_json(
-            &v,
-            &origin,
-            &config.scopes,
-        )?)),
+        "external_account" => {
+            let mut copy = SecretVec::new(bytes.expose().to_vec());
+            let v = simd_json::to_owned_value(copy.as_mut_vec())
+                .map_err(|_| format!("{origin}: not a JSON credentials file"))?;
+            Source::External(Box::new(ExternalAccount::from_json(
+                &v,
+                &origin,
+                &config.scopes,
+            )?))
+        }
         other => {
             return Err(format!(
                 "{origin}: credentials of type '{}' are not supported (supported: \
@@ -401,12 +435,9 @@ fn from_file(path: &Path, origin: String, config: &GcpConfig) -> Result<Credenti
             ))
         }
     };
-    let quota_project = v
-        .get("quota_project_id")
-        .and_then(|s| s.as_str())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    let quota_project = text(&quota_project_id)
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty());
     if let Some(q) = &quota_project {
         if !q.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!("{origin}: quota_project_id is not a project id"));

@@ -320,12 +320,12 @@ impl ExternalAccount {
                 SecretVec::new(t.as_bytes().to_vec())
             }
             Format::Json(field) => {
-                use simd_json::prelude::*;
-                let mut raw = raw;
-                let v = simd_json::to_owned_value(raw.as_mut_vec())
+                // Read in place: simd-json would leave copies of the token behind.
+                let [t] = json_secret::members(raw.expose(), [field.as_str()])
                     .map_err(|_| fail(format!("{what}: not JSON")))?;
-                let t = v.get(field.as_str()).and_then(|t| t.as_str()).unwrap_or("");
-                SecretVec::new(t.trim().as_bytes().to_vec())
+                let t = t.as_ref().and_then(|t| t.text()).unwrap_or_default();
+                let t = std::str::from_utf8(t).map(str::trim).unwrap_or("");
+                SecretVec::new(t.as_bytes().to_vec())
             }
         };
         if token.expose().is_empty() {

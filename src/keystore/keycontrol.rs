@@ -76,7 +76,7 @@ impl KeyControlStore {
         other(format!(
             "{SERVICE} {what} failed with status {}: {}",
             reply.status,
-            describe(reply, &["error"], &[&self.config.password])
+            describe(reply, &["error"], &[self.config.password.expose()])
         ))
     }
 
@@ -112,7 +112,7 @@ impl KeyControlStore {
         {
             let mut w = crate::api::json::JsonWriter::object(body.as_mut_vec());
             w.string("username", &self.config.username)
-                .string("password", &self.config.password);
+                .string("password", self.config.password.expose());
             w.finish();
         }
         let path = format!(

@@ -63,7 +63,11 @@ impl KeySecureStore {
         other(format!(
             "{SERVICE} {what} failed with status {}: {}",
             reply.status,
-            describe(reply, &["codeDesc", "message"], &[&self.config.token])
+            describe(
+                reply,
+                &["codeDesc", "message"],
+                &[self.config.token.expose()]
+            )
         ))
     }
 
@@ -72,7 +76,7 @@ impl KeySecureStore {
         let body = secret_json(
             &[
                 ("grant_type", "refresh_token"),
-                ("refresh_token", &self.config.token),
+                ("refresh_token", self.config.token.expose()),
                 ("domain", &self.config.domain),
             ],
             None,

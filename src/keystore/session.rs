@@ -340,7 +340,8 @@ pub fn secret_json(pairs: &[(&str, &str)], base64_value: Option<(&str, &[u8])>) 
     let mut out = SecretVec::with_capacity(
         64 + pairs
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 8)
+            // Sized for the worst escaping (`\u00XX`): growing would leave a copy behind.
+            .map(|(k, v)| k.len() + 6 * v.len() + 8)
             .sum::<usize>()
             + base64_value.map_or(0, |(k, v)| k.len() + v.len() * 4 / 3 + 16),
     );
@@ -381,6 +382,21 @@ pub fn encode(name: &str) -> String {
         }
     }
     out
+}
+
+/// `application/x-www-form-urlencoded` encoding of `value` appended to `out`, whose capacity
+/// must hold three bytes per byte of `value` (no reallocation: `out` holds secrets).
+pub fn encode_into(out: &mut SecretVec, value: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let out = out.as_mut_vec();
+    debug_assert!(out.capacity() - out.len() >= 3 * value.len());
+    for &b in value {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
 }
 
 /// A short description of a failed answer for logs: the JSON members named in `fields`
@@ -528,7 +544,13 @@ pub fn read_credential_file(
 ) -> Result<SecretVec, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| format!("{what}: cannot open: {e}"))?;
-    let mut out = SecretVec::with_capacity(4096);
+    // Sized once (one byte more, so that `read_to_end` sees the end without growing it): a
+    // grown buffer would leave an unwiped copy of the secrets read so far.
+    let size = file
+        .metadata()
+        .map_or(4096, |m| m.len())
+        .min(bytes_max as u64) as usize;
+    let mut out = SecretVec::with_capacity(size + 1);
     file.take(bytes_max as u64 + 1)
         .read_to_end(out.as_mut_vec())
         .map_err(|e| format!("{what}: cannot read: {e}"))?;

@@ -6,16 +6,29 @@
 //! (docs.aws.amazon.com, "Create a signed AWS API request"). Checked against AWS's published
 //! signature test suite (aws-sig-v4-test-suite) in the tests below.
 
-use ring::hmac;
 use sha2::{Digest, Sha256};
 
-/// AWS credentials. `Debug` never prints the secret key or the session token.
-#[derive(Clone, PartialEq, Eq)]
+use crate::crypto::hmac_sha256::HmacSha256Key;
+use crate::secret::{Secret, SecretVec};
+
+/// AWS credentials. The secret key and the session token are zeroized on drop; `Debug` never
+/// prints them.
+#[derive(Clone)]
 pub struct Credentials {
     pub access_key: String,
-    pub secret_key: String,
+    pub secret_key: SecretVec,
     /// Empty for long-term credentials.
-    pub session_token: String,
+    pub session_token: SecretVec,
+}
+
+impl Credentials {
+    /// The session token as the `X-Amz-Security-Token` value: `None` without one (or when it
+    /// is not UTF-8, which no source hands out).
+    pub fn session_token(&self) -> Option<&str> {
+        std::str::from_utf8(self.session_token.expose())
+            .ok()
+            .filter(|t| !t.is_empty())
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -33,25 +46,67 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A `String` whose whole allocation is wiped on drop (the canonical request, which carries
+/// the session token). Built at its final capacity, so it never reallocates.
+pub struct WipedString(String);
+
+impl WipedString {
+    fn with_capacity(capacity: usize) -> WipedString {
+        WipedString(String::with_capacity(capacity))
+    }
+
+    /// Appends `s`; the capacity must have been reserved (a reallocation would leave a copy).
+    fn push_str(&mut self, s: &str) {
+        debug_assert!(
+            self.0.len() + s.len() <= self.0.capacity(),
+            "WipedString grew"
+        );
+        self.0.push_str(s);
+    }
+}
+
+impl std::ops::Deref for WipedString {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for WipedString {
+    fn drop(&mut self) {
+        let capacity = self.0.capacity();
+        // SAFETY: we zero the string's whole allocation, which we own exclusively; zero bytes
+        // are valid UTF-8.
+        unsafe { memsec::memzero(self.0.as_mut_vec().as_mut_ptr(), capacity) };
+    }
+}
+
 /// Lower-case hex of SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> hmac::Tag {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+/// HMAC-SHA-256 on the crate's own implementation, whose intermediates are wiped.
+fn hmac(key: &[u8], data: &[u8]) -> Secret<32> {
+    let mut out = [0u8; 32];
+    HmacSha256Key::from_key(key).sign(data, &mut out);
+    let tag = Secret::new(out);
+    // SAFETY: the pointer and length describe exactly our own array (`Secret` holds a copy).
+    unsafe { memsec::memzero(out.as_mut_ptr(), 32) };
+    tag
 }
 
-/// The signing key for `date` (`YYYYMMDD`), region and service.
-pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> hmac::Tag {
-    let mut k = b"AWS4".to_vec();
-    k.extend_from_slice(secret.as_bytes());
-    let k_date = hmac(&k, date.as_bytes());
-    // The secret must not outlive the call in this buffer.
-    k.iter_mut().for_each(|b| *b = 0);
-    let k_region = hmac(k_date.as_ref(), region.as_bytes());
-    let k_service = hmac(k_region.as_ref(), service.as_bytes());
-    hmac(k_service.as_ref(), b"aws4_request")
+/// The signing key for `date` (`YYYYMMDD`), region and service. `AWS4<secret>` and every
+/// derived key are wiped.
+pub fn signing_key(secret: &[u8], date: &str, region: &str, service: &str) -> Secret<32> {
+    let mut k = SecretVec::with_capacity(4 + secret.len());
+    k.extend_from_slice(b"AWS4");
+    k.extend_from_slice(secret);
+    let k_date = hmac(k.expose(), date.as_bytes());
+    drop(k);
+    let k_region = hmac(k_date.expose(), region.as_bytes());
+    let k_service = hmac(k_region.expose(), service.as_bytes());
+    hmac(k_service.expose(), b"aws4_request")
 }
 
 /// RFC 3986 percent-encoding of everything but the unreserved characters (and `/` when
@@ -90,31 +145,40 @@ fn canonical_query(query: &str) -> String {
 }
 
 /// The canonical request for `headers` (all of them are signed; `host` must be among them).
-/// `path` is the raw path (encoded here), `query` the raw query string without `?`.
+/// `path` is the raw path (encoded here), `query` the raw query string without `?`. The header
+/// values (a session token among them) are copied only into buffers wiped on drop.
 pub fn canonical_request(
     method: &str,
     path: &str,
     query: &str,
     headers: &[(&str, &str)],
     payload_sha256_hex: &str,
-) -> (String, String) {
-    let mut hs: Vec<(String, String)> = headers
+) -> (WipedString, String) {
+    let mut hs: Vec<(String, WipedString)> = headers
         .iter()
         .map(|(n, v)| {
-            (
-                n.to_ascii_lowercase(),
-                v.split_whitespace().collect::<Vec<_>>().join(" "),
-            )
+            // Whitespace runs collapsed: never longer than `v`.
+            let mut value = WipedString::with_capacity(v.len());
+            for (i, word) in v.split_whitespace().enumerate() {
+                if i > 0 {
+                    value.push_str(" ");
+                }
+                value.push_str(word);
+            }
+            (n.to_ascii_lowercase(), value)
         })
         .collect();
     hs.sort_by(|a, b| a.0.cmp(&b.0));
     // Repeated names: one line, values joined with commas in the order given.
-    let mut merged: Vec<(String, String)> = Vec::with_capacity(hs.len());
+    let mut merged: Vec<(String, WipedString)> = Vec::with_capacity(hs.len());
     for (n, v) in hs {
         match merged.last_mut() {
             Some((last, lv)) if *last == n => {
-                lv.push(',');
-                lv.push_str(&v);
+                let mut joined = WipedString::with_capacity(lv.len() + 1 + v.len());
+                joined.push_str(lv);
+                joined.push_str(",");
+                joined.push_str(&v);
+                *lv = joined;
             }
             _ => merged.push((n, v)),
         }
@@ -126,16 +190,29 @@ pub fn canonical_request(
         .join(";");
     let mut uri = String::new();
     uri_encode(if path.is_empty() { "/" } else { path }, true, &mut uri);
-    let mut creq = format!("{method}\n{uri}\n{}\n", canonical_query(query));
+    let query = canonical_query(query);
+    let lines: usize = merged.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
+    let mut creq = WipedString::with_capacity(
+        method.len()
+            + uri.len()
+            + query.len()
+            + lines
+            + signed.len()
+            + payload_sha256_hex.len()
+            + 5,
+    );
+    for part in [method, "\n", &uri, "\n", &query, "\n"] {
+        creq.push_str(part);
+    }
     for (n, v) in &merged {
         creq.push_str(n);
-        creq.push(':');
+        creq.push_str(":");
         creq.push_str(v);
-        creq.push('\n');
+        creq.push_str("\n");
     }
-    creq.push('\n');
+    creq.push_str("\n");
     creq.push_str(&signed);
-    creq.push('\n');
+    creq.push_str("\n");
     creq.push_str(payload_sha256_hex);
     (creq, signed)
 }
@@ -162,8 +239,8 @@ pub fn authorization(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         sha256_hex(creq.as_bytes())
     );
-    let key = signing_key(&credentials.secret_key, date, region, service);
-    let signature = hex::encode(hmac(key.as_ref(), sts.as_bytes()));
+    let key = signing_key(credentials.secret_key.expose(), date, region, service);
+    let signature = hex::encode(hmac(key.expose(), sts.as_bytes()).expose());
     format!(
         "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
         credentials.access_key
@@ -291,14 +368,14 @@ mod tests {
     fn the_published_test_suite() {
         let creds = Credentials {
             access_key: AKID.into(),
-            secret_key: SECRET.into(),
-            session_token: String::new(),
+            secret_key: SecretVec::new(SECRET.into()),
+            session_token: SecretVec::default(),
         };
         for v in VECTORS {
             let hash = sha256_hex(v.body);
             if let Some(creq) = v.creq {
                 let (got, _) = canonical_request(v.method, v.path, v.query, v.headers, &hash);
-                assert_eq!(got, creq, "{}: canonical request", v.name);
+                assert_eq!(&*got, creq, "{}: canonical request", v.name);
             }
             let got = authorization(
                 v.method,
@@ -318,9 +395,9 @@ mod tests {
     #[test]
     fn the_documented_signing_key() {
         // "Signing AWS API requests" derives this key for IAM with the same credentials.
-        let k = signing_key(SECRET, "20150830", "us-east-1", "iam");
+        let k = signing_key(SECRET.as_bytes(), "20150830", "us-east-1", "iam");
         assert_eq!(
-            hex::encode(k.as_ref()),
+            hex::encode(k.expose()),
             "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9"
         );
     }
@@ -334,17 +411,27 @@ mod tests {
             &[("My-Header1", "  value1  a   b "), ("Host", "h")],
             "x",
         );
-        assert!(creq.contains("my-header1:value1 a b\n"), "{creq}");
+        assert!(creq.contains("my-header1:value1 a b\n"), "{}", &*creq);
         assert_eq!(signed, "host;my-header1");
         let c = Credentials {
             access_key: "AKIAVISIBLE".into(),
-            secret_key: "very-secret".into(),
-            session_token: "tok-secret".into(),
+            secret_key: SecretVec::new(b"very-secret".to_vec()),
+            session_token: SecretVec::new(b"tok-secret".to_vec()),
         };
         let d = format!("{c:?}");
         assert!(
             d.contains("AKIAVISIBLE") && !d.contains("very-secret") && !d.contains("tok-secret")
         );
+        assert_eq!(c.session_token(), Some("tok-secret"));
+        // Several values of one header: joined with commas.
+        let (creq, _) = canonical_request(
+            "GET",
+            "/",
+            "",
+            &[("A", "1"), ("a", " 2 "), ("Host", "h")],
+            "x",
+        );
+        assert!(creq.contains("a:1,2\nhost:h\n"), "{}", &*creq);
     }
 
     #[test]

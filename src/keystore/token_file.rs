@@ -33,7 +33,10 @@ pub fn read_token_file(path: &Path) -> Result<SecretVec, String> {
 pub fn read_capped(path: &Path, bytes_max: u64) -> Result<SecretVec, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut out = SecretVec::with_capacity(4096);
+    // Sized once (one byte more, so that `read_to_end` sees the end without growing it): a
+    // grown buffer would leave an unwiped copy of the secrets read so far.
+    let size = file.metadata().map_or(4096, |m| m.len()).min(bytes_max) as usize;
+    let mut out = SecretVec::with_capacity(size + 1);
     file.take(bytes_max + 1)
         .read_to_end(out.as_mut_vec())
         .map_err(|e| e.to_string())?;

@@ -114,7 +114,7 @@ impl VaultStore {
             } => (
                 format!("/v1/auth/{engine}/login"),
                 namespace.as_str(),
-                json_object(&[("role_id", id), ("secret_id", secret)]),
+                json_object(&[("role_id", id), ("secret_id", secret.expose())]),
             ),
             VaultAuth::Kubernetes {
                 engine,
@@ -123,7 +123,7 @@ impl VaultStore {
                 jwt,
             } => {
                 let jwt = match jwt {
-                    KubernetesJwt::Token(t) => SecretVec::new(t.as_bytes().to_vec()),
+                    KubernetesJwt::Token(t) => SecretVec::new(t.expose().as_bytes().to_vec()),
                     KubernetesJwt::File(path) => read_token_file(path).map_err(|e| {
                         other(format!("Vault login: kubernetes.jwt: cannot read {e}"))
                     })?,
@@ -242,7 +242,8 @@ fn json_object(pairs: &[(&str, &str)]) -> SecretVec {
     let mut out = SecretVec::with_capacity(
         64 + pairs
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 8)
+            // Sized for the worst escaping (`\u00XX`): growing would leave a copy behind.
+            .map(|(k, v)| k.len() + 6 * v.len() + 8)
             .sum::<usize>(),
     );
     let mut w = crate::api::json::JsonWriter::object(out.as_mut_vec());

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, TlsFiles};
+use super::super::json_secret;
 use super::super::session::{self, Fresh, Renewing};
 use super::super::sigv4::Credentials;
 use super::super::token_file::{read_capped, read_token_file};
@@ -195,8 +196,8 @@ impl Provider {
                 "the config's credentials",
                 Credentials {
                     access_key: c.access_key.clone(),
-                    secret_key: c.secret_key.clone(),
-                    session_token: c.session_token.clone(),
+                    secret_key: SecretVec::new(c.secret_key.expose().as_bytes().to_vec()),
+                    session_token: SecretVec::new(c.session_token.expose().as_bytes().to_vec()),
                 },
             );
         }
@@ -209,8 +210,10 @@ impl Provider {
                     "AWS_ACCESS_KEY_ID",
                     Credentials {
                         access_key,
-                        secret_key,
-                        session_token: var("AWS_SESSION_TOKEN").unwrap_or_default(),
+                        secret_key: SecretVec::new(secret_key.into_bytes()),
+                        session_token: SecretVec::new(
+                            var("AWS_SESSION_TOKEN").unwrap_or_default().into_bytes(),
+                        ),
                     },
                 )
             }
@@ -264,8 +267,13 @@ impl Provider {
             ),
             Some(file) => match read_capped(Path::new(file), SHARED_FILE_BYTES_MAX) {
                 Ok(text) => {
-                    let text = String::from_utf8_lossy(text.expose()).into_owned();
-                    if let Some(c) = shared_file_profile(&text, &profile) {
+                    // Read in place: a copy of the file (its secrets) would not be wiped.
+                    let Ok(text) = std::str::from_utf8(text.expose()) else {
+                        return Err(fail(format!(
+                            "the shared credentials file '{file}' is not UTF-8"
+                        )));
+                    };
+                    if let Some(c) = shared_file_profile(text, &profile) {
                         return fixed("the shared credentials file", c);
                     }
                     tried.push(format!(
@@ -471,17 +479,23 @@ impl WebIdentity {
         };
         let token = read_token_file(&self.token_file)
             .map_err(|e| other(format!("web identity: AWS_WEB_IDENTITY_TOKEN_FILE: {e}")))?;
-        let token_text = String::from_utf8_lossy(token.expose()).into_owned();
-        let mut body = SecretVec::with_capacity(256 + 3 * token.expose().len());
+        // Borrowed, for redaction only; the token is encoded straight into the wiped form,
+        // sized once (a plain copy or a grown buffer would leave it behind).
+        let token_text = std::str::from_utf8(token.expose()).unwrap_or_default();
+        let role_arn = session::encode(&self.role_arn);
+        let session_name = session::encode(&self.session_name);
+        let mut body = SecretVec::with_capacity(
+            128 + role_arn.len() + session_name.len() + 3 * token.expose().len(),
+        );
         {
             let b = body.as_mut_vec();
             b.extend_from_slice(b"Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=");
-            b.extend_from_slice(session::encode(&self.role_arn).as_bytes());
+            b.extend_from_slice(role_arn.as_bytes());
             b.extend_from_slice(b"&RoleSessionName=");
-            b.extend_from_slice(session::encode(&self.session_name).as_bytes());
+            b.extend_from_slice(session_name.as_bytes());
             b.extend_from_slice(b"&WebIdentityToken=");
-            b.extend_from_slice(session::encode(&token_text).as_bytes());
         }
+        session::encode_into(&mut body, token.expose());
         let reply = retrying(&Retry::DEFAULT, sts_retryable, || {
             self.sts.send(
                 "POST",
@@ -496,15 +510,16 @@ impl WebIdentity {
         .map_err(|e| fail(reason(&e)))?;
         if reply.status != 200 {
             let e = super::aws_error(&reply);
-            let message = redact(&e.message, &[&token_text]);
+            let message = redact(&e.message, &[token_text]);
             return Err(fail(format!(
                 "status {}: {} {message}",
                 reply.status, e.code
             )));
         }
         let body = SecretVec::new(reply.body);
-        let text = String::from_utf8_lossy(body.expose());
-        let inner = xml_element(&text, "Credentials")
+        let text = std::str::from_utf8(body.expose())
+            .map_err(|_| fail("the answer is not UTF-8".into()))?;
+        let inner = xml_element(text, "Credentials")
             .ok_or_else(|| fail("no Credentials in the answer".into()))?;
         let field = |name: &str| {
             xml_element(inner, name)
@@ -514,8 +529,10 @@ impl WebIdentity {
         };
         let credentials = Credentials {
             access_key: field("AccessKeyId")?,
-            secret_key: field("SecretAccessKey")?,
-            session_token: field("SessionToken")?,
+            // `xml_unescape` sizes its string once (unescaping only shortens it): no copy is
+            // left behind.
+            secret_key: SecretVec::new(field("SecretAccessKey")?.into_bytes()),
+            session_token: SecretVec::new(field("SessionToken")?.into_bytes()),
         };
         let expiration = field("Expiration")?;
         let expiration = Timestamp::parse_rfc3339(&expiration)
@@ -603,11 +620,16 @@ impl Container {
                 Some(t)
             }
         };
-        let token_text = token
-            .as_ref()
-            .map(|t| String::from_utf8_lossy(t.expose()).into_owned());
+        // Borrowed from the wiped buffer, not copied.
+        let token_text = match &token {
+            None => None,
+            Some(t) => Some(
+                std::str::from_utf8(t.expose())
+                    .map_err(|_| fail("the authorization token is not UTF-8".into()))?,
+            ),
+        };
         let mut headers: Vec<(&str, &str)> = vec![("Accept", "application/json")];
-        if let Some(t) = &token_text {
+        if let Some(t) = token_text {
             headers.push(("Authorization", t));
         }
         let reply = retrying(&Retry::DEFAULT, retryable_status, || {
@@ -615,7 +637,7 @@ impl Container {
         })
         .map_err(|e| fail(reason(&e)))?;
         if reply.status != 200 {
-            let secrets: Vec<&str> = token_text.iter().map(String::as_str).collect();
+            let secrets: Vec<&str> = token_text.into_iter().collect();
             return Err(fail(format!(
                 "status {}: {}",
                 reply.status,
@@ -694,14 +716,13 @@ impl InstanceMetadata {
             .ok()
             .filter(|t| !t.is_empty() && t.len() <= IMDS_TOKEN_BYTES_MAX)
             .filter(|t| check_header_value(t.as_bytes()).is_ok())
-            .ok_or_else(|| fail("the IMDSv2 session token is not a valid header value".into()))?
-            .to_string();
+            .ok_or_else(|| fail("the IMDSv2 session token is not a valid header value".into()))?;
         let get = |path: &str| {
             retrying(&retry, retryable_status, || {
                 self.endpoint.send(
                     "GET",
                     &format!("{}{path}", self.base),
-                    &[("X-aws-ec2-metadata-token", &token_text)],
+                    &[("X-aws-ec2-metadata-token", token_text)],
                     b"",
                 )
             })
@@ -744,26 +765,52 @@ impl InstanceMetadata {
 }
 
 /// `{AccessKeyId, SecretAccessKey, Token, Expiration}` (container and instance metadata
-/// credentials); a `Code` other than `Success` is an error.
+/// credentials); a `Code` other than `Success` is an error. The answer is read in place
+/// ([`json_secret`]): the secret key and the token are copied only into [`SecretVec`]s, and
+/// the answer is wiped.
 fn json_credentials(body: Vec<u8>) -> Result<(Credentials, Option<Timestamp>), String> {
-    let mut body = SecretVec::new(body);
-    let v = simd_json::to_owned_value(body.as_mut_vec())
-        .map_err(|_| "the answer is not JSON".to_string())?;
-    use simd_json::prelude::*;
-    let s = |name: &str| v.get(name).and_then(|x| x.as_str()).unwrap_or("");
-    let code = s("Code");
+    let body = SecretVec::new(body);
+    let [code, access_key, secret_key, token, expiration] = json_secret::members(
+        body.expose(),
+        [
+            "Code",
+            "AccessKeyId",
+            "SecretAccessKey",
+            "Token",
+            "Expiration",
+        ],
+    )
+    .map_err(|_| "the answer is not a JSON object".to_string())?;
+    // A member that is not a string counts as absent (as simd-json's `as_str` read them).
+    let text = |m: &Option<json_secret::Member<'_>>| {
+        m.as_ref()
+            .and_then(|m| m.text())
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .unwrap_or_default()
+    };
+    let code = text(&code);
     if !code.is_empty() && code != "Success" {
-        return Err(format!("the answer's Code is '{}'", clip(code)));
+        return Err(format!("the answer's Code is '{}'", clip(&code)));
     }
+    let secret = |m: Option<json_secret::Member<'_>>| {
+        m.and_then(|m| m.secret())
+            .filter(|s| std::str::from_utf8(s.expose()).is_ok())
+            .unwrap_or_default()
+    };
     let credentials = Credentials {
-        access_key: s("AccessKeyId").to_string(),
-        secret_key: s("SecretAccessKey").to_string(),
-        session_token: s("Token").to_string(),
+        access_key: text(&access_key),
+        secret_key: secret(secret_key),
+        session_token: secret(token),
     };
     if credentials.access_key.is_empty() || credentials.secret_key.is_empty() {
         return Err("the answer has no AccessKeyId and SecretAccessKey".into());
     }
-    let expiration = match s("Expiration") {
+    if !credentials.session_token.is_empty()
+        && check_header_value(credentials.session_token.expose()).is_err()
+    {
+        return Err("the answer's Token is not a valid header value".into());
+    }
+    let expiration = match text(&expiration).as_str() {
         "" => None,
         e => Some(
             Timestamp::parse_rfc3339(e)
@@ -856,7 +903,7 @@ fn check_header_value(v: &[u8]) -> Result<(), String> {
 /// AWS shared credentials file (INI).
 fn shared_file_profile(text: &str, profile: &str) -> Option<Credentials> {
     let mut in_profile = false;
-    let (mut ak, mut sk, mut tok) = (String::new(), String::new(), String::new());
+    let (mut ak, mut sk, mut tok) = (String::new(), SecretVec::default(), SecretVec::default());
     for line in text.lines() {
         let line = line.trim();
         if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
@@ -870,11 +917,11 @@ fn shared_file_profile(text: &str, profile: &str) -> Option<Credentials> {
             continue;
         }
         if let Some((k, v)) = line.split_once('=') {
-            let v = v.trim().to_string();
+            let v = v.trim();
             match k.trim().to_ascii_lowercase().as_str() {
-                "aws_access_key_id" => ak = v,
-                "aws_secret_access_key" => sk = v,
-                "aws_session_token" => tok = v,
+                "aws_access_key_id" => ak = v.to_string(),
+                "aws_secret_access_key" => sk = SecretVec::new(v.as_bytes().to_vec()),
+                "aws_session_token" => tok = SecretVec::new(v.as_bytes().to_vec()),
                 _ => {}
             }
         }
@@ -937,8 +984,8 @@ mod tests {
         let c = p.credentials().unwrap();
         (
             c.access_key.clone(),
-            c.secret_key.clone(),
-            c.session_token.clone(),
+            String::from_utf8(c.secret_key.expose().to_vec()).unwrap(),
+            String::from_utf8(c.session_token.expose().to_vec()).unwrap(),
         )
     }
 
@@ -1212,8 +1259,8 @@ mod tests {
         let wall = Timestamp::from_unix(1_700_000_000, 0);
         let c = Arc::new(Credentials {
             access_key: "A".into(),
-            secret_key: "S".into(),
-            session_token: "T".into(),
+            secret_key: SecretVec::new(b"S".to_vec()),
+            session_token: SecretVec::new(b"T".to_vec()),
         });
         // One hour: renewed 5 minutes before it expires.
         let f = fresh(
@@ -1267,8 +1314,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (c.access_key.as_str(), c.session_token.as_str()),
-            ("AK", "TK")
+            (
+                c.access_key.as_str(),
+                c.secret_key.expose(),
+                c.session_token()
+            ),
+            ("AK", &b"SK"[..], Some("TK"))
         );
         assert_eq!(e, Timestamp::parse_rfc3339("2026-01-02T03:04:05Z"));
         let (_, e) =
@@ -1279,6 +1330,7 @@ mod tests {
             br#"{"AccessKeyId":"AK"}"#,
             br#"{"AccessKeyId":"AK","SecretAccessKey":"SK","Expiration":"tomorrow"}"#,
             b"<html>",
+            br#"{"AccessKeyId":"AK","SecretAccessKey":"SK","Token":"T\r\nX-Injected: 1"}"#,
         ] {
             let err = json_credentials(bad.to_vec()).unwrap_err();
             assert!(!err.contains("SK"), "{err}");
