@@ -109,12 +109,15 @@ if command -v h2load >/dev/null; then
   CFG_PORT=$((PORT + 2))
   cfg_dir=$(mktemp -d)
   "$KES_BIN" identity new --key "$cfg_dir/server.key" --cert "$cfg_dir/server.cert" --ip 127.0.0.1 localhost >/dev/null
-  cfg_key=$("$KES_BIN" identity new | awk '/kes:v1:/ {print $1}')
+  # `identity new` prints JSON when piped: {"api_key", "identity"}.
+  cfg_json=$("$KES_BIN" identity new --json)
+  cfg_key=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])' <<<"$cfg_json")
+  cfg_id=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["identity"])' <<<"$cfg_json")
   cat >"$cfg_dir/config.yaml" <<YAML
 version: v1
 address: 127.0.0.1:$CFG_PORT
 admin:
-  identity: $("$KES_BIN" identity of "$cfg_key" | tail -1 | tr -d ' ')
+  identity: $cfg_id
 tls:
   key: $cfg_dir/server.key
   cert: $cfg_dir/server.cert
