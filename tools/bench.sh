@@ -3,7 +3,8 @@
 # server CPU-second (from /proc/<pid>/stat) beside req/s and latency percentiles, so results
 # hold on a shared 2-core machine. Optionally runs OpenBao's transit datakey as a peer.
 #
-#   tools/bench.sh                       # ours: generate, decrypt, status, handshakes,
+#   tools/bench.sh                       # ours: generate, decrypt (KES and MinKMS API),
+#                                        # status, handshakes,
 #                                        # MinIO's kms-go client model at 16/64/256 requests,
 #                                        # HTTP/2 at 1/64/256 streams over one connection, and
 #                                        # h2load (nghttp2) beside ours if it is installed
@@ -65,6 +66,10 @@ taskset -c "$LOAD_CPU" "$BENCH" -k -q --op generate --create-key -c "$CONNS" -d 
 run kes "$server_pid" generate
 run kes "$server_pid" generate --spin
 run kes "$server_pid" decrypt
+# The MinKMS API (issue 23): KEY:GENERATE / KEY:DECRYPT frames to POST /v1/kms/default, beside
+# the KES API's generate / decrypt (ratios below).
+run kes "$server_pid" kms-generate
+run kes "$server_pid" kms-decrypt
 before_hits=$("$KES_BIN" metric --raw --detail --count 1 -k | awk '/^kes_cache_hits_total/ {print $2}')
 before_miss=$("$KES_BIN" metric --raw --detail --count 1 -k | awk '/^kes_cache_misses_total/ {print $2}')
 run kes "$server_pid" mix
@@ -85,6 +90,11 @@ done
 # The server allows 250 concurrent streams per connection: at 256, 6 streams wait their turn.
 for c in 1 64 256; do
   C=$c run kes "$server_pid" generate --http2
+  if [ "$c" != 1 ]; then
+    C=$c run kes "$server_pid" kms-generate --http2
+    C=$c run kes "$server_pid" decrypt --http2
+    C=$c run kes "$server_pid" kms-decrypt --http2
+  fi
 done
 
 # h2load (nghttp2's load generator) beside ours. It cannot send a client certificate, which
@@ -99,12 +109,15 @@ if command -v h2load >/dev/null; then
   CFG_PORT=$((PORT + 2))
   cfg_dir=$(mktemp -d)
   "$KES_BIN" identity new --key "$cfg_dir/server.key" --cert "$cfg_dir/server.cert" --ip 127.0.0.1 localhost >/dev/null
-  cfg_key=$("$KES_BIN" identity new | awk '/kes:v1:/ {print $1}')
+  # `identity new` prints JSON when piped: {"api_key", "identity"}.
+  cfg_json=$("$KES_BIN" identity new --json)
+  cfg_key=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])' <<<"$cfg_json")
+  cfg_id=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["identity"])' <<<"$cfg_json")
   cat >"$cfg_dir/config.yaml" <<YAML
 version: v1
 address: 127.0.0.1:$CFG_PORT
 admin:
-  identity: $("$KES_BIN" identity of "$cfg_key" | tail -1 | tr -d ' ')
+  identity: $cfg_id
 tls:
   key: $cfg_dir/server.key
   cert: $cfg_dir/server.cert
@@ -174,6 +187,14 @@ for c in (64, 256):
         if h2 and other and other[0] > 0 and other[1] > 0:
             print(f"h2 (1 connection) vs {name} generate at {c} in flight: {h2[0] / other[0]:.2f}x the req/s, "
                   f"{h2[1] / other[1]:.2f}x the ops per server CPU-second")
+for op in ("generate", "decrypt"):
+    for extra, conns in (("", None), (" (--http2)", 64), (" (--http2)", 256)):
+        pairs = [(k, v) for k, v in rows.items() if k[0] == op + extra and (conns is None or k[1] == conns)]
+        for (label, c), kes in pairs:
+            kms = rows.get((f"kms-{op}{extra}", c))
+            if kms and kes[0] > 0 and kes[1] > 0:
+                print(f"MinKMS vs KES API {op}{extra} at {c}: {kms[0] / kes[0]:.2f}x the req/s, "
+                      f"{kms[1] / kes[1]:.2f}x the ops per server CPU-second")
 ours = rows.get(("status (--http2)", 256))
 for path in ("/v1/status", "/version"):
     theirs = rows.get((f"h2load {path}", 256))

@@ -76,6 +76,37 @@ impl Sink {
 /// Produces the next request (a batch of one or more, sent in order) for a connection.
 pub trait Source {
     fn next_batch(&mut self, out: &mut Vec<Arc<[u8]>>);
+
+    /// What a 2xx answer's body must be (None: not checked).
+    fn expect(&self) -> Option<Expect> {
+        None
+    }
+}
+
+/// A 2xx answer that must be one MinKMS frame: this command, and a message of exactly this
+/// length (`--op kms-generate`, `--op kms-decrypt`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expect {
+    pub command: u16,
+    pub length: u32,
+}
+
+impl Expect {
+    /// The error kind of a body of `len` bytes that starts with `first` (at most the
+    /// frame header), or None when it is the expected frame.
+    pub fn check(&self, first: &[u8], len: usize) -> Option<&'static str> {
+        if first.len() < crate::kms::FRAME_HEADER_BYTES {
+            return Some("kms answer: no frame");
+        }
+        if u16::from_be_bytes([first[0], first[1]]) != self.command {
+            return Some("kms answer: wrong command");
+        }
+        let length = u32::from_be_bytes([first[2], first[3], first[4], first[5]]);
+        if length != self.length || len != crate::kms::FRAME_HEADER_BYTES + length as usize {
+            return Some("kms answer: wrong length");
+        }
+        None
+    }
 }
 
 /// One non-blocking connection, TLS or plain.
@@ -461,12 +492,18 @@ pub fn drive<S: Source>(plan: &Plan, sources: Vec<S>, sink: &Sink) -> Result<(),
                 progressed = true;
             }
             match parse_response(&slot.buf) {
-                Ok(Some((status, _, _))) => {
+                Ok(Some((status, head, total))) => {
                     let ns = intended.elapsed().as_nanos() as u64;
                     let _ = local.record(ns.max(1));
                     sink.done.fetch_add(1, Ordering::Relaxed);
                     if !(200..300).contains(&status) {
                         sink.error(status.to_string());
+                    } else if let Some(expect) = slot.source.expect() {
+                        let body = &slot.buf[head..total];
+                        let first = &body[..body.len().min(crate::kms::FRAME_HEADER_BYTES)];
+                        if let Some(kind) = expect.check(first, body.len()) {
+                            sink.error(kind.into());
+                        }
                     }
                     slot.in_flight = None;
                     if slot.fresh {
@@ -560,6 +597,28 @@ mod tests {
         assert_eq!(parse_response(b"HTTP/1.1 404 Not").unwrap(), None);
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn expect_checks_one_frame() {
+        let e = Expect {
+            command: 207,
+            length: 3,
+        };
+        assert_eq!(e.check(&[0, 207, 0, 0, 0, 3], 9), None);
+        assert_eq!(e.check(&[0, 207, 0, 0], 4), Some("kms answer: no frame"));
+        assert_eq!(
+            e.check(&[0, 206, 0, 0, 0, 3], 9),
+            Some("kms answer: wrong command")
+        );
+        assert_eq!(
+            e.check(&[0, 207, 0, 0, 0, 4], 10),
+            Some("kms answer: wrong length")
+        );
+        assert_eq!(
+            e.check(&[0, 207, 0, 0, 0, 3], 10),
+            Some("kms answer: wrong length")
+        );
     }
 
     #[test]

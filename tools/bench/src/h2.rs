@@ -63,6 +63,17 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(50);
 /// then the body in DATA frames of at most 16 384 octets. Same signature as the HTTP/1.1
 /// builders, so the request sets are built by the same code.
 pub fn request(method: &str, path: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    request_typed(method, path, body, extra, "application/json")
+}
+
+/// [`request`] with this `content-type`.
+pub fn request_typed(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    extra: &str,
+    content_type: &str,
+) -> Vec<u8> {
     let enc = hpack::Encoder::new();
     let mut block = Vec::with_capacity(64 + path.len() + extra.len());
     // Indexed fields from the static table (RFC 7541 Appendix A): 2 GET, 3 POST, 7 https.
@@ -81,7 +92,7 @@ pub fn request(method: &str, path: &str, body: &[u8], extra: &str) -> Vec<u8> {
         }
     }
     if !body.is_empty() || method != "GET" {
-        enc.encode_field(&mut block, b"content-type", b"application/json");
+        enc.encode_field(&mut block, b"content-type", content_type.as_bytes());
         enc.encode_field(
             &mut block,
             b"content-length",
@@ -203,6 +214,10 @@ struct Slot<S> {
     status: u16,
     /// DATA octets received on the stream and not yet given back with WINDOW_UPDATE.
     unacked: u32,
+    /// The answer's body length so far, and its first octets (the MinKMS frame header),
+    /// for [`Source::expect`].
+    body_len: usize,
+    body_head: [u8; crate::kms::FRAME_HEADER_BYTES],
 }
 
 /// One HTTP/2 connection and the slots multiplexed over it.
@@ -262,6 +277,8 @@ impl<S: Source> Conn<S> {
                     stream: 0,
                     status: 0,
                     unacked: 0,
+                    body_len: 0,
+                    body_head: [0; crate::kms::FRAME_HEADER_BYTES],
                 })
                 .collect(),
             ready: (0..n).collect(),
@@ -409,6 +426,7 @@ impl<S: Source> Conn<S> {
             slot.stream = 0;
             slot.status = 0;
             slot.unacked = 0;
+            slot.body_len = 0;
             slot.next = None;
             slot.since = now;
             self.ready.push_back(index);
@@ -465,6 +483,7 @@ impl<S: Source> Conn<S> {
             slot.stream = id;
             slot.status = 0;
             slot.unacked = 0;
+            slot.body_len = 0;
             self.streams.insert(id, index);
             self.ready.pop_front();
             started = true;
@@ -538,7 +557,7 @@ impl<S: Source> Conn<S> {
         };
         match h.kind {
             kind::DATA => {
-                frame::data_payload(&h, payload).map_err(bad)?;
+                let data = frame::data_payload(&h, payload).map_err(bad)?;
                 self.recv_unacked += h.length;
                 let Some(&index) = self.streams.get(&h.stream_id) else {
                     if h.stream_id >= self.next_id || h.stream_id.is_multiple_of(2) {
@@ -554,7 +573,15 @@ impl<S: Source> Conn<S> {
                     frame::write_rst_stream(&mut self.out, h.stream_id, ErrorCode::ProtocolError);
                     sink.error("h2 DATA before the response HEADERS".into());
                     self.finish(index, false, sink, hist, now);
-                } else if h.has(flag::END_STREAM) {
+                    return Ok(());
+                }
+                let head = slot.body_head.len();
+                if slot.body_len < head {
+                    let n = (head - slot.body_len).min(data.len());
+                    slot.body_head[slot.body_len..slot.body_len + n].copy_from_slice(&data[..n]);
+                }
+                slot.body_len += data.len();
+                if h.has(flag::END_STREAM) {
                     self.finish(index, true, sink, hist, now);
                 } else {
                     slot.unacked += h.length;
@@ -752,11 +779,17 @@ impl<S: Source> Conn<S> {
             sink.done.fetch_add(1, Ordering::Relaxed);
             if !(200..300).contains(&slot.status) {
                 sink.error(slot.status.to_string());
+            } else if let Some(expect) = slot.source.expect() {
+                let first = &slot.body_head[..slot.body_len.min(slot.body_head.len())];
+                if let Some(kind) = expect.check(first, slot.body_len) {
+                    sink.error(kind.into());
+                }
             }
         }
         slot.stream = 0;
         slot.status = 0;
         slot.unacked = 0;
+        slot.body_len = 0;
         slot.since = now;
         self.ready.push_back(index);
     }

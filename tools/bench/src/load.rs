@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use kes::auth::apikey::ApiKey;
 use kes::client::{ClientConfig, Credentials};
 
-use crate::{engine, h2, Args, ClientModel, Op};
+use crate::{engine, h2, kms, Args, ClientModel, Op};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -196,10 +196,21 @@ impl Conn {
 }
 
 fn request(method: &str, path: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    request_typed(method, path, body, extra, "application/json")
+}
+
+/// [`request`] with this `Content-Type`.
+fn request_typed(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    extra: &str,
+    content_type: &str,
+) -> Vec<u8> {
     let mut r = format!("{method} {path} HTTP/1.1\r\nHost: kes\r\n{extra}");
     if !body.is_empty() || method != "GET" {
         r.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             body.len()
         ));
     }
@@ -212,6 +223,17 @@ fn request(method: &str, path: &str, body: &[u8], extra: &str) -> Vec<u8> {
 /// A request as Go's `http.Transport` writes it for kms-go: a body goes chunked (one chunk
 /// and the terminating one) after the head; an empty POST/PUT has `Content-Length: 0`.
 fn go_request(method: &str, path: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    go_request_typed(method, path, body, extra, "application/json")
+}
+
+/// [`go_request`] with this `Content-Type`.
+fn go_request_typed(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    extra: &str,
+    content_type: &str,
+) -> Vec<u8> {
     let mut r =
         format!("{method} {path} HTTP/1.1\r\nHost: kes\r\nUser-Agent: Go-http-client/1.1\r\n");
     if !body.is_empty() {
@@ -221,7 +243,7 @@ fn go_request(method: &str, path: &str, body: &[u8], extra: &str) -> Vec<u8> {
     }
     r.push_str(extra);
     if !body.is_empty() {
-        r.push_str("Content-Type: application/json\r\n");
+        r.push_str(&format!("Content-Type: {content_type}\r\n"));
     }
     r.push_str("Accept-Encoding: gzip\r\n\r\n");
     let mut r = r.into_bytes();
@@ -278,9 +300,14 @@ struct Requests {
     rng: Xorshift,
     serial: u64,
     connection: usize,
+    /// `--op kms-generate` / `kms-decrypt`: this connection's request, built once, and
+    /// the answer frame it must get.
+    kms: Option<(Arc<[u8]>, engine::Expect)>,
 }
 
 type Build = fn(&str, &str, &[u8], &str) -> Vec<u8>;
+/// A [`Build`] with a content type (the MinKMS requests are `application/octet-stream`).
+type BuildTyped = fn(&str, &str, &[u8], &str, &str) -> Vec<u8>;
 
 /// Requests built once per run, shared by every connection.
 struct Prebuilt {
@@ -355,6 +382,10 @@ impl Prebuilt {
 }
 
 impl engine::Source for Requests {
+    fn expect(&self) -> Option<engine::Expect> {
+        self.kms.as_ref().map(|(_, expect)| *expect)
+    }
+
     fn next_batch(&mut self, out: &mut Vec<Arc<[u8]>>) {
         let roll = self.rng.next();
         let p = &self.prebuilt;
@@ -367,6 +398,11 @@ impl engine::Source for Requests {
             Op::Describe => out.push(p.describe.clone()),
             Op::Status => out.push(p.status.clone()),
             Op::TransitDatakey => out.push(p.transit_datakey.clone()),
+            Op::KmsGenerate | Op::KmsDecrypt => {
+                if let Some((req, _)) = &self.kms {
+                    out.push(req.clone());
+                }
+            }
             Op::CreateDelete => {
                 self.serial += 1;
                 let name = format!("{}-{}-{}", self.key, self.connection, self.serial);
@@ -545,6 +581,77 @@ impl Summary {
     }
 }
 
+/// The associated data of object `object`'s MinKMS requests: what the KES API's context
+/// for it ([`context_for`]) decodes to.
+fn kms_associated_data(object: u64) -> String {
+    format!("{{\"bucket\":\"bucket/object-{object}\"}}")
+}
+
+/// What the MinKMS ops learn at the start.
+struct KmsSetup {
+    /// The KEY:DECRYPT frame of the ciphertext one KEY:GENERATE returned.
+    decrypt: Vec<u8>,
+    generate_expect: engine::Expect,
+    decrypt_expect: engine::Expect,
+}
+
+/// For `--op kms-generate` / `kms-decrypt`: one KEY:GENERATE and one KEY:DECRYPT of its
+/// ciphertext (which must give the key back), for the decrypt request and the answer
+/// lengths every later answer must have.
+fn kms_setup(args: &Args, setup: &mut Conn) -> Result<Option<KmsSetup>, BoxError> {
+    if !matches!(args.op, Op::KmsGenerate | Op::KmsDecrypt) {
+        return Ok(None);
+    }
+    let path = format!("/v1/kms/{}", args.enclave);
+    let ad = kms_associated_data(0);
+    let mut call = |what: &str, command: u16, frame: &[u8]| -> Result<Vec<u8>, BoxError> {
+        let (status, range) =
+            setup.roundtrip(&request_typed("POST", &path, frame, "", kms::OCTET_STREAM))?;
+        let body = &setup.buf[range];
+        if status != 200 {
+            return Err(format!(
+                "{what} of key '{}' at {path}: {status} {}",
+                args.key,
+                String::from_utf8_lossy(body)
+            )
+            .into());
+        }
+        Ok(kms::one_frame(body, command)
+            .ok_or_else(|| format!("{what}: the answer is not one {what} frame"))?
+            .to_vec())
+    };
+    let generated = call(
+        "KEY:GENERATE",
+        kms::KEY_GENERATE,
+        &kms::generate(&args.key, ad.as_bytes()),
+    )?;
+    let version = match kms::field(&generated, 1) {
+        Some(Err(v)) => v as u32,
+        _ => 0,
+    };
+    let (Some(Ok(plaintext)), Some(Ok(ciphertext))) =
+        (kms::field(&generated, 2), kms::field(&generated, 3))
+    else {
+        return Err("KEY:GENERATE: no plaintext or ciphertext in the answer".into());
+    };
+    let decrypt = kms::decrypt(&args.key, version, ciphertext, ad.as_bytes());
+    let decrypted = call("KEY:DECRYPT", kms::KEY_DECRYPT, &decrypt)?;
+    if kms::field(&decrypted, 1) != Some(Ok(plaintext)) {
+        return Err("KEY:DECRYPT did not give back the key KEY:GENERATE made".into());
+    }
+    Ok(Some(KmsSetup {
+        decrypt,
+        generate_expect: engine::Expect {
+            command: kms::KEY_GENERATE,
+            length: generated.len() as u32,
+        },
+        decrypt_expect: engine::Expect {
+            command: kms::KEY_DECRYPT,
+            length: decrypted.len() as u32,
+        },
+    }))
+}
+
 /// Prepares the key (and decrypt material), then runs the load.
 /// How long a run may go on past its run time for `--min-requests`.
 pub const MIN_REQUESTS_WAIT_MAX: Duration = Duration::from_secs(120);
@@ -638,6 +745,7 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
             pairs.push((ct, ctx));
         }
     }
+    let kms = kms_setup(args, &mut setup)?;
     drop(setup);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -704,6 +812,14 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
             idle: plan.idle,
         })
     });
+    let build_typed: BuildTyped = if args.http2 {
+        h2::request_typed
+    } else if kms_go {
+        go_request_typed
+    } else {
+        request_typed
+    };
+    let kms_path = format!("/v1/kms/{}", args.enclave);
     let source = |c: usize| Requests {
         op: args.op,
         key: args.key.clone(),
@@ -711,6 +827,19 @@ pub fn run(args: &Args, duration: Duration) -> Result<Summary, BoxError> {
         rng: Xorshift(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d)),
         serial: 0,
         connection: c,
+        kms: kms.as_ref().map(|k| {
+            let (body, expect) = match args.op {
+                Op::KmsDecrypt => (k.decrypt.clone(), k.decrypt_expect),
+                _ => (
+                    kms::generate(&args.key, kms_associated_data(c as u64).as_bytes()),
+                    k.generate_expect,
+                ),
+            };
+            (
+                build_typed("POST", &kms_path, &body, "", kms::OCTET_STREAM).into(),
+                expect,
+            )
+        }),
     };
 
     let mut threads = Vec::new();

@@ -11,6 +11,7 @@
 
 mod engine;
 mod h2;
+mod kms;
 mod load;
 mod session;
 
@@ -31,6 +32,10 @@ pub enum Op {
     Mix,
     /// OpenBao / Vault transit: POST /v1/transit/datakey/plaintext/<key> (plain HTTP).
     TransitDatakey,
+    /// MinKMS API KEY:GENERATE (32 bytes, latest version) to POST /v1/kms/<enclave>.
+    KmsGenerate,
+    /// MinKMS API KEY:DECRYPT of a ciphertext from one KEY:GENERATE at the start.
+    KmsDecrypt,
 }
 
 /// How the load generator uses its connections.
@@ -78,6 +83,9 @@ pub struct Args {
     /// Key name to use.
     #[arg(long, default_value = "bench-key")]
     pub key: String,
+    /// MinKMS enclave for --op kms-generate and kms-decrypt (POST /v1/kms/<enclave>).
+    #[arg(long, default_value = "default")]
+    pub enclave: String,
     /// Create the key first if it does not exist.
     #[arg(long)]
     pub create_key: bool,

@@ -362,3 +362,58 @@ fn http2_multiplexes_64_streams_over_one_connection() {
     assert_eq!(code, 1);
     assert!(err.contains("--http2 does not go with"), "{err}");
 }
+
+/// The MinKMS ops (`POST /v1/kms/default`, protobuf frames) over HTTP/1.1 keep-alive and
+/// `--http2`: a key made by `--create-key`, every answer one frame of the right command and
+/// length (anything else would be an error), requests > 0 however busy the machine is.
+#[test]
+fn minkms_generate_and_decrypt_over_http1_and_http2() {
+    let s = server();
+    for protocol in [&[][..], &["--http2"][..]] {
+        for op in ["kms-generate", "kms-decrypt"] {
+            let mut args = vec![
+                "--op",
+                op,
+                "--key",
+                "bench-kms-key",
+                "--create-key",
+                "--min-requests",
+                "20",
+                "-d",
+                "300ms",
+                "-c",
+                "4",
+            ];
+            args.extend_from_slice(protocol);
+            let (code, out, err) = bench_args(&s, &args);
+            assert_eq!(code, 0, "{op} {protocol:?}: {err}");
+            let requests = assert_clean(&out);
+            assert!(requests >= 20.0, "{op} {protocol:?}: {out}");
+            let want = if protocol.is_empty() {
+                "http/1.1"
+            } else {
+                "h2"
+            };
+            assert!(out.contains(&format!("\"protocol\":\"{want}\"")), "{out}");
+        }
+    }
+    // An enclave the server does not have: the first KEY:GENERATE says so.
+    let (code, _, err) = bench_args(
+        &s,
+        &[
+            "--op",
+            "kms-generate",
+            "--key",
+            "bench-kms-key",
+            "--enclave",
+            "nope",
+            "-d",
+            "1s",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("KEY:GENERATE of key 'bench-kms-key' at /v1/kms/nope"),
+        "{err}"
+    );
+}
