@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod heap;
 pub mod http;
 pub mod http2;
+pub mod json;
 pub mod keystore;
 pub mod log;
 pub mod routes;

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use simd_json::prelude::*;
 
-use crate::crypto::envelope::json::{decode_first_object, name_eq, JsonStr, Value};
+use crate::json::{decode_first_object, name_eq, JsonStr, Value};
 use crate::secret::SecretVec;
 
 /// Why a request body could not be read. The API layer maps every variant to the route's

@@ -10,7 +10,7 @@
 use std::fmt;
 
 use super::cipher::{HmacKey, KeyType, KeyVersion, SecretKey};
-use super::envelope::{decode_base64_into, json, GO_STD};
+use crate::json::{self, decode_base64_into, GO_STD};
 use crate::secret::{Secret, SecretVec};
 use crate::time::Timestamp;
 

@@ -3,10 +3,10 @@
 //!
 //! simd-json copies its input into internal buffers (and `to_owned_value` every string into a
 //! `String`) that it frees without wiping. These answers are read in place instead, by the
-//! crate's validating reader ([`crate::crypto::envelope::json`]), whose only copies (strings
+//! crate's validating reader ([`crate::json`]), whose only copies (strings
 //! that had to be unescaped) are [`SecretVec`]s.
 
-use crate::crypto::envelope::json::{decode_first_object, decode_object, JsonStr, Value};
+use crate::json::{decode_first_object, decode_object, JsonStr, Value};
 use crate::secret::SecretVec;
 
 /// One member's value.
