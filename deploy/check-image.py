@@ -371,10 +371,9 @@ def checks(tree, state, work, kes_bin):
     subprocess.run([kes_bin, "identity", "new", "--key", os.path.join(etc, "private.key"),
                     "--cert", os.path.join(etc, "public.crt"), "--ip", "127.0.0.1", "kes"],
                    check=True, stdout=subprocess.DEVNULL)
-    out = subprocess.run([kes_bin, "identity", "new"], check=True, capture_output=True,
-                         text=True).stdout
-    api_key = re.search(r"kes:v1:\S+", out).group(0)
-    identity = re.search(r"\b[0-9a-f]{64}\b", out).group(0)
+    new = json.loads(subprocess.run([kes_bin, "identity", "new", "--json"], check=True,
+                                    capture_output=True, text=True).stdout)
+    api_key, identity = new["api_key"], new["identity"]
     port = free_port()
     for f in os.listdir(etc):
         os.chmod(os.path.join(etc, f), 0o644)  # any uid in the container reads them

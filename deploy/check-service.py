@@ -22,6 +22,7 @@ Checks (issue 21, item 13): the unit verifies; the server starts from the docume
 Needs root.  python3 deploy/check-service.py [--unit FILE] [--kes BINARY]
 """
 import argparse
+import json
 import os
 import re
 import resource
@@ -169,9 +170,9 @@ def checks(unit_path, kes_bin, scratch):
          "/etc/kes/public.crt", "--ip", "127.0.0.1", "kes"], stdout=subprocess.DEVNULL)
     os.chown("/etc/kes/private.key", 0, gid)
     os.chmod("/etc/kes/private.key", 0o640)
-    out = subprocess.check_output(["/usr/local/bin/kes", "identity", "new"], text=True)
-    api_key = re.search(r"kes:v1:\S+", out).group(0)
-    identity = re.search(r"\b[0-9a-f]{64}\b", out).group(0)
+    new = json.loads(subprocess.check_output(["/usr/local/bin/kes", "identity", "new", "--json"],
+                                             text=True))
+    api_key, identity = new["api_key"], new["identity"]
     port = free_port()
     with open("/etc/kes/config.yml", "w") as f:
         f.write(f"""address: 127.0.0.1:{port}
