@@ -18,8 +18,21 @@ if ! cargo test --no-run --message-format=json-render-diagnostics "$@" >"$artifa
   [ -z "${TEST_SUMMARY_FILE:-}" ] || echo "$summary" >>"$TEST_SUMMARY_FILE"
   exit 1
 fi
-expected=$(grep '"reason":"compiler-artifact"' "$artifacts" | grep '"test":true' \
-  | grep -c '"executable":"')
+# Test executables only: artifacts built with the test profile (`profile.test`). The plain
+# `kes`/`kes-bench` binaries that integration tests run are artifacts too, and their target's
+# own `test` flag is true, so the target's flag does not tell.
+expected=$(python3 -c '
+import json, sys
+n = 0
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        n += 1
+print(n)
+' "$artifacts")
 cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
 summary=$(bash "$tools/test-summary.sh" "$label" "$log" "$cargo_status" "$expected")

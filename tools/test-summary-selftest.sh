@@ -60,6 +60,9 @@ trap 'rm -rf "$demo"' EXIT
 mkdir -p "$demo/src" "$demo/tests"
 printf '[package]\nname = "demo"\nversion = "0.1.0"\nedition = "2021"\n[workspace]\n' >"$demo/Cargo.toml"
 echo '#[test] fn unit() {}' >"$demo/src/lib.rs"
+# A binary, as kes has: integration tests build it as a plain artifact, which is no test
+# executable and must not be counted as one that did not run.
+echo 'fn main() {}' >"$demo/src/main.rs"
 printf '#[test] fn one() {}\n#[test] fn two() { panic!("boom") }\n' >"$demo/tests/a_fail.rs"
 printf '#[test] fn x() { std::process::abort() }\n' >"$demo/tests/b_crash.rs"
 printf '#[test] fn one() {}\n#[test] fn two() {}\n#[test] #[ignore] fn three() {}\n' \
@@ -72,7 +75,7 @@ run_demo() {
 }
 expect "the runner keeps going after a failing early binary" 0 \
   "exit 1
-tests (demo): 4 passed, 1 failed, 1 ignored in 4 binaries, 1 without a result
+tests (demo): 4 passed, 1 failed, 1 ignored in 5 binaries, 1 without a result
   tests/a_fail.rs: 1 failed
   tests/b_crash.rs: ended without a test result (crashed or killed?)" \
   -- run_demo
