@@ -76,6 +76,15 @@ pub fn num_cpu() -> u64 {
     })
 }
 
+/// Go's `HeapAlloc`: the bytes of live heap allocations where the `kes` binary's counting
+/// allocator runs ([`crate::heap`]), else the process's anonymous resident memory.
+pub fn heap_used_bytes() -> u64 {
+    match crate::heap::live_bytes() {
+        0 => proc_status_bytes("RssAnon"),
+        live => live,
+    }
+}
+
 /// Reads a `kB` field such as `VmRSS` from /proc/self/status, in bytes.
 pub fn proc_status_bytes(field: &str) -> u64 {
     let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
@@ -100,7 +109,7 @@ pub async fn status(core: &Core, out: &mut Vec<u8>) -> Result<Reply, ApiError> {
             (heap, stack)
         }
         _ => {
-            let fresh = (proc_status_bytes("RssAnon"), proc_status_bytes("VmStk"));
+            let fresh = (heap_used_bytes(), proc_status_bytes("VmStk"));
             core.proc_memory
                 .set(Some((std::time::Instant::now(), fresh.0, fresh.1)));
             fresh
@@ -175,7 +184,7 @@ pub fn metrics(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Repl
         num_cpu: num_cpu(),
         num_cpu_used: shared.cores as u64,
         num_threads: proc_status_count("Threads"),
-        heap_used_bytes: proc_status_bytes("RssAnon"),
+        heap_used_bytes: heap_used_bytes(),
         heap_objects: crate::heap::live_objects(),
         stack_used_bytes: proc_status_bytes("VmStk"),
     };
