@@ -32,6 +32,8 @@ enum Failure {
     TooLarge,
     Unreachable(String),
     Io(std::io::ErrorKind, String),
+    Conflict,
+    Unsupported(&'static str),
 }
 
 impl Failure {
@@ -44,6 +46,8 @@ impl Failure {
             StoreError::TooLarge => Failure::TooLarge,
             StoreError::Unreachable(why) => Failure::Unreachable(why.clone()),
             StoreError::Io(io) => Failure::Io(io.kind(), io.to_string()),
+            StoreError::Conflict => Failure::Conflict,
+            StoreError::Unsupported(what) => Failure::Unsupported(what),
         }
     }
 
@@ -54,6 +58,8 @@ impl Failure {
             Failure::TooLarge => StoreError::TooLarge,
             Failure::Unreachable(why) => StoreError::Unreachable(why),
             Failure::Io(kind, text) => StoreError::Io(std::io::Error::new(kind, text)),
+            Failure::Conflict => StoreError::Conflict,
+            Failure::Unsupported(what) => StoreError::Unsupported(what),
         }
     }
 }

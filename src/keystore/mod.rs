@@ -60,11 +60,41 @@ pub trait KeyStore: Send + Sync + 'static {
     /// All names starting with `prefix`, sorted ascending in byte order; no paging.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
+    /// Replaces the value under `name` with `new` if, and only if, it still is `old`
+    /// (compare-and-set): how a key gains or loses a version. `Conflict` when the stored value
+    /// is no longer `old` (another writer came first: read again and retry), `NotFound` when
+    /// `name` is gone. How strong the guarantee is depends on the store: [`Self::replace_kind`].
+    fn replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        let _ = (name, old, new);
+        Err(StoreError::Unsupported(
+            "this keystore cannot replace a stored value (key rotation)",
+        ))
+    }
+
+    /// How [`Self::replace`] holds up against other writers of the same store (other nodes).
+    fn replace_kind(&self) -> ReplaceKind {
+        ReplaceKind::Unsupported
+    }
+
     /// Which credentials the store found, for the start-up log, where it chose among several
     /// sources (GCP, Azure); never a secret.
     fn credentials(&self) -> Option<String> {
         None
     }
+}
+
+/// How a store's [`KeyStore::replace`] holds up when several nodes write the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceKind {
+    /// The store checks the old value and writes the new one in one step (a compare-and-set
+    /// of its own: a version number, a lock): two nodes rotating at once both get a version.
+    Atomic,
+    /// The store has no compare-and-set: the value is read, compared and overwritten in
+    /// separate calls, so two nodes rotating the same key in the same instant can lose one
+    /// of the two new versions (never an existing one).
+    ReadCompareWrite,
+    /// The store cannot replace a value; keys there cannot be rotated.
+    Unsupported,
 }
 
 /// Why a keystore operation failed. Messages never contain values.
@@ -82,6 +112,10 @@ pub enum StoreError {
     Unreachable(String),
     /// Any other I/O failure.
     Io(std::io::Error),
+    /// `replace` found another value than the one it was to replace.
+    Conflict,
+    /// The store cannot do this operation at all.
+    Unsupported(&'static str),
 }
 
 impl fmt::Display for StoreError {
@@ -93,6 +127,8 @@ impl fmt::Display for StoreError {
             StoreError::TooLarge => f.write_str("stored value is too large"),
             StoreError::Unreachable(reason) => write!(f, "keystore is unreachable: {reason}"),
             StoreError::Io(err) => write!(f, "keystore I/O error: {err}"),
+            StoreError::Conflict => f.write_str("key was changed concurrently"),
+            StoreError::Unsupported(what) => f.write_str(what),
         }
     }
 }
