@@ -51,6 +51,21 @@ impl KeyStore for MemStore {
         Ok(())
     }
 
+    fn replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        let mut entries = self.entries();
+        let stored = entries.get_mut(name).ok_or(StoreError::NotFound)?;
+        if stored.expose() != old {
+            return Err(StoreError::Conflict);
+        }
+        // The old value is wiped when its SecretVec drops.
+        *stored = SecretVec::new(new.to_vec());
+        Ok(())
+    }
+
+    fn replace_kind(&self) -> super::ReplaceKind {
+        super::ReplaceKind::Atomic
+    }
+
     fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
         self.entries()
             .get(name)
@@ -79,6 +94,18 @@ impl KeyStore for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replace_is_a_compare_and_set() {
+        let s = MemStore::new();
+        assert!(matches!(s.replace("k", b"a", b"b"), Err(StoreError::NotFound)));
+        s.create("k", b"a").unwrap();
+        assert!(matches!(s.replace("k", b"x", b"b"), Err(StoreError::Conflict)));
+        assert_eq!(s.get("k").unwrap().expose(), b"a");
+        s.replace("k", b"a", b"b").unwrap();
+        assert_eq!(s.get("k").unwrap().expose(), b"b");
+        assert!(matches!(s.replace("k", b"a", b"c"), Err(StoreError::Conflict)));
+    }
 
     #[test]
     fn create_get_delete() {
