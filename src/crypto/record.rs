@@ -14,6 +14,12 @@ use crate::json::{self, decode_base64_into, GO_STD};
 use crate::secret::{Secret, SecretVec};
 use crate::time::Timestamp;
 
+/// How a stored value that holds a key ring (a key rotated at least once) begins; the rest
+/// is standard base64. Never valid JSON or base64, so no upstream reader mistakes a ring for
+/// a single key. Keystores whose entries have versions of their own (GCP, Azure) use it to
+/// tell a ring this server wrote as a newer version from a version another tool added.
+pub const KEYRING_PREFIX: &str = "kes:keyring:v1:";
+
 /// Why a stored value could not be loaded ("failed to read key"). Never contains key bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordError {
