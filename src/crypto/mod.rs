@@ -4,6 +4,7 @@
 //! * [`cipher`]: [`SecretKey`] (encrypt/decrypt, §3–§4), [`HmacKey`] (§8) and
 //!   [`KeyVersion`], the one version a named key holds (§1).
 //! * [`envelope`]: recognition of the legacy MessagePack and JSON ciphertext envelopes (§5).
+//! * [`keyring`]: [`KeyRing`], a key's versions, their stored record and versioned ciphertexts.
 //! * [`record`]: the key-at-rest encoding, current protobuf and legacy JSON (§10).
 //! * [`hchacha`]: HChaCha20, the ChaCha20 per-ciphertext key derivation.
 //! * [`hmac_sha256`]: HMAC-SHA-256 with precomputed pad states, the AES256 derivation.
@@ -17,6 +18,7 @@ pub mod envelope;
 pub mod hchacha;
 pub mod hmac_sha256;
 pub mod key_type;
+pub mod keyring;
 pub mod record;
 pub mod rng;
 
@@ -24,4 +26,5 @@ pub use cipher::{CryptoError, HmacKey, KeyVersion, SecretKey};
 pub use envelope::{parse_envelope, Envelope, LegacyEnvelope, LegacyFormat};
 pub use hchacha::hchacha20;
 pub use key_type::KeyType;
+pub use keyring::KeyRing;
 pub use record::{decode_record, encode_record, RecordError};

@@ -76,6 +76,28 @@ pub fn decode_record(stored: &[u8]) -> Result<KeyVersion, RecordError> {
 /// messages always present). A missing `created_at` is written as Go's zero time, a missing
 /// HMAC key is omitted.
 pub fn encode_record(key: &KeyVersion) -> SecretVec {
+    let proto = encode_protobuf(key);
+    encode_base64(proto.expose(), 0)
+}
+
+/// `prefix_len` zero bytes (for the caller to fill) and then the standard base64 of `bytes`,
+/// in a wiped buffer.
+pub(super) fn encode_base64(bytes: &[u8], prefix_len: usize) -> SecretVec {
+    let encoded_len = prefix_len + bytes.len().div_ceil(3) * 4;
+    let mut out = SecretVec::with_capacity(encoded_len);
+    let o = out.as_mut_vec();
+    o.resize(encoded_len, 0);
+    use base64::Engine as _;
+    match GO_STD.encode_slice(bytes, &mut o[prefix_len..]) {
+        Ok(n) => o.truncate(prefix_len + n),
+        // Unreachable: the buffer has exactly the encoded length.
+        Err(_) => o.clear(),
+    }
+    out
+}
+
+/// The §10.1 protobuf of `key` (not yet base64), in a wiped buffer.
+pub(super) fn encode_protobuf(key: &KeyVersion) -> SecretVec {
     let created_at = key.created_at.unwrap_or(Timestamp::GO_ZERO);
     let created_by = key.created_by.as_deref().unwrap_or("");
 
@@ -121,21 +143,10 @@ pub fn encode_record(key: &KeyVersion) -> SecretVec {
         p.extend_from_slice(&by_len[..by_len_len]);
         p.extend_from_slice(created_by.as_bytes());
     }
-
-    let encoded_len = proto.len().div_ceil(3) * 4;
-    let mut out = SecretVec::with_capacity(encoded_len);
-    let o = out.as_mut_vec();
-    o.resize(encoded_len, 0);
-    use base64::Engine as _;
-    match GO_STD.encode_slice(proto.expose(), &mut o[..]) {
-        Ok(n) => o.truncate(n),
-        // Unreachable: the buffer has exactly the encoded length.
-        Err(_) => o.clear(),
-    }
-    out
+    proto
 }
 
-fn put_varint(out: &mut [u8], mut v: u64) -> usize {
+pub(super) fn put_varint(out: &mut [u8], mut v: u64) -> usize {
     let mut i = 0;
     while v >= 0x80 {
         out[i] = (v as u8) | 0x80;
@@ -225,14 +236,14 @@ fn decode_legacy_json(stored: &[u8]) -> Result<KeyVersion, RecordError> {
 // type, groups included) skipped, a known field with an unexpected wire type treated as unknown,
 // last scalar wins, repeated embedded messages merged.
 
-const WIRE_VARINT: u8 = 0;
+pub(super) const WIRE_VARINT: u8 = 0;
 const WIRE_I64: u8 = 1;
-const WIRE_LEN: u8 = 2;
+pub(super) const WIRE_LEN: u8 = 2;
 const WIRE_SGROUP: u8 = 3;
 const WIRE_EGROUP: u8 = 4;
 const WIRE_I32: u8 = 5;
 
-struct Pb<'a> {
+pub(super) struct Pb<'a> {
     b: &'a [u8],
     pos: usize,
 }
@@ -240,15 +251,15 @@ struct Pb<'a> {
 type PbResult<T> = Result<T, RecordError>;
 
 impl<'a> Pb<'a> {
-    fn new(b: &'a [u8]) -> Self {
+    pub(super) fn new(b: &'a [u8]) -> Self {
         Pb { b, pos: 0 }
     }
 
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.pos >= self.b.len()
     }
 
-    fn varint(&mut self) -> PbResult<u64> {
+    pub(super) fn varint(&mut self) -> PbResult<u64> {
         let mut v = 0u64;
         for i in 0..10 {
             let Some(&byte) = self.b.get(self.pos) else {
@@ -266,7 +277,7 @@ impl<'a> Pb<'a> {
         Err(RecordError::Protobuf("varint overflow"))
     }
 
-    fn tag(&mut self) -> PbResult<(u32, u8)> {
+    pub(super) fn tag(&mut self) -> PbResult<(u32, u8)> {
         let t = self.varint()?;
         let field = t >> 3;
         if field == 0 || field > (1 << 29) - 1 {
@@ -286,13 +297,13 @@ impl<'a> Pb<'a> {
         Ok(s)
     }
 
-    fn bytes(&mut self) -> PbResult<&'a [u8]> {
+    pub(super) fn bytes(&mut self) -> PbResult<&'a [u8]> {
         let n = self.varint()?;
         self.take(n)
     }
 
     /// Skips the value of a field whose tag was just read; groups are skipped iteratively.
-    fn skip(&mut self, field: u32, wire: u8) -> PbResult<()> {
+    pub(super) fn skip(&mut self, field: u32, wire: u8) -> PbResult<()> {
         let mut open_groups: Vec<u32> = Vec::new();
         let (mut field, mut wire) = (field, wire);
         loop {
@@ -357,7 +368,7 @@ fn merge_timestamp(msg: &[u8], seconds: &mut i64, nanos: &mut i32) -> PbResult<(
     Ok(())
 }
 
-fn decode_protobuf(proto: &[u8]) -> Result<KeyVersion, RecordError> {
+pub(super) fn decode_protobuf(proto: &[u8]) -> Result<KeyVersion, RecordError> {
     let mut secret = KeyFields::default();
     let mut hmac: Option<KeyFields<'_>> = None;
     let (mut seconds, mut nanos) = (0i64, 0i32);
