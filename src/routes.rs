@@ -49,6 +49,8 @@ pub enum RouteId {
     KeyEncrypt,
     KeyDecrypt,
     KeyHmac,
+    /// Adds a version to a key (ours; upstream KES has no rotation).
+    KeyRotate,
     PolicyDescribe,
     PolicyRead,
     PolicyList,
@@ -117,10 +119,11 @@ use Method::{Delete, Get, Put};
 use RouteId::*;
 
 /// How many routes there are; per-route settings and metrics are arrays of this size.
-pub const ROUTE_COUNT: usize = 23;
+pub const ROUTE_COUNT: usize = 24;
 
-/// The 22 routes of http-api.md §1, in the spec's order, then the MinKMS route (issue 23;
-/// authorised per command in `api::minkms`, not by its path).
+/// The 22 routes of http-api.md §1, in the spec's order (with our key rotation route after
+/// the key routes), then the MinKMS route (authorised per command in `api::minkms`, not by
+/// its path).
 pub static ROUTES: [Route; ROUTE_COUNT] = [
     route(Version, Get, "/version", 0, 10, AuthMode::None),
     route(Ready, Get, "/v1/ready", 0, 15, Verify),
@@ -164,6 +167,7 @@ pub static ROUTES: [Route; ROUTE_COUNT] = [
         Verify,
     ),
     route(KeyHmac, Put, "/v1/key/hmac/", BODY_BYTES_MAX, 15, Verify),
+    route(KeyRotate, Put, "/v1/key/rotate/", 0, 15, Verify),
     route(PolicyDescribe, Get, "/v1/policy/describe/", 0, 15, Verify),
     route(PolicyRead, Get, "/v1/policy/read/", 0, 15, Verify),
     route(PolicyList, Get, "/v1/policy/list/", 0, 15, Verify),

@@ -339,7 +339,7 @@ fn create_generate_decrypt_round_trip_and_key_errors_over_h1_and_h2() {
         let r = kms.one(KEY_DECRYPT, &decrypt_msg(&name, 1, b"garbage", ad));
         assert_eq!(r.error(), (400, "invalid ciphertext".into()));
         let r = kms.one(KEY_DECRYPT, &decrypt_msg(&name, 2, &deks[0].1, ad));
-        assert_eq!(r.error(), (404, "key does not exist".into()));
+        assert_eq!(r.error(), (404, "key version does not exist".into()));
 
         // KEY:ENCRYPT → KEY:DECRYPT, KEY:MAC, KEY:STATUS, KEY:DELETE.
         let mut m = named(&name);
@@ -629,10 +629,6 @@ fn malformed_requests_get_clear_errors_and_version_speaks_both() {
         assert!(bad(&many).contains("too many commands"));
         let many = frame(KEY_STATUS, &named("k")).repeat(1000);
         assert_eq!(kms.post(&many).ok_frames().len(), 1000);
-        // Rotation is not in phase 1.
-        let mut rotate = named("k");
-        pb::uint(&mut rotate, 3, 1);
-        assert_eq!(kms.one(KEY_CREATE, &rotate).error().0, 501);
         // An unknown enclave; no enclave at all is the default one.
         let r = kms.send(
             "POST",
@@ -693,4 +689,214 @@ fn the_dev_banner_prints_the_admin_key_in_both_forms_with_one_identity() {
     let dir = tempfile::tempdir().unwrap();
     let kms = Kms::new(server.addr, k1, Wire::H1, dir.path());
     assert_eq!(kms.one(KEY_CREATE, &named("banner")).ok_frames().len(), 1);
+}
+
+const KEY_LIST_VERSIONS: u16 = 209;
+
+fn add_version_msg(name: &str) -> Vec<u8> {
+    let mut m = named(name);
+    pb::uint(&mut m, 3, 1);
+    m
+}
+
+fn versioned(name: &str, version: u64) -> Vec<u8> {
+    let mut m = named(name);
+    pb::uint(&mut m, 2, version);
+    m
+}
+
+/// Generates a DEK through KEY:GENERATE: (version, plaintext, ciphertext).
+fn kms_generate(kms: &Kms<'_>, name: &str, version: u64, ad: &[u8]) -> (u64, Vec<u8>, Vec<u8>) {
+    let f = kms
+        .one(KEY_GENERATE, &generate_msg(name, version, ad))
+        .ok_frames();
+    let m = pb::parse(&f[0].1);
+    (
+        pb::get_uint(&m, 1),
+        pb::get_bytes(&m, 2),
+        pb::get_bytes(&m, 3),
+    )
+}
+
+fn kms_decrypt(kms: &Kms<'_>, name: &str, ciphertext: &[u8], ad: &[u8]) -> Answer {
+    kms.one(KEY_DECRYPT, &decrypt_msg(name, 0, ciphertext, ad))
+}
+
+#[test]
+fn key_versions_rotate_and_every_version_still_decrypts_over_h1_and_h2() {
+    need_curl();
+    let server = dev_server();
+    let mut c = server.client();
+    let dir = tempfile::tempdir().unwrap();
+    let ad = br#"{"bucket":"object"}"#;
+    for wire in [Wire::H1, Wire::H2] {
+        let kms = Kms::new(server.addr, &server.api_key, wire, dir.path());
+        let name = format!("rotated-{wire:?}").to_lowercase();
+
+        // A key made through the KES API is version 1 of the same key here.
+        let r = c
+            .request("POST", &format!("/v1/key/create/{name}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let body = format!(r#"{{"context":"{}"}}"#, B64.encode(ad));
+        let r = c
+            .request(
+                "POST",
+                &format!("/v1/key/generate/{name}"),
+                Some(body.as_bytes()),
+                &[],
+            )
+            .unwrap();
+        let kes_v1 = (
+            B64.decode(json_str(&r, "plaintext")).unwrap(),
+            B64.decode(json_str(&r, "ciphertext")).unwrap(),
+        );
+        assert_eq!(kes_v1.1.len(), 76, "version 1 keeps upstream's format");
+        let (v, dek1, ct1) = kms_generate(&kms, &name, 0, ad);
+        assert_eq!((v, ct1.len()), (1, 76));
+
+        // KEY:CREATE with add_version: version 2 is the latest from now on.
+        assert_eq!(
+            kms.one(KEY_CREATE, &add_version_msg(&name)).ok_frames(),
+            vec![(KEY_CREATE, Vec::new())]
+        );
+        let s = pb::parse(&kms.one(KEY_STATUS, &named(&name)).ok_frames()[0].1);
+        assert_eq!(pb::get_uint(&s, 2), 2, "{wire:?}");
+        let (v, dek2, ct2) = kms_generate(&kms, &name, 0, ad);
+        assert_eq!(v, 2);
+        assert_eq!(
+            ct2.len(),
+            76 + 8,
+            "a version >= 2 ciphertext carries its version"
+        );
+        // Every version decrypts with version 0, as MinIO sends it.
+        for (plain, ct) in [(&dek1, &ct1), (&dek2, &ct2), (&kes_v1.0, &kes_v1.1)] {
+            let f = kms_decrypt(&kms, &name, ct, ad).ok_frames();
+            assert_eq!(&pb::get_bytes(&pb::parse(&f[0].1), 1), plain);
+        }
+        // The KES API decrypts version 2 too and describes the versions.
+        let body = format!(
+            r#"{{"ciphertext":"{}","context":"{}"}}"#,
+            B64.encode(&ct2),
+            B64.encode(ad)
+        );
+        let r = c
+            .request(
+                "POST",
+                &format!("/v1/key/decrypt/{name}"),
+                Some(body.as_bytes()),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(B64.decode(json_str(&r, "plaintext")).unwrap(), dek2);
+        let r = c
+            .request("GET", &format!("/v1/key/describe/{name}"), None, &[])
+            .unwrap();
+        let describe = body_str(&r);
+        assert!(describe.contains(r#""version":2"#), "{describe}");
+        assert!(
+            describe.contains(r#""versions":[{"version":1,"#),
+            "{describe}"
+        );
+
+        // An explicit older version still generates (in upstream's format for version 1).
+        let (v, _, ct) = kms_generate(&kms, &name, 1, ad);
+        assert_eq!((v, ct.len()), (1, 76));
+        let r = kms.one(KEY_GENERATE, &generate_msg(&name, 7, ad));
+        assert_eq!(r.error(), (404, "key version does not exist".into()));
+
+        // The KES API's rotate route: version 3.
+        let r = c
+            .request("POST", &format!("/v1/key/rotate/{name}"), None, &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", body_str(&r));
+        assert!(body_str(&r).contains(r#""version":3"#), "{}", body_str(&r));
+
+        // KEY:LISTVERSIONS: every version, oldest first, from the asked version on.
+        let f = kms.one(KEY_LIST_VERSIONS, &named(&name)).ok_frames();
+        let listed: Vec<u64> = pb::parse(&f[0].1)
+            .iter()
+            .filter(|(field, _)| *field == 1)
+            .map(|(_, v)| pb::get_uint(&pb::parse(v.as_ref().unwrap_err()), 2))
+            .collect();
+        assert_eq!(listed, vec![1, 2, 3]);
+        let f = kms.one(KEY_LIST_VERSIONS, &versioned(&name, 2)).ok_frames();
+        assert_eq!(
+            pb::parse(&f[0].1).iter().filter(|(f, _)| *f == 1).count(),
+            2
+        );
+
+        // Removing version 1: its ciphertexts fail clearly, the others still open, and the
+        // removed number is never given out again.
+        let f = kms.one(KEY_DELETE, &versioned(&name, 1)).ok_frames();
+        assert_eq!(f[0].0, KEY_DELETE);
+        let r = kms_decrypt(&kms, &name, &ct1, ad);
+        assert_eq!(
+            r.error(),
+            (
+                400,
+                "decryption failed: key version 1 does not exist".into()
+            )
+        );
+        let f = kms_decrypt(&kms, &name, &ct2, ad).ok_frames();
+        assert_eq!(pb::get_bytes(&pb::parse(&f[0].1), 1), dek2);
+        kms.one(KEY_CREATE, &add_version_msg(&name)).ok_frames();
+        let s = pb::parse(&kms.one(KEY_STATUS, &named(&name)).ok_frames()[0].1);
+        assert_eq!(pb::get_uint(&s, 2), 4, "version numbers are not reused");
+        let r = kms.one(KEY_STATUS, &versioned(&name, 1));
+        assert_eq!(r.error(), (404, "key version does not exist".into()));
+
+        // Version 0 removes the latest; removing the last one left deletes the key.
+        for _ in 0..3 {
+            kms.one(KEY_DELETE, &versioned(&name, 0)).ok_frames();
+        }
+        let r = kms.one(KEY_STATUS, &named(&name));
+        assert_eq!(r.error(), (404, "key does not exist".into()));
+
+        // add_version on a key that does not exist creates it as version 1.
+        kms.one(KEY_CREATE, &add_version_msg(&name)).ok_frames();
+        let s = pb::parse(&kms.one(KEY_STATUS, &named(&name)).ok_frames()[0].1);
+        assert_eq!(pb::get_uint(&s, 2), 1);
+    }
+}
+
+#[test]
+fn a_key_holds_at_most_the_version_limit_and_rotation_is_authorised_as_rotate() {
+    let max = kes::crypto::keyring::KEY_VERSIONS_MAX;
+    let k1 = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let h1 = h1_of_k1(k1);
+    let (admin_key, admin) = new_api_key();
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let server = dev_server();
+    let dir = tempfile::tempdir().unwrap();
+    let kms = Kms::new(server.addr, &server.api_key, Wire::H1, dir.path());
+    kms.one(KEY_CREATE, &named("full")).ok_frames();
+    for _ in 1..max {
+        kms.one(KEY_CREATE, &add_version_msg("full")).ok_frames();
+    }
+    let (status, message) = kms.one(KEY_CREATE, &add_version_msg("full")).error();
+    assert_eq!(status, 409);
+    assert!(message.contains(&format!("{max} versions")), "{message}");
+    let (v, _, ct) = kms_generate(&kms, "full", 0, b"");
+    assert_eq!(v as usize, max);
+    assert_eq!(kms_decrypt(&kms, "full", &ct, b"").ok_frames().len(), 1);
+
+    // A policy that allows create but not rotate: KEY:CREATE works, add_version does not.
+    let extra = format!(
+        "policy:\n  minio:\n    allow:\n    - /v1/key/create/minio-*\n    - /v1/key/generate/minio-*\n    identities:\n    - {h1}\n"
+    );
+    let server = config_server(&tls, &admin, keys.path(), &extra);
+    let minio = Kms::new(server.addr, k1, Wire::H1, dir.path());
+    minio.one(KEY_CREATE, &named("minio-a")).ok_frames();
+    let denied = (403, "access denied: insufficient permissions".to_string());
+    assert_eq!(
+        minio.one(KEY_CREATE, &add_version_msg("minio-a")).error(),
+        denied
+    );
+    let admin_kms = Kms::new(server.addr, &admin_key, Wire::H1, dir.path());
+    admin_kms
+        .one(KEY_CREATE, &add_version_msg("minio-a"))
+        .ok_frames();
+    assert_eq!(kms_generate(&minio, "minio-a", 0, b"").0, 2);
 }

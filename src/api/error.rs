@@ -39,6 +39,16 @@ impl ApiError {
     pub const STORE_CREATE: ApiError = fixed(502, "failed to create key");
     pub const STORE_READ: ApiError = fixed(502, "failed to read key");
     pub const STORE_DELETE: ApiError = fixed(502, "failed to delete key");
+    pub const STORE_UPDATE: ApiError = fixed(502, "failed to update key");
+    pub const KEY_VERSION_NOT_FOUND: ApiError = fixed(404, "key version does not exist");
+    pub const ROTATE_UNSUPPORTED: ApiError = fixed(
+        501,
+        "key rotation is not supported by this keystore: it cannot replace a stored key",
+    );
+    pub const KEY_CHANGED: ApiError = fixed(
+        409,
+        "key was changed by other requests at the same time: try again",
+    );
     pub const STORE_LIST: ApiError = fixed(502, "failed to list keys");
     pub const STORE_UNAVAILABLE: ApiError = fixed(502, "key store is unavailable");
     pub const STORE_UNREACHABLE: ApiError = fixed(504, "key store is not reachable");
@@ -55,10 +65,6 @@ impl ApiError {
     pub const KMS_NOT_BINARY: ApiError = fixed(
         415,
         "unsupported content type: commands are sent as application/octet-stream",
-    );
-    pub const KMS_NO_VERSIONS: ApiError = fixed(
-        501,
-        "key versions are not supported by this server: add_version is not implemented",
     );
     pub const KMS_NO_ENCLAVE_ADMIN: ApiError = fixed(
         501,
@@ -115,6 +121,28 @@ impl ApiError {
             ApiError::KMS_ACCESS_DENIED
         } else {
             self
+        }
+    }
+
+    /// A key ring cannot change as asked (too many versions, no such version).
+    pub fn ring(e: crate::crypto::keyring::RingError) -> ApiError {
+        use crate::crypto::keyring::RingError;
+        match e {
+            RingError::NoSuchVersion(_) => ApiError::KEY_VERSION_NOT_FOUND,
+            RingError::TooManyVersions | RingError::NumbersExhausted => ApiError {
+                status: 409,
+                message: Cow::Owned(e.to_string()),
+            },
+        }
+    }
+
+    /// A ciphertext names a key version the key does not hold (removed).
+    pub fn unknown_version(version: u32) -> ApiError {
+        ApiError {
+            status: 400,
+            message: Cow::Owned(format!(
+                "decryption failed: key version {version} does not exist"
+            )),
         }
     }
 

@@ -1,10 +1,12 @@
-//! Key handlers: create, import, describe, list, delete, and the crypto routes generate,
-//! encrypt, decrypt and hmac (http-api.md §5.6–§5.14).
+//! Key handlers: create, import, describe, list, delete, rotate, and the crypto routes
+//! generate, encrypt, decrypt and hmac (http-api.md §5.6–§5.14), then the key service both
+//! APIs call.
 
 use super::json::{decode_base64_into, decode_base64_secret, secret_members, JsonWriter};
 use super::router::{is_valid_name, is_valid_pattern, pattern_prefix};
 use super::{store, ApiError, Core, Peer, Reply, Request};
-use crate::crypto::{record, KeyType, KeyVersion};
+use crate::crypto::keyring::OpenError;
+use crate::crypto::{record, KeyRing, KeyType, KeyVersion};
 use crate::secret::Secret;
 use crate::time::{Timestamp, GO_ZERO_TIME};
 
@@ -62,12 +64,10 @@ pub async fn describe(
     out: &mut Vec<u8>,
 ) -> Result<Reply, ApiError> {
     let name = valid_name(req.argument)?;
-    let key = store::key(core, name, req.timeout()).await?;
+    let ring = store::key(core, name, req.timeout()).await?;
+    let (latest, key) = ring.latest();
     let mut created_at = String::with_capacity(32);
-    match key.created_at {
-        Some(t) => t.write_rfc3339(&mut created_at),
-        None => created_at.push_str(GO_ZERO_TIME),
-    }
+    write_time(key, &mut created_at);
     let mut w = JsonWriter::object(out);
     w.string("name", name)
         .string("algorithm", key.key.kind().as_str())
@@ -75,6 +75,49 @@ pub async fn describe(
     if let Some(by) = key.created_by.as_deref().filter(|s| !s.is_empty()) {
         w.string("created_by", by);
     }
+    // A rotated key also shows its versions (upstream's describe has no such members, and a
+    // key that was never rotated answers exactly as upstream does).
+    if !ring.is_single() {
+        w.uint("version", u64::from(latest));
+        let mut versions = String::with_capacity(ring.versions().len() * 100);
+        versions.push('[');
+        for (i, (n, k)) in ring.versions().enumerate() {
+            if i > 0 {
+                versions.push(',');
+            }
+            created_at.clear();
+            write_time(k, &mut created_at);
+            versions.push_str(&format!(
+                "{{\"version\":{n},\"algorithm\":\"{}\",\"created_at\":\"{created_at}\"}}",
+                k.key.kind().as_str()
+            ));
+        }
+        versions.push(']');
+        w.raw("versions", versions.as_bytes());
+    }
+    w.finish();
+    Ok(Reply::Json)
+}
+
+fn write_time(key: &KeyVersion, out: &mut String) {
+    match key.created_at {
+        Some(t) => t.write_rfc3339(out),
+        None => out.push_str(GO_ZERO_TIME),
+    }
+}
+
+/// `POST /v1/key/rotate/<name>`: adds a version to the key; generate and encrypt use it
+/// from then on, and ciphertexts of every earlier version still decrypt. Answers the new
+/// version's number.
+pub async fn rotate(
+    core: &Core,
+    req: &mut Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Reply, ApiError> {
+    let name = valid_name(req.argument)?;
+    let version = rotate_key(core, name, None, &creator(req)).await?;
+    let mut w = JsonWriter::object(out);
+    w.string("name", name).uint("version", u64::from(version));
     w.finish();
     Ok(Reply::Json)
 }
@@ -116,9 +159,9 @@ pub async fn generate(
         decode_base64_into(ctx.unwrap_or(""), &mut req.scratch.context)
             .map_err(|_| ApiError::INVALID_BODY)?;
     }
-    let key = store::key(core, name, req.timeout()).await?;
+    let ring = store::key(core, name, req.timeout()).await?;
     let ciphertext = &mut req.scratch.output;
-    let dek = new_dek(core, &key, &req.scratch.context, ciphertext)?;
+    let (dek, _) = new_dek(core, &ring, 0, &req.scratch.context, ciphertext)?;
     let mut w = JsonWriter::object(out);
     w.base64("plaintext", dek.plaintext())
         .base64("ciphertext", ciphertext);
@@ -148,11 +191,12 @@ pub async fn encrypt(
     let ctx = ctx.unwrap_or_default();
     let ctx = std::str::from_utf8(ctx.expose()).map_err(|_| ApiError::INVALID_BODY)?;
     decode_base64_into(ctx, &mut req.scratch.context).map_err(|_| ApiError::INVALID_BODY)?;
-    let key = store::key(core, name, req.timeout()).await?;
+    let ring = store::key(core, name, req.timeout()).await?;
     let ciphertext = &mut req.scratch.output;
     encrypt_with(
         core,
-        &key,
+        &ring,
+        0,
         plaintext.expose(),
         &req.scratch.context,
         ciphertext,
@@ -179,9 +223,19 @@ pub async fn decrypt(
         decode_base64_into(ct.unwrap_or(""), &mut req.scratch.data)
             .map_err(|_| ApiError::INVALID_BODY)?;
     }
-    let key = store::key(core, name, req.timeout()).await?;
+    let ring = store::key(core, name, req.timeout()).await?;
+    let timeout = req.timeout();
     let scratch = &mut *req.scratch;
-    decrypt_with(&key, &scratch.data, &scratch.context, &mut scratch.output)?;
+    decrypt_with(
+        core,
+        name,
+        ring,
+        &scratch.data,
+        &scratch.context,
+        &mut scratch.output,
+        timeout,
+    )
+    .await?;
     let mut w = JsonWriter::object(out);
     w.base64("plaintext", &scratch.output);
     w.finish();
@@ -202,8 +256,8 @@ pub async fn hmac(
         decode_base64_into(msg.unwrap_or(""), &mut req.scratch.data)
             .map_err(|_| ApiError::INVALID_BODY)?;
     }
-    let key = store::key(core, name, req.timeout()).await?;
-    let tag = mac_with(&key, &req.scratch.data)?;
+    let ring = store::key(core, name, req.timeout()).await?;
+    let (_, tag) = mac_with(&ring, 0, &req.scratch.data)?;
     let mut w = JsonWriter::object(out);
     w.base64("hmac", &tag);
     w.finish();
@@ -240,6 +294,53 @@ pub async fn import_key(
     store::create(core, name, record::encode_record(&key)).await
 }
 
+/// Adds a version to key `name` (of type `kind`, else the latest version's type) with the
+/// keystore's compare-and-set; returns its number.
+pub async fn rotate_key(
+    core: &Core,
+    name: &str,
+    kind: Option<KeyType>,
+    creator: &str,
+) -> Result<u32, ApiError> {
+    let creator = creator.to_string();
+    store::update(core, name, move |ring| {
+        let kind = kind.unwrap_or_else(|| ring.kind());
+        let rng = ring::rand::SystemRandom::new();
+        let key = KeyVersion::generate(kind, &creator, Timestamp::now(), &rng)
+            .map_err(|_| ApiError::GENERATE_FAILED)?;
+        let number = ring.add(key).map_err(ApiError::ring)?;
+        Ok((store::Update::Replace, number))
+    })
+    .await
+}
+
+/// Removes version `version` (0: the latest) of key `name`; removing the only version left
+/// deletes the key.
+pub async fn remove_version(core: &Core, name: &str, version: u32) -> Result<(), ApiError> {
+    store::update(core, name, move |ring| {
+        let number = if version == 0 {
+            ring.latest().0
+        } else {
+            version
+        };
+        match ring.remove(number).map_err(ApiError::ring)? {
+            true => Ok((store::Update::Replace, ())),
+            false => Ok((store::Update::DeleteKey, ())),
+        }
+    })
+    .await
+}
+
+/// Version `version` of a ring (0: the latest) and its number.
+pub fn version_of(ring: &KeyRing, version: u32) -> Result<(u32, &KeyVersion), ApiError> {
+    if version == 0 {
+        return Ok(ring.latest());
+    }
+    ring.version(version)
+        .map(|k| (version, k))
+        .ok_or(ApiError::KEY_VERSION_NOT_FOUND)
+}
+
 /// A new data encryption key: its plaintext (wiped on drop) — its ciphertext went to the
 /// caller's buffer.
 pub struct Dek(Secret<{ DEK_BYTES + 28 }>);
@@ -250,58 +351,80 @@ impl Dek {
     }
 }
 
-/// Makes a DEK and seals it under `key` with `context` as associated data into
-/// `ciphertext` (cleared first).
+/// Makes a DEK and seals it under version `version` of `ring` (0: the latest) with
+/// `context` as associated data into `ciphertext` (cleared first); returns the DEK and the
+/// version's number.
 pub fn new_dek(
     core: &Core,
-    key: &KeyVersion,
+    ring: &KeyRing,
+    version: u32,
     context: &[u8],
     ciphertext: &mut Vec<u8>,
-) -> Result<Dek, ApiError> {
+) -> Result<(Dek, u32), ApiError> {
+    let (number, _) = version_of(ring, version)?;
     // One RNG draw per request: the DEK and the ciphertext's IV and nonce.
     let mut random = Secret::new([0u8; DEK_BYTES + 28]);
     fill_random(core, &mut random)?;
     let (dek, iv_nonce) = random.expose().split_at(DEK_BYTES);
     let iv_nonce: &[u8; 28] = iv_nonce.try_into().map_err(|_| ApiError::GENERATE_FAILED)?;
     ciphertext.clear();
-    key.key
-        .seal_into(dek, context, iv_nonce, ciphertext)
+    ring.seal_into(number, dek, context, iv_nonce, ciphertext)
         .map_err(|_| ApiError::GENERATE_FAILED)?;
-    Ok(Dek(random))
+    Ok((Dek(random), number))
 }
 
-/// Seals `plaintext` under `key` into `ciphertext` (cleared first).
+/// Seals `plaintext` under version `version` of `ring` (0: the latest) into `ciphertext`
+/// (cleared first); returns the version's number.
 pub fn encrypt_with(
     core: &Core,
-    key: &KeyVersion,
+    ring: &KeyRing,
+    version: u32,
     plaintext: &[u8],
     context: &[u8],
     ciphertext: &mut Vec<u8>,
-) -> Result<(), ApiError> {
+) -> Result<u32, ApiError> {
+    let (number, _) = version_of(ring, version)?;
     let mut random = Secret::new([0u8; 28]);
     fill_random(core, &mut random)?;
     ciphertext.clear();
-    key.key
-        .seal_into(plaintext, context, random.expose(), ciphertext)
-        .map_err(|_| ApiError::ENCRYPT_FAILED)
+    ring.seal_into(number, plaintext, context, random.expose(), ciphertext)
+        .map_err(|_| ApiError::ENCRYPT_FAILED)?;
+    Ok(number)
 }
 
-/// Opens any ciphertext format the KES API has produced into `plaintext`.
-pub fn decrypt_with(
-    key: &KeyVersion,
+/// Opens a ciphertext of any version and any format the KES API has produced into
+/// `plaintext`; returns the version that opened it. A ciphertext of a version newer than
+/// this core's copy of the key (another node rotated it) reloads the key once.
+pub async fn decrypt_with(
+    core: &Core,
+    name: &str,
+    ring: std::rc::Rc<KeyRing>,
     ciphertext: &[u8],
     context: &[u8],
     plaintext: &mut Vec<u8>,
-) -> Result<(), ApiError> {
-    key.decrypt_into(ciphertext, context, plaintext)
-        .map_err(|e| match e {
-            crate::crypto::CryptoError::NotAuthentic => ApiError::NOT_AUTHENTIC,
-            _ => ApiError::DECRYPT_FAILED,
-        })
+    wait: std::time::Duration,
+) -> Result<u32, ApiError> {
+    let opened = ring.open_into(ciphertext, context, plaintext);
+    let opened = match opened {
+        Err(OpenError::UnknownVersion(v)) if v >= ring.next_number() => {
+            match store::reload(core, name, wait).await {
+                Some(fresh) => fresh?.open_into(ciphertext, context, plaintext),
+                None => opened,
+            }
+        }
+        other => other,
+    };
+    opened.map_err(|e| match e {
+        OpenError::NotAuthentic => ApiError::NOT_AUTHENTIC,
+        OpenError::UnknownVersion(v) => ApiError::unknown_version(v),
+        OpenError::Failed => ApiError::DECRYPT_FAILED,
+    })
 }
 
-/// HMAC-SHA-256 of `message` under the key's HMAC key.
-pub fn mac_with(key: &KeyVersion, message: &[u8]) -> Result<[u8; 32], ApiError> {
+/// HMAC-SHA-256 of `message` under the HMAC key of version `version` (0: the latest);
+/// returns the version's number and the tag.
+pub fn mac_with(ring: &KeyRing, version: u32, message: &[u8]) -> Result<(u32, [u8; 32]), ApiError> {
+    let (number, key) = version_of(ring, version)?;
     let hmac_key = key.hmac.as_ref().ok_or(ApiError::NO_HMAC)?;
-    Ok(hmac_key.sign(message))
+    Ok((number, hmac_key.sign(message)))
 }

@@ -293,6 +293,7 @@ pub async fn dispatch(core: &Core, req: &mut Request<'_>, out: &mut Vec<u8>) -> 
         KeyEncrypt => key::encrypt(core, req, out).await,
         KeyDecrypt => key::decrypt(core, req, out).await,
         KeyHmac => key::hmac(core, req, out).await,
+        KeyRotate => key::rotate(core, req, out).await,
         PolicyDescribe => identity::describe_policy(core, req, out),
         PolicyRead => identity::read_policy(core, req, out),
         PolicyList => identity::list_policies(req, out).await,

@@ -7,8 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::{ApiError, Core};
-use crate::crypto::record::decode_record;
-use crate::crypto::KeyVersion;
+use crate::crypto::KeyRing;
 use crate::keystore::StoreError;
 use crate::secret::SecretVec;
 
@@ -81,13 +80,61 @@ fn no_result(e: CallFailed, failed: ApiError) -> ApiError {
 /// The key named `name`, from this core's shard or, on a miss, from the keystore. `wait`
 /// bounds how long a miss waits for another request's read of the same key (the route's
 /// timeout; zero: no bound).
-pub async fn key(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyVersion>, ApiError> {
+pub async fn key(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyRing>, ApiError> {
     let shared = &core.shared;
     if let Some(key) = core.cache.borrow_mut().get(&shared.invalidations, name) {
         core.metrics.inc(&core.metrics.cache_hits);
         return Ok(key);
     }
     core.metrics.inc(&core.metrics.cache_misses);
+    fetch(core, name, wait).await
+}
+
+/// The key named `name`, holding version `version` if the keystore has it: a version newer
+/// than this core's copy (another node added it) reloads the key, as [`reload`] allows.
+/// The caller still checks that the version is there.
+pub async fn key_with_version(
+    core: &Core,
+    name: &str,
+    version: u32,
+    wait: Duration,
+) -> Result<Rc<KeyRing>, ApiError> {
+    let ring = key(core, name, wait).await?;
+    if version < ring.next_number() {
+        return Ok(ring);
+    }
+    match reload(core, name, wait).await {
+        Some(fresh) => fresh,
+        None => Ok(ring),
+    }
+}
+
+/// How old a cached ring must be before a ciphertext naming a version newer than the ring
+/// reloads it: bounds the keystore reads a caller can cause with made-up versions to one
+/// per key, core and this period.
+pub const RELOAD_AFTER: Duration = Duration::from_secs(1);
+
+/// The key named `name` read again from the keystore (another node added a version this
+/// core has not seen), if its cached copy is at least [`RELOAD_AFTER`] old; `None` if not.
+pub async fn reload(
+    core: &Core,
+    name: &str,
+    wait: Duration,
+) -> Option<Result<Rc<KeyRing>, ApiError>> {
+    let age = core
+        .cache
+        .borrow()
+        .age(name, std::time::Instant::now())
+        .unwrap_or(RELOAD_AFTER);
+    if age < RELOAD_AFTER {
+        return None;
+    }
+    Some(fetch(core, name, wait).await)
+}
+
+/// Reads `name` from the keystore and caches it on this core.
+async fn fetch(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyRing>, ApiError> {
+    let shared = &core.shared;
     let epoch = shared.invalidations.epoch();
     let shared_arc = core.shared.clone();
     let owned = name.to_string();
@@ -108,11 +155,76 @@ pub async fn key(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyVersio
         }
         Err(e) => return Err(no_result(e, ApiError::STORE_READ)),
     };
-    let key = Rc::new(decode_record(value.expose()).map_err(|_| ApiError::STORE_READ)?);
+    let key = Rc::new(KeyRing::decode(value.expose()).map_err(|_| ApiError::STORE_READ)?);
     core.cache
         .borrow_mut()
         .insert(&shared.invalidations, epoch, name, key.clone());
     Ok(key)
+}
+
+/// What [`update`]'s change does with the key's ring.
+pub enum Update {
+    /// Store the changed ring in place of the one read.
+    Replace,
+    /// Delete the whole key (its last version was removed).
+    DeleteKey,
+}
+
+/// How often [`update`] reads the ring again when another writer changed it first.
+pub const UPDATE_ATTEMPTS_MAX: usize = 8;
+
+/// Changes the stored ring of `name` with `change` (run on the blocking pool, once per
+/// attempt, on the ring as stored) and writes it back with the keystore's compare-and-set:
+/// when another node changed the key in between, it reads again and retries, up to
+/// [`UPDATE_ATTEMPTS_MAX`] times. Afterwards every core of this node reads the key afresh.
+pub async fn update<T, F>(core: &Core, name: &str, mut change: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnMut(&mut KeyRing) -> Result<(Update, T), ApiError> + Send + 'static,
+{
+    let shared = core.shared.clone();
+    let owned = name.to_string();
+    let report = move |shared: &super::Shared, e: &StoreError| {
+        shared.store_errors.report(&shared.logs, "update key", e);
+    };
+    let result = blocking(move || {
+        let store = &shared.keystore;
+        for _ in 0..UPDATE_ATTEMPTS_MAX {
+            let old = match store.get(&owned) {
+                Ok(v) => v,
+                Err(StoreError::NotFound) => return Err(ApiError::KEY_NOT_FOUND),
+                Err(e) => {
+                    report(&shared, &e);
+                    return Err(ApiError::STORE_READ);
+                }
+            };
+            let mut ring = KeyRing::decode(old.expose()).map_err(|_| ApiError::STORE_READ)?;
+            let (what, value) = change(&mut ring)?;
+            let written = match what {
+                Update::Replace => store.replace(&owned, old.expose(), ring.encode().expose()),
+                Update::DeleteKey => store.delete(&owned),
+            };
+            match written {
+                Ok(()) => return Ok(value),
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::NotFound) => return Err(ApiError::KEY_NOT_FOUND),
+                Err(StoreError::Unsupported(_)) => return Err(ApiError::ROTATE_UNSUPPORTED),
+                Err(e) => {
+                    report(&shared, &e);
+                    return Err(ApiError::STORE_UPDATE);
+                }
+            }
+        }
+        Err(ApiError::KEY_CHANGED)
+    })
+    .await;
+    // Whatever happened, this node's copies of the key may be out of date now.
+    core.shared.invalidations.publish(name);
+    core.cache.borrow_mut().remove(name);
+    match result {
+        Ok(r) => r,
+        Err(e) => Err(no_result(e, ApiError::STORE_UPDATE)),
+    }
 }
 
 /// Stores a new record with create-if-absent semantics.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::crypto::KeyVersion;
+use crate::crypto::KeyRing;
 
 /// How many invalidations the log remembers; a shard that falls further behind flushes itself.
 pub const INVALIDATION_LOG_LEN_MAX: usize = 1024;
@@ -71,7 +71,7 @@ impl Invalidations {
 }
 
 struct Entry {
-    key: Rc<KeyVersion>,
+    key: Rc<KeyRing>,
     used: bool,
     inserted: Instant,
 }
@@ -118,7 +118,7 @@ impl Shard {
     }
 
     /// The cached key, marking it used.
-    pub fn get(&mut self, invalidations: &Invalidations, name: &str) -> Option<Rc<KeyVersion>> {
+    pub fn get(&mut self, invalidations: &Invalidations, name: &str) -> Option<Rc<KeyRing>> {
         self.sync(invalidations);
         let entry = self.entries.get_mut(name)?;
         entry.used = true;
@@ -132,7 +132,7 @@ impl Shard {
         invalidations: &Invalidations,
         fetch_epoch: u64,
         name: &str,
-        key: Rc<KeyVersion>,
+        key: Rc<KeyRing>,
     ) {
         self.sync(invalidations);
         if invalidations.deleted_since(fetch_epoch, name) {
@@ -146,6 +146,13 @@ impl Shard {
                 inserted: Instant::now(),
             },
         );
+    }
+
+    /// How long ago the cached ring of `name` was fetched from the keystore.
+    pub fn age(&self, name: &str, now: Instant) -> Option<Duration> {
+        self.entries
+            .get(name)
+            .map(|e| now.saturating_duration_since(e.inserted))
     }
 
     pub fn remove(&mut self, name: &str) {

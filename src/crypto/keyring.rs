@@ -239,7 +239,12 @@ impl KeyRing {
             }
         }
         // Version 1: the upstream formats (raw and the legacy envelopes).
-        let Some(key) = self.versions.first().filter(|(n, _)| *n == 1).map(|(_, k)| k) else {
+        let Some(key) = self
+            .versions
+            .first()
+            .filter(|(n, _)| *n == 1)
+            .map(|(_, k)| k)
+        else {
             return Err(match claimed {
                 Some(v) => OpenError::UnknownVersion(v),
                 None => OpenError::UnknownVersion(1),
@@ -322,7 +327,9 @@ fn decode_ring(text: &[u8]) -> Result<KeyRing, RecordError> {
     }
     let newest = versions[versions.len() - 1].0;
     if next <= newest {
-        return Err(RecordError::Protobuf("key ring's next version is not after its newest"));
+        return Err(RecordError::Protobuf(
+            "key ring's next version is not after its newest",
+        ));
     }
     Ok(KeyRing { versions, next })
 }
@@ -391,7 +398,11 @@ mod tests {
         }
         // Version 0 is the latest.
         let ct = seal(&ring, 0, b"x", b"");
-        assert_eq!(claimed_version(&ct), Some(3), "version 0 seals with the latest");
+        assert_eq!(
+            claimed_version(&ct),
+            Some(3),
+            "version 0 seals with the latest"
+        );
     }
 
     #[test]
@@ -408,7 +419,10 @@ mod tests {
             back.open_into(&ct2, b"", &mut out),
             Err(OpenError::UnknownVersion(2))
         );
-        assert!(!back.is_single(), "a ring never goes back to the single format");
+        assert!(
+            !back.is_single(),
+            "a ring never goes back to the single format"
+        );
         assert_eq!(ring.remove(1), Ok(true));
         assert_eq!(ring.remove(3), Ok(false), "the last version is not removed");
         assert_eq!(ring.latest().0, 3);
@@ -458,9 +472,7 @@ mod tests {
     fn broken_rings_are_refused() {
         let bad = |proto: &[u8]| {
             let mut v = KEYRING_PREFIX.as_bytes().to_vec();
-            v.extend_from_slice(
-                base64::Engine::encode(&crate::json::GO_STD, proto).as_bytes(),
-            );
+            v.extend_from_slice(base64::Engine::encode(&crate::json::GO_STD, proto).as_bytes());
             KeyRing::decode(&v).err()
         };
         assert!(bad(&[]).is_some(), "no versions");

@@ -23,6 +23,7 @@ pub enum Command {
     KeyDecrypt,
     KeyGenerate,
     KeyList,
+    KeyListVersions,
     KeyMac,
 }
 
@@ -41,6 +42,7 @@ impl Command {
             206 => Command::KeyDecrypt,
             207 => Command::KeyGenerate,
             208 => Command::KeyList,
+            209 => Command::KeyListVersions,
             210 => Command::KeyMac,
             _ => return None,
         })
@@ -58,6 +60,7 @@ impl Command {
             Command::KeyDecrypt => 206,
             Command::KeyGenerate => 207,
             Command::KeyList => 208,
+            Command::KeyListVersions => 209,
             Command::KeyMac => 210,
         }
     }
@@ -75,6 +78,7 @@ impl Command {
             Command::KeyDecrypt => "KEY:DECRYPT",
             Command::KeyGenerate => "KEY:GENERATE",
             Command::KeyList => "KEY:LIST",
+            Command::KeyListVersions => "KEY:LISTVERSIONS",
             Command::KeyMac => "KEY:MAC",
         }
     }

@@ -3,14 +3,19 @@
 //! protobuf messages ([`message`]), answered 200 with one frame per command in order, or
 //! one error for the whole request.
 //!
-//! Phase 1 (issue 23): every key is version 1; there is one enclave, `default` (or none),
-//! mapped onto the server's one key namespace. Each command is authorised as the KES route
-//! it stands for ([`Command::policy_path`]), so one policy governs both APIs.
+//! A key is a ring of versions (`crypto::keyring`): KEY:CREATE with `add_version` rotates
+//! it, generate and encrypt use the latest version (or the one asked for), decrypt finds the
+//! version a ciphertext was made with. There is one enclave, `default` (or none), mapped
+//! onto the server's one key namespace. Each command is authorised as the KES route it
+//! stands for ([`Command::policy_path`]), so one policy governs both APIs.
 
 pub mod frame;
 pub mod message;
 
-use super::key::{self, create_key, decrypt_with, encrypt_with, import_key, mac_with, new_dek};
+use super::key::{
+    self, create_key, decrypt_with, encrypt_with, import_key, mac_with, new_dek, remove_version,
+    rotate_key, version_of,
+};
 use super::router::{is_valid_name, is_valid_pattern};
 use super::{store, ApiError, AuthMode, Core, Peer, Reply, Request, RouteId};
 use crate::auth::identity::Identity;
@@ -24,9 +29,6 @@ pub const API_VERSION: &str = "v1";
 
 /// The one enclave: the server's key namespace. An empty enclave means the same.
 pub const DEFAULT_ENCLAVE: &str = "default";
-
-/// The only key version there is in phase 1; version 0 in a request means "latest" (= 1).
-pub const KEY_VERSION: u32 = 1;
 
 /// DEK length MinIO asks for (and the only one served): [`key::DEK_BYTES`].
 const DEK_LENGTH: u32 = key::DEK_BYTES as u32;
@@ -49,6 +51,7 @@ impl Command {
             Command::KeyGenerate => "/v1/key/generate/",
             Command::KeyMac => "/v1/key/hmac/",
             Command::KeyList => "/v1/key/list/",
+            Command::KeyListVersions => "/v1/key/describe/",
             Command::EnclaveStatus | Command::EnclaveList => return None,
         };
         path.clear();
@@ -133,6 +136,24 @@ impl Caller<'_> {
             Err(ApiError::KMS_ACCESS_DENIED)
         }
     }
+
+    /// KEY:CREATE with `add_version` is a rotation: authorised as the KES API's rotate
+    /// route, `/v1/key/rotate/<name>`, not as creating a key.
+    fn authorize_rotate(&self, name: &str, path: &mut String) -> Result<(), ApiError> {
+        if !self.enforce {
+            return Ok(());
+        }
+        let Some(identity) = self.identity else {
+            return Err(ApiError::KMS_ACCESS_DENIED);
+        };
+        path.clear();
+        path.push_str("/v1/key/rotate/");
+        path.push_str(name);
+        match self.settings.policies.decide(&identity, path) {
+            Decision::Allow => Ok(()),
+            _ => Err(ApiError::KMS_ACCESS_DENIED),
+        }
+    }
 }
 
 async fn serve_frames(
@@ -169,12 +190,21 @@ async fn serve_frames(
             Command::KeyCreate => {
                 let m = message::CreateKey::decode(f.message).map_err(bad)?;
                 let name = valid_name(m.name)?;
-                caller.authorize(command, name, &mut path)?;
                 if m.add_version {
-                    return Err(ApiError::KMS_NO_VERSIONS);
+                    caller.authorize_rotate(name, &mut path)?;
+                } else {
+                    caller.authorize(command, name, &mut path)?;
                 }
-                let kind = key_type(m.kind, core)?;
-                create_key(core, name, kind, &caller.creator).await?;
+                let kind = match m.kind {
+                    "" if m.add_version => None,
+                    other => Some(key_type(other, core)?),
+                };
+                if m.add_version {
+                    add_version(core, name, kind, &caller.creator).await?;
+                } else {
+                    let kind = kind.unwrap_or(core.shared.key_type);
+                    create_key(core, name, kind, &caller.creator).await?;
+                }
                 frame::put_frame(out, command, |_| {});
             }
             Command::KeyImport => {
@@ -188,55 +218,93 @@ async fn serve_frames(
             Command::KeyStatus => {
                 let m = caller.key_request(command, KeyLayout::Status, f.message, &mut path)?;
                 let name = m.name;
-                let k = versioned_key(core, name, m.version, timeout).await?;
-                let created_by = created_by(&k);
+                let ring = store::key_with_version(core, name, m.version, timeout).await?;
+                let (number, k) = version_of(&ring, m.version)?;
+                let created_by = created_by(k);
                 frame::put_frame(out, command, |b| {
-                    message::put_key_status(b, &status_of(name, &k, &created_by))
+                    message::put_key_status(b, &status_of(name, number, k, &created_by))
+                });
+            }
+            Command::KeyListVersions => {
+                let m = caller.key_request(command, KeyLayout::Status, f.message, &mut path)?;
+                let name = m.name;
+                let ring = store::key(core, name, timeout).await?;
+                let creators: Vec<String> = ring.versions().map(|(_, k)| created_by(k)).collect();
+                frame::put_frame(out, command, |b| {
+                    for ((number, k), by) in ring.versions().zip(&creators) {
+                        if number >= m.version {
+                            message::put_list_entry(b, &status_of(name, number, k, by));
+                        }
+                    }
+                    message::put_continue_at(b, "");
                 });
             }
             Command::KeyDelete => {
                 let m = caller.key_request(command, KeyLayout::Delete, f.message, &mut path)?;
-                let name = m.name;
-                if !(m.all_versions || m.version == 0 || m.version == KEY_VERSION) {
-                    return Err(ApiError::KEY_NOT_FOUND);
+                if m.all_versions {
+                    store::delete(core, m.name).await?;
+                } else {
+                    remove_version(core, m.name, m.version).await?;
                 }
-                store::delete(core, name).await?;
                 frame::put_frame(out, command, |_| {});
             }
             Command::KeyEncrypt => {
                 let m = caller.key_request(command, KeyLayout::Encrypt, f.message, &mut path)?;
-                let name = m.name;
-                let k = versioned_key(core, name, m.version, timeout).await?;
-                encrypt_with(core, &k, m.data, m.associated_data, &mut scratch.output)?;
+                let ring = store::key_with_version(core, m.name, m.version, timeout).await?;
+                let number = encrypt_with(
+                    core,
+                    &ring,
+                    m.version,
+                    m.data,
+                    m.associated_data,
+                    &mut scratch.output,
+                )?;
                 frame::put_frame(out, command, |b| {
-                    message::put_encrypt(b, KEY_VERSION, &scratch.output)
+                    message::put_encrypt(b, number, &scratch.output)
                 });
             }
             Command::KeyDecrypt => {
                 let m = caller.key_request(command, KeyLayout::Decrypt, f.message, &mut path)?;
                 let name = m.name;
-                let k = versioned_key(core, name, m.version, timeout).await?;
-                decrypt_with(&k, m.data, m.associated_data, &mut scratch.output)?;
+                // The ciphertext says which version made it (MinIO sends version 0, or 1 for
+                // ciphertexts it made through the KES API): a version in the request must
+                // exist, but the ciphertext's own version opens it.
+                let ring = store::key_with_version(core, name, m.version, timeout).await?;
+                version_of(&ring, m.version)?;
+                decrypt_with(
+                    core,
+                    name,
+                    ring,
+                    m.data,
+                    m.associated_data,
+                    &mut scratch.output,
+                    timeout,
+                )
+                .await?;
                 frame::put_frame(out, command, |b| message::put_decrypt(b, &scratch.output));
             }
             Command::KeyGenerate => {
                 let m = caller.key_request(command, KeyLayout::Generate, f.message, &mut path)?;
-                let name = m.name;
                 if !(m.length == 0 || m.length == DEK_LENGTH) {
                     return Err(ApiError::kms_invalid_length(m.length));
                 }
-                let k = versioned_key(core, name, m.version, timeout).await?;
-                let dek = new_dek(core, &k, m.associated_data, &mut scratch.output)?;
+                let ring = store::key_with_version(core, m.name, m.version, timeout).await?;
+                let (dek, number) = new_dek(
+                    core,
+                    &ring,
+                    m.version,
+                    m.associated_data,
+                    &mut scratch.output,
+                )?;
                 frame::put_frame(out, command, |b| {
-                    message::put_generate(b, KEY_VERSION, dek.plaintext(), &scratch.output)
+                    message::put_generate(b, number, dek.plaintext(), &scratch.output)
                 });
             }
             Command::KeyMac => {
                 let m = caller.key_request(command, KeyLayout::Mac, f.message, &mut path)?;
-                let name = m.name;
-                let k = versioned_key(core, name, m.version, timeout).await?;
-                let mut tag = mac_with(&k, m.data)?;
-                frame::put_frame(out, command, |b| message::put_mac(b, KEY_VERSION, &tag));
+                let ring = store::key_with_version(core, m.name, m.version, timeout).await?;
+                let (number, mut tag) = mac_with(&ring, m.version, m.data)?;
+                frame::put_frame(out, command, |b| message::put_mac(b, number, &tag));
                 // SAFETY: wiping our own stack copy of the tag.
                 unsafe { memsec::memzero(tag.as_mut_ptr(), tag.len()) };
             }
@@ -296,18 +364,27 @@ fn key_type(name: &str, core: &Core) -> Result<KeyType, ApiError> {
     }
 }
 
-/// The key `name` at `version`: 0 (latest) and 1 are the key; any other version does not
-/// exist in phase 1.
-async fn versioned_key(
+/// KEY:CREATE with `add_version`: a new version of key `name`, or the key itself (version
+/// 1) when there is none yet.
+async fn add_version(
     core: &Core,
     name: &str,
-    version: u32,
-    timeout: std::time::Duration,
-) -> Result<std::rc::Rc<KeyVersion>, ApiError> {
-    if version > KEY_VERSION {
-        return Err(ApiError::KEY_NOT_FOUND);
+    kind: Option<KeyType>,
+    creator: &str,
+) -> Result<(), ApiError> {
+    match rotate_key(core, name, kind, creator).await {
+        Err(e) if e == ApiError::KEY_NOT_FOUND => {
+            let kind = kind.unwrap_or(core.shared.key_type);
+            match create_key(core, name, kind, creator).await {
+                // Another request created it first: rotate that one.
+                Err(e) if e == ApiError::KEY_EXISTS => {
+                    rotate_key(core, name, Some(kind), creator).await.map(drop)
+                }
+                other => other,
+            }
+        }
+        other => other.map(drop),
     }
-    store::key(core, name, timeout).await
 }
 
 /// The creator in the `h1:` form kms-go parses; a key without a (hex) creator shows the
@@ -320,10 +397,15 @@ fn created_by(k: &KeyVersion) -> String {
         .to_h1()
 }
 
-fn status_of<'a>(name: &'a str, k: &KeyVersion, created_by: &'a str) -> KeyStatus<'a> {
+fn status_of<'a>(
+    name: &'a str,
+    version: u32,
+    k: &KeyVersion,
+    created_by: &'a str,
+) -> KeyStatus<'a> {
     KeyStatus {
         name,
-        version: KEY_VERSION,
+        version,
         kind: k.key.kind().as_str(),
         created_at: k.created_at,
         created_by,
@@ -354,17 +436,18 @@ async fn list(
             break;
         }
         match store::key(core, name, timeout).await {
-            Ok(k) => {
-                let by = created_by(&k);
-                entries.push((name.as_str(), k, by));
+            Ok(ring) => {
+                let by = created_by(ring.latest().1);
+                entries.push((name.as_str(), ring, by));
             }
             Err(e) if e == ApiError::KEY_NOT_FOUND => {}
             Err(e) => return Err(e),
         }
     }
     frame::put_frame(out, Command::KeyList, |b| {
-        for (name, k, by) in &entries {
-            message::put_list_entry(b, &status_of(name, k, by));
+        for (name, ring, by) in &entries {
+            let (number, k) = ring.latest();
+            message::put_list_entry(b, &status_of(name, number, k, by));
         }
         message::put_continue_at(b, continue_at);
     });
