@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use simd_json::prelude::*;
 
 fn kes(server: Option<&TestServer>, args: &[&str]) -> Output {
     kes_command(server, args).output().expect("run kes")
@@ -77,6 +78,26 @@ fn key_commands_round_trip() {
         &["key", "decrypt", "-k", "cli-b", &field(&enc, "ciphertext")],
     )));
     assert_eq!(field(&back, "plaintext"), "SGVsbG8gV29ybGQ=");
+
+    // `kes key rotate`: a new version; the old ciphertext still decrypts, info shows both.
+    let rotated = json(&ok(kes(srv, &["key", "rotate", "-k", "cli-b"])));
+    assert_eq!(field(&rotated, "name"), "cli-b");
+    assert_eq!(rotated.get("version").and_then(|v| v.as_u64()), Some(2));
+    let back = json(&ok(kes(
+        srv,
+        &["key", "decrypt", "-k", "cli-b", &field(&enc, "ciphertext")],
+    )));
+    assert_eq!(field(&back, "plaintext"), "SGVsbG8gV29ybGQ=");
+    let info = json(&ok(kes(srv, &["key", "info", "-k", "cli-b"])));
+    assert_eq!(info.get("version").and_then(|v| v.as_u64()), Some(2));
+    let versions = info.get("versions").and_then(|v| v.as_array()).unwrap();
+    assert_eq!(versions.len(), 2);
+    let out = kes(srv, &["key", "rotate", "-k", "no-such-key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "Error: failed to rotate key 'no-such-key': key does not exist"
+    );
 
     let info = json(&ok(kes(srv, &["key", "info", "-k", "cli-a", "--json"])));
     assert_eq!(field(&info, "name"), "cli-a");

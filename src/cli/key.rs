@@ -1,4 +1,4 @@
-//! `kes key …`: create, import, info, ls, rm, encrypt, decrypt, dek.
+//! `kes key …`: create, import, info, ls, rm, rotate, encrypt, decrypt, dek.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -56,6 +56,16 @@ pub enum KeyCommand {
     ///
     /// Example: kes key rm my-key
     Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Add a version to a key: data keys and ciphertexts are made with it from then on, and
+    /// ciphertexts of every earlier version still decrypt.
+    ///
+    /// Example: kes key rotate my-key
+    Rotate {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         #[command(flatten)]
@@ -173,6 +183,47 @@ pub fn run(args: KeyArgs) -> CliResult {
                 outln!("Algorithm {}", s("algorithm"));
                 outln!("Date      {date}");
                 outln!("Owner     {}", s("created_by"));
+                // A key that was never rotated is version 1 (the server then says nothing
+                // of versions, as upstream's does not).
+                let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(1);
+                outln!("Version   {version}");
+                if let Some(versions) = v.get("versions").and_then(|x| x.as_array()) {
+                    let list: Vec<String> = versions
+                        .iter()
+                        .filter_map(|e| {
+                            let n = e.get("version")?.as_u64()?;
+                            let at = e.get("created_at")?.as_str()?;
+                            let at = crate::time::Timestamp::parse_rfc3339(at)
+                                .map(|t| t.format_date_time())
+                                .unwrap_or_default();
+                            Some(format!("{n} ({at})"))
+                        })
+                        .collect();
+                    outln!("Versions  {}", list.join(", "));
+                }
+            }
+        }
+        KeyCommand::Rotate { names, client } => {
+            for name in &names {
+                check_name(name)?;
+            }
+            let mut c = client.client()?;
+            for name in names {
+                let resp = call(
+                    &mut c,
+                    "POST",
+                    &format!("/v1/key/rotate/{}", escape(&name)),
+                    None,
+                )
+                .map_err(|e| format!("failed to rotate key '{name}': {e}"))?;
+                if client.machine() {
+                    out!("{}", String::from_utf8_lossy(&resp.body));
+                } else {
+                    use simd_json::prelude::*;
+                    let v = json_value(&resp.body)?;
+                    let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
+                    outln!("Rotated key '{name}': version {version} is now the latest");
+                }
             }
         }
         KeyCommand::Ls { pattern, client } => {
