@@ -53,6 +53,7 @@ pub fn record(
     let message = match (route.id, status) {
         (RouteId::KeyCreate | RouteId::KeyImport, 200) => format!("secret key '{name}' created"),
         (RouteId::KeyDelete, 200) => format!("secret key '{name}' deleted"),
+        (RouteId::KeyRotate, 200) => format!("secret key '{name}' rotated"),
         _ if settings.audit_all => format!("{method} {path}"),
         _ => return,
     };
