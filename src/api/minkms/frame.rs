@@ -204,10 +204,16 @@ mod tests {
                 }
             ]
         );
-        for c in [201u16, 202, 203, 204, 205, 206, 207, 208, 210, 103, 104] {
+        for c in [
+            201u16, 202, 203, 204, 205, 206, 207, 208, 209, 210, 103, 104,
+        ] {
             assert_eq!(Command::from_code(c).map(Command::code), Some(c));
         }
-        assert_eq!(Command::from_code(209), None);
+        assert_eq!(
+            Command::from_code(1),
+            None,
+            "cluster commands are not served"
+        );
         assert_eq!(Command::from_code(0), None);
     }
 
