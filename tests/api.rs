@@ -31,7 +31,12 @@ fn version_and_status() {
     let r = c.request("GET", "/v1/api", None, &[]).unwrap();
     assert_eq!(r.status, 200);
     let text = body_str(&r);
-    assert_eq!(text.matches("\"path\"").count(), 22, "{text}");
+    // Upstream's 22 routes and our key rotation route.
+    assert_eq!(text.matches("\"path\"").count(), 23, "{text}");
+    assert!(
+        text.contains(r#"{"method":"PUT","path":"/v1/key/rotate/","max_body":0,"timeout":15}"#),
+        "{text}"
+    );
     assert!(
         text.contains(
             r#"{"method":"PUT","path":"/v1/key/generate/","max_body":1000000,"timeout":15}"#
