@@ -2,9 +2,11 @@
 //! OAuth2 token endpoint and the metadata server, run inside the test on loopback, through
 //! `kes server --config` started as a user starts it (environment variables, files on disk).
 //!
-//! The stand-in is strict: it answers only the calls upstream's layout needs (create secret
-//! with automatic replication, add version, access version 1, delete, paged list, and
-//! destroying a version kes added after another creator's), checks method, path, headers and
+//! The stand-in is strict: it answers only the calls upstream's layout and key rotation need
+//! (create secret with automatic replication, add version numbered sequentially, access a
+//! version by number or as `latest` (the most recently created, whatever its state), list a
+//! secret's versions newest first in pages, delete, paged list, and destroying a version kes
+//! added after another writer's), checks method, path, headers and
 //! body shape, accepts only unexpired bearer tokens it issued, and issues a token only for
 //! a JWT whose RS256 signature verifies with the service account's public key and whose
 //! claims (iss, aud, scope, iat/exp) are right, for a refresh-token grant with the
