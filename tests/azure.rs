@@ -1199,3 +1199,73 @@ fn records_upstream_wrote_are_served() {
     let node = kes_on(&path, a.port, CLIENT_SECRET);
     standin::upstream::upstream_records_are_served(&node, &api_key, &KeyVault(a.state.clone()));
 }
+
+fn ring(rest: &str) -> Vec<u8> {
+    format!("{}{rest}", kes::crypto::record::KEYRING_PREFIX).into_bytes()
+}
+
+/// Key rotation on Key Vault: read, compare, and a new version holding the ring; reads take
+/// the newest ring and pass over versions other tools add; a delete removes every version.
+#[test]
+fn a_replace_adds_a_version_that_reads_return() {
+    use kes::keystore::{KeyStore, ReplaceKind, StoreError};
+    let a = start_stand_in(3600);
+    let store = kes::keystore::azure::AzureStore::new(
+        kes::config::AzureConfig {
+            endpoint: format!("http://127.0.0.1:{}", a.port),
+            authority_host: Some(format!("http://127.0.0.1:{}", a.port)),
+            auth: kes::config::AzureAuth::ClientCredentials {
+                tenant_id: TENANT.into(),
+                client_id: CLIENT_ID.into(),
+                client_secret: CLIENT_SECRET.into(),
+            },
+        },
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(store.replace_kind(), ReplaceKind::ReadCompareWrite);
+    let versions = |name: &str| a.state.lock().unwrap().secrets[name].len();
+    store.create("k", b"record-1").unwrap();
+    assert!(matches!(
+        store.replace("k", b"record-0", &ring("A")),
+        Err(StoreError::Conflict)
+    ));
+    assert!(store.replace("k", b"record-1", b"record-2").is_err());
+    assert_eq!(versions("k"), 1, "nothing written");
+    assert_eq!(store.get("k").unwrap().expose(), b"record-1");
+    assert!(matches!(
+        store.replace("missing", b"x", &ring("A")),
+        Err(StoreError::NotFound)
+    ));
+    assert!(!a.state.lock().unwrap().secrets.contains_key("missing"));
+
+    store.replace("k", b"record-1", &ring("A")).unwrap();
+    assert_eq!(store.get("k").unwrap().expose(), ring("A"));
+    store.replace("k", &ring("A"), &ring("AB")).unwrap();
+    assert!(matches!(
+        store.replace("k", &ring("A"), &ring("AC")),
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.get("k").unwrap().expose(), ring("AB"));
+    assert_eq!(versions("k"), 3);
+
+    // Another tool adds versions on top: they do not change the key; the next rotation
+    // goes on top of them.
+    a.state.lock().unwrap().add_version("k", "foreign-1");
+    a.state.lock().unwrap().add_version("k", "foreign-2");
+    assert_eq!(store.get("k").unwrap().expose(), ring("AB"));
+    store.replace("k", &ring("AB"), &ring("ABC")).unwrap();
+    assert_eq!(store.get("k").unwrap().expose(), ring("ABC"));
+    // On a key never rotated, the first version stays the key.
+    store.create("plain", b"record-p").unwrap();
+    a.state.lock().unwrap().add_version("plain", "foreign");
+    assert_eq!(store.get("plain").unwrap().expose(), b"record-p");
+
+    store.delete("k").unwrap();
+    assert!(matches!(store.get("k"), Err(StoreError::NotFound)));
+    assert!(!a.state.lock().unwrap().secrets.contains_key("k"));
+    assert!(matches!(
+        store.replace("k", &ring("ABC"), &ring("ABCD")),
+        Err(StoreError::NotFound)
+    ));
+}

@@ -2,9 +2,11 @@
 //! OAuth2 token endpoint and the metadata server, run inside the test on loopback, through
 //! `kes server --config` started as a user starts it (environment variables, files on disk).
 //!
-//! The stand-in is strict: it answers only the calls upstream's layout needs (create secret
-//! with automatic replication, add version, access version 1, delete, paged list, and
-//! destroying a version kes added after another creator's), checks method, path, headers and
+//! The stand-in is strict: it answers only the calls upstream's layout and key rotation need
+//! (create secret with automatic replication, add version numbered sequentially, access a
+//! version by number or as `latest` (the most recently created, whatever its state), list a
+//! secret's versions newest first in pages, delete, paged list, and destroying a version kes
+//! added after another writer's), checks method, path, headers and
 //! body shape, accepts only unexpired bearer tokens it issued, and issues a token only for
 //! a JWT whose RS256 signature verifies with the service account's public key and whose
 //! claims (iss, aud, scope, iat/exp) are right, for a refresh-token grant with the
@@ -79,6 +81,9 @@ const PROJECT_NUMBER: &str = "123456789";
 const EMAIL: &str = "kes@kes-project.iam.gserviceaccount.com";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 const PAGE: usize = 10;
+/// The most versions one page of a version list holds (fewer than asked for, as the API
+/// may answer, so that paging is exercised).
+const VERSIONS_PAGE: usize = 3;
 /// The authorized user of an `authorized_user` credentials file.
 const USER_CLIENT_ID: &str =
     "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.googleusercontent.com";
@@ -100,8 +105,9 @@ struct State {
     metadata_grants: usize,
     /// The next create ("create") or add version ("add") is stored and then answered 503.
     fail_after_store: Vec<&'static str>,
-    /// Stored as version 1 just before the next add version (another creator won the race).
-    race_version_one: Option<Vec<u8>>,
+    /// Stored as a version just before the next add version (another creator or rotator
+    /// came first).
+    race_version: Option<Vec<u8>>,
     /// `<secret>/versions/<n>` destroyed.
     destroyed: Vec<String>,
     /// The metadata server answers without `Metadata-Flavor: Google` (another cloud's).
@@ -175,7 +181,10 @@ fn start_stand_in(token_lifetime: u64) -> StandIn {
         } else {
             handle(&mut s, &req, port, &public)
         };
-        if status >= 400 && status != 404 && status != 409 {
+        // A disabled or destroyed version (FAILED_PRECONDITION) is an answer about the data,
+        // not a refused call.
+        if status >= 400 && status != 404 && status != 409 && !body.contains("FAILED_PRECONDITION")
+        {
             s.seen
                 .rejected
                 .push(format!("{} {} -> {status} {body}", req.method, req.path));
@@ -517,7 +526,7 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
                 else {
                     return gerr(400, "INVALID_ARGUMENT", "payload.data");
                 };
-                let race = s.race_version_one.take();
+                let race = s.race_version.take();
                 let fail = s.fail_after_store.iter().position(|f| *f == "add");
                 let fail = match fail {
                     Some(i) => {
@@ -541,6 +550,9 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
                         r#"{{"name":"projects/{PROJECT_NUMBER}/secrets/{id}/versions/{n}","state":"ENABLED"}}"#
                     ),
                 );
+            }
+            if let Some(id) = rest.strip_suffix("/versions") {
+                return list_versions(s, id, method, query);
             }
             if let Some((id, version)) = rest.split_once("/versions/") {
                 if let Some(v) = version.strip_suffix(":destroy") {
@@ -572,8 +584,16 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
                 if method != "GET" || !query.is_empty() {
                     return gerr(405, "INVALID_ARGUMENT", "method");
                 }
-                let Some(n) = v.parse::<usize>().ok().filter(|n| *n >= 1) else {
-                    return gerr(400, "INVALID_ARGUMENT", "version");
+                // `latest` is the most recently created version, whatever its state.
+                let n = match v {
+                    "latest" => match s.secrets.get(id).map(Vec::len) {
+                        Some(n) if n >= 1 => n,
+                        _ => return gerr(404, "NOT_FOUND", "Secret Version not found"),
+                    },
+                    v => match v.parse::<usize>().ok().filter(|n| *n >= 1) {
+                        Some(n) => n,
+                        None => return gerr(400, "INVALID_ARGUMENT", "version"),
+                    },
                 };
                 let Some(data) = s.secrets.get(id).and_then(|vs| vs.get(n - 1)) else {
                     return gerr(404, "NOT_FOUND", "Secret Version not found");
@@ -582,7 +602,7 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
                     return gerr(
                         400,
                         "FAILED_PRECONDITION",
-                        &format!("projects/{PROJECT_NUMBER}/secrets/{id}/versions/{n} is in DESTROYED state."),
+                        &format!("Secret Version [projects/{PROJECT_NUMBER}/secrets/{id}/versions/{n}] is in DESTROYED state."),
                     );
                 }
                 let d = if s.url_safe_payloads {
@@ -606,6 +626,67 @@ fn handle(s: &mut State, req: &Request, port: u16, public: &[u8]) -> (u16, Strin
             }
         }
     }
+}
+
+/// `GET /v1/<secret>/versions?pageSize=<n>[&pageToken=<t>]`: the versions without their data,
+/// newest first, with their state, paged.
+fn list_versions(s: &State, id: &str, method: &str, query: &str) -> (u16, String) {
+    if method != "GET" {
+        return gerr(405, "INVALID_ARGUMENT", "method");
+    }
+    let mut size = 0usize;
+    let mut start = 0usize;
+    for field in query.split('&').filter(|f| !f.is_empty()) {
+        match field.split_once('=') {
+            Some(("pageSize", n)) => match n.parse() {
+                Ok(n) => size = n,
+                Err(_) => return gerr(400, "INVALID_ARGUMENT", "pageSize"),
+            },
+            Some(("pageToken", t)) => match t.parse() {
+                Ok(t) => start = t,
+                Err(_) => return gerr(400, "INVALID_ARGUMENT", "pageToken"),
+            },
+            _ => return gerr(400, "INVALID_ARGUMENT", "query"),
+        }
+    }
+    // Capped at 25000; 0 lets the server choose. This one chooses small pages, so paging
+    // is exercised.
+    let size = match size {
+        0 => PAGE,
+        n => n.min(25_000).min(VERSIONS_PAGE),
+    };
+    let Some(versions) = s.secrets.get(id) else {
+        return gerr(404, "NOT_FOUND", "Secret not found");
+    };
+    let all: Vec<usize> = (1..=versions.len()).rev().collect();
+    let page: Vec<String> = all
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|n| {
+            let state = if s.destroyed.contains(&format!("{id}/versions/{n}")) {
+                "DESTROYED"
+            } else {
+                "ENABLED"
+            };
+            format!(
+                r#"{{"name":"projects/{PROJECT_NUMBER}/secrets/{id}/versions/{n}","createTime":"2026-01-01T00:00:00Z","state":"{state}"}}"#
+            )
+        })
+        .collect();
+    let next = if start + size < all.len() {
+        format!(r#","nextPageToken":"{}""#, start + size)
+    } else {
+        String::new()
+    };
+    (
+        200,
+        format!(
+            r#"{{"versions":[{}]{next},"totalSize":{}}}"#,
+            page.join(","),
+            all.len()
+        ),
+    )
 }
 
 /// A form's fields; `None` when a field repeats.
@@ -1278,7 +1359,7 @@ fn a_create_the_service_stored_before_it_failed_is_no_duplicate() {
         .unwrap()
         .secrets
         .insert("raced".into(), Vec::new());
-    g.state.lock().unwrap().race_version_one = Some(b"their-record".to_vec());
+    g.state.lock().unwrap().race_version = Some(b"their-record".to_vec());
     assert!(matches!(
         store.create("raced", b"our-record"),
         Err(kes::keystore::StoreError::AlreadyExists)
@@ -1568,4 +1649,196 @@ fn records_upstream_wrote_are_served() {
         &api_key,
         &SecretManager(g.state.clone()),
     );
+}
+
+/// A store of the library on the stand-in, with the block's service account.
+fn library_store(port: u16) -> kes::keystore::gcp::GcpStore {
+    kes::keystore::gcp::GcpStore::new(
+        kes::config::GcpConfig {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            project_id: PROJECT.into(),
+            scopes: vec![SCOPE.into()],
+            token_uri: format!("http://127.0.0.1:{port}/token"),
+            credentials: Some(kes::config::GcpCredentials {
+                client_email: EMAIL.into(),
+                client_id: "1".into(),
+                private_key_id: "key-id-1".into(),
+                private_key: KEY.into(),
+            }),
+        },
+        &no_env,
+    )
+    .unwrap()
+}
+
+fn ring(rest: &str) -> Vec<u8> {
+    format!("{}{rest}", kes::crypto::record::KEYRING_PREFIX).into_bytes()
+}
+
+/// Key rotation adds a version holding the ring; reads take the newest ring, pass over
+/// versions other tools add on top, and an unrotated key still costs one call.
+#[test]
+fn a_replace_adds_a_version_that_reads_return() {
+    use kes::keystore::{KeyStore, ReplaceKind, StoreError};
+    let g = start_stand_in(3600);
+    let store = library_store(g.port);
+    assert_eq!(store.replace_kind(), ReplaceKind::Atomic);
+    store.create("k", b"record-1").unwrap();
+    let calls = || g.state.lock().unwrap().user_projects.len();
+    let before = calls();
+    assert_eq!(store.get("k").unwrap().expose(), b"record-1");
+    assert_eq!(calls() - before, 1, "an unrotated key is one call");
+
+    // Stale old: nothing is added.
+    assert!(matches!(
+        store.replace("k", b"record-0", &ring("A")),
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(g.state.lock().unwrap().secrets["k"].len(), 1);
+    // Only a key ring can be a later version.
+    assert!(store.replace("k", b"record-1", b"record-2").is_err());
+    assert_eq!(g.state.lock().unwrap().secrets["k"].len(), 1);
+    assert!(matches!(
+        store.replace("missing", b"x", &ring("A")),
+        Err(StoreError::NotFound)
+    ));
+
+    store.replace("k", b"record-1", &ring("A")).unwrap();
+    assert_eq!(store.get("k").unwrap().expose(), ring("A"));
+    assert_eq!(g.state.lock().unwrap().secrets["k"].len(), 2);
+    store.replace("k", &ring("A"), &ring("AB")).unwrap();
+    assert!(matches!(
+        store.replace("k", &ring("A"), &ring("AC")),
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.get("k").unwrap().expose(), ring("AB"));
+
+    // Another tool adds versions on top (more than one page of versions): they do not
+    // change the key, and the next rotation goes on top of them.
+    for i in 0..4 {
+        g.state
+            .lock()
+            .unwrap()
+            .secrets
+            .get_mut("k")
+            .unwrap()
+            .push(format!("foreign-{i}").into_bytes());
+    }
+    assert_eq!(store.get("k").unwrap().expose(), ring("AB"));
+    store.replace("k", &ring("AB"), &ring("ABC")).unwrap();
+    assert_eq!(store.get("k").unwrap().expose(), ring("ABC"));
+    assert_eq!(g.state.lock().unwrap().secrets["k"].len(), 8);
+    // On an unrotated key a foreign version leaves version 1 the key.
+    store.create("plain", b"record-p").unwrap();
+    g.state
+        .lock()
+        .unwrap()
+        .secrets
+        .get_mut("plain")
+        .unwrap()
+        .push(b"foreign".to_vec());
+    assert_eq!(store.get("plain").unwrap().expose(), b"record-p");
+    store.replace("plain", b"record-p", &ring("P")).unwrap();
+    assert_eq!(store.get("plain").unwrap().expose(), ring("P"));
+
+    // A delete removes every version.
+    store.delete("k").unwrap();
+    assert!(matches!(store.get("k"), Err(StoreError::NotFound)));
+    assert!(!g.state.lock().unwrap().secrets.contains_key("k"));
+    let rejected = g.state.lock().unwrap().seen.rejected.clone();
+    assert!(rejected.is_empty(), "{rejected:?}");
+}
+
+/// Another writer's version lands between our read and our add: ours is destroyed, the
+/// replace reports a conflict and theirs is the key. An add the service stored before it
+/// failed (and that was retried) is a success, not a conflict.
+#[test]
+fn a_replace_that_loses_the_race_takes_its_version_back() {
+    use kes::keystore::{KeyStore, StoreError};
+    let g = start_stand_in(3600);
+    let store = library_store(g.port);
+    store.create("k", b"record").unwrap();
+    // Another node's rotation, as it stores it: the ring and the version it follows.
+    let mut theirs = ring("theirs");
+    theirs.extend_from_slice(b"\nkes:follows-version:1");
+    g.state.lock().unwrap().race_version = Some(theirs);
+    assert!(matches!(
+        store.replace("k", b"record", &ring("ours")),
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(g.state.lock().unwrap().destroyed, ["k/versions/3"]);
+    // `latest` is the destroyed version now; the read finds theirs below it.
+    assert_eq!(store.get("k").unwrap().expose(), ring("theirs"));
+    assert!(matches!(
+        store.replace("k", b"record", &ring("ours")),
+        Err(StoreError::Conflict)
+    ));
+    store.replace("k", &ring("theirs"), &ring("next")).unwrap();
+    assert_eq!(store.get("k").unwrap().expose(), ring("next"));
+    assert_eq!(g.state.lock().unwrap().secrets["k"].len(), 4);
+
+    g.state.lock().unwrap().fail_after_store = vec!["add"];
+    store.replace("k", &ring("next"), &ring("after")).unwrap();
+    assert_eq!(store.get("k").unwrap().expose(), ring("after"));
+    let s = g.state.lock().unwrap();
+    assert_eq!(s.secrets["k"].len(), 6, "stored, answered 503, retried");
+    assert_eq!(s.destroyed, ["k/versions/3"]);
+}
+
+/// Two stores (two nodes) rotating the same key at once, each retrying on a conflict:
+/// every rotation is in the final value.
+#[test]
+fn two_stores_racing_replaces_lose_nothing() {
+    use kes::keystore::{KeyStore, StoreError};
+    let g = start_stand_in(3600);
+    library_store(g.port).create("k", b"record").unwrap();
+    const ROUNDS: usize = 12;
+    let conflicts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let threads: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|node| {
+            let store = library_store(g.port);
+            let (conflicts, barrier) = (conflicts.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..ROUNDS {
+                    loop {
+                        let old = store.get("k").unwrap();
+                        let mut new = if old.expose().starts_with(b"kes:keyring:v1:") {
+                            old.expose().to_vec()
+                        } else {
+                            ring("")
+                        };
+                        new.extend_from_slice(format!("{node}{i},").as_bytes());
+                        match store.replace("k", old.expose(), &new) {
+                            Ok(()) => break,
+                            Err(StoreError::Conflict) => {
+                                conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let value = library_store(g.port).get("k").unwrap();
+    let text = std::str::from_utf8(value.expose()).unwrap();
+    let mut got: Vec<&str> = text
+        .strip_prefix("kes:keyring:v1:")
+        .unwrap()
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = ["a", "b"]
+        .iter()
+        .flat_map(|n| (0..ROUNDS).map(move |i| format!("{n}{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "conflicts: {conflicts:?}");
 }

@@ -7,7 +7,10 @@
 //!   `PUT` while Key Vault answers `ObjectIsBeingDeleted`, as upstream does;
 //! * a read lists the secret's versions and reads the *oldest* one (upstream's choice: later
 //!   versions added by other tools do not change a key), refusing a disabled, not-yet-valid or
-//!   expired secret;
+//!   expired secret; a rotated key ([`KeyStore::replace`], read-compare-write) is a newer
+//!   version holding a key ring ([`KEYRING_PREFIX`]): a read takes the current version
+//!   (`GET /secrets/<name>`) when it is a ring, else the newest ring below it, else the
+//!   oldest version;
 //! * a delete is `DELETE /secrets/<name>` followed by a purge (`DELETE /deletedsecrets/<name>`,
 //!   repeated while `ObjectIsBeingDeleted`; a 404 or `ForbiddenByPolicy` purge means
 //!   soft-delete is off or purging is not allowed, and the delete stands);
@@ -31,6 +34,7 @@ use super::http::{other, retryable_status, retrying, Endpoint, Reply, Retry, Tls
 use super::session::{call_with_token, json_headers, Session};
 use super::{KeyStore, StoreError};
 use crate::config::AzureConfig;
+use crate::crypto::record::KEYRING_PREFIX;
 use crate::secret::SecretVec;
 
 /// Connect + read + write timeout of one Azure call.
@@ -272,8 +276,8 @@ impl AzureStore {
         Ok(Err(last.expect("at least one attempt")))
     }
 
-    /// The id (last path segment) of the oldest version of `name`.
-    fn first_version(&self, name: &str) -> Result<String, StoreError> {
+    /// The ids (last path segment) of the versions of `name`, oldest first.
+    fn versions(&self, name: &str) -> Result<Vec<String>, StoreError> {
         let reply = self.call(
             "GET",
             &format!("/secrets/{name}/versions?maxresults=25"),
@@ -297,7 +301,7 @@ impl AzureStore {
                 "{SERVICE}: secret '{name}' has more than 25 versions; kes reads the first one"
             )));
         }
-        let mut oldest: Option<(i64, String)> = None;
+        let mut versions: Vec<(i64, String)> = Vec::new();
         for item in v
             .get("value")
             .and_then(|l| l.as_array())
@@ -312,12 +316,81 @@ impl AzureStore {
                 .and_then(|a| a.get("created"))
                 .and_then(|c| c.as_i64())
                 .unwrap_or(i64::MAX);
-            if oldest.as_ref().is_none_or(|(c, _)| created < *c) {
-                let version = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id);
-                oldest = Some((created, version.to_string()));
-            }
+            let version = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id);
+            versions.push((created, version.to_string()));
         }
-        oldest.map(|(_, v)| v).ok_or(StoreError::NotFound)
+        // Stable: versions created in the same second keep the service's order.
+        versions.sort_by_key(|(created, _)| *created);
+        Ok(versions.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Version `version` of `name` (`None`: the current version).
+    fn read(&self, name: &str, version: Option<&str>) -> Result<Version, StoreError> {
+        let path = match version {
+            Some(v) => format!("/secrets/{name}/{}", query_escape(v)),
+            None => format!("/secrets/{name}"),
+        };
+        let reply = self.call("GET", &path, b"")?;
+        match reply.status {
+            200 => {}
+            404 => return Err(StoreError::NotFound),
+            _ => return Err(KvError::from(&reply).into_store("get secret")),
+        }
+        let mut body = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(body.as_mut_vec())
+            .map_err(|_| other(format!("{SERVICE} get secret: invalid JSON")))?;
+        use simd_json::prelude::*;
+        let id = v
+            .get("id")
+            .and_then(|i| i.as_str())
+            .map(|id| id.trim_end_matches('/').rsplit('/').next().unwrap_or(id))
+            .unwrap_or_default()
+            .to_string();
+        let attr = |n: &str| v.get("attributes").and_then(|a| a.get(n));
+        let now = unix_now();
+        let unusable = if attr("enabled").and_then(|e| e.as_bool()) == Some(false) {
+            Some(format!("{SERVICE}: secret '{name}' is disabled"))
+        } else if attr("nbf")
+            .and_then(|t| t.as_i64())
+            .is_some_and(|t| t > now)
+        {
+            Some(format!("{SERVICE}: secret '{name}' is not valid yet (nbf)"))
+        } else if attr("exp")
+            .and_then(|t| t.as_i64())
+            .is_some_and(|t| t > 0 && t <= now)
+        {
+            Some(format!("{SERVICE}: secret '{name}' has expired"))
+        } else {
+            None
+        };
+        let value = v
+            .get("value")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| other(format!("{SERVICE} get secret: no value")))?;
+        if value.len() > super::VALUE_BYTES_MAX {
+            return Err(StoreError::TooLarge);
+        }
+        Ok(Version {
+            id,
+            value: SecretVec::new(value.as_bytes().to_vec()),
+            unusable,
+        })
+    }
+}
+
+/// One version of a secret as read.
+struct Version {
+    /// Its id (the last segment of its URL).
+    id: String,
+    value: SecretVec,
+    /// Why it may not be used (disabled, not yet valid, expired); `None` when it may.
+    unusable: Option<String>,
+}
+
+impl Version {
+    /// A usable key ring (a rotated key's value, [`KEYRING_PREFIX`]).
+    fn is_ring(&self) -> bool {
+        self.unusable.is_none() && self.value.expose().starts_with(KEYRING_PREFIX.as_bytes())
     }
 }
 
@@ -380,48 +453,70 @@ impl KeyStore for AzureStore {
         if !valid_secret_name(name) {
             return Err(StoreError::NotFound);
         }
-        let version = self.first_version(name)?;
-        let reply = self.call(
-            "GET",
-            &format!("/secrets/{name}/{}", query_escape(&version)),
-            b"",
-        )?;
-        match reply.status {
-            200 => {}
-            404 => return Err(StoreError::NotFound),
-            _ => return Err(KvError::from(&reply).into_store("get secret")),
+        // A rotated key: its current version is the newest ring.
+        let mut version = self.read(name, None)?;
+        if version.is_ring() {
+            return Ok(version.value);
         }
-        let mut body = SecretVec::new(reply.body);
-        let v = simd_json::to_owned_value(body.as_mut_vec())
-            .map_err(|_| other(format!("{SERVICE} get secret: invalid JSON")))?;
-        use simd_json::prelude::*;
-        let attr = |n: &str| v.get("attributes").and_then(|a| a.get(n));
-        if attr("enabled").and_then(|e| e.as_bool()) == Some(false) {
-            return Err(other(format!("{SERVICE}: secret '{name}' is disabled")));
+        // Not a ring: the only version, or one another tool added on top. The newest ring
+        // below it, else the first version (upstream's choice), is the key.
+        let versions = self.versions(name)?;
+        let first = versions.first().ok_or(StoreError::NotFound)?;
+        if *first != version.id {
+            for id in versions[1..].iter().rev().filter(|id| **id != version.id) {
+                let older = self.read(name, Some(id))?;
+                if older.is_ring() {
+                    return Ok(older.value);
+                }
+            }
+            version = self.read(name, Some(first))?;
         }
-        let now = unix_now();
-        if attr("nbf")
-            .and_then(|t| t.as_i64())
-            .is_some_and(|t| t > now)
-        {
+        match version.unusable {
+            Some(why) => Err(other(why)),
+            None => Ok(version.value),
+        }
+    }
+
+    /// Read, compare, write: Key Vault has no conditional write (no `If-Match` on
+    /// `setSecret`, and version ids are random, not sequential), so `new` is `PUT` as a new
+    /// version after the current value was read and compared with `old` in a separate call.
+    /// Two nodes rotating the same key in the same instant both succeed and the later
+    /// version wins: the earlier node's new key version is lost (the key's existing versions
+    /// never are). A delete that lands between the read and the `PUT` and is purged at once
+    /// lets the `PUT` make a new secret of the ring. `new` must be a key ring
+    /// ([`KEYRING_PREFIX`]): only rings count above the first version, so versions other
+    /// tools add never change a key.
+    fn replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        if !valid_secret_name(name) {
+            return Err(StoreError::NotFound);
+        }
+        if !new.starts_with(KEYRING_PREFIX.as_bytes()) {
             return Err(other(format!(
-                "{SERVICE}: secret '{name}' is not valid yet (nbf)"
+                "{SERVICE}: a replaced value must be a key ring"
             )));
         }
-        if attr("exp")
-            .and_then(|t| t.as_i64())
-            .is_some_and(|t| t > 0 && t <= now)
+        let new = std::str::from_utf8(new).map_err(|_| other("key ring is not text".into()))?;
+        if self.get(name)?.expose() != old {
+            return Err(StoreError::Conflict);
+        }
+        let mut body = SecretVec::with_capacity(new.len() + 16);
         {
-            return Err(other(format!("{SERVICE}: secret '{name}' has expired")));
+            let mut w = crate::api::json::JsonWriter::object(body.as_mut_vec());
+            w.string("value", new);
+            w.finish();
         }
-        let value = v
-            .get("value")
-            .and_then(|s| s.as_str())
-            .ok_or_else(|| other(format!("{SERVICE} get secret: no value")))?;
-        if value.len() > super::VALUE_BYTES_MAX {
-            return Err(StoreError::TooLarge);
+        match self.put(name, body.expose())? {
+            Ok(()) => Ok(()),
+            // Deleted since the read (soft-deleted, not yet purged).
+            Err(e) if e.status == 409 && e.is("ObjectIsDeletedButRecoverable") => {
+                Err(StoreError::NotFound)
+            }
+            Err(e) => Err(e.into_store("set secret")),
         }
-        Ok(SecretVec::new(value.as_bytes().to_vec()))
+    }
+
+    fn replace_kind(&self) -> super::ReplaceKind {
+        super::ReplaceKind::ReadCompareWrite
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {

@@ -140,6 +140,15 @@ impl FortanixStore {
     }
 }
 
+/// Key rotation ([`KeyStore::replace`]) is not supported here yet (the trait's default:
+/// `Unsupported`). DSM can give a name a new value without a moment where the name is
+/// missing: `POST /crypto/v1/keys/rekey` `{"name":…,"value":<base64>}` imports a replacement
+/// object that takes over the name (the SDKs' `rotate_sobject`). It has no precondition on
+/// the old value, so it would be read-compare-write. Not done yet because the replaced
+/// object stays behind under another name, linked to its replacement: a delete would have
+/// to follow those links to remove every version, and a list would have to leave the
+/// renamed objects out, and how DSM renames them is not in the public API reference we
+/// could read. Delete and re-create is not an option: the key would not exist in between.
 impl KeyStore for FortanixStore {
     fn display_name(&self) -> String {
         format!("Fortanix SDKMS: {}", self.config.endpoint)

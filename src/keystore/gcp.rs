@@ -23,6 +23,15 @@
 //! record is version 1: ours is destroyed and the create reports "already exists". A failed
 //! add deletes the secret only when it is still empty.
 //!
+//! Key rotation ([`KeyStore::replace`]) adds a version holding the key ring (a value that
+//! starts with [`KEYRING_PREFIX`]) followed by a line naming the version it follows; a read
+//! accesses `versions/latest`, which is version 1 for a key never rotated, or the newest
+//! ring: one call, as upstream's read of version 1. A newer version counts only when it is
+//! an enabled key ring that follows its predecessor: versions other tools add on top, and
+//! versions of a replace that lost a race, are passed over (the secret's versions are
+//! listed, `GET /v1/<secret>/versions`, newest first), down to version 1. The replace is a
+//! compare-and-set on the version numbers (see `replace` below).
+//!
 //! A payload's base64 is read in either alphabet, padded or not (Google's JSON decoders accept
 //! both). A destroyed version 1 answers `400 FAILED_PRECONDITION`: an error, not a missing key.
 //!
@@ -40,12 +49,15 @@ use super::http::{other, Endpoint, Reply, Retry, TlsFiles};
 use super::session::{call_with_token, json_headers, Session};
 use super::{KeyStore, StoreError};
 use crate::config::GcpConfig;
+use crate::crypto::record::KEYRING_PREFIX;
 use crate::secret::SecretVec;
 
 /// Connect + read + write timeout of one GCP call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Safety bound on list pages.
 const LIST_PAGES_MAX: usize = 100_000;
+/// Versions per page when a secret's versions are listed (the API's maximum).
+const VERSIONS_PAGE: usize = 25_000;
 
 const SERVICE: &str = "GCP Secret Manager";
 
@@ -126,6 +138,82 @@ fn google_error(op: &str, reply: &Reply) -> StoreError {
     ))
 }
 
+/// Google's error status (`FAILED_PRECONDITION`, …); empty when the body has none.
+fn google_status(reply: &Reply) -> String {
+    let mut body = reply.body.clone();
+    let Ok(v) = simd_json::to_owned_value(&mut body) else {
+        return String::new();
+    };
+    use simd_json::prelude::*;
+    v.get("error")
+        .and_then(|e| e.get("status"))
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The number a version's resource name (`projects/…/secrets/…/versions/<n>`) ends in.
+fn version_number(name: &str) -> Option<u64> {
+    let (_, n) = name.rsplit_once("/versions/")?;
+    n.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| n.parse().ok())
+        .flatten()
+}
+
+/// The number of the version an `addVersion` answer names.
+fn added_number(reply: Reply) -> Option<u64> {
+    let mut body = reply.body;
+    let v = simd_json::to_owned_value(&mut body).ok()?;
+    use simd_json::prelude::*;
+    v.get("name")
+        .and_then(|n| n.as_str())
+        .and_then(version_number)
+}
+
+/// Whether a value is a key ring (a rotated key).
+fn is_ring(value: &[u8]) -> bool {
+    value.starts_with(KEYRING_PREFIX.as_bytes())
+}
+
+/// What a replace appends to the key ring it stores as a version: this marker and the number
+/// of the newest version it read (the version it expects to follow). Google's version
+/// numbers make that a commit record: only the writer whose version is numbered exactly one
+/// more than it read won; a version that says otherwise lost a race and never is the key,
+/// even in the instant before its writer destroys it.
+const FOLLOWS: &[u8] = b"\nkes:follows-version:";
+
+/// The key's value if version `number`, holding `payload`, holds the key: version 1 always
+/// (upstream's record, or the first record of a key), a later version only when it is a key
+/// ring a replace committed ([`FOLLOWS`] `number - 1`), returned without the marker.
+fn committed(number: u64, mut payload: SecretVec) -> Option<SecretVec> {
+    if number == 1 {
+        return Some(payload);
+    }
+    let bytes = payload.expose();
+    if !is_ring(bytes) {
+        return None;
+    }
+    let at = bytes.windows(FOLLOWS.len()).rposition(|w| w == FOLLOWS)?;
+    let follows = std::str::from_utf8(&bytes[at + FOLLOWS.len()..]).ok()?;
+    if !follows.bytes().all(|b| b.is_ascii_digit()) || follows.parse::<u64>().ok()? + 1 != number {
+        return None;
+    }
+    // Truncation leaves the marker in the capacity, which is wiped on drop.
+    payload.as_mut_vec().truncate(at);
+    Some(payload)
+}
+
+/// What accessing one version found.
+enum Access {
+    /// The version's number (also when asked for `latest`) and its payload.
+    Value { number: u64, value: SecretVec },
+    /// No such secret or version (`404`).
+    Missing,
+    /// The version is disabled or destroyed (`400 FAILED_PRECONDITION`): the error to report.
+    Unavailable(StoreError),
+}
+
 impl GcpStore {
     /// Parses the block and finds the credentials (see [`super::gcp_auth`]); contacts
     /// nothing. `env` reads environment variables (the process environment in production).
@@ -169,35 +257,179 @@ impl GcpStore {
         )
     }
 
-    /// The record in version 1 of secret `name`; `None` when the secret has no version 1.
-    fn version_one(&self, name: &str) -> Result<Option<SecretVec>, StoreError> {
-        let path = format!("{}/secrets/{name}/versions/1:access", self.project());
+    /// Accesses version `version` (a number or `latest`) of secret `name`.
+    fn access(&self, name: &str, version: &str) -> Result<Access, StoreError> {
+        let path = format!(
+            "{}/secrets/{name}/versions/{version}:access",
+            self.project()
+        );
         let reply = self.call("GET", &path, b"")?;
         match reply.status {
             200 => {}
-            404 => return Ok(None),
+            404 => return Ok(Access::Missing),
+            400 if google_status(&reply) == "FAILED_PRECONDITION" => {
+                return Ok(Access::Unavailable(google_error(
+                    "access secret version",
+                    &reply,
+                )))
+            }
             _ => return Err(google_error("access secret version", &reply)),
         }
         let mut body = SecretVec::new(reply.body);
         let v = simd_json::to_owned_value(body.as_mut_vec())
             .map_err(|_| other(format!("{SERVICE} access secret version: invalid JSON")))?;
         use simd_json::prelude::*;
+        let number = v
+            .get("name")
+            .and_then(|n| n.as_str())
+            .and_then(version_number)
+            .ok_or_else(|| other(format!("{SERVICE} access secret version: no version name")))?;
         let data = v
             .get("payload")
             .and_then(|p| p.get("data"))
             .and_then(|d| d.as_str())
             .ok_or_else(|| other(format!("{SERVICE} access secret version: no payload")))?;
-        let out = decode_payload(data)
+        let value = decode_payload(data)
             .ok_or_else(|| other(format!("{SERVICE}: payload data is not base64")))?;
-        if out.expose().len() > super::VALUE_BYTES_MAX {
+        if value.expose().len() > super::VALUE_BYTES_MAX {
             return Err(StoreError::TooLarge);
         }
-        Ok(Some(out))
+        Ok(Access::Value { number, value })
+    }
+
+    /// The record in version 1 of secret `name`; `None` when the secret has no version 1.
+    fn version_one(&self, name: &str) -> Result<Option<SecretVec>, StoreError> {
+        match self.access(name, "1")? {
+            Access::Value { value, .. } => Ok(Some(value)),
+            Access::Missing => Ok(None),
+            Access::Unavailable(e) => Err(e),
+        }
     }
 
     /// Whether version 1 of `name` holds exactly `value` (`None`: no version 1).
     fn version_one_is(&self, name: &str, value: &[u8]) -> Result<Option<bool>, StoreError> {
         Ok(self.version_one(name)?.map(|v| v.expose() == value))
+    }
+
+    /// The key's current value and the number of the secret's newest version (whatever its
+    /// state): `versions/latest` when it holds the key ([`committed`]), else the newest
+    /// enabled version below it that does, else version 1. `None` when the secret or
+    /// version 1 is gone.
+    fn current(&self, name: &str) -> Result<Option<(SecretVec, u64)>, StoreError> {
+        let latest = match self.access(name, "latest")? {
+            Access::Missing => return Ok(None),
+            Access::Value { number, value } => match committed(number, value) {
+                Some(value) => return Ok(Some((value, number))),
+                // A version another tool added, or one a losing replace has not yet taken
+                // back.
+                None => Some(number),
+            },
+            // The newest version is disabled or destroyed (a replace that lost a race
+            // destroys its version): its number comes from the list.
+            Access::Unavailable(_) => None,
+        };
+        let versions = self.versions(name)?;
+        let Some(top) = latest.or_else(|| versions.first().map(|(n, _)| *n)) else {
+            return Ok(None);
+        };
+        for (number, enabled) in versions {
+            if !enabled || number <= 1 || number > top || Some(number) == latest {
+                continue;
+            }
+            if let Access::Value { value, .. } = self.access(name, &number.to_string())? {
+                if let Some(value) = committed(number, value) {
+                    return Ok(Some((value, top)));
+                }
+            }
+        }
+        Ok(self.version_one(name)?.map(|v| (v, top)))
+    }
+
+    /// The numbers of secret `name`'s versions, newest first, and whether each is enabled.
+    fn versions(&self, name: &str) -> Result<Vec<(u64, bool)>, StoreError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..LIST_PAGES_MAX {
+            let mut path = format!(
+                "{}/secrets/{name}/versions?pageSize={VERSIONS_PAGE}",
+                self.project()
+            );
+            if let Some(t) = &next {
+                path.push_str(&format!("&pageToken={}", query_escape(t)));
+            }
+            let reply = self.call("GET", &path, b"")?;
+            match reply.status {
+                200 => {}
+                404 => return Ok(Vec::new()),
+                _ => return Err(google_error("list secret versions", &reply)),
+            }
+            let mut body = reply.body;
+            let v = simd_json::to_owned_value(&mut body)
+                .map_err(|_| other(format!("{SERVICE} list secret versions: invalid JSON")))?;
+            use simd_json::prelude::*;
+            if let Some(list) = v.get("versions").and_then(|l| l.as_array()) {
+                out.extend(list.iter().filter_map(|version| {
+                    let number = version
+                        .get("name")
+                        .and_then(|n| n.as_str())
+                        .and_then(version_number)?;
+                    let enabled = version.get("state").and_then(|s| s.as_str()) == Some("ENABLED");
+                    Some((number, enabled))
+                }));
+            }
+            next = v
+                .get("nextPageToken")
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if next.is_none() {
+                // Newest first, as documented; sorted again so no page order matters.
+                out.sort_by_key(|v| std::cmp::Reverse(v.0));
+                return Ok(out);
+            }
+        }
+        Err(other(format!(
+            "{SERVICE} list secret versions: too many pages"
+        )))
+    }
+
+    /// Adds a version holding `value` to `secret` (`projects/<p>/secrets/<name>`).
+    fn add_version(&self, secret: &str, value: &[u8]) -> Result<Reply, StoreError> {
+        let mut payload = SecretVec::with_capacity(value.len() * 4 / 3 + 32);
+        {
+            let mut w = crate::api::json::JsonWriter::object(payload.as_mut_vec());
+            let mut data = SecretVec::with_capacity(value.len() * 4 / 3 + 16);
+            let mut d = crate::api::json::JsonWriter::object(data.as_mut_vec());
+            d.base64("data", value);
+            d.finish();
+            w.raw("payload", data.expose());
+            w.finish();
+        }
+        self.call(
+            "POST",
+            &format!("/v1/{secret}:addVersion"),
+            payload.expose(),
+        )
+    }
+
+    /// Destroys version `number` of `secret`, best effort (a version this store added and
+    /// must take back).
+    fn destroy(&self, secret: &str, number: u64) {
+        let _ = self.call(
+            "POST",
+            &format!("/v1/{secret}/versions/{number}:destroy"),
+            b"{}",
+        );
+    }
+
+    /// Whether version `number` of `name` holds the key and its value is exactly `value`.
+    fn version_is(&self, name: &str, number: u64, value: &[u8]) -> Result<bool, StoreError> {
+        Ok(match self.access(name, &number.to_string())? {
+            Access::Value { value: v, .. } => {
+                committed(number, v).is_some_and(|v| v.expose() == value)
+            }
+            _ => false,
+        })
     }
 
     fn project(&self) -> String {
@@ -246,34 +478,11 @@ impl KeyStore for GcpStore {
                 None => {}
             }
         }
-        let mut payload = SecretVec::with_capacity(value.len() * 4 / 3 + 32);
-        {
-            let mut w = crate::api::json::JsonWriter::object(payload.as_mut_vec());
-            let mut data = SecretVec::with_capacity(value.len() * 4 / 3 + 16);
-            let mut d = crate::api::json::JsonWriter::object(data.as_mut_vec());
-            d.base64("data", value);
-            d.finish();
-            w.raw("payload", data.expose());
-            w.finish();
-        }
-        let added = self.call(
-            "POST",
-            &format!("/v1/{secret}:addVersion"),
-            payload.expose(),
-        );
+        let added = self.add_version(&secret, value);
         let failure = match added {
             Ok(r) if r.status == 200 => {
-                // The version's resource name ends in its number.
-                let mut body = r.body;
-                let version = simd_json::to_owned_value(&mut body).ok().and_then(|v| {
-                    use simd_json::prelude::*;
-                    v.get("name").and_then(|n| n.as_str()).map(str::to_string)
-                });
-                let number = version
-                    .as_deref()
-                    .and_then(|n| n.rsplit_once("/versions/"))
-                    .map(|(_, n)| n.to_string());
-                if number.as_deref() == Some("1") {
+                let number = added_number(r);
+                if number == Some(1) {
                     return Ok(());
                 }
                 // Not version 1: a retried add the service had stored (then version 1 is
@@ -281,12 +490,8 @@ impl KeyStore for GcpStore {
                 return match self.version_one_is(name, value)? {
                     Some(true) => Ok(()),
                     _ => {
-                        if let Some(n) = number.filter(|n| n.bytes().all(|b| b.is_ascii_digit())) {
-                            let _ = self.call(
-                                "POST",
-                                &format!("/v1/{secret}/versions/{n}:destroy"),
-                                b"{}",
-                            );
+                        if let Some(n) = number {
+                            self.destroy(&secret, n);
                         }
                         Err(StoreError::AlreadyExists)
                     }
@@ -312,7 +517,68 @@ impl KeyStore for GcpStore {
         if !valid_secret_id(name) {
             return Err(StoreError::NotFound);
         }
-        self.version_one(name)?.ok_or(StoreError::NotFound)
+        // An unrotated key is version 1 and `latest` is version 1: one call, as before.
+        Ok(self.current(name)?.ok_or(StoreError::NotFound)?.0)
+    }
+
+    /// A compare-and-set on Secret Manager's version numbers, which the service hands out
+    /// sequentially and atomically: the current value and the newest version's number `n`
+    /// are read, the value compared with `old`, and `new` added as a version that says it
+    /// follows `n` ([`FOLLOWS`]). Numbered `n + 1`, nobody came in between and the replace
+    /// stands; numbered higher, another writer added a version after our read, so ours does
+    /// not count (it says it follows `n`, not its predecessor), is destroyed, and the answer
+    /// is `Conflict` (unless `n + 1` is ours: an add the service stored before it failed
+    /// and that was retried). `new` must be a key ring ([`KEYRING_PREFIX`]): only rings
+    /// count above version 1, so versions other tools add never change a key.
+    fn replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        if !valid_secret_id(name) {
+            return Err(StoreError::NotFound);
+        }
+        if !is_ring(new) {
+            return Err(other(format!(
+                "{SERVICE}: a replaced value must be a key ring"
+            )));
+        }
+        let Some((current, newest)) = self.current(name)? else {
+            return Err(StoreError::NotFound);
+        };
+        if current.expose() != old {
+            return Err(StoreError::Conflict);
+        }
+        drop(current);
+        let secret = format!("{}/secrets/{name}", self.project_path());
+        let expected = newest + 1;
+        let mut payload = SecretVec::with_capacity(new.len() + FOLLOWS.len() + 20);
+        payload.extend_from_slice(new);
+        payload.extend_from_slice(FOLLOWS);
+        payload.extend_from_slice(newest.to_string().as_bytes());
+        let failure = match self.add_version(&secret, payload.expose()) {
+            Ok(r) if r.status == 200 => {
+                let number = added_number(r);
+                if number == Some(expected) {
+                    return Ok(());
+                }
+                if self.version_is(name, expected, new)? {
+                    return Ok(());
+                }
+                if let Some(n) = number {
+                    self.destroy(&secret, n);
+                }
+                return Err(StoreError::Conflict);
+            }
+            Ok(r) if r.status == 404 => return Err(StoreError::NotFound),
+            Ok(r) => google_error("add secret version", &r),
+            Err(e) => e,
+        };
+        // The add failed, or seemed to: it may still have been stored.
+        match self.version_is(name, expected, new) {
+            Ok(true) => Ok(()),
+            _ => Err(failure),
+        }
+    }
+
+    fn replace_kind(&self) -> super::ReplaceKind {
+        super::ReplaceKind::Atomic
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {

@@ -230,6 +230,11 @@ fn rfc3339_unix(s: &str) -> Option<f64> {
     Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset) as f64 + frac)
 }
 
+/// Key rotation ([`KeyStore::replace`]) is not supported here yet (the trait's default:
+/// `Unsupported`). No call that changes a secret's data in place (an update or a new
+/// version of a secret in a box) could be confirmed from Entrust's public KeyControl vault
+/// API reference in the time this change had; only create, checkout, delete and list are
+/// used. Delete and re-create is not an option: the key would not exist in between.
 impl KeyStore for KeyControlStore {
     fn display_name(&self) -> String {
         format!("Entrust KeyControl: {}", self.config.endpoint)

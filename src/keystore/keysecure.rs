@@ -131,6 +131,14 @@ impl KeySecureStore {
     }
 }
 
+/// Key rotation ([`KeyStore::replace`]) is not supported here yet (the trait's default:
+/// `Unsupported`). CipherTrust Manager's vault secrets have versions (a new version of a
+/// secret keeps its name, and an export reads the latest by default), which would make a
+/// read-compare-write rotation possible without a moment where the key is missing; there is
+/// no conditional write. Not done yet: the exact call (`POST /api/v1/vault/secrets/<id>/versions`
+/// and its body) could not be confirmed from the public API reference in the time this
+/// change had, and the stand-in must model the documented call, not a guess. Delete and
+/// re-create is not an option: the key would not exist in between.
 impl KeyStore for KeySecureStore {
     fn display_name(&self) -> String {
         format!("Gemalto KeySecure: {}", self.config.endpoint)
