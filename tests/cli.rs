@@ -271,13 +271,6 @@ fn identity_commands_without_a_server() {
     ));
 }
 
-/// kms-go `k2:` (ECDSA) keys and the identities kms-go computes for them (Go's
-/// crypto/elliptic and x509.MarshalPKIXPublicKey, the SPKI `aead.dev/mtls` hashes).
-const K2_P256: &str = "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA";
-const K2_P256_HEX: &str = "f1d59449b727165de732bf283338122b99628a615918fedc67d878fffcf47da7";
-const K2_P384: &str = "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8w";
-const K2_P384_HEX: &str = "6e3046e17105f73a712cc80d36b3c33a9338f21be61bffd2cc057f30b1ac8f2c";
-
 #[test]
 fn k2_api_keys_name_their_identity_and_log_in() {
     // `kes identity of` and `kes identity <key>` print the identity kms-go computes.

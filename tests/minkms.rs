@@ -498,6 +498,29 @@ fn h1_of_k1(k1: &str) -> String {
     )
 }
 
+/// The identity (hex) and policy the server names for the certificate of `key`.
+fn self_described(endpoint: &str, key: &str) -> (String, String) {
+    let r = client_for(endpoint, key)
+        .request("GET", "/v1/identity/self/describe", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{key}");
+    (json_str(&r, "identity"), json_str(&r, "policy"))
+}
+
+/// KEY:GENERATE on `name`, then KEY:DECRYPT of what it gave: both answered with one frame.
+fn generate_then_decrypt(kms: &Kms, name: &str) {
+    let f = kms
+        .one(KEY_GENERATE, &generate_msg(name, 0, b""))
+        .ok_frames();
+    let ct = pb::get_bytes(&pb::parse(&f[0].1), 3);
+    assert_eq!(
+        kms.one(KEY_DECRYPT, &decrypt_msg(name, 1, &ct, b""))
+            .ok_frames()
+            .len(),
+        1
+    );
+}
+
 #[test]
 fn policies_govern_commands_and_h1_identities_are_ours() {
     // A k1 key (MINIO_KMS_API_KEY) whose identity the config names in the h1: form.
@@ -514,13 +537,10 @@ fn policies_govern_commands_and_h1_identities_are_ours() {
     let endpoint = format!("https://{}", server.addr);
 
     // The identity the server computes for the k1 key's certificate is the h1 one.
-    let r = client_for(&endpoint, k1)
-        .request("GET", "/v1/identity/self/describe", None, &[])
-        .unwrap();
-    let hex = json_str(&r, "identity");
+    let (hex, policy) = self_described(&endpoint, k1);
     let id = kes::auth::identity::Identity::from_hex(&hex).unwrap();
     assert_eq!(id.to_h1(), h1);
-    assert_eq!(json_str(&r, "policy"), "minio");
+    assert_eq!(policy, "minio");
 
     let dir = tempfile::tempdir().unwrap();
     let admin_kms = Kms::new(server.addr, &admin_key, Wire::H1, dir.path());
@@ -542,17 +562,7 @@ fn policies_govern_commands_and_h1_identities_are_ours() {
             need_curl();
         }
         let minio = Kms::new(server.addr, k1, wire, dir.path());
-        let f = minio
-            .one(KEY_GENERATE, &generate_msg("minio-sse", 0, b""))
-            .ok_frames();
-        let ct = pb::get_bytes(&pb::parse(&f[0].1), 3);
-        assert_eq!(
-            minio
-                .one(KEY_DECRYPT, &decrypt_msg("minio-sse", 1, &ct, b""))
-                .ok_frames()
-                .len(),
-            1
-        );
+        generate_then_decrypt(&minio, "minio-sse");
         assert_eq!(minio.one(KEY_LIST, &[]).ok_frames().len(), 1);
         // Not in the policy: create, another key, status, the enclave (admin only).
         assert_eq!(minio.one(KEY_CREATE, &named("minio-new")).error(), denied);
@@ -586,15 +596,6 @@ fn policies_govern_commands_and_h1_identities_are_ours() {
     }
 }
 
-/// kms-go `k2:` (ECDSA) keys and the identities kms-go computes for them (Go's
-/// crypto/elliptic and x509.MarshalPKIXPublicKey, the SPKI `aead.dev/mtls` hashes).
-const K2_P256: &str = "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA";
-const K2_P256_H1: &str = "h1:8dWUSbcnFl3nMr8oMzgSK5liimFZGP7cZ9h4__z0fac";
-const K2_P256_HEX: &str = "f1d59449b727165de732bf283338122b99628a615918fedc67d878fffcf47da7";
-const K2_P384: &str = "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8w";
-const K2_P384_H1: &str = "h1:bjBG4XEF9zpxLMgNNrPDOpM48hvmG__SzAV_MLGsjyw";
-const K2_P384_HEX: &str = "6e3046e17105f73a712cc80d36b3c33a9338f21be61bffd2cc057f30b1ac8f2c";
-
 #[test]
 fn k2_keys_authenticate_as_the_identities_kms_go_gives_them() {
     // The policy names the P-256 key by its h1: identity and the P-384 key by its hex one.
@@ -612,25 +613,17 @@ fn k2_keys_authenticate_as_the_identities_kms_go_gives_them() {
         (K2_P384, K2_P384_HEX, K2_P384_H1),
     ] {
         // Our client presents the key's ECDSA certificate; the server names its identity.
-        let r = client_for(&endpoint, key)
-            .request("GET", "/v1/identity/self/describe", None, &[])
-            .unwrap();
-        assert_eq!(r.status, 200, "{key}");
-        assert_eq!(json_str(&r, "identity"), hex);
+        assert_eq!(
+            self_described(&endpoint, key),
+            (hex.to_string(), "minio".to_string())
+        );
         let id = kes::auth::identity::Identity::from_hex(hex).unwrap();
         assert_eq!(id.to_h1(), h1);
-        assert_eq!(json_str(&r, "policy"), "minio");
     }
 
     let dir = tempfile::tempdir().unwrap();
     let admin_kms = Kms::new(server.addr, &admin_key, Wire::H1, dir.path());
-    assert_eq!(
-        admin_kms
-            .one(KEY_CREATE, &named("minio-sse"))
-            .ok_frames()
-            .len(),
-        1
-    );
+    admin_kms.one(KEY_CREATE, &named("minio-sse")).ok_frames();
     // The MinKMS API over both protocols (HTTP/2: curl with the key's certificate and
     // PKCS#8 key on disk): allowed by the policy, and refused where it does not allow.
     need_curl();
@@ -638,18 +631,7 @@ fn k2_keys_authenticate_as_the_identities_kms_go_gives_them() {
     for key in [K2_P256, K2_P384] {
         for wire in [Wire::H1, Wire::H2] {
             let minio = Kms::new(server.addr, key, wire, dir.path());
-            let f = minio
-                .one(KEY_GENERATE, &generate_msg("minio-sse", 0, b""))
-                .ok_frames();
-            let ct = pb::get_bytes(&pb::parse(&f[0].1), 3);
-            assert_eq!(
-                minio
-                    .one(KEY_DECRYPT, &decrypt_msg("minio-sse", 1, &ct, b""))
-                    .ok_frames()
-                    .len(),
-                1,
-                "{key} {wire:?}"
-            );
+            generate_then_decrypt(&minio, "minio-sse");
             assert_eq!(
                 minio.one(KEY_CREATE, &named("minio-new")).error(),
                 denied,
