@@ -293,6 +293,107 @@ fn identity_commands_without_a_server() {
 }
 
 #[test]
+fn k2_api_keys_name_their_identity_and_log_in() {
+    // `kes identity of` and `kes identity <key>` print the identity kms-go computes.
+    assert_eq!(ok(kes(None, &["identity", "of", K2_P256])), K2_P256_HEX);
+    assert_eq!(ok(kes(None, &["identity", K2_P384])), K2_P384_HEX);
+    // A k1 key is the same Ed25519 key as its kes:v1: form.
+    assert_eq!(
+        ok(kes(
+            None,
+            &[
+                "identity",
+                "of",
+                "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+            ]
+        )),
+        "a050837d85070582ccf7394b0988847cc312cb88259b894899f6f239cf1791a5"
+    );
+    // Malformed keys: the reason, never the key.
+    for (bad, why) in [
+        ("k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRob", "invalid length"),
+        (
+            "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eH+A",
+            "invalid base64",
+        ),
+        (
+            "k2:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "not a valid private key for its curve",
+        ),
+        (
+            "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4_QEFC",
+            "unsupported curve P-521",
+        ),
+    ] {
+        let out = kes(None, &["identity", "of", bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let err = stderr(&out);
+        assert!(err.contains(why), "{bad}: {err}");
+        assert!(!err.contains(&bad[3..12]), "{err}");
+    }
+
+    // The CLI as a client with a k2 key, from KES_API_KEY and from --api-key: a server
+    // whose admin is the key's identity knows it as that identity.
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let mut s = config_server(&tls, K2_P256_HEX, keys.path(), "");
+    s.api_key = K2_P256.to_string();
+    let me = json(&ok(kes(Some(&s), &["identity", "info", "-k", "--json"])));
+    assert_eq!(field(&me, "identity"), K2_P256_HEX);
+    ok(kes(Some(&s), &["key", "create", "-k", "k2-made"]));
+    let endpoint = s.endpoint();
+    let listed = ok(kes(
+        None,
+        &[
+            "key",
+            "ls",
+            "-k",
+            "-s",
+            &endpoint,
+            "--api-key",
+            K2_P256,
+            "k2-*",
+        ],
+    ));
+    assert_eq!(listed.trim(), r#"["k2-made"]"#);
+    // Another k2 key is another identity, not the admin.
+    let out = kes(
+        None,
+        &["key", "ls", "-k", "-s", &endpoint, "--api-key", K2_P384],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
+
+    // `kes identity cert` writes the key's ECDSA certificate and PKCS#8 key: curl logs in
+    // with them as the same identity.
+    let dir = tempfile::tempdir().unwrap();
+    let (k, c) = (dir.path().join("k2.key"), dir.path().join("k2.crt"));
+    let out = json(&ok(kes(
+        None,
+        &[
+            "identity",
+            "cert",
+            K2_P256,
+            "--key",
+            k.to_str().unwrap(),
+            "--cert",
+            c.to_str().unwrap(),
+        ],
+    )));
+    assert_eq!(field(&out, "identity"), K2_P256_HEX);
+    let curl = Command::new("curl")
+        .args(["-sSk", "--max-time", "10", "--cert"])
+        .arg(&c)
+        .arg("--key")
+        .arg(&k)
+        .arg(format!("{endpoint}/v1/identity/self/describe"))
+        .output()
+        .expect("run curl");
+    assert!(curl.status.success(), "{curl:?}");
+    assert_eq!(field(&json(&stdout(&curl)), "identity"), K2_P256_HEX);
+}
+
+#[test]
 fn log_streams_audit_events() {
     let s = dev_server();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kes"))

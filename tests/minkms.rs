@@ -498,6 +498,29 @@ fn h1_of_k1(k1: &str) -> String {
     )
 }
 
+/// The identity (hex) and policy the server names for the certificate of `key`.
+fn self_described(endpoint: &str, key: &str) -> (String, String) {
+    let r = client_for(endpoint, key)
+        .request("GET", "/v1/identity/self/describe", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{key}");
+    (json_str(&r, "identity"), json_str(&r, "policy"))
+}
+
+/// KEY:GENERATE on `name`, then KEY:DECRYPT of what it gave: both answered with one frame.
+fn generate_then_decrypt(kms: &Kms, name: &str) {
+    let f = kms
+        .one(KEY_GENERATE, &generate_msg(name, 0, b""))
+        .ok_frames();
+    let ct = pb::get_bytes(&pb::parse(&f[0].1), 3);
+    assert_eq!(
+        kms.one(KEY_DECRYPT, &decrypt_msg(name, 1, &ct, b""))
+            .ok_frames()
+            .len(),
+        1
+    );
+}
+
 #[test]
 fn policies_govern_commands_and_h1_identities_are_ours() {
     // A k1 key (MINIO_KMS_API_KEY) whose identity the config names in the h1: form.
@@ -514,13 +537,10 @@ fn policies_govern_commands_and_h1_identities_are_ours() {
     let endpoint = format!("https://{}", server.addr);
 
     // The identity the server computes for the k1 key's certificate is the h1 one.
-    let r = client_for(&endpoint, k1)
-        .request("GET", "/v1/identity/self/describe", None, &[])
-        .unwrap();
-    let hex = json_str(&r, "identity");
+    let (hex, policy) = self_described(&endpoint, k1);
     let id = kes::auth::identity::Identity::from_hex(&hex).unwrap();
     assert_eq!(id.to_h1(), h1);
-    assert_eq!(json_str(&r, "policy"), "minio");
+    assert_eq!(policy, "minio");
 
     let dir = tempfile::tempdir().unwrap();
     let admin_kms = Kms::new(server.addr, &admin_key, Wire::H1, dir.path());
@@ -542,17 +562,7 @@ fn policies_govern_commands_and_h1_identities_are_ours() {
             need_curl();
         }
         let minio = Kms::new(server.addr, k1, wire, dir.path());
-        let f = minio
-            .one(KEY_GENERATE, &generate_msg("minio-sse", 0, b""))
-            .ok_frames();
-        let ct = pb::get_bytes(&pb::parse(&f[0].1), 3);
-        assert_eq!(
-            minio
-                .one(KEY_DECRYPT, &decrypt_msg("minio-sse", 1, &ct, b""))
-                .ok_frames()
-                .len(),
-            1
-        );
+        generate_then_decrypt(&minio, "minio-sse");
         assert_eq!(minio.one(KEY_LIST, &[]).ok_frames().len(), 1);
         // Not in the policy: create, another key, status, the enclave (admin only).
         assert_eq!(minio.one(KEY_CREATE, &named("minio-new")).error(), denied);
@@ -583,6 +593,51 @@ fn policies_govern_commands_and_h1_identities_are_ours() {
         );
         assert_eq!(r.status, 403);
         assert_eq!(json_str_of(&r.body, "message"), denied.1);
+    }
+}
+
+#[test]
+fn k2_keys_authenticate_as_the_identities_kms_go_gives_them() {
+    // The policy names the P-256 key by its h1: identity and the P-384 key by its hex one.
+    let (admin_key, admin) = new_api_key();
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "policy:\n  minio:\n    allow:\n    - /v1/key/generate/minio-*\n    - /v1/key/decrypt/minio-*\n    - /v1/key/list/*\n    identities:\n    - {K2_P256_H1}\n    - {K2_P384_HEX}\n"
+    );
+    let server = config_server(&tls, &admin, keys.path(), &extra);
+    let endpoint = format!("https://{}", server.addr);
+
+    for (key, hex, h1) in [
+        (K2_P256, K2_P256_HEX, K2_P256_H1),
+        (K2_P384, K2_P384_HEX, K2_P384_H1),
+    ] {
+        // Our client presents the key's ECDSA certificate; the server names its identity.
+        assert_eq!(
+            self_described(&endpoint, key),
+            (hex.to_string(), "minio".to_string())
+        );
+        let id = kes::auth::identity::Identity::from_hex(hex).unwrap();
+        assert_eq!(id.to_h1(), h1);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let admin_kms = Kms::new(server.addr, &admin_key, Wire::H1, dir.path());
+    admin_kms.one(KEY_CREATE, &named("minio-sse")).ok_frames();
+    // The MinKMS API over both protocols (HTTP/2: curl with the key's certificate and
+    // PKCS#8 key on disk): allowed by the policy, and refused where it does not allow.
+    need_curl();
+    let denied = (403, "access denied: insufficient permissions".to_string());
+    for key in [K2_P256, K2_P384] {
+        for wire in [Wire::H1, Wire::H2] {
+            let minio = Kms::new(server.addr, key, wire, dir.path());
+            generate_then_decrypt(&minio, "minio-sse");
+            assert_eq!(
+                minio.one(KEY_CREATE, &named("minio-new")).error(),
+                denied,
+                "{key} {wire:?}"
+            );
+        }
     }
 }
 

@@ -13,10 +13,10 @@ use rcgen::{
     KeyUsagePurpose, RemoteKeyPair, SanType, SerialNumber, SignatureAlgorithm,
 };
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::apikey::ApiKey;
+use super::apikey::{ApiKey, Curve, KeyKind};
 use crate::secret::SecretVec;
 
 /// Validity of the API-key client certificate and of the dev server certificate.
@@ -58,11 +58,53 @@ impl RemoteKeyPair for Ed25519Signer {
     }
 }
 
-fn ed25519_key_pair(key: &ApiKey) -> Result<KeyPair, CertError> {
-    let kp = key
-        .key_pair()
-        .map_err(|e| CertError(format!("invalid Ed25519 key: {e}")))?;
-    Ok(KeyPair::from_remote(Box::new(Ed25519Signer(kp)))?)
+/// The same for a ring ECDSA key (a `k2:` API key): DER signatures, as X.509 wants them.
+struct EcdsaSigner {
+    pair: EcdsaKeyPair,
+    algorithm: &'static SignatureAlgorithm,
+    rng: SystemRandom,
+}
+
+impl RemoteKeyPair for EcdsaSigner {
+    fn public_key(&self) -> &[u8] {
+        self.pair.public_key().as_ref()
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.pair
+            .sign(&self.rng, msg)
+            .map(|sig| sig.as_ref().to_vec())
+            .map_err(|_| rcgen::Error::RingUnspecified)
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.algorithm
+    }
+}
+
+/// An rcgen signer for the API key's own key pair (Ed25519, or ECDSA P-256/P-384).
+fn api_key_pair(key: &ApiKey) -> Result<KeyPair, CertError> {
+    let signer: Box<dyn RemoteKeyPair + Send + Sync> = match key.kind() {
+        KeyKind::Ed25519 => Box::new(Ed25519Signer(
+            key.key_pair()
+                .map_err(|e| CertError(format!("invalid Ed25519 key: {e}")))?,
+        )),
+        KeyKind::Ecdsa(_) => {
+            let (pair, curve) = key
+                .ecdsa_key_pair()
+                .map_err(|e| CertError(format!("invalid ECDSA key: {e}")))?;
+            let algorithm = match curve {
+                Curve::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+                Curve::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            };
+            Box::new(EcdsaSigner {
+                pair,
+                algorithm,
+                rng: SystemRandom::new(),
+            })
+        }
+    };
+    Ok(KeyPair::from_remote(signer)?)
 }
 
 /// Seconds since the epoch of 9999-12-31T23:59:59Z, the last instant X.509 can express.
@@ -126,13 +168,13 @@ fn base_params(
 }
 
 /// The self-signed client certificate that upstream clients build from an API key
-/// (auth §3.3): Ed25519, CN=<identity hex>, issuer = subject, random serial < 2^128,
+/// (auth §3.3): the key's own key pair (Ed25519; ECDSA for `k2:`), CN=<identity hex>, issuer = subject, random serial < 2^128,
 /// validity now..now+90d, KeyUsage digitalSignature, EKU clientAuth, BasicConstraints
 /// present and not CA.
 pub fn client_cert_from_api_key(
     key: &ApiKey,
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), CertError> {
-    let key_pair = ed25519_key_pair(key)?;
+    let key_pair = api_key_pair(key)?;
     let params = base_params(
         &key.identity().to_hex(),
         NINETY_DAYS,
@@ -175,7 +217,7 @@ pub fn identity_cert_pem(
     dns: &[String],
     expiry: Duration,
 ) -> Result<(String, SecretVec), CertError> {
-    let key_pair = ed25519_key_pair(key)?;
+    let key_pair = api_key_pair(key)?;
     let params = base_params(
         subject,
         expiry,
@@ -268,6 +310,47 @@ mod tests {
         let (der2, _) = client_cert_from_api_key(&key).unwrap();
         let (_, cert2) = parse_x509_certificate(&der2).unwrap();
         assert_ne!(cert.raw_serial(), cert2.raw_serial());
+    }
+
+    #[test]
+    fn client_cert_of_a_k2_key_is_ecdsa_with_the_keys_identity() {
+        for (text, verify) in [
+            (
+                "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA",
+                &ring::signature::ECDSA_P256_SHA256_ASN1,
+            ),
+            (
+                "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8w",
+                &ring::signature::ECDSA_P384_SHA384_ASN1,
+            ),
+        ] {
+            let key = ApiKey::parse(text).unwrap();
+            let (der, private) = client_cert_from_api_key(&key).unwrap();
+            assert_eq!(identity_of_cert_der(&der), Ok(key.identity()));
+            match &private {
+                PrivateKeyDer::Pkcs8(p) => {
+                    assert_eq!(p.secret_pkcs8_der(), key.pkcs8_der().expose())
+                }
+                _ => panic!("not PKCS#8"),
+            }
+            let (_, cert) = parse_x509_certificate(&der).unwrap();
+            assert_eq!(
+                cert.public_key().algorithm.algorithm,
+                x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
+            );
+            let cn = cert.subject().iter_common_name().next().unwrap();
+            assert_eq!(cn.as_str().unwrap(), key.identity().to_hex());
+            let eku = cert.extended_key_usage().unwrap().unwrap();
+            assert!(eku.value.client_auth);
+            ring::signature::UnparsedPublicKey::new(verify, key.public_key())
+                .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+                .unwrap();
+            // rustls (the client's TLS) accepts the private key for signing.
+            rustls::crypto::ring::default_provider()
+                .key_provider
+                .load_private_key(private)
+                .unwrap();
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::common::{CliResult, ClientArgs};
-use crate::auth::apikey::ApiKey;
+use crate::auth::apikey::{ApiKey, K1_PREFIX, K2_PREFIX, PREFIX};
 use crate::auth::identity::identity_of_pem_file;
 
 #[derive(Args, Debug)]
@@ -17,8 +17,8 @@ use crate::auth::identity::identity_of_pem_file;
 pub struct IdentityArgs {
     #[command(subcommand)]
     pub command: Option<IdentityCommand>,
-    /// An API key (kes:v1:…) or a PEM file: a certificate prints its identity, an Ed25519
-    /// private key prints its API key.
+    /// An API key (kes:v1:…, k1:…, k2:…) or a PEM file: a certificate prints its identity, an
+    /// Ed25519 private key prints its API key.
     pub key_or_file: Option<String>,
 }
 
@@ -35,8 +35,9 @@ pub enum IdentityCommand {
     New(NewArgs),
     /// Write the client certificate and private key of an API key, for curl-like clients.
     ///
-    /// The same certificate MinIO's client and `kes` build from the key in memory (Ed25519,
-    /// CN = the identity, 90 days), so its identity is the API key's. The API key comes from
+    /// The same certificate MinIO's client and `kes` build from the key in memory (the key's
+    /// own Ed25519 or ECDSA pair, CN = the identity, 90 days), so its identity is the API
+    /// key's. The API key comes from
     /// the argument, else $MINIO_KES_API_KEY / $KES_API_KEY.
     ///
     /// Example:
@@ -48,7 +49,7 @@ pub enum IdentityCommand {
     ///
     /// Example: kes identity of kes:v1:ACQpoGqx3rHHjT938Hfu5hVVQJHZWSqVI2Xp1KlYxFVw
     Of {
-        /// kes:v1:… API key or PEM certificate file.
+        /// An API key (kes:v1:…, k1:…, k2:…) or a PEM certificate file.
         key_or_file: String,
     },
     /// Describe an identity (default: your own).
@@ -107,7 +108,7 @@ pub struct NewArgs {
 
 #[derive(Args, Debug)]
 pub struct CertArgs {
-    /// The API key (kes:v1:…); default: $MINIO_KES_API_KEY, $KES_API_KEY.
+    /// The API key (kes:v1:…, k1:…, k2:…); default: $MINIO_KES_API_KEY, $KES_API_KEY.
     pub api_key: Option<String>,
     /// Write the private key (PKCS#8 PEM, mode 0600) to this file.
     #[arg(long, value_name = "FILE", default_value = "client.key")]
@@ -167,9 +168,18 @@ fn print_identity(identity: &str) {
     }
 }
 
+/// Whether `arg` is meant as an API key rather than a file name: it has one of the API-key
+/// prefixes (a malformed key then gets the key's parse error, which never repeats the key,
+/// instead of a "cannot read file" error that would).
+fn is_api_key(arg: &str) -> bool {
+    [PREFIX, K1_PREFIX, K2_PREFIX]
+        .iter()
+        .any(|prefix| arg.starts_with(prefix))
+}
+
 /// `kes identity of <api-key|cert-file>`
 fn of(arg: &str) -> CliResult {
-    let identity = if arg.starts_with("kes:v1:") {
+    let identity = if is_api_key(arg) {
         ApiKey::parse(arg).map_err(|e| e.to_string())?.identity()
     } else {
         identity_of_pem_file(Path::new(arg))
@@ -181,7 +191,7 @@ fn of(arg: &str) -> CliResult {
 
 /// `kes identity <api-key|file>`: the first certificate or private-key PEM block decides.
 fn key_or_file(arg: &str) -> CliResult {
-    if arg.starts_with("kes:v1:") {
+    if is_api_key(arg) {
         return of(arg);
     }
     let pem = std::fs::read_to_string(arg).map_err(|e| format!("cannot read '{arg}': {e}"))?;

@@ -676,8 +676,10 @@ fn print_banner(
     if let Some(key) = api_key {
         outln!("API Key     {key}");
         // The same Ed25519 key in the MinKMS form (`MINIO_KMS_API_KEY`).
-        if let Ok(parsed) = crate::auth::apikey::ApiKey::parse(key) {
-            let k1 = parsed.to_k1_secret();
+        if let Some(k1) = crate::auth::apikey::ApiKey::parse(key)
+            .ok()
+            .and_then(|parsed| parsed.to_k1_secret())
+        {
             outln!("MinKMS Key  {}", String::from_utf8_lossy(k1.expose()));
         }
         outln!();

@@ -20,6 +20,16 @@ use kes::client::{Client, ClientConfig, Credentials, Response};
 
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// kms-go `k2:` (ECDSA) keys and the identities kms-go gives them, computed with Go's
+/// crypto/elliptic and x509.MarshalPKIXPublicKey (the SPKI `aead.dev/mtls` hashes); the
+/// scalars are the bytes 1, 2, 3, ….
+pub const K2_P256: &str = "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA";
+pub const K2_P256_H1: &str = "h1:8dWUSbcnFl3nMr8oMzgSK5liimFZGP7cZ9h4__z0fac";
+pub const K2_P256_HEX: &str = "f1d59449b727165de732bf283338122b99628a615918fedc67d878fffcf47da7";
+pub const K2_P384: &str = "k2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8w";
+pub const K2_P384_H1: &str = "h1:bjBG4XEF9zpxLMgNNrPDOpM48hvmG__SzAV_MLGsjyw";
+pub const K2_P384_HEX: &str = "6e3046e17105f73a712cc80d36b3c33a9338f21be61bffd2cc057f30b1ac8f2c";
+
 /// A child process (an emulator, a server) killed and reaped on drop.
 pub struct KillOnDrop(pub Child);
 

@@ -99,7 +99,7 @@ pub(super) fn end_of_block(
     if h2.streams.len() >= CONCURRENT_STREAMS_MAX as usize {
         h2.give_back(work);
         frame::write_rst_stream(out, id, ErrorCode::RefusedStream);
-        return h2.count_reset(now);
+        return h2.resets.count(now);
     }
     if let Some(why) = pseudo.bad.or_else(|| {
         (!pseudo.method || !pseudo.scheme || !pseudo.path).then_some("missing pseudo-header")
@@ -107,7 +107,7 @@ pub(super) fn end_of_block(
         let _ = why;
         h2.give_back(work);
         frame::write_rst_stream(out, id, ErrorCode::ProtocolError);
-        return h2.count_reset(now);
+        return h2.resets.count(now);
     }
     h2.requests += 1;
     h2.core.metrics.inc(&h2.core.metrics.http2_streams);

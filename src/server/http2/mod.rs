@@ -22,8 +22,9 @@
 //! routed and authorised, a stream opened) → `handlers.rs` (the answer given at once, or the
 //! handler started in a slot; finished into metrics, audit and the answer) → `send.rs`
 //! (HEADERS, then DATA within the client's windows). Beside the path: `streams.rs` (the
-//! stream table, stream state, closing and removing streams) and `flow.rs` (receive credit
-//! given back, stream deadlines and the send-progress window).
+//! stream table, stream state, closing and removing streams), `flow.rs` (receive credit
+//! given back, stream deadlines and the send-progress window) and `window.rs` (the flood
+//! limits' counters).
 
 use std::future::Future;
 use std::rc::Rc;
@@ -48,12 +49,14 @@ mod headers;
 mod recv;
 mod send;
 mod streams;
+mod window;
 
 use flow::check_deadlines;
 use handlers::{finish, run_handler, Done, Handlers, Runner, Start};
 use recv::process_input;
 use send::pump_logs;
 use streams::{Stream, StreamState, Work};
+use window::WindowCounter;
 
 /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; Go's default).
 pub const CONCURRENT_STREAMS_MAX: u32 = 250;
@@ -128,11 +131,9 @@ struct H2 {
     send_window: i64,
     recv_window: i64,
     recv_consumed: u32,
-    /// Counters for the flood limits.
-    resets: u32,
-    resets_since: Instant,
-    control_frames: u32,
-    control_since: Instant,
+    /// The flood limits: streams reset or refused, and control frames.
+    resets: WindowCounter,
+    control_frames: WindowCounter,
     goaway_sent: bool,
     requests: u64,
     /// Scratch for one decoded header block.
@@ -160,10 +161,8 @@ impl H2 {
             send_window: 65_535,
             recv_window: i64::from(CONNECTION_BODY_BYTES_MAX),
             recv_consumed: 0,
-            resets: 0,
-            resets_since: now,
-            control_frames: 0,
-            control_since: now,
+            resets: WindowCounter::new(RESETS_PER_WINDOW_MAX, RESET_WINDOW, now),
+            control_frames: WindowCounter::new(CONTROL_FRAMES_PER_WINDOW_MAX, CONTROL_WINDOW, now),
             goaway_sent: false,
             requests: 0,
             head: RequestHead::default(),
@@ -180,32 +179,6 @@ impl H2 {
             self.head = RequestHead::default();
             self.decoder.shrink_while_idle();
         }
-    }
-
-    /// Counts a control frame; too many per window is a flood.
-    fn count_control(&mut self, now: Instant) -> Result<(), ConnectionError> {
-        if now.duration_since(self.control_since) > CONTROL_WINDOW {
-            self.control_since = now;
-            self.control_frames = 0;
-        }
-        self.control_frames += 1;
-        if self.control_frames > CONTROL_FRAMES_PER_WINDOW_MAX {
-            return Err(ConnectionError(ErrorCode::EnhanceYourCalm));
-        }
-        Ok(())
-    }
-
-    /// Counts a stream the client reset or that we refused; too many is a rapid reset.
-    fn count_reset(&mut self, now: Instant) -> Result<(), ConnectionError> {
-        if now.duration_since(self.resets_since) > RESET_WINDOW {
-            self.resets_since = now;
-            self.resets = 0;
-        }
-        self.resets += 1;
-        if self.resets > RESETS_PER_WINDOW_MAX {
-            return Err(ConnectionError(ErrorCode::EnhanceYourCalm));
-        }
-        Ok(())
     }
 }
 

@@ -104,7 +104,7 @@ fn handle_frame(
                 return Err(ConnectionError(ErrorCode::EnhanceYourCalm));
             }
             if payload.is_empty() {
-                h2.count_control(now)?; // empty ones add nothing to the block: a flood
+                h2.control_frames.count(now)?; // empty ones add nothing to the block: a flood
             }
             h2.block.extend_from_slice(payload);
             if header.flags & frame::flag::END_HEADERS != 0 {
@@ -114,7 +114,7 @@ fn handle_frame(
         }
         frame::kind::PRIORITY => {
             // Accepted and ignored (RFC 9113 §5.3.2); malformed ones are stream errors.
-            h2.count_control(now)?;
+            h2.control_frames.count(now)?;
             if let Err(e) = frame::priority(&header, payload) {
                 if e.is_connection_error() {
                     return Err(proto(e));
@@ -132,13 +132,13 @@ fn handle_frame(
                 // A stream reset before we answered: count it (rapid reset). A parked
                 // handler finishes on its own; its answer is then dropped.
                 if h2.streams[index].state != StreamState::Log {
-                    h2.count_reset(now)?;
+                    h2.resets.count(now)?;
                 }
                 h2.close_stream(index);
             }
         }
         frame::kind::SETTINGS => {
-            h2.count_control(now)?;
+            h2.control_frames.count(now)?;
             if header.stream_id != 0 {
                 return Err(ConnectionError(ErrorCode::ProtocolError));
             }
@@ -171,7 +171,7 @@ fn handle_frame(
             send_pending(h2, out);
         }
         frame::kind::PING => {
-            h2.count_control(now)?;
+            h2.control_frames.count(now)?;
             let data = frame::ping(&header, payload).map_err(proto)?;
             if header.stream_id != 0 {
                 return Err(ConnectionError(ErrorCode::ProtocolError));
@@ -186,7 +186,7 @@ fn handle_frame(
             h2.goaway_sent = true;
         }
         frame::kind::WINDOW_UPDATE => {
-            h2.count_control(now)?;
+            h2.control_frames.count(now)?;
             let increment = match frame::window_update(&header, payload) {
                 Ok(i) => i64::from(i),
                 Err(e) if !e.is_connection_error() => {
@@ -216,7 +216,7 @@ fn handle_frame(
             send_pending(h2, out);
         }
         frame::kind::PUSH_PROMISE => return Err(ConnectionError(ErrorCode::ProtocolError)),
-        _ => h2.count_control(now)?, // unknown frame types are ignored (RFC 9113 §4.1)
+        _ => h2.control_frames.count(now)?, // unknown frame types are ignored (RFC 9113 §4.1)
     }
     Ok(())
 }
@@ -246,17 +246,17 @@ fn on_data(
     h2.recv_consumed += flow_bytes;
     let end_stream = header.flags & frame::flag::END_STREAM != 0;
     if data.is_empty() && !end_stream {
-        h2.count_control(now)?; // empty DATA frames are a known flood
+        h2.control_frames.count(now)?; // empty DATA frames are a known flood
     }
     let Some(index) = h2.stream_index(id) else {
         // Ids only grow: one at or below the highest seen and not open is closed.
-        h2.count_control(now)?;
+        h2.control_frames.count(now)?;
         frame::write_rst_stream(out, id, ErrorCode::StreamClosed);
         return Ok(());
     };
     let s = &mut h2.streams[index];
     if s.remote_closed {
-        h2.count_control(now)?;
+        h2.control_frames.count(now)?;
         reset_stream(h2, out, index, ErrorCode::StreamClosed);
         return Ok(());
     }
