@@ -98,13 +98,22 @@ mod tests {
     #[test]
     fn replace_is_a_compare_and_set() {
         let s = MemStore::new();
-        assert!(matches!(s.replace("k", b"a", b"b"), Err(StoreError::NotFound)));
+        assert!(matches!(
+            s.replace("k", b"a", b"b"),
+            Err(StoreError::NotFound)
+        ));
         s.create("k", b"a").unwrap();
-        assert!(matches!(s.replace("k", b"x", b"b"), Err(StoreError::Conflict)));
+        assert!(matches!(
+            s.replace("k", b"x", b"b"),
+            Err(StoreError::Conflict)
+        ));
         assert_eq!(s.get("k").unwrap().expose(), b"a");
         s.replace("k", b"a", b"b").unwrap();
         assert_eq!(s.get("k").unwrap().expose(), b"b");
-        assert!(matches!(s.replace("k", b"a", b"c"), Err(StoreError::Conflict)));
+        assert!(matches!(
+            s.replace("k", b"a", b"c"),
+            Err(StoreError::Conflict)
+        ));
     }
 
     #[test]
