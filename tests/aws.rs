@@ -912,3 +912,151 @@ fn a_secret_scheduled_for_deletion_is_still_deleted() {
         );
     }
 }
+
+/// The Secrets Manager keystore opened directly (two calls: two nodes) on moto, as the
+/// IAM user `kes`, with `kms_key` as `kmskey`.
+fn open_store(m: &Moto, kms_key: &str) -> std::sync::Arc<dyn kes::keystore::KeyStore> {
+    let yaml = format!(
+        "keystore:\n  aws:\n    secretsmanager:\n      endpoint: http://127.0.0.1:{}\n      region: us-east-1\n      kmskey: {kms_key}\n      credentials:\n        accesskey: {}\n        secretkey: {}\n",
+        m.port, m.access_key, m.secret_key
+    );
+    let config = kes::config::parse_keystore_only(&yaml, &|_| None).expect("config");
+    kes::keystore::open(&config).expect("open the AWS keystore")
+}
+
+/// A key ring's stored text (what a rotation writes).
+fn ring(n: usize) -> String {
+    format!("{}{n}", kes::crypto::record::KEYRING_PREFIX)
+}
+
+/// The secret's `AWSCURRENT` string and its versions' labels, as boto3 reads them.
+fn current_and_stages(m: &Moto, name: &str) -> (String, Vec<Vec<String>>) {
+    let out = moto_py(
+        m,
+        &format!(
+            "v = sm.get_secret_value(SecretId={name:?}, VersionStage='AWSCURRENT')['SecretString']\n\
+             d = sm.describe_secret(SecretId={name:?})\n\
+             print(json.dumps([v, d['KmsKeyId'], sorted(sorted(s) for s in d['VersionIdsToStages'].values())]))"
+        ),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let stages = serde_json::from_value(v[2].clone()).unwrap();
+    (v[0].as_str().unwrap().to_string(), stages)
+}
+
+/// Key rotation's `replace` is a compare-and-set built on staging labels: a record upstream
+/// wrote is replaced by a new `AWSCURRENT` version (a `SecretString`, under the secret's KMS
+/// key), which every node then reads; a stale expected value is a conflict that changes
+/// nothing; a missing secret is not found.
+#[test]
+fn replace_moves_awscurrent_to_the_new_value_only_from_the_expected_one() {
+    use kes::keystore::{ReplaceKind, StoreError};
+    let fixture = common::fixtures::load("aws-secretsmanager");
+    let m = start_moto();
+    let alias = "alias/kes-fixture";
+    moto_py(
+        &m,
+        &format!(
+            "kms.create_alias(AliasName={alias:?}, TargetKeyId={:?})",
+            m.kms_key
+        ),
+    );
+    let (name, key) = fixture.keys().next().expect("a key");
+    let upstream = key.secret_string();
+    moto_py(
+        &m,
+        &format!("sm.create_secret(Name={name:?}, SecretString={upstream:?}, KmsKeyId={alias:?})"),
+    );
+    let (a, b) = (open_store(&m, alias), open_store(&m, alias));
+    assert_eq!(a.replace_kind(), ReplaceKind::Atomic);
+    let e = a.replace("missing", b"x", b"y").unwrap_err();
+    assert!(matches!(e, StoreError::NotFound), "{e:?}");
+
+    let e = a.replace(name, b"stale", ring(1).as_bytes()).unwrap_err();
+    assert!(matches!(e, StoreError::Conflict), "{e:?}");
+    let (value, stages) = current_and_stages(&m, name);
+    assert_eq!(
+        (value.as_str(), stages.len()),
+        (upstream, 1),
+        "a conflict wrote"
+    );
+
+    a.replace(name, upstream.as_bytes(), ring(1).as_bytes())
+        .unwrap();
+    assert_eq!(b.get(name).unwrap().expose(), ring(1).as_bytes());
+    let (value, stages) = current_and_stages(&m, name);
+    assert_eq!(value, ring(1));
+    // The upstream record is the previous version; no pending label is left.
+    assert_eq!(stages, [vec!["AWSCURRENT"], vec!["AWSPREVIOUS"]]);
+    let kms = moto_py(
+        &m,
+        &format!("print(sm.describe_secret(SecretId={name:?})['KmsKeyId'])"),
+    );
+    assert_eq!(kms, alias);
+
+    // The replaced value is gone: replacing from it again is a conflict.
+    let e = b
+        .replace(name, upstream.as_bytes(), ring(9).as_bytes())
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict), "{e:?}");
+    b.replace(name, ring(1).as_bytes(), ring(2).as_bytes())
+        .unwrap();
+    assert_eq!(a.get(name).unwrap().expose(), ring(2).as_bytes());
+    assert_eq!(current_and_stages(&m, name).0, ring(2));
+
+    a.delete(name).unwrap();
+    let e = b
+        .replace(name, ring(2).as_bytes(), ring(3).as_bytes())
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound), "{e:?}");
+}
+
+/// Two nodes (two `AwsStore`s) increment one key concurrently with read → replace, retrying
+/// on conflict: moving `AWSCURRENT` only off the version read lets no increment be lost.
+#[test]
+fn racing_replaces_lose_no_increment() {
+    use kes::keystore::StoreError;
+    const WRITERS: usize = 4;
+    const INCREMENTS: usize = 10;
+    let m = start_moto();
+    let stores = [open_store(&m, &m.kms_key), open_store(&m, &m.kms_key)];
+    stores[0].create("counter", ring(0).as_bytes()).unwrap();
+    let counter = |value: &[u8]| -> usize {
+        let text = std::str::from_utf8(value).unwrap();
+        let n = text.strip_prefix(kes::crypto::record::KEYRING_PREFIX);
+        n.and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"))
+    };
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(WRITERS));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let (store, barrier) = (stores[i % 2].clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut conflicts = 0;
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let old = store.get("counter").unwrap();
+                        let new = ring(counter(old.expose()) + 1);
+                        match store.replace("counter", old.expose(), new.as_bytes()) {
+                            Ok(()) => break,
+                            Err(StoreError::Conflict) => conflicts += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let conflicts: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(
+        counter(stores[1].get("counter").unwrap().expose()),
+        WRITERS * INCREMENTS
+    );
+    assert_eq!(
+        current_and_stages(&m, "counter").0,
+        ring(WRITERS * INCREMENTS)
+    );
+    assert!(conflicts > 0, "the writers never raced");
+}

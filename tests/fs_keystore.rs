@@ -1,5 +1,6 @@
 //! The filesystem keystore through the whole server: an upstream-written keys directory
-//! served unchanged, keys surviving a restart of the `kes` binary, and policies from a config.
+//! served unchanged, keys surviving a restart of the `kes` binary, policies from a config,
+//! and key rotation's replace from several processes at once.
 
 mod common;
 
@@ -395,4 +396,95 @@ fn non_hex_identities_from_the_config_can_be_described() {
             "identity does not exist",
         );
     }
+}
+
+/// The environment variable that makes [`replace_worker`] a worker: the keys directory.
+const WORKER_DIR: &str = "KES_TEST_FS_REPLACE_WORKER_DIR";
+/// Increments each worker process makes.
+const WORKER_INCREMENTS: usize = 100;
+
+/// The counter's `n`th value, a key ring whose length varies with `n` (a half-written file
+/// would show).
+fn counter_value(n: usize) -> String {
+    format!(
+        "{}{n}:{}",
+        kes::crypto::record::KEYRING_PREFIX,
+        "A".repeat(n % 512 * 8)
+    )
+}
+
+fn counter_of(value: &[u8]) -> usize {
+    let text = std::str::from_utf8(value).unwrap();
+    let n = text
+        .strip_prefix(kes::crypto::record::KEYRING_PREFIX)
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a counter: {} bytes", text.len()));
+    assert_eq!(text, counter_value(n), "a partial value");
+    n
+}
+
+/// Not a test on its own: run by [`replaces_from_several_processes_lose_nothing`] in child
+/// processes (with [`WORKER_DIR`] set), it increments the counter there.
+#[test]
+fn replace_worker() {
+    use kes::keystore::{FsStore, KeyStore, StoreError};
+    let Some(dir) = std::env::var_os(WORKER_DIR) else {
+        return;
+    };
+    let store = FsStore::open(std::path::PathBuf::from(dir)).unwrap();
+    for _ in 0..WORKER_INCREMENTS {
+        loop {
+            let old = store.get("counter").unwrap();
+            let new = counter_value(counter_of(old.expose()) + 1);
+            match store.replace("counter", old.expose(), new.as_bytes()) {
+                Ok(()) => break,
+                Err(StoreError::Conflict) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+/// Key rotation on the filesystem keystore is a compare-and-set across processes (servers
+/// sharing one keys directory): three processes increment one counter with read → replace,
+/// retrying on conflict, while this one reads it continuously; no increment is lost, and the
+/// key is never missing or half written.
+#[test]
+fn replaces_from_several_processes_lose_nothing() {
+    use kes::keystore::{FsStore, KeyStore};
+    const PROCESSES: usize = 3;
+    let keys = tempfile::tempdir().unwrap();
+    let store = FsStore::open(keys.path()).unwrap();
+    store
+        .create("counter", counter_value(0).as_bytes())
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "replace_worker", "--test-threads=1"])
+                .env(WORKER_DIR, keys.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut reads = 0;
+    while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+        counter_of(
+            store
+                .get("counter")
+                .expect("the key during replaces")
+                .expose(),
+        );
+        reads += 1;
+    }
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a worker failed");
+    }
+    assert!(reads > 0);
+    let last = store.get("counter").unwrap();
+    assert_eq!(counter_of(last.expose()), PROCESSES * WORKER_INCREMENTS);
+    assert_eq!(store.list("").unwrap(), ["counter"]);
 }

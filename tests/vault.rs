@@ -222,6 +222,223 @@ fn transit_wrapped_records() {
     kes::crypto::record::decode_record(&record).unwrap();
 }
 
+/// A Vault keystore opened directly (two calls: two nodes), from a `keystore:` section.
+fn open_store(keystore_yaml: &str) -> Arc<dyn kes::keystore::KeyStore> {
+    let config = kes::config::parse_keystore_only(keystore_yaml, &|_| None).expect("config");
+    kes::keystore::open(&config).expect("open the Vault keystore")
+}
+
+/// A key ring's stored text (what a rotation writes).
+fn ring(n: usize) -> String {
+    format!("{}{n}", kes::crypto::record::KEYRING_PREFIX)
+}
+
+/// What `bao` reads as the latest (K/V v2: `version`) value of `field` at `path`.
+fn bao_field(port: u16, v2: bool, path: &str, field: &str, version: Option<u32>) -> String {
+    let field = format!("-field={field}");
+    let version = version.map(|v| format!("-version={v}"));
+    let mut args = if v2 { vec!["kv", "get"] } else { vec!["read"] };
+    args.push(&field);
+    if let Some(v) = &version {
+        args.push(v);
+    }
+    args.push(path);
+    bao_cli(port, &args, None)
+}
+
+/// Key rotation's `replace` on K/V v2 (a check-and-set), K/V v1 (read, compare, write) and
+/// K/V v2 with transit (compared unwrapped, the new value wrapped as `create` wraps): a stale
+/// expected value is a conflict that changes nothing, a missing key is not found, and the new
+/// value is what every node then reads, stored where upstream stores a record.
+#[test]
+fn replace_on_kv_v2_kv_v1_and_kv_v2_with_transit() {
+    use kes::keystore::{ReplaceKind, StoreError};
+    let bao = start_bao(0);
+    let port = bao.port;
+    bao_cli(port, &["secrets", "enable", "transit"], None);
+    bao_cli(port, &["write", "-f", "transit/keys/kes-wrap"], None);
+    let policy = format!(
+        "{}path \"transit/encrypt/kes-wrap\" {{ capabilities = [\"update\"] }}\npath \"transit/decrypt/kes-wrap\" {{ capabilities = [\"update\"] }}\n",
+        common::bao::KV_POLICY
+    );
+    bao_cli(port, &["policy", "write", "kes", "-"], Some(&policy));
+    let transit = "    transit:\n      key: kes-wrap\n";
+    for (what, v2, yaml, kind) in [
+        (
+            "kv2",
+            true,
+            vault_yaml(port, true, "rot"),
+            ReplaceKind::Atomic,
+        ),
+        (
+            "kv1",
+            false,
+            vault_yaml(port, false, "rot"),
+            ReplaceKind::ReadCompareWrite,
+        ),
+        (
+            "kv2+transit",
+            true,
+            format!("{}{transit}", vault_yaml(port, true, "rotw")),
+            ReplaceKind::Atomic,
+        ),
+    ] {
+        let wrapped = what.ends_with("transit");
+        let path = match (v2, wrapped) {
+            (true, false) => "secret/rot/k",
+            (false, _) => "kv/rot/k",
+            (true, true) => "secret/rotw/k",
+        };
+        // The stored text, unwrapped when transit wraps it.
+        let stored = |version: Option<u32>| {
+            let raw = bao_field(port, v2, path, "k", version);
+            if wrapped {
+                assert!(raw.starts_with("vault:v1:"), "{what}: {raw}");
+                plain_record_of(port, "kes-wrap", &raw)
+            } else {
+                raw
+            }
+        };
+        let a = open_store(&yaml);
+        let b = open_store(&yaml);
+        assert_eq!(a.replace_kind(), kind, "{what}");
+        let e = a.replace("k", b"record-1", ring(1).as_bytes()).unwrap_err();
+        assert!(matches!(e, StoreError::NotFound), "{what}: {e:?}");
+
+        a.create("k", b"record-1").unwrap();
+        let e = a.replace("k", b"stale", ring(1).as_bytes()).unwrap_err();
+        assert!(matches!(e, StoreError::Conflict), "{what}: {e:?}");
+        assert_eq!(stored(None), "record-1", "{what}: a conflict wrote");
+        assert_eq!(b.get("k").unwrap().expose(), b"record-1", "{what}");
+
+        a.replace("k", b"record-1", ring(1).as_bytes()).unwrap();
+        assert_eq!(b.get("k").unwrap().expose(), ring(1).as_bytes(), "{what}");
+        assert_eq!(stored(None), ring(1), "{what}");
+        if v2 {
+            // The next version; version 1 (what upstream nodes read) is kept.
+            assert_eq!(stored(Some(1)), "record-1", "{what}");
+            assert_eq!(stored(Some(2)), ring(1), "{what}");
+        }
+        // The old value is gone: replacing from it again is a conflict.
+        let e = b.replace("k", b"record-1", ring(9).as_bytes()).unwrap_err();
+        assert!(matches!(e, StoreError::Conflict), "{what}: {e:?}");
+        b.replace("k", ring(1).as_bytes(), ring(2).as_bytes())
+            .unwrap();
+        assert_eq!(a.get("k").unwrap().expose(), ring(2).as_bytes(), "{what}");
+        assert_eq!(a.list("").unwrap(), ["k"], "{what}");
+
+        a.delete("k").unwrap();
+        let e = b
+            .replace("k", ring(2).as_bytes(), ring(3).as_bytes())
+            .unwrap_err();
+        assert!(matches!(e, StoreError::NotFound), "{what}: {e:?}");
+        assert!(matches!(a.get("k"), Err(StoreError::NotFound)), "{what}");
+    }
+}
+
+/// Two nodes (two `VaultStore`s) on K/V v2 increment one key concurrently with read →
+/// replace, retrying on conflict: Vault's check-and-set lets no increment be lost.
+#[test]
+fn racing_replaces_on_kv_v2_lose_no_increment() {
+    use kes::keystore::StoreError;
+    const WRITERS: usize = 4;
+    const INCREMENTS: usize = 15;
+    let bao = start_bao(0);
+    let yaml = vault_yaml(bao.port, true, "race");
+    let stores = [open_store(&yaml), open_store(&yaml)];
+    stores[0].create("counter", ring(0).as_bytes()).unwrap();
+    let counter = |value: &[u8]| -> usize {
+        let text = std::str::from_utf8(value).unwrap();
+        let n = text.strip_prefix(kes::crypto::record::KEYRING_PREFIX);
+        n.and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"))
+    };
+    let barrier = Arc::new(std::sync::Barrier::new(WRITERS));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let (store, barrier) = (stores[i % 2].clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut conflicts = 0;
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let old = store.get("counter").unwrap();
+                        let new = ring(counter(old.expose()) + 1);
+                        match store.replace("counter", old.expose(), new.as_bytes()) {
+                            Ok(()) => break,
+                            Err(StoreError::Conflict) => conflicts += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let conflicts: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    let last = stores[1].get("counter").unwrap();
+    assert_eq!(counter(last.expose()), WRITERS * INCREMENTS);
+    assert!(conflicts > 0, "the writers never raced");
+    // One version per increment, after the first.
+    let metadata = bao_cli(
+        bao.port,
+        &[
+            "kv",
+            "metadata",
+            "get",
+            "-format=json",
+            "secret/race/counter",
+        ],
+        None,
+    );
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(
+        metadata["data"]["current_version"],
+        WRITERS * INCREMENTS + 1
+    );
+}
+
+/// A record upstream KES wrote into K/V v2 is rotated in place: the new value is the next
+/// version of the same entry, in upstream's layout (one field named after the key), and it
+/// is what a node (and a fresh one) serves from then on.
+#[test]
+fn an_upstream_kv_v2_record_replaced_reads_back_as_the_new_value() {
+    let fixture = fixtures::load("vault-kv2");
+    let bao = start_bao(0);
+    fixture_store_setup(bao.port, &fixture);
+    let (name, key) = fixture.keys().next().expect("a key");
+    plant_value(bao.port, key, true, name, key.vault_value());
+    let yaml = format!(
+        "keystore:\n  vault:\n    endpoint: http://127.0.0.1:{}\n{}",
+        bao.port,
+        fixture_keystore(key, true, "")
+    );
+    let store = open_store(&yaml);
+    let old = store.get(name).unwrap();
+    assert_eq!(old.expose(), key.vault_value().as_bytes());
+    store
+        .replace(name, old.expose(), ring(7).as_bytes())
+        .unwrap();
+    assert_eq!(
+        open_store(&yaml).get(name).unwrap().expose(),
+        ring(7).as_bytes()
+    );
+    let json = bao_cli(
+        bao.port,
+        &[
+            "kv",
+            "get",
+            "-format=json",
+            &format!("-mount={}", key.vault_mount()),
+            key.vault_kv_path(),
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["data"]["data"], serde_json::json!({ name: ring(7) }));
+    assert_eq!(v["data"]["metadata"]["version"], 2);
+}
+
 use base64::Engine;
 
 /// A 3-node OpenBao HA cluster (`bao server -dev -dev-three-node`, HTTPS with its own CA).
@@ -437,7 +654,9 @@ fn upstream_records_are_served(fixture_name: &str, v2: bool) {
     for (name, key) in fixture.keys() {
         fixtures::assert_serves_vectors(&n.endpoint(), &api_key, name, key);
         fixtures::assert_describes_as_upstream(&n.endpoint(), &api_key, name, key);
-        // The key was read as upstream read it (its last read in OpenBao's audit log).
+        // The key was read where upstream read it (its last read in OpenBao's audit log).
+        // K/V v2: upstream asks for `?version=1`; we read the latest version (a key ring
+        // after a rotation), and version 1 only when a later version is another writer's.
         let read = key
             .stored
             .requests_openbao_received_from_kes
@@ -451,6 +670,7 @@ fn upstream_records_are_served(fixture_name: &str, v2: bool) {
             .and_then(|d| d.get("version"))
             .and_then(|v| v.as_str())
             .map_or(String::new(), |v| format!("?version={v}"));
+        let version = if v2 { String::new() } else { version };
         let expected = format!("GET /v1/{}{version} []", read.path);
         let seen = proxy.seen();
         assert!(seen.contains(&expected), "{expected} not in {seen:?}");

@@ -9,7 +9,23 @@
 //!   `DescribeSecret` (or, where IAM denies that, `GetSecretValue`), since a forced delete of
 //!   a missing secret succeeds at AWS and the API must answer 404; a secret that cannot be
 //!   decrypted or is scheduled for deletion is deleted all the same, as upstream does;
-//! * the status probe is a plain `GET` of the endpoint: any HTTP answer means reachable.
+//! * the status probe is a plain `GET` of the endpoint: any HTTP answer means reachable;
+//! * reads ask for the `AWSCURRENT` version explicitly (AWS's default; moto's default is the
+//!   version last written with `AWSCURRENT`, not the one a stage move made current).
+//!
+//! `replace` (key rotation) is a compare-and-set ([`ReplaceKind::Atomic`]), built from
+//! Secrets Manager's staging labels: read the `AWSCURRENT` value and its `VersionId`,
+//! compare, `PutSecretValue` the new `SecretString` as a new version labelled only
+//! [`PENDING_STAGE`] (so it is not current yet, and not dropped as unlabelled), then
+//! `UpdateSecretVersionStage` moving `AWSCURRENT` to it with `RemoveFromVersionId` = the
+//! version read. AWS documents that this move fails when `AWSCURRENT` is no longer on that
+//! version ("if the label is attached and … the version ID does not match, then the
+//! operation fails"): a node that rotated in between makes ours fail, and that is the
+//! `Conflict`. moto 5 checks the same (`InvalidParameterException`). The new version is
+//! encrypted with the secret's own KMS key (`PutSecretValue` takes none; `create` set it).
+//! IAM must allow `secretsmanager:PutSecretValue` and `secretsmanager:UpdateSecretVersionStage`
+//! beside upstream's documented actions. A version whose move lost stays behind with the
+//! pending label until the next rotation takes the label (AWS then ages it out).
 //!
 //! The JSON 1.1 protocol (`X-Amz-Target: secretsmanager.<Op>`) over the shared blocking
 //! client ([`super::http`]), signed with our SigV4 ([`super::sigv4`]). Calls are repeated on
@@ -34,12 +50,14 @@ use std::sync::Arc;
 
 use super::http::{other, retrying, Endpoint, Reply, Retry};
 use super::sigv4::{self, Credentials};
-use super::{KeyStore, StoreError};
+use super::{KeyStore, ReplaceKind, StoreError};
 use crate::config::AwsConfig;
 use crate::secret::SecretVec;
 
 /// Connect + read + write timeout of one AWS call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The staging label of a rotation's new version until `AWSCURRENT` is moved to it.
+pub const PENDING_STAGE: &str = "KESPENDING";
 /// Safety bound on `ListSecrets` pages (100 names each by default).
 const LIST_PAGES_MAX: usize = 100_000;
 
@@ -276,6 +294,74 @@ impl AwsStore {
     }
 }
 
+impl AwsStore {
+    /// The `AWSCURRENT` value of `name` and its `VersionId`.
+    fn read_current(&self, name: &str) -> Result<(SecretVec, String), StoreError> {
+        let request = json(&[("SecretId", name), ("VersionStage", "AWSCURRENT")], false);
+        let reply = match self.json_call("GetSecretValue", request.expose())? {
+            Ok(r) => r,
+            Err(e) if e.code == "ResourceNotFoundException" => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into_store("GetSecretValue")),
+        };
+        let mut body = SecretVec::new(reply.body);
+        let v = simd_json::to_owned_value(body.as_mut_vec())
+            .map_err(|_| other("AWS Secrets Manager GetSecretValue: invalid JSON".into()))?;
+        use simd_json::prelude::*;
+        let version = v
+            .get("VersionId")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(s) = v.get("SecretString").and_then(|s| s.as_str()) {
+            return Ok((SecretVec::new(s.as_bytes().to_vec()), version));
+        }
+        if let Some(b) = v.get("SecretBinary").and_then(|s| s.as_str()) {
+            use base64::Engine;
+            let mut out = SecretVec::with_capacity(b.len());
+            base64::engine::general_purpose::STANDARD
+                .decode_vec(b, out.as_mut_vec())
+                .map_err(|_| other("AWS Secrets Manager: SecretBinary is not base64".into()))?;
+            return Ok((out, version));
+        }
+        Err(other(
+            "AWS Secrets Manager GetSecretValue: neither SecretString nor SecretBinary".into(),
+        ))
+    }
+
+    /// `UpdateSecretVersionStage` of `stage`: onto `to`, off `from` (either may be absent).
+    fn move_stage(
+        &self,
+        name: &str,
+        stage: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<Result<(), AwsError>, StoreError> {
+        let mut pairs = vec![("SecretId", name), ("VersionStage", stage)];
+        if let Some(to) = to {
+            pairs.push(("MoveToVersionId", to));
+        }
+        if let Some(from) = from {
+            pairs.push(("RemoveFromVersionId", from));
+        }
+        Ok(self
+            .json_call("UpdateSecretVersionStage", json(&pairs, false).expose())?
+            .map(drop))
+    }
+}
+
+/// `PutSecretValue`'s body: the new version `token` of `name`, labelled [`PENDING_STAGE`].
+fn put_pending(name: &str, value: &str, token: &str) -> SecretVec {
+    // Sized for the worst escaping (`\u00XX`): growing would leave a copy behind.
+    let mut out = SecretVec::with_capacity(6 * (name.len() + value.len()) + token.len() + 160);
+    let mut w = crate::api::json::JsonWriter::object(out.as_mut_vec());
+    w.string("SecretId", name)
+        .string("ClientRequestToken", token)
+        .string("SecretString", value)
+        .string_array("VersionStages", [PENDING_STAGE]);
+    w.finish();
+    out
+}
+
 impl KeyStore for AwsStore {
     fn display_name(&self) -> String {
         format!("AWS SecretsManager: {}", self.config.endpoint)
@@ -307,32 +393,51 @@ impl KeyStore for AwsStore {
     }
 
     fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
-        let reply = match self.json_call(
-            "GetSecretValue",
-            json(&[("SecretId", name)], false).expose(),
-        )? {
-            Ok(r) => r,
+        self.read_current(name).map(|(value, _)| value)
+    }
+
+    fn replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        let new = std::str::from_utf8(new).map_err(|_| other("key record is not text".into()))?;
+        let (current, version) = self.read_current(name)?;
+        if current.expose() != old {
+            return Err(StoreError::Conflict);
+        }
+        drop(current);
+        if version.is_empty() {
+            return Err(other(
+                "AWS Secrets Manager GetSecretValue: no VersionId in the answer".into(),
+            ));
+        }
+        // A new token per replace: the request is idempotent when `call` repeats it.
+        let token = request_token();
+        match self.json_call("PutSecretValue", put_pending(name, new, &token).expose())? {
+            Ok(reply) => drop(SecretVec::new(reply.body)),
             Err(e) if e.code == "ResourceNotFoundException" => return Err(StoreError::NotFound),
-            Err(e) => return Err(e.into_store("GetSecretValue")),
-        };
-        let mut body = SecretVec::new(reply.body);
-        let v = simd_json::to_owned_value(body.as_mut_vec())
-            .map_err(|_| other("AWS Secrets Manager GetSecretValue: invalid JSON".into()))?;
-        use simd_json::prelude::*;
-        if let Some(s) = v.get("SecretString").and_then(|s| s.as_str()) {
-            return Ok(SecretVec::new(s.as_bytes().to_vec()));
+            Err(e) => return Err(e.into_store("PutSecretValue")),
         }
-        if let Some(b) = v.get("SecretBinary").and_then(|s| s.as_str()) {
-            use base64::Engine;
-            let mut out = SecretVec::with_capacity(b.len());
-            base64::engine::general_purpose::STANDARD
-                .decode_vec(b, out.as_mut_vec())
-                .map_err(|_| other("AWS Secrets Manager: SecretBinary is not base64".into()))?;
-            return Ok(out);
+        match self.move_stage(name, "AWSCURRENT", Some(&token), Some(&version))? {
+            Ok(()) => {}
+            Err(e) if e.code == "ResourceNotFoundException" => return Err(StoreError::NotFound),
+            Err(e) => {
+                // Refused: either another node moved AWSCURRENT first (a conflict), or our
+                // own move went through on an attempt whose answer was lost (`call` repeats
+                // on 5xx), or it failed for its own reason. The current version tells.
+                let (_, now) = self.read_current(name)?;
+                if now == version {
+                    return Err(e.into_store("UpdateSecretVersionStage"));
+                }
+                if now != token {
+                    return Err(StoreError::Conflict);
+                }
+            }
         }
-        Err(other(
-            "AWS Secrets Manager GetSecretValue: neither SecretString nor SecretBinary".into(),
-        ))
+        // Tidy only: the current version keeps just AWSCURRENT (and AWSPREVIOUS moves on).
+        let _ = self.move_stage(name, PENDING_STAGE, None, Some(&token));
+        Ok(())
+    }
+
+    fn replace_kind(&self) -> ReplaceKind {
+        ReplaceKind::Atomic
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {

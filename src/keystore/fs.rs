@@ -10,9 +10,20 @@
 //! "create if absent" atomic across threads and processes), unlinks the temporary name and
 //! fsyncs the directory. A key file therefore never appears partially written. Leftover
 //! temporary files of a crashed process are removed by [`FsStore::open`].
+//!
+//! `replace` (key rotation) is a compare-and-set across threads and processes on one host:
+//! under an exclusive `flock(2)` on the keystore directory itself (no lock file, so nothing
+//! new is listed, and upstream's layout is unchanged) it reads the file, compares it with the
+//! expected value, writes the new value to a temporary file (mode 0600, fsynced) and
+//! `rename(2)`s it over the key file, then fsyncs the directory. A reader sees either the old
+//! or the new file, never a missing or partial one. `delete` takes the same lock, so a
+//! replace cannot bring a key back that was deleted while it ran. `flock` is per host: on a
+//! network file system shared by several hosts the guarantee is only as good as that file
+//! system's `flock` emulation.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +45,9 @@ const TEMP_NAME_PART_MAX: usize = 200;
 /// How often `create` starts over when its temporary file vanished before it was linked (a
 /// server sharing the directory removed it while starting up).
 const CREATE_ATTEMPTS: usize = 3;
+
+/// How often `replace` starts over when its temporary file vanished before the rename.
+const REPLACE_ATTEMPTS: usize = 3;
 
 /// How many temporary file names `create` tries before giving up.
 const TEMP_NAME_ATTEMPTS: usize = 16;
@@ -141,6 +155,47 @@ impl FsStore {
             Err(err) => Err(StoreError::Io(err)),
         }
     }
+
+    /// An exclusive `flock` on the keystore directory, held until the returned file is
+    /// dropped; it orders `replace` and `delete` across threads, `FsStore`s and processes.
+    fn lock_dir(&self) -> Result<File, StoreError> {
+        let dir = File::open(&self.dir)?;
+        loop {
+            // SAFETY: `dir` is an open file descriptor for the whole call.
+            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(dir);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != ErrorKind::Interrupted {
+                return Err(StoreError::Io(err));
+            }
+        }
+    }
+
+    /// The value of `name` as `get` reads it, `NotFound` for anything but a regular file.
+    fn read(&self, name: &str) -> Result<SecretVec, StoreError> {
+        // O_NONBLOCK: opening a FIFO that happens to carry a key's name must not hang; it has
+        // no effect on regular files.
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(self.dir.join(name))
+        {
+            Ok(file) => file,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(err) => return Err(StoreError::Io(err)),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            // Sub-directories and special files are never keys (and never listed).
+            return Err(StoreError::NotFound);
+        }
+        let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        if len > VALUE_BYTES_MAX {
+            return Err(StoreError::TooLarge);
+        }
+        read_value(&mut file, len)
+    }
 }
 
 impl KeyStore for FsStore {
@@ -194,31 +249,46 @@ impl KeyStore for FsStore {
 
     fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
         validate_name(name)?;
-        // O_NONBLOCK: opening a FIFO that happens to carry a key's name must not hang; it has
-        // no effect on regular files.
-        let mut file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(self.dir.join(name))
-        {
-            Ok(file) => file,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Err(StoreError::NotFound),
-            Err(err) => return Err(StoreError::Io(err)),
-        };
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            // Sub-directories and special files are never keys (and never listed).
-            return Err(StoreError::NotFound);
-        }
-        let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-        if len > VALUE_BYTES_MAX {
+        self.read(name)
+    }
+
+    fn replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        validate_name(name)?;
+        if new.len() > VALUE_BYTES_MAX {
             return Err(StoreError::TooLarge);
         }
-        read_value(&mut file, len)
+        let path = self.dir.join(name);
+        let _lock = self.lock_dir()?;
+        if self.read(name)?.expose() != old {
+            return Err(StoreError::Conflict);
+        }
+        for _ in 0..REPLACE_ATTEMPTS {
+            let (temp, file) = self.create_temp(name)?;
+            match write_and_sync(file, new).and_then(|()| fs::rename(&temp, &path)) {
+                Ok(()) => return self.sync_dir(),
+                // A server sharing the directory removed the temporary file while starting
+                // up; start over (the key file is untouched).
+                Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                Err(err) => {
+                    let _ = fs::remove_file(&temp);
+                    return Err(StoreError::Io(err));
+                }
+            }
+        }
+        Err(StoreError::Io(io::Error::new(
+            ErrorKind::NotFound,
+            "temporary file removed before it could be renamed",
+        )))
+    }
+
+    fn replace_kind(&self) -> super::ReplaceKind {
+        super::ReplaceKind::Atomic
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
         validate_name(name)?;
+        // Ordered with `replace`, which would otherwise rename a value back into place.
+        let _lock = self.lock_dir()?;
         match fs::remove_file(self.dir.join(name)) {
             Ok(()) => self.sync_dir(),
             Err(err) if err.kind() == ErrorKind::NotFound => Err(StoreError::NotFound),
@@ -604,6 +674,133 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         assert!(matches!(store.get("pipe"), Err(StoreError::NotFound)));
         assert!(store.list("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn replace_is_a_compare_and_set_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FsStore::open(tmp.path()).unwrap();
+        assert_eq!(store.replace_kind(), super::super::ReplaceKind::Atomic);
+        assert!(matches!(
+            store.replace("k", b"a", b"b"),
+            Err(StoreError::NotFound)
+        ));
+        assert!(!tmp.path().join("k").exists());
+
+        // An upstream-written record is replaced in place, mode 0600, nothing else left.
+        fs::write(tmp.path().join("k"), UPSTREAM_RECORD).unwrap();
+        let err = store.replace("k", b"stale", b"new").unwrap_err();
+        assert!(matches!(err, StoreError::Conflict), "{err:?}");
+        assert_eq!(fs::read(tmp.path().join("k")).unwrap(), UPSTREAM_RECORD);
+        let ring = b"kes:keyring:v1:AAAA";
+        store.replace("k", UPSTREAM_RECORD, ring).unwrap();
+        assert_eq!(fs::read(tmp.path().join("k")).unwrap(), ring);
+        assert_eq!(store.get("k").unwrap().expose(), ring);
+        assert_eq!(mode(&tmp.path().join("k")), 0o600);
+        assert!(temp_files(tmp.path()).is_empty());
+        assert_eq!(store.list("").unwrap(), ["k"]);
+        // The old value is gone for good: replacing from it again is a conflict.
+        let err = store.replace("k", UPSTREAM_RECORD, b"x").unwrap_err();
+        assert!(matches!(err, StoreError::Conflict), "{err:?}");
+
+        let err = store
+            .replace("k", ring, &vec![0; VALUE_BYTES_MAX + 1])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge), "{err:?}");
+        assert!(matches!(
+            store.replace("a.b", b"", b""),
+            Err(StoreError::InvalidName)
+        ));
+        // A sub-directory is not a key, and is not replaced by one.
+        fs::create_dir(tmp.path().join("sub")).unwrap();
+        assert!(matches!(
+            store.replace("sub", b"", b""),
+            Err(StoreError::NotFound)
+        ));
+        assert!(tmp.path().join("sub").is_dir());
+
+        // A deleted key stays deleted.
+        store.delete("k").unwrap();
+        assert!(matches!(
+            store.replace("k", ring, b"y"),
+            Err(StoreError::NotFound)
+        ));
+        assert!(!tmp.path().join("k").exists());
+        assert!(temp_files(tmp.path()).is_empty());
+    }
+
+    /// The value of the `n`th increment: its length varies, so a reader seeing half a file
+    /// notices.
+    fn counter_value(n: usize) -> Vec<u8> {
+        format!("{n}:{}", "x".repeat(n % 1024 * 7)).into_bytes()
+    }
+
+    fn counter_of(value: &[u8]) -> usize {
+        let text = std::str::from_utf8(value).expect("UTF-8");
+        let (n, _) = text.split_once(':').unwrap_or_else(|| panic!("{text:?}"));
+        let n: usize = n.parse().expect("a number");
+        assert_eq!(value, &counter_value(n)[..], "a partial value");
+        n
+    }
+
+    /// Two stores on one directory (as two servers: each `flock` is its own open file
+    /// description), two threads each, increment one counter with read → replace, retrying
+    /// on conflict: no increment is lost, and a reader never sees the key missing or half
+    /// written.
+    #[test]
+    fn racing_replaces_lose_no_increment_and_readers_see_whole_values() {
+        const WRITERS: usize = 4;
+        const INCREMENTS: usize = 150;
+        let tmp = tempfile::tempdir().unwrap();
+        let stores = [
+            Arc::new(FsStore::open(tmp.path()).unwrap()),
+            Arc::new(FsStore::open(tmp.path()).unwrap()),
+        ];
+        stores[0].create("counter", &counter_value(0)).unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (store, done) = (stores[1].clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut reads, mut last) = (0usize, 0);
+                while !done.load(Ordering::Relaxed) {
+                    let value = store.get("counter").expect("the key during a replace");
+                    let n = counter_of(value.expose());
+                    assert!(n >= last, "went back from {last} to {n}");
+                    (reads, last) = (reads + 1, n);
+                }
+                reads
+            })
+        };
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let store = stores[i % 2].clone();
+                std::thread::spawn(move || {
+                    let mut conflicts = 0;
+                    for _ in 0..INCREMENTS {
+                        loop {
+                            let old = store.get("counter").unwrap();
+                            let new = counter_value(counter_of(old.expose()) + 1);
+                            match store.replace("counter", old.expose(), &new) {
+                                Ok(()) => break,
+                                Err(StoreError::Conflict) => conflicts += 1,
+                                Err(err) => panic!("{err}"),
+                            }
+                        }
+                    }
+                    conflicts
+                })
+            })
+            .collect();
+        let conflicts: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        done.store(true, Ordering::Relaxed);
+        let reads = reader.join().unwrap();
+        let last = stores[0].get("counter").unwrap();
+        assert_eq!(counter_of(last.expose()), WRITERS * INCREMENTS);
+        assert!(reads > 0);
+        // The writers did race (else the test proves nothing).
+        assert!(conflicts > 0, "no conflicting replace");
+        assert!(temp_files(tmp.path()).is_empty());
+        assert_eq!(stores[1].list("").unwrap(), ["counter"]);
     }
 
     #[test]

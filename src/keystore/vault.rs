@@ -4,8 +4,16 @@
 //!
 //! * K/V v1: `<engine>/<prefix>/<name>`, data `{"<name>": "<value>"}`;
 //! * K/V v2: `<engine>/data/<prefix>/<name>`, `{"data":{"<name>":"<value>"},"options":{"cas":0}}`,
-//!   read at `?version=1` (as upstream: a later version another writer adds is not used),
-//!   delete via the metadata path;
+//!   delete via the metadata path. Upstream reads version 1 only; we read the latest version
+//!   and serve it when it is version 1 or a key ring (a value starting with
+//!   [`KEYRING_PREFIX`], which only a key rotation of ours writes), and otherwise read
+//!   version 1 as upstream (a later version another writer adds is not used);
+//! * `replace` (key rotation): K/V v2 is a compare-and-set, the new value written as the next
+//!   version with `options.cas` = the latest version read, so two nodes rotating at once
+//!   cannot both win; K/V v1 has no check-and-set, so there it is read, compare, write
+//!   ([`ReplaceKind::ReadCompareWrite`]). Upstream nodes sharing the store keep reading
+//!   version 1, the key as it was before its first rotation; a rotation needs the `update`
+//!   capability on the data path (upstream's documented policy grants `create` and `read`);
 //! * listing with `GET <engine>[/metadata]/<prefix>?list=true` (not the `LIST` method, which
 //!   many proxies refuse);
 //! * with `transit`, new records are stored as the transit ciphertext of their base64; on
@@ -24,8 +32,9 @@ use std::time::{Duration, Instant};
 use super::http::{other, Endpoint, Reply, TlsFiles};
 use super::json_secret;
 use super::token_file::read_token_file;
-use super::{KeyStore, StoreError};
+use super::{KeyStore, ReplaceKind, StoreError};
 use crate::config::{KubernetesJwt, VaultAuth, VaultConfig};
+use crate::crypto::record::KEYRING_PREFIX;
 use crate::secret::SecretVec;
 
 /// Connect + read + write timeout of one Vault call.
@@ -362,6 +371,110 @@ impl VaultStore {
     }
 }
 
+/// One K/V read: the stored string (wrapped, if transit) and the entry's version it is.
+enum Entry {
+    /// The stored string (wiped when dropped) and its K/V v2 version (0 on K/V v1).
+    Value(SecretVec, u64),
+    /// K/V v2: the version read is deleted or destroyed, but the entry exists; the version.
+    VersionGone(u64),
+    /// No such entry (or no field named after the key in it).
+    Missing,
+}
+
+impl VaultStore {
+    /// Reads `name`'s entry: on K/V v2 `version` (`None`: the latest).
+    fn read_entry(&self, name: &str, version: Option<u64>) -> Result<Entry, StoreError> {
+        let mut path = self.path(name, false);
+        if let Some(v) = version.filter(|_| self.config.kv_v2) {
+            path.push_str(&format!("?version={v}"));
+        }
+        let reply = self.authed("GET", &path, None)?;
+        match reply.status {
+            200 => {}
+            404 if self.config.kv_v2 && has_metadata(&reply.body) => {
+                return Ok(Entry::VersionGone(metadata_version(&reply.body)));
+            }
+            404 => return Ok(Entry::Missing),
+            _ => return Err(other(vault_error(&reply))),
+        }
+        let mut body = SecretVec::new(reply.body);
+        let value = simd_json::to_owned_value(body.as_mut_vec())
+            .map_err(|_| other("Vault: invalid JSON".into()))?;
+        use simd_json::prelude::*;
+        let Some(data) = value.get("data") else {
+            return Ok(Entry::Missing);
+        };
+        let (fields, version) = if self.config.kv_v2 {
+            let version = data
+                .get("metadata")
+                .and_then(|m| m.get("version"))
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| other("Vault: a K/V v2 answer without its version".into()))?;
+            (data.get("data"), version)
+        } else {
+            (Some(data), 0)
+        };
+        Ok(
+            match fields.and_then(|f| f.get(name)).and_then(|v| v.as_str()) {
+                Some(stored) => Entry::Value(SecretVec::new(stored.as_bytes().to_vec()), version),
+                None => Entry::Missing,
+            },
+        )
+    }
+
+    /// The key's value as `get` serves it (transit unwrapped) and, on K/V v2, the entry's
+    /// latest version, the one a replace must follow.
+    fn current(&self, name: &str) -> Result<(SecretVec, u64), StoreError> {
+        if !self.config.kv_v2 {
+            return match self.read_entry(name, None)? {
+                Entry::Value(stored, _) => Ok((self.unwrap_stored(&stored)?, 0)),
+                Entry::VersionGone(_) | Entry::Missing => Err(StoreError::NotFound),
+            };
+        }
+        let latest = match self.read_entry(name, None)? {
+            Entry::Value(stored, version) => {
+                let value = self.unwrap_stored(&stored)?;
+                if version <= 1 || value.expose().starts_with(KEYRING_PREFIX.as_bytes()) {
+                    return Ok((value, version));
+                }
+                version
+            }
+            Entry::VersionGone(version) => version,
+            Entry::Missing => return Err(StoreError::NotFound),
+        };
+        // A later version another writer added (or a deleted one): version 1, as upstream.
+        match self.read_entry(name, Some(1))? {
+            Entry::Value(stored, _) => Ok((self.unwrap_stored(&stored)?, latest)),
+            // The entry exists but its version 1 is deleted or destroyed.
+            Entry::VersionGone(_) => Err(other(format!(
+                "Vault: version 1 of '{name}' is deleted or destroyed; \
+                 it holds the key that upstream KES reads"
+            ))),
+            Entry::Missing => Err(StoreError::NotFound),
+        }
+    }
+
+    fn unwrap_stored(&self, stored: &SecretVec) -> Result<SecretVec, StoreError> {
+        let stored = std::str::from_utf8(stored.expose())
+            .map_err(|_| other("Vault: stored value is not text".into()))?;
+        self.unwrap_record(stored)
+    }
+}
+
+/// `data.metadata.version` of a K/V v2 answer (0 when absent).
+fn metadata_version(body: &[u8]) -> u64 {
+    use simd_json::prelude::*;
+    simd_json::to_owned_value(&mut body.to_vec())
+        .ok()
+        .and_then(|v| {
+            v.get("data")
+                .and_then(|d| d.get("metadata"))
+                .and_then(|m| m.get("version"))
+                .and_then(|v| v.as_u64())
+        })
+        .unwrap_or(0)
+}
+
 impl KeyStore for VaultStore {
     fn display_name(&self) -> String {
         format!("Hashicorp Vault: {}", self.config.endpoint)
@@ -412,40 +525,49 @@ impl KeyStore for VaultStore {
     }
 
     fn get(&self, name: &str) -> Result<SecretVec, StoreError> {
-        // K/V v2: version 1, as upstream reads, not the latest: nodes of both kinds on one
-        // store serve the same key even when another writer added a version.
-        let mut path = self.path(name, false);
-        if self.config.kv_v2 {
-            path.push_str("?version=1");
+        self.current(name).map(|(value, _)| value)
+    }
+
+    /// K/V v2: the compare is against the value `get` serves, the write a check-and-set on
+    /// the latest version read. K/V v1 has no check-and-set: read, compare and write are
+    /// separate calls, and a node writing between them is overwritten.
+    fn replace(&self, name: &str, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        let new = std::str::from_utf8(new).map_err(|_| other("key record is not text".into()))?;
+        let (current, version) = self.current(name)?;
+        if current.expose() != old {
+            return Err(StoreError::Conflict);
         }
-        let reply = self.authed("GET", &path, None)?;
-        match reply.status {
-            200 => {}
-            404 if self.config.kv_v2 && has_metadata(&reply.body) => {
-                // The entry exists but its version 1 is deleted or destroyed.
-                return Err(other(format!(
-                    "Vault: version 1 of '{name}' is deleted or destroyed; \
-                     it holds the key that upstream KES reads"
-                )));
-            }
-            404 => return Err(StoreError::NotFound),
-            _ => return Err(other(vault_error(&reply))),
-        }
-        let mut body = SecretVec::new(reply.body);
-        let value = simd_json::to_owned_value(body.as_mut_vec())
-            .map_err(|_| other("Vault: invalid JSON".into()))?;
-        use simd_json::prelude::*;
-        let data = value.get("data").ok_or(StoreError::NotFound)?;
-        let data = if self.config.kv_v2 {
-            data.get("data").ok_or(StoreError::NotFound)?
+        drop(current);
+        let wrapped = self.wrap(new)?;
+        let value = std::str::from_utf8(wrapped.expose())
+            .map_err(|_| other("wrapped record is not text".into()))?;
+        let reply = if self.config.kv_v2 {
+            let cas = format!(",\"options\":{{\"cas\":{version}}}}}");
+            let mut body = SecretVec::with_capacity(6 * (value.len() + name.len()) + 64);
+            let v = body.as_mut_vec();
+            v.extend_from_slice(b"{\"data\":");
+            v.extend_from_slice(json_object(&[(name, value)]).expose().trim_ascii_end());
+            v.extend_from_slice(cas.as_bytes());
+            self.authed("POST", &self.path(name, false), Some(body.expose()))?
         } else {
-            data
+            let path = self.path(name, false);
+            self.authed("PUT", &path, Some(json_object(&[(name, value)]).expose()))?
         };
-        let record = data
-            .get(name)
-            .and_then(|v| v.as_str())
-            .ok_or(StoreError::NotFound)?;
-        self.unwrap_record(record)
+        match reply.status {
+            200 | 204 => Ok(()),
+            400 if String::from_utf8_lossy(&reply.body).contains("check-and-set") => {
+                Err(StoreError::Conflict)
+            }
+            _ => Err(other(vault_error(&reply))),
+        }
+    }
+
+    fn replace_kind(&self) -> ReplaceKind {
+        if self.config.kv_v2 {
+            ReplaceKind::Atomic
+        } else {
+            ReplaceKind::ReadCompareWrite
+        }
     }
 
     fn delete(&self, name: &str) -> Result<(), StoreError> {
