@@ -87,7 +87,7 @@ pub async fn key(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyRing>,
         return Ok(key);
     }
     core.metrics.inc(&core.metrics.cache_misses);
-    fetch(core, name, wait).await
+    fetch(core, name, wait, false).await
 }
 
 /// The key named `name`, holding version `version` if the keystore has it: a version newer
@@ -109,31 +109,36 @@ pub async fn key_with_version(
     }
 }
 
-/// How old a cached ring must be before a ciphertext naming a version newer than the ring
-/// reloads it: bounds the keystore reads a caller can cause with made-up versions to one
-/// per key, core and this period.
+/// The least time between two reloads of one key on one core: bounds the keystore reads a
+/// caller can cause with made-up version numbers to one per key, core and this period.
 pub const RELOAD_AFTER: Duration = Duration::from_secs(1);
 
-/// The key named `name` read again from the keystore (another node added a version this
-/// core has not seen), if its cached copy is at least [`RELOAD_AFTER`] old; `None` if not.
+/// The key named `name` read again from the keystore for a version this core's copy lacks
+/// (another node added it), unless this core reloaded it less than [`RELOAD_AFTER`] ago
+/// (`None`).
 pub async fn reload(
     core: &Core,
     name: &str,
     wait: Duration,
 ) -> Option<Result<Rc<KeyRing>, ApiError>> {
-    let age = core
+    let ago = core
         .cache
         .borrow()
-        .age(name, std::time::Instant::now())
-        .unwrap_or(RELOAD_AFTER);
-    if age < RELOAD_AFTER {
+        .reloaded_ago(name, std::time::Instant::now());
+    if ago.is_some_and(|ago| ago < RELOAD_AFTER) {
         return None;
     }
-    Some(fetch(core, name, wait).await)
+    Some(fetch(core, name, wait, true).await)
 }
 
-/// Reads `name` from the keystore and caches it on this core.
-async fn fetch(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyRing>, ApiError> {
+/// Reads `name` from the keystore and caches it on this core (`reloaded`: for a version the
+/// cached copy lacked).
+async fn fetch(
+    core: &Core,
+    name: &str,
+    wait: Duration,
+    reloaded: bool,
+) -> Result<Rc<KeyRing>, ApiError> {
     let shared = &core.shared;
     let epoch = shared.invalidations.epoch();
     let shared_arc = core.shared.clone();
@@ -158,7 +163,7 @@ async fn fetch(core: &Core, name: &str, wait: Duration) -> Result<Rc<KeyRing>, A
     let key = Rc::new(KeyRing::decode(value.expose()).map_err(|_| ApiError::STORE_READ)?);
     core.cache
         .borrow_mut()
-        .insert(&shared.invalidations, epoch, name, key.clone());
+        .insert(&shared.invalidations, epoch, name, key.clone(), reloaded);
     Ok(key)
 }
 

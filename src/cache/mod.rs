@@ -74,6 +74,8 @@ struct Entry {
     key: Rc<KeyRing>,
     used: bool,
     inserted: Instant,
+    /// Read again for a version the previous copy did not have (see `api::store::reload`).
+    reloaded: bool,
 }
 
 /// Expiry settings (`cache.expiry.*`); zero disables that eviction.
@@ -133,6 +135,7 @@ impl Shard {
         fetch_epoch: u64,
         name: &str,
         key: Rc<KeyRing>,
+        reloaded: bool,
     ) {
         self.sync(invalidations);
         if invalidations.deleted_since(fetch_epoch, name) {
@@ -144,14 +147,17 @@ impl Shard {
                 key,
                 used: true,
                 inserted: Instant::now(),
+                reloaded,
             },
         );
     }
 
-    /// How long ago the cached ring of `name` was fetched from the keystore.
-    pub fn age(&self, name: &str, now: Instant) -> Option<Duration> {
+    /// How long ago the cached ring of `name` was read again for a version it lacked;
+    /// `None` if it was not (or is not cached).
+    pub fn reloaded_ago(&self, name: &str, now: Instant) -> Option<Duration> {
         self.entries
             .get(name)
+            .filter(|e| e.reloaded)
             .map(|e| now.saturating_duration_since(e.inserted))
     }
 

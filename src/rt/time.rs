@@ -379,12 +379,15 @@ mod tests {
                     let cancelled = ms == 25 && round == 1;
                     tasks.push(spawn_local(async move {
                         let s = sleep(Duration::from_millis(ms));
+                        // The deadline as armed: tasks of one round may start in different
+                        // turns on a loaded machine, so nominal times can tie or swap.
+                        let deadline = s.deadline();
                         if cancelled {
                             let _ = timeout(Duration::from_millis(1), s).await;
                             return;
                         }
                         s.await;
-                        order.borrow_mut().push((ms + 60 * round, ms, round));
+                        order.borrow_mut().push((deadline, ms, round));
                     }));
                 }
                 // The next round's timers are armed 60 ms later.
@@ -399,7 +402,7 @@ mod tests {
             v
         });
         assert_eq!(order.len(), 32);
-        let deadlines: Vec<u64> = order.iter().map(|o| o.0).collect();
+        let deadlines: Vec<Instant> = order.iter().map(|o| o.0).collect();
         let mut sorted = deadlines.clone();
         sorted.sort_unstable();
         assert_eq!(deadlines, sorted, "{order:?}");
