@@ -3,10 +3,15 @@
 //! protobuf messages ([`message`]), answered 200 with one frame per command in order, or
 //! one error for the whole request.
 //!
-//! Phase 1 (issue 23): every key is version 1; there is one enclave, `default` (or none),
-//! mapped onto the server's one key namespace. Each command is authorised as the KES route
-//! it stands for ([`Command::policy_path`]), so one policy governs both APIs.
+//! Phase 1 (issue 23): every key is version 1. The enclave `default` (or none) is the
+//! server's one key namespace, where each command is authorised as the KES route it stands
+//! for ([`Command::policy_path`]), so one policy governs both APIs; other enclaves are
+//! namespaces of their own in the same keystore ([`enclave`]). Identities and policies are
+//! the config file's, served read-only ([`admin`]).
 
+pub mod admin;
+mod admin_message;
+pub mod enclave;
 pub mod frame;
 pub mod message;
 
@@ -16,13 +21,14 @@ use super::{store, ApiError, AuthMode, Core, Peer, Reply, Request, RouteId};
 use crate::auth::identity::Identity;
 use crate::auth::Decision;
 use crate::crypto::{KeyType, KeyVersion};
+use enclave::Enclave;
 pub use frame::{Command, FRAMES_PER_REQUEST_MAX};
 use message::{KeyLayout, KeyRequest, KeyStatus};
 
 /// `api_version` of `GET /version`.
 pub const API_VERSION: &str = "v1";
 
-/// The one enclave: the server's key namespace. An empty enclave means the same.
+/// The enclave that is the server's key namespace. An empty enclave means the same.
 pub const DEFAULT_ENCLAVE: &str = "default";
 
 /// The only key version there is in phase 1; version 0 in a request means "latest" (= 1).
@@ -49,7 +55,20 @@ impl Command {
             Command::KeyGenerate => "/v1/key/generate/",
             Command::KeyMac => "/v1/key/hmac/",
             Command::KeyList => "/v1/key/list/",
-            Command::EnclaveStatus | Command::EnclaveList => return None,
+            Command::EnclaveCreate
+            | Command::EnclaveDelete
+            | Command::EnclaveStatus
+            | Command::EnclaveList
+            | Command::PolicyCreate
+            | Command::PolicyDelete
+            | Command::PolicyAssign
+            | Command::PolicyGet
+            | Command::PolicyStatus
+            | Command::PolicyList
+            | Command::IdentityCreate
+            | Command::IdentityDelete
+            | Command::IdentityGet
+            | Command::IdentityList => return None,
         };
         path.clear();
         path.push_str(route);
@@ -97,6 +116,7 @@ struct Caller<'a> {
     identity: Option<Identity>,
     settings: &'a super::settings::Settings,
     creator: String,
+    enclave: Enclave<'a>,
 }
 
 impl Caller<'_> {
@@ -123,7 +143,7 @@ impl Caller<'_> {
             return Err(ApiError::KMS_ACCESS_DENIED);
         };
         let policies = &self.settings.policies;
-        let allowed = match command.policy_path(name, path) {
+        let allowed = match self.enclave.policy_path(command, name, path) {
             Some(()) => policies.decide(&identity, path) == Decision::Allow,
             None => policies.is_admin(&identity),
         };
@@ -143,9 +163,7 @@ async fn serve_frames(
     if !req.binary {
         return Err(ApiError::KMS_NOT_BINARY);
     }
-    if !(req.argument.is_empty() || req.argument == DEFAULT_ENCLAVE) {
-        return Err(ApiError::KMS_ENCLAVE_NOT_FOUND);
-    }
+    let enclave = enclave::resolve(core, req.argument).await?;
     let timeout = req.timeout();
     let index = super::router::index_of(RouteId::Kms);
     let identity = match req.peer {
@@ -157,10 +175,12 @@ async fn serve_frames(
         identity,
         settings: req.settings,
         creator: identity.map(|i| i.to_hex()).unwrap_or_default(),
+        enclave,
     };
     let frames = frame::split(req.body).map_err(ApiError::kms_bad_frames)?;
     let scratch = &mut *req.scratch;
     let mut path = String::with_capacity(128);
+    let mut stored = String::new();
     for f in frames {
         let command =
             Command::from_code(f.code).ok_or_else(|| ApiError::kms_unknown_command(f.code))?;
@@ -174,6 +194,7 @@ async fn serve_frames(
                     return Err(ApiError::KMS_NO_VERSIONS);
                 }
                 let kind = key_type(m.kind, core)?;
+                let name = enclave.stored_name(name, &mut stored);
                 create_key(core, name, kind, &caller.creator).await?;
                 frame::put_frame(out, command, |_| {});
             }
@@ -182,13 +203,15 @@ async fn serve_frames(
                 let name = valid_name(m.name)?;
                 caller.authorize(command, name, &mut path)?;
                 let kind = key_type(m.kind, core)?;
+                let name = enclave.stored_name(name, &mut stored);
                 import_key(core, name, kind, m.key, &caller.creator).await?;
                 frame::put_frame(out, command, |_| {});
             }
             Command::KeyStatus => {
                 let m = caller.key_request(command, KeyLayout::Status, f.message, &mut path)?;
                 let name = m.name;
-                let k = versioned_key(core, name, m.version, timeout).await?;
+                let stored_name = enclave.stored_name(name, &mut stored);
+                let k = versioned_key(core, stored_name, m.version, timeout).await?;
                 let created_by = created_by(&k);
                 frame::put_frame(out, command, |b| {
                     message::put_key_status(b, &status_of(name, &k, &created_by))
@@ -200,12 +223,12 @@ async fn serve_frames(
                 if !(m.all_versions || m.version == 0 || m.version == KEY_VERSION) {
                     return Err(ApiError::KEY_NOT_FOUND);
                 }
-                store::delete(core, name).await?;
+                store::delete(core, enclave.stored_name(name, &mut stored)).await?;
                 frame::put_frame(out, command, |_| {});
             }
             Command::KeyEncrypt => {
                 let m = caller.key_request(command, KeyLayout::Encrypt, f.message, &mut path)?;
-                let name = m.name;
+                let name = enclave.stored_name(m.name, &mut stored);
                 let k = versioned_key(core, name, m.version, timeout).await?;
                 encrypt_with(core, &k, m.data, m.associated_data, &mut scratch.output)?;
                 frame::put_frame(out, command, |b| {
@@ -214,14 +237,14 @@ async fn serve_frames(
             }
             Command::KeyDecrypt => {
                 let m = caller.key_request(command, KeyLayout::Decrypt, f.message, &mut path)?;
-                let name = m.name;
+                let name = enclave.stored_name(m.name, &mut stored);
                 let k = versioned_key(core, name, m.version, timeout).await?;
                 decrypt_with(&k, m.data, m.associated_data, &mut scratch.output)?;
                 frame::put_frame(out, command, |b| message::put_decrypt(b, &scratch.output));
             }
             Command::KeyGenerate => {
                 let m = caller.key_request(command, KeyLayout::Generate, f.message, &mut path)?;
-                let name = m.name;
+                let name = enclave.stored_name(m.name, &mut stored);
                 if !(m.length == 0 || m.length == DEK_LENGTH) {
                     return Err(ApiError::kms_invalid_length(m.length));
                 }
@@ -233,7 +256,7 @@ async fn serve_frames(
             }
             Command::KeyMac => {
                 let m = caller.key_request(command, KeyLayout::Mac, f.message, &mut path)?;
-                let name = m.name;
+                let name = enclave.stored_name(m.name, &mut stored);
                 let k = versioned_key(core, name, m.version, timeout).await?;
                 let mut tag = mac_with(&k, m.data)?;
                 frame::put_frame(out, command, |b| message::put_mac(b, KEY_VERSION, &tag));
@@ -249,29 +272,26 @@ async fn serve_frames(
                     return Err(ApiError::invalid_pattern(m.prefix));
                 }
                 caller.authorize(command, m.prefix, &mut path)?;
-                list(core, &m, timeout, out).await?;
+                list(core, enclave, &m, timeout, out).await?;
             }
-            Command::EnclaveStatus => {
-                let name = message::decode_enclave_name(f.message).map_err(bad)?;
-                caller.authorize(command, name, &mut path)?;
-                if name != DEFAULT_ENCLAVE {
-                    return Err(ApiError::KMS_ENCLAVE_NOT_FOUND);
-                }
-                frame::put_frame(out, command, |b| {
-                    message::put_enclave_status(b, DEFAULT_ENCLAVE)
-                });
-            }
-            Command::EnclaveList => {
-                let m = message::List::decode(f.message).map_err(bad)?;
+            Command::EnclaveCreate
+            | Command::EnclaveDelete
+            | Command::EnclaveStatus
+            | Command::EnclaveList => {
                 caller.authorize(command, "", &mut path)?;
-                let listed =
-                    DEFAULT_ENCLAVE.starts_with(m.prefix) && m.continue_at <= DEFAULT_ENCLAVE;
-                frame::put_frame(out, command, |b| {
-                    if listed {
-                        message::put_enclave_entry(b, DEFAULT_ENCLAVE);
-                    }
-                });
+                let creator = identity.map(|i| i.to_h1()).unwrap_or_default();
+                enclave::serve(core, command, f.message, &creator, out).await?;
             }
+            Command::PolicyCreate
+            | Command::PolicyDelete
+            | Command::PolicyAssign
+            | Command::PolicyGet
+            | Command::PolicyStatus
+            | Command::PolicyList
+            | Command::IdentityCreate
+            | Command::IdentityDelete
+            | Command::IdentityGet
+            | Command::IdentityList => admin::serve(core, &caller, command, f.message, out)?,
         }
     }
     Ok(())
@@ -334,6 +354,7 @@ fn status_of<'a>(name: &'a str, k: &KeyVersion, created_by: &'a str) -> KeyStatu
 /// type and creator (keys deleted meanwhile are left out).
 async fn list(
     core: &Core,
+    enclave: Enclave<'_>,
     m: &message::List<'_>,
     timeout: std::time::Duration,
     out: &mut Vec<u8>,
@@ -342,21 +363,23 @@ async fn list(
         0 => LIST_PAGE_KEYS_MAX,
         n => n.min(LIST_PAGE_KEYS_MAX),
     };
-    let names = store::list(core, m.prefix).await?;
+    let mut prefix = String::new();
+    let names = store::list(core, enclave.stored_name(m.prefix, &mut prefix)).await?;
     let mut names = names
         .iter()
-        .filter(|n| n.as_str() >= m.continue_at && is_valid_name(n));
+        .filter_map(|stored| Some((enclave.key_of(stored)?, stored.as_str())))
+        .filter(|(name, _)| *name >= m.continue_at);
     let mut entries = Vec::with_capacity(limit.min(16));
     let mut continue_at = "";
-    for name in names.by_ref() {
+    for (name, stored) in names.by_ref() {
         if entries.len() == limit {
-            continue_at = name.as_str();
+            continue_at = name;
             break;
         }
-        match store::key(core, name, timeout).await {
+        match store::key(core, stored, timeout).await {
             Ok(k) => {
                 let by = created_by(&k);
-                entries.push((name.as_str(), k, by));
+                entries.push((name, k, by));
             }
             Err(e) if e == ApiError::KEY_NOT_FOUND => {}
             Err(e) => return Err(e),
