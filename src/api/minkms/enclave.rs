@@ -143,6 +143,7 @@ impl Command {
             Command::KeyGenerate => "generate",
             Command::KeyMac => "mac",
             Command::KeyList => "list",
+            // KEY:LISTVERSIONS, once served, is "versions" (README, MinKMS).
             _ => return None,
         })
     }
