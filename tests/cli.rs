@@ -619,6 +619,23 @@ fn server_check_validates_the_config_and_starts_nothing() {
             "log.error: 'loudly' is not a log level",
         ),
         (base.replace("version: v1", "version: v2"), "version: 'v2'"),
+        // MinKMS enclaves: named with their path and the rule (`--` would make stored names
+        // ambiguous; 41 bytes is past ENCLAVE_NAME_BYTES_MAX).
+        (
+            base.replace("keys:\n", "enclaves:\n- tenant-1\n- a--b\nkeys:\n"),
+            "enclaves[1]: 'a--b' is not a valid enclave name (an enclave name is 1 to 40 bytes",
+        ),
+        (
+            base.replace(
+                "keys:\n",
+                &format!("enclaves: [{}]\nkeys:\n", "e".repeat(41)),
+            ),
+            "enclaves[0]: 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee' is not a valid enclave name",
+        ),
+        (
+            base.replace("keys:\n", "enclaves: [default]\nkeys:\n"),
+            "enclaves[0]: 'default' always exists",
+        ),
     ];
     for (yaml, want) in cases {
         std::fs::write(&path, &yaml).unwrap();

@@ -14,6 +14,8 @@ use kes::auth::apikey::ApiKey;
 use sha2::Digest;
 
 // Command codes (kms-go `cmds`).
+const ENCLAVE_CREATE: u16 = 101;
+const ENCLAVE_DELETE: u16 = 102;
 const ENCLAVE_STATUS: u16 = 103;
 const ENCLAVE_LIST: u16 = 104;
 const KEY_CREATE: u16 = 201;
@@ -24,6 +26,15 @@ const KEY_DECRYPT: u16 = 206;
 const KEY_GENERATE: u16 = 207;
 const KEY_LIST: u16 = 208;
 const KEY_MAC: u16 = 210;
+const POLICY_CREATE: u16 = 301;
+const POLICY_ASSIGN: u16 = 303;
+const POLICY_GET: u16 = 304;
+const POLICY_STATUS: u16 = 305;
+const POLICY_LIST: u16 = 306;
+const IDENTITY_CREATE: u16 = 401;
+const IDENTITY_DELETE: u16 = 402;
+const IDENTITY_GET: u16 = 403;
+const IDENTITY_LIST: u16 = 404;
 
 const OCTET: &str = "application/octet-stream";
 
@@ -281,6 +292,36 @@ impl<'a> Kms<'a> {
     fn one(&self, command: u16, message: &[u8]) -> Answer {
         self.post(&frame(command, message))
     }
+
+    /// One command to `/v1/kms/<enclave>`.
+    fn one_in(&self, enclave: &str, command: u16, message: &[u8]) -> Answer {
+        self.send(
+            "POST",
+            &format!("/v1/kms/{enclave}"),
+            &frame(command, message),
+            &[("Content-Type", OCTET), ("Accept", "application/*")],
+        )
+    }
+}
+
+/// A parsed message: (field, varint or bytes) in wire order.
+type Parsed = Vec<(u32, Result<u64, Vec<u8>>)>;
+
+/// The messages of a list answer's repeated field 1, parsed.
+fn list_entries(message: &[u8]) -> Vec<Parsed> {
+    pb::parse(message)
+        .into_iter()
+        .filter(|(n, _)| *n == 1)
+        .map(|(_, v)| pb::parse(&v.unwrap_err()))
+        .collect()
+}
+
+/// The names (field 1) of a list answer's entries.
+fn listed_names(message: &[u8]) -> Vec<String> {
+    list_entries(message)
+        .iter()
+        .map(|e| pb::get_str(e, 1))
+        .collect()
 }
 
 fn need_curl() {
@@ -744,6 +785,295 @@ fn the_dev_banner_prints_the_admin_key_in_both_forms_with_one_identity() {
     let dir = tempfile::tempdir().unwrap();
     let kms = Kms::new(server.addr, k1, Wire::H1, dir.path());
     assert_eq!(kms.one(KEY_CREATE, &named("banner")).ok_frames().len(), 1);
+}
+
+#[test]
+fn enclaves_are_key_namespaces_of_their_own_over_h1_and_h2() {
+    need_curl();
+    let server = dev_server();
+    let admin_h1 = ApiKey::parse(&server.api_key).unwrap().identity().to_h1();
+    let dir = tempfile::tempdir().unwrap();
+    let mut kes = server.client();
+    for wire in [Wire::H1, Wire::H2] {
+        let kms = Kms::new(server.addr, &server.api_key, wire, dir.path());
+        let w = format!("{wire:?}").to_lowercase();
+        let (t1, t2) = (format!("tenant-a-{w}"), format!("tenant-b-{w}"));
+
+        // ENCLAVE:CREATE, once; `default` always exists; bad names say the rule.
+        for t in [&t1, &t2] {
+            let f = kms.one(ENCLAVE_CREATE, &named(t)).ok_frames();
+            assert_eq!(f, vec![(ENCLAVE_CREATE, Vec::new())], "{wire:?}");
+        }
+        let exists = (409, "enclave already exists".to_string());
+        assert_eq!(kms.one(ENCLAVE_CREATE, &named(&t1)).error(), exists);
+        assert_eq!(kms.one(ENCLAVE_CREATE, &named("default")).error(), exists);
+        let long = "e".repeat(kes::api::minkms::enclave::ENCLAVE_NAME_BYTES_MAX + 1);
+        for bad in ["a--b", "", "-a", long.as_str()] {
+            let (status, text) = kms.one(ENCLAVE_CREATE, &named(bad)).error();
+            assert_eq!(status, 400, "{bad}");
+            assert!(
+                text.starts_with(&format!(
+                    "invalid enclave name '{bad}': an enclave name is 1 to 40 bytes"
+                )),
+                "{text}"
+            );
+        }
+        let max = "e".repeat(kes::api::minkms::enclave::ENCLAVE_NAME_BYTES_MAX);
+        assert_eq!(kms.one(ENCLAVE_CREATE, &named(&max)).ok_frames().len(), 1);
+        assert_eq!(kms.one(ENCLAVE_DELETE, &named(&max)).ok_frames().len(), 1);
+
+        // ENCLAVE:STATUS: created now, by the admin; ENCLAVE:LIST: default and the records.
+        let f = kms.one(ENCLAVE_STATUS, &named(&t1)).ok_frames();
+        let s = pb::parse(&f[0].1);
+        assert_eq!(pb::get_str(&s, 1), t1);
+        assert_eq!(pb::get_str(&s, 3), admin_h1);
+        let at = pb::get_uint(&pb::parse(&pb::get_bytes(&s, 2)), 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(at + 60 > now && at <= now, "{at} {now}");
+        let f = kms.one(ENCLAVE_LIST, &[]).ok_frames();
+        let names = listed_names(&f[0].1);
+        assert!(names.contains(&"default".to_string()), "{names:?}");
+        assert!(names.contains(&t1) && names.contains(&t2), "{names:?}");
+        let mut m = Vec::new();
+        pb::bytes(&mut m, 1, b"tenant-");
+        pb::uint(&mut m, 3, 1);
+        let f = kms.one(ENCLAVE_LIST, &m).ok_frames();
+        assert_eq!(listed_names(&f[0].1).len(), 1);
+        assert!(
+            !pb::get_str(&pb::parse(&f[0].1), 2).is_empty(),
+            "continue_at"
+        );
+
+        // An enclave that does not exist.
+        let r = kms.one_in("nowhere", KEY_CREATE, &named("k"));
+        assert_eq!(r.error(), (404, "enclave does not exist".into()));
+        let r = kms.one(ENCLAVE_STATUS, &named("nowhere"));
+        assert_eq!(r.error(), (404, "enclave does not exist".into()));
+
+        // The same key name in two enclaves: two keys (no conflict); a DEK of one does not
+        // open with the other, nor with the default namespace.
+        for t in [&t1, &t2] {
+            let f = kms.one_in(t, KEY_CREATE, &named("k")).ok_frames();
+            assert_eq!(f, vec![(KEY_CREATE, Vec::new())]);
+        }
+        let f = kms
+            .one_in(&t1, KEY_GENERATE, &generate_msg("k", 0, b"ad"))
+            .ok_frames();
+        let g = pb::parse(&f[0].1);
+        let (plaintext, ciphertext) = (pb::get_bytes(&g, 2), pb::get_bytes(&g, 3));
+        let f = kms
+            .one_in(&t1, KEY_DECRYPT, &decrypt_msg("k", 1, &ciphertext, b"ad"))
+            .ok_frames();
+        assert_eq!(pb::get_bytes(&pb::parse(&f[0].1), 1), plaintext);
+        let r = kms.one_in(&t2, KEY_DECRYPT, &decrypt_msg("k", 1, &ciphertext, b"ad"));
+        assert_eq!(r.error(), (400, "invalid ciphertext".into()));
+        let r = kms.one(KEY_DECRYPT, &decrypt_msg("k", 1, &ciphertext, b"ad"));
+        assert_eq!(r.error(), (404, "key does not exist".into()));
+        let f = kms.one_in(&t1, KEY_STATUS, &named("k")).ok_frames();
+        assert_eq!(pb::get_str(&pb::parse(&f[0].1), 1), "k");
+
+        // KEY:LIST in an enclave: its keys, by their own names; in `default`: none of them.
+        let f = kms.one_in(&t1, KEY_LIST, &[]).ok_frames();
+        assert_eq!(listed_names(&f[0].1), ["k"]);
+        let f = kms.one(KEY_LIST, &[]).ok_frames();
+        let names = listed_names(&f[0].1);
+        assert!(names.iter().all(|n| !n.starts_with('-')), "{names:?}");
+
+        // The KES API neither lists nor reaches them.
+        let r = kes.request("GET", "/v1/key/list/*", None, &[]).unwrap();
+        assert_eq!(r.status, 200);
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(!body.contains("-e-") && !body.contains(&t1), "{body}");
+        let stored = format!("/v1/key/describe/-e-{t1}--k");
+        let r = kes.request("GET", &stored, None, &[]).unwrap();
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+
+        // ENCLAVE:DELETE: not `default`; an enclave goes with its keys, and a new one of
+        // the same name starts empty.
+        let r = kms.one(ENCLAVE_DELETE, &named("default"));
+        assert_eq!(r.error().0, 400);
+        assert!(r.error().1.contains("cannot be deleted"), "{:?}", r.error());
+        let f = kms.one(ENCLAVE_DELETE, &named(&t1)).ok_frames();
+        assert_eq!(f, vec![(ENCLAVE_DELETE, Vec::new())]);
+        let r = kms.one_in(&t1, KEY_STATUS, &named("k"));
+        assert_eq!(r.error(), (404, "enclave does not exist".into()));
+        let r = kms.one(ENCLAVE_DELETE, &named(&t1));
+        assert_eq!(r.error(), (404, "enclave does not exist".into()));
+        assert_eq!(kms.one(ENCLAVE_CREATE, &named(&t1)).ok_frames().len(), 1);
+        let r = kms.one_in(&t1, KEY_STATUS, &named("k"));
+        assert_eq!(r.error(), (404, "key does not exist".into()));
+        let f = kms.one_in(&t1, KEY_LIST, &[]).ok_frames();
+        assert!(listed_names(&f[0].1).is_empty());
+        // The other enclave's key is untouched.
+        assert_eq!(
+            kms.one_in(&t2, KEY_STATUS, &named("k")).ok_frames().len(),
+            1
+        );
+        for t in [&t1, &t2] {
+            assert_eq!(kms.one(ENCLAVE_DELETE, &named(t)).ok_frames().len(), 1);
+        }
+    }
+}
+
+#[test]
+fn per_enclave_policies_config_enclaves_and_read_only_identities_and_policies() {
+    let (admin_key, admin) = new_api_key();
+    let (user_key, user) = new_api_key();
+    let tls = tls_files();
+    let keys = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "enclaves:\n- tenant-1\n- tenant-2\npolicy:\n  tenants:\n    allow:\n    - /v1/kms/tenant-1/key/generate/*\n    - /v1/key/list/*\n    deny:\n    - /v1/kms/tenant-1/key/generate/secret-*\n    identities:\n    - {user}\n"
+    );
+    let server = config_server(&tls, &admin, keys.path(), &extra);
+    let admin_h1 = kes::auth::identity::Identity::from_hex(&admin)
+        .unwrap()
+        .to_h1();
+    let user_h1 = kes::auth::identity::Identity::from_hex(&user)
+        .unwrap()
+        .to_h1();
+    let dir = tempfile::tempdir().unwrap();
+    let root = Kms::new(server.addr, &admin_key, Wire::H1, dir.path());
+
+    // `enclaves:` made them at start, recorded as the admin's.
+    let f = root.one(ENCLAVE_LIST, &[]).ok_frames();
+    assert_eq!(listed_names(&f[0].1), ["default", "tenant-1", "tenant-2"]);
+    let f = root.one(ENCLAVE_STATUS, &named("tenant-2")).ok_frames();
+    assert_eq!(pb::get_str(&pb::parse(&f[0].1), 3), admin_h1);
+    for enclave in ["default", "tenant-1", "tenant-2"] {
+        for k in ["k", "secret-k"] {
+            assert_eq!(
+                root.one_in(enclave, KEY_CREATE, &named(k))
+                    .ok_frames()
+                    .len(),
+                1
+            );
+        }
+    }
+
+    let denied = (403, "access denied: insufficient permissions".to_string());
+    for wire in [Wire::H1, Wire::H2] {
+        if wire == Wire::H2 {
+            need_curl();
+        }
+        let u = Kms::new(server.addr, &user_key, wire, dir.path());
+        // `/v1/kms/tenant-1/key/generate/*`: generate in tenant-1, nowhere else, nothing else.
+        let f = u
+            .one_in("tenant-1", KEY_GENERATE, &generate_msg("k", 0, b""))
+            .ok_frames();
+        assert_eq!(f[0].0, KEY_GENERATE, "{wire:?}");
+        let r = u.one_in("tenant-1", KEY_GENERATE, &generate_msg("secret-k", 0, b""));
+        assert_eq!(r.error(), denied, "deny wins");
+        let r = u.one_in("tenant-2", KEY_GENERATE, &generate_msg("k", 0, b""));
+        assert_eq!(r.error(), denied);
+        let r = u.one(KEY_GENERATE, &generate_msg("k", 0, b""));
+        assert_eq!(r.error(), denied);
+        assert_eq!(
+            u.one_in("tenant-1", KEY_CREATE, &named("n")).error(),
+            denied
+        );
+        assert_eq!(u.one_in("tenant-1", KEY_LIST, &[]).error(), denied);
+        // `/v1/key/list/*` is the default enclave's KEY:LIST, not another's.
+        assert_eq!(u.one(KEY_LIST, &[]).ok_frames().len(), 1);
+        for (cmd, m) in [
+            (ENCLAVE_LIST, Vec::new()),
+            (ENCLAVE_CREATE, named("mine")),
+            (IDENTITY_LIST, Vec::new()),
+            (POLICY_LIST, Vec::new()),
+            (POLICY_GET, named("tenants")),
+            (IDENTITY_GET, named(&admin_h1)),
+        ] {
+            assert_eq!(u.one(cmd, &m).error(), denied, "{cmd}");
+        }
+
+        // Any identity reads its own identity: h1 form, User (3), its policy.
+        let f = u.one(IDENTITY_GET, &named(&user_h1)).ok_frames();
+        let i = pb::parse(&f[0].1);
+        assert_eq!(f[0].0, IDENTITY_GET);
+        assert_eq!(pb::get_str(&i, 1), user_h1);
+        assert_eq!(pb::get_uint(&i, 2), 3);
+        assert_eq!(pb::get_str(&i, 3), "tenants");
+        assert_eq!(pb::get_str(&i, 5), admin_h1);
+    }
+
+    // The admin: SysAdmin (1) and no policy; the list holds both, sorted, in h1 form.
+    let f = root.one(IDENTITY_GET, &named(&admin_h1)).ok_frames();
+    let i = pb::parse(&f[0].1);
+    assert_eq!(
+        (pb::get_str(&i, 1), pb::get_uint(&i, 2)),
+        (admin_h1.clone(), 1)
+    );
+    assert_eq!(pb::get_str(&i, 3), "");
+    // Hex is accepted too; an identity nobody configured is not there.
+    let f = root.one(IDENTITY_GET, &named(&user)).ok_frames();
+    assert_eq!(pb::get_str(&pb::parse(&f[0].1), 1), user_h1);
+    let (_, stranger) = new_api_key();
+    let r = root.one(IDENTITY_GET, &named(&stranger));
+    assert_eq!(r.error(), (404, "identity does not exist".into()));
+    let r = root.one(IDENTITY_GET, &named("h1:nope"));
+    assert_eq!(r.error().0, 400);
+    let f = root.one(IDENTITY_LIST, &[]).ok_frames();
+    let mut want = vec![admin_h1.clone(), user_h1.clone()];
+    want.sort();
+    assert_eq!(listed_names(&f[0].1), want);
+
+    // Policies: status, list, and the paths as kms-go's per-command rule sets, per enclave.
+    let f = root.one(POLICY_STATUS, &named("tenants")).ok_frames();
+    let p = pb::parse(&f[0].1);
+    assert_eq!(pb::get_str(&p, 1), "tenants");
+    assert_eq!(pb::get_str(&p, 5), admin_h1);
+    let f = root.one(POLICY_LIST, &[]).ok_frames();
+    assert_eq!(listed_names(&f[0].1), ["tenants"]);
+    let r = root.one(POLICY_GET, &named("nope"));
+    assert_eq!(r.error(), (404, "policy does not exist".into()));
+    // (command, patterns) of field `field`'s map entries.
+    let rules = |m: &[u8], field: u32| -> Vec<(String, Vec<String>)> {
+        pb::parse(m)
+            .into_iter()
+            .filter(|(n, _)| *n == field)
+            .map(|(_, v)| {
+                let entry = pb::parse(&v.unwrap_err());
+                (
+                    pb::get_str(&entry, 1),
+                    listed_names(&pb::get_bytes(&entry, 2)),
+                )
+            })
+            .collect()
+    };
+    let f = root
+        .one_in("tenant-1", POLICY_GET, &named("tenants"))
+        .ok_frames();
+    assert_eq!(
+        rules(&f[0].1, 2),
+        [("KEY:GENERATE".to_string(), vec!["*".to_string()])]
+    );
+    assert_eq!(
+        rules(&f[0].1, 3),
+        [("KEY:GENERATE".to_string(), vec!["secret-*".to_string()])]
+    );
+    let f = root.one(POLICY_GET, &named("tenants")).ok_frames();
+    assert_eq!(
+        rules(&f[0].1, 2),
+        [("KEY:LIST".to_string(), vec!["*".to_string()])]
+    );
+    assert!(rules(&f[0].1, 3).is_empty());
+
+    // What would change them: 501, saying where they are set.
+    for cmd in [
+        IDENTITY_CREATE,
+        IDENTITY_DELETE,
+        POLICY_CREATE,
+        POLICY_ASSIGN,
+    ] {
+        let (status, text) = root.one(cmd, &named("x")).error();
+        assert_eq!(status, 501, "{cmd}");
+        assert!(
+            text.contains("identities and policies are set in the server's config file"),
+            "{text}"
+        );
+    }
 }
 
 const KEY_LIST_VERSIONS: u16 = 209;

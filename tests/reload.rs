@@ -203,7 +203,7 @@ fn a_refused_reload_creates_no_key_and_changes_nothing() {
     let new_policy = policy("/v1/key/list/*", &user);
     let refused = [
         yaml(&format!(
-            "keys:\n- name: bad-level\n{new_policy}log:\n  error: loudly\n"
+            "keys:\n- name: bad-level\nenclaves: [bad-level]\n{new_policy}log:\n  error: loudly\n"
         )),
         yaml(&format!(
             "keys:\n- name: bad-policy\n{new_policy}  -bad:\n    allow: []\n"
@@ -217,6 +217,8 @@ fn a_refused_reload_creates_no_key_and_changes_nothing() {
         reload_with(&server, &path, text, "reload failed");
         for name in ["bad-level", "bad-policy", "bad-cert"] {
             assert!(!keys.path().join(name).exists(), "case {i}: {name} created");
+            let enclave = keys.path().join(format!("-e-{name}"));
+            assert!(!enclave.exists(), "case {i}: enclave {name} created");
             assert_eq!(describe(&mut admin_client, name), 404, "case {i}: {name}");
         }
         // The old policy is still the one in force.
@@ -232,19 +234,27 @@ fn a_refused_reload_creates_no_key_and_changes_nothing() {
         &server,
         &path,
         &yaml(&format!(
-            "keys:\n- name: good\n{}",
+            "keys:\n- name: good\nenclaves: [reloaded]\n{}",
             policy("/v1/key/list/*", &user)
         )),
         "configuration reloaded",
     );
     assert!(keys.path().join("good").exists());
     assert_eq!(describe(&mut admin_client, "good"), 200);
-    assert_eq!(
-        user_client
-            .request("GET", "/v1/key/list/", None, &[])
-            .unwrap()
-            .status,
-        200
+    // `enclaves:` made its record (`-e-<name>`), which the KES key list does not show.
+    let record = std::fs::read_to_string(keys.path().join("-e-reloaded")).unwrap();
+    assert!(
+        record.starts_with(r#"{"name":"reloaded","created_at":""#),
+        "{record}"
+    );
+    let list = user_client
+        .request("GET", "/v1/key/list/", None, &[])
+        .unwrap();
+    assert_eq!(list.status, 200);
+    let body = String::from_utf8_lossy(&list.body);
+    assert!(
+        body.contains("good") && !body.contains("reloaded"),
+        "{body}"
     );
 }
 

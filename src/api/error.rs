@@ -66,10 +66,45 @@ impl ApiError {
         415,
         "unsupported content type: commands are sent as application/octet-stream",
     );
-    pub const KMS_NO_ENCLAVE_ADMIN: ApiError = fixed(
-        501,
-        "enclaves cannot be created or deleted: this server has one enclave, 'default'",
+    pub const KMS_ENCLAVE_EXISTS: ApiError = fixed(409, "enclave already exists");
+    pub const KMS_DEFAULT_ENCLAVE_KEPT: ApiError = fixed(
+        400,
+        "the enclave 'default' cannot be deleted: it is the server's key namespace (the KES API's keys)",
     );
+    pub const STORE_ENCLAVE_CREATE: ApiError = fixed(502, "failed to create enclave");
+    pub const STORE_ENCLAVE_READ: ApiError = fixed(502, "failed to read enclave");
+    pub const STORE_ENCLAVE_DELETE: ApiError = fixed(502, "failed to delete enclave");
+    pub const STORE_ENCLAVE_LIST: ApiError = fixed(502, "failed to list enclaves");
+
+    pub fn invalid_enclave_name(name: &str) -> ApiError {
+        ApiError {
+            status: 400,
+            message: Cow::Owned(format!(
+                "invalid enclave name '{name}': {}",
+                crate::api::minkms::enclave::ENCLAVE_NAME_RULE
+            )),
+        }
+    }
+
+    /// IDENTITY:CREATE/DELETE, POLICY:CREATE/DELETE/ASSIGN: `501`, never retried, never
+    /// served — the config file is where identities and policies change.
+    pub fn kms_config_only(command: &str) -> ApiError {
+        ApiError {
+            status: 501,
+            message: Cow::Owned(format!(
+                "{command} is not served: identities and policies are set in the server's config file (policy:), read on start and reload"
+            )),
+        }
+    }
+
+    pub fn kms_invalid_identity(identity: &str) -> ApiError {
+        ApiError {
+            status: 400,
+            message: Cow::Owned(format!(
+                "invalid identity '{identity}': expected h1: and 43 base64url characters, or 64 hex characters"
+            )),
+        }
+    }
 
     pub fn kms_bad_frames(reason: impl std::fmt::Display) -> ApiError {
         ApiError {

@@ -133,8 +133,13 @@ pub async fn list(
     }
     let names = store::list(core, pattern_prefix(pattern)).await?;
     let mut w = JsonWriter::object(out);
-    w.string_array_sliced("names", names.iter().map(String::as_str))
-        .await;
+    // Only KES names: never the MinKMS enclaves' records and keys (`-e-…`, see
+    // `minkms::enclave`), which no KES route can reach.
+    let names = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| is_valid_name(n));
+    w.string_array_sliced("names", names).await;
     w.finish();
     Ok(Reply::Json)
 }

@@ -67,6 +67,8 @@ pub struct Shared {
     pub store_errors: store::ErrorReports,
     /// `cache.expiry.offline`: while offline, cached keys are kept this long (0 = no pinning).
     pub expiry_offline: std::time::Duration,
+    /// The MinKMS enclaves this node has seen exist (for `cache.expiry.any`).
+    pub enclaves: minkms::enclave::Known,
 }
 
 impl Shared {

@@ -296,6 +296,7 @@ pub fn reload(
     // The last fallible step, after every check: only a keystore failure can stop it, and
     // keys it created before failing stay (deleting them could lose data already sealed).
     create_declared_keys(shared.keystore.as_ref(), &config.keys, &config.admin)?;
+    create_declared_enclaves(shared.keystore.as_ref(), &config.enclaves, &config.admin)?;
     shared.logs.set_levels(audit, error);
     shared.settings.store(fresh);
     for setting in restart_needed(running, &config) {
@@ -449,6 +450,7 @@ pub fn prepare_config(
         errln!("kes: keystore credentials: {credentials}");
     }
     create_declared_keys(store.as_ref(), &config.keys, &config.admin)?;
+    create_declared_enclaves(store.as_ref(), &config.enclaves, &config.admin)?;
     let display = store.display_name();
     let logs = crate::log::Logs::new(audit, error);
     let shared = shared_state(
@@ -563,6 +565,16 @@ fn create_declared_keys(
     Ok(())
 }
 
+/// `enclaves:`: each MinKMS enclave not in the keystore yet is created (see
+/// [`crate::api::minkms::enclave`]).
+fn create_declared_enclaves(
+    store: &dyn KeyStore,
+    names: &[String],
+    admin: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    crate::api::minkms::enclave::create_declared(store, names, admin).map_err(Into::into)
+}
+
 fn shared_state(
     settings: Settings,
     logs: crate::log::Logs,
@@ -590,6 +602,7 @@ fn shared_state(
         keystore_offline: Default::default(),
         store_errors: Default::default(),
         expiry_offline,
+        enclaves: Default::default(),
     })
 }
 

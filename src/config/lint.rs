@@ -344,7 +344,7 @@ mod tests {
         policy: {p: {allow: [/v1/status], deny: [/v1/key/delete/*], \
         identities: [bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb]}}\n\
         cache: {expiry: {any: 5m, unused: 1m, offline: 1h}}\nlog: {error: on, audit: off, audit_all: true}\n\
-        keys: [{name: k1}]\ncompat: {policy_patterns: glob}\nkeystore: {fs: {path: ./keys}}\n";
+        keys: [{name: k1}]\nenclaves: [tenant-1]\ncompat: {policy_patterns: glob}\nkeystore: {fs: {path: ./keys}}\n";
 
     /// The top level's keys are registered in one place (`ROOT`, read by the parser through
     /// `Node`): a config with every one parses without a warning (in debug builds, so every

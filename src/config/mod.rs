@@ -99,6 +99,8 @@ pub struct Config {
     pub log_error: String,
     pub log_audit: String,
     pub keys: Vec<String>,
+    /// `enclaves` (ours): MinKMS enclaves created at start-up when absent.
+    pub enclaves: Vec<String>,
     pub keystore: KeystoreConfig,
     /// `log.audit_all` (ours): audit every request, as servers up to 2023-10 did.
     pub audit_all: bool,
@@ -150,6 +152,7 @@ pub(crate) const ROOT: Shape = Map(&[
         Map(&[("error", Leaf), ("audit", Leaf), ("audit_all", Leaf)]),
     ),
     ("keys", List(&Map(&[("name", Leaf)]))),
+    ("enclaves", Leaf),
     ("keystore", KEYSTORE),
     ("compat", Map(&[("policy_patterns", Leaf)])),
 ]);
@@ -414,6 +417,33 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         }
     }
 
+    let mut enclaves = Vec::new();
+    if let Some(node) = root.get("enclaves") {
+        for (i, name) in p
+            .string_list("enclaves", node, true)?
+            .into_iter()
+            .enumerate()
+        {
+            if name == crate::api::minkms::DEFAULT_ENCLAVE {
+                return err(format!(
+                    "enclaves[{i}]: 'default' always exists (the server's own key namespace); remove it"
+                ));
+            }
+            if !crate::api::minkms::enclave::is_valid_enclave_name(&name) {
+                return err(format!(
+                    "enclaves[{i}]: '{name}' is not a valid enclave name ({})",
+                    crate::api::minkms::enclave::ENCLAVE_NAME_RULE
+                ));
+            }
+            if enclaves.contains(&name) {
+                return err(format!(
+                    "enclaves[{i}]: enclave '{name}' is listed more than once"
+                ));
+            }
+            enclaves.push(name);
+        }
+    }
+
     let pattern_syntax = match root.child("compat").get("policy_patterns") {
         None => PatternSyntax::Prefix,
         Some(v) => match p.string("compat.policy_patterns", v)?.trim() {
@@ -439,6 +469,7 @@ pub fn parse(text: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         log_error,
         log_audit,
         keys,
+        enclaves,
         keystore,
         audit_all,
         warnings,

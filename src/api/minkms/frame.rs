@@ -13,6 +13,8 @@ pub const FRAMES_PER_REQUEST_MAX: usize = 1000;
 /// The commands this server knows (kms-go `cmds`), served or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
+    EnclaveCreate,
+    EnclaveDelete,
     EnclaveStatus,
     EnclaveList,
     KeyCreate,
@@ -25,13 +27,25 @@ pub enum Command {
     KeyList,
     KeyListVersions,
     KeyMac,
+    PolicyCreate,
+    PolicyDelete,
+    PolicyAssign,
+    PolicyGet,
+    PolicyStatus,
+    PolicyList,
+    IdentityCreate,
+    IdentityDelete,
+    IdentityGet,
+    IdentityList,
 }
 
 impl Command {
     /// The command for a wire code; `None` for codes this server does not serve (cluster,
-    /// enclave creation, policies, identities, key versions).
+    /// key versions).
     pub fn from_code(code: u16) -> Option<Command> {
         Some(match code {
+            101 => Command::EnclaveCreate,
+            102 => Command::EnclaveDelete,
             103 => Command::EnclaveStatus,
             104 => Command::EnclaveList,
             201 => Command::KeyCreate,
@@ -44,12 +58,24 @@ impl Command {
             208 => Command::KeyList,
             209 => Command::KeyListVersions,
             210 => Command::KeyMac,
+            301 => Command::PolicyCreate,
+            302 => Command::PolicyDelete,
+            303 => Command::PolicyAssign,
+            304 => Command::PolicyGet,
+            305 => Command::PolicyStatus,
+            306 => Command::PolicyList,
+            401 => Command::IdentityCreate,
+            402 => Command::IdentityDelete,
+            403 => Command::IdentityGet,
+            404 => Command::IdentityList,
             _ => return None,
         })
     }
 
     pub fn code(self) -> u16 {
         match self {
+            Command::EnclaveCreate => 101,
+            Command::EnclaveDelete => 102,
             Command::EnclaveStatus => 103,
             Command::EnclaveList => 104,
             Command::KeyCreate => 201,
@@ -62,12 +88,24 @@ impl Command {
             Command::KeyList => 208,
             Command::KeyListVersions => 209,
             Command::KeyMac => 210,
+            Command::PolicyCreate => 301,
+            Command::PolicyDelete => 302,
+            Command::PolicyAssign => 303,
+            Command::PolicyGet => 304,
+            Command::PolicyStatus => 305,
+            Command::PolicyList => 306,
+            Command::IdentityCreate => 401,
+            Command::IdentityDelete => 402,
+            Command::IdentityGet => 403,
+            Command::IdentityList => 404,
         }
     }
 
     /// The name kms-go gives the command.
     pub fn name(self) -> &'static str {
         match self {
+            Command::EnclaveCreate => "ENCLAVE:CREATE",
+            Command::EnclaveDelete => "ENCLAVE:DELETE",
             Command::EnclaveStatus => "ENCLAVE:STATUS",
             Command::EnclaveList => "ENCLAVE:LIST",
             Command::KeyCreate => "KEY:CREATE",
@@ -80,6 +118,17 @@ impl Command {
             Command::KeyList => "KEY:LIST",
             Command::KeyListVersions => "KEY:LISTVERSIONS",
             Command::KeyMac => "KEY:MAC",
+            Command::PolicyCreate => "POLICY:CREATE",
+            Command::PolicyDelete => "POLICY:DELETE",
+            Command::PolicyAssign => "POLICY:ASSIGN",
+            Command::PolicyGet => "POLICY:GET",
+            Command::PolicyStatus => "POLICY:STATUS",
+            Command::PolicyList => "POLICY:LIST",
+            // kms-go's text for 403 (its `IdentityGet`).
+            Command::IdentityCreate => "IDENTITY:CREATE",
+            Command::IdentityDelete => "IDENTITY:DELETE",
+            Command::IdentityGet => "IDENTITY:STATUS",
+            Command::IdentityList => "IDENTITY:LIST",
         }
     }
 }
@@ -205,7 +254,8 @@ mod tests {
             ]
         );
         for c in [
-            201u16, 202, 203, 204, 205, 206, 207, 208, 209, 210, 103, 104,
+            201u16, 202, 203, 204, 205, 206, 207, 208, 209, 210, 101, 102, 103, 104, 301, 302, 303,
+            304, 305, 306, 401, 402, 403, 404,
         ] {
             assert_eq!(Command::from_code(c).map(Command::code), Some(c));
         }

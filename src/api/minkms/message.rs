@@ -7,7 +7,7 @@ use crate::api::proto::{self, put_bytes, put_int, put_message, put_uint, ProtoEr
 use crate::time::Timestamp;
 
 /// Decodes a message whose fields `on_field` takes one at a time (unknown ones ignored).
-fn decode<'a>(
+pub(super) fn decode<'a>(
     message: &'a [u8],
     mut on_field: impl FnMut(u32, proto::Value<'a>) -> Result<(), ProtoError>,
 ) -> Result<(), ProtoError> {
@@ -160,7 +160,8 @@ impl<'a> List<'a> {
     }
 }
 
-/// `EnclaveStatusRequest`: the name alone.
+/// `EnclaveStatusRequest`, `CreateEnclaveRequest`, `DeleteEnclaveRequest`,
+/// `PolicyRequest`, `IdentityRequest`: field 1 alone.
 pub fn decode_enclave_name(message: &[u8]) -> Result<&str, ProtoError> {
     let mut name = "";
     decode(message, |n, v| {
@@ -208,7 +209,7 @@ pub fn put_key_status(out: &mut Vec<u8>, s: &KeyStatus<'_>) {
 }
 
 /// A `google.protobuf.Timestamp` field.
-fn put_timestamp(out: &mut Vec<u8>, field: u32, t: Timestamp) {
+pub(super) fn put_timestamp(out: &mut Vec<u8>, field: u32, t: Timestamp) {
     put_message(out, field, |b| {
         put_int(b, 1, t.seconds);
         put_uint(b, 2, u64::from(t.nanos));
@@ -250,14 +251,31 @@ pub fn put_mac(out: &mut Vec<u8>, version: u32, mac: &[u8]) {
     put_bytes(out, 2, mac);
 }
 
-/// `EnclaveStatusResponse` (no creation time: the enclave is the server's namespace).
-pub fn put_enclave_status(out: &mut Vec<u8>, name: &str) {
+/// `EnclaveStatusResponse` (`default`, the server's namespace, has no creation time and no
+/// creator; `created_by` is `h1:` or empty).
+pub fn put_enclave_status(
+    out: &mut Vec<u8>,
+    name: &str,
+    created_at: Option<Timestamp>,
+    created_by: &str,
+) {
     put_bytes(out, 1, name.as_bytes());
+    if let Some(t) = created_at {
+        put_timestamp(out, 2, t);
+    }
+    put_bytes(out, 3, created_by.as_bytes());
 }
 
 /// One entry of `ListEnclavesResponse.enclaves`.
-pub fn put_enclave_entry(out: &mut Vec<u8>, name: &str) {
-    put_message(out, 1, |b| put_enclave_status(b, name));
+pub fn put_enclave_entry(
+    out: &mut Vec<u8>,
+    name: &str,
+    created_at: Option<Timestamp>,
+    created_by: &str,
+) {
+    put_message(out, 1, |b| {
+        put_enclave_status(b, name, created_at, created_by)
+    });
 }
 
 #[cfg(test)]

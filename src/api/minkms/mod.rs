@@ -5,10 +5,15 @@
 //!
 //! A key is a ring of versions (`crypto::keyring`): KEY:CREATE with `add_version` rotates
 //! it, generate and encrypt use the latest version (or the one asked for), decrypt finds the
-//! version a ciphertext was made with. There is one enclave, `default` (or none), mapped
-//! onto the server's one key namespace. Each command is authorised as the KES route it
-//! stands for ([`Command::policy_path`]), so one policy governs both APIs.
+//! version a ciphertext was made with. The enclave `default` (or none) is the server's one
+//! key namespace, where each command is authorised as the KES route it stands for
+//! ([`Command::policy_path`]), so one policy governs both APIs; other enclaves are
+//! namespaces of their own in the same keystore ([`enclave`]). Identities and policies are
+//! the config file's, served read-only ([`admin`]).
 
+pub mod admin;
+mod admin_message;
+pub mod enclave;
 pub mod frame;
 pub mod message;
 
@@ -21,13 +26,14 @@ use super::{store, ApiError, AuthMode, Core, Peer, Reply, Request, RouteId};
 use crate::auth::identity::Identity;
 use crate::auth::Decision;
 use crate::crypto::{KeyType, KeyVersion};
+use enclave::Enclave;
 pub use frame::{Command, FRAMES_PER_REQUEST_MAX};
 use message::{KeyLayout, KeyRequest, KeyStatus};
 
 /// `api_version` of `GET /version`.
 pub const API_VERSION: &str = "v1";
 
-/// The one enclave: the server's key namespace. An empty enclave means the same.
+/// The enclave that is the server's key namespace. An empty enclave means the same.
 pub const DEFAULT_ENCLAVE: &str = "default";
 
 /// DEK length MinIO asks for (and the only one served): [`key::DEK_BYTES`].
@@ -52,7 +58,20 @@ impl Command {
             Command::KeyMac => "/v1/key/hmac/",
             Command::KeyList => "/v1/key/list/",
             Command::KeyListVersions => "/v1/key/describe/",
-            Command::EnclaveStatus | Command::EnclaveList => return None,
+            Command::EnclaveCreate
+            | Command::EnclaveDelete
+            | Command::EnclaveStatus
+            | Command::EnclaveList
+            | Command::PolicyCreate
+            | Command::PolicyDelete
+            | Command::PolicyAssign
+            | Command::PolicyGet
+            | Command::PolicyStatus
+            | Command::PolicyList
+            | Command::IdentityCreate
+            | Command::IdentityDelete
+            | Command::IdentityGet
+            | Command::IdentityList => return None,
         };
         path.clear();
         path.push_str(route);
@@ -100,6 +119,7 @@ struct Caller<'a> {
     identity: Option<Identity>,
     settings: &'a super::settings::Settings,
     creator: String,
+    enclave: Enclave<'a>,
 }
 
 impl Caller<'_> {
@@ -126,7 +146,7 @@ impl Caller<'_> {
             return Err(ApiError::KMS_ACCESS_DENIED);
         };
         let policies = &self.settings.policies;
-        let allowed = match command.policy_path(name, path) {
+        let allowed = match self.enclave.policy_path(command, name, path) {
             Some(()) => policies.decide(&identity, path) == Decision::Allow,
             None => policies.is_admin(&identity),
         };
@@ -138,7 +158,8 @@ impl Caller<'_> {
     }
 
     /// KEY:CREATE with `add_version` is a rotation: authorised as the KES API's rotate
-    /// route, `/v1/key/rotate/<name>`, not as creating a key.
+    /// route, `/v1/key/rotate/<name>` (in enclave `E`: `/v1/kms/E/key/rotate/<name>`), not
+    /// as creating a key.
     fn authorize_rotate(&self, name: &str, path: &mut String) -> Result<(), ApiError> {
         if !self.enforce {
             return Ok(());
@@ -147,7 +168,14 @@ impl Caller<'_> {
             return Err(ApiError::KMS_ACCESS_DENIED);
         };
         path.clear();
-        path.push_str("/v1/key/rotate/");
+        match self.enclave {
+            Enclave::Default => path.push_str("/v1/key/rotate/"),
+            Enclave::Named(e) => {
+                path.push_str("/v1/kms/");
+                path.push_str(e);
+                path.push_str("/key/rotate/");
+            }
+        }
         path.push_str(name);
         match self.settings.policies.decide(&identity, path) {
             Decision::Allow => Ok(()),
@@ -164,9 +192,7 @@ async fn serve_frames(
     if !req.binary {
         return Err(ApiError::KMS_NOT_BINARY);
     }
-    if !(req.argument.is_empty() || req.argument == DEFAULT_ENCLAVE) {
-        return Err(ApiError::KMS_ENCLAVE_NOT_FOUND);
-    }
+    let enclave = enclave::resolve(core, req.argument).await?;
     let timeout = req.timeout();
     let index = super::router::index_of(RouteId::Kms);
     let identity = match req.peer {
@@ -178,10 +204,12 @@ async fn serve_frames(
         identity,
         settings: req.settings,
         creator: identity.map(|i| i.to_hex()).unwrap_or_default(),
+        enclave,
     };
     let frames = frame::split(req.body).map_err(ApiError::kms_bad_frames)?;
     let scratch = &mut *req.scratch;
     let mut path = String::with_capacity(128);
+    let mut stored = String::new();
     for f in frames {
         let command =
             Command::from_code(f.code).ok_or_else(|| ApiError::kms_unknown_command(f.code))?;
@@ -199,6 +227,7 @@ async fn serve_frames(
                     "" if m.add_version => None,
                     other => Some(key_type(other, core)?),
                 };
+                let name = enclave.stored_name(name, &mut stored);
                 if m.add_version {
                     add_version(core, name, kind, &caller.creator).await?;
                 } else {
@@ -212,13 +241,15 @@ async fn serve_frames(
                 let name = valid_name(m.name)?;
                 caller.authorize(command, name, &mut path)?;
                 let kind = key_type(m.kind, core)?;
+                let name = enclave.stored_name(name, &mut stored);
                 import_key(core, name, kind, m.key, &caller.creator).await?;
                 frame::put_frame(out, command, |_| {});
             }
             Command::KeyStatus => {
                 let m = caller.key_request(command, KeyLayout::Status, f.message, &mut path)?;
                 let name = m.name;
-                let ring = store::key_with_version(core, name, m.version, timeout).await?;
+                let stored_name = enclave.stored_name(name, &mut stored);
+                let ring = store::key_with_version(core, stored_name, m.version, timeout).await?;
                 let (number, k) = version_of(&ring, m.version)?;
                 let created_by = created_by(k);
                 frame::put_frame(out, command, |b| {
@@ -228,7 +259,8 @@ async fn serve_frames(
             Command::KeyListVersions => {
                 let m = caller.key_request(command, KeyLayout::Status, f.message, &mut path)?;
                 let name = m.name;
-                let ring = store::key(core, name, timeout).await?;
+                let ring =
+                    store::key(core, enclave.stored_name(name, &mut stored), timeout).await?;
                 let creators: Vec<String> = ring.versions().map(|(_, k)| created_by(k)).collect();
                 frame::put_frame(out, command, |b| {
                     for ((number, k), by) in ring.versions().zip(&creators) {
@@ -241,16 +273,18 @@ async fn serve_frames(
             }
             Command::KeyDelete => {
                 let m = caller.key_request(command, KeyLayout::Delete, f.message, &mut path)?;
+                let name = enclave.stored_name(m.name, &mut stored);
                 if m.all_versions {
-                    store::delete(core, m.name).await?;
+                    store::delete(core, name).await?;
                 } else {
-                    remove_version(core, m.name, m.version).await?;
+                    remove_version(core, name, m.version).await?;
                 }
                 frame::put_frame(out, command, |_| {});
             }
             Command::KeyEncrypt => {
                 let m = caller.key_request(command, KeyLayout::Encrypt, f.message, &mut path)?;
-                let ring = store::key_with_version(core, m.name, m.version, timeout).await?;
+                let name = enclave.stored_name(m.name, &mut stored);
+                let ring = store::key_with_version(core, name, m.version, timeout).await?;
                 let number = encrypt_with(
                     core,
                     &ring,
@@ -265,7 +299,7 @@ async fn serve_frames(
             }
             Command::KeyDecrypt => {
                 let m = caller.key_request(command, KeyLayout::Decrypt, f.message, &mut path)?;
-                let name = m.name;
+                let name = enclave.stored_name(m.name, &mut stored);
                 // The ciphertext says which version made it (MinIO sends version 0, or 1 for
                 // ciphertexts it made through the KES API): a version in the request must
                 // exist, but the ciphertext's own version opens it.
@@ -288,7 +322,8 @@ async fn serve_frames(
                 if !(m.length == 0 || m.length == DEK_LENGTH) {
                     return Err(ApiError::kms_invalid_length(m.length));
                 }
-                let ring = store::key_with_version(core, m.name, m.version, timeout).await?;
+                let name = enclave.stored_name(m.name, &mut stored);
+                let ring = store::key_with_version(core, name, m.version, timeout).await?;
                 let (dek, number) = new_dek(
                     core,
                     &ring,
@@ -302,7 +337,8 @@ async fn serve_frames(
             }
             Command::KeyMac => {
                 let m = caller.key_request(command, KeyLayout::Mac, f.message, &mut path)?;
-                let ring = store::key_with_version(core, m.name, m.version, timeout).await?;
+                let name = enclave.stored_name(m.name, &mut stored);
+                let ring = store::key_with_version(core, name, m.version, timeout).await?;
                 let (number, mut tag) = mac_with(&ring, m.version, m.data)?;
                 frame::put_frame(out, command, |b| message::put_mac(b, number, &tag));
                 // SAFETY: wiping our own stack copy of the tag.
@@ -317,29 +353,26 @@ async fn serve_frames(
                     return Err(ApiError::invalid_pattern(m.prefix));
                 }
                 caller.authorize(command, m.prefix, &mut path)?;
-                list(core, &m, timeout, out).await?;
+                list(core, enclave, &m, timeout, out).await?;
             }
-            Command::EnclaveStatus => {
-                let name = message::decode_enclave_name(f.message).map_err(bad)?;
-                caller.authorize(command, name, &mut path)?;
-                if name != DEFAULT_ENCLAVE {
-                    return Err(ApiError::KMS_ENCLAVE_NOT_FOUND);
-                }
-                frame::put_frame(out, command, |b| {
-                    message::put_enclave_status(b, DEFAULT_ENCLAVE)
-                });
-            }
-            Command::EnclaveList => {
-                let m = message::List::decode(f.message).map_err(bad)?;
+            Command::EnclaveCreate
+            | Command::EnclaveDelete
+            | Command::EnclaveStatus
+            | Command::EnclaveList => {
                 caller.authorize(command, "", &mut path)?;
-                let listed =
-                    DEFAULT_ENCLAVE.starts_with(m.prefix) && m.continue_at <= DEFAULT_ENCLAVE;
-                frame::put_frame(out, command, |b| {
-                    if listed {
-                        message::put_enclave_entry(b, DEFAULT_ENCLAVE);
-                    }
-                });
+                let creator = identity.map(|i| i.to_h1()).unwrap_or_default();
+                enclave::serve(core, command, f.message, &creator, out).await?;
             }
+            Command::PolicyCreate
+            | Command::PolicyDelete
+            | Command::PolicyAssign
+            | Command::PolicyGet
+            | Command::PolicyStatus
+            | Command::PolicyList
+            | Command::IdentityCreate
+            | Command::IdentityDelete
+            | Command::IdentityGet
+            | Command::IdentityList => admin::serve(core, &caller, command, f.message, out)?,
         }
     }
     Ok(())
@@ -413,9 +446,10 @@ fn status_of<'a>(
 }
 
 /// KEY:LIST: the keys from `continue_at` on with the prefix, at most a page, each with its
-/// type and creator (keys deleted meanwhile are left out).
+/// latest version's type and creator (keys deleted meanwhile are left out).
 async fn list(
     core: &Core,
+    enclave: Enclave<'_>,
     m: &message::List<'_>,
     timeout: std::time::Duration,
     out: &mut Vec<u8>,
@@ -424,21 +458,23 @@ async fn list(
         0 => LIST_PAGE_KEYS_MAX,
         n => n.min(LIST_PAGE_KEYS_MAX),
     };
-    let names = store::list(core, m.prefix).await?;
+    let mut prefix = String::new();
+    let names = store::list(core, enclave.stored_name(m.prefix, &mut prefix)).await?;
     let mut names = names
         .iter()
-        .filter(|n| n.as_str() >= m.continue_at && is_valid_name(n));
+        .filter_map(|stored| Some((enclave.key_of(stored)?, stored.as_str())))
+        .filter(|(name, _)| *name >= m.continue_at);
     let mut entries = Vec::with_capacity(limit.min(16));
     let mut continue_at = "";
-    for name in names.by_ref() {
+    for (name, stored) in names.by_ref() {
         if entries.len() == limit {
-            continue_at = name.as_str();
+            continue_at = name;
             break;
         }
-        match store::key(core, name, timeout).await {
+        match store::key(core, stored, timeout).await {
             Ok(ring) => {
                 let by = created_by(ring.latest().1);
-                entries.push((name.as_str(), ring, by));
+                entries.push((name, ring, by));
             }
             Err(e) if e == ApiError::KEY_NOT_FOUND => {}
             Err(e) => return Err(e),
