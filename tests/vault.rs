@@ -1109,3 +1109,99 @@ fn kubernetes_login_reads_the_rotated_service_account_token_again() {
         .count();
     assert!(logins >= 2, "{:?}", proxy.seen());
 }
+
+/// Issue 23: two nodes on one OpenBao (K/V v2, compare-and-set) rotate one key at the same
+/// time: every rotation gets its own version, none is lost; each node decrypts the other's
+/// newest ciphertexts at once (a version newer than its cached copy reloads the key), and
+/// uses the newest version for new data keys once its cache entry expires.
+#[test]
+fn two_nodes_rotating_one_key_on_openbao_lose_no_version() {
+    let bao = start_bao(0);
+    let tls = tls_files();
+    let (api_key, admin) = new_api_key();
+    let tail = vault_yaml(bao.port, true, "kes");
+    // Long enough that the decrypt below must reload rather than wait for expiry.
+    let a = node_with_cache(&tls, &admin, &tail, "4s", "4s");
+    let b = node_with_cache(&tls, &admin, &tail, "4s", "4s");
+    let (ea, eb) = (a.endpoint(), b.endpoint());
+    let mut ca = client_for(&ea, &api_key);
+    let r = ca
+        .request("POST", "/v1/key/create/rotated", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200);
+    // B caches version 1.
+    let mut cb = client_for(&eb, &api_key);
+    let r = cb
+        .request("POST", "/v1/key/generate/rotated", None, &[])
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let v1_ct = json_str(&r, "ciphertext");
+
+    const PER_NODE: usize = 6;
+    let rotate_from = |endpoint: String, api_key: String| {
+        std::thread::spawn(move || {
+            let mut c = client_for(&endpoint, &api_key);
+            (0..PER_NODE)
+                .map(|_| {
+                    let r = c
+                        .request("POST", "/v1/key/rotate/rotated", None, &[])
+                        .unwrap();
+                    assert_eq!(r.status, 200, "{}", body_str(&r));
+                    let body = body_str(&r);
+                    let at = body.find("\"version\":").expect("version") + 10;
+                    body[at..]
+                        .trim_end_matches(['}', '\n'])
+                        .parse::<u32>()
+                        .unwrap()
+                })
+                .collect::<Vec<u32>>()
+        })
+    };
+    let ta = rotate_from(ea.clone(), api_key.clone());
+    let tb = rotate_from(eb.clone(), api_key.clone());
+    let mut versions = ta.join().unwrap();
+    versions.extend(tb.join().unwrap());
+    versions.sort_unstable();
+    let expected: Vec<u32> = (2..=(1 + 2 * PER_NODE as u32)).collect();
+    assert_eq!(versions, expected, "every rotation got its own version");
+    let latest = 1 + 2 * PER_NODE as u32;
+
+    // The stored record holds every version.
+    let r = ca
+        .request("GET", "/v1/key/describe/rotated", None, &[])
+        .unwrap();
+    let describe = body_str(&r);
+    assert!(describe.contains(&format!("\"version\":{latest}")), "{describe}");
+    assert_eq!(describe.matches("{\"version\":").count(), latest as usize);
+
+    // A's newest data key decrypts on B at once, though B's cache still holds version 1.
+    let r = ca
+        .request("POST", "/v1/key/generate/rotated", None, &[])
+        .unwrap();
+    let (pt, ct) = (json_str(&r, "plaintext"), json_str(&r, "ciphertext"));
+    let raw = B64.decode(&ct).unwrap();
+    assert_eq!(&raw[raw.len() - 8..raw.len() - 4], &latest.to_be_bytes());
+    for (c, ct, pt) in [(&mut cb, &ct, Some(&pt)), (&mut ca, &v1_ct, None)] {
+        let body = format!(r#"{{"ciphertext":"{ct}"}}"#);
+        let r = c
+            .request("POST", "/v1/key/decrypt/rotated", Some(body.as_bytes()), &[])
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", body_str(&r));
+        if let Some(pt) = pt {
+            assert_eq!(&json_str(&r, "plaintext"), pt);
+        }
+    }
+    // Within B's cache expiry, its new data keys use the newest version too.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = cb
+            .request("POST", "/v1/key/generate/rotated", None, &[])
+            .unwrap();
+        let raw = B64.decode(json_str(&r, "ciphertext")).unwrap();
+        if raw.len() == 76 + 8 && raw[raw.len() - 8..raw.len() - 4] == latest.to_be_bytes() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node B never used the new version");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
