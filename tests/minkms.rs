@@ -1285,3 +1285,68 @@ fn a_key_holds_at_most_the_version_limit_and_rotation_is_authorised_as_rotate() 
         .ok_frames();
     assert_eq!(kms_generate(&minio, "minio-a", 0, b"").0, 2);
 }
+
+/// Issue 23: a key upstream KES wrote (`../shared/fixtures/upstream-kes/fs.json`) is version 1
+/// through the MinKMS API: KEY:STATUS shows it, every ciphertext upstream made decrypts with
+/// version 0 and 1 (what MinIO sends after moving from the KES variables); after a rotation
+/// through KEY:CREATE `add_version`, upstream's ciphertexts still decrypt through both APIs,
+/// new DEKs are version 2, and the file holds the key ring.
+#[test]
+fn an_upstream_written_key_is_version_1_and_survives_its_rotation() {
+    let fixture = common::fixtures::load("fs");
+    let keys = tempfile::tempdir().unwrap();
+    for (name, key) in fixture.keys() {
+        let path = keys.path().join(name);
+        std::fs::write(&path, key.file_bytes()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(key.file_mode()))
+            .unwrap();
+    }
+    let tls = tls_files();
+    let (admin_key, admin) = new_api_key();
+    let server = config_server(&tls, &admin, keys.path(), "");
+    let dir = tempfile::tempdir().unwrap();
+    let kms = Kms::new(server.addr, &admin_key, Wire::H1, dir.path());
+    let context = |v: &common::fixtures::Vector| {
+        v.context_b64
+            .as_deref()
+            .map(|c| B64.decode(c).unwrap())
+            .unwrap_or_default()
+    };
+    for (name, key) in fixture.keys() {
+        let s = pb::parse(&kms.one(KEY_STATUS, &named(name)).ok_frames()[0].1);
+        assert_eq!(pb::get_uint(&s, 2), 1, "{name}");
+        assert_eq!(pb::get_str(&s, 3), "AES256");
+        let creator = kes::auth::identity::Identity::from_hex(&key.kes_key_info.created_by)
+            .unwrap()
+            .to_h1();
+        assert_eq!(pb::get_str(&s, 5), creator);
+        let decrypts_all = |versions: &[u64]| {
+            for v in &key.vectors {
+                let ct = B64.decode(&v.ciphertext_b64).unwrap();
+                for &version in versions {
+                    let r = kms.one(
+                        KEY_DECRYPT,
+                        &decrypt_msg(name, version, &ct, &context(v)),
+                    );
+                    let f = r.ok_frames();
+                    assert_eq!(
+                        B64.encode(pb::get_bytes(&pb::parse(&f[0].1), 1)),
+                        v.plaintext_b64,
+                        "{name}: {} with version {version}",
+                        v.made_with
+                    );
+                }
+            }
+        };
+        decrypts_all(&[0, 1]);
+
+        kms.one(KEY_CREATE, &add_version_msg(name)).ok_frames();
+        let stored = std::fs::read(keys.path().join(name)).unwrap();
+        assert!(stored.starts_with(b"kes:keyring:v1:"), "{name}");
+        decrypts_all(&[0, 1, 2]);
+        common::fixtures::assert_serves_vectors(&server.endpoint(), &admin_key, name, key);
+        let (v, _, ct) = kms_generate(&kms, name, 0, b"");
+        assert_eq!((v, ct.len()), (2, 84));
+    }
+}
