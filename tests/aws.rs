@@ -31,6 +31,7 @@ use common::lifecycle::{
     generate_and_decrypt, keystore_lifecycle, outage_behaviour, stored_record, Backend, Lifecycle,
 };
 use common::moto::{moto_py, start_moto, start_moto_with, Moto};
+use common::race::{counter_of, counter_ring as ring, race_increments};
 use common::*;
 use standin::{q, random_hex, Request, Response, StandIn};
 
@@ -924,11 +925,6 @@ fn open_store(m: &Moto, kms_key: &str) -> std::sync::Arc<dyn kes::keystore::KeyS
     kes::keystore::open(&config).expect("open the AWS keystore")
 }
 
-/// A key ring's stored text (what a rotation writes).
-fn ring(n: usize) -> String {
-    format!("{}{n}", kes::crypto::record::KEYRING_PREFIX)
-}
-
 /// The secret's `AWSCURRENT` string and its versions' labels, as boto3 reads them.
 fn current_and_stages(m: &Moto, name: &str) -> (String, Vec<Vec<String>>) {
     let out = moto_py(
@@ -1015,43 +1011,14 @@ fn replace_moves_awscurrent_to_the_new_value_only_from_the_expected_one() {
 /// on conflict: moving `AWSCURRENT` only off the version read lets no increment be lost.
 #[test]
 fn racing_replaces_lose_no_increment() {
-    use kes::keystore::StoreError;
     const WRITERS: usize = 4;
     const INCREMENTS: usize = 10;
     let m = start_moto();
     let stores = [open_store(&m, &m.kms_key), open_store(&m, &m.kms_key)];
     stores[0].create("counter", ring(0).as_bytes()).unwrap();
-    let counter = |value: &[u8]| -> usize {
-        let text = std::str::from_utf8(value).unwrap();
-        let n = text.strip_prefix(kes::crypto::record::KEYRING_PREFIX);
-        n.and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{text:?}"))
-    };
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(WRITERS));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|i| {
-            let (store, barrier) = (stores[i % 2].clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let mut conflicts = 0;
-                for _ in 0..INCREMENTS {
-                    loop {
-                        let old = store.get("counter").unwrap();
-                        let new = ring(counter(old.expose()) + 1);
-                        match store.replace("counter", old.expose(), new.as_bytes()) {
-                            Ok(()) => break,
-                            Err(StoreError::Conflict) => conflicts += 1,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                }
-                conflicts
-            })
-        })
-        .collect();
-    let conflicts: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    let conflicts = race_increments(&stores, "counter", WRITERS, INCREMENTS);
     assert_eq!(
-        counter(stores[1].get("counter").unwrap().expose()),
+        counter_of(stores[1].get("counter").unwrap().expose()),
         WRITERS * INCREMENTS
     );
     assert_eq!(

@@ -1299,8 +1299,7 @@ fn an_upstream_written_key_is_version_1_and_survives_its_rotation() {
         let path = keys.path().join(name);
         std::fs::write(&path, key.file_bytes()).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(key.file_mode()))
-            .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(key.file_mode())).unwrap();
     }
     let tls = tls_files();
     let (admin_key, admin) = new_api_key();
@@ -1325,10 +1324,7 @@ fn an_upstream_written_key_is_version_1_and_survives_its_rotation() {
             for v in &key.vectors {
                 let ct = B64.decode(&v.ciphertext_b64).unwrap();
                 for &version in versions {
-                    let r = kms.one(
-                        KEY_DECRYPT,
-                        &decrypt_msg(name, version, &ct, &context(v)),
-                    );
+                    let r = kms.one(KEY_DECRYPT, &decrypt_msg(name, version, &ct, &context(v)));
                     let f = r.ok_frames();
                     assert_eq!(
                         B64.encode(pb::get_bytes(&pb::parse(&f[0].1), 1)),

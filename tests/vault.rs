@@ -16,6 +16,7 @@ use common::bao::{
 };
 use common::fixtures;
 use common::lifecycle::{keystore_lifecycle, outage_behaviour, Backend, Lifecycle};
+use common::race::{counter_of, counter_ring as ring, race_increments};
 use common::*;
 use standin::{Request, Response, StandIn};
 
@@ -228,11 +229,6 @@ fn open_store(keystore_yaml: &str) -> Arc<dyn kes::keystore::KeyStore> {
     kes::keystore::open(&config).expect("open the Vault keystore")
 }
 
-/// A key ring's stored text (what a rotation writes).
-fn ring(n: usize) -> String {
-    format!("{}{n}", kes::crypto::record::KEYRING_PREFIX)
-}
-
 /// What `bao` reads as the latest (K/V v2: `version`) value of `field` at `path`.
 fn bao_field(port: u16, v2: bool, path: &str, field: &str, version: Option<u32>) -> String {
     let field = format!("-field={field}");
@@ -340,44 +336,15 @@ fn replace_on_kv_v2_kv_v1_and_kv_v2_with_transit() {
 /// replace, retrying on conflict: Vault's check-and-set lets no increment be lost.
 #[test]
 fn racing_replaces_on_kv_v2_lose_no_increment() {
-    use kes::keystore::StoreError;
     const WRITERS: usize = 4;
     const INCREMENTS: usize = 15;
     let bao = start_bao(0);
     let yaml = vault_yaml(bao.port, true, "race");
     let stores = [open_store(&yaml), open_store(&yaml)];
     stores[0].create("counter", ring(0).as_bytes()).unwrap();
-    let counter = |value: &[u8]| -> usize {
-        let text = std::str::from_utf8(value).unwrap();
-        let n = text.strip_prefix(kes::crypto::record::KEYRING_PREFIX);
-        n.and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{text:?}"))
-    };
-    let barrier = Arc::new(std::sync::Barrier::new(WRITERS));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|i| {
-            let (store, barrier) = (stores[i % 2].clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let mut conflicts = 0;
-                for _ in 0..INCREMENTS {
-                    loop {
-                        let old = store.get("counter").unwrap();
-                        let new = ring(counter(old.expose()) + 1);
-                        match store.replace("counter", old.expose(), new.as_bytes()) {
-                            Ok(()) => break,
-                            Err(StoreError::Conflict) => conflicts += 1,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                }
-                conflicts
-            })
-        })
-        .collect();
-    let conflicts: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    let conflicts = race_increments(&stores, "counter", WRITERS, INCREMENTS);
     let last = stores[1].get("counter").unwrap();
-    assert_eq!(counter(last.expose()), WRITERS * INCREMENTS);
+    assert_eq!(counter_of(last.expose()), WRITERS * INCREMENTS);
     assert!(conflicts > 0, "the writers never raced");
     // One version per increment, after the first.
     let metadata = bao_cli(
@@ -1171,7 +1138,10 @@ fn two_nodes_rotating_one_key_on_openbao_lose_no_version() {
         .request("GET", "/v1/key/describe/rotated", None, &[])
         .unwrap();
     let describe = body_str(&r);
-    assert!(describe.contains(&format!("\"version\":{latest}")), "{describe}");
+    assert!(
+        describe.contains(&format!("\"version\":{latest}")),
+        "{describe}"
+    );
     assert_eq!(describe.matches("{\"version\":").count(), latest as usize);
 
     // A's newest data key decrypts on B at once, though B's cache still holds version 1.
@@ -1184,7 +1154,12 @@ fn two_nodes_rotating_one_key_on_openbao_lose_no_version() {
     for (c, ct, pt) in [(&mut cb, &ct, Some(&pt)), (&mut ca, &v1_ct, None)] {
         let body = format!(r#"{{"ciphertext":"{ct}"}}"#);
         let r = c
-            .request("POST", "/v1/key/decrypt/rotated", Some(body.as_bytes()), &[])
+            .request(
+                "POST",
+                "/v1/key/decrypt/rotated",
+                Some(body.as_bytes()),
+                &[],
+            )
             .unwrap();
         assert_eq!(r.status, 200, "{}", body_str(&r));
         if let Some(pt) = pt {
@@ -1201,7 +1176,10 @@ fn two_nodes_rotating_one_key_on_openbao_lose_no_version() {
         if raw.len() == 76 + 8 && raw[raw.len() - 8..raw.len() - 4] == latest.to_be_bytes() {
             break;
         }
-        assert!(Instant::now() < deadline, "node B never used the new version");
+        assert!(
+            Instant::now() < deadline,
+            "node B never used the new version"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -6,6 +6,7 @@ pub mod bao;
 pub mod fixtures;
 pub mod lifecycle;
 pub mod moto;
+pub mod race;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
