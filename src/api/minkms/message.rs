@@ -18,36 +18,53 @@ pub(super) fn decode<'a>(
     Ok(())
 }
 
-/// `CreateKeyRequest`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct CreateKey<'a> {
-    pub name: &'a str,
-    pub kind: &'a str,
-    pub add_version: bool,
+/// Declares a request message by its fields: number, name, type and the `proto::Value`
+/// reader that takes it (`str`, `bytes`, `bool`, `uint32`); unknown fields are skipped.
+/// Attributes (docs, derives) go on the struct.
+macro_rules! request_message {
+    (
+        $(#[$attr:meta])*
+        $name:ident { $($number:literal => $field:ident: $ty:ty = $read:ident),* $(,)? }
+    ) => {
+        $(#[$attr])*
+        #[derive(Default, PartialEq, Eq)]
+        pub struct $name<'a> {
+            $(pub $field: $ty,)*
+        }
+
+        impl<'a> $name<'a> {
+            pub fn decode(message: &'a [u8]) -> Result<Self, ProtoError> {
+                let mut m = Self::default();
+                decode(message, |n, v| {
+                    match n {
+                        $($number => m.$field = v.$read(n)?,)*
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                Ok(m)
+            }
+        }
+    };
 }
 
-impl<'a> CreateKey<'a> {
-    pub fn decode(message: &'a [u8]) -> Result<Self, ProtoError> {
-        let mut m = Self::default();
-        decode(message, |n, v| {
-            match n {
-                1 => m.name = v.str(n)?,
-                2 => m.kind = v.str(n)?,
-                3 => m.add_version = v.bool(n)?,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(m)
+request_message! {
+    /// `CreateKeyRequest`.
+    #[derive(Debug)]
+    CreateKey {
+        1 => name: &'a str = str,
+        2 => kind: &'a str = str,
+        3 => add_version: bool = bool,
     }
 }
 
-/// `ImportKeyRequest`; `key` is the secret key material, borrowed from the request body.
-#[derive(Default, PartialEq, Eq)]
-pub struct ImportKey<'a> {
-    pub name: &'a str,
-    pub kind: &'a str,
-    pub key: &'a [u8],
+request_message! {
+    /// `ImportKeyRequest`; `key` is the secret key material, borrowed from the request body.
+    ImportKey {
+        1 => name: &'a str = str,
+        2 => kind: &'a str = str,
+        3 => key: &'a [u8] = bytes,
+    }
 }
 
 impl std::fmt::Debug for ImportKey<'_> {
@@ -57,22 +74,6 @@ impl std::fmt::Debug for ImportKey<'_> {
             .field("kind", &self.kind)
             .field("key", &"<redacted>")
             .finish()
-    }
-}
-
-impl<'a> ImportKey<'a> {
-    pub fn decode(message: &'a [u8]) -> Result<Self, ProtoError> {
-        let mut m = Self::default();
-        decode(message, |n, v| {
-            match n {
-                1 => m.name = v.str(n)?,
-                2 => m.kind = v.str(n)?,
-                3 => m.key = v.bytes(n)?,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(m)
     }
 }
 
@@ -136,27 +137,13 @@ impl<'a> KeyRequest<'a> {
     }
 }
 
-/// `ListRequest`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct List<'a> {
-    pub prefix: &'a str,
-    pub continue_at: &'a str,
-    pub limit: u32,
-}
-
-impl<'a> List<'a> {
-    pub fn decode(message: &'a [u8]) -> Result<Self, ProtoError> {
-        let mut m = Self::default();
-        decode(message, |n, v| {
-            match n {
-                1 => m.prefix = v.str(n)?,
-                2 => m.continue_at = v.str(n)?,
-                3 => m.limit = v.uint32(n)?,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(m)
+request_message! {
+    /// `ListRequest`.
+    #[derive(Debug)]
+    List {
+        1 => prefix: &'a str = str,
+        2 => continue_at: &'a str = str,
+        3 => limit: u32 = uint32,
     }
 }
 
