@@ -71,6 +71,8 @@ fn upstream_object(record: &str, enabled: bool) -> Obj {
         key_ops: vec!["EXPORT".into(), "APPMANAGEABLE".into()],
         value: B64.encode(record),
         enabled,
+        replaced: None,
+        replacement: None,
     }
 }
 
@@ -207,4 +209,117 @@ fn records_upstream_wrote_are_served() {
     let path = write_config(dir.path(), &tls, &admin);
     let node = kes_on(&path, &standin.url(), API_KEY);
     standin::upstream::upstream_records_are_served(&node, &api_key, &Dsm(state.clone()));
+}
+
+fn library_store(url: &str) -> kes::keystore::fortanix::FortanixStore {
+    kes::keystore::fortanix::FortanixStore::new(kes::config::FortanixConfig {
+        endpoint: url.into(),
+        group_id: GROUP.into(),
+        api_key: API_KEY.into(),
+        tls_ca: None,
+    })
+    .unwrap()
+}
+
+/// The stand-in's object names, in order.
+fn object_names(state: &Mutex<State>) -> Vec<String> {
+    state.lock().unwrap().objects.keys().cloned().collect()
+}
+
+#[test]
+fn a_replace_gives_the_name_a_new_object_and_delete_removes_every_one() {
+    use kes::keystore::{KeyStore, ReplaceKind, StoreError};
+    let (_standin, state) = start(Duration::from_secs(3600));
+    let store = library_store(&_standin.url());
+    assert_eq!(store.replace_kind(), ReplaceKind::ReadCompareWrite);
+    store.create("k", b"record-1").unwrap();
+    store.create("k2", b"other").unwrap();
+    let kid_1 = state.lock().unwrap().objects["k"].kid.clone();
+
+    // Stale old: nothing changes, nothing is imported.
+    assert!(matches!(
+        store.replace("k", b"record-0", b"kes:keyring:v1:A"),
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(object_names(&state), ["k", "k2"]);
+    assert_eq!(store.get("k").unwrap().expose(), b"record-1");
+    assert!(matches!(
+        store.replace("missing", b"x", b"kes:keyring:v1:A"),
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(object_names(&state), ["k", "k2"]);
+
+    store
+        .replace("k", b"record-1", b"kes:keyring:v1:A")
+        .unwrap();
+    assert_eq!(store.get("k").unwrap().expose(), b"kes:keyring:v1:A");
+    {
+        let st = state.lock().unwrap();
+        // The name holds a new object, linked to the replaced one, which is gone.
+        assert_ne!(st.objects["k"].kid, kid_1);
+        assert_eq!(st.objects["k"].replaced.as_deref(), Some(kid_1.as_str()));
+        assert_eq!(st.objects.len(), 2, "{:?}", st.objects.keys());
+        assert!(st.rejected.is_empty(), "{:?}", st.rejected);
+    }
+    Dsm(state.clone()).record("k").unwrap();
+    assert!(matches!(
+        store.replace("k", b"record-1", b"kes:keyring:v1:AB"),
+        Err(StoreError::Conflict)
+    ));
+    store
+        .replace("k", b"kes:keyring:v1:A", b"kes:keyring:v1:AB")
+        .unwrap();
+    assert_eq!(store.get("k").unwrap().expose(), b"kes:keyring:v1:AB");
+    assert_eq!(store.list("").unwrap(), ["k", "k2"]);
+
+    // Replaced objects whose removal failed stay behind, linked: left out of lists,
+    // removed by delete with the key.
+    let kid_ab = state.lock().unwrap().objects["k"].kid.clone();
+    let held = upstream_object("kes:keyring:v1:AB", true);
+    {
+        // What a rotation whose last step failed leaves: the replaced object under its new
+        // name, linked both ways.
+        let mut st = state.lock().unwrap();
+        let mut old = st.objects.remove("k").unwrap();
+        let mut new = held.clone();
+        new.value = B64.encode("kes:keyring:v1:ABC");
+        old.replacement = Some(new.kid.clone());
+        new.replaced = Some(old.kid.clone());
+        st.objects
+            .insert("k (kes replaced 0123456789abcdef)".into(), old);
+        st.objects.insert("k".into(), new);
+    }
+    assert_eq!(store.get("k").unwrap().expose(), b"kes:keyring:v1:ABC");
+    assert_eq!(store.list("").unwrap(), ["k", "k2"]);
+    assert_eq!(store.list("k").unwrap(), ["k", "k2"]);
+    store.delete("k").unwrap();
+    assert_eq!(object_names(&state), ["k2"], "kid {kid_ab} left behind");
+    assert!(matches!(store.get("k"), Err(StoreError::NotFound)));
+    assert!(matches!(store.delete("k"), Err(StoreError::NotFound)));
+    assert_eq!(store.list("").unwrap(), ["k2"]);
+
+    // An unrotated key: one export to read, export + delete to remove, as before.
+    let calls = || state.lock().unwrap().requests;
+    let before = calls();
+    assert_eq!(store.get("k2").unwrap().expose(), b"other");
+    assert_eq!(calls() - before, 1);
+    store.delete("k2").unwrap();
+    assert_eq!(calls() - before, 3);
+    assert!(object_names(&state).is_empty());
+    assert!(state.lock().unwrap().rejected.is_empty());
+}
+
+#[test]
+fn a_replace_the_service_refuses_leaves_the_key_and_no_object_behind() {
+    use kes::keystore::KeyStore;
+    let (_standin, state) = start(Duration::from_secs(3600));
+    let store = library_store(&_standin.url());
+    store.create("k", b"record-1").unwrap();
+    // The key's object is in another group: DSM refuses a replacement that differs.
+    state.lock().unwrap().objects.get_mut("k").unwrap().group_id = "another-group".into();
+    assert!(store
+        .replace("k", b"record-1", b"kes:keyring:v1:A")
+        .is_err());
+    assert_eq!(object_names(&state), ["k"]);
+    assert_eq!(store.get("k").unwrap().expose(), b"record-1");
 }

@@ -230,11 +230,17 @@ fn rfc3339_unix(s: &str) -> Option<f64> {
     Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset) as f64 + frac)
 }
 
-/// Key rotation ([`KeyStore::replace`]) is not supported here yet (the trait's default:
-/// `Unsupported`). No call that changes a secret's data in place (an update or a new
-/// version of a secret in a box) could be confirmed from Entrust's public KeyControl vault
-/// API reference in the time this change had; only create, checkout, delete and list are
-/// used. Delete and re-create is not an option: the key would not exist in between.
+/// Key rotation ([`KeyStore::replace`]) is not supported here (the trait's default:
+/// `Unsupported`). Entrust's Secrets Vault overview (docs.hytrust.com/DataControl/5.4,
+/// "Secrets Vault Programmer's Reference", Secrets-Vault-Overview) says changing a secret's
+/// value creates a new version and a box keeps up to "Max Secret Version" of them, so an
+/// in-place update exists; but the call that does it (its `/vault/1.0/<op>/` name, body and
+/// errors), which version `CheckoutSecret` then returns, and whether `DeleteSecret` removes
+/// every version, could not be found in a public Entrust source (the stored reference pages,
+/// the docs and code search; upstream KES's keystore, which this one mirrors, only
+/// creates, checks out, deletes and lists); no conditional write was found either. The stand-in must model
+/// documented behaviour, not a guess, so this stays unsupported. Delete and re-create is
+/// not an option: the key would not exist in between.
 impl KeyStore for KeyControlStore {
     fn display_name(&self) -> String {
         format!("Entrust KeyControl: {}", self.config.endpoint)

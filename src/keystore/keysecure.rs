@@ -131,14 +131,21 @@ impl KeySecureStore {
     }
 }
 
-/// Key rotation ([`KeyStore::replace`]) is not supported here yet (the trait's default:
-/// `Unsupported`). CipherTrust Manager's vault secrets have versions (a new version of a
-/// secret keeps its name, and an export reads the latest by default), which would make a
-/// read-compare-write rotation possible without a moment where the key is missing; there is
-/// no conditional write. Not done yet: the exact call (`POST /api/v1/vault/secrets/<id>/versions`
-/// and its body) could not be confirmed from the public API reference in the time this
-/// change had, and the stand-in must model the documented call, not a guess. Delete and
-/// re-create is not an option: the key would not exist in between.
+/// Key rotation ([`KeyStore::replace`]) is not supported here (the trait's default:
+/// `Unsupported`). CipherTrust Manager's vault secrets do have versions: Thales's CLI has
+/// `ksctl secrets version --name <id> --material <data>` and `ksctl secrets listversion`
+/// (seen through a third-party wrapper, sanyambassi/ciphertrust-manager-mcp-server
+/// `src/ciphertrust_mcp_server/tools/secrets.py`, which also lists with a `secretversion`
+/// filter). What a rotation here needs could not be confirmed from a public Thales
+/// source: the REST call and body behind `secrets version` (presumably
+/// `POST /api/v1/vault/secrets/<id>/versions` with `material`; thalesdocs.com documents that
+/// path shape only for CCM's external-CM keys), whether `export?type=name` then reads the
+/// latest version, whether `DELETE …?type=name` removes every version, and whether a list
+/// shows a versioned secret once; nor any conditional write (an etag or version
+/// precondition). ThalesGroup/terraform-provider-ciphertrust does not manage vault secrets.
+/// The stand-in must model documented behaviour, not a guess, so this stays unsupported
+/// until the CipherTrust Manager REST reference (`/api/v1/vault/secrets`) can be read.
+/// Delete and re-create is not an option: the key would not exist in between.
 impl KeyStore for KeySecureStore {
     fn display_name(&self) -> String {
         format!("Gemalto KeySecure: {}", self.config.endpoint)

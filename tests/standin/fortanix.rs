@@ -2,6 +2,14 @@
 //! here), strict: a session from the API key at `/sys/v1/session/auth` (`Basic`), every other
 //! call with a live `Authorization: Bearer <token>`, exact methods, paths, query parameters,
 //! content types and JSON body members; lists are paged by `start`/`limit`.
+//!
+//! Rotation as the DSM REST API reference documents `ReplaceSobject`
+//! (`POST /crypto/v1/keys/replace`, `{"replaced","replaced_new_name","replacement"}`, each
+//! object a descriptor `{"kid"}` or `{"name"}`, → 204): the replaced object takes the new
+//! name, the two are linked (`links.replaced` on the replacement, `links.replacement` on the
+//! replaced), and the replacement takes the replaced object's old name. `POST
+//! /crypto/v1/keys/info` looks an object up by descriptor (no value). Links stay when the
+//! object they name is deleted (a dangling kid), as nothing in the reference says otherwise.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,6 +31,55 @@ pub struct Obj {
     pub key_ops: Vec<String>,
     pub value: String,
     pub enabled: bool,
+    /// `links.replaced`: the kid of the object this one replaced.
+    pub replaced: Option<String>,
+    /// `links.replacement`: the kid of the object that replaced this one.
+    pub replacement: Option<String>,
+}
+
+impl Obj {
+    /// `"links":{…},` when the object has links, else "".
+    fn links_json(&self) -> String {
+        let mut links = Vec::new();
+        if let Some(k) = &self.replaced {
+            links.push(format!(r#""replaced":"{k}""#));
+        }
+        if let Some(k) = &self.replacement {
+            links.push(format!(r#""replacement":"{k}""#));
+        }
+        if links.is_empty() {
+            String::new()
+        } else {
+            format!(r#""links":{{{}}},"#, links.join(","))
+        }
+    }
+}
+
+/// The reference's pattern for names: `^[^\n]*[^\s\n][^\n]*$`, at most 4096 bytes.
+fn valid_sobject_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 4096
+        && !name.contains('\n')
+        && name.chars().any(|c| !c.is_whitespace())
+}
+
+/// The object a descriptor (`{"kid"}` or `{"name"}`, exactly one member) names:
+/// `Err(())` for a malformed descriptor, `Ok(None)` when no object matches.
+fn by_descriptor(st: &State, d: Option<&simd_json::OwnedValue>) -> Result<Option<String>, ()> {
+    use simd_json::prelude::*;
+    let d = d.and_then(|d| d.as_object()).ok_or(())?;
+    if d.len() != 1 {
+        return Err(());
+    }
+    if let Some(name) = d.get("name").and_then(|n| n.as_str()) {
+        return Ok(st.objects.contains_key(name).then(|| name.to_string()));
+    }
+    let kid = d.get("kid").and_then(|k| k.as_str()).ok_or(())?;
+    Ok(st
+        .objects
+        .iter()
+        .find(|(_, o)| o.kid == kid)
+        .map(|(n, _)| n.clone()))
 }
 
 #[derive(Default)]
@@ -31,6 +88,8 @@ pub struct State {
     pub tokens: HashMap<String, Instant>,
     pub ttl: Duration,
     pub logins: usize,
+    /// Authorized calls served (logins not counted).
+    pub requests: usize,
     pub rejected: Vec<String>,
 }
 
@@ -72,6 +131,7 @@ pub fn handle(state: &Mutex<State>, req: &Request) -> Response {
     if !bearer_is_live(req, &st.tokens, &mut st.rejected) {
         return Response::json(401, r#"{"message":"Session is not authenticated"}"#);
     }
+    st.requests += 1;
     let json_body = req.header("content-type") == Some("application/json");
     match (req.method.as_str(), req.path.as_str()) {
         ("PUT", "/crypto/v1/keys") => {
@@ -107,6 +167,9 @@ pub fn handle(state: &Mutex<State>, req: &Request) -> Response {
             {
                 return reject(st, req, 400, "unexpected members or value not base64");
             }
+            if !valid_sobject_name(&name) {
+                return reject(st, req, 400, "invalid name");
+            }
             if st.objects.contains_key(&name) {
                 return Response::json(409, r#"{"message":"sobject already exists"}"#);
             }
@@ -120,6 +183,8 @@ pub fn handle(state: &Mutex<State>, req: &Request) -> Response {
                     key_ops,
                     value,
                     enabled,
+                    replaced: None,
+                    replacement: None,
                 },
             );
             Response::json(201, format!(r#"{{"kid":"{kid}","name":{}}}"#, q(&name)))
@@ -136,17 +201,97 @@ pub fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 Some(o) => Response::json(
                     200,
                     format!(
-                        r#"{{"kid":"{}","name":{},"obj_type":"{}","group_id":"{}","enabled":{},"value":"{}"}}"#,
+                        r#"{{"kid":"{}","name":{},"obj_type":"{}","group_id":"{}",{}"enabled":{},"value":"{}"}}"#,
                         o.kid,
                         q(&name),
                         o.obj_type,
                         o.group_id,
+                        o.links_json(),
                         o.enabled,
                         o.value
                     ),
                 ),
                 None => Response::json(404, r#"{"message":"sobject does not exist"}"#),
             }
+        }
+        ("POST", "/crypto/v1/keys/info") => {
+            let Some(v) = req.json().filter(|_| json_body && req.query.is_empty()) else {
+                return reject(st, req, 400, "a JSON object body expected");
+            };
+            match by_descriptor(st, Some(&v)) {
+                Err(()) => reject(st, req, 400, "a descriptor {kid} or {name} expected"),
+                Ok(None) => Response::json(404, r#"{"message":"sobject does not exist"}"#),
+                Ok(Some(name)) => {
+                    let o = &st.objects[&name];
+                    Response::json(
+                        200,
+                        format!(
+                            r#"{{"kid":"{}","name":{},"obj_type":"{}","group_id":"{}",{}"enabled":{}}}"#,
+                            o.kid,
+                            q(&name),
+                            o.obj_type,
+                            o.group_id,
+                            o.links_json(),
+                            o.enabled
+                        ),
+                    )
+                }
+            }
+        }
+        ("POST", "/crypto/v1/keys/replace") => {
+            let Some(v) = req.json().filter(|_| json_body && req.query.is_empty()) else {
+                return reject(st, req, 400, "a JSON object body expected");
+            };
+            let new_name = v
+                .get("replaced_new_name")
+                .and_then(|n| n.as_str())
+                .map(str::to_string);
+            let members = v.as_object().map_or(0, |o| o.len());
+            let (Some(new_name), 3) = (new_name, members) else {
+                return reject(
+                    st,
+                    req,
+                    400,
+                    "exactly replaced, replaced_new_name, replacement expected",
+                );
+            };
+            let (Ok(replaced), Ok(replacement)) = (
+                by_descriptor(st, v.get("replaced")),
+                by_descriptor(st, v.get("replacement")),
+            ) else {
+                return reject(st, req, 400, "descriptors {kid} or {name} expected");
+            };
+            let (Some(r), Some(s)) = (replaced, replacement) else {
+                return Response::json(404, r#"{"message":"sobject does not exist"}"#);
+            };
+            if !valid_sobject_name(&new_name) {
+                return reject(st, req, 400, "invalid replaced_new_name");
+            }
+            if r == s {
+                return reject(st, req, 400, "an object cannot replace itself");
+            }
+            // "The metadata of S should be mostly same as that of R".
+            let (ro, so) = (&st.objects[&r], &st.objects[&s]);
+            if (&ro.obj_type, &ro.group_id, &ro.key_ops)
+                != (&so.obj_type, &so.group_id, &so.key_ops)
+            {
+                return reject(
+                    st,
+                    req,
+                    400,
+                    "replacement differs in type, group or key_ops",
+                );
+            }
+            if st.objects.contains_key(&new_name) {
+                return Response::json(409, r#"{"message":"sobject already exists"}"#);
+            }
+            let mut old = st.objects.remove(&r).unwrap();
+            let mut new = st.objects.remove(&s).unwrap();
+            old.replacement = Some(new.kid.clone());
+            new.replaced = Some(old.kid.clone());
+            st.objects.insert(new_name, old);
+            st.objects.insert(r, new);
+            Response::empty(204)
         }
         ("GET", "/crypto/v1/keys") => {
             let p = query_pairs(&req.query);
