@@ -130,6 +130,8 @@ pub struct Scratch {
     pub context: Vec<u8>,
     pub data: Vec<u8>,
     pub output: Vec<u8>,
+    /// A policy path being built (MinKMS commands); never secret.
+    pub path: String,
 }
 
 impl Scratch {
@@ -140,6 +142,9 @@ impl Scratch {
             if buf.capacity() > keep_bytes_max {
                 *buf = Vec::new();
             }
+        }
+        if self.path.capacity() > keep_bytes_max {
+            self.path = String::new();
         }
     }
 

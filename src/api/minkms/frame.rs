@@ -182,23 +182,23 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// Splits a whole request body into frames, checking every length first: a body that is
-/// not entirely well-framed is refused before any command runs.
-pub fn split(body: &[u8]) -> Result<Vec<Frame<'_>>, FrameError> {
+/// Checks that `body` is a sequence of frames (every length within the body, at most
+/// [`FRAMES_PER_REQUEST_MAX`]) before any command runs, and hands them out one at a time:
+/// no allocation.
+pub fn frames(body: &[u8]) -> Result<Frames<'_>, FrameError> {
     if body.is_empty() {
         return Err(FrameError::Empty);
     }
-    let mut frames = Vec::new();
+    let mut count = 0;
     let mut offset = 0;
     while offset < body.len() {
-        if frames.len() == FRAMES_PER_REQUEST_MAX {
+        if count == FRAMES_PER_REQUEST_MAX {
             return Err(FrameError::TooMany);
         }
         let rest = &body[offset..];
         let Some((header, after)) = rest.split_first_chunk::<FRAME_HEADER_BYTES>() else {
             return Err(FrameError::TruncatedHeader { offset });
         };
-        let code = u16::from_be_bytes([header[0], header[1]]);
         let declared = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
         let len = declared as usize;
         if len > after.len() {
@@ -208,13 +208,35 @@ pub fn split(body: &[u8]) -> Result<Vec<Frame<'_>>, FrameError> {
                 left: after.len(),
             });
         }
-        frames.push(Frame {
-            code,
-            message: &after[..len],
-        });
+        count += 1;
         offset += FRAME_HEADER_BYTES + len;
     }
-    Ok(frames)
+    Ok(Frames { rest: body })
+}
+
+/// The frames of a body [`frames`] checked, in order.
+pub struct Frames<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Frame<'a>;
+
+    fn next(&mut self) -> Option<Frame<'a>> {
+        let (header, after) = self.rest.split_first_chunk::<FRAME_HEADER_BYTES>()?;
+        let code = u16::from_be_bytes([header[0], header[1]]);
+        let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
+        // Checked by `frames`; a shorter rest ends the iteration rather than panicking.
+        let message = after.get(..len)?;
+        self.rest = &after[len..];
+        Some(Frame { code, message })
+    }
+}
+
+/// Splits a whole request body into frames, checking every length first: a body that is
+/// not entirely well-framed is refused before any command runs.
+pub fn split(body: &[u8]) -> Result<Vec<Frame<'_>>, FrameError> {
+    Ok(frames(body)?.collect())
 }
 
 /// Appends a frame of `command` whose message `body` writes.

@@ -118,11 +118,16 @@ struct Caller<'a> {
     enforce: bool,
     identity: Option<Identity>,
     settings: &'a super::settings::Settings,
-    creator: String,
     enclave: Enclave<'a>,
 }
 
 impl Caller<'_> {
+    /// The caller's identity in hex, as a key's `created_by` records it (only commands that
+    /// create something ask, so the hot path does not build it).
+    fn creator(&self) -> String {
+        self.identity.map(|i| i.to_hex()).unwrap_or_default()
+    }
+
     /// Decodes a key request and checks its name and the caller's right to run `command` on
     /// that key.
     fn key_request<'m>(
@@ -203,12 +208,12 @@ async fn serve_frames(
         enforce: req.settings.routes.auth[index] == AuthMode::Verify,
         identity,
         settings: req.settings,
-        creator: identity.map(|i| i.to_hex()).unwrap_or_default(),
         enclave,
     };
-    let frames = frame::split(req.body).map_err(ApiError::kms_bad_frames)?;
+    let frames = frame::frames(req.body).map_err(ApiError::kms_bad_frames)?;
     let scratch = &mut *req.scratch;
-    let mut path = String::with_capacity(128);
+    // The policy path of each command, in the stream's reused buffer.
+    let mut path = std::mem::take(&mut scratch.path);
     let mut stored = String::new();
     for f in frames {
         let command =
@@ -229,10 +234,10 @@ async fn serve_frames(
                 };
                 let name = enclave.stored_name(name, &mut stored);
                 if m.add_version {
-                    add_version(core, name, kind, &caller.creator).await?;
+                    add_version(core, name, kind, &caller.creator()).await?;
                 } else {
                     let kind = kind.unwrap_or(core.shared.key_type);
-                    create_key(core, name, kind, &caller.creator).await?;
+                    create_key(core, name, kind, &caller.creator()).await?;
                 }
                 frame::put_frame(out, command, |_| {});
             }
@@ -242,7 +247,7 @@ async fn serve_frames(
                 caller.authorize(command, name, &mut path)?;
                 let kind = key_type(m.kind, core)?;
                 let name = enclave.stored_name(name, &mut stored);
-                import_key(core, name, kind, m.key, &caller.creator).await?;
+                import_key(core, name, kind, m.key, &caller.creator()).await?;
                 frame::put_frame(out, command, |_| {});
             }
             Command::KeyStatus => {
@@ -375,6 +380,8 @@ async fn serve_frames(
             | Command::IdentityList => admin::serve(core, &caller, command, f.message, out)?,
         }
     }
+    path.clear();
+    scratch.path = path;
     Ok(())
 }
 
