@@ -968,6 +968,10 @@ fn per_enclave_policies_config_enclaves_and_read_only_identities_and_policies() 
         assert_eq!(r.error(), denied, "deny wins");
         let r = u.one_in("tenant-2", KEY_GENERATE, &generate_msg("k", 0, b""));
         assert_eq!(r.error(), denied);
+        // An enclave that does not exist answers the same: no right there, no way to learn
+        // which enclaves exist. (The admin gets 404 "enclave does not exist".)
+        let r = u.one_in("tenant-9", KEY_GENERATE, &generate_msg("k", 0, b""));
+        assert_eq!(r.error(), denied, "{wire:?}");
         let r = u.one(KEY_GENERATE, &generate_msg("k", 0, b""));
         assert_eq!(r.error(), denied);
         assert_eq!(

@@ -228,24 +228,34 @@ async fn keystore<R: Send + 'static>(
     }
 }
 
-/// The enclave a request's path names. `default` and the empty name answer at once; another
-/// must exist, which [`Known`] answers for `cache.expiry.any` after one keystore read.
-pub async fn resolve<'a>(core: &Core, name: &'a str) -> Result<Enclave<'a>, ApiError> {
+/// The enclave a request's path names, by its name alone (whether it exists is
+/// [`ensure_exists`]'s question, asked once a command was authorised, so that an identity
+/// without rights there cannot learn which enclaves exist).
+pub fn parse(name: &str) -> Result<Enclave<'_>, ApiError> {
     if name.is_empty() || name == DEFAULT_ENCLAVE {
         return Ok(Enclave::Default);
     }
     if !is_valid_enclave_name(name) {
         return Err(ApiError::invalid_enclave_name(name));
     }
+    Ok(Enclave::Named(name))
+}
+
+/// `default` exists at once; another enclave must, which [`Known`] answers for
+/// `cache.expiry.any` after one keystore read.
+pub async fn ensure_exists(core: &Core, enclave: Enclave<'_>) -> Result<(), ApiError> {
+    let Enclave::Named(name) = enclave else {
+        return Ok(());
+    };
     let max_age = core.shared.expiry.any;
     if core.shared.enclaves.contains(name, max_age) {
-        return Ok(Enclave::Named(name));
+        return Ok(());
     }
     if read_record(core, name).await?.is_none() {
         return Err(ApiError::KMS_ENCLAVE_NOT_FOUND);
     }
     core.shared.enclaves.insert(name, max_age);
-    Ok(Enclave::Named(name))
+    Ok(())
 }
 
 /// When and by whom an enclave was created.

@@ -197,7 +197,9 @@ async fn serve_frames(
     if !req.binary {
         return Err(ApiError::KMS_NOT_BINARY);
     }
-    let enclave = enclave::resolve(core, req.argument).await?;
+    let enclave = enclave::parse(req.argument)?;
+    // Whether the path's enclave exists is asked after the first key command was authorised.
+    let mut exists = enclave == Enclave::Default;
     let timeout = req.timeout();
     let index = super::router::index_of(RouteId::Kms);
     let identity = match req.peer {
@@ -232,6 +234,7 @@ async fn serve_frames(
                     "" if m.add_version => None,
                     other => Some(key_type(other, core)?),
                 };
+                known(core, enclave, &mut exists).await?;
                 let name = enclave.stored_name(name, &mut stored);
                 if m.add_version {
                     add_version(core, name, kind, &caller.creator()).await?;
@@ -246,6 +249,7 @@ async fn serve_frames(
                 let name = valid_name(m.name)?;
                 caller.authorize(command, name, &mut path)?;
                 let kind = key_type(m.kind, core)?;
+                known(core, enclave, &mut exists).await?;
                 let name = enclave.stored_name(name, &mut stored);
                 import_key(core, name, kind, m.key, &caller.creator()).await?;
                 frame::put_frame(out, command, |_| {});
@@ -253,6 +257,7 @@ async fn serve_frames(
             Command::KeyStatus => {
                 let m = caller.key_request(command, KeyLayout::Status, f.message, &mut path)?;
                 let name = m.name;
+                known(core, enclave, &mut exists).await?;
                 let stored_name = enclave.stored_name(name, &mut stored);
                 let ring = store::key_with_version(core, stored_name, m.version, timeout).await?;
                 let (number, k) = version_of(&ring, m.version)?;
@@ -264,6 +269,7 @@ async fn serve_frames(
             Command::KeyListVersions => {
                 let m = caller.key_request(command, KeyLayout::Status, f.message, &mut path)?;
                 let name = m.name;
+                known(core, enclave, &mut exists).await?;
                 let ring =
                     store::key(core, enclave.stored_name(name, &mut stored), timeout).await?;
                 let creators: Vec<String> = ring.versions().map(|(_, k)| created_by(k)).collect();
@@ -278,6 +284,7 @@ async fn serve_frames(
             }
             Command::KeyDelete => {
                 let m = caller.key_request(command, KeyLayout::Delete, f.message, &mut path)?;
+                known(core, enclave, &mut exists).await?;
                 let name = enclave.stored_name(m.name, &mut stored);
                 if m.all_versions {
                     store::delete(core, name).await?;
@@ -288,6 +295,7 @@ async fn serve_frames(
             }
             Command::KeyEncrypt => {
                 let m = caller.key_request(command, KeyLayout::Encrypt, f.message, &mut path)?;
+                known(core, enclave, &mut exists).await?;
                 let name = enclave.stored_name(m.name, &mut stored);
                 let ring = store::key_with_version(core, name, m.version, timeout).await?;
                 let number = encrypt_with(
@@ -304,6 +312,7 @@ async fn serve_frames(
             }
             Command::KeyDecrypt => {
                 let m = caller.key_request(command, KeyLayout::Decrypt, f.message, &mut path)?;
+                known(core, enclave, &mut exists).await?;
                 let name = enclave.stored_name(m.name, &mut stored);
                 // The ciphertext says which version made it (MinIO sends version 0, or 1 for
                 // ciphertexts it made through the KES API): a version in the request must
@@ -327,6 +336,7 @@ async fn serve_frames(
                 if !(m.length == 0 || m.length == DEK_LENGTH) {
                     return Err(ApiError::kms_invalid_length(m.length));
                 }
+                known(core, enclave, &mut exists).await?;
                 let name = enclave.stored_name(m.name, &mut stored);
                 let ring = store::key_with_version(core, name, m.version, timeout).await?;
                 let (dek, number) = new_dek(
@@ -342,6 +352,7 @@ async fn serve_frames(
             }
             Command::KeyMac => {
                 let m = caller.key_request(command, KeyLayout::Mac, f.message, &mut path)?;
+                known(core, enclave, &mut exists).await?;
                 let name = enclave.stored_name(m.name, &mut stored);
                 let ring = store::key_with_version(core, name, m.version, timeout).await?;
                 let (number, mut tag) = mac_with(&ring, m.version, m.data)?;
@@ -358,6 +369,7 @@ async fn serve_frames(
                     return Err(ApiError::invalid_pattern(m.prefix));
                 }
                 caller.authorize(command, m.prefix, &mut path)?;
+                known(core, enclave, &mut exists).await?;
                 list(core, enclave, &m, timeout, out).await?;
             }
             Command::EnclaveCreate
@@ -450,6 +462,15 @@ fn status_of<'a>(
         created_at: k.created_at,
         created_by,
     }
+}
+
+/// Checks once per request that the path's enclave exists (see [`enclave::ensure_exists`]).
+async fn known(core: &Core, enclave: Enclave<'_>, exists: &mut bool) -> Result<(), ApiError> {
+    if !*exists {
+        enclave::ensure_exists(core, enclave).await?;
+        *exists = true;
+    }
+    Ok(())
 }
 
 /// KEY:LIST: the keys from `continue_at` on with the prefix, at most a page, each with its
