@@ -307,21 +307,16 @@ fn minkms_generate_and_decrypt_do_not_allocate() {
             body.clear();
             put_frame(&mut body, 207, &message);
             out.clear();
-            let mut req = Request {
-                settings: &settings,
-                route: &ROUTES[kms],
-                argument: "default",
-                path: "/v1/kms/default",
-                peer: Peer::Identified(admin),
-                body: &mut body,
-                scratch: &mut scratch,
-                binary: true,
-                host: "",
-            };
-            api::authorize(kms, &req).unwrap();
-            let reply = api::dispatch(&core, &mut req, &mut out).await;
-            assert_eq!(reply, api::Reply::Binary(200), "{out:?}");
-            req.scratch.wipe();
+            post(
+                &core,
+                &settings,
+                admin,
+                kms,
+                &mut body,
+                &mut scratch,
+                &mut out,
+            )
+            .await;
             ciphertext.clear();
             ciphertext.extend_from_slice(field(&out[6..], 0x1a));
 
@@ -333,22 +328,17 @@ fn minkms_generate_and_decrypt_do_not_allocate() {
             body.clear();
             put_frame(&mut body, 206, &message);
             out.clear();
-            let mut req = Request {
-                settings: &settings,
-                route: &ROUTES[kms],
-                argument: "default",
-                path: "/v1/kms/default",
-                peer: Peer::Identified(admin),
-                body: &mut body,
-                scratch: &mut scratch,
-                binary: true,
-                host: "",
-            };
-            api::authorize(kms, &req).unwrap();
-            let reply = api::dispatch(&core, &mut req, &mut out).await;
-            assert_eq!(reply, api::Reply::Binary(200), "{out:?}");
+            post(
+                &core,
+                &settings,
+                admin,
+                kms,
+                &mut body,
+                &mut scratch,
+                &mut out,
+            )
+            .await;
             assert_eq!(field(&out[6..], 0x0a).len(), 32, "the DEK comes back");
-            req.scratch.wipe();
             COUNTING.with(|c| c.set(false));
             counted += usize::from(round >= 100);
         }
@@ -359,4 +349,32 @@ fn minkms_generate_and_decrypt_do_not_allocate() {
         allocations, 0,
         "allocations in 1000 MinKMS generate+decrypt rounds"
     );
+}
+
+/// One MinKMS request of `body`'s frames to the enclave `default` as `admin`, answered 200
+/// into `out`; the scratch is wiped afterwards, as a connection does.
+async fn post(
+    core: &api::Core,
+    settings: &kes::api::settings::Settings,
+    admin: kes::auth::Identity,
+    kms: usize,
+    body: &mut Vec<u8>,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) {
+    let mut req = Request {
+        settings,
+        route: &ROUTES[kms],
+        argument: "default",
+        path: "/v1/kms/default",
+        peer: Peer::Identified(admin),
+        body,
+        scratch,
+        binary: true,
+        host: "",
+    };
+    api::authorize(kms, &req).unwrap();
+    let reply = api::dispatch(core, &mut req, out).await;
+    assert_eq!(reply, api::Reply::Binary(200), "{out:?}");
+    req.scratch.wipe();
 }
