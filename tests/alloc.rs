@@ -258,14 +258,8 @@ fn http2_generate_batches_do_not_allocate() {
 #[test]
 fn minkms_generate_and_decrypt_do_not_allocate() {
     let (shared, admin) = dev_state_with_hot_key();
-    let kms = ROUTES.iter().position(|r| r.id == RouteId::Kms).unwrap();
     const AD: &[u8] = br#"{"bucket":"my-bucket/my-object"}"#;
 
-    fn put_frame(out: &mut Vec<u8>, command: u16, message: &[u8]) {
-        out.extend_from_slice(&command.to_be_bytes());
-        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        out.extend_from_slice(message);
-    }
     fn put_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
         // Every field here is shorter than 128 bytes: one length byte.
         out.push(tag);
@@ -291,11 +285,13 @@ fn minkms_generate_and_decrypt_do_not_allocate() {
 
     let allocations = kes::rt::block_on(async move {
         let core = api::Core::new(shared);
-        let mut body = Vec::with_capacity(4096);
+        let mut conn = KmsConn {
+            body: Vec::with_capacity(4096),
+            scratch: Scratch::default(),
+            out: Vec::with_capacity(4096),
+        };
         let mut message = Vec::with_capacity(256);
         let mut ciphertext = Vec::with_capacity(256);
-        let mut out = Vec::with_capacity(4096);
-        let mut scratch = Scratch::default();
         let mut counted = 0;
         for round in 0..1100 {
             COUNTING.with(|c| c.set(round >= 100));
@@ -304,41 +300,17 @@ fn minkms_generate_and_decrypt_do_not_allocate() {
             message.clear();
             put_field(&mut message, 0x0a, b"hot");
             put_field(&mut message, 0x1a, AD);
-            body.clear();
-            put_frame(&mut body, 207, &message);
-            out.clear();
-            post(
-                &core,
-                &settings,
-                admin,
-                kms,
-                &mut body,
-                &mut scratch,
-                &mut out,
-            )
-            .await;
+            let answer = conn.post(&core, &settings, admin, 207, &message).await;
             ciphertext.clear();
-            ciphertext.extend_from_slice(field(&out[6..], 0x1a));
+            ciphertext.extend_from_slice(field(answer, 0x1a));
 
             // KEY:DECRYPT {name, version 0, ciphertext, associated_data} (206).
             message.clear();
             put_field(&mut message, 0x0a, b"hot");
             put_field(&mut message, 0x1a, &ciphertext);
             put_field(&mut message, 0x22, AD);
-            body.clear();
-            put_frame(&mut body, 206, &message);
-            out.clear();
-            post(
-                &core,
-                &settings,
-                admin,
-                kms,
-                &mut body,
-                &mut scratch,
-                &mut out,
-            )
-            .await;
-            assert_eq!(field(&out[6..], 0x0a).len(), 32, "the DEK comes back");
+            let answer = conn.post(&core, &settings, admin, 206, &message).await;
+            assert_eq!(field(answer, 0x0a).len(), 32, "the DEK comes back");
             COUNTING.with(|c| c.set(false));
             counted += usize::from(round >= 100);
         }
@@ -351,30 +323,46 @@ fn minkms_generate_and_decrypt_do_not_allocate() {
     );
 }
 
-/// One MinKMS request of `body`'s frames to the enclave `default` as `admin`, answered 200
-/// into `out`; the scratch is wiped afterwards, as a connection does.
-async fn post(
-    core: &api::Core,
-    settings: &kes::api::settings::Settings,
-    admin: kes::auth::Identity,
-    kms: usize,
-    body: &mut Vec<u8>,
-    scratch: &mut Scratch,
-    out: &mut Vec<u8>,
-) {
-    let mut req = Request {
-        settings,
-        route: &ROUTES[kms],
-        argument: "default",
-        path: "/v1/kms/default",
-        peer: Peer::Identified(admin),
-        body,
-        scratch,
-        binary: true,
-        host: "",
-    };
-    api::authorize(kms, &req).unwrap();
-    let reply = api::dispatch(core, &mut req, out).await;
-    assert_eq!(reply, api::Reply::Binary(200), "{out:?}");
-    req.scratch.wipe();
+/// A MinKMS client's reused buffers (as a connection keeps them).
+struct KmsConn {
+    body: Vec<u8>,
+    scratch: Scratch,
+    out: Vec<u8>,
+}
+
+impl KmsConn {
+    /// One frame of `command` to the enclave `default` as `admin`, answered 200; returns the
+    /// answer's message. The scratch is wiped afterwards, as a connection does.
+    async fn post(
+        &mut self,
+        core: &api::Core,
+        settings: &kes::api::settings::Settings,
+        admin: kes::auth::Identity,
+        command: u16,
+        message: &[u8],
+    ) -> &[u8] {
+        let kms = ROUTES.iter().position(|r| r.id == RouteId::Kms).unwrap();
+        self.body.clear();
+        self.body.extend_from_slice(&command.to_be_bytes());
+        self.body
+            .extend_from_slice(&(message.len() as u32).to_be_bytes());
+        self.body.extend_from_slice(message);
+        self.out.clear();
+        let mut req = Request {
+            settings,
+            route: &ROUTES[kms],
+            argument: "default",
+            path: "/v1/kms/default",
+            peer: Peer::Identified(admin),
+            body: &mut self.body,
+            scratch: &mut self.scratch,
+            binary: true,
+            host: "",
+        };
+        api::authorize(kms, &req).unwrap();
+        let reply = api::dispatch(core, &mut req, &mut self.out).await;
+        assert_eq!(reply, api::Reply::Binary(200), "{:?}", self.out);
+        req.scratch.wipe();
+        &self.out[6..]
+    }
 }
